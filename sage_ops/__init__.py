@@ -1,0 +1,30 @@
+"""sage-ops: a terminal-first job manager for Ray clusters.
+
+The public names are imported lazily so that `sage-ops --help` and shell completion never
+pay for Ray, SQLAlchemy or FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "JobManagerServer": "sage_ops.server.daemon",
+    "JobManagerClient": "sage_ops.client",
+    "AsyncJobManagerClient": "sage_ops.client",
+    "JobStatus": "sage_ops.lifecycle",
+    "JobSpec": "sage_ops.schemas",
+    "Resources": "sage_ops.schemas",
+    "RetryPolicy": "sage_ops.schemas",
+}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sage_ops' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from sage_ops.cli import main
+
+main()

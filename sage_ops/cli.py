@@ -1,0 +1,416 @@
+"""`sage-ops`: thin click commands (parse -> client -> render). Rules live in the daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from . import __version__, paths, render
+from .client import JobManagerClient, script_spec
+from .config import Config, load_config
+from .errors import DaemonUnavailable, SageOpsError
+from .lifecycle import JobStatus
+from .schemas import JobSpec, JobView, Resources
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--priority", "--timeout"}
+
+
+class Ctx:
+    def __init__(self, address: str | None, config_path: str | None) -> None:
+        self.address = address
+        self.config_path = config_path
+        self._client: JobManagerClient | None = None
+
+    def config(self, **overrides: Any) -> Config:
+        return load_config(self.config_path, **overrides)
+
+    def client(self) -> JobManagerClient:
+        if self._client is None:
+            address = self.address or os.environ.get("SAGE_OPS_ADDRESS")
+            if not address:
+                address = f"unix://{self.config().jobmanager.socket}"
+            self._client = JobManagerClient(address, config={"retry_attempts": 1})
+        return self._client
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--address", metavar="ADDR", help="unix:///path.sock, HOST:PORT or tcp://HOST:PORT; comma-separated "
+              "for failover. Default: $SAGE_OPS_ADDRESS, then the config's socket.")
+@click.option("--config", "config_path", metavar="FILE", envvar="SAGE_OPS_CONFIG", help="YAML config file.")
+@click.version_option(__version__, prog_name="sage-ops")
+@click.pass_context
+def cli(ctx: click.Context, address: str | None, config_path: str | None) -> None:
+    """sage-ops: a terminal-first job manager for Ray clusters."""
+    ctx.obj = Ctx(address, config_path)
+
+
+# -- daemon ------------------------------------------------------------------------------------
+@cli.group()
+def daemon() -> None:
+    """Start, stop and inspect the background daemon."""
+
+
+def _daemon_args(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None) -> tuple[list[str], Config]:
+    args: list[str] = []
+    overrides: dict[str, Any] = {}
+    if ctx.config_path:
+        args += ["--config", ctx.config_path]
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.BadParameter("use HOST:PORT", param_hint="--tcp")
+        args += ["--host", host, "--port", port]
+        overrides.update({"jobmanager.host": host, "jobmanager.port": int(port)})
+    if db:
+        args += ["--db", db]
+        overrides["database.url"] = db
+    if ray_address:
+        args += ["--ray-address", ray_address]
+        overrides["ray.address"] = ray_address
+    return args, ctx.config(**overrides)
+
+
+def _read_pid() -> int | None:
+    """The running daemon's pid: the pidfile counts only while its lock is held."""
+    import fcntl
+
+    try:
+        fd = os.open(paths.pidfile(), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(os.read(fd, 32).decode().strip() or 0) or None
+        except ValueError:
+            return None
+    finally:
+        os.close(fd)
+    return None
+
+
+@daemon.command("start")
+@click.option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (bearer token required).")
+@click.option("--db", metavar="URL", help="Database URL (sqlite:///... or postgresql+psycopg://...).")
+@click.option("--ray-address", metavar="ADDR", help="'auto', 'local' or HOST:PORT of a Ray head.")
+@click.option("--foreground", is_flag=True, help="Run in this terminal (for systemd and debugging).")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until the daemon is healthy.")
+@pass_ctx
+def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None, foreground: bool,
+                 timeout: float) -> None:
+    """Start the daemon (SQLite + a local Ray head unless configured otherwise)."""
+    args, cfg = _daemon_args(ctx, tcp, db, ray_address)
+    cmd = [sys.executable, "-m", "sage_ops.server", *args]
+    if foreground:
+        os.execv(sys.executable, cmd)
+    pid = _read_pid()
+    if pid:
+        click.echo(f"daemon already running (pid {pid})")
+        return
+    out_file = paths.ensure_dir(paths.state_dir()) / "daemon.out"
+    with open(out_file, "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                close_fds=True)
+    client = JobManagerClient(f"unix://{cfg.jobmanager.socket}", config={"retry_attempts": 1, "timeout": 5})
+    deadline = time.monotonic() + timeout
+    health = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = out_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise SageOpsError(f"the daemon exited (code {proc.returncode}): {tail[0]}")
+        try:
+            health = client.health_check()
+            if health.ray.connected:
+                break
+        except DaemonUnavailable:
+            pass
+        time.sleep(0.2)
+    else:
+        detail = f": {health.ray.detail}" if health and health.ray.detail else ""
+        raise SageOpsError(f"the daemon (pid {proc.pid}) is up but not ready after {timeout:.0f}s{detail}; "
+                           f"see {cfg.logging.file}")
+    tcp_part = f", tcp {health.tcp}" if health.tcp else ""
+    click.echo(f"daemon started (pid {proc.pid}) on unix://{cfg.jobmanager.socket}{tcp_part}; "
+               f"ray {health.ray.address}")
+    if health.tcp:
+        click.echo(f"TCP clients need the token in {paths.token_file()} (or $SAGE_OPS_TOKEN)")
+
+
+@daemon.command("stop")
+@click.option("--timeout", default=60.0, show_default=True)
+@pass_ctx
+def daemon_stop(ctx: Ctx, timeout: float) -> None:
+    """Stop the daemon. Running jobs keep running in Ray and are picked up on the next start."""
+    pid = _read_pid()
+    if not pid:
+        click.echo("daemon is not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            click.echo(f"daemon stopped (pid {pid})")
+            return
+        time.sleep(0.1)
+    raise SageOpsError(f"the daemon (pid {pid}) did not stop within {timeout:.0f}s")
+
+
+@daemon.command("status")
+@json_option
+@pass_ctx
+def daemon_status(ctx: Ctx, as_json: bool) -> None:
+    """Is the daemon running, and how is it?"""
+    pid = _read_pid()
+    try:
+        h = ctx.client().health_check()
+    except DaemonUnavailable:
+        if as_json:
+            render.print_json({"running": False, "pid": pid})
+        else:
+            click.echo("daemon is not running" if not pid else f"daemon pid {pid} is not answering")
+        sys.exit(EXIT_FAILED)
+    if as_json:
+        render.print_json(h)
+    else:
+        render.health(h)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+def _kv(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=what)
+        out[key] = value
+    return out
+
+
+def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
+               gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
+               priority: int, timeout: float | None) -> JobSpec:
+    if not argv:
+        raise click.UsageError("nothing to run: give a script file or a command (after --)")
+    custom = {k: _float(v, "--resource") for k, v in _kv(resource, "--resource").items()}
+    try:
+        res = Resources(cpu=1.0 if cpu is None else cpu, gpu=gpu or 0.0, memory=memory, custom_resources=custom)
+        common: dict[str, Any] = {"name": name, "resources": res, "env": _kv(env, "--env"), "priority": priority,
+                                  "timeout": timeout, "working_dir": workdir or os.getcwd()}
+        if not command and Path(argv[0]).is_file():
+            return script_spec(argv[0], list(argv[1:]), **common)
+        return JobSpec(kind="command", command=list(argv), **{k: v for k, v in common.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise click.UsageError(f"{where}: {str(err['msg']).removeprefix('Value error, ')}") from None
+
+
+def _float(value: str, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number", param_hint=what) from None
+
+
+@cli.command()
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT|-- COMMAND [ARGS]...")
+@click.option("--name", help="Job name (default: script or command).")
+@click.option("--cpu", type=float, help="CPUs  [default: 1]")
+@click.option("--memory", metavar="SIZE", help="Memory, e.g. 512MiB or 8GB.")
+@click.option("--gpu", type=float, help="GPUs.")
+@click.option("--resource", multiple=True, metavar="NAME=N", help="Custom Ray resource (repeatable).")
+@click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory].")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Kill an attempt after this long.")
+@click.option("--command", "force_command", is_flag=True, help="Treat the first word as a command even if it "
+              "is a local file (do not ship it).")
+@click.option("--wait", is_flag=True, help="Follow the logs and wait; exit 0 only if the job COMPLETED.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
+@json_option
+@pass_ctx
+def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None, memory: str | None,
+           gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], workdir: str | None, priority: int,
+           timeout: float | None, force_command: bool, wait: bool, quiet: bool, as_json: bool) -> None:
+    """Submit a script (its content is shipped) or a command.
+
+    \b
+      sage-ops submit analysis.py --cpu 2 -- --input data.csv
+      sage-ops submit --memory 512MiB --wait -- python -c 'print("hi")'
+    Options go before `--`; everything after it is the job's own argv.
+    """
+    stray = [a for a in argv[1:] if a.split("=", 1)[0] in SUBMIT_OPTION_NAMES]
+    if stray:
+        click.echo(f"note: {', '.join(stray)} after the script/command is passed to the job; put sage-ops "
+                   "options before it (or before --)", err=True)
+    spec = build_spec(argv, command=force_command, name=name, cpu=cpu, memory=memory, gpu=gpu, resource=resource,
+                      env=env, workdir=workdir, priority=priority, timeout=timeout)
+    client = ctx.client()
+    job = client.submit_job(spec)
+    if as_json:
+        render.print_json(job)
+    elif quiet:
+        click.echo(job.id)
+    elif job.status is not JobStatus.REJECTED:
+        click.echo(f"submitted job {job.id} ({job.name}) {job.status.value}", err=wait)
+    if job.status is JobStatus.REJECTED:
+        raise SageOpsError(f"job {job.id} rejected: {job.reason}")
+    if wait:
+        if not (quiet or as_json):
+            for entry in client.stream_job_logs(job.id):
+                click.echo(render.log_line(entry, timestamps=False))
+        final = client.wait(job.id)
+        click.echo(f"job {final.id} {final.status.value}" + (f": {final.reason}" if final.reason else ""), err=True)
+        if final.status is not JobStatus.COMPLETED:
+            sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in JobStatus],
+              case_sensitive=False), help="Only these statuses (repeatable).")
+@click.option("--name", help="Only names matching this glob (e.g. 'sweep-*').")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@pass_ctx
+def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    found = ctx.client().list_jobs(status=[s.upper() for s in statuses], name=name, limit=limit)
+    if as_json:
+        render.print_json(found)
+    else:
+        render.jobs_table(found)
+
+
+@cli.command()
+@click.argument("job_id")
+@json_option
+@pass_ctx
+def status(ctx: Ctx, job_id: str, as_json: bool) -> None:
+    """A job's full record, with its attempts."""
+    job = ctx.client().get_job_status(job_id)
+    render.print_json(job) if as_json else render.job_detail(job)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
+@click.option("--tail", type=click.IntRange(0), help="Only the last N lines.")
+@click.option("--timestamps/--no-timestamps", default=True, show_default=True)
+@json_option
+@pass_ctx
+def logs(ctx: Ctx, job_id: str, follow: bool, tail: int | None, timestamps: bool, as_json: bool) -> None:
+    """A job's stdout/stderr lines (kept by the daemon)."""
+    for entry in ctx.client().stream_job_logs(job_id, follow=follow, tail=tail):
+        click.echo(entry.model_dump_json() if as_json else render.log_line(entry, timestamps))
+
+
+@cli.command()
+@click.argument("job_id")
+@pass_ctx
+def result(ctx: Ctx, job_id: str) -> None:
+    """The JSON the job set with sage_ops.job.set_result()."""
+    client = ctx.client()
+    value = client.get_job_result(job_id)
+    if value is None:
+        job = client.get_job_status(job_id)
+        raise SageOpsError(f"job {job_id} has no result ({job.status.value})")
+    render.print_json(value)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@json_option
+@pass_ctx
+def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
+    """Wait for jobs to end: exit 0 if all COMPLETED, 1 otherwise."""
+    client = ctx.client()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    views: list[JobView] = []
+    for job_id in job_ids:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        views.append(client.wait(job_id, left))
+    if as_json:
+        render.print_json(views)
+    else:
+        for v in views:
+            click.echo(f"{v.id} {v.status.value}" + (f" ({v.reason})" if v.reason else ""))
+    if not all(v.status is JobStatus.COMPLETED for v in views):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@json_option
+@pass_ctx
+def cancel(ctx: Ctx, job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Cancel pending or running jobs; a running job's whole process tree is killed."""
+    out = ctx.client().cancel_jobs(list(job_ids))
+    if as_json:
+        render.print_json(out)
+    else:
+        for j in out["jobs"]:
+            click.echo(f"{j['id']} {j['status']}")
+        for e in out["errors"]:
+            click.echo(f"error: {e['message']}", err=True)
+    if out["errors"]:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def health(ctx: Ctx, as_json: bool) -> None:
+    """Daemon, database and Ray health (exit 1 if degraded)."""
+    h = ctx.client().health_check()
+    render.print_json(h) if as_json else render.health(h)
+    if h.status != "ok":
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def stats(ctx: Ctx, as_json: bool) -> None:
+    """Job counts by status."""
+    s = ctx.client().get_statistics()
+    render.print_json(s) if as_json else render.stats(s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: one clear line on stderr for any error; exit 2 for usage, 1 for failures."""
+    try:
+        cli.main(args=argv, prog_name="sage-ops", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except SageOpsError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_FAILED)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,428 @@
+"""Sync and async clients over the daemon's HTTP API (Unix socket or TCP), with failover.
+
+Each API method is written once: it builds a `_Call`, and the sync client runs it at once
+while the async client returns a coroutine. Only the transport differs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from . import paths
+from .errors import DaemonUnavailable, SageOpsError, from_response
+from .lifecycle import is_terminal
+from .schemas import Health as HealthView
+from .schemas import (
+    JobEventView,
+    JobList,
+    JobResult,
+    JobSpec,
+    JobView,
+    LogEntry,
+    Resources,
+    RetryPolicy,
+    ScriptFile,
+    Stats,
+)
+
+T = TypeVar("T")
+
+
+class ClientConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: float = 30.0
+    retry_attempts: int = 3
+    connection_pool_size: int = 16
+    heartbeat_interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class Address:
+    kind: str  # "unix" | "tcp"
+    target: str  # socket path or host:port
+
+    def __str__(self) -> str:
+        return f"unix://{self.target}" if self.kind == "unix" else f"tcp://{self.target}"
+
+
+def parse_addresses(value: str | None = None) -> list[Address]:
+    """`--address`, then $SAGE_OPS_ADDRESS, then the default socket; comma-separated = failover."""
+    value = value or os.environ.get("SAGE_OPS_ADDRESS") or f"unix://{paths.default_socket()}"
+    out = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        if part.startswith("unix://"):
+            out.append(Address("unix", part[len("unix://"):]))
+        elif part.startswith("/"):
+            out.append(Address("unix", part))
+        else:
+            for prefix in ("tcp://", "http://"):
+                part = part.removeprefix(prefix)
+            host, _, port = part.rpartition(":")
+            if not host or not port.isdigit():
+                raise SageOpsError(f"bad address {part!r}: use unix:///path, HOST:PORT or tcp://HOST:PORT",
+                                   "bad_address")
+            out.append(Address("tcp", part))
+    if not out:
+        raise SageOpsError("no daemon address given", "bad_address")
+    return out
+
+
+def _token(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    if os.environ.get("SAGE_OPS_TOKEN"):
+        return os.environ["SAGE_OPS_TOKEN"]
+    try:
+        return paths.token_file().read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class _Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    timeout: float | None = None
+    idempotent: bool = field(default=True)
+
+
+def script_spec(script_path: str | os.PathLike[str], args: Sequence[str] | None = None, **kw: Any) -> JobSpec:
+    """A script job: the file's content travels with the job, so it runs on any node."""
+    path = Path(script_path)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SageOpsError(f"no such script: {path}", "bad_request") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SageOpsError(f"cannot read script {path}: {exc}", "bad_request") from None
+    return JobSpec(kind="script", script=ScriptFile(filename=path.name, content=content), args=list(args or []),
+                   **{k: v for k, v in kw.items() if v is not None})
+
+
+def _job_kwargs(resources: Resources | dict[str, Any] | None, retry_policy: RetryPolicy | dict[str, Any] | None,
+                **kw: Any) -> dict[str, Any]:
+    out = dict(kw)
+    if resources is not None:
+        out["resources"] = Resources.model_validate(resources)
+    if retry_policy is not None:
+        out["retry_policy"] = RetryPolicy.model_validate(retry_policy)
+    return out
+
+
+def _dump(spec: JobSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", exclude_defaults=True)
+
+
+class _Api:
+    """The API methods, transport-agnostic."""
+
+    def _run(self, call: _Call[Any]) -> Any:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    # submission
+    def submit_job(self, spec: JobSpec | dict[str, Any]) -> Any:
+        spec = JobSpec.model_validate(spec)
+        return self._run(_Call("POST", "/v1/jobs", JobView.model_validate, json=_dump(spec), idempotent=False))
+
+    def submit_script(self, script_path: str | os.PathLike[str], args: Sequence[str] | None = None,
+                      resources: Resources | dict[str, Any] | None = None, dependencies: Sequence[str] | None = None,
+                      retry_policy: RetryPolicy | dict[str, Any] | None = None, priority: int = 0,
+                      name: str | None = None, env: dict[str, str] | None = None, working_dir: str | None = None,
+                      timeout: float | None = None) -> Any:
+        """Submit a script file; returns the new job's id."""
+        spec = script_spec(script_path, args, **_job_kwargs(resources, retry_policy, priority=priority, name=name,
+                                                             env=env, working_dir=working_dir, timeout=timeout,
+                                                             dependencies=list(dependencies or [])))
+        return self._run(_Call("POST", "/v1/jobs", lambda d: d["id"], json=_dump(spec), idempotent=False))
+
+    def submit_command(self, command: Sequence[str], **kw: Any) -> Any:
+        """Submit an argv; returns the new job's id."""
+        spec = JobSpec(kind="command", command=list(command), **_job_kwargs(kw.pop("resources", None),
+                                                                            kw.pop("retry_policy", None), **kw))
+        return self._run(_Call("POST", "/v1/jobs", lambda d: d["id"], json=_dump(spec), idempotent=False))
+
+    def submit_batch(self, specs: Sequence[JobSpec | dict[str, Any]]) -> Any:
+        """Many jobs in one durable commit; returns their views (in order)."""
+        body = {"jobs": [_dump(JobSpec.model_validate(s)) for s in specs]}
+        return self._run(_Call("POST", "/v1/jobs/batch", lambda d: JobList.model_validate(d).jobs, json=body,
+                               idempotent=False, timeout=300))
+
+    # queries
+    def get_job_status(self, job_id: str) -> Any:
+        return self._run(_Call("GET", f"/v1/jobs/{job_id}", JobView.model_validate))
+
+    get_job = get_job_status
+
+    def get_job_result(self, job_id: str) -> Any:
+        return self._run(_Call("GET", f"/v1/jobs/{job_id}/result", lambda d: JobResult.model_validate(d).result))
+
+    def get_job_events(self, job_id: str) -> Any:
+        return self._run(_Call("GET", f"/v1/jobs/{job_id}/events",
+                               lambda d: [JobEventView.model_validate(e) for e in d]))
+
+    def get_job_logs(self, job_id: str, tail: int | None = None) -> Any:
+        params = {"tail": tail} if tail is not None else None
+        return self._run(_Call("GET", f"/v1/jobs/{job_id}/logs", _parse_ndjson, params=params))
+
+    def list_jobs(self, status: str | Sequence[str] | None = None, name: str | None = None, limit: int = 100) -> Any:
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        params = {"status": [s.upper() for s in statuses], "name": name, "limit": limit}
+        return self._run(_Call("GET", "/v1/jobs", lambda d: JobList.model_validate(d).jobs,
+                               params={k: v for k, v in params.items() if v}))
+
+    def wait_once(self, job_id: str, timeout: float = 30) -> Any:
+        return self._run(_Call("GET", f"/v1/jobs/{job_id}/wait", JobView.model_validate,
+                               params={"timeout": timeout}, timeout=timeout + self._timeout()))
+
+    # control
+    def cancel_job(self, job_id: str) -> Any:
+        return self._run(_Call("POST", f"/v1/jobs/{job_id}/cancel", JobView.model_validate, timeout=120))
+
+    def cancel_jobs(self, job_ids: Sequence[str]) -> Any:
+        return self._run(_Call("POST", "/v1/jobs/cancel", lambda d: d, json={"ids": list(job_ids)}, timeout=300))
+
+    # daemon
+    def health_check(self) -> Any:
+        return self._run(_Call("GET", "/v1/health", HealthView.model_validate))
+
+    def get_statistics(self) -> Any:
+        return self._run(_Call("GET", "/v1/stats", Stats.model_validate))
+
+    def _timeout(self) -> float:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _parse_ndjson(text: str) -> list[LogEntry]:
+    return [LogEntry.model_validate_json(line) for line in text.splitlines() if line.strip()]
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code >= 400:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        raise from_response(resp.status_code, body)
+
+
+class _Transport:
+    """Address list, token and failover shared by both clients."""
+
+    def __init__(self, address: str | None, config: dict[str, Any] | ClientConfig | None, token: str | None) -> None:
+        self.addresses = parse_addresses(address)
+        self.config = ClientConfig.model_validate(config or {})
+        self.token = token
+        self._current = 0
+
+    def _headers(self, addr: Address) -> dict[str, str]:
+        if addr.kind == "tcp":
+            token = _token(self.token)
+            if token:
+                return {"Authorization": f"Bearer {token}"}
+        return {}
+
+    def _timeout(self) -> float:
+        return self.config.timeout
+
+    def _order(self) -> list[int]:
+        n = len(self.addresses)
+        return [(self._current + i) % n for i in range(n)]
+
+    def _unavailable(self, last: Exception | None) -> DaemonUnavailable:
+        where = ", ".join(str(a) for a in self.addresses)
+        why = f" ({last.__class__.__name__})" if last else ""
+        hint = " — is it running? try: sage-ops daemon start" if len(self.addresses) == 1 else ""
+        return DaemonUnavailable(f"cannot reach the sage-ops daemon at {where}{why}{hint}")
+
+
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+
+
+class JobManagerClient(_Transport, _Api):
+    """`JobManagerClient("localhost:19001")` or `JobManagerClient("unix:///run/sage-ops.sock")`."""
+
+    def __init__(self, address: str | None = None, config: dict[str, Any] | ClientConfig | None = None,
+                 token: str | None = None) -> None:
+        _Transport.__init__(self, address, config, token)
+        self._clients: dict[int, httpx.Client] = {}
+
+    def _client(self, i: int) -> httpx.Client:
+        if i not in self._clients:
+            addr = self.addresses[i]
+            limits = httpx.Limits(max_connections=self.config.connection_pool_size)
+            if addr.kind == "unix":
+                transport = httpx.HTTPTransport(uds=addr.target, limits=limits)
+                base = "http://sage-ops"
+            else:
+                transport = httpx.HTTPTransport(limits=limits)
+                base = f"http://{addr.target}"
+            self._clients[i] = httpx.Client(transport=transport, base_url=base, headers=self._headers(addr),
+                                            timeout=self.config.timeout)
+        return self._clients[i]
+
+    def _run(self, call: _Call[T]) -> T:
+        last: Exception | None = None
+        for attempt in range(max(1, self.config.retry_attempts)):
+            for i in self._order():
+                try:
+                    resp = self._client(i).request(call.method, call.path, params=call.params, json=call.json,
+                                                   timeout=call.timeout or self.config.timeout)
+                except _RETRYABLE as exc:
+                    last = exc
+                    if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not call.idempotent:
+                        raise self._unavailable(exc) from None
+                    continue
+                except httpx.TimeoutException as exc:
+                    raise DaemonUnavailable(f"the daemon did not answer in time ({exc.__class__.__name__})") from None
+                except httpx.TransportError as exc:
+                    last = exc
+                    continue
+                self._current = i
+                _raise_for(resp)
+                return call.parse(resp.json() if "json" in resp.headers.get("content-type", "") else resp.text)
+            if attempt + 1 < self.config.retry_attempts:
+                time.sleep(min(0.2 * 2**attempt, 2))
+        raise self._unavailable(last)
+
+    def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> Iterator[LogEntry]:
+        """Log entries (.timestamp, .message) as they come; ends when the job ends."""
+        params: dict[str, Any] = {"follow": str(follow).lower()}
+        if tail is not None:
+            params["tail"] = tail
+        last: Exception | None = None
+        for i in self._order():
+            try:
+                with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs", params=params,
+                                            timeout=httpx.Timeout(self.config.timeout, read=None)) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                    _raise_for(resp)
+                    for line in resp.iter_lines():
+                        if line.strip():
+                            yield LogEntry.model_validate_json(line)
+                    return
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = exc
+        raise self._unavailable(last)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobView:
+        """Block until the job is terminal (or `timeout` seconds pass); returns its view."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            view = self.wait_once(job_id, left)
+            if is_terminal(view.status) or (deadline is not None and time.monotonic() >= deadline):
+                return view
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+
+    def __enter__(self) -> JobManagerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncJobManagerClient(_Transport, _Api):
+    """The same methods as coroutines."""
+
+    def __init__(self, address: str | None = None, config: dict[str, Any] | ClientConfig | None = None,
+                 token: str | None = None) -> None:
+        _Transport.__init__(self, address, config, token)
+        self._clients: dict[int, httpx.AsyncClient] = {}
+
+    def _client(self, i: int) -> httpx.AsyncClient:
+        if i not in self._clients:
+            addr = self.addresses[i]
+            limits = httpx.Limits(max_connections=self.config.connection_pool_size)
+            if addr.kind == "unix":
+                transport = httpx.AsyncHTTPTransport(uds=addr.target, limits=limits)
+                base = "http://sage-ops"
+            else:
+                transport = httpx.AsyncHTTPTransport(limits=limits)
+                base = f"http://{addr.target}"
+            self._clients[i] = httpx.AsyncClient(transport=transport, base_url=base, headers=self._headers(addr),
+                                                 timeout=self.config.timeout)
+        return self._clients[i]
+
+    async def _run(self, call: _Call[T]) -> T:  # type: ignore[override]
+        import asyncio
+
+        last: Exception | None = None
+        for attempt in range(max(1, self.config.retry_attempts)):
+            for i in self._order():
+                try:
+                    resp = await self._client(i).request(call.method, call.path, params=call.params, json=call.json,
+                                                         timeout=call.timeout or self.config.timeout)
+                except _RETRYABLE as exc:
+                    last = exc
+                    if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not call.idempotent:
+                        raise self._unavailable(exc) from None
+                    continue
+                except httpx.TimeoutException as exc:
+                    raise DaemonUnavailable(f"the daemon did not answer in time ({exc.__class__.__name__})") from None
+                except httpx.TransportError as exc:
+                    last = exc
+                    continue
+                self._current = i
+                _raise_for(resp)
+                return call.parse(resp.json() if "json" in resp.headers.get("content-type", "") else resp.text)
+            if attempt + 1 < self.config.retry_attempts:
+                await asyncio.sleep(min(0.2 * 2**attempt, 2))
+        raise self._unavailable(last)
+
+    async def stream_job_logs(self, job_id: str, follow: bool = True,
+                              tail: int | None = None) -> AsyncIterator[LogEntry]:
+        params: dict[str, Any] = {"follow": str(follow).lower()}
+        if tail is not None:
+            params["tail"] = tail
+        last: Exception | None = None
+        for i in self._order():
+            try:
+                async with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs", params=params,
+                                                  timeout=httpx.Timeout(self.config.timeout, read=None)) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                    _raise_for(resp)
+                    async for line in resp.aiter_lines():
+                        if line.strip():
+                            yield LogEntry.model_validate_json(line)
+                    return
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = exc
+        raise self._unavailable(last)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            view = await self.wait_once(job_id, left)
+            if is_terminal(view.status) or (deadline is not None and time.monotonic() >= deadline):
+                return view
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.aclose()
+        self._clients.clear()
+
+    async def __aenter__(self) -> AsyncJobManagerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,71 @@
+"""One exception tree, mapped once to HTTP status codes (and back, in the client)."""
+
+from __future__ import annotations
+
+
+class SageOpsError(Exception):
+    """Base of every error a user can see; `code` is the stable machine-readable name."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+    def to_body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadRequest(SageOpsError):
+    status, code = 400, "bad_request"
+
+
+class Invalid(SageOpsError):
+    status, code = 422, "invalid"
+
+
+class Unauthorized(SageOpsError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(SageOpsError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(SageOpsError):
+    status, code = 404, "not_found"
+
+
+class Conflict(SageOpsError):
+    status, code = 409, "conflict"
+
+
+class Rejected(SageOpsError):
+    """A job was recorded but refused admission (its status is REJECTED)."""
+
+    status, code = 422, "rejected"
+
+
+class DaemonUnavailable(SageOpsError):
+    status, code = 503, "unavailable"
+
+
+_BY_STATUS: dict[int, type[SageOpsError]] = {
+    cls.status: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, DaemonUnavailable)
+}
+_BY_STATUS[422] = Invalid
+
+
+def from_response(status: int, body: object) -> SageOpsError:
+    """Rebuild the exception the server raised from its JSON error body."""
+    code, message = None, f"HTTP {status}"
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        code = body["error"].get("code")
+        message = str(body["error"].get("message") or message)
+    cls = _BY_STATUS.get(status, SageOpsError)
+    if code == Rejected.code:
+        cls = Rejected
+    return cls(message, code)

@@ -1,0 +1,79 @@
+"""The job state machine: the only legal transitions, and the audit event each one leaves.
+
+Every state change in the daemon is built here (`transition`) and applied by the store with a
+compare-and-set on the old status, so a stale or replayed change can never move a job twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import Conflict
+
+
+class JobStatus(str, Enum):
+    SUBMITTED = "SUBMITTED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = JobStatus
+TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.REJECTED})
+ACTIVE = frozenset(set(S) - TERMINAL)
+
+#: from -> allowed targets. Leaving a terminal state is allowed only as an explicit retry
+#: (FAILED/CANCELLED/COMPLETED -> PENDING, see `retry=True`).
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.SUBMITTED: frozenset({S.PENDING, S.REJECTED, S.CANCELLED}),
+    S.PENDING: frozenset({S.RUNNING, S.CANCELLED, S.FAILED}),
+    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
+    S.COMPLETED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+RETRY_FROM = frozenset({S.FAILED, S.CANCELLED, S.COMPLETED})
+
+
+def is_terminal(status: JobStatus | str) -> bool:
+    return JobStatus(status) in TERMINAL
+
+
+def is_legal(old: JobStatus | None, new: JobStatus, retry: bool = False) -> bool:
+    if old is None:
+        return new is S.SUBMITTED
+    if retry:
+        return old in RETRY_FROM and new is S.PENDING
+    return new in TRANSITIONS[old]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One guarded state change: applied only if the job is still in `old`."""
+
+    job_id: str
+    old: JobStatus | None
+    new: JobStatus
+    reason: str = ""
+    attempt: int = 0
+    #: extra job columns to set together with the status (exit_code, ended_at, ...)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def transition(
+    job_id: str, old: JobStatus | None, new: JobStatus, reason: str = "", attempt: int = 0,
+    retry: bool = False, **fields: Any,
+) -> Transition:
+    """Build a transition, refusing an illegal one (a bug or a request that came too late)."""
+    if not is_legal(old, new, retry):
+        raise Conflict(f"job {job_id} is {old}; it cannot become {new}")
+    return Transition(job_id, old, new, reason, attempt, fields)

@@ -1,0 +1,178 @@
+"""How the CLI shows things: rich tables for people, the API's own JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from .lifecycle import JobStatus
+from .schemas import Health, JobEventView, JobView, LogEntry, Stats
+
+STATUS_STYLE = {
+    JobStatus.SUBMITTED: "cyan", JobStatus.PENDING: "yellow", JobStatus.RUNNING: "bold blue",
+    JobStatus.COMPLETED: "green", JobStatus.FAILED: "bold red", JobStatus.CANCELLED: "magenta",
+    JobStatus.REJECTED: "red",
+}
+
+
+def console(err: bool = False) -> Console:
+    stream = sys.stderr if err else sys.stdout
+    width = None if stream.isatty() else 200  # piped output: never cut columns to 80
+    return Console(stderr=err, highlight=False, soft_wrap=False, width=width)
+
+
+def print_json(obj: BaseModel | Sequence[BaseModel] | Any) -> None:
+    if isinstance(obj, BaseModel):
+        text = obj.model_dump_json(indent=2)
+    elif isinstance(obj, (list, tuple)) and all(isinstance(o, BaseModel) for o in obj):
+        text = "[" + ",\n".join(o.model_dump_json(indent=2) for o in obj) + "]"
+    else:
+        text = json.dumps(obj, indent=2, default=str)
+    sys.stdout.write(text + "\n")
+
+
+def status_text(status: JobStatus) -> str:
+    return f"[{STATUS_STYLE.get(status, '')}]{status.value}[/]"
+
+
+def ago(ts: datetime | None, now: datetime | None = None) -> str:
+    if ts is None:
+        return "-"
+    secs = ((now or datetime.now(timezone.utc)) - ts).total_seconds()
+    return duration(secs) + " ago"
+
+
+def duration(secs: float | None) -> str:
+    if secs is None:
+        return "-"
+    secs = max(0.0, secs)
+    if secs < 60:
+        return f"{secs:.1f}s" if secs < 10 else f"{secs:.0f}s"
+    if secs < 3600:
+        return f"{int(secs // 60)}m{int(secs % 60):02d}s"
+    if secs < 86400:
+        return f"{int(secs // 3600)}h{int(secs % 3600 // 60):02d}m"
+    return f"{int(secs // 86400)}d{int(secs % 86400 // 3600):02d}h"
+
+
+def run_time(job: JobView) -> float | None:
+    if job.started_at is None:
+        return None
+    end = job.ended_at or datetime.now(timezone.utc)
+    return (end - job.started_at).total_seconds()
+
+
+def jobs_table(jobs: Iterable[JobView]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "NAME", "STATUS", "PRI", "NODE", "CREATED", "RUNTIME", "EXIT", "REASON"):
+        table.add_column(col, no_wrap=col != "REASON", overflow="ellipsis")
+    for j in jobs:
+        table.add_row(j.id, j.name, status_text(j.status), str(j.priority), j.node or "-", ago(j.created_at),
+                      duration(run_time(j)), "-" if j.exit_code is None else str(j.exit_code), j.reason or "")
+    console().print(table)
+
+
+def job_detail(job: JobView) -> None:
+    out = console()
+    rows: list[tuple[str, str]] = [
+        ("id", job.id), ("name", job.name), ("status", status_text(job.status)), ("reason", job.reason or "-"),
+        ("kind", job.kind.value), ("priority", str(job.priority)), ("node", job.node or "-"),
+        ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
+        ("created", _ts(job.created_at)), ("started", _ts(job.started_at)), ("ended", _ts(job.ended_at)),
+        ("runtime", duration(run_time(job))),
+    ]
+    if job.spec is not None:
+        s = job.spec
+        what = (f"{s.script.filename} {' '.join(s.args)}".strip() if s.script else " ".join(s.command))
+        res = s.resources
+        mem = f", memory={res.memory / 2**20:.0f}MiB" if res.memory else ""
+        custom = "".join(f", {k}={v:g}" for k, v in res.custom_resources.items())
+        rows += [("command", what), ("resources", f"cpu={res.cpu:g}, gpu={res.gpu:g}{mem}{custom}"),
+                 ("working dir", s.working_dir or "-")]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for k, v in rows:
+        grid.add_row(k, v)
+    out.print(grid)
+    if job.attempts:
+        table = Table(box=None, pad_edge=False, header_style="bold", title="attempts", title_justify="left")
+        for col in ("#", "STATUS", "NODE", "PID", "STARTED", "RUNTIME", "EXIT", "REASON"):
+            table.add_column(col)
+        for a in job.attempts:
+            secs = ((a.ended_at or datetime.now(timezone.utc)) - a.started_at).total_seconds() if a.started_at else None
+            table.add_row(str(a.number), status_text(a.status), a.node or "-", str(a.pid or "-"), _ts(a.started_at),
+                          duration(secs), "-" if a.exit_code is None else str(a.exit_code), a.reason or "")
+        out.print(table)
+
+
+def events_table(events: Iterable[JobEventView]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("TIME", "FROM", "TO", "ATTEMPT", "REASON"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(_ts(e.time), e.from_status.value if e.from_status else "-", status_text(e.to_status),
+                      str(e.attempt or "-"), e.reason or "")
+    console().print(table)
+
+
+def log_line(entry: LogEntry, timestamps: bool = True) -> str:
+    prefix = ""
+    if timestamps:
+        prefix = entry.timestamp.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " "
+    if entry.stream != "stdout":
+        prefix += f"[{entry.stream}] "
+    return prefix + entry.message
+
+
+def health(h: Health) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    ok = "[green]ok[/]" if h.status == "ok" else "[bold red]degraded[/]"
+    grid.add_row("status", ok)
+    grid.add_row("daemon", f"pid {h.pid}, version {h.version}, up {duration(h.uptime_s)}, role {h.role}")
+    grid.add_row("listening", ", ".join(x for x in (f"unix://{h.socket}" if h.socket else None,
+                                                     f"tcp://{h.tcp}" if h.tcp else None) if x))
+    db = h.database
+    grid.add_row("database", f"{'[green]ok[/]' if db.get('ok') else '[red]down[/]'} {db.get('url', '')}"
+                 + (f" ({db['latency_ms']} ms)" if "latency_ms" in db else "") + (f" {db.get('detail')}" if
+                                                                                  db.get("detail") else ""))
+    r = h.ray
+    if r.connected:
+        res = ", ".join(f"{k}={_num(r.available.get(k, 0))}/{_num(v)}" for k, v in sorted(r.resources.items())
+                        if k in ("CPU", "GPU", "memory") or not k.startswith("object_store"))
+        grid.add_row("ray", f"[green]connected[/] {r.address} ({r.nodes} node{'s' if r.nodes != 1 else ''}"
+                     f"{', started by the daemon' if r.started_by_daemon else ''})")
+        grid.add_row("resources", f"free/total: {res}")
+    else:
+        grid.add_row("ray", f"[red]not connected[/] {r.address or ''} {r.detail or ''}")
+    console().print(grid)
+
+
+def stats(s: Stats) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("STATUS")
+    table.add_column("JOBS", justify="right")
+    for status, n in s.by_status.items():
+        table.add_row(status_text(JobStatus(status)), str(n))
+    console().print(table)
+    console().print(f"total {s.total_jobs}, active {s.active_jobs}/{s.max_jobs}, queued {s.queue_depth}, "
+                    f"running {s.running_jobs}")
+
+
+def _ts(ts: datetime | None) -> str:
+    return "-" if ts is None else ts.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(v: float) -> str:
+    if v >= 2**30:
+        return f"{v / 2**30:.1f}GiB"
+    return f"{v:g}"

@@ -1,0 +1,37 @@
+"""`python -m sage_ops.server`: run the daemon in the foreground (what `daemon start` spawns)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import SageOpsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Ray binds loopback only with this set, and reads it when first imported.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    p = argparse.ArgumentParser(prog="sage-ops-daemon")
+    p.add_argument("--config")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--db")
+    p.add_argument("--ray-address")
+    p.add_argument("--socket")
+    a = p.parse_args(argv)
+    try:
+        from .daemon import JobManagerServer
+
+        JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,
+                         socket_path=a.socket, **{"database.url": a.db}).start()
+    except SageOpsError as exc:
+        print(f"sage-ops daemon: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""HTTP routes only: validate, delegate to the scheduler/store, serialize. Plus auth and the
+single mapping of errors to `{"error": {"code", "message"}}` bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import SageOpsError
+from ..lifecycle import JobStatus, is_terminal
+from ..schemas import (
+    BatchCancel,
+    BatchSubmit,
+    Health,
+    JobEventView,
+    JobList,
+    JobResult,
+    JobSpec,
+    JobView,
+    Stats,
+)
+from . import store as st
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return 400, "malformed_json", "request body is not valid JSON"
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",))
+    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return 422, "invalid", f"{loc}: {msg}{more}" if loc else msg + more
+
+
+def create_app(daemon: Daemon) -> FastAPI:
+    app = FastAPI(title="sage-ops", version=__version__, docs_url=None, redoc_url=None)
+    sched = daemon.scheduler
+    store = daemon.store
+
+    @app.exception_handler(SageOpsError)
+    async def _sage(_req: Request, exc: SageOpsError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(*_validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(_req: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, "internal", f"internal error ({exc.__class__.__name__}); see the daemon log")
+
+    async def job_or_404(job_id: str) -> JobView:
+        return await store.read(lambda c: st.get_job(c, job_id))
+
+    @app.post("/v1/jobs", status_code=201, response_model=JobView)
+    async def submit(spec: JobSpec) -> JobView:
+        return (await sched.submit([spec]))[0]
+
+    @app.post("/v1/jobs/batch", status_code=201, response_model=JobList)
+    async def submit_batch(batch: BatchSubmit) -> JobList:
+        return JobList(jobs=await sched.submit(batch.jobs))
+
+    @app.get("/v1/jobs", response_model=JobList)
+    async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,
+                        limit: int = Query(100, ge=1, le=100_000)) -> JobList:
+        statuses = [s.value for s in status] if status else None
+        return JobList(jobs=await store.read(lambda c: st.list_jobs(c, statuses, name, limit)))
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobView)
+    async def get_job(job_id: str) -> JobView:
+        return await job_or_404(job_id)
+
+    @app.get("/v1/jobs/{job_id}/result", response_model=JobResult)
+    async def get_result(job_id: str) -> JobResult:
+        status, result = await store.read(lambda c: st.get_result(c, job_id))
+        return JobResult(id=job_id, status=status, result=result)
+
+    @app.get("/v1/jobs/{job_id}/events", response_model=list[JobEventView])
+    async def get_events(job_id: str) -> list[JobEventView]:
+        return await store.read(lambda c: st.job_events(c, job_id))
+
+    @app.get("/v1/jobs/{job_id}/wait", response_model=JobView)
+    async def wait(job_id: str, timeout: float = Query(30, ge=0, le=300)) -> JobView:
+        return await sched.wait(job_id, timeout)
+
+    @app.get("/v1/jobs/{job_id}/logs")
+    async def logs(job_id: str, follow: bool = False, tail: int | None = Query(None, ge=0)) -> StreamingResponse:
+        await job_or_404(job_id)
+
+        async def done() -> bool:
+            status = await store.read(lambda c: st.current_status(c, job_id))
+            return status is None or is_terminal(status)
+
+        async def body() -> AsyncIterator[bytes]:
+            if follow:
+                async for entry in daemon.logs.follow(job_id, done, tail):
+                    yield entry.model_dump_json().encode() + b"\n"
+            else:
+                entries, _ = daemon.logs.read(job_id)
+                if tail is not None:
+                    entries = entries[-tail:] if tail else []
+                for entry in entries:
+                    yield entry.model_dump_json().encode() + b"\n"
+
+        return StreamingResponse(body(), media_type="application/x-ndjson")
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView)
+    async def cancel(job_id: str) -> JobView:
+        res = (await sched.cancel([job_id]))[0]
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    @app.post("/v1/jobs/cancel")
+    async def cancel_batch(req: BatchCancel) -> dict[str, Any]:
+        out = await sched.cancel(req.ids)
+        return {"jobs": [r.model_dump(mode="json", exclude={"spec"}) for r in out if isinstance(r, JobView)],
+                "errors": [{"id": i, **r.to_body()["error"]} for i, r in zip(req.ids, out)
+                           if isinstance(r, SageOpsError)]}
+
+    @app.get("/v1/stats", response_model=Stats)
+    async def stats() -> Stats:
+        counts = await store.read(st.counts_by_status)
+        total = sum(counts.values())
+        active = sum(n for s, n in counts.items() if not is_terminal(s))
+        by_status = {s.value: counts.get(s.value, 0) for s in JobStatus}
+        return Stats(total_jobs=total, active_jobs=active, by_status=by_status,
+                     queue_depth=sched.queue_depth(), running_jobs=counts.get("RUNNING", 0),
+                     max_jobs=daemon.cfg.jobmanager.max_jobs)
+
+    @app.get("/v1/health", response_model=Health)
+    async def health() -> Health:
+        try:
+            latency = await store.read(lambda _c: store.ping())
+            db = {"ok": True, "url": st.redact_url(store.url), "latency_ms": round(latency, 2)}
+        except SageOpsError as exc:
+            db = {"ok": False, "url": st.redact_url(store.url), "detail": exc.message}
+        ray = daemon.backend.health()
+        ok = db["ok"] and ray.connected and sched.ready
+        return Health(status="ok" if ok else "degraded", version=__version__, pid=os.getpid(),
+                      uptime_s=round(time.time() - daemon.started_at, 3), socket=str(daemon.socket_path),
+                      tcp=daemon.tcp_address, database=db, ray=ray)
+
+    return app
+
+
+class TokenAuth:
+    """ASGI wrapper for the TCP listener: every request needs `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], hashes: Callable[[], set[str]]) -> None:
+        self.app = app
+        self.hashes = hashes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+            digest = hashlib.sha256(token.encode()).hexdigest() if token else ""
+            if not digest or not any(hmac.compare_digest(digest, h) for h in self.hashes()):
+                response = _error(401, "unauthorized", "a valid bearer token is required")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

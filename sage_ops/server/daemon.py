@@ -1,0 +1,236 @@
+"""JobManagerServer: pidfile lock, sockets (Unix 0600, optional TCP with a token), Ray
+connection in the background, signals, and an orderly shutdown that leaves jobs running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .. import paths
+from ..config import Config, load_config
+from ..errors import Conflict, DaemonUnavailable
+from . import store as st
+from .api import TokenAuth, create_app
+from .dispatcher import RayBackend
+from .logs import LogStore
+from .scheduler import Scheduler
+
+log = logging.getLogger("sage_ops")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+def _setup_logging(cfg: Config) -> None:
+    paths.ensure_dir(cfg.logging.file.parent)
+    handler = logging.FileHandler(cfg.logging.file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("sage_ops")
+    root.handlers[:] = [handler]
+    root.setLevel(cfg.logging.level.upper())
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """Bind the socket owner-only from the first instant (umask), then make sure (chmod)."""
+    paths.ensure_dir(path.parent)
+    if len(str(path).encode()) > 107:
+        raise DaemonUnavailable(f"socket path too long for a Unix socket: {path}")
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(2048)
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def local_admin_token() -> str:
+    """The token the local user's client reads for TCP addresses (created once, 0600)."""
+    path = paths.token_file()
+    if path.exists():
+        return path.read_text().strip()
+    paths.ensure_dir(path.parent)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class PidLock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        paths.ensure_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode().strip()
+            os.close(fd)
+            raise Conflict(f"a daemon is already running (pid {other or '?'}) for {self.path.parent}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self.fd)
+            self.fd = None
+
+
+class Daemon:
+    """One running daemon: the pieces and their wiring."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.state_dir = paths.state_dir()
+        self.socket_path = Path(cfg.jobmanager.socket)
+        self.tcp_address: str | None = None
+        self.started_at = time.time()
+        self.store = st.Store(cfg.database.url, cfg.database.synchronous)
+        self.logs = LogStore(Path(cfg.storage.path) / "logs")
+        self.backend = RayBackend(cfg.ray, self.state_dir, instance=cfg.database.url)
+        self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)
+        self._token_hashes: set[str] = set()
+        self._stop = asyncio.Event()
+
+    async def _connect_ray(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                await _in_daemon_thread(self.backend.connect)
+                await self.scheduler.recover()
+                await self.scheduler.run()
+                return
+            except Exception as exc:  # noqa: BLE001 - keep serving; report in health, retry
+                msg = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
+                log.error("Ray is not available: %s", msg)
+                self.backend.detail = msg.splitlines()[0][:300]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def serve(self) -> None:
+        await self.scheduler.load()
+        app = create_app(self)
+        config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                                http="httptools", timeout_graceful_shutdown=3)
+        servers = [_Server(config)]
+        sockets = [[bind_unix(self.socket_path)]]
+        if self.cfg.jobmanager.host:
+            token = local_admin_token()
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            await self.store.write(lambda c: st.add_token(c, "local-admin", digest, admin=True))
+            self._token_hashes = await self.store.read(st.token_hashes)
+            tcp = bind_tcp(self.cfg.jobmanager.host, self.cfg.jobmanager.port)
+            host, port = tcp.getsockname()[:2]
+            self.tcp_address = f"{host}:{port}"
+            tcp_config = uvicorn.Config(TokenAuth(app, lambda: self._token_hashes), lifespan="off",
+                                        access_log=False, log_level="warning", http="httptools",
+                                        timeout_graceful_shutdown=3)
+            servers.append(_Server(tcp_config))
+            sockets.append([tcp])
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        serving = [asyncio.create_task(s.serve(sockets=socks)) for s, socks in zip(servers, sockets)]
+        connecting = asyncio.create_task(self._connect_ray())
+        log.info("daemon %d serving on %s%s", os.getpid(), self.socket_path,
+                 f" and tcp {self.tcp_address}" if self.tcp_address else "")
+        await self._stop.wait()
+        log.info("shutting down (running jobs keep running in Ray)")
+        connecting.cancel()
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*serving, return_exceptions=True)
+        await self.scheduler.stop()
+        self.store.close()
+        if self.backend.connected:
+            await _in_daemon_thread(self.backend.disconnect)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+
+async def _in_daemon_thread(fn: Any) -> Any:
+    """Like to_thread, but a call stuck in Ray (an unreachable head) never blocks the exit."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def run() -> None:
+        try:
+            res = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            err = exc
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(err))
+        else:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(res))
+
+    threading.Thread(target=run, daemon=True, name=f"sage-ops-{fn.__name__}").start()
+    return await fut
+
+
+class JobManagerServer:
+    """The Python entry point, with the names from the JobManager docs.
+
+    `JobManagerServer(host="127.0.0.1", port=19001, ray_address="auto").start()` serves until
+    SIGTERM/SIGINT. `host=None` keeps TCP off (Unix socket only).
+    """
+
+    def __init__(self, host: str | None = None, port: int | None = None, ray_address: str | None = None,
+                 config: Config | str | None = None, socket_path: str | None = None, **overrides: Any) -> None:
+        if isinstance(config, Config):
+            self.cfg = config
+        else:
+            self.cfg = load_config(config, **{"jobmanager.host": host, "jobmanager.port": port,
+                                              "ray.address": ray_address, "jobmanager.socket": socket_path,
+                                              **overrides})
+
+    def start(self) -> None:
+        _setup_logging(self.cfg)
+        lock = PidLock(paths.pidfile())
+        lock.acquire()
+        try:
+            try:
+                import uvloop
+
+                runner: Any = uvloop.run
+            except ImportError:
+                runner = asyncio.run
+            runner(Daemon(self.cfg).serve())
+        finally:
+            lock.release()

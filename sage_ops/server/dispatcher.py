@@ -1,0 +1,232 @@
+"""The daemon's side of Ray: find or start the head, connect, and talk to the dispatcher actor.
+
+With `ray.address: auto` the daemon joins a cluster it can find ($RAY_ADDRESS, the head it
+started earlier, a default `ray start` cluster); with none it starts a local head as a separate
+long-lived process on loopback, with a Ray auth token of its own, so a daemon restart never
+kills running jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import RayConfig
+from ..errors import DaemonUnavailable
+from ..schemas import RayHealth
+
+log = logging.getLogger(__name__)
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _reachable(address: str, timeout: float = 1.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalHead:
+    """A Ray head that this daemon started and records in its state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "ray"
+        self.record = self.dir / "head.json"
+        self.token_path = self.dir / "auth_token"
+        # Ray's socket paths must stay under ~107 bytes: keep the temp dir short.
+        digest = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10]
+        self.temp_dir = Path(f"/tmp/sage-ops-ray-{digest}")
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def env(self) -> dict[str, str]:
+        return {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+
+    def start(self, cfg: RayConfig) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.token_path.exists():
+            fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        port = _free_port()
+        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+               f"--port={port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
+        if not Path(cmd[0]).exists():
+            cmd[0] = shutil.which("ray") or "ray"
+        if cfg.num_cpus is not None:
+            cmd.append(f"--num-cpus={cfg.num_cpus}")
+        if cfg.include_dashboard:
+            cmd += ["--include-dashboard=true", f"--dashboard-host={cfg.dashboard_host}",
+                    f"--dashboard-port={cfg.dashboard_port}"]
+        else:
+            cmd.append("--include-dashboard=false")
+        log.info("starting a local Ray head on 127.0.0.1:%d", port)
+        out = subprocess.run(cmd, env={**os.environ, **self.env()}, capture_output=True, text=True,
+                             start_new_session=True, timeout=180)
+        if out.returncode != 0:
+            tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+            raise DaemonUnavailable("could not start a Ray head: " + " | ".join(tail))
+        address = f"127.0.0.1:{port}"
+        self.record.write_text(json.dumps({"address": address, "temp_dir": str(self.temp_dir),
+                                           "started_at": time.time()}))
+        return address
+
+    def stop(self) -> bool:
+        """Stop only this head's processes (never `ray stop`, which kills every Ray on the host)."""
+        rec = self.load()
+        if not rec:
+            return False
+        marker = rec["temp_dir"]
+        victims = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline and int(proc.name) != os.getpid():
+                victims.append(int(proc.name))
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            if sig == signal.SIGTERM:
+                time.sleep(1.0)
+        self.record.unlink(missing_ok=True)
+        shutil.rmtree(marker, ignore_errors=True)
+        return True
+
+
+class RayBackend:
+    """Connection to Ray and to this daemon's dispatcher actor (only this module imports ray)."""
+
+    def __init__(self, cfg: RayConfig, state_dir: Path, instance: str) -> None:
+        self.cfg = cfg
+        self.head = LocalHead(state_dir)
+        self.actor_name = f"dispatcher-{hashlib.sha1(instance.encode()).hexdigest()[:12]}"
+        self.address: str | None = None
+        self.started_head = False
+        self.actor: Any = None
+        self.connected = False
+        self.detail: str | None = "connecting"
+        self.nodes: list[dict[str, Any]] = []
+        self.available: dict[str, float] = {}
+
+    # -- connecting (blocking; run in a thread) ----------------------------------------------
+    def _resolve(self) -> tuple[str, dict[str, str]]:
+        want = self.cfg.address
+        if want not in ("auto", "local"):
+            env = dict(RAY_ENV)
+            if "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ:
+                return want, env
+            rec = self.head.load()
+            if rec and rec["address"] == want:
+                env.update(self.head.env())
+            return want, env
+        if want == "auto" and os.environ.get("RAY_ADDRESS"):
+            return os.environ["RAY_ADDRESS"], dict(RAY_ENV)
+        rec = self.head.load()
+        if rec and _reachable(rec["address"]):
+            self.started_head = True
+            return rec["address"], self.head.env()
+        if want == "auto":
+            current = Path("/tmp/ray/ray_current_cluster")
+            with contextlib.suppress(OSError):
+                addr = current.read_text().strip()
+                if addr and _reachable(addr):
+                    return addr, {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        address = self.head.start(self.cfg)
+        self.started_head = True
+        return address, self.head.env()
+
+    def connect(self) -> None:
+        address, env = self._resolve()
+        os.environ.update(env)  # Ray reads some of these at import time: set them first
+        import ray
+
+        from . import runner
+
+        self.address = address
+        if not _reachable(address, timeout=5):
+            raise DaemonUnavailable(f"Ray at {address} is not reachable")
+        kwargs: dict[str, Any] = {}
+        if address.startswith("127.") or address.startswith("localhost"):
+            kwargs["_node_ip_address"] = "127.0.0.1"
+        ray.init(address=address, namespace=self.cfg.namespace, logging_level=logging.WARNING,
+                 log_to_driver=False, configure_logging=False, **kwargs)
+        head = [n for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
+        options: dict[str, Any] = {"name": self.actor_name, "lifetime": "detached", "get_if_exists": True}
+        if head:
+            options["resources"] = {"node:__internal_head__": 0.001}
+        self.actor = runner.Dispatcher.options(**options).remote()
+        hello = ray.get(self.actor.hello.remote(), timeout=60)
+        if hello.get("protocol") != runner.PROTOCOL and not hello.get("inflight"):
+            ray.kill(self.actor)
+            self.actor = runner.Dispatcher.options(**options).remote()
+        self.refresh_nodes()
+        self.connected = True
+        self.detail = None
+        log.info("connected to Ray at %s (dispatcher %s)", address, self.actor_name)
+
+    def refresh_nodes(self) -> None:
+        import ray
+
+        self.nodes = [n for n in ray.nodes() if n.get("Alive")]
+        self.available = ray.available_resources()
+
+    def node_totals(self) -> list[tuple[str, dict[str, float]]]:
+        return [(n.get("NodeManagerHostname") or n["NodeID"], dict(n.get("Resources", {}))) for n in self.nodes]
+
+    def disconnect(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        self.connected = False
+
+    # -- talking to the actor (async) --------------------------------------------------------
+    async def submit(self, jobs: list[dict[str, Any]]) -> None:
+        await self.actor.submit.remote(jobs)
+
+    async def cancel(self, job_id: str, grace: float) -> bool:
+        return await self.actor.cancel.remote(job_id, grace)
+
+    async def poll(self, epoch: str, after: int, timeout: float) -> dict[str, Any]:
+        return await self.actor.poll.remote(epoch, after, timeout)
+
+    def health(self) -> RayHealth:
+        totals: dict[str, float] = {}
+        for _, res in self.node_totals():
+            for k, v in res.items():
+                if not k.startswith("node:") and "_group_" not in k:
+                    totals[k] = totals.get(k, 0) + v
+        avail = {k: v for k, v in self.available.items() if k in totals}
+        return RayHealth(connected=self.connected, address=self.address, started_by_daemon=self.started_head,
+                         nodes=len(self.nodes), resources=totals, available=avail, detail=self.detail)

@@ -1,0 +1,285 @@
+"""What runs inside Ray: the dispatcher actor and the job task.
+
+The actor (named, detached, zero CPUs, on the head node) owns every job task, so tasks
+outlive a daemon restart. It keeps a sequence-numbered event log (started / logs / ended)
+that the daemon drains with `poll(after)`; an event is dropped only once the daemon has
+acknowledged a later cursor, so a restarted daemon misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import ray
+
+MAX_LINE = 64 * 1024
+MAX_RESULT = 4 * 1024 * 1024
+FLUSH_SECONDS = 0.05
+FLUSH_LINES = 500
+# The job runs as the leader of its own session. A watchdog forked in that process group
+# holds the read end of a pipe whose write end only the Ray worker has: when the job ends,
+# or the worker dies for any reason, it reads EOF and kills whatever is left of the group.
+WATCHDOG = ('exec 4<&0 </dev/null; '
+            '( ( exec 0<&4 4<&- >/dev/null 2>&1; trap "" TERM INT HUP; read -r _; kill -KILL 0 ) & ); '
+            'exec 4<&- "$@"')
+
+def _code_version() -> str:
+    """A hash of this file: a detached actor running older code is replaced once it is idle."""
+    import hashlib
+
+    with open(__file__, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()[:16]
+
+
+PROTOCOL = _code_version()
+
+
+def _argv(spec: dict[str, Any], scratch: str) -> list[str]:
+    if spec["kind"] == "script":
+        script = spec["script"]
+        path = os.path.join(scratch, script["filename"])
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(script["content"])
+        if script["filename"].endswith(".py"):
+            return [sys.executable, path, *spec["args"]]
+        os.chmod(path, 0o755)
+        return [path, *spec["args"]]
+    return list(spec["command"])
+
+
+def _signal_exit(code: int) -> tuple[int, str | None]:
+    if code < 0:
+        name = signal.Signals(-code).name
+        return 128 - code, f"killed by {name}"
+    return code, None
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, opts: dict[str, Any]) -> dict:
+    """Run one attempt as a process group; stream its lines; return exit code and result."""
+    scratch = tempfile.mkdtemp(prefix=f"sage-ops-{job_id}-")
+    result_file = os.path.join(scratch, "result.json")
+    pending: list[tuple[float, str, str, int]] = []
+    last_flush = time.monotonic()
+    refs: list[Any] = []
+
+    def note(message: str) -> None:
+        pending.append((time.time(), "system", message, attempt))
+
+    def flush(final: bool = False) -> None:
+        nonlocal pending, last_flush
+        if pending:
+            refs.append(dispatcher.logs.remote(job_id, attempt, pending))
+            pending = []
+        last_flush = time.monotonic()
+        if final and refs:
+            ray.get(refs[-1])  # the actor has every line before it learns the job ended
+
+    workdir = spec.get("working_dir")
+    if not workdir or not os.path.isdir(workdir):
+        if workdir:
+            note(f"working_dir {workdir} does not exist on {socket.gethostname()}; using {scratch}")
+        workdir = scratch
+    env = dict(os.environ)
+    env.update(spec.get("env") or {})
+    env.update({"SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
+                "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"})
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", WATCHDOG, "sh", *_argv(spec, scratch)], stdin=read_end,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=env, start_new_session=True,
+        )
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        note(f"could not start: {exc}")
+        flush(final=True)
+        return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None}
+    os.close(read_end)
+    dispatcher.started.remote(job_id, attempt, socket.gethostname(), proc.pid, time.time())
+    deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
+    outcome: dict[str, Any] = {}
+    try:
+        sel = selectors.DefaultSelector()
+        partial: dict[int, bytes] = {}
+        for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+            assert stream is not None
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream.fileno(), selectors.EVENT_READ, name)
+            partial[stream.fileno()] = b""
+        while sel.get_map():
+            timeout = FLUSH_SECONDS if pending else 0.25
+            for key, _ in sel.select(min(timeout, max(0.0, deadline - time.monotonic()))):
+                fd = key.fd
+                chunk = os.read(fd, 65536)
+                now = time.time()
+                if not chunk:
+                    if partial[fd]:
+                        pending.append((now, key.data, partial[fd].decode("utf-8", "replace"), attempt))
+                    sel.unregister(fd)
+                    continue
+                buf = partial[fd] + chunk
+                *lines, rest = buf.split(b"\n")
+                while len(rest) > MAX_LINE:
+                    lines.append(rest[:MAX_LINE])
+                    rest = rest[MAX_LINE:]
+                partial[fd] = rest
+                pending.extend((now, key.data, ln.decode("utf-8", "replace"), attempt) for ln in lines)
+            if pending and (len(pending) >= FLUSH_LINES or time.monotonic() - last_flush >= FLUSH_SECONDS):
+                flush()
+            if time.monotonic() >= deadline:
+                outcome["reason"] = f"timed out after {opts['timeout']:g}s"
+                note(outcome["reason"])
+                _kill_group(proc, float(opts.get("kill_grace", 5)))
+                break
+        proc.wait()
+    except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
+        _kill_group(proc, float(opts.get("kill_grace", 5)))
+        outcome["cancelled"] = True
+        outcome["reason"] = "cancelled"
+    finally:
+        os.close(write_end)  # wakes the watchdog: any stray process of the group dies
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    code, signal_reason = _signal_exit(proc.returncode if proc.returncode is not None else -9)
+    result = None
+    try:
+        if os.path.getsize(result_file) <= MAX_RESULT:
+            with open(result_file, encoding="utf-8") as f:
+                result = json.load(f)
+        else:
+            note(f"result file larger than {MAX_RESULT} bytes; ignored")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        note(f"result file is not valid JSON: {exc}")
+    finally:
+        _rmtree(scratch)
+    flush(final=True)
+    reason = outcome.get("reason") or signal_reason
+    return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
+            "timed_out": "timed out" in (reason or "")}
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+run_job_task = ray.remote(max_retries=0)(run_job)
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)
+class Dispatcher:
+    """Owns the job tasks and the event log the daemon drains."""
+
+    def __init__(self) -> None:
+        self.epoch = uuid.uuid4().hex
+        self.seq = 0
+        self.events: deque[tuple[int, str, dict[str, Any]]] = deque()
+        self.inflight: dict[str, tuple[int, Any]] = {}
+        self._changed: asyncio.Event | None = None
+        self._me = ray.get_runtime_context().current_actor
+
+    def hello(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "protocol": PROTOCOL, "inflight": len(self.inflight)}
+
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        self.seq += 1
+        self.events.append((self.seq, kind, payload))
+        if self._changed is not None:
+            self._changed.set()
+
+    async def submit(self, jobs: list[dict[str, Any]]) -> int:
+        for job in jobs:
+            res = job["resources"]
+            options: dict[str, Any] = {"num_cpus": res["cpu"], "num_gpus": res["gpu"],
+                                       "name": f"sage-ops:{job['id']}"}
+            if res.get("memory"):
+                options["memory"] = res["memory"]
+            if res.get("custom_resources"):
+                options["resources"] = res["custom_resources"]
+            ref = run_job_task.options(**options).remote(job["id"], job["attempt"], job["spec"], self._me, job["opts"])
+            self.inflight[job["id"]] = (job["attempt"], ref)
+            asyncio.get_running_loop().create_task(self._watch(job["id"], job["attempt"], ref))
+        return len(jobs)
+
+    async def _watch(self, job_id: str, attempt: int, ref: Any) -> None:
+        try:
+            out = await ref
+        except ray.exceptions.TaskCancelledError:
+            out = {"exit_code": None, "reason": "cancelled", "cancelled": True}
+        except Exception as exc:  # noqa: BLE001 - worker crash, node death, OOM kill
+            out = {"exit_code": None, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        if self.inflight.get(job_id, (None,))[0] == attempt:
+            del self.inflight[job_id]
+        self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": time.time(), **out})
+
+    def started(self, job_id: str, attempt: int, node: str, pid: int, t: float) -> None:
+        self._emit("started", {"job_id": job_id, "attempt": attempt, "node": node, "pid": pid, "t": t})
+
+    def logs(self, job_id: str, attempt: int, lines: list[Any]) -> None:
+        self._emit("logs", {"job_id": job_id, "attempt": attempt, "lines": lines})
+
+    async def cancel(self, job_id: str, grace: float) -> bool:
+        entry = self.inflight.get(job_id)
+        if entry is None:
+            return False
+        ref = entry[1]
+        ray.cancel(ref)
+        deadline = time.monotonic() + grace + 5
+        while job_id in self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if job_id in self.inflight:  # the worker is stuck: kill it; the watchdog takes the group
+            ray.cancel(ref, force=True)
+        return True
+
+    async def poll(self, epoch: str, after: int, timeout: float, limit: int = 20_000) -> dict[str, Any]:
+        """Events after `after` (acknowledging everything up to it) plus the in-flight set.
+
+        Both come from one synchronous step of the actor, so a job missing from `inflight` has
+        its `ended` event in `events` (or in an already acknowledged batch).
+        """
+        if epoch == self.epoch:
+            while self.events and self.events[0][0] <= after:
+                self.events.popleft()
+        if not self.events and timeout > 0:
+            self._changed = self._changed or asyncio.Event()
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        batch = [e for _, e in zip(range(limit), self.events)]
+        return {"epoch": self.epoch, "events": batch,
+                "inflight": {k: v[0] for k, v in self.inflight.items()}}

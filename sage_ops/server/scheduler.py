@@ -1,0 +1,495 @@
+"""Admission, the priority queue, dispatch of what the cluster can start now, the events that
+come back from Ray, cancellation, and start-up recovery.
+
+Rules live here once; the API only validates and delegates. Dispatch is event driven (a
+submit, a job end, a node change wakes it), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from ..config import Config
+from ..errors import Conflict, NotFound
+from ..lifecycle import ACTIVE, JobStatus, Transition, is_terminal, transition
+from ..schemas import JobSpec, JobView
+from . import store as st
+from .dispatcher import RayBackend
+from .logs import LogStore
+
+log = logging.getLogger(__name__)
+S = JobStatus
+CURSOR_KEY = "dispatcher_cursor"
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass
+class Queued:
+    id: str
+    seq: int
+    spec: JobSpec
+    status: JobStatus
+    attempts_made: int = 0
+
+    @property
+    def need(self) -> dict[str, float]:
+        return self.spec.resources.as_ray()
+
+
+@dataclass
+class Dispatched:
+    id: str
+    attempt: int
+    need: dict[str, float]
+    node: str
+    spec: JobSpec
+    started: bool = False
+    cancelling: bool = False
+
+
+@dataclass
+class Clock:
+    """Injectable time source (tests and retries in later work)."""
+
+    now: Callable[[], float] = field(default=time.time)
+
+
+class Scheduler:
+    def __init__(self, cfg: Config, store: st.Store, backend: RayBackend, logs: LogStore,
+                 clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.backend = backend
+        self.logs = logs
+        self.clock = clock or Clock()
+        self.queued: dict[str, Queued] = {}
+        self.heap: list[tuple[int, int, str]] = []
+        self.dispatched: dict[str, Dispatched] = {}
+        self.charges: dict[str, dict[str, float]] = {}
+        self.active = 0
+        self.seq = 0
+        self.ready = False
+        self.epoch = ""
+        self.cursor = 0
+        self.wake = asyncio.Event()
+        self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- start-up ----------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Read the active jobs from the database (before Ray is connected)."""
+        def q(conn: Connection) -> tuple[list[Any], int, str | None]:
+            statuses = [s.value for s in ACTIVE]
+            return st.active_jobs(conn, statuses), st.max_seq(conn), st.get_meta(conn, CURSOR_KEY)
+
+        rows, self.seq, cursor = await self.store.read(q)
+        if cursor:
+            saved = json.loads(cursor)
+            self.epoch, self.cursor = saved["epoch"], saved["seq"]
+        for r in rows:
+            job = Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S(r.status), r.attempts_made)
+            self.queued[r.id] = job
+        self.active = len(rows)
+
+    async def recover(self) -> None:
+        """Once Ray is connected: reattach to in-flight work, fail what was lost, admit the rest."""
+        first = True
+        while True:
+            reply = await self.backend.poll(self.epoch, self.cursor, 0)
+            if reply["epoch"] != self.epoch:
+                if self.epoch:
+                    log.warning("the Ray dispatcher was restarted; jobs it ran are lost")
+                self.epoch, self.cursor = reply["epoch"], 0
+            if first:
+                self._reattach(reply["inflight"], reply["events"])
+                first = False
+            await self.apply_events(reply["events"])
+            if len(reply["events"]) < 20_000:
+                break
+        lost = [j for j in list(self.queued.values()) if j.status is S.RUNNING]
+        if lost:
+            await self._finish_lost(lost)
+        await self._admit([j for j in self.queued.values() if j.status is S.SUBMITTED])
+        for job in self.queued.values():
+            if job.status is S.PENDING:
+                self._push(job)
+        self.ready = True
+        self.wake.set()
+
+    def _reattach(self, inflight: dict[str, int], events: list[Any]) -> None:
+        ended = {p["job_id"] for _s, kind, p in events if kind == "ended"}
+        for job_id, attempt in inflight.items():
+            job = self.queued.pop(job_id, None)
+            if job is None:
+                continue
+            node = self._charge(job.need) or "?"
+            self.dispatched[job_id] = Dispatched(job_id, attempt, job.need, node, job.spec,
+                                                 started=job.status is S.RUNNING)
+        for job_id in ended:  # ends that arrive with this batch: treat as dispatched
+            job = self.queued.pop(job_id, None)
+            if job is not None:
+                self.dispatched[job_id] = Dispatched(job_id, job.attempts_made or 1, job.need, "?", job.spec,
+                                                     started=job.status is S.RUNNING)
+
+    async def _finish_lost(self, jobs: list[Queued]) -> None:
+        now = self.clock.now()
+        trs = [transition(j.id, S.RUNNING, S.FAILED, "lost: the Ray dispatcher no longer knows this job",
+                          j.attempts_made, ended_at=now) for j in jobs]
+        await self.store.write(lambda c: st.apply_transitions(c, trs, now))
+        for j in jobs:
+            self.queued.pop(j.id, None)
+            self._ended(j.id)
+
+    # -- submission --------------------------------------------------------------------------
+    def _admission(self, spec: JobSpec, active: int) -> str | None:
+        """None if the job may queue, else the reason it is rejected."""
+        if active >= self.cfg.jobmanager.max_jobs:
+            return f"queue full: {active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
+        if spec.dependencies:
+            return "dependencies are not supported yet"
+        need = spec.resources.as_ray()
+        nodes = self.backend.node_totals()
+        if not any(all(total.get(k, 0) + 1e-9 >= v for k, v in need.items()) for _, total in nodes):
+            biggest = max(nodes, key=lambda n: n[1].get("CPU", 0))[1] if nodes else {}
+            have = {k: biggest.get(k, 0) for k in need}
+            return f"no node can ever hold {_fmt(need)} (largest node has {_fmt(have)})"
+        return None
+
+    async def submit(self, specs: list[JobSpec]) -> list[JobView]:
+        now = self.clock.now()
+        rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        admitted: list[Queued] = []
+        active = self.active
+        for spec in specs:
+            self.seq += 1
+            job_id = new_job_id()
+            trs = [transition(job_id, None, S.SUBMITTED, "submitted")]
+            if self.ready:
+                reason = self._admission(spec, active)
+                trs.append(transition(job_id, S.SUBMITTED, S.REJECTED if reason else S.PENDING,
+                                      reason or "admitted"))
+            final = trs[-1]
+            if not is_terminal(final.new):
+                active += 1
+                admitted.append(Queued(job_id, self.seq, spec, final.new))
+            events.extend(st.event_row(t, now) for t in trs)
+            rows.append({
+                "id": job_id, "seq": self.seq, "name": spec.display_name(), "tenant": spec.tenant,
+                "status": final.new.value, "reason": final.reason if final.new is S.REJECTED else None,
+                "priority": spec.priority, "kind": spec.kind.value, "spec": spec.model_dump_json(),
+                "exit_code": None, "result": None, "attempts_made": 0, "node": None, "created_at": now,
+                "updated_at": now, "started_at": None, "ended_at": now if final.new is S.REJECTED else None,
+            })
+        await self.store.write(lambda c: st.insert_jobs(c, rows, events))  # durable before acknowledged
+        self.active += len(admitted)
+        for job in admitted:
+            self.queued[job.id] = job
+            if job.status is S.PENDING:
+                self._push(job)
+        self.wake.set()
+        return [st.job_view(r, with_spec=len(rows) == 1) for r in rows]
+
+    async def _admit(self, jobs: list[Queued]) -> None:
+        now = self.clock.now()
+        trs: list[Transition] = []
+        for job in jobs:
+            reason = self._admission(job.spec, self.active - 1)
+            trs.append(transition(job.id, S.SUBMITTED, S.REJECTED if reason else S.PENDING, reason or "admitted",
+                                  **({"ended_at": now} if reason else {})))
+        applied = await self.store.write(lambda c: st.apply_transitions(c, trs, now))
+        for tr, ok in zip(trs, applied):
+            job = self.queued[tr.job_id]
+            if not ok:
+                continue
+            job.status = tr.new
+            if tr.new is S.REJECTED:
+                self.queued.pop(job.id)
+                self._ended(job.id)
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def _push(self, job: Queued) -> None:
+        heapq.heappush(self.heap, (-job.spec.priority, job.seq, job.id))
+
+    def _charge(self, need: dict[str, float]) -> str | None:
+        """Reserve `need` on the first node that can start it now; None if none can."""
+        for node, total in self.backend.node_totals():
+            used = self.charges.setdefault(node, {})
+            if all(total.get(k, 0) - used.get(k, 0) + 1e-9 >= v for k, v in need.items()):
+                for k, v in need.items():
+                    used[k] = used.get(k, 0) + v
+                return node
+        return None
+
+    def _release(self, job: Dispatched) -> None:
+        used = self.charges.get(job.node, {})
+        for k, v in job.need.items():
+            used[k] = max(0.0, used.get(k, 0) - v)
+
+    async def dispatch_loop(self) -> None:
+        while not self._stopping:
+            await self.wake.wait()
+            self.wake.clear()
+            if not self.ready or not self.backend.connected:
+                continue
+            batch = self._take_runnable()
+            if not batch:
+                continue
+            try:
+                await self.backend.submit(batch)
+            except Exception as exc:  # noqa: BLE001 - Ray trouble: put the jobs back, try later
+                log.error("dispatch of %d jobs failed: %s", len(batch), exc)
+                for item in batch:
+                    d = self.dispatched.pop(item["id"])
+                    self._release(d)
+                    job = Queued(d.id, 0, d.spec, S.PENDING, d.attempt - 1)
+                    self.queued[d.id] = job
+                    heapq.heappush(self.heap, (-d.spec.priority, 0, d.id))
+                await asyncio.sleep(1)
+                self.wake.set()
+
+    def _take_runnable(self) -> list[dict[str, Any]]:
+        """Highest priority first, FIFO within a priority. The head of the queue reserves its
+        resources: nothing smaller jumps it, so a big job is never starved by small ones."""
+        batch = []
+        while self.heap:
+            _, _, job_id = self.heap[0]
+            job = self.queued.get(job_id)
+            if job is None or job.status is not S.PENDING:
+                heapq.heappop(self.heap)
+                continue
+            node = self._charge(job.need)
+            if node is None:
+                break
+            heapq.heappop(self.heap)
+            del self.queued[job_id]
+            attempt = job.attempts_made + 1
+            self.dispatched[job_id] = Dispatched(job_id, attempt, job.need, node, job.spec)
+            timeout = job.spec.timeout or self.cfg.jobmanager.job_timeout
+            batch.append({"id": job_id, "attempt": attempt, "resources": job.spec.resources.model_dump(),
+                          "spec": job.spec.model_dump(mode="json"),
+                          "opts": {"timeout": timeout, "kill_grace": self.cfg.jobmanager.kill_grace}})
+        return batch
+
+    # -- events from Ray ---------------------------------------------------------------------
+    async def poll_loop(self) -> None:
+        last_refresh = 0.0
+        while not self._stopping:
+            try:
+                reply = await self.backend.poll(self.epoch, self.cursor, 1.0)
+                if reply["epoch"] != self.epoch:
+                    log.warning("the Ray dispatcher changed; failing the jobs it had")
+                    self.epoch, self.cursor = reply["epoch"], 0
+                    lost = [d for d in self.dispatched.values() if d.id not in reply["inflight"]]
+                    await self._fail_dispatched(lost, "lost: the Ray dispatcher was restarted")
+                await self.apply_events(reply["events"])
+                if time.monotonic() - last_refresh > 2:
+                    last_refresh = time.monotonic()
+                    await asyncio.to_thread(self.backend.refresh_nodes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the daemon up through Ray hiccups
+                if self._stopping:
+                    return
+                log.error("polling the Ray dispatcher failed: %s", exc)
+                self.backend.detail = f"dispatcher unreachable: {exc.__class__.__name__}"
+                await asyncio.sleep(1)
+
+    async def _fail_dispatched(self, jobs: list[Dispatched], reason: str) -> None:
+        now = self.clock.now()
+
+        def op(conn: Connection) -> list[str]:
+            done = []
+            for d in jobs:
+                if _cas(conn, d.id, S.FAILED, reason, d.attempt, now, ended_at=now):
+                    done.append(d.id)
+            return done
+
+        done = await self.store.write(op)
+        for d in jobs:
+            self.dispatched.pop(d.id, None)
+            self._release(d)
+        for job_id in done:
+            self._ended(job_id)
+        self.wake.set()
+
+    async def apply_events(self, events: list[Any]) -> None:
+        if not events:
+            return
+        trs: list[tuple[Transition, Transition | None]] = []
+        attempt_rows: list[dict[str, Any]] = []
+        attempt_updates: list[tuple[str, int, dict[str, Any]]] = []
+        ended: list[str] = []
+        for _seq, kind, p in events:
+            job_id, attempt = p["job_id"], p["attempt"]
+            d = self.dispatched.get(job_id)
+            if kind == "logs":
+                self.logs.append(job_id, [tuple(x) for x in p["lines"]])
+            elif kind == "started":
+                if d is not None and d.attempt == attempt:
+                    d.started = True
+                trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,
+                                       started_at=p["t"], node=p["node"], attempts_made=attempt), None))
+                attempt_rows.append({"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
+                                     "node": p["node"], "pid": p["pid"], "started_at": p["t"]})
+            elif kind == "ended":
+                status, reason = _outcome(p)
+                fields = {"ended_at": p["t"], "exit_code": p.get("exit_code"),
+                          "result": json.dumps(p["result"]) if p.get("result") is not None else None}
+                main = transition(job_id, S.RUNNING, status, reason, attempt, **fields)
+                alt = (transition(job_id, S.PENDING, S.FAILED, reason, attempt, **fields)
+                       if status is not S.CANCELLED else None)
+                trs.append((main, alt))
+                attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
+                                                          "reason": reason, "ended_at": p["t"]}))
+                if d is not None and d.attempt == attempt:
+                    self.dispatched.pop(job_id)
+                    self._release(d)
+                ended.append(job_id)
+        cursor = json.dumps({"epoch": self.epoch, "seq": events[-1][0]})
+
+        def op(conn: Connection) -> list[str]:
+            finished = []
+            for main, alt in trs:
+                ok = st.apply_transitions(conn, [main])[0]
+                if not ok and alt is not None:
+                    ok = st.apply_transitions(conn, [alt])[0]
+                if ok and is_terminal(main.new):
+                    finished.append(main.job_id)
+            for row in attempt_rows:
+                st.insert_attempt(conn, row)
+            for job_id, number, values in attempt_updates:
+                st.update_attempt(conn, job_id, number, values)
+            st.set_meta(conn, CURSOR_KEY, cursor)
+            return finished
+
+        finished = await self.store.write(op)
+        self.cursor = events[-1][0]
+        for job_id in finished:
+            self._ended(job_id)
+        for job_id in ended:
+            self.logs.wake(job_id)
+        if ended:
+            self.wake.set()
+
+    def _ended(self, job_id: str) -> None:
+        """A job reached a terminal state (counted once, by whoever moved it there)."""
+        self.active -= 1
+        for fut in self._done_waiters.pop(job_id, []):
+            if not fut.done():
+                fut.set_result(None)
+        self.logs.wake(job_id)
+
+    # -- cancellation ------------------------------------------------------------------------
+    async def cancel(self, ids: list[str], reason: str = "cancelled by user") -> list[JobView | Exception]:
+        now = self.clock.now()
+
+        def op(conn: Connection) -> list[str | Exception]:
+            out: list[str | Exception] = []
+            for job_id in ids:
+                try:
+                    _cas(conn, job_id, S.CANCELLED, reason, 0, now, ended_at=now, strict=True)
+                    out.append(job_id)
+                except (NotFound, Conflict) as exc:
+                    out.append(exc)
+            return out
+
+        outcome = await self.store.write(op)
+        kills = []
+        for res in outcome:
+            if isinstance(res, Exception):
+                continue
+            self.queued.pop(res, None)
+            d = self.dispatched.get(res)
+            if d is not None:
+                d.cancelling = True
+                kills.append(self.backend.cancel(res, self.cfg.jobmanager.kill_grace))
+            self._ended(res)
+        if kills:
+            await asyncio.gather(*kills, return_exceptions=True)
+        self.wake.set()
+        views = await self.store.read(lambda c: [st.get_job(c, r) if isinstance(r, str) else r for r in outcome])
+        return views
+
+    # -- waiting -----------------------------------------------------------------------------
+    async def wait(self, job_id: str, timeout: float) -> JobView:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done_waiters.setdefault(job_id, []).append(fut)
+        try:
+            view = await self.store.read(lambda c: st.get_job(c, job_id))
+            if not is_terminal(view.status) and timeout > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), timeout)
+                except asyncio.TimeoutError:
+                    pass
+                view = await self.store.read(lambda c: st.get_job(c, job_id))
+            return view
+        finally:
+            waiters = self._done_waiters.get(job_id, [])
+            if fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    self._done_waiters.pop(job_id, None)
+
+    def queue_depth(self) -> int:
+        return sum(1 for j in self.queued.values() if j.status is S.PENDING)
+
+    async def run(self) -> None:
+        self._tasks = [asyncio.create_task(self.dispatch_loop()), asyncio.create_task(self.poll_loop())]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _cas(conn: Connection, job_id: str, new: JobStatus, reason: str, attempt: int, now: float,
+         strict: bool = False, **fields: Any) -> bool:
+    """Move a job from whatever it is now to `new`, if the lifecycle allows it."""
+    old = st.current_status(conn, job_id)
+    if old is None:
+        raise NotFound(f"no such job: {job_id}")
+    try:
+        tr = transition(job_id, old, new, reason, attempt, **fields)
+    except Conflict:
+        if strict:
+            raise Conflict(f"job {job_id} is already {old}") from None
+        return False
+    return st.apply_transitions(conn, [tr], now)[0]
+
+
+def _outcome(p: dict[str, Any]) -> tuple[JobStatus, str]:
+    if p.get("cancelled"):
+        return S.CANCELLED, p.get("reason") or "cancelled"
+    code = p.get("exit_code")
+    if code == 0:
+        return S.COMPLETED, "exit code 0"
+    if code is None:
+        return S.FAILED, p.get("reason") or "the job's worker died"
+    return S.FAILED, p.get("reason") or f"exit code {code}"
+
+
+def _fmt(need: dict[str, float]) -> str:
+    parts = []
+    for k, v in need.items():
+        if k == "memory":
+            parts.append(f"memory={v / 2**20:.0f}MiB")
+        else:
+            parts.append(f"{k}={v:g}")
+    return ", ".join(parts) or "nothing"

@@ -1,0 +1,305 @@
+"""Engine, group-committing writer, and the queries. The terminal-state guard lives here.
+
+Writes are queued and committed in groups by one writer thread: a submit is acknowledged only
+after the commit that holds it, yet hundreds of concurrent submits share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import anyio
+from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import SQLModel
+
+from ..errors import DaemonUnavailable, NotFound
+from ..lifecycle import JobStatus, Transition
+from ..schemas import AttemptView, JobEventView, JobSpec, JobView
+from .tables import Attempt, Job, JobEvent, Meta, Token
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+JOB, ATTEMPT, EVENT, META, TOKEN = (Job.__table__, Attempt.__table__, JobEvent.__table__,  # type: ignore[attr-defined]
+                                    Meta.__table__, Token.__table__)  # type: ignore[attr-defined]
+
+
+def utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def redact_url(url: str) -> str:
+    """Never show a database password (health output, logs)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def make_engine(url: str, synchronous: str = "FULL") -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+
+
+class Store:
+    def __init__(self, url: str, synchronous: str = "FULL") -> None:
+        self.url = url
+        self.engine = make_engine(url, synchronous)
+        SQLModel.metadata.create_all(self.engine)
+        self._queue: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._writer, name="sage-ops-writer", daemon=True)
+        self._thread.start()
+        self.commits = 0
+
+    # -- writing -----------------------------------------------------------------------------
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in the next group transaction; return once it is committed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._cond:
+            if self._closed:
+                raise DaemonUnavailable("the daemon is shutting down")
+            self._queue.append((fn, fut, loop))
+            self._cond.notify()
+        return await fut
+
+    def _writer(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue and self._closed:
+                    return
+                batch, self._queue = self._queue, []
+            try:
+                results = self._commit(batch)
+            except SQLAlchemyError as exc:
+                # One bad operation must not sink its neighbours: redo each alone.
+                log.warning("group commit failed (%s); retrying %d ops one by one", exc, len(batch))
+                results = []
+                for item in batch:
+                    try:
+                        results.extend(self._commit([item]))
+                    except Exception as one:  # noqa: BLE001 - reported to that caller only
+                        results.append(one)
+            except Exception as exc:  # noqa: BLE001
+                results = [exc] * len(batch)
+            for (_fn, fut, loop), res in zip(batch, results):
+                loop.call_soon_threadsafe(_resolve, fut, res)
+
+    def _commit(self, batch: Sequence[tuple[Callable[[Connection], Any], Any, Any]]) -> list[Any]:
+        out: list[Any] = []
+        with self.engine.begin() as conn:
+            for fn, _fut, _loop in batch:
+                out.append(_Ok(fn(conn)))
+        self.commits += 1
+        return out
+
+    # -- reading -----------------------------------------------------------------------------
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        try:
+            return await anyio.to_thread.run_sync(run)
+        except SQLAlchemyError as exc:
+            raise DaemonUnavailable(f"database error: {exc.__class__.__name__}") from None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        self.engine.dispose()
+
+    def ping(self) -> float:
+        t = time.perf_counter()
+        with self.engine.connect() as conn:
+            conn.execute(select(1)).scalar()
+        return (time.perf_counter() - t) * 1000
+
+
+class _Ok:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _resolve(fut: asyncio.Future[Any], res: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(res, _Ok):
+        fut.set_result(res.value)
+    elif isinstance(res, SQLAlchemyError):
+        fut.set_exception(DaemonUnavailable(f"database error: {res.__class__.__name__}"))
+    else:
+        fut.set_exception(res)
+
+
+# -- write operations (run inside the writer's transaction) ----------------------------------
+def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    if jobs:
+        conn.execute(insert(JOB), jobs)
+    if events:
+        conn.execute(insert(EVENT), events)
+
+
+def event_row(tr: Transition, now: float) -> dict[str, Any]:
+    return {"job_id": tr.job_id, "time": now, "from_status": tr.old.value if tr.old else None,
+            "to_status": tr.new.value, "reason": tr.reason or None, "attempt": tr.attempt}
+
+
+def apply_transitions(conn: Connection, transitions: Iterable[Transition], now: float | None = None) -> list[bool]:
+    """Compare-and-set each job's status; only the ones that moved leave an audit event.
+
+    This is the terminal-state guard: a job that already left `old` (cancelled meanwhile,
+    a replayed event) is not touched.
+    """
+    now = now or time.time()
+    applied: list[bool] = []
+    events = []
+    for tr in transitions:
+        values = {"status": tr.new.value, "reason": tr.reason or None, "updated_at": now, **tr.fields}
+        res = conn.execute(
+            update(JOB).where(JOB.c.id == tr.job_id, JOB.c.status == tr.old.value).values(**values)
+        ) if tr.old is not None else None
+        ok = bool(res is not None and res.rowcount)
+        applied.append(ok)
+        if ok:
+            events.append(event_row(tr, now))
+    if events:
+        conn.execute(insert(EVENT), events)
+    return applied
+
+
+def insert_attempt(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(insert(ATTEMPT), [row])
+
+
+def update_attempt(conn: Connection, job_id: str, number: int, values: dict[str, Any]) -> None:
+    conn.execute(update(ATTEMPT).where(ATTEMPT.c.job_id == job_id, ATTEMPT.c.number == number).values(**values))
+
+
+def set_meta(conn: Connection, key: str, value: str) -> None:
+    if conn.execute(update(META).where(META.c.key == key).values(value=value)).rowcount == 0:
+        conn.execute(insert(META), [{"key": key, "value": value}])
+
+
+def get_meta(conn: Connection, key: str) -> str | None:
+    return conn.execute(select(META.c.value).where(META.c.key == key)).scalar()
+
+
+def add_token(conn: Connection, name: str, token_hash: str, admin: bool, tenant: str | None = None) -> None:
+    if conn.execute(select(TOKEN.c.id).where(TOKEN.c.hash == token_hash)).first() is None:
+        conn.execute(insert(TOKEN), [{"name": name, "tenant": tenant, "hash": token_hash, "admin": admin,
+                                     "created_at": time.time()}])
+
+
+def token_hashes(conn: Connection) -> set[str]:
+    return set(conn.execute(select(TOKEN.c.hash)).scalars())
+
+
+# -- queries ---------------------------------------------------------------------------------
+def job_view(row: Any, attempts: list[Any] | None = None, with_spec: bool = True) -> JobView:
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return JobView(
+        id=m["id"], name=m["name"], status=JobStatus(m["status"]), reason=m["reason"],
+        priority=m["priority"], tenant=m["tenant"], kind=m["kind"], exit_code=m["exit_code"],
+        attempts_made=m["attempts_made"], node=m["node"], created_at=utc(m["created_at"]),
+        started_at=utc(m["started_at"]), ended_at=utc(m["ended_at"]),
+        spec=JobSpec.model_validate_json(m["spec"]) if with_spec and m["spec"] else None,
+        attempts=[
+            AttemptView(number=a.number, status=JobStatus(a.status), node=a.node, pid=a.pid,
+                        exit_code=a.exit_code, reason=a.reason, started_at=utc(a.started_at),
+                        ended_at=utc(a.ended_at))
+            for a in attempts or []
+        ],
+    )
+
+
+def get_job_row(conn: Connection, job_id: str) -> Any:
+    row = conn.execute(select(JOB).where(JOB.c.id == job_id)).first()
+    if row is None:
+        raise NotFound(f"no such job: {job_id}")
+    return row
+
+
+def get_job(conn: Connection, job_id: str) -> JobView:
+    row = get_job_row(conn, job_id)
+    attempts = conn.execute(select(ATTEMPT).where(ATTEMPT.c.job_id == job_id).order_by(ATTEMPT.c.number)).all()
+    return job_view(row, list(attempts))
+
+
+def current_status(conn: Connection, job_id: str) -> JobStatus | None:
+    value = conn.execute(select(JOB.c.status).where(JOB.c.id == job_id)).scalar()
+    return None if value is None else JobStatus(value)
+
+
+def get_result(conn: Connection, job_id: str) -> tuple[JobStatus, Any]:
+    row = get_job_row(conn, job_id)
+    return JobStatus(row.status), (json.loads(row.result) if row.result else None)
+
+
+def list_jobs(conn: Connection, statuses: list[str] | None = None, name: str | None = None,
+              limit: int = 100, with_spec: bool = True) -> list[JobView]:
+    q = select(JOB)
+    if statuses:
+        q = q.where(JOB.c.status.in_(statuses))
+    if name:
+        q = q.where(JOB.c.name.like(name.replace("*", "%").replace("?", "_")))
+    rows = conn.execute(q.order_by(JOB.c.seq.desc()).limit(limit)).all()
+    return [job_view(r, with_spec=with_spec) for r in rows]
+
+
+def job_events(conn: Connection, job_id: str) -> list[JobEventView]:
+    get_job_row(conn, job_id)
+    rows = conn.execute(select(EVENT).where(EVENT.c.job_id == job_id).order_by(EVENT.c.id)).all()
+    return [JobEventView(time=utc(r.time), from_status=r.from_status, to_status=r.to_status,
+                         reason=r.reason, attempt=r.attempt) for r in rows]
+
+
+def counts_by_status(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(JOB.c.status, func.count()).group_by(JOB.c.status)).all()
+    return {status: n for status, n in rows}
+
+
+def active_jobs(conn: Connection, statuses: list[str]) -> list[Any]:
+    return list(conn.execute(select(JOB).where(JOB.c.status.in_(statuses)).order_by(JOB.c.seq)).all())
+
+
+def max_seq(conn: Connection) -> int:
+    return conn.execute(select(func.max(JOB.c.seq))).scalar() or 0
+
+
+def existing_ids(conn: Connection, ids: list[str]) -> dict[str, str]:
+    """id -> status for the ids that exist."""
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        out.update({r.id: r.status for r in conn.execute(select(JOB.c.id, JOB.c.status).where(JOB.c.id.in_(chunk)))})
+    return out

@@ -1,0 +1,68 @@
+"""SQLModel tables. Times are float epoch seconds (UTC): portable across SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlmodel import Field, SQLModel
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    seq: int = Field(index=True, description="submission order: FIFO within a priority")
+    name: str = Field(index=True, max_length=128)
+    tenant: str | None = Field(default=None, index=True, max_length=64)
+    status: str = Field(index=True, max_length=16)
+    reason: str | None = None
+    priority: int = 0
+    kind: str = Field(max_length=16)
+    spec: str = Field(description="JobSpec as JSON")
+    exit_code: int | None = None
+    result: str | None = Field(default=None, description="JSON set by the job")
+    attempts_made: int = 0
+    node: str | None = None
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class Attempt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, max_length=32)
+    number: int
+    status: str = Field(max_length=16)
+    node: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class JobEvent(SQLModel, table=True):
+    """The audit trail: one row per transition."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, max_length=32)
+    time: float
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str = Field(max_length=16)
+    reason: str | None = None
+    attempt: int = 0
+
+
+class Token(SQLModel, table=True):
+    """API tokens, stored only as SHA-256 hashes."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    tenant: str | None = Field(default=None, max_length=64)
+    hash: str = Field(index=True, unique=True, max_length=64)
+    admin: bool = False
+    created_at: float
+
+
+class Meta(SQLModel, table=True):
+    """Small durable facts of the daemon, e.g. the dispatcher event cursor."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
