@@ -209,6 +209,10 @@ def _parse_ndjson(text: str) -> list[LogEntry]:
     return [LogEntry.model_validate_json(line) for line in text.splitlines() if line.strip()]
 
 
+def _body(resp: httpx.Response) -> Any:
+    return resp.json() if resp.headers.get("content-type", "").startswith("application/json") else resp.text
+
+
 def _raise_for(resp: httpx.Response) -> None:
     if resp.status_code >= 400:
         try:
@@ -292,7 +296,7 @@ class JobManagerClient(_Transport, _Api):
                     continue
                 self._current = i
                 _raise_for(resp)
-                return call.parse(resp.json() if "json" in resp.headers.get("content-type", "") else resp.text)
+                return call.parse(_body(resp))
             if attempt + 1 < self.config.retry_attempts:
                 time.sleep(min(0.2 * 2**attempt, 2))
         raise self._unavailable(last)
@@ -382,7 +386,7 @@ class AsyncJobManagerClient(_Transport, _Api):
                     continue
                 self._current = i
                 _raise_for(resp)
-                return call.parse(resp.json() if "json" in resp.headers.get("content-type", "") else resp.text)
+                return call.parse(_body(resp))
             if attempt + 1 < self.config.retry_attempts:
                 await asyncio.sleep(min(0.2 * 2**attempt, 2))
         raise self._unavailable(last)

@@ -95,12 +95,14 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, op
 
     def flush(final: bool = False) -> None:
         nonlocal pending, last_flush
-        if pending:
+        if pending or final:
             refs.append(dispatcher.logs.remote(job_id, attempt, pending))
             pending = []
         last_flush = time.monotonic()
-        if final and refs:
-            ray.get(refs[-1])  # the actor has every line before it learns the job ended
+        if final:
+            # Calls from one caller run in order: once this returns, the actor has the
+            # `started` event and every line, before it can see the task's return value.
+            ray.get(refs[-1])
 
     workdir = spec.get("working_dir")
     if not workdir or not os.path.isdir(workdir):
@@ -249,7 +251,8 @@ class Dispatcher:
         self._emit("started", {"job_id": job_id, "attempt": attempt, "node": node, "pid": pid, "t": t})
 
     def logs(self, job_id: str, attempt: int, lines: list[Any]) -> None:
-        self._emit("logs", {"job_id": job_id, "attempt": attempt, "lines": lines})
+        if lines:
+            self._emit("logs", {"job_id": job_id, "attempt": attempt, "lines": lines})
 
     async def cancel(self, job_id: str, grace: float) -> bool:
         entry = self.inflight.get(job_id)

@@ -330,8 +330,7 @@ class Scheduler:
     async def apply_events(self, events: list[Any]) -> None:
         if not events:
             return
-        trs: list[tuple[Transition, Transition | None]] = []
-        attempt_rows: list[dict[str, Any]] = []
+        trs: list[tuple[Transition, Transition | None, dict[str, Any] | None]] = []
         attempt_updates: list[tuple[str, int, dict[str, Any]]] = []
         ended: list[str] = []
         for _seq, kind, p in events:
@@ -342,18 +341,20 @@ class Scheduler:
             elif kind == "started":
                 if d is not None and d.attempt == attempt:
                     d.started = True
+                row = {"job_id": job_id, "number": attempt, "status": S.RUNNING.value, "node": p["node"],
+                       "pid": p["pid"], "started_at": p["t"]}
                 trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,
-                                       started_at=p["t"], node=p["node"], attempts_made=attempt), None))
-                attempt_rows.append({"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
-                                     "node": p["node"], "pid": p["pid"], "started_at": p["t"]})
+                                       started_at=p["t"], node=p["node"], attempts_made=attempt), None, row))
             elif kind == "ended":
                 status, reason = _outcome(p)
                 fields = {"ended_at": p["t"], "exit_code": p.get("exit_code"),
                           "result": json.dumps(p["result"]) if p.get("result") is not None else None}
                 main = transition(job_id, S.RUNNING, status, reason, attempt, **fields)
-                alt = (transition(job_id, S.PENDING, S.FAILED, reason, attempt, **fields)
-                       if status is not S.CANCELLED else None)
-                trs.append((main, alt))
+                # if its `started` never arrived (it could not start), it still ran as an attempt
+                alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=p["t"],
+                                 attempts_made=attempt)
+                trs.append((main, alt, {"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
+                                        "started_at": p["t"]}))
                 attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
                                                           "reason": reason, "ended_at": p["t"]}))
                 if d is not None and d.attempt == attempt:
@@ -364,14 +365,16 @@ class Scheduler:
 
         def op(conn: Connection) -> list[str]:
             finished = []
-            for main, alt in trs:
+            for main, alt, row in trs:
                 ok = st.apply_transitions(conn, [main])[0]
-                if not ok and alt is not None:
-                    ok = st.apply_transitions(conn, [alt])[0]
+                if ok and alt is None and row is not None:
+                    st.insert_attempt(conn, row)  # a `started` event
+                if not ok and alt is not None and st.apply_transitions(conn, [alt])[0]:
+                    assert row is not None
+                    st.insert_attempt(conn, row)  # ended without a `started`: still an attempt
+                    ok = st.apply_transitions(conn, [main])[0]
                 if ok and is_terminal(main.new):
                     finished.append(main.job_id)
-            for row in attempt_rows:
-                st.insert_attempt(conn, row)
             for job_id, number, values in attempt_updates:
                 st.update_attempt(conn, job_id, number, values)
             st.set_meta(conn, CURSOR_KEY, cursor)

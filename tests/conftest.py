@@ -1,0 +1,130 @@
+"""Real parts: one Ray head per test session, real daemons in their own processes (each with
+its own HOME/XDG dirs), real SQLite files and real Unix/TCP sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sage_ops.client import JobManagerClient
+from sage_ops.config import RayConfig
+from sage_ops.server.dispatcher import LocalHead
+
+SAGE = [sys.executable, "-m", "sage_ops"]
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[dict[str, str]]:
+    """A Ray head for the whole session (3-4 s and ~500 MB: never one per test)."""
+    root = Path(tempfile.mkdtemp(prefix="sgo-ray-", dir="/tmp"))
+    head = LocalHead(root)
+    env_before = dict(os.environ)
+    address = head.start(RayConfig(include_dashboard=False, num_cpus=4))
+    env = {**head.env(), "SAGE_OPS_RAY__ADDRESS": address}
+    try:
+        yield env
+    finally:
+        head.stop()
+        os.environ.clear()
+        os.environ.update(env_before)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Daemon:
+    """A sage-ops daemon in its own process with isolated state; drive it by CLI or client."""
+
+    def __init__(self, ray_env: dict[str, str], config: dict[str, Any] | None = None) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="sgo-", dir="/tmp"))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_OPS_", "XDG_"))}
+        self.env.update(ray_env)
+        self.env.update({"HOME": str(self.home), "XDG_STATE_HOME": str(self.home / "state"),
+                         "XDG_CONFIG_HOME": str(self.home / "config")})
+        self.env.pop("XDG_RUNTIME_DIR", None)
+        if config:
+            cfg_file = self.home / "config.yaml"
+            cfg_file.write_text(json.dumps(config))
+            self.env["SAGE_OPS_CONFIG"] = str(cfg_file)
+        self.state = self.home / "state" / "sage-ops"
+        self.socket = self.state / "sage-ops.sock"
+
+    def run(self, *args: str, timeout: float = 120, check: bool = False, input: str | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*SAGE, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              input=input, cwd=cwd or self.home)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"sage-ops {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def start(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run("daemon", "start", *extra, check=True, timeout=200)
+
+    def stop(self) -> None:
+        self.run("daemon", "stop", timeout=90)
+
+    def client(self, **config: Any) -> JobManagerClient:
+        return JobManagerClient(f"unix://{self.socket}", config=config or None)
+
+    def submit_q(self, *args: str) -> str:
+        out = self.run("submit", "-q", *args, check=True)
+        return out.stdout.strip()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(ray_head: dict[str, str]) -> Iterator[Daemon]:
+    d = Daemon(ray_head)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+@pytest.fixture
+def new_daemon(ray_head: dict[str, str]) -> Iterator[Any]:
+    """Factory for a daemon of a test's own (restarts, TCP, config)."""
+    made: list[Daemon] = []
+
+    def make(config: dict[str, Any] | None = None) -> Daemon:
+        d = Daemon(ray_head, config)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.cleanup()
+
+
+def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:
+    """Poll for a behaviour (never asserts on time itself)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

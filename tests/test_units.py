@@ -1,0 +1,88 @@
+"""Rules that need no daemon: the lifecycle table, sizes, specs, addresses, config."""
+
+from __future__ import annotations
+
+import pytest
+
+from sage_ops.client import parse_addresses
+from sage_ops.config import load_config
+from sage_ops.errors import Conflict, Invalid, NotFound, Rejected, from_response
+from sage_ops.lifecycle import TERMINAL, JobStatus, is_legal, is_terminal, transition
+from sage_ops.schemas import JobSpec, Resources, parse_memory
+
+S = JobStatus
+
+
+def test_lifecycle_table_matches_the_design() -> None:
+    assert is_legal(None, S.SUBMITTED)
+    assert is_legal(S.SUBMITTED, S.PENDING) and is_legal(S.SUBMITTED, S.REJECTED)
+    assert is_legal(S.PENDING, S.RUNNING) and is_legal(S.PENDING, S.CANCELLED)
+    for end in (S.COMPLETED, S.FAILED, S.CANCELLED):
+        assert is_legal(S.RUNNING, end)
+    assert not is_legal(S.PENDING, S.COMPLETED)
+    assert not is_legal(S.SUBMITTED, S.RUNNING)
+    for t in TERMINAL:
+        assert is_terminal(t)
+        assert not any(is_legal(t, other) for other in S)
+    assert is_legal(S.FAILED, S.PENDING, retry=True)
+    assert not is_legal(S.REJECTED, S.PENDING, retry=True)
+
+
+def test_illegal_transition_is_a_conflict() -> None:
+    with pytest.raises(Conflict):
+        transition("j", S.COMPLETED, S.RUNNING)
+    tr = transition("j", S.RUNNING, S.FAILED, "exit code 3", 1, exit_code=3)
+    assert tr.fields == {"exit_code": 3} and tr.attempt == 1
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("8GB", 8 * 10**9), ("512MiB", 512 * 2**20), ("1.5G", int(1.5 * 10**9)), ("100", 100), (2048, 2048),
+    ("4 KiB", 4096),
+])
+def test_parse_memory(text: str | int, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["12XB", "-1GB", "GB", "", "1e9"])
+def test_parse_memory_rejects_garbage(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_memory(bad)
+
+
+def test_spec_shapes() -> None:
+    with pytest.raises(ValueError):
+        JobSpec(kind="command", command=[])
+    with pytest.raises(ValueError):
+        JobSpec(kind="script")
+    with pytest.raises(ValueError):
+        JobSpec.model_validate({"command": ["true"], "surprise": 1})
+    spec = JobSpec(command=["true"], resources=Resources(cpu=2, memory="1GiB", custom_resources={"TPU": 1}))
+    assert spec.resources.as_ray() == {"CPU": 2, "memory": float(2**30), "TPU": 1}
+
+
+def test_addresses() -> None:
+    a = parse_addresses("unix:///tmp/x.sock,tcp://10.0.0.1:19001, localhost:19002")
+    assert [(x.kind, x.target) for x in a] == [("unix", "/tmp/x.sock"), ("tcp", "10.0.0.1:19001"),
+                                                ("tcp", "localhost:19002")]
+    with pytest.raises(Exception, match="bad address"):
+        parse_addresses("nonsense")
+
+
+def test_error_mapping_round_trips() -> None:
+    assert isinstance(from_response(404, {"error": {"code": "not_found", "message": "no such job: x"}}), NotFound)
+    assert isinstance(from_response(422, {"error": {"code": "rejected", "message": "m"}}), Rejected)
+    assert from_response(500, "garbage").message == "HTTP 500"
+
+
+def test_config_file_env_and_errors(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    f = tmp_path / "c.yaml"
+    f.write_text("jobmanager: {max_jobs: 5}\nray: {address: 127.0.0.1:1234}\n")
+    monkeypatch.setenv("SAGE_OPS_JOBMANAGER__JOB_TIMEOUT", "60")
+    cfg = load_config(f)
+    assert cfg.jobmanager.max_jobs == 5 and cfg.jobmanager.job_timeout == 60
+    assert cfg.ray.address == "127.0.0.1:1234" and cfg.jobmanager.host is None
+    f.write_text("jobmanager: {max_jobz: 5}\n")
+    with pytest.raises(Invalid, match="max_jobz"):
+        load_config(f)
+    with pytest.raises(Invalid, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
