@@ -236,6 +236,7 @@ class RayHealth(View):
     connected: bool
     address: str | None = None
     started_by_daemon: bool = False
+    dashboard: str | None = None
     nodes: int = 0
     resources: dict[str, float] = Field(default_factory=dict)
     available: dict[str, float] = Field(default_factory=dict)

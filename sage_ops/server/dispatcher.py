@@ -81,9 +81,15 @@ class LocalHead:
             cmd[0] = shutil.which("ray") or "ray"
         if cfg.num_cpus is not None:
             cmd.append(f"--num-cpus={cfg.num_cpus}")
+        dashboard = None
         if cfg.include_dashboard:
+            dport = cfg.dashboard_port
+            if _reachable(f"{cfg.dashboard_host}:{dport}", timeout=0.5):
+                dport = _free_port()
+                log.warning("dashboard port %d is taken; using %d", cfg.dashboard_port, dport)
+            dashboard = f"http://{cfg.dashboard_host}:{dport}"
             cmd += ["--include-dashboard=true", f"--dashboard-host={cfg.dashboard_host}",
-                    f"--dashboard-port={cfg.dashboard_port}"]
+                    f"--dashboard-port={dport}"]
         else:
             cmd.append("--include-dashboard=false")
         log.info("starting a local Ray head on 127.0.0.1:%d", port)
@@ -94,7 +100,7 @@ class LocalHead:
             raise DaemonUnavailable("could not start a Ray head: " + " | ".join(tail))
         address = f"127.0.0.1:{port}"
         self.record.write_text(json.dumps({"address": address, "temp_dir": str(self.temp_dir),
-                                           "started_at": time.time()}))
+                                           "dashboard": dashboard, "started_at": time.time()}))
         return address
 
     def stop(self) -> bool:
@@ -228,5 +234,7 @@ class RayBackend:
                 if not k.startswith("node:") and "_group_" not in k:
                     totals[k] = totals.get(k, 0) + v
         avail = {k: v for k, v in self.available.items() if k in totals}
+        rec = self.head.load() if self.started_head else None
         return RayHealth(connected=self.connected, address=self.address, started_by_daemon=self.started_head,
+                         dashboard=(rec or {}).get("dashboard"),
                          nodes=len(self.nodes), resources=totals, available=avail, detail=self.detail)

@@ -1,0 +1,215 @@
+"""Submit throughput, end-to-end throughput and submit->RUNNING latency, optionally side by side
+with Ray's own Job Submission API.
+
+    python benchmarks/submit_throughput.py                 # N=1000, batch of 20000
+    python benchmarks/submit_throughput.py -n 200 --vs-ray-jobs
+
+It starts a private daemon (its own HOME, SQLite file and local Ray head with the dashboard) so
+it never touches your real state, and stops both at the end. Figures are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sage_ops.client import AsyncJobManagerClient, JobManagerClient
+
+TRUE = {"command": ["true"], "resources": {"cpu": 1}}
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Bench:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_OPS_", "XDG_"))}
+        self.env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
+                         "XDG_CONFIG_HOME": str(home / "config"), "SAGE_OPS_RAY__ADDRESS": "local"})
+        self.socket = home / "state" / "sage-ops" / "sage-ops.sock"
+        self.address = f"unix://{self.socket}"
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "sage_ops", *args], env=self.env, capture_output=True,
+                             text=True, timeout=600)
+        if out.returncode != 0:
+            raise SystemExit(f"sage-ops {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def start(self) -> dict[str, Any]:
+        self.cli("daemon", "start")
+        return JobManagerClient(self.address).health_check().model_dump(mode="json")
+
+    def stop(self) -> None:
+        self.cli("daemon", "stop")
+        # the private Ray head the daemon started
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from sage_ops.server.dispatcher import LocalHead
+
+        LocalHead(self.home / "state" / "sage-ops").stop()
+
+
+async def blocker(client: AsyncJobManagerClient, cpus: float) -> str:
+    """A job holding every CPU, so submitted jobs queue (pure submit cost, nothing runs)."""
+    job = await client.submit_job({"command": ["sleep", "600"], "resources": {"cpu": cpus}, "name": "blocker"})
+    return job.id
+
+
+async def single_submits(client: AsyncJobManagerClient, n: int, concurrency: int) -> tuple[float, list[str]]:
+    ids: list[str] = []
+    lat: list[float] = []
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for _ in queue:
+            t = time.perf_counter()
+            job = await client.submit_job(TRUE)
+            lat.append(time.perf_counter() - t)
+            ids.append(job.id)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    print(f"  single submits : {n / elapsed:9.0f} jobs/s  ({n} jobs, {concurrency} concurrent clients, "
+          f"latency p50 {pct(lat, 50) * 1000:.2f} ms p99 {pct(lat, 99) * 1000:.2f} ms)")
+    return n / elapsed, ids
+
+
+async def batch_submit(client: AsyncJobManagerClient, n: int) -> tuple[float, list[str]]:
+    t0 = time.perf_counter()
+    jobs = await client.submit_batch([TRUE] * n)
+    elapsed = time.perf_counter() - t0
+    print(f"  one batch      : {n / elapsed:9.0f} jobs/s  ({n} jobs in one request, {elapsed:.2f} s)")
+    return n / elapsed, [j.id for j in jobs]
+
+
+async def cancel_all(client: AsyncJobManagerClient, ids: list[str]) -> None:
+    for i in range(0, len(ids), 5000):
+        await client.cancel_jobs(ids[i:i + 5000])
+
+
+async def end_to_end(client: AsyncJobManagerClient, n: int) -> float:
+    t0 = time.perf_counter()
+    ids = [j.id for j in await client.submit_batch([TRUE] * n)]
+    views = [await client.wait(i) for i in ids]
+    elapsed = time.perf_counter() - t0
+    bad = [v for v in views if v.status != "COMPLETED"]
+    print(f"  end to end     : {n / elapsed:9.0f} jobs/s  ({n} `true` jobs submitted in one batch, all done in "
+          f"{elapsed:.2f} s, {len(bad)} not COMPLETED)")
+    return n / elapsed
+
+
+async def idle_latency(client: AsyncJobManagerClient, samples: int) -> list[float]:
+    lat = []
+    for _ in range(samples):
+        job = await client.submit_job(TRUE)
+        view = await client.wait(job.id)
+        if view.started_at:
+            lat.append((view.started_at - view.created_at).total_seconds())
+    print(f"  submit->RUNNING: p50 {pct(lat, 50) * 1000:6.1f} ms  p99 {pct(lat, 99) * 1000:6.1f} ms  "
+          f"(idle cluster, {len(lat)} jobs one at a time, daemon timestamps)")
+    return lat
+
+
+def ray_jobs(n: int, dashboard: str, window: int) -> float:
+    """The same `true` jobs through Ray's JobSubmissionClient (at most `window` in flight)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(dashboard)
+    done_states = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    t0 = time.perf_counter()
+    inflight: list[str] = []
+    submitted = finished = failed = 0
+    while finished < n:
+        while submitted < n and len(inflight) < window:
+            inflight.append(client.submit_job(entrypoint="true"))
+            submitted += 1
+        still = []
+        for sid in inflight:
+            status = client.get_job_status(sid)
+            if status in done_states:
+                finished += 1
+                failed += status != JobStatus.SUCCEEDED
+            else:
+                still.append(sid)
+        inflight = still
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    print(f"  Ray Jobs API   : {n / elapsed:9.2f} jobs/s  ({n} `true` jobs, {window} in flight, {elapsed:.1f} s, "
+          f"{failed} failed)")
+    return n / elapsed
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=1000, help="jobs per phase (single submits, end to end)")
+    ap.add_argument("--batch", type=int, default=20000, help="jobs in the one-batch phase")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--latency-samples", type=int, default=100)
+    ap.add_argument("--vs-ray-jobs", action="store_true", help="also run N jobs through Ray's Job Submission API")
+    ap.add_argument("--ray-window", type=int, default=8, help="Ray jobs in flight at once (each is an actor)")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="sgo-bench-", dir="/tmp"))
+    bench = Bench(home)
+    health = bench.start()
+    cpus = health["ray"]["resources"].get("CPU", 1)
+    print(f"sage-ops benchmark: daemon on {bench.address}, Ray {health['ray']['address']} ({cpus:g} CPUs), "
+          f"SQLite {home}/state/sage-ops/sage-ops.db")
+    figures: dict[str, Any] = {"n": args.n, "batch": args.batch, "cpus": cpus}
+    pid = health["pid"]
+    try:
+        async with AsyncJobManagerClient(bench.address, config={"connection_pool_size": args.concurrency,
+                                                                 "timeout": 600}) as client:
+            block = await blocker(client, cpus)
+            figures["single_submits_per_s"], ids = await single_submits(client, args.n, args.concurrency)
+            figures["batch_submits_per_s"], more = await batch_submit(client, args.batch)
+            await cancel_all(client, ids + more + [block])
+            figures["daemon_rss_mb_after_submits"] = round(rss_mb(pid), 1)
+            figures["latency_s"] = await idle_latency(client, args.latency_samples)
+            figures["submit_to_running_p50_ms"] = round(pct(figures["latency_s"], 50) * 1000, 2)
+            figures["submit_to_running_p99_ms"] = round(pct(figures["latency_s"], 99) * 1000, 2)
+            del figures["latency_s"]
+            figures["end_to_end_per_s"] = await end_to_end(client, args.n)
+            figures["daemon_rss_mb"] = round(rss_mb(pid), 1)
+            print(f"  daemon memory  : {figures['daemon_rss_mb']:.0f} MB RSS")
+        if args.vs_ray_jobs:
+            token = home / "state" / "sage-ops" / "ray" / "auth_token"
+            os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
+            figures["ray_jobs_per_s"] = ray_jobs(args.n, health["ray"]["dashboard"], args.ray_window)
+            ratio = figures["end_to_end_per_s"] / figures["ray_jobs_per_s"]
+            figures["ratio_vs_ray_jobs"] = round(ratio, 1)
+            print(f"  sage-ops / Ray Jobs end to end: {ratio:.0f}x")
+    finally:
+        bench.stop()
+    figures["when"] = datetime.now().isoformat(timespec="seconds")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
