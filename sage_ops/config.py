@@ -26,6 +26,7 @@ class JobManagerConfig(_Section):
     job_timeout: float = Field(3600, gt=0, description="default per-attempt timeout in seconds")
     heartbeat_interval: float = Field(30, gt=0)
     kill_grace: float = Field(5, ge=0, description="seconds between SIGTERM and SIGKILL on cancel")
+    prefetch: int = Field(4, ge=0, le=1000, description="short jobs queued in Ray beyond free CPUs (lease reuse)")
 
 
 class RayConfig(_Section):

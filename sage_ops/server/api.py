@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -55,6 +56,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid", f"{loc}: {msg}{more}" if loc else msg + more
 
 
+def _json(model: BaseModel, status: int = 200) -> Response:
+    """Serialize once (FastAPI would validate the model again before serializing)."""
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
 def create_app(daemon: Daemon) -> FastAPI:
     app = FastAPI(title="sage-ops", version=__version__, docs_url=None, redoc_url=None)
     sched = daemon.scheduler
@@ -82,12 +88,12 @@ def create_app(daemon: Daemon) -> FastAPI:
         return await store.read(lambda c: st.get_job(c, job_id))
 
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
-    async def submit(spec: JobSpec) -> JobView:
-        return (await sched.submit([spec]))[0]
+    async def submit(spec: JobSpec) -> Response:
+        return _json((await sched.submit([spec]))[0], 201)
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobList)
-    async def submit_batch(batch: BatchSubmit) -> JobList:
-        return JobList(jobs=await sched.submit(batch.jobs))
+    async def submit_batch(batch: BatchSubmit) -> Response:
+        return _json(JobList.model_construct(jobs=await sched.submit(batch.jobs)), 201)
 
     @app.get("/v1/jobs", response_model=JobList)
     async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,

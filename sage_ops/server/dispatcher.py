@@ -224,8 +224,8 @@ class RayBackend:
     async def cancel(self, job_id: str, grace: float) -> bool:
         return await self.actor.cancel.remote(job_id, grace)
 
-    async def poll(self, epoch: str, after: int, timeout: float) -> dict[str, Any]:
-        return await self.actor.poll.remote(epoch, after, timeout)
+    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> dict[str, Any]:
+        return await self.actor.poll.remote(epoch, ack, after, timeout)
 
     def health(self) -> RayHealth:
         totals: dict[str, float] = {}

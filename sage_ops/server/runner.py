@@ -94,15 +94,13 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, op
         pending.append((time.time(), "system", message, attempt))
 
     def flush(final: bool = False) -> None:
+        # Fire and forget: the return value says how many batches were sent, and the actor
+        # reports the end only once it holds all of them (no blocking round trip per job).
         nonlocal pending, last_flush
-        if pending or final:
+        if pending:
             refs.append(dispatcher.logs.remote(job_id, attempt, pending))
             pending = []
         last_flush = time.monotonic()
-        if final:
-            # Calls from one caller run in order: once this returns, the actor has the
-            # `started` event and every line, before it can see the task's return value.
-            ray.get(refs[-1])
 
     workdir = spec.get("working_dir")
     if not workdir or not os.path.isdir(workdir):
@@ -124,9 +122,10 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, op
         os.close(write_end)
         note(f"could not start: {exc}")
         flush(final=True)
-        return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None}
+        return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": len(refs)}
     os.close(read_end)
-    dispatcher.started.remote(job_id, attempt, socket.gethostname(), proc.pid, time.time())
+    started = {"node": socket.gethostname(), "pid": proc.pid, "t": time.time()}
+    dispatcher.started.remote(job_id, attempt, started["node"], started["pid"], started["t"])
     deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
     outcome: dict[str, Any] = {}
     try:
@@ -189,7 +188,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, op
     flush(final=True)
     reason = outcome.get("reason") or signal_reason
     return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
-            "timed_out": "timed out" in (reason or "")}
+            "timed_out": "timed out" in (reason or ""), "batches": len(refs), "started": started}
 
 
 def _rmtree(path: str) -> None:
@@ -210,6 +209,7 @@ class Dispatcher:
         self.seq = 0
         self.events: deque[tuple[int, str, dict[str, Any]]] = deque()
         self.inflight: dict[str, tuple[int, Any]] = {}
+        self.seen: dict[tuple[str, int], list[Any]] = {}  # (job, attempt) -> [started?, log batches]
         self._changed: asyncio.Event | None = None
         self._me = ray.get_runtime_context().current_actor
 
@@ -243,14 +243,33 @@ class Dispatcher:
             out = {"exit_code": None, "reason": "cancelled", "cancelled": True}
         except Exception as exc:  # noqa: BLE001 - worker crash, node death, OOM kill
             out = {"exit_code": None, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        key = (job_id, attempt)
+        seen = self.seen.setdefault(key, [False, 0])
+        # The task's own calls (started, log batches) were sent before it returned; wait
+        # (briefly) until they are all here, so `ended` is always the attempt's last event.
+        deadline = time.monotonic() + 10
+        while seen[1] < out.get("batches", 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        if not seen[0] and out.get("started"):
+            self.started(job_id, attempt, **out["started"])
+        self.seen.pop(key, None)
         if self.inflight.get(job_id, (None,))[0] == attempt:
             del self.inflight[job_id]
+        out.pop("started", None)
         self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": time.time(), **out})
 
     def started(self, job_id: str, attempt: int, node: str, pid: int, t: float) -> None:
+        seen = self.seen.setdefault((job_id, attempt), [False, 0])
+        if seen[0]:
+            return
+        seen[0] = True
+        if self.inflight.get(job_id, (None,))[0] != attempt:  # arrived after `ended`: already reported
+            self.seen.pop((job_id, attempt), None)
+            return
         self._emit("started", {"job_id": job_id, "attempt": attempt, "node": node, "pid": pid, "t": t})
 
     def logs(self, job_id: str, attempt: int, lines: list[Any]) -> None:
+        self.seen.setdefault((job_id, attempt), [False, 0])[1] += 1
         if lines:
             self._emit("logs", {"job_id": job_id, "attempt": attempt, "lines": lines})
 
@@ -267,22 +286,29 @@ class Dispatcher:
             ray.cancel(ref, force=True)
         return True
 
-    async def poll(self, epoch: str, after: int, timeout: float, limit: int = 20_000) -> dict[str, Any]:
-        """Events after `after` (acknowledging everything up to it) plus the in-flight set.
+    async def poll(self, epoch: str, ack: int, after: int, timeout: float, limit: int = 20_000) -> dict[str, Any]:
+        """Events after `after`, dropping those up to `ack` (committed by the daemon), plus the
+        in-flight set.
 
         Both come from one synchronous step of the actor, so a job missing from `inflight` has
         its `ended` event in `events` (or in an already acknowledged batch).
         """
-        if epoch == self.epoch:
-            while self.events and self.events[0][0] <= after:
-                self.events.popleft()
-        if not self.events and timeout > 0:
+        if epoch != self.epoch:
+            ack = after = 0
+        while self.events and self.events[0][0] <= ack:
+            self.events.popleft()
+        if (not self.events or self.events[-1][0] <= after) and timeout > 0:
             self._changed = self._changed or asyncio.Event()
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-        batch = [e for _, e in zip(range(limit), self.events)]
+        batch = []
+        for event in self.events:
+            if event[0] > after:
+                batch.append(event)
+                if len(batch) >= limit:
+                    break
         return {"epoch": self.epoch, "events": batch,
                 "inflight": {k: v[0] for k, v in self.inflight.items()}}

@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from ..errors import DaemonUnavailable, NotFound
 from ..lifecycle import JobStatus, Transition
-from ..schemas import AttemptView, JobEventView, JobSpec, JobView
+from ..schemas import AttemptView, JobEventView, JobKind, JobSpec, JobView
 from .tables import Attempt, Job, JobEvent, Meta, Token
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,16 @@ def job_view(row: Any, attempts: list[Any] | None = None, with_spec: bool = True
                         ended_at=utc(a.ended_at))
             for a in attempts or []
         ],
+    )
+
+
+def fresh_view(row: dict[str, Any], spec: JobSpec | None) -> JobView:
+    """The view of a row just inserted, without re-validating what was just validated."""
+    return JobView.model_construct(
+        id=row["id"], name=row["name"], status=JobStatus(row["status"]), reason=row["reason"],
+        priority=row["priority"], tenant=row["tenant"], kind=JobKind(row["kind"]), exit_code=None, attempts_made=0,
+        node=None, created_at=utc(row["created_at"]), started_at=None, ended_at=utc(row["ended_at"]), spec=spec,
+        attempts=[],
     )
 
 
