@@ -6,6 +6,7 @@ while the async client returns a coroutine. Only the transport differs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -241,9 +242,52 @@ class _Transport:
     def _timeout(self) -> float:
         return self.config.timeout
 
+    @staticmethod
+    def _logs_params(follow: bool, tail: int | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"follow": str(follow).lower()}
+        if tail is not None:
+            params["tail"] = tail
+        return params
+
+    @staticmethod
+    def _wait_slice(deadline: float | None) -> float:
+        return 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+
+    @staticmethod
+    def _wait_over(view: JobView, deadline: float | None) -> bool:
+        return is_terminal(view.status) or (deadline is not None and time.monotonic() >= deadline)
+
     def _order(self) -> list[int]:
         n = len(self.addresses)
         return [(self._current + i) % n for i in range(n)]
+
+    def _client_kwargs(self, i: int, transport_cls: Any) -> dict[str, Any]:
+        addr = self.addresses[i]
+        limits = httpx.Limits(max_connections=self.config.connection_pool_size)
+        uds = {"uds": addr.target} if addr.kind == "unix" else {}
+        base = "http://sage-ops" if addr.kind == "unix" else f"http://{addr.target}"
+        return {"transport": transport_cls(limits=limits, **uds), "base_url": base, "headers": self._headers(addr),
+                "timeout": self.config.timeout}
+
+    def _rounds(self) -> range:
+        return range(max(1, self.config.retry_attempts))
+
+    def _backoff(self, attempt: int) -> float:
+        return min(0.2 * 2**attempt, 2.0) if attempt + 1 < self.config.retry_attempts else 0.0
+
+    def _failed(self, exc: httpx.TransportError, call: _Call[Any]) -> Exception:
+        """Remember a transport error to try the next address, or raise when retrying is unsafe."""
+        connect = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+        if isinstance(exc, httpx.TimeoutException) and not connect:
+            raise DaemonUnavailable(f"the daemon did not answer in time ({exc.__class__.__name__})") from None
+        if not connect and not call.idempotent:  # it may have been applied: do not send it twice
+            raise self._unavailable(exc) from None
+        return exc
+
+    def _done(self, i: int, resp: httpx.Response, call: _Call[T]) -> T:
+        self._current = i
+        _raise_for(resp)
+        return call.parse(_body(resp))
 
     def _unavailable(self, last: Exception | None) -> DaemonUnavailable:
         where = ", ".join(str(a) for a in self.addresses)
@@ -252,7 +296,7 @@ class _Transport:
         return DaemonUnavailable(f"cannot reach the sage-ops daemon at {where}{why}{hint}")
 
 
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+LOG_TIMEOUT = httpx.Timeout(30.0, read=None)
 
 
 class JobManagerClient(_Transport, _Api):
@@ -265,52 +309,30 @@ class JobManagerClient(_Transport, _Api):
 
     def _client(self, i: int) -> httpx.Client:
         if i not in self._clients:
-            addr = self.addresses[i]
-            limits = httpx.Limits(max_connections=self.config.connection_pool_size)
-            if addr.kind == "unix":
-                transport = httpx.HTTPTransport(uds=addr.target, limits=limits)
-                base = "http://sage-ops"
-            else:
-                transport = httpx.HTTPTransport(limits=limits)
-                base = f"http://{addr.target}"
-            self._clients[i] = httpx.Client(transport=transport, base_url=base, headers=self._headers(addr),
-                                            timeout=self.config.timeout)
+            self._clients[i] = httpx.Client(**self._client_kwargs(i, httpx.HTTPTransport))
         return self._clients[i]
 
     def _run(self, call: _Call[T]) -> T:
         last: Exception | None = None
-        for attempt in range(max(1, self.config.retry_attempts)):
+        for attempt in self._rounds():
             for i in self._order():
                 try:
                     resp = self._client(i).request(call.method, call.path, params=call.params, json=call.json,
                                                    timeout=call.timeout or self.config.timeout)
-                except _RETRYABLE as exc:
-                    last = exc
-                    if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not call.idempotent:
-                        raise self._unavailable(exc) from None
-                    continue
-                except httpx.TimeoutException as exc:
-                    raise DaemonUnavailable(f"the daemon did not answer in time ({exc.__class__.__name__})") from None
                 except httpx.TransportError as exc:
-                    last = exc
+                    last = self._failed(exc, call)
                     continue
-                self._current = i
-                _raise_for(resp)
-                return call.parse(_body(resp))
-            if attempt + 1 < self.config.retry_attempts:
-                time.sleep(min(0.2 * 2**attempt, 2))
+                return self._done(i, resp, call)
+            time.sleep(self._backoff(attempt))
         raise self._unavailable(last)
 
     def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> Iterator[LogEntry]:
         """Log entries (.timestamp, .message) as they come; ends when the job ends."""
-        params: dict[str, Any] = {"follow": str(follow).lower()}
-        if tail is not None:
-            params["tail"] = tail
         last: Exception | None = None
         for i in self._order():
             try:
-                with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs", params=params,
-                                            timeout=httpx.Timeout(self.config.timeout, read=None)) as resp:
+                with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs", params=self._logs_params(follow, tail),
+                                            timeout=LOG_TIMEOUT) as resp:
                     if resp.status_code >= 400:
                         resp.read()
                     _raise_for(resp)
@@ -326,9 +348,8 @@ class JobManagerClient(_Transport, _Api):
         """Block until the job is terminal (or `timeout` seconds pass); returns its view."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-            view = self.wait_once(job_id, left)
-            if is_terminal(view.status) or (deadline is not None and time.monotonic() >= deadline):
+            view = self.wait_once(job_id, self._wait_slice(deadline))
+            if self._wait_over(view, deadline):
                 return view
 
     def close(self) -> None:
@@ -353,54 +374,30 @@ class AsyncJobManagerClient(_Transport, _Api):
 
     def _client(self, i: int) -> httpx.AsyncClient:
         if i not in self._clients:
-            addr = self.addresses[i]
-            limits = httpx.Limits(max_connections=self.config.connection_pool_size)
-            if addr.kind == "unix":
-                transport = httpx.AsyncHTTPTransport(uds=addr.target, limits=limits)
-                base = "http://sage-ops"
-            else:
-                transport = httpx.AsyncHTTPTransport(limits=limits)
-                base = f"http://{addr.target}"
-            self._clients[i] = httpx.AsyncClient(transport=transport, base_url=base, headers=self._headers(addr),
-                                                 timeout=self.config.timeout)
+            self._clients[i] = httpx.AsyncClient(**self._client_kwargs(i, httpx.AsyncHTTPTransport))
         return self._clients[i]
 
     async def _run(self, call: _Call[T]) -> T:  # type: ignore[override]
-        import asyncio
-
         last: Exception | None = None
-        for attempt in range(max(1, self.config.retry_attempts)):
+        for attempt in self._rounds():
             for i in self._order():
                 try:
-                    resp = await self._client(i).request(call.method, call.path, params=call.params, json=call.json,
-                                                         timeout=call.timeout or self.config.timeout)
-                except _RETRYABLE as exc:
-                    last = exc
-                    if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not call.idempotent:
-                        raise self._unavailable(exc) from None
-                    continue
-                except httpx.TimeoutException as exc:
-                    raise DaemonUnavailable(f"the daemon did not answer in time ({exc.__class__.__name__})") from None
+                    resp = await self._client(i).request(call.method, call.path, params=call.params,
+                                                         json=call.json, timeout=call.timeout or self.config.timeout)
                 except httpx.TransportError as exc:
-                    last = exc
+                    last = self._failed(exc, call)
                     continue
-                self._current = i
-                _raise_for(resp)
-                return call.parse(_body(resp))
-            if attempt + 1 < self.config.retry_attempts:
-                await asyncio.sleep(min(0.2 * 2**attempt, 2))
+                return self._done(i, resp, call)
+            await asyncio.sleep(self._backoff(attempt))
         raise self._unavailable(last)
 
     async def stream_job_logs(self, job_id: str, follow: bool = True,
                               tail: int | None = None) -> AsyncIterator[LogEntry]:
-        params: dict[str, Any] = {"follow": str(follow).lower()}
-        if tail is not None:
-            params["tail"] = tail
         last: Exception | None = None
         for i in self._order():
             try:
-                async with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs", params=params,
-                                                  timeout=httpx.Timeout(self.config.timeout, read=None)) as resp:
+                async with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs",
+                                                  params=self._logs_params(follow, tail), timeout=LOG_TIMEOUT) as resp:
                     if resp.status_code >= 400:
                         await resp.aread()
                     _raise_for(resp)
@@ -415,9 +412,8 @@ class AsyncJobManagerClient(_Transport, _Api):
     async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-            view = await self.wait_once(job_id, left)
-            if is_terminal(view.status) or (deadline is not None and time.monotonic() >= deadline):
+            view = await self.wait_once(job_id, self._wait_slice(deadline))
+            if self._wait_over(view, deadline):
                 return view
 
     async def close(self) -> None:
