@@ -70,6 +70,9 @@ class Bench:
         from sage_ops.server.dispatcher import LocalHead
 
         LocalHead(self.home / "state" / "sage-ops").stop()
+        import shutil
+
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 async def blocker(client: AsyncJobManagerClient, cpus: float) -> str:

@@ -24,6 +24,7 @@ from .schemas import Health as HealthView
 from .schemas import (
     JobEventView,
     JobList,
+    JobRefList,
     JobResult,
     JobSpec,
     JobView,
@@ -156,9 +157,9 @@ class _Api:
         return self._run(_Call("POST", "/v1/jobs", lambda d: d["id"], json=_dump(spec), idempotent=False))
 
     def submit_batch(self, specs: Sequence[JobSpec | dict[str, Any]]) -> Any:
-        """Many jobs in one durable commit; returns their views (in order)."""
+        """Many jobs in one durable commit; returns (id, name, status, reason) per job, in order."""
         body = {"jobs": [_dump(JobSpec.model_validate(s)) for s in specs]}
-        return self._run(_Call("POST", "/v1/jobs/batch", lambda d: JobList.model_validate(d).jobs, json=body,
+        return self._run(_Call("POST", "/v1/jobs/batch", lambda d: JobRefList.model_validate(d).jobs, json=body,
                                idempotent=False, timeout=300))
 
     # queries

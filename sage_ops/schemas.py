@@ -194,6 +194,19 @@ class JobList(View):
     jobs: list[JobView]
 
 
+class JobRef(View):
+    """What a batch submit answers per job: enough to follow up, cheap for 100,000 jobs."""
+
+    id: str
+    name: str
+    status: JobStatus
+    reason: str | None = None
+
+
+class JobRefList(View):
+    jobs: list[JobRef]
+
+
 class BatchSubmit(Strict):
     jobs: list[JobSpec] = Field(min_length=1, max_length=100_000)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from ..schemas import (
     Health,
     JobEventView,
     JobList,
+    JobRefList,
     JobResult,
     JobSpec,
     JobView,
@@ -91,9 +93,11 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def submit(spec: JobSpec) -> Response:
         return _json((await sched.submit([spec]))[0], 201)
 
-    @app.post("/v1/jobs/batch", status_code=201, response_model=JobList)
+    @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(batch: BatchSubmit) -> Response:
-        return _json(JobList.model_construct(jobs=await sched.submit(batch.jobs)), 201)
+        refs = [{"id": j.id, "name": j.name, "status": j.status.value, "reason": j.reason}
+                for j in await sched.submit(batch.jobs, views=False)]
+        return Response(json.dumps({"jobs": refs}), status_code=201, media_type="application/json")
 
     @app.get("/v1/jobs", response_model=JobList)
     async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,

@@ -52,6 +52,14 @@ class Queued:
 
 
 @dataclass
+class _Ref:
+    id: str
+    name: str
+    status: JobStatus
+    reason: str | None
+
+
+@dataclass
 class Dispatched:
     id: str
     attempt: int
@@ -177,7 +185,8 @@ class Scheduler:
             return f"no node can ever hold {_fmt(need)} (largest node has {_fmt(have)})"
         return None
 
-    async def submit(self, specs: list[JobSpec]) -> list[JobView]:
+    async def submit(self, specs: list[JobSpec], views: bool = True) -> list[Any]:
+        """Admit and durably record jobs; returns their views (or, with views=False, rows)."""
         now = self.clock.now()
         rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -210,6 +219,8 @@ class Scheduler:
             if job.status is S.PENDING:
                 self._push(job)
         self.wake.set()
+        if not views:
+            return [_Ref(r["id"], r["name"], S(r["status"]), r["reason"]) for r in rows]
         single = len(rows) == 1
         return [st.fresh_view(r, spec if single else None) for r, spec in zip(rows, specs)]
 
