@@ -77,3 +77,14 @@ def transition(
     if not is_legal(old, new, retry):
         raise Conflict(f"job {job_id} is {old}; it cannot become {new}")
     return Transition(job_id, old, new, reason, attempt, fields)
+
+
+def attempt_outcome(exit_code: int | None, cancelled: bool, reason: str | None) -> tuple[JobStatus, str]:
+    """Where an ended attempt leaves its job, and why."""
+    if cancelled:
+        return S.CANCELLED, reason or "cancelled"
+    if exit_code == 0:
+        return S.COMPLETED, "exit code 0"
+    if exit_code is None:
+        return S.FAILED, reason or "the job's worker died"
+    return S.FAILED, reason or f"exit code {exit_code}"

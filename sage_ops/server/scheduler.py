@@ -21,17 +21,16 @@ from sqlalchemy import Connection
 
 from ..config import Config
 from ..errors import Conflict, NotFound
-from ..lifecycle import ACTIVE, JobStatus, Transition, is_terminal, transition
+from ..lifecycle import ACTIVE, JobStatus, Transition, attempt_outcome, is_terminal, transition
 from ..schemas import JobSpec, JobView
 from . import store as st
+from .capacity import Capacity
 from .dispatcher import RayBackend
 from .logs import LogStore
 
 log = logging.getLogger(__name__)
 S = JobStatus
 CURSOR_KEY = "dispatcher_cursor"
-PREFETCH = "<prefetch>"  # a dispatched job not charged to a node: it waits in Ray's queue
-SHORT_JOB = 0.2  # seconds: below this recent average runtime, prefetching pays
 
 
 def new_job_id() -> str:
@@ -89,10 +88,9 @@ class Scheduler:
         self.queued: dict[str, Queued] = {}
         self.heap: list[tuple[int, int, str]] = []
         self.dispatched: dict[str, Dispatched] = {}
-        self.charges: dict[str, dict[str, float]] = {}
+        self.capacity = Capacity(backend, cfg.jobmanager.prefetch)
         self.active = 0
         self.seq = 0
-        self.recent_runtime = 1.0  # EWMA of attempt runtimes, seconds (starts "long": no prefetch)
         self.ready = False
         self.epoch = ""
         self.cursor = 0  # last event committed (the actor may forget up to here)
@@ -152,7 +150,7 @@ class Scheduler:
             job = self.queued.pop(job_id, None)
             if job is None:
                 continue
-            node = self._charge(job.need) or "?"
+            node = self.capacity.charge(job.need) or "?"
             self.dispatched[job_id] = Dispatched(job_id, attempt, job.need, node, job.spec,
                                                  started=job.status is S.RUNNING)
         for job_id in ended:  # ends that arrive with this batch: treat as dispatched
@@ -171,19 +169,13 @@ class Scheduler:
             self._ended(j.id)
 
     # -- submission --------------------------------------------------------------------------
-    def _admission(self, spec: JobSpec, active: int) -> str | None:
+    def _admission(self, spec: JobSpec, active: int, nodes: list[tuple[str, dict[str, float]]]) -> str | None:
         """None if the job may queue, else the reason it is rejected."""
         if active >= self.cfg.jobmanager.max_jobs:
             return f"queue full: {active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
         if spec.dependencies:
             return "dependencies are not supported yet"
-        need = spec.resources.as_ray()
-        nodes = self.backend.node_totals()
-        if not any(all(total.get(k, 0) + 1e-9 >= v for k, v in need.items()) for _, total in nodes):
-            biggest = max(nodes, key=lambda n: n[1].get("CPU", 0))[1] if nodes else {}
-            have = {k: biggest.get(k, 0) for k in need}
-            return f"no node can ever hold {_fmt(need)} (largest node has {_fmt(have)})"
-        return None
+        return self.capacity.never_fits(spec.resources.as_ray(), nodes)
 
     async def submit(self, specs: list[JobSpec], views: bool = True) -> list[Any]:
         """Admit and durably record jobs; returns their views (or, with views=False, rows)."""
@@ -192,12 +184,13 @@ class Scheduler:
         events: list[dict[str, Any]] = []
         admitted: list[Queued] = []
         active = self.active
+        nodes = self.backend.node_totals()  # once per request, not per job
         for spec in specs:
             self.seq += 1
             job_id = new_job_id()
             trs = [transition(job_id, None, S.SUBMITTED, "submitted")]
             if self.ready:
-                reason = self._admission(spec, active)
+                reason = self._admission(spec, active, nodes)
                 trs.append(transition(job_id, S.SUBMITTED, S.REJECTED if reason else S.PENDING,
                                       reason or "admitted"))
             final = trs[-1]
@@ -227,8 +220,9 @@ class Scheduler:
     async def _admit(self, jobs: list[Queued]) -> None:
         now = self.clock.now()
         trs: list[Transition] = []
+        nodes = self.backend.node_totals()
         for job in jobs:
-            reason = self._admission(job.spec, self.active - 1)
+            reason = self._admission(job.spec, self.active - 1, nodes)
             trs.append(transition(job.id, S.SUBMITTED, S.REJECTED if reason else S.PENDING, reason or "admitted",
                                   **({"ended_at": now} if reason else {})))
         applied = await self.store.write(lambda c: st.apply_transitions(c, trs, now))
@@ -245,31 +239,8 @@ class Scheduler:
     def _push(self, job: Queued) -> None:
         heapq.heappush(self.heap, (-job.spec.priority, job.seq, job.id))
 
-    def _charge(self, need: dict[str, float]) -> str | None:
-        """Reserve `need` on the first node that can start it now; None if none can."""
-        for node, total in self.backend.node_totals():
-            used = self.charges.setdefault(node, {})
-            if all(total.get(k, 0) - used.get(k, 0) + 1e-9 >= v for k, v in need.items()):
-                for k, v in need.items():
-                    used[k] = used.get(k, 0) + v
-                return node
-        return None
-
-    def _prefetch_ok(self, job: Queued) -> bool:
-        """Short jobs may queue a few deep in Ray, so its worker leases are reused instead of
-        renegotiated per job (~10 ms each). Only while recent jobs ran short, so the most a
-        higher-priority arrival waits for is a few short starts; long jobs keep strict order."""
-        window = self.cfg.jobmanager.prefetch
-        if window <= 0 or self.recent_runtime > SHORT_JOB or not job.need.get("CPU"):
-            return False
-        return sum(1 for d in self.dispatched.values() if d.node == PREFETCH) < window
-
     def _release(self, job: Dispatched) -> None:
-        if job.node == PREFETCH:
-            return
-        used = self.charges.get(job.node, {})
-        for k, v in job.need.items():
-            used[k] = max(0.0, used.get(k, 0) - v)
+        self.capacity.release(job.node, job.need)
 
     async def dispatch_loop(self) -> None:
         while not self._stopping:
@@ -303,11 +274,9 @@ class Scheduler:
             if job is None or job.status is not S.PENDING:
                 heapq.heappop(self.heap)
                 continue
-            node = self._charge(job.need)
+            node = self.capacity.charge(job.need)
             if node is None:
-                if not self._prefetch_ok(job):
-                    break
-                node = PREFETCH
+                break
             heapq.heappop(self.heap)
             del self.queued[job_id]
             attempt = job.attempts_made + 1
@@ -350,7 +319,7 @@ class Scheduler:
         def op(conn: Connection) -> list[str]:
             done = []
             for d in jobs:
-                if _cas(conn, d.id, S.FAILED, reason, d.attempt, now, ended_at=now):
+                if st.move_to(conn, d.id, S.FAILED, reason, d.attempt, now, ended_at=now):
                     done.append(d.id)
             return done
 
@@ -392,7 +361,7 @@ class Scheduler:
                 trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,
                                        started_at=p["t"], node=p["node"], attempts_made=attempt), None, row))
             elif kind == "ended":
-                status, reason = _outcome(p)
+                status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
                 fields = {"ended_at": p["t"], "exit_code": p.get("exit_code"),
                           "result": json.dumps(p["result"]) if p.get("result") is not None else None}
                 main = transition(job_id, S.RUNNING, status, reason, attempt, **fields)
@@ -407,7 +376,7 @@ class Scheduler:
                     self.dispatched.pop(job_id)
                     self._release(d)
                     if d.started_at:
-                        self.recent_runtime = 0.8 * self.recent_runtime + 0.2 * max(0.0, p["t"] - d.started_at)
+                        self.capacity.observe_runtime(p["t"] - d.started_at)
                 ended.append(job_id)
         cursor = json.dumps({"epoch": self.epoch, "seq": events[-1][0]})
 
@@ -469,7 +438,7 @@ class Scheduler:
             out: list[str | Exception] = []
             for job_id in ids:
                 try:
-                    _cas(conn, job_id, S.CANCELLED, reason, 0, now, ended_at=now, strict=True)
+                    st.move_to(conn, job_id, S.CANCELLED, reason, 0, now, ended_at=now, strict=True)
                     out.append(job_id)
                 except (NotFound, Conflict) as exc:
                     out.append(exc)
@@ -525,39 +494,3 @@ class Scheduler:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _cas(conn: Connection, job_id: str, new: JobStatus, reason: str, attempt: int, now: float,
-         strict: bool = False, **fields: Any) -> bool:
-    """Move a job from whatever it is now to `new`, if the lifecycle allows it."""
-    old = st.current_status(conn, job_id)
-    if old is None:
-        raise NotFound(f"no such job: {job_id}")
-    try:
-        tr = transition(job_id, old, new, reason, attempt, **fields)
-    except Conflict:
-        if strict:
-            raise Conflict(f"job {job_id} is already {old}") from None
-        return False
-    return st.apply_transitions(conn, [tr], now)[0]
-
-
-def _outcome(p: dict[str, Any]) -> tuple[JobStatus, str]:
-    if p.get("cancelled"):
-        return S.CANCELLED, p.get("reason") or "cancelled"
-    code = p.get("exit_code")
-    if code == 0:
-        return S.COMPLETED, "exit code 0"
-    if code is None:
-        return S.FAILED, p.get("reason") or "the job's worker died"
-    return S.FAILED, p.get("reason") or f"exit code {code}"
-
-
-def _fmt(need: dict[str, float]) -> str:
-    parts = []
-    for k, v in need.items():
-        if k == "memory":
-            parts.append(f"memory={v / 2**20:.0f}MiB")
-        else:
-            parts.append(f"{k}={v:g}")
-    return ", ".join(parts) or "nothing"

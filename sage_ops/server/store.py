@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from ..errors import DaemonUnavailable, NotFound
-from ..lifecycle import JobStatus, Transition
+from ..errors import Conflict, DaemonUnavailable, NotFound
+from ..lifecycle import JobStatus, Transition, transition
 from ..schemas import AttemptView, JobEventView, JobKind, JobSpec, JobView
 from .tables import Attempt, Job, JobEvent, Meta, Token
 
@@ -197,6 +197,21 @@ def apply_transitions(conn: Connection, transitions: Iterable[Transition], now: 
     return applied
 
 
+def move_to(conn: Connection, job_id: str, new: JobStatus, reason: str, attempt: int, now: float,
+            strict: bool = False, **fields: Any) -> bool:
+    """Move a job from whatever it is now to `new`, if the lifecycle allows it (cancel, loss)."""
+    old = current_status(conn, job_id)
+    if old is None:
+        raise NotFound(f"no such job: {job_id}")
+    try:
+        tr = transition(job_id, old, new, reason, attempt, **fields)
+    except Conflict:
+        if strict:
+            raise Conflict(f"job {job_id} is already {old}") from None
+        return False
+    return apply_transitions(conn, [tr], now)[0]
+
+
 def insert_attempt(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(insert(ATTEMPT), [row])
 
@@ -304,12 +319,3 @@ def active_jobs(conn: Connection, statuses: list[str]) -> list[Any]:
 
 def max_seq(conn: Connection) -> int:
     return conn.execute(select(func.max(JOB.c.seq))).scalar() or 0
-
-
-def existing_ids(conn: Connection, ids: list[str]) -> dict[str, str]:
-    """id -> status for the ids that exist."""
-    out: dict[str, str] = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        out.update({r.id: r.status for r in conn.execute(select(JOB.c.id, JOB.c.status).where(JOB.c.id.in_(chunk)))})
-    return out
