@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
+from pathlib import Path
 
 from conftest import Daemon, pid_alive, wait_until
 
@@ -149,3 +152,24 @@ def test_every_transition_leaves_an_event(daemon: Daemon) -> None:
     assert [(e.from_status, e.to_status) for e in events] == [
         (None, "SUBMITTED"), ("SUBMITTED", "PENDING"), ("PENDING", "RUNNING"), ("RUNNING", "COMPLETED")]
     assert events[2].attempt == 1
+
+
+def test_worker_death_fails_the_attempt_and_kills_its_tree(daemon: Daemon) -> None:
+    """A Ray worker that dies (OOM killer, crash) takes the job's whole process group with it,
+    and the attempt ends FAILED with the reason, not stuck RUNNING."""
+    job_id = daemon.submit_q("--", "sh", "-c", "sleep 300 & echo child=$!; sleep 300")
+
+    def child_pid() -> int | None:
+        for line in daemon.run("logs", job_id).stdout.splitlines():
+            if "child=" in line:
+                return int(line.split("child=")[1])
+        return None
+
+    child = wait_until(child_pid)
+    leader = json.loads(daemon.run("status", "--json", job_id).stdout)["attempts"][0]["pid"]
+    worker = int(Path(f"/proc/{leader}/stat").read_text().split(")")[-1].split()[1])  # the leader's parent
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(child) and not pid_alive(leader))
+    view = json.loads(daemon.run("wait", "--json", job_id).stdout)
+    job = view[0] if isinstance(view, list) else view
+    assert job["status"] == "FAILED" and job["reason"]

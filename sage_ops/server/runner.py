@@ -9,6 +9,7 @@ acknowledged a later cursor, so a restarted daemon misses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import selectors
@@ -28,12 +29,43 @@ MAX_LINE = 64 * 1024
 MAX_RESULT = 4 * 1024 * 1024
 FLUSH_SECONDS = 0.05
 FLUSH_LINES = 500
-# The job runs as the leader of its own session. A watchdog forked in that process group
-# holds the read end of a pipe whose write end only the Ray worker has: when the job ends,
-# or the worker dies for any reason, it reads EOF and kills whatever is left of the group.
-WATCHDOG = ('exec 4<&0 </dev/null; '
-            '( ( exec 0<&4 4<&- >/dev/null 2>&1; trap "" TERM INT HUP; read -r _; kill -KILL 0 ) & ); '
-            'exec 4<&- "$@"')
+# The job runs as the leader of its own session. One watchdog per Ray worker process (started
+# once, in a session of its own) learns each job's process group through a pipe whose write end
+# only the worker holds: if the worker dies for any reason it reads EOF and kills the groups of
+# the jobs that were still running. (A watchdog per job cost ~1.2 ms of CPU per job.)
+WATCHDOG = """
+import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+live = set()
+for line in sys.stdin:
+    op, pg = line.split()
+    (live.add if op == "+" else live.discard)(int(pg))
+for pg in live:
+    try:
+        os.killpg(pg, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+STARTED_DELAY = 0.02  # a job that ends sooner reports its start with its end: one call fewer
+
+
+class _Watchdog:
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def tell(cls, op: str, pgid: int) -> None:
+        if cls.proc is None or cls.proc.poll() is not None:
+            cls.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG], stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        assert cls.proc.stdin is not None
+        try:
+            cls.proc.stdin.write(f"{op} {pgid}\n".encode())
+            cls.proc.stdin.flush()
+        except OSError:
+            cls.proc = None
+
 
 def _code_version() -> str:
     """A hash of this file: a detached actor running older code is replaced once it is idle."""
@@ -66,19 +98,34 @@ def _signal_exit(code: int) -> tuple[int, str | None]:
     return code, None
 
 
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for the leader to exit, without reaping it: while it is a zombie its
+    pid (the group id) cannot be reused, so killing the group stays safe."""
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
+    """TERM the whole group, KILL whatever is left after `grace`, then reap the leader."""
+    if proc.returncode is not None:  # reaped already: its pid may belong to someone else now
         return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    if grace > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        _exited(proc.pid, grace)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _exited(proc.pid, 5)
     proc.wait()
 
 
@@ -111,21 +158,23 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, op
     env.update(spec.get("env") or {})
     env.update({"SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
                 "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"})
-    read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", WATCHDOG, "sh", *_argv(spec, scratch)], stdin=read_end,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=env, start_new_session=True,
+            _argv(spec, scratch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=workdir, env=env, start_new_session=True,
         )
     except OSError as exc:
-        os.close(read_end)
-        os.close(write_end)
         note(f"could not start: {exc}")
         flush(final=True)
         return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": len(refs)}
-    os.close(read_end)
+    _Watchdog.tell("+", proc.pid)
     started = {"node": socket.gethostname(), "pid": proc.pid, "t": time.time()}
-    dispatcher.started.remote(job_id, attempt, started["node"], started["pid"], started["t"])
+    report_start_at: float | None = time.monotonic() + STARTED_DELAY
+
+    def report_start() -> None:
+        nonlocal report_start_at
+        report_start_at = None
+        dispatcher.started.remote(job_id, attempt, started["node"], started["pid"], started["t"])
     deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
     outcome: dict[str, Any] = {}
     try:
@@ -138,7 +187,9 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, op
             partial[stream.fileno()] = b""
         while sel.get_map():
             timeout = FLUSH_SECONDS if pending else 0.25
-            for key, _ in sel.select(min(timeout, max(0.0, deadline - time.monotonic()))):
+            if report_start_at is not None:
+                timeout = min(timeout, report_start_at - time.monotonic())
+            for key, _ in sel.select(max(0.0, min(timeout, deadline - time.monotonic()))):
                 fd = key.fd
                 chunk = os.read(fd, 65536)
                 now = time.time()
@@ -154,20 +205,26 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, op
                     rest = rest[MAX_LINE:]
                 partial[fd] = rest
                 pending.extend((now, key.data, ln.decode("utf-8", "replace"), attempt) for ln in lines)
+            if report_start_at is not None and time.monotonic() >= report_start_at:
+                report_start()
             if pending and (len(pending) >= FLUSH_LINES or time.monotonic() - last_flush >= FLUSH_SECONDS):
                 flush()
+            if time.monotonic() >= deadline:
+                break
+        # Its output is closed; wait for the leader itself (it may live on without output).
+        while not _exited(proc.pid, max(0.0, min(0.25, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 outcome["reason"] = f"timed out after {opts['timeout']:g}s"
                 note(outcome["reason"])
                 _kill_group(proc, float(opts.get("kill_grace", 5)))
                 break
-        proc.wait()
+        _kill_group(proc, 0)  # the leader has exited: strays of its group die with it
     except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
         _kill_group(proc, float(opts.get("kill_grace", 5)))
         outcome["cancelled"] = True
         outcome["reason"] = "cancelled"
     finally:
-        os.close(write_end)  # wakes the watchdog: any stray process of the group dies
+        _Watchdog.tell("-", proc.pid)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
