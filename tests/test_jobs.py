@@ -62,7 +62,8 @@ def test_submit_wait_streams_output_and_sets_exit_code(daemon: Daemon) -> None:
     assert bad.returncode == 1 and "FAILED" in bad.stderr
 
 
-def test_cancel_running_job_kills_the_whole_tree(daemon: Daemon) -> None:
+def _tree_job(daemon: Daemon) -> tuple[str, int, int]:
+    """A running job whose leader has a child in the background: (job id, leader pid, child pid)."""
     job_id = daemon.submit_q("--", "sh", "-c", "sleep 300 & echo child=$!; sleep 300")
 
     def child_pid() -> int | None:
@@ -73,6 +74,11 @@ def test_cancel_running_job_kills_the_whole_tree(daemon: Daemon) -> None:
 
     child = wait_until(child_pid)
     leader = json.loads(daemon.run("status", "--json", job_id).stdout)["attempts"][0]["pid"]
+    return job_id, leader, child
+
+
+def test_cancel_running_job_kills_the_whole_tree(daemon: Daemon) -> None:
+    job_id, leader, child = _tree_job(daemon)
     assert pid_alive(child) and pid_alive(leader)
     out = daemon.run("cancel", job_id, check=True)
     assert "CANCELLED" in out.stdout
@@ -157,16 +163,7 @@ def test_every_transition_leaves_an_event(daemon: Daemon) -> None:
 def test_worker_death_fails_the_attempt_and_kills_its_tree(daemon: Daemon) -> None:
     """A Ray worker that dies (OOM killer, crash) takes the job's whole process group with it,
     and the attempt ends FAILED with the reason, not stuck RUNNING."""
-    job_id = daemon.submit_q("--", "sh", "-c", "sleep 300 & echo child=$!; sleep 300")
-
-    def child_pid() -> int | None:
-        for line in daemon.run("logs", job_id).stdout.splitlines():
-            if "child=" in line:
-                return int(line.split("child=")[1])
-        return None
-
-    child = wait_until(child_pid)
-    leader = json.loads(daemon.run("status", "--json", job_id).stdout)["attempts"][0]["pid"]
+    job_id, leader, child = _tree_job(daemon)
     worker = int(Path(f"/proc/{leader}/stat").read_text().split(")")[-1].split()[1])  # the leader's parent
     os.kill(worker, signal.SIGKILL)
     wait_until(lambda: not pid_alive(child) and not pid_alive(leader))
