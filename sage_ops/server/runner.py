@@ -129,8 +129,23 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     proc.wait()
 
 
-def run_job(job_id: str, attempt: int, spec: dict[str, Any], dispatcher: Any, opts: dict[str, Any]) -> dict:
+_ACTORS: dict[tuple[str, str, str], Any] = {}
+
+
+def _dispatcher(ref: tuple[str, str, str]) -> Any:
+    """The dispatcher's handle, looked up once per worker process: a name travels with each
+    task more cheaply than a serialized actor handle."""
+    handle = _ACTORS.get(ref)
+    if handle is None:
+        _ACTORS.clear()  # an older dispatcher (another epoch) is gone
+        handle = _ACTORS[ref] = ray.get_actor(ref[0], namespace=ref[1])
+    return handle
+
+
+def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, str, str],
+            opts: dict[str, Any]) -> dict:
     """Run one attempt as a process group; stream its lines; return exit code and result."""
+    dispatcher = _dispatcher(owner)
     scratch = tempfile.mkdtemp(prefix=f"sage-ops-{job_id}-")
     result_file = os.path.join(scratch, "result.json")
     pending: list[tuple[float, str, str, int]] = []
@@ -268,7 +283,8 @@ class Dispatcher:
         self.inflight: dict[str, tuple[int, Any]] = {}
         self.seen: dict[tuple[str, int], list[Any]] = {}  # (job, attempt) -> [started?, log batches]
         self._changed: asyncio.Event | None = None
-        self._me = ray.get_runtime_context().current_actor
+        ctx = ray.get_runtime_context()
+        self._owner = (ctx.get_actor_name(), ctx.namespace, self.epoch)
 
     def hello(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "protocol": PROTOCOL, "inflight": len(self.inflight)}
@@ -288,7 +304,8 @@ class Dispatcher:
                 options["memory"] = res["memory"]
             if res.get("custom_resources"):
                 options["resources"] = res["custom_resources"]
-            ref = run_job_task.options(**options).remote(job["id"], job["attempt"], job["spec"], self._me, job["opts"])
+            ref = run_job_task.options(**options).remote(job["id"], job["attempt"], job["spec"], self._owner,
+                                                         job["opts"])
             self.inflight[job["id"]] = (job["attempt"], ref)
             asyncio.get_running_loop().create_task(self._watch(job["id"], job["attempt"], ref))
         return len(jobs)
