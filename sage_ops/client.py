@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict
 
 from . import paths
 from .errors import DaemonUnavailable, SageOpsError, from_response
-from .lifecycle import is_terminal
+from .lifecycle import JobStatus, is_terminal
 from .schemas import Health as HealthView
 from .schemas import (
     JobEventView,
     JobList,
-    JobRefList,
+    JobRef,
     JobResult,
     JobSpec,
     JobView,
@@ -124,6 +124,12 @@ def _job_kwargs(resources: Resources | dict[str, Any] | None, retry_policy: Retr
     return out
 
 
+def _refs(body: dict[str, Any]) -> list[JobRef]:
+    """The daemon's own answer, built without re-validation (100,000 refs in a few ms)."""
+    return [JobRef.model_construct(id=j["id"], name=j["name"], status=JobStatus(j["status"]), reason=j["reason"])
+            for j in body["jobs"]]
+
+
 def _dump(spec: JobSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_defaults=True)
 
@@ -158,9 +164,10 @@ class _Api:
 
     def submit_batch(self, specs: Sequence[JobSpec | dict[str, Any]]) -> Any:
         """Many jobs in one durable commit; returns (id, name, status, reason) per job, in order."""
-        body = {"jobs": [_dump(JobSpec.model_validate(s)) for s in specs]}
-        return self._run(_Call("POST", "/v1/jobs/batch", lambda d: JobRefList.model_validate(d).jobs, json=body,
-                               idempotent=False, timeout=300))
+        # Plain dicts travel as they are: the daemon validates every job anyway (and answers the
+        # first error with its index), so validating 100,000 specs twice only costs time.
+        body = {"jobs": [s if isinstance(s, dict) else _dump(s) for s in specs]}
+        return self._run(_Call("POST", "/v1/jobs/batch", _refs, json=body, idempotent=False, timeout=300))
 
     # queries
     def get_job_status(self, job_id: str) -> Any:
