@@ -121,6 +121,36 @@ def single_submits(address: str, n: int, clients: int) -> tuple[float, list[str]
     return n / elapsed, ids
 
 
+async def raw_single_submits(socket_path: Path, n: int, conns: int = 16) -> tuple[float, list[str]]:
+    """The same one-job requests from a minimal HTTP/1.1 keep-alive client (a few us per request),
+    so the figure is the daemon's own rate rather than the Python client's (httpx ~1.5 ms each)."""
+    body = json.dumps(TRUE).encode()
+    request = (b"POST /v1/jobs HTTP/1.1\r\nHost: sage-ops\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    ids: list[str] = []
+    left = n
+
+    async def conn() -> None:
+        nonlocal left
+        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        while left > 0:
+            left -= 1
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
+                          if ln.lower().startswith(b"content-length"))
+            reply = json.loads(await reader.readexactly(length))
+            ids.append(reply["id"])
+        writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(conn() for _ in range(conns)))
+    elapsed = time.perf_counter() - t0
+    print(f"  single submits : {n / elapsed:9.0f} jobs/s  ({n} jobs, one per request, {conns} keep-alive connections "
+          f"of a minimal HTTP client: the daemon's own rate)")
+    return n / elapsed, ids
+
+
 async def batch_submit(client: AsyncJobManagerClient, n: int) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
     jobs = await client.submit_batch([TRUE] * n)
@@ -212,8 +242,9 @@ async def main() -> None:
         async with AsyncJobManagerClient(bench.address, config={"timeout": 600}) as client:
             block = await blocker(client, cpus)
             figures["single_submits_per_s"], ids = single_submits(bench.address, args.n, args.clients)
+            figures["single_submits_raw_per_s"], raw = await raw_single_submits(bench.socket, args.n)
             figures["batch_submits_per_s"], more = await batch_submit(client, args.batch)
-            await cancel_all(client, ids + more + [block])
+            await cancel_all(client, ids + raw + more + [block])
             figures["daemon_rss_mb_after_submits"] = round(rss_mb(pid), 1)
             figures["latency_s"] = await idle_latency(client, args.latency_samples)
             figures["submit_to_running_p50_ms"] = round(pct(figures["latency_s"], 50) * 1000, 2)
