@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -20,9 +21,11 @@ from pydantic import BaseModel, ConfigDict
 from . import paths
 from .errors import DaemonUnavailable, SageOpsError, from_response
 from .lifecycle import JobStatus, is_terminal
-from .schemas import Health as HealthView
 from .schemas import (
+    BulkResult,
+    GraphView,
     JobEventView,
+    JobFilter,
     JobList,
     JobRef,
     JobResult,
@@ -34,6 +37,7 @@ from .schemas import (
     ScriptFile,
     Stats,
 )
+from .schemas import Health as HealthView
 
 T = TypeVar("T")
 
@@ -124,6 +128,21 @@ def _job_kwargs(resources: Resources | dict[str, Any] | None, retry_policy: Retr
     return out
 
 
+def _iso(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _bulk(ids: Sequence[str] | JobFilter | dict[str, Any] | None, filter: dict[str, Any]) -> dict[str, Any]:
+    """The body of a bulk cancel/retry: ids, or a filter given as a JobFilter, a dict or keywords."""
+    if isinstance(ids, (JobFilter, dict)):
+        filter = {**(ids.model_dump(exclude_defaults=True) if isinstance(ids, JobFilter) else ids), **filter}
+        ids = None
+    if ids:
+        return {"ids": list(ids)}
+    flt = JobFilter.model_validate(filter)
+    return {"filter": flt.model_dump(mode="json", exclude_defaults=True)}
+
+
 def _refs(body: dict[str, Any]) -> list[JobRef]:
     """The daemon's own answer, built without re-validation (100,000 refs in a few ms)."""
     return [JobRef.model_construct(id=j["id"], name=j["name"], status=JobStatus(j["status"]), reason=j["reason"])
@@ -186,11 +205,19 @@ class _Api:
         params = {"tail": tail} if tail is not None else None
         return self._run(_Call("GET", f"/v1/jobs/{job_id}/logs", _parse_ndjson, params=params))
 
-    def list_jobs(self, status: str | Sequence[str] | None = None, name: str | None = None, limit: int = 100) -> Any:
+    def list_jobs(self, status: str | Sequence[str] | None = None, name: str | None = None, limit: int = 100,
+                  tenant: str | None = None, since: datetime | str | None = None, until: datetime | str | None = None,
+                  cursor: str | None = None, page: bool = False) -> Any:
+        """Newest first. With `page=True` returns the JobList (jobs + next_cursor) to page on."""
         statuses = [status] if isinstance(status, str) else list(status or [])
-        params = {"status": [s.upper() for s in statuses], "name": name, "limit": limit}
-        return self._run(_Call("GET", "/v1/jobs", lambda d: JobList.model_validate(d).jobs,
-                               params={k: v for k, v in params.items() if v}))
+        params = {"status": [s.upper() for s in statuses], "name": name, "limit": limit, "tenant": tenant,
+                  "since": _iso(since), "until": _iso(until), "cursor": cursor}
+        return self._run(_Call("GET", "/v1/jobs", lambda d: JobList.model_validate(d) if page
+                               else JobList.model_validate(d).jobs, params={k: v for k, v in params.items() if v}))
+
+    def get_job_graph(self, job_id: str) -> Any:
+        """The job's DAG: nodes in topological order, critical path, progress counts."""
+        return self._run(_Call("GET", f"/v1/jobs/{job_id}/graph", GraphView.model_validate))
 
     def wait_once(self, job_id: str, timeout: float = 30) -> Any:
         return self._run(_Call("GET", f"/v1/jobs/{job_id}/wait", JobView.model_validate,
@@ -200,8 +227,23 @@ class _Api:
     def cancel_job(self, job_id: str) -> Any:
         return self._run(_Call("POST", f"/v1/jobs/{job_id}/cancel", JobView.model_validate, timeout=120))
 
-    def cancel_jobs(self, job_ids: Sequence[str]) -> Any:
-        return self._run(_Call("POST", "/v1/jobs/cancel", lambda d: d, json={"ids": list(job_ids)}, timeout=300))
+    def cancel_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, **filter: Any) -> Any:
+        """Cancel by ids, or by filter (`status`, `name` glob, `tenant`, `since`, `until`): a
+        BulkResult with the jobs affected, the dependents cancelled with them, and errors."""
+        return self._run(_Call("POST", "/v1/jobs/cancel", BulkResult.model_validate,
+                               json=_bulk(job_ids, filter), timeout=300))
+
+    def retry_job(self, job_id: str) -> Any:
+        """A finished job again, as a new attempt."""
+        return self._run(_Call("POST", f"/v1/jobs/{job_id}/retry", JobView.model_validate, idempotent=False))
+
+    def retry_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, **filter: Any) -> Any:
+        return self._run(_Call("POST", "/v1/jobs/retry", BulkResult.model_validate, json=_bulk(job_ids, filter),
+                               idempotent=False, timeout=300))
+
+    def set_priority(self, job_id: str, priority: int) -> Any:
+        return self._run(_Call("POST", f"/v1/jobs/{job_id}/priority", JobView.model_validate,
+                               json={"priority": priority}))
 
     # daemon
     def health_check(self) -> Any:

@@ -69,3 +69,9 @@ def from_response(status: int, body: object) -> SageOpsError:
     if code == Rejected.code:
         cls = Rejected
     return cls(message, code)
+
+
+def from_body(error: dict[str, str]) -> SageOpsError:
+    """Rebuild an exception from one `{"code", "message"}` entry (a bulk result's errors)."""
+    by_code = {cls.code: cls for cls in (BadRequest, Invalid, NotFound, Conflict, Rejected, DaemonUnavailable)}
+    return by_code.get(error.get("code", ""), SageOpsError)(error.get("message", "failed"), error.get("code"))

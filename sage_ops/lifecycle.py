@@ -30,8 +30,10 @@ S = JobStatus
 TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.REJECTED})
 ACTIVE = frozenset(set(S) - TERMINAL)
 
-#: from -> allowed targets. Leaving a terminal state is allowed only as an explicit retry
-#: (FAILED/CANCELLED/COMPLETED -> PENDING, see `retry=True`).
+#: from -> allowed targets. A new attempt is an explicit retry (`retry=True`): a running attempt
+#: that failed with retries left goes back to PENDING (the job never shows FAILED meanwhile, so
+#: waiters and dependents see only its final outcome), and a user's `retry` brings a finished job
+#: (FAILED/CANCELLED/COMPLETED) back to PENDING.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.SUBMITTED: frozenset({S.PENDING, S.REJECTED, S.CANCELLED}),
     S.PENDING: frozenset({S.RUNNING, S.CANCELLED, S.FAILED}),
@@ -41,7 +43,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.CANCELLED: frozenset(),
     S.REJECTED: frozenset(),
 }
-RETRY_FROM = frozenset({S.FAILED, S.CANCELLED, S.COMPLETED})
+RETRY_FROM = frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.COMPLETED})
 
 
 def is_terminal(status: JobStatus | str) -> bool:
@@ -77,6 +79,12 @@ def transition(
     if not is_legal(old, new, retry):
         raise Conflict(f"job {job_id} is {old}; it cannot become {new}")
     return Transition(job_id, old, new, reason, attempt, fields)
+
+
+def amend(job_id: str, status: JobStatus, reason: str, **fields: Any) -> Transition:
+    """A change of a job's fields that keeps its status (a new priority while it waits): guarded by
+    that status like a transition, and audited like one."""
+    return Transition(job_id, status, status, reason, 0, fields)
 
 
 def attempt_outcome(exit_code: int | None, cancelled: bool, reason: str | None) -> tuple[JobStatus, str]:

@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from rich.tree import Tree
 
 from .lifecycle import JobStatus
-from .schemas import Health, JobEventView, JobView, LogEntry, Stats
+from .schemas import BulkResult, GraphView, Health, JobEventView, JobView, LogEntry, Stats
 
 STATUS_STYLE = {
     JobStatus.SUBMITTED: "cyan", JobStatus.PENDING: "yellow", JobStatus.RUNNING: "bold blue",
@@ -94,8 +95,12 @@ def job_detail(job: JobView) -> None:
         res = s.resources
         mem = f", memory={res.memory / 2**20:.0f}MiB" if res.memory else ""
         custom = "".join(f", {k}={v:g}" for k, v in res.custom_resources.items())
+        rp = s.retry_policy
         rows += [("command", what), ("resources", f"cpu={res.cpu:g}, gpu={res.gpu:g}{mem}{custom}"),
-                 ("working dir", s.working_dir or "-")]
+                 ("working dir", s.working_dir or "-"), ("after", ", ".join(s.dependencies) or "-"),
+                 ("retries", f"{rp.max_retries} (delay {rp.retry_delay:g}s x {rp.retry_exponential_base:g}^n, "
+                             f"cap {rp.max_delay:g}s)" if rp.max_retries else "0"),
+                 ("timeout", f"{s.timeout:g}s" if s.timeout else "daemon default")]
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -103,14 +108,18 @@ def job_detail(job: JobView) -> None:
         grid.add_row(k, v)
     out.print(grid)
     if job.attempts:
-        table = Table(box=None, pad_edge=False, header_style="bold", title="attempts", title_justify="left")
-        for col in ("#", "STATUS", "NODE", "PID", "STARTED", "RUNTIME", "EXIT", "REASON"):
-            table.add_column(col)
-        for a in job.attempts:
-            secs = ((a.ended_at or datetime.now(timezone.utc)) - a.started_at).total_seconds() if a.started_at else None
-            table.add_row(str(a.number), status_text(a.status), a.node or "-", str(a.pid or "-"), _ts(a.started_at),
-                          duration(secs), "-" if a.exit_code is None else str(a.exit_code), a.reason or "")
-        out.print(table)
+        job_detail_attempts(job)
+
+
+def job_detail_attempts(job: JobView) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold", title="attempts", title_justify="left")
+    for col in ("#", "STATUS", "NODE", "PID", "STARTED", "RUNTIME", "EXIT", "REASON"):
+        table.add_column(col)
+    for a in job.attempts:
+        secs = ((a.ended_at or datetime.now(timezone.utc)) - a.started_at).total_seconds() if a.started_at else None
+        table.add_row(str(a.number), status_text(a.status), a.node or "-", str(a.pid or "-"), _ts(a.started_at),
+                      duration(secs), "-" if a.exit_code is None else str(a.exit_code), a.reason or "")
+    console().print(table)
 
 
 def events_table(events: Iterable[JobEventView]) -> None:
@@ -164,8 +173,63 @@ def stats(s: Stats) -> None:
     for status, n in s.by_status.items():
         table.add_row(status_text(JobStatus(status)), str(n))
     console().print(table)
-    console().print(f"total {s.total_jobs}, active {s.active_jobs}/{s.max_jobs}, queued {s.queue_depth}, "
+    console().print(f"total {s.total_jobs}, active {s.active_jobs}/{s.max_jobs}, queued {s.queue_depth} "
+                    f"({s.waiting_jobs} waiting for dependencies, {s.retrying_jobs} in retry backoff), "
                     f"running {s.running_jobs}")
+
+
+def graph(g: GraphView) -> None:
+    """The DAG as a tree from its roots; a job with several dependencies is drawn under the first
+    and names the others; the critical path is marked with *."""
+    by_id = {n.id: n for n in g.nodes}
+    children: dict[str, list[str]] = {}
+    for n in g.nodes:
+        if n.dependencies:
+            children.setdefault(n.dependencies[0], []).append(n.id)
+
+    def label(job_id: str) -> str:
+        n = by_id[job_id]
+        mark = "[bold yellow]*[/] " if n.critical else "  "
+        also = f" [dim](also after {', '.join(n.dependencies[1:])})[/]" if len(n.dependencies) > 1 else ""
+        took = f" {duration(n.duration)}" if n.duration else ""
+        root = " [bold]<[/]" if job_id == g.root else ""
+        return f"{mark}{n.id} {n.name} {status_text(n.status)}{took}{also}{root}"
+
+    head = (f"{g.done}/{g.total} done: {g.completed} completed, {g.running} running, {g.pending} pending, "
+            f"{g.failed} failed, {g.cancelled} cancelled/rejected")
+    tree = Tree(head, guide_style="dim")
+
+    def add(parent: Tree, job_id: str) -> None:
+        branch = parent.add(label(job_id))
+        for c in children.get(job_id, []):
+            add(branch, c)
+
+    for n in g.nodes:
+        if not n.dependencies or n.dependencies[0] not in by_id:
+            add(tree, n.id)
+    out = console()
+    out.print(tree)
+    path = " -> ".join(by_id[j].name for j in g.critical_path)
+    out.print(f"critical path (*): {path}  ({duration(sum(by_id[j].duration for j in g.critical_path))})")
+
+
+def history(job: JobView, events: Iterable[JobEventView]) -> None:
+    console().print(f"[bold]{job.id}[/] {job.name} {status_text(job.status)}")
+    events_table(events)
+    if job.attempts:
+        job_detail_attempts(job)
+
+
+def bulk(result: BulkResult, verb: str) -> None:
+    for ref in result.affected:
+        console().print(f"{ref.id} {ref.name} {status_text(ref.status)}")
+    for ref in result.cascaded:
+        console().print(f"{ref.id} {ref.name} {status_text(ref.status)} (dependent)")
+    if result.affected or not result.errors:  # a lone error stays one line
+        console(err=True).print(f"{verb} {len(result.affected)} job(s)"
+                                + (f" and {len(result.cascaded)} dependent(s)" if result.cascaded else ""))
+    for e in result.errors:
+        console(err=True).print(f"error: {e['message']}", markup=False)
 
 
 def _ts(ts: datetime | None) -> str:

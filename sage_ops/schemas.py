@@ -87,6 +87,15 @@ class RetryPolicy(Strict):
     max_retries: int = Field(0, ge=0, le=1000)
     retry_delay: float = Field(0.0, ge=0, le=7 * 86400)
     retry_exponential_base: float = Field(1.0, ge=1, le=100)
+    max_delay: float = Field(3600.0, ge=0, le=7 * 86400, description="cap on one backoff delay, seconds")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based) before the next one."""
+        try:
+            raw = self.retry_delay * self.retry_exponential_base ** max(0, attempt - 1)
+        except OverflowError:
+            raw = self.max_delay
+        return min(raw, self.max_delay)
 
 
 class JobKind(str, Enum):
@@ -192,6 +201,7 @@ class JobView(View):
 
 class JobList(View):
     jobs: list[JobView]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null at the end")
 
 
 class JobRef(View):
@@ -211,8 +221,71 @@ class BatchSubmit(Strict):
     jobs: list[JobSpec] = Field(min_length=1, max_length=100_000)
 
 
+class JobFilter(Strict):
+    """Which jobs a bulk operation or a listing touches: every given field must match."""
+
+    status: list[JobStatus] = Field(default_factory=list)
+    name: str | None = Field(None, max_length=256, description="glob: * and ?")
+    tenant: str | None = Field(None, max_length=64)
+    since: datetime | None = Field(None, description="created at or after")
+    until: datetime | None = Field(None, description="created before")
+
+    def is_empty(self) -> bool:
+        return not (self.status or self.name or self.tenant or self.since or self.until)
+
+
 class BatchCancel(Strict):
-    ids: list[str] = Field(min_length=1, max_length=100_000)
+    """Ids, or a filter (never neither: an empty filter would touch every job)."""
+
+    ids: list[str] = Field(default_factory=list, max_length=100_000)
+    filter: JobFilter | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BatchCancel:
+        if bool(self.ids) == bool(self.filter and not self.filter.is_empty()):
+            raise ValueError("give either `ids` or a non-empty `filter`")
+        return self
+
+
+BatchRetry = BatchCancel
+
+
+class BulkResult(View):
+    """What a bulk cancel or retry did: the jobs it changed and, per id, why others were not."""
+
+    affected: list[JobRef] = Field(default_factory=list)
+    cascaded: list[JobRef] = Field(default_factory=list, description="dependents cancelled as a consequence")
+    errors: list[dict[str, str]] = Field(default_factory=list)
+
+
+class PriorityChange(Strict):
+    priority: int = Field(ge=-1_000_000, le=1_000_000)
+
+
+class GraphNode(View):
+    id: str
+    name: str
+    status: JobStatus
+    dependencies: list[str] = Field(default_factory=list)
+    priority: int = 0
+    duration: float = 0.0
+    critical: bool = False
+
+
+class GraphView(View):
+    """A job's DAG (every job connected to it by dependencies), in topological order."""
+
+    root: str
+    order: list[str]
+    critical_path: list[str]
+    total: int
+    done: int
+    completed: int
+    running: int
+    pending: int
+    failed: int
+    cancelled: int
+    nodes: list[GraphNode]
 
 
 class JobResult(View):
@@ -243,6 +316,10 @@ class Stats(View):
     queue_depth: int
     running_jobs: int
     max_jobs: int
+    waiting_jobs: int = Field(0, description="pending until their dependencies complete")
+    retrying_jobs: int = Field(0, description="pending in a retry backoff")
+    scheduled_jobs: int = Field(0, description="attempts dispatched since the daemon started")
+    scheduler_seconds: float = Field(0.0, description="time spent choosing what to run, since start")
 
 
 class RayHealth(View):

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, Request
@@ -19,18 +20,23 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import SageOpsError
+from ..errors import SageOpsError, from_body
 from ..lifecycle import JobStatus, is_terminal
 from ..schemas import (
     BatchCancel,
+    BatchRetry,
     BatchSubmit,
+    BulkResult,
+    GraphView,
     Health,
     JobEventView,
+    JobFilter,
     JobList,
     JobRefList,
     JobResult,
     JobSpec,
     JobView,
+    PriorityChange,
     Stats,
 )
 from . import store as st
@@ -96,14 +102,24 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(batch: BatchSubmit) -> Response:
         refs = [{"id": j.id, "name": j.name, "status": j.status.value, "reason": j.reason}
-                for j in await sched.submit(batch.jobs, views=False)]
+                for j in await sched.submit(batch.jobs, views=False, batch=True)]
         return Response(json.dumps({"jobs": refs}), status_code=201, media_type="application/json")
 
     @app.get("/v1/jobs", response_model=JobList)
     async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,
-                        limit: int = Query(100, ge=1, le=100_000)) -> JobList:
-        statuses = [s.value for s in status] if status else None
-        return JobList(jobs=await store.read(lambda c: st.list_jobs(c, statuses, name, limit)))
+                        tenant: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                        limit: int = Query(100, ge=1, le=100_000), cursor: str | None = None) -> JobList:
+        flt = JobFilter(status=status or [], name=name, tenant=tenant, since=since, until=until)
+        jobs, nxt = await store.read(lambda c: st.list_jobs(c, flt, limit, cursor))
+        return JobList(jobs=jobs, next_cursor=nxt)
+
+    @app.post("/v1/jobs/cancel", response_model=BulkResult)
+    async def cancel_many(req: BatchCancel) -> BulkResult:
+        return await sched.cancel(req.ids, req.filter)
+
+    @app.post("/v1/jobs/retry", response_model=BulkResult)
+    async def retry_many(req: BatchRetry) -> BulkResult:
+        return await sched.retry(req.ids, req.filter)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)
     async def get_job(job_id: str) -> JobView:
@@ -143,19 +159,26 @@ def create_app(daemon: Daemon) -> FastAPI:
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
+    async def one(result: BulkResult, job_id: str) -> JobView:
+        if result.errors:
+            raise from_body(result.errors[0])
+        return await job_or_404(job_id)
+
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView)
     async def cancel(job_id: str) -> JobView:
-        res = (await sched.cancel([job_id]))[0]
-        if isinstance(res, Exception):
-            raise res
-        return res
+        return await one(await sched.cancel([job_id]), job_id)
 
-    @app.post("/v1/jobs/cancel")
-    async def cancel_batch(req: BatchCancel) -> dict[str, Any]:
-        out = await sched.cancel(req.ids)
-        return {"jobs": [r.model_dump(mode="json", exclude={"spec"}) for r in out if isinstance(r, JobView)],
-                "errors": [{"id": i, **r.to_body()["error"]} for i, r in zip(req.ids, out)
-                           if isinstance(r, SageOpsError)]}
+    @app.post("/v1/jobs/{job_id}/retry", response_model=JobView)
+    async def retry(job_id: str) -> JobView:
+        return await one(await sched.retry([job_id]), job_id)
+
+    @app.post("/v1/jobs/{job_id}/priority", response_model=JobView)
+    async def set_priority(job_id: str, req: PriorityChange) -> JobView:
+        return await sched.set_priority(job_id, req.priority)
+
+    @app.get("/v1/jobs/{job_id}/graph", response_model=GraphView)
+    async def graph(job_id: str) -> GraphView:
+        return await sched.graph(job_id)
 
     @app.get("/v1/stats", response_model=Stats)
     async def stats() -> Stats:
@@ -165,7 +188,9 @@ def create_app(daemon: Daemon) -> FastAPI:
         by_status = {s.value: counts.get(s.value, 0) for s in JobStatus}
         return Stats(total_jobs=total, active_jobs=active, by_status=by_status,
                      queue_depth=sched.queue_depth(), running_jobs=counts.get("RUNNING", 0),
-                     max_jobs=daemon.cfg.jobmanager.max_jobs)
+                     max_jobs=daemon.cfg.jobmanager.max_jobs, waiting_jobs=len(sched.waiting.blockers),
+                     retrying_jobs=len(sched.later), scheduled_jobs=sched.decisions,
+                     scheduler_seconds=round(sched.decision_seconds, 6))
 
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:

@@ -229,8 +229,8 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         # Its output is closed; wait for the leader itself (it may live on without output).
         while not _exited(proc.pid, max(0.0, min(0.25, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
-                outcome["reason"] = f"timed out after {opts['timeout']:g}s"
-                note(outcome["reason"])
+                outcome["reason"] = "timeout"
+                note(f"timeout: ran longer than {opts['timeout']:g}s; killing its process group")
                 _kill_group(proc, float(opts.get("kill_grace", 5)))
                 break
         _kill_group(proc, 0)  # the leader has exited: strays of its group die with it
@@ -260,7 +260,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     flush(final=True)
     reason = outcome.get("reason") or signal_reason
     return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
-            "timed_out": "timed out" in (reason or ""), "batches": len(refs), "started": started}
+            "timed_out": reason == "timeout", "batches": len(refs), "started": started}
 
 
 def _rmtree(path: str) -> None:

@@ -1,36 +1,41 @@
-"""Admission, the priority queue, dispatch of what the cluster can start now, the events that
-come back from Ray, cancellation, and start-up recovery.
+"""The queue: admission, dependencies, priorities, retries with backoff, dispatch of what the
+cluster can start now, what happens when a job ends, operator actions (cancel, retry, priority)
+and start-up recovery. The events that come back from Ray are turned into transitions in
+`ray_events.py`.
 
-Rules live here once; the API only validates and delegates. Dispatch is event driven (a
-submit, a job end, a node change wakes it), never a fixed sleep.
+Rules live here once; the API only validates and delegates. Dispatch is event driven (a submit,
+a job end, a due retry wakes it), never a fixed sleep. Every decision touches only the jobs
+involved: the ready queue is a heap, the dependency index a map, both rebuilt at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
 
 from ..config import Config
-from ..errors import Conflict, NotFound
-from ..lifecycle import ACTIVE, JobStatus, Transition, attempt_outcome, is_terminal, transition
-from ..schemas import JobSpec, JobView
+from ..errors import Conflict, NotFound, SageOpsError
+from ..lifecycle import ACTIVE, JobStatus, Transition, amend, is_terminal, transition
+from ..schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobView
 from . import store as st
+from . import submission as sub
 from .capacity import Capacity
 from .dispatcher import RayBackend
+from .execution_graph import FAILED_DEP, Node, Waiting, graph_view
 from .logs import LogStore
+from .ray_events import RayEvents
 
 log = logging.getLogger(__name__)
 S = JobStatus
-CURSOR_KEY = "dispatcher_cursor"
+RETRYABLE = (S.FAILED, S.CANCELLED, S.COMPLETED)
 
 
 def new_job_id() -> str:
@@ -39,11 +44,16 @@ def new_job_id() -> str:
 
 @dataclass
 class Queued:
+    """A job the daemon holds in memory, waiting (for dependencies, a backoff or resources)."""
+
     id: str
     seq: int
     spec: JobSpec
     status: JobStatus
     attempts_made: int = 0
+    retry_base: int = 0
+    priority: int = 0
+    not_before: float | None = None
 
     @property
     def need(self) -> dict[str, float]:
@@ -51,204 +61,195 @@ class Queued:
 
 
 @dataclass
-class _Ref:
-    id: str
-    name: str
-    status: JobStatus
-    reason: str | None
-
-
-@dataclass
 class Dispatched:
-    id: str
+    """A job handed to Ray, with what a retry needs to queue it again."""
+
+    job: Queued
     attempt: int
-    need: dict[str, float]
     node: str
-    spec: JobSpec
     started: bool = False
     started_at: float = 0.0
     cancelling: bool = False
 
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def need(self) -> dict[str, float]:
+        return self.job.need
+
 
 @dataclass
 class Clock:
-    """Injectable time source (tests and retries in later work)."""
+    """Injectable time source."""
 
     now: Callable[[], float] = field(default=time.time)
 
 
-class Scheduler:
+class Scheduler(RayEvents):
     def __init__(self, cfg: Config, store: st.Store, backend: RayBackend, logs: LogStore,
                  clock: Clock | None = None) -> None:
+        super().__init__()
         self.cfg = cfg
         self.store = store
         self.backend = backend
         self.logs = logs
         self.clock = clock or Clock()
         self.queued: dict[str, Queued] = {}
-        self.heap: list[tuple[int, int, str]] = []
+        self.heap: list[tuple[int, int, str]] = []  # (-priority, seq, id): runnable now
+        self.later: list[tuple[float, int, str]] = []  # (not_before, seq, id): retries in backoff
+        self.waiting = Waiting()
         self.dispatched: dict[str, Dispatched] = {}
         self.capacity = Capacity(backend, cfg.jobmanager.prefetch)
         self.active = 0
         self.seq = 0
         self.ready = False
-        self.epoch = ""
-        self.cursor = 0  # last event committed (the actor may forget up to here)
-        self.received = 0  # last event taken from the actor
-        self._applying: set[asyncio.Future[None]] = set()
+        self.decision_seconds = 0.0  # time spent choosing what to run (stats, benchmarks)
+        self.decisions = 0
         self.wake = asyncio.Event()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- start-up ----------------------------------------------------------------------------
     async def load(self) -> None:
         """Read the active jobs from the database (before Ray is connected)."""
         def q(conn: Connection) -> tuple[list[Any], int, str | None]:
-            statuses = [s.value for s in ACTIVE]
-            return st.active_jobs(conn, statuses), st.max_seq(conn), st.get_meta(conn, CURSOR_KEY)
+            return st.active_jobs(conn, [s.value for s in ACTIVE]), st.max_seq(conn), st.get_meta(conn, self.CURSOR_KEY)
 
         rows, self.seq, cursor = await self.store.read(q)
-        if cursor:
-            saved = json.loads(cursor)
-            self.epoch, self.cursor = saved["epoch"], saved["seq"]
-            self.received = self.cursor
+        self.load_cursor(cursor)
         for r in rows:
-            job = Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S(r.status), r.attempts_made)
-            self.queued[r.id] = job
+            self.queued[r.id] = Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S(r.status), r.attempts_made,
+                                       r.retry_base or 0, r.priority, r.not_before)
         self.active = len(rows)
 
     async def recover(self) -> None:
-        """Once Ray is connected: reattach to in-flight work, fail what was lost, admit the rest."""
-        first = True
-        while True:
-            reply = await self.backend.poll(self.epoch, self.cursor, self.cursor, 0)
-            if reply["epoch"] != self.epoch:
-                if self.epoch:
-                    log.warning("the Ray dispatcher was restarted; jobs it ran are lost")
-                self.epoch, self.cursor = reply["epoch"], 0
-            if first:
-                self._reattach(reply["inflight"], reply["events"])
-                first = False
-            await self.apply_events(reply["events"])
-            self.received = self.cursor
-            if len(reply["events"]) < 20_000:
-                break
+        """Once Ray is connected: reattach to in-flight work, fail what was lost, admit the rest,
+        rebuild the dependency index and the queues."""
+        await self.reattach()
         lost = [j for j in list(self.queued.values()) if j.status is S.RUNNING]
         if lost:
-            await self._finish_lost(lost)
+            now = self.clock.now()
+            await self._attempts_failed([(j, j.attempts_made) for j in lost],
+                                        "lost: the Ray dispatcher no longer knows this job", now)
         await self._admit([j for j in self.queued.values() if j.status is S.SUBMITTED])
-        for job in self.queued.values():
-            if job.status is S.PENDING:
-                self._push(job)
+        await self._enqueue([j for j in self.queued.values() if j.status is S.PENDING])
         self.ready = True
         self.wake.set()
 
-    def _reattach(self, inflight: dict[str, int], events: list[Any]) -> None:
-        ended = {p["job_id"] for _s, kind, p in events if kind == "ended"}
-        for job_id, attempt in inflight.items():
-            job = self.queued.pop(job_id, None)
-            if job is None:
-                continue
-            node = self.capacity.charge(job.need) or "?"
-            self.dispatched[job_id] = Dispatched(job_id, attempt, job.need, node, job.spec,
-                                                 started=job.status is S.RUNNING)
-        for job_id in ended:  # ends that arrive with this batch: treat as dispatched
-            job = self.queued.pop(job_id, None)
-            if job is not None:
-                self.dispatched[job_id] = Dispatched(job_id, job.attempts_made or 1, job.need, "?", job.spec,
-                                                     started=job.status is S.RUNNING)
-
-    async def _finish_lost(self, jobs: list[Queued]) -> None:
-        now = self.clock.now()
-        trs = [transition(j.id, S.RUNNING, S.FAILED, "lost: the Ray dispatcher no longer knows this job",
-                          j.attempts_made, ended_at=now) for j in jobs]
-        await self.store.write(lambda c: st.apply_transitions(c, trs, now))
-        for j in jobs:
-            self.queued.pop(j.id, None)
-            self._ended(j.id)
-
-    # -- submission --------------------------------------------------------------------------
-    def _admission(self, spec: JobSpec, active: int, nodes: list[tuple[str, dict[str, float]]]) -> str | None:
-        """None if the job may queue, else the reason it is rejected."""
-        if active >= self.cfg.jobmanager.max_jobs:
-            return f"queue full: {active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
-        if spec.dependencies:
-            return "dependencies are not supported yet"
-        return self.capacity.never_fits(spec.resources.as_ray(), nodes)
-
-    async def submit(self, specs: list[JobSpec], views: bool = True) -> list[Any]:
-        """Admit and durably record jobs; returns their views (or, with views=False, rows)."""
-        now = self.clock.now()
-        rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        admitted: list[Queued] = []
-        active = self.active
-        nodes = self.backend.node_totals()  # once per request, not per job
-        for spec in specs:
-            self.seq += 1
-            job_id = new_job_id()
-            trs = [transition(job_id, None, S.SUBMITTED, "submitted")]
-            if self.ready:
-                reason = self._admission(spec, active, nodes)
-                trs.append(transition(job_id, S.SUBMITTED, S.REJECTED if reason else S.PENDING,
-                                      reason or "admitted"))
-            final = trs[-1]
-            if not is_terminal(final.new):
-                active += 1
-                admitted.append(Queued(job_id, self.seq, spec, final.new))
-            events.extend(st.event_row(t, now) for t in trs)
-            rows.append({
-                "id": job_id, "seq": self.seq, "name": spec.display_name(), "tenant": spec.tenant,
-                "status": final.new.value, "reason": final.reason if final.new is S.REJECTED else None,
-                "priority": spec.priority, "kind": spec.kind.value, "spec": spec.model_dump_json(),
-                "exit_code": None, "result": None, "attempts_made": 0, "node": None, "created_at": now,
-                "updated_at": now, "started_at": None, "ended_at": now if final.new is S.REJECTED else None,
-            })
-        await self.store.write(lambda c: st.insert_jobs(c, rows, events))  # durable before acknowledged
-        self.active += len(admitted)
-        for job in admitted:
-            self.queued[job.id] = job
-            if job.status is S.PENDING:
-                self._push(job)
-        self.wake.set()
-        if not views:
-            return [_Ref(r["id"], r["name"], S(r["status"]), r["reason"]) for r in rows]
-        single = len(rows) == 1
-        return [st.fresh_view(r, spec if single else None) for r, spec in zip(rows, specs)]
-
     async def _admit(self, jobs: list[Queued]) -> None:
+        """Jobs submitted while Ray was unreachable: check them against the cluster now."""
+        if not jobs:
+            return
         now = self.clock.now()
-        trs: list[Transition] = []
         nodes = self.backend.node_totals()
+        trs: list[Transition] = []
         for job in jobs:
-            reason = self._admission(job.spec, self.active - 1, nodes)
+            reason = self.capacity.never_fits(job.need, nodes)
             trs.append(transition(job.id, S.SUBMITTED, S.REJECTED if reason else S.PENDING, reason or "admitted",
                                   **({"ended_at": now} if reason else {})))
         applied = await self.store.write(lambda c: st.apply_transitions(c, trs, now))
+        ended = []
         for tr, ok in zip(trs, applied):
-            job = self.queued[tr.job_id]
-            if not ok:
+            if ok:
+                self.queued[tr.job_id].status = tr.new
+                if tr.new is S.REJECTED:
+                    ended.append((self.queued.pop(tr.job_id).id, S.REJECTED))
+        await self._finish(ended)
+
+    async def _enqueue(self, jobs: list[Queued]) -> None:
+        """Pending jobs (recovered or retried by a user): wait for unfinished dependencies, or
+        cancel them if one ended badly; queue the rest."""
+        if not jobs:
+            return
+        ids = [j.id for j in jobs]
+
+        def q(conn: Connection) -> tuple[dict[str, list[str]], dict[str, tuple[JobStatus, str]]]:
+            deps = st.dependencies_of(conn, ids)
+            return deps, st.statuses_of(conn, {d for ds in deps.values() for d in ds})
+
+        deps, known = await self.store.read(q)
+        doomed: dict[str, str] = {}
+        for job in jobs:
+            mine = deps.get(job.id, [])
+            bad = next((d for d in mine if d in known and known[d][0] in FAILED_DEP), None)
+            if bad is not None:
+                doomed[job.id] = sub.dependency_failed(bad, *known[bad])
+            elif not self.waiting.add(job.id, [d for d in mine if d in known and known[d][0] is not S.COMPLETED]):
+                self._queue(job)
+        for job_id, reason in doomed.items():
+            await self._cancel_ids([job_id], reason)
+
+    def _queue(self, job: Queued) -> None:
+        if job.not_before and job.not_before > self.clock.now():
+            heapq.heappush(self.later, (job.not_before, job.seq, job.id))
+        else:
+            heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+        self.wake.set()
+
+    # -- submission --------------------------------------------------------------------------
+    async def submit(self, specs: list[JobSpec], views: bool = True, batch: bool = False) -> list[Any]:
+        """Admit and durably record jobs; returns their views (or, with views=False, refs).
+
+        A batch is one transaction: every job is accepted, or none (the first problem is the
+        error). Dependencies are resolved inside that transaction."""
+        now = self.clock.now()
+        ids = [new_job_id() for _ in specs]
+        deps = sub.link(specs, ids, batch)
+        plans = [sub.Planned(i, self.seq + n + 1, spec, d) for n, (i, spec, d) in enumerate(zip(ids, specs, deps))]
+        nodes = self.backend.node_totals()  # once per request, not per job
+        room = self.cfg.jobmanager.max_jobs - self.active
+        counter = iter(range(len(plans)))
+
+        def admission(p: sub.Planned) -> str | None:
+            if next(counter) >= room:
+                return f"queue full: {self.active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
+            return self.capacity.never_fits(p.spec.resources.as_ray(), nodes)
+
+        external = {d for p in plans for d in p.deps} - set(ids)
+
+        def op(conn: Connection) -> None:
+            known = st.statuses_of(conn, external) if external else {}
+            sub.decide(plans, known, admission, batch, admit=self.ready)
+            st.insert_jobs(conn, *sub.rows(plans, now))
+
+        await self.store.write(op)  # durable before acknowledged
+        self.seq += len(plans)
+        for p in plans:
+            if is_terminal(p.status):
                 continue
-            job.status = tr.new
-            if tr.new is S.REJECTED:
-                self.queued.pop(job.id)
-                self._ended(job.id)
+            self.active += 1
+            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority)
+            self.queued[p.id] = job
+            if p.status is S.PENDING and not self.waiting.add(p.id, p.waiting):
+                self._queue(job)
+        if not views:
+            return [JobRef.model_construct(id=p.id, name=p.spec.display_name(), status=p.status, reason=p.reason)
+                    for p in plans]
+        jobs, _, _ = sub.rows(plans, now) if len(plans) == 1 else ([], [], [])
+        if jobs:
+            return [st.fresh_view(jobs[0], plans[0].spec)]
+        return await self.store.read(lambda c: [st.get_job(c, p.id) for p in plans])
 
     # -- dispatch ----------------------------------------------------------------------------
-    def _push(self, job: Queued) -> None:
-        heapq.heappush(self.heap, (-job.spec.priority, job.seq, job.id))
-
-    def _release(self, job: Dispatched) -> None:
-        self.capacity.release(job.node, job.need)
-
     async def dispatch_loop(self) -> None:
         while not self._stopping:
-            await self.wake.wait()
+            timeout = max(0.0, self.later[0][0] - self.clock.now()) if self.later else None
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
             self.wake.clear()
             if not self.ready or not self.backend.connected:
                 continue
+            t0 = time.perf_counter()
+            self._due()
             batch = self._take_runnable()
+            self.decision_seconds += time.perf_counter() - t0
+            self.decisions += len(batch)
             if not batch:
                 continue
             try:
@@ -257,22 +258,31 @@ class Scheduler:
                 log.error("dispatch of %d jobs failed: %s", len(batch), exc)
                 for item in batch:
                     d = self.dispatched.pop(item["id"])
-                    self._release(d)
-                    job = Queued(d.id, 0, d.spec, S.PENDING, d.attempt - 1)
-                    self.queued[d.id] = job
-                    heapq.heappush(self.heap, (-d.spec.priority, 0, d.id))
+                    self.capacity.release(d.node, d.need)
+                    self.queued[d.id] = d.job
+                    self._queue(d.job)
                 await asyncio.sleep(1)
                 self.wake.set()
 
+    def _due(self) -> None:
+        now = self.clock.now()
+        while self.later and self.later[0][0] <= now:
+            _, seq, job_id = heapq.heappop(self.later)
+            job = self.queued.get(job_id)
+            if job is not None and job.status is S.PENDING:
+                job.not_before = None
+                heapq.heappush(self.heap, (-job.priority, seq, job_id))
+
     def _take_runnable(self) -> list[dict[str, Any]]:
         """Highest priority first, FIFO within a priority. The head of the queue reserves its
-        resources: nothing smaller jumps it, so a big job is never starved by small ones."""
+        resources: nothing behind it jumps ahead, so a big job is never starved by small ones."""
         batch = []
         while self.heap:
-            _, _, job_id = self.heap[0]
+            prio, _, job_id = self.heap[0]
             job = self.queued.get(job_id)
-            if job is None or job.status is not S.PENDING:
-                heapq.heappop(self.heap)
+            if (job is None or job.status is not S.PENDING or -prio != job.priority or job.not_before
+                    or self.waiting.is_waiting(job_id)):
+                heapq.heappop(self.heap)  # stale: gone, re-prioritised, delayed or waiting
                 continue
             node = self.capacity.charge(job.need)
             if node is None:
@@ -280,186 +290,230 @@ class Scheduler:
             heapq.heappop(self.heap)
             del self.queued[job_id]
             attempt = job.attempts_made + 1
-            self.dispatched[job_id] = Dispatched(job_id, attempt, job.need, node, job.spec)
+            self.dispatched[job_id] = Dispatched(job, attempt, node)
             timeout = job.spec.timeout or self.cfg.jobmanager.job_timeout
             batch.append({"id": job_id, "attempt": attempt, "resources": job.spec.resources.model_dump(),
                           "spec": job.spec.model_dump(mode="json"),
                           "opts": {"timeout": timeout, "kill_grace": self.cfg.jobmanager.kill_grace}})
         return batch
 
-    # -- events from Ray ---------------------------------------------------------------------
-    async def poll_loop(self) -> None:
-        last_refresh = 0.0
-        while not self._stopping:
-            try:
-                reply = await self.backend.poll(self.epoch, self.cursor, self.received, 1.0)
-                if reply["epoch"] != self.epoch:
-                    log.warning("the Ray dispatcher changed; failing the jobs it had")
-                    await self._drain()
-                    self.epoch, self.cursor, self.received = reply["epoch"], 0, 0
-                    lost = [d for d in self.dispatched.values() if d.id not in reply["inflight"]]
-                    await self._fail_dispatched(lost, "lost: the Ray dispatcher was restarted")
-                # Commits are pipelined: keep polling while this batch is being written.
-                await self.apply_events(reply["events"], wait=False)
-                if time.monotonic() - last_refresh > 2:
-                    last_refresh = time.monotonic()
-                    await asyncio.to_thread(self.backend.refresh_nodes)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep the daemon up through Ray hiccups
-                if self._stopping:
-                    return
-                log.error("polling the Ray dispatcher failed: %s", exc)
-                self.backend.detail = f"dispatcher unreachable: {exc.__class__.__name__}"
-                await asyncio.sleep(1)
+    # -- attempts and jobs ending ------------------------------------------------------------
+    def failure(self, job: Queued, old: JobStatus, attempt: int, reason: str, t: float,
+                **fields: Any) -> Transition:
+        """A failed attempt: back to PENDING after the backoff if retries are left, else FAILED."""
+        policy = job.spec.retry_policy
+        run = attempt - job.retry_base
+        if run <= policy.max_retries:
+            delay = policy.delay(run)
+            return transition(job.id, old, S.PENDING,
+                              f"attempt {attempt} failed ({reason}); retry {run} of {policy.max_retries} in {delay:g}s",
+                              attempt, retry=True, not_before=t + delay, attempts_made=attempt, **fields)
+        return transition(job.id, old, S.FAILED, reason, attempt, ended_at=t, **fields)
 
-    async def _fail_dispatched(self, jobs: list[Dispatched], reason: str) -> None:
-        now = self.clock.now()
+    def requeue(self, job: Queued, tr: Transition) -> None:
+        """After a committed retry transition: the job waits for its backoff."""
+        job.status, job.attempts_made = S.PENDING, tr.attempt
+        job.not_before = tr.fields.get("not_before")
+        self.queued[job.id] = job
+        self._queue(job)
 
-        def op(conn: Connection) -> list[str]:
-            done = []
-            for d in jobs:
-                if st.move_to(conn, d.id, S.FAILED, reason, d.attempt, now, ended_at=now):
-                    done.append(d.id)
-            return done
+    async def _attempts_failed(self, items: list[tuple[Queued, int]], reason: str, now: float) -> None:
+        """Attempts the dispatcher lost (restart, crash). A started one is a failed attempt,
+        retried by policy; one that never started goes back to the queue as it was."""
+        def op(conn: Connection) -> list[Transition | str]:
+            out: list[Transition | str] = []
+            for job, attempt in items:
+                status = st.current_status(conn, job.id)
+                if status is S.PENDING:
+                    out.append("requeue")
+                    continue
+                tr = self.failure(job, S.RUNNING, attempt, reason, now)
+                if status is S.RUNNING and st.apply_transitions(conn, [tr], now)[0]:
+                    st.update_attempt(conn, job.id, attempt, {"status": S.FAILED.value, "reason": reason,
+                                                               "ended_at": now})
+                    out.append(tr)
+                else:
+                    out.append("gone")  # it ended meanwhile (cancelled): nothing to do
+            return out
 
-        done = await self.store.write(op)
-        for d in jobs:
-            self.dispatched.pop(d.id, None)
-            self._release(d)
-        for job_id in done:
-            self._ended(job_id)
+        ended = []
+        outcome = await self.store.write(op)
+        for (job, _), tr in zip(items, outcome):
+            self.queued.pop(job.id, None)
+            if tr == "requeue":
+                job.status = S.PENDING
+                self.queued[job.id] = job
+                self._queue(job)
+            elif isinstance(tr, Transition) and tr.new is S.PENDING:
+                self.requeue(job, tr)
+            elif isinstance(tr, Transition):
+                ended.append((job.id, tr.new))
+        await self._finish(ended)
+
+    async def _finish(self, ended: Iterable[tuple[str, JobStatus]]) -> list[str]:
+        """Jobs that reached a terminal state (each reported once, by whoever moved it): wake
+        their waiters, free their dependents, cancel the dependents of failures. Returns the ids
+        cancelled as a consequence."""
+        cascaded: list[str] = []
+        for job_id, status in ended:
+            self.active -= 1
+            for fut in self._done_waiters.pop(job_id, []):
+                if not fut.done():
+                    fut.set_result(None)
+            self.logs.wake(job_id)
+            if status is S.COMPLETED:
+                for child in self.waiting.completed(job_id):
+                    job = self.queued.get(child)
+                    if job is not None and job.status is S.PENDING:
+                        self._queue(job)
+                self.waiting.forget(job_id)
+            else:
+                doomed = self.waiting.doomed(job_id)
+                if doomed:
+                    name = await self.store.read(lambda c, j=job_id: st.statuses_of(c, [j]))
+                    reason = sub.dependency_failed(job_id, status, name.get(job_id, (status, job_id))[1])
+                    cascaded += await self._cancel_ids(doomed, reason)
         self.wake.set()
+        return cascaded
 
-    async def _drain(self) -> None:
-        if self._applying:
-            await asyncio.gather(*self._applying, return_exceptions=True)
-
-    async def apply_events(self, events: list[Any], wait: bool = True) -> None:
-        """Apply a batch of the actor's events: memory at once, the database in order.
-
-        The writer commits operations in the order they were queued, so batches stay ordered
-        even when the caller does not wait; the cursor (what the actor may forget) moves only
-        after the commit that holds the batch.
-        """
-        if not events:
-            return
-        trs: list[tuple[Transition, Transition | None, dict[str, Any] | None]] = []
-        attempt_updates: list[tuple[str, int, dict[str, Any]]] = []
-        ended: list[str] = []
-        for _seq, kind, p in events:
-            job_id, attempt = p["job_id"], p["attempt"]
-            d = self.dispatched.get(job_id)
-            if kind == "logs":
-                self.logs.append(job_id, [tuple(x) for x in p["lines"]])
-            elif kind == "started":
-                if d is not None and d.attempt == attempt:
-                    d.started = True
-                    d.started_at = p["t"]
-                row = {"job_id": job_id, "number": attempt, "status": S.RUNNING.value, "node": p["node"],
-                       "pid": p["pid"], "started_at": p["t"]}
-                trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,
-                                       started_at=p["t"], node=p["node"], attempts_made=attempt), None, row))
-            elif kind == "ended":
-                status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
-                fields = {"ended_at": p["t"], "exit_code": p.get("exit_code"),
-                          "result": json.dumps(p["result"]) if p.get("result") is not None else None}
-                main = transition(job_id, S.RUNNING, status, reason, attempt, **fields)
-                # if its `started` never arrived (it could not start), it still ran as an attempt
-                alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=p["t"],
-                                 attempts_made=attempt)
-                trs.append((main, alt, {"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
-                                        "started_at": p["t"]}))
-                attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
-                                                          "reason": reason, "ended_at": p["t"]}))
-                if d is not None and d.attempt == attempt:
-                    self.dispatched.pop(job_id)
-                    self._release(d)
-                    if d.started_at:
-                        self.capacity.observe_runtime(p["t"] - d.started_at)
-                ended.append(job_id)
-        cursor = json.dumps({"epoch": self.epoch, "seq": events[-1][0]})
-
-        def op(conn: Connection) -> list[str]:
-            finished = []
-            for main, alt, row in trs:
-                ok = st.apply_transitions(conn, [main])[0]
-                if ok and alt is None and row is not None:
-                    st.insert_attempt(conn, row)  # a `started` event
-                if not ok and alt is not None and st.apply_transitions(conn, [alt])[0]:
-                    assert row is not None
-                    st.insert_attempt(conn, row)  # ended without a `started`: still an attempt
-                    ok = st.apply_transitions(conn, [main])[0]
-                if ok and is_terminal(main.new):
-                    finished.append(main.job_id)
-            for job_id, number, values in attempt_updates:
-                st.update_attempt(conn, job_id, number, values)
-            st.set_meta(conn, CURSOR_KEY, cursor)
-            return finished
-
-        last = events[-1][0]
-        self.received = max(self.received, last)
-        if ended:
-            self.wake.set()  # their resources are free now; the commit can follow
-        write = asyncio.ensure_future(self.store.write(op))
-
-        async def committed() -> None:
-            try:
-                finished = await write
-            except Exception as exc:  # noqa: BLE001 - fetch the batch again from the actor
-                log.error("recording %d dispatcher events failed: %s", len(events), exc)
-                self.received = self.cursor
-                return
-            self.cursor = max(self.cursor, last)
-            for job_id in finished:
-                self._ended(job_id)
-            for job_id in ended:
-                self.logs.wake(job_id)
-
-        task = asyncio.ensure_future(committed())
-        self._applying.add(task)
-        task.add_done_callback(self._applying.discard)
-        if wait:
-            await task
-
-    def _ended(self, job_id: str) -> None:
-        """A job reached a terminal state (counted once, by whoever moved it there)."""
-        self.active -= 1
-        for fut in self._done_waiters.pop(job_id, []):
-            if not fut.done():
-                fut.set_result(None)
-        self.logs.wake(job_id)
-
-    # -- cancellation ------------------------------------------------------------------------
-    async def cancel(self, ids: list[str], reason: str = "cancelled by user") -> list[JobView | Exception]:
+    # -- operator actions --------------------------------------------------------------------
+    async def _cancel_ids(self, ids: list[str], reason: str, strict: bool = False) -> list[str | SageOpsError]:
         now = self.clock.now()
 
-        def op(conn: Connection) -> list[str | Exception]:
-            out: list[str | Exception] = []
+        def op(conn: Connection) -> list[str | SageOpsError]:
+            out: list[str | SageOpsError] = []
             for job_id in ids:
                 try:
-                    st.move_to(conn, job_id, S.CANCELLED, reason, 0, now, ended_at=now, strict=True)
-                    out.append(job_id)
+                    moved = st.move_to(conn, job_id, S.CANCELLED, reason, 0, now, ended_at=now, strict=strict)
+                    out.append(job_id if moved else Conflict(f"job {job_id} has ended"))
                 except (NotFound, Conflict) as exc:
                     out.append(exc)
             return out
 
         outcome = await self.store.write(op)
+        done = [r for r in outcome if isinstance(r, str)]
         kills = []
-        for res in outcome:
-            if isinstance(res, Exception):
-                continue
-            self.queued.pop(res, None)
-            d = self.dispatched.get(res)
+        for job_id in done:
+            self.queued.pop(job_id, None)
+            d = self.dispatched.get(job_id)
             if d is not None:
                 d.cancelling = True
-                kills.append(self.backend.cancel(res, self.cfg.jobmanager.kill_grace))
-            self._ended(res)
+                kills.append(self.backend.cancel(job_id, self.cfg.jobmanager.kill_grace))
+        cascaded = await self._finish((j, S.CANCELLED) for j in done)
         if kills:
             await asyncio.gather(*kills, return_exceptions=True)
-        self.wake.set()
-        views = await self.store.read(lambda c: [st.get_job(c, r) if isinstance(r, str) else r for r in outcome])
-        return views
+        return outcome if strict else done + cascaded
+
+    async def _select(self, ids: list[str], flt: JobFilter | None, statuses: Iterable[JobStatus]) -> list[str]:
+        if ids:
+            return ids
+        assert flt is not None
+        return await self.store.read(lambda c: st.matching_ids(c, flt, statuses))
+
+    async def cancel(self, ids: list[str], flt: JobFilter | None = None,
+                     reason: str = "cancelled by user") -> BulkResult:
+        """Cancel jobs by id (each one reported) or by filter (the active jobs that match)."""
+        targets = await self._select(ids, flt, ACTIVE)
+        before = set(targets)
+        outcome = await self._cancel_ids(targets, reason, strict=True)
+        done = [r for r in outcome if isinstance(r, str)]
+        cascaded = [c for c in await self._cascaded_since(done) if c not in before]
+        return await self._bulk_result(targets, outcome, cascaded)
+
+    async def _cascaded_since(self, done: list[str]) -> list[str]:
+        """Dependents cancelled because of `done` (already cancelled by `_finish`)."""
+        kids = await self.store.read(lambda c: st.dependents_of(c, done))
+        out, todo, seen = [], [k for ks in kids.values() for k in ks], set(done)
+        while todo:
+            statuses = await self.store.read(lambda c, t=todo: st.statuses_of(c, t))
+            nxt = [j for j in todo if j not in seen and statuses.get(j, (None,))[0] is S.CANCELLED]
+            seen.update(todo)
+            out += nxt
+            more = await self.store.read(lambda c, n=nxt: st.dependents_of(c, n))
+            todo = [k for ks in more.values() for k in ks if k not in seen]
+        return out
+
+    async def _bulk_result(self, targets: list[str], outcome: list[Any], cascaded: list[str]) -> BulkResult:
+        done = [r for r in outcome if isinstance(r, str)]
+        refs = await self.store.read(lambda c: st.statuses_of(c, done + cascaded))
+
+        def ref(j: str) -> JobRef:
+            return JobRef(id=j, name=refs[j][1], status=refs[j][0])
+
+        errors = [{"id": j, **r.to_body()["error"]} for j, r in zip(targets, outcome) if isinstance(r, SageOpsError)]
+        return BulkResult(affected=[ref(j) for j in done if j in refs],
+                          cascaded=[ref(j) for j in cascaded if j in refs], errors=errors)
+
+    async def retry(self, ids: list[str], flt: JobFilter | None = None) -> BulkResult:
+        """A finished job again, as a new attempt (with its retry budget anew). Its dependencies
+        must not have failed: retry those first."""
+        targets = await self._select(ids, flt, (S.FAILED, S.CANCELLED) if flt and not flt.status else RETRYABLE)
+        now = self.clock.now()
+
+        def op(conn: Connection) -> list[Any]:
+            deps = st.dependencies_of(conn, targets)
+            known = st.statuses_of(conn, set(targets) | {d for ds in deps.values() for d in ds})
+            out: list[Any] = []
+            for job_id in targets:
+                if job_id not in known:
+                    out.append(NotFound(f"no such job: {job_id}"))
+                    continue
+                bad = next((d for d in deps.get(job_id, []) if known.get(d, (S.REJECTED,))[0] in FAILED_DEP), None)
+                if bad is not None:
+                    out.append(Conflict(f"job {job_id}: its dependency {bad} is {known[bad][0].value}; retry it first"))
+                    continue
+                row = st.get_job_row(conn, job_id)
+                if S(row.status) not in RETRYABLE:
+                    out.append(Conflict(f"job {job_id} is {row.status}: only a finished job can be retried"))
+                    continue
+                try:
+                    tr = transition(job_id, S(row.status), S.PENDING, "retried by user", row.attempts_made, retry=True,
+                                    retry_base=row.attempts_made, not_before=None, ended_at=None, exit_code=None,
+                                    result=None)
+                except Conflict as exc:
+                    out.append(Conflict(f"{exc.message}: only a finished job can be retried"))
+                    continue
+                out.append(row if st.apply_transitions(conn, [tr], now)[0] else Conflict(f"job {job_id} changed"))
+            return out
+
+        outcome = await self.store.write(op)
+        jobs = [Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S.PENDING, r.attempts_made, r.attempts_made,
+                       r.priority) for r in outcome if not isinstance(r, SageOpsError)]
+        for job in jobs:
+            self.active += 1
+            self.queued[job.id] = job
+        await self._enqueue(jobs)
+        return await self._bulk_result(targets, [r if isinstance(r, SageOpsError) else r.id for r in outcome], [])
+
+    async def set_priority(self, job_id: str, priority: int) -> JobView:
+        """A waiting job's priority; it takes its new place in the queue at once."""
+        now = self.clock.now()
+
+        def op(conn: Connection) -> JobView:
+            status = st.current_status(conn, job_id)
+            if status is None:
+                raise NotFound(f"no such job: {job_id}")
+            if status not in (S.SUBMITTED, S.PENDING):
+                raise Conflict(f"job {job_id} is {status.value}: a priority changes only while the job waits")
+            old = st.get_job_row(conn, job_id).priority
+            st.apply_transitions(conn, [amend(job_id, status, f"priority {old} -> {priority}", priority=priority)], now)
+            return st.get_job(conn, job_id)
+
+        view = await self.store.write(op)
+        job = self.queued.get(job_id)
+        if job is not None:
+            job.priority = priority
+            if job.status is S.PENDING and not job.not_before and not self.waiting.is_waiting(job_id):
+                self._queue(job)
+        return view
+
+    async def graph(self, job_id: str) -> GraphView:
+        rows, edges = await self.store.read(lambda c: st.graph_rows(c, job_id))
+        nodes = {r.id: Node(r.id, r.name, S(r.status), [], r.started_at, r.ended_at, r.priority) for r in rows}
+        for child, parent in edges:
+            if child in nodes:
+                nodes[child].deps.append(parent)
+        return graph_view(job_id, nodes, self.clock.now())
 
     # -- waiting -----------------------------------------------------------------------------
     async def wait(self, job_id: str, timeout: float) -> JobView:
@@ -490,7 +544,7 @@ class Scheduler:
     async def stop(self) -> None:
         self._stopping = True
         self.wake.set()
-        await self._drain()
+        await self.drain()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

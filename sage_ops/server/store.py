@@ -16,20 +16,20 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Connection, create_engine, event, func, insert, select
+from sqlalchemy import Connection, create_engine, event, func, insert, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from ..errors import Conflict, DaemonUnavailable, NotFound
+from ..errors import BadRequest, Conflict, DaemonUnavailable, NotFound
 from ..lifecycle import JobStatus, Transition, transition
-from ..schemas import AttemptView, JobEventView, JobKind, JobSpec, JobView
-from .tables import Attempt, Job, JobEvent, Meta, Token
+from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
+from .tables import Attempt, Dependency, Job, JobEvent, Meta, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-JOB, ATTEMPT, EVENT, META, TOKEN = (Job.__table__, Attempt.__table__, JobEvent.__table__,  # type: ignore[attr-defined]
-                                    Meta.__table__, Token.__table__)  # type: ignore[attr-defined]
+JOB, ATTEMPT, EVENT, META, TOKEN, DEP = (Job.__table__, Attempt.__table__, JobEvent.__table__,  # type: ignore
+                                         Meta.__table__, Token.__table__, Dependency.__table__)  # type: ignore
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -62,11 +62,28 @@ def make_engine(url: str, synchronous: str = "FULL") -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
 
 
+def migrate(engine: Engine) -> None:
+    """Bring a database made by an older sage-ops up to date: new nullable columns and new
+    indexes are added in place (tables were created by `create_all`); nothing is dropped."""
+    insp = inspect(engine)
+    with engine.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in have and col.nullable:
+                    kind = col.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}")
+                    log.info("database: added column %s.%s", table.name, col.name)
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+
+
 class Store:
     def __init__(self, url: str, synchronous: str = "FULL") -> None:
         self.url = url
         self.engine = make_engine(url, synchronous)
         SQLModel.metadata.create_all(self.engine)
+        migrate(self.engine)
         self._queue: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -96,17 +113,19 @@ class Store:
                 batch, self._queue = self._queue, []
             try:
                 results = self._commit(batch)
-            except SQLAlchemyError as exc:
-                # One bad operation must not sink its neighbours: redo each alone.
-                log.warning("group commit failed (%s); retrying %d ops one by one", exc, len(batch))
-                results = []
-                for item in batch:
-                    try:
-                        results.extend(self._commit([item]))
-                    except Exception as one:  # noqa: BLE001 - reported to that caller only
-                        results.append(one)
-            except Exception as exc:  # noqa: BLE001
-                results = [exc] * len(batch)
+            except Exception as exc:  # noqa: BLE001 - one refused operation (a batch that fails
+                # its checks) or a database error must not sink its neighbours: redo each alone.
+                if len(batch) == 1:
+                    results = [exc]
+                else:
+                    if isinstance(exc, SQLAlchemyError):
+                        log.warning("group commit failed (%s); retrying %d ops one by one", exc, len(batch))
+                    results = []
+                    for item in batch:
+                        try:
+                            results.extend(self._commit([item]))
+                        except Exception as one:  # noqa: BLE001 - reported to that caller only
+                            results.append(one)
             for (_fn, fut, loop), res in zip(batch, results):
                 loop.call_soon_threadsafe(_resolve, fut, res)
 
@@ -189,9 +208,42 @@ def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> No
         cur.close()
 
 
-def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[str, Any]],
+                edges: list[dict[str, Any]] | None = None) -> None:
     _insert_many(conn, JOB, jobs)
     _insert_many(conn, EVENT, events)
+    _insert_many(conn, DEP, edges or [])
+
+
+def statuses_of(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[JobStatus, str]]:
+    """(status, name) of each existing job among `ids`."""
+    ids = list(dict.fromkeys(ids))
+    out: dict[str, tuple[JobStatus, str]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        for row in conn.execute(select(JOB.c.id, JOB.c.status, JOB.c.name).where(JOB.c.id.in_(chunk))):
+            out[row.id] = (JobStatus(row.status), row.name)
+    return out
+
+
+def _edges(conn: Connection, ids: Iterable[str], reverse: bool) -> dict[str, list[str]]:
+    key, other = (DEP.c.depends_on, DEP.c.job_id) if reverse else (DEP.c.job_id, DEP.c.depends_on)
+    ids = list(ids)
+    out: dict[str, list[str]] = {}
+    for i in range(0, len(ids), 500):
+        for k, v in conn.execute(select(key, other).where(key.in_(ids[i:i + 500]))):
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def dependencies_of(conn: Connection, ids: Iterable[str]) -> dict[str, list[str]]:
+    """job -> the jobs it waits for."""
+    return _edges(conn, ids, reverse=False)
+
+
+def dependents_of(conn: Connection, ids: Iterable[str]) -> dict[str, list[str]]:
+    """job -> the jobs that wait for it."""
+    return _edges(conn, ids, reverse=True)
 
 
 def event_row(tr: Transition, now: float) -> dict[str, Any]:
@@ -322,15 +374,74 @@ def get_result(conn: Connection, job_id: str) -> tuple[JobStatus, Any]:
     return JobStatus(row.status), (json.loads(row.result) if row.result else None)
 
 
-def list_jobs(conn: Connection, statuses: list[str] | None = None, name: str | None = None,
-              limit: int = 100, with_spec: bool = True) -> list[JobView]:
-    q = select(JOB)
-    if statuses:
-        q = q.where(JOB.c.status.in_(statuses))
-    if name:
-        q = q.where(JOB.c.name.like(name.replace("*", "%").replace("?", "_")))
-    rows = conn.execute(q.order_by(JOB.c.seq.desc()).limit(limit)).all()
-    return [job_view(r, with_spec=with_spec) for r in rows]
+def _filtered(q: Any, f: JobFilter | None) -> Any:
+    if f is None:
+        return q
+    if f.status:
+        q = q.where(JOB.c.status.in_([s.value for s in f.status]))
+    if f.name:
+        q = q.where(JOB.c.name.like(f.name.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_"),
+                                    escape="\\"))
+    if f.tenant:
+        q = q.where(JOB.c.tenant == f.tenant)
+    if f.since:
+        q = q.where(JOB.c.created_at >= f.since.timestamp())
+    if f.until:
+        q = q.where(JOB.c.created_at < f.until.timestamp())
+    return q
+
+
+def list_jobs(conn: Connection, f: JobFilter | None = None, limit: int = 100, cursor: str | None = None,
+              with_spec: bool = True) -> tuple[list[JobView], str | None]:
+    """Newest first, one page; the cursor is the submission seq where the next page starts."""
+    q = _filtered(select(JOB), f)
+    if cursor:
+        try:
+            q = q.where(JOB.c.seq < int(cursor))
+        except ValueError:
+            raise BadRequest(f"bad cursor {cursor!r}") from None
+    rows = conn.execute(q.order_by(JOB.c.seq.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [job_view(r, with_spec=with_spec) for r in rows], (str(rows[-1].seq) if more and rows else None)
+
+
+def matching_ids(conn: Connection, f: JobFilter, statuses: Iterable[JobStatus]) -> list[str]:
+    """Ids of the jobs that match `f` and are in one of `statuses` (bulk cancel / retry)."""
+    allowed = {s.value for s in statuses}
+    if f.status:
+        allowed &= {s.value for s in f.status}
+    q = _filtered(select(JOB.c.id), f.model_copy(update={"status": []})).where(JOB.c.status.in_(sorted(allowed)))
+    return list(conn.execute(q.order_by(JOB.c.seq)).scalars())
+
+
+def graph_rows(conn: Connection, start: str, cap: int = 100_000) -> tuple[list[Any], list[tuple[str, str]]]:
+    """The jobs connected to `start` by dependencies (either way) and their edges."""
+    get_job_row(conn, start)
+    seen = {start}
+    edges: set[tuple[str, str]] = set()
+    frontier = [start]
+    while frontier and len(seen) < cap:
+        nxt: list[str] = []
+        for job_id, deps in dependencies_of(conn, frontier).items():
+            for d in deps:
+                edges.add((job_id, d))
+                if d not in seen:
+                    seen.add(d)
+                    nxt.append(d)
+        for dep, kids in dependents_of(conn, frontier).items():
+            for k in kids:
+                edges.add((k, dep))
+                if k not in seen:
+                    seen.add(k)
+                    nxt.append(k)
+        frontier = nxt
+    ids = list(seen)
+    rows = []
+    cols = [JOB.c.id, JOB.c.name, JOB.c.status, JOB.c.priority, JOB.c.started_at, JOB.c.ended_at]
+    for i in range(0, len(ids), 500):
+        rows.extend(conn.execute(select(*cols).where(JOB.c.id.in_(ids[i:i + 500]))).all())
+    return rows, sorted(edges)
 
 
 def job_events(conn: Connection, job_id: str) -> list[JobEventView]:

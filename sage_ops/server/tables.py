@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
 class Job(SQLModel, table=True):
+    # listings page by seq within a status / tenant: these stay fast at millions of rows
+    __table_args__ = (Index("ix_job_status_seq", "status", "seq"), Index("ix_job_tenant_seq", "tenant", "seq"))
+
     id: str = Field(primary_key=True, max_length=32)
     seq: int = Field(index=True, description="submission order: FIFO within a priority")
     name: str = Field(index=True, max_length=128)
-    tenant: str | None = Field(default=None, index=True, max_length=64)
-    status: str = Field(index=True, max_length=16)
+    tenant: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
     reason: str | None = None
     priority: int = 0
     kind: str = Field(max_length=16)
@@ -23,6 +27,15 @@ class Job(SQLModel, table=True):
     updated_at: float
     started_at: float | None = None
     ended_at: float | None = None
+    not_before: float | None = Field(default=None, description="a retry waits until then (backoff)")
+    retry_base: int | None = Field(default=None, description="attempts made before the current run (user retry)")
+
+
+class Dependency(SQLModel, table=True):
+    """One edge of the DAG: `job_id` waits for `depends_on` to complete."""
+
+    job_id: str = Field(primary_key=True, max_length=32)
+    depends_on: str = Field(primary_key=True, index=True, max_length=32)
 
 
 class Attempt(SQLModel, table=True):

@@ -14,15 +14,16 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from . import __version__, paths, render
-from .client import JobManagerClient, script_spec
-from .config import Config, load_config
-from .errors import DaemonUnavailable, SageOpsError
-from .lifecycle import JobStatus
-from .schemas import JobSpec, JobView, Resources
+from .. import __version__, paths, render
+from ..client import JobManagerClient, script_spec
+from ..config import Config, load_config
+from ..errors import DaemonUnavailable, SageOpsError
+from ..lifecycle import JobStatus
+from ..schemas import JobSpec, JobView, Resources
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
-SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--priority", "--timeout"}
+SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--priority", "--timeout",
+                       "--after", "--retries", "--retry-delay", "--retry-backoff"}
 
 
 class Ctx:
@@ -205,14 +206,16 @@ def _kv(items: Sequence[str], what: str) -> dict[str, str]:
 
 def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
-               priority: int, timeout: float | None) -> JobSpec:
+               priority: int, timeout: float | None, dependencies: Sequence[str] = (),
+               retry_policy: dict[str, Any] | None = None) -> JobSpec:
     if not argv:
         raise click.UsageError("nothing to run: give a script file or a command (after --)")
     custom = {k: _float(v, "--resource") for k, v in _kv(resource, "--resource").items()}
     try:
         res = Resources(cpu=1.0 if cpu is None else cpu, gpu=gpu or 0.0, memory=memory, custom_resources=custom)
         common: dict[str, Any] = {"name": name, "resources": res, "env": _kv(env, "--env"), "priority": priority,
-                                  "timeout": timeout, "working_dir": workdir or os.getcwd()}
+                                  "timeout": timeout, "working_dir": workdir or os.getcwd(),
+                                  "dependencies": list(dependencies), "retry_policy": retry_policy or {}}
         if not command and Path(argv[0]).is_file():
             return script_spec(argv[0], list(argv[1:]), **common)
         return JobSpec(kind="command", command=list(argv), **{k: v for k, v in common.items() if v is not None})
@@ -239,7 +242,16 @@ def _float(value: str, what: str) -> float:
 @click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
 @click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory].")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Kill an attempt after this long.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Kill an attempt after this long (FAILED, "
+              "reason timeout)  [default: the daemon's job_timeout]")
+@click.option("--after", multiple=True, metavar="JOB", help="Start only after JOB completed (repeatable or "
+              "comma-separated); if JOB fails or is cancelled, this job is cancelled.")
+@click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True,
+              help="Retry a failed attempt this many times.")
+@click.option("--retry-delay", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
+              help="Wait before the first retry.")
+@click.option("--retry-backoff", type=click.FloatRange(1, 100), default=1, show_default=True, metavar="BASE",
+              help="Multiply the delay by BASE after each failed attempt (capped at 1h).")
 @click.option("--command", "force_command", is_flag=True, help="Treat the first word as a command even if it "
               "is a local file (do not ship it).")
 @click.option("--wait", is_flag=True, help="Follow the logs and wait; exit 0 only if the job COMPLETED.")
@@ -248,12 +260,14 @@ def _float(value: str, what: str) -> float:
 @pass_ctx
 def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None, memory: str | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], workdir: str | None, priority: int,
-           timeout: float | None, force_command: bool, wait: bool, quiet: bool, as_json: bool) -> None:
+           timeout: float | None, after: tuple[str, ...], retries: int, retry_delay: float, retry_backoff: float,
+           force_command: bool, wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
 
     \b
       sage-ops submit analysis.py --cpu 2 -- --input data.csv
       sage-ops submit --memory 512MiB --wait -- python -c 'print("hi")'
+      sage-ops submit --after $A --retries 3 --retry-delay 60 --retry-backoff 2 train.py
     Options go before `--`; everything after it is the job's own argv.
     """
     stray = [a for a in argv[1:] if a.split("=", 1)[0] in SUBMIT_OPTION_NAMES]
@@ -261,7 +275,10 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
         click.echo(f"note: {', '.join(stray)} after the script/command is passed to the job; put sage-ops "
                    "options before it (or before --)", err=True)
     spec = build_spec(argv, command=force_command, name=name, cpu=cpu, memory=memory, gpu=gpu, resource=resource,
-                      env=env, workdir=workdir, priority=priority, timeout=timeout)
+                      env=env, workdir=workdir, priority=priority, timeout=timeout,
+                      dependencies=[j.strip() for a in after for j in a.split(",") if j.strip()],
+                      retry_policy={"max_retries": retries, "retry_delay": retry_delay,
+                                    "retry_exponential_base": retry_backoff})
     client = ctx.client()
     job = client.submit_job(spec)
     if as_json:
@@ -282,20 +299,46 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
             sys.exit(EXIT_FAILED)
 
 
+def filter_options(f: Any) -> Any:
+    """--status/--name/--tenant/--since/--until: one filter shape for listings and bulk actions."""
+    for opt in reversed([
+        click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in JobStatus],
+                     case_sensitive=False), help="Only these statuses (repeatable)."),
+        click.option("--name", help="Only names matching this glob (e.g. 'sweep-*')."),
+        click.option("--tenant", help="Only this tenant's jobs."),
+        click.option("--since", type=click.DateTime(DATE_FORMATS), help="Created at or after (local time)."),
+        click.option("--until", type=click.DateTime(DATE_FORMATS), help="Created before (local time)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]
+
+
+def job_filter(statuses: Sequence[str], name: str | None, tenant: str | None, since: Any, until: Any) -> dict[str, Any]:
+    local = [None if t is None else t.astimezone() for t in (since, until)]
+    return {"status": [s.upper() for s in statuses], "name": name, "tenant": tenant, "since": local[0],
+            "until": local[1]}
+
+
 @cli.command()
-@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in JobStatus],
-              case_sensitive=False), help="Only these statuses (repeatable).")
-@click.option("--name", help="Only names matching this glob (e.g. 'sweep-*').")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@filter_options
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Jobs per page.")
+@click.option("--cursor", help="Start after this page cursor (printed at the end of a full page).")
 @json_option
 @pass_ctx
-def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, limit: int, as_json: bool) -> None:
-    """List jobs, newest first."""
-    found = ctx.client().list_jobs(status=[s.upper() for s in statuses], name=name, limit=limit)
+def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | None, since: Any, until: Any,
+         limit: int, cursor: str | None, as_json: bool) -> None:
+    """List jobs, newest first, one page at a time."""
+    page = ctx.client().list_jobs(**job_filter(statuses, name, tenant, since, until), limit=limit, cursor=cursor,
+                                  page=True)
     if as_json:
-        render.print_json(found)
+        render.print_json(page.jobs)  # a plain list, as scripts expect; the cursor goes to stderr
     else:
-        render.jobs_table(found)
+        render.jobs_table(page.jobs)
+    if page.next_cursor:
+        click.echo(f"more: sage-ops jobs --cursor {page.next_cursor} ...", err=True)
 
 
 @cli.command()
@@ -357,24 +400,6 @@ def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, as_json: boo
 
 
 @cli.command()
-@click.argument("job_ids", nargs=-1, required=True)
-@json_option
-@pass_ctx
-def cancel(ctx: Ctx, job_ids: tuple[str, ...], as_json: bool) -> None:
-    """Cancel pending or running jobs; a running job's whole process tree is killed."""
-    out = ctx.client().cancel_jobs(list(job_ids))
-    if as_json:
-        render.print_json(out)
-    else:
-        for j in out["jobs"]:
-            click.echo(f"{j['id']} {j['status']}")
-        for e in out["errors"]:
-            click.echo(f"error: {e['message']}", err=True)
-    if out["errors"]:
-        sys.exit(EXIT_FAILED)
-
-
-@cli.command()
 @json_option
 @pass_ctx
 def health(ctx: Ctx, as_json: bool) -> None:
@@ -392,6 +417,9 @@ def stats(ctx: Ctx, as_json: bool) -> None:
     """Job counts by status."""
     s = ctx.client().get_statistics()
     render.print_json(s) if as_json else render.stats(s)
+
+
+from . import scheduling  # noqa: E402, F401 - registers the scheduling commands
 
 
 def main(argv: list[str] | None = None) -> None:
