@@ -423,18 +423,13 @@ def graph_rows(conn: Connection, start: str, cap: int = 100_000) -> tuple[list[A
     frontier = [start]
     while frontier and len(seen) < cap:
         nxt: list[str] = []
-        for job_id, deps in dependencies_of(conn, frontier).items():
-            for d in deps:
-                edges.add((job_id, d))
-                if d not in seen:
-                    seen.add(d)
-                    nxt.append(d)
-        for dep, kids in dependents_of(conn, frontier).items():
-            for k in kids:
-                edges.add((k, dep))
-                if k not in seen:
-                    seen.add(k)
-                    nxt.append(k)
+        for reverse in (False, True):
+            for here, others in _edges(conn, frontier, reverse).items():
+                for other in others:
+                    edges.add((other, here) if reverse else (here, other))  # (job, its dependency)
+                    if other not in seen:
+                        seen.add(other)
+                        nxt.append(other)
         frontier = nxt
     ids = list(seen)
     rows = []
