@@ -100,6 +100,12 @@ def history(ctx: Ctx, job_id: str, as_json: bool) -> None:
         render.history(client.get_job_status(job_id), events)
 
 
+def _word(x: Any) -> Any:
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    return str(x) if isinstance(x, (int, float)) else x
+
+
 def load_batch(path: Path) -> list[JobSpec]:
     """A YAML (or JSON) file: `jobs:` (a list) and optional `defaults:` merged into each job.
     `after:` is an alias of `dependencies:` (names of jobs in the file, or job ids); `script:` is
@@ -123,6 +129,9 @@ def load_batch(path: Path) -> list[JobSpec]:
             item["dependencies"] = [after] if isinstance(after, str) else after
         if isinstance(item.get("command"), str):
             item["command"] = shlex.split(item["command"])
+        for key in ("command", "args"):  # YAML reads `[true, 3]` as a bool and an int: argv is text
+            if isinstance(item.get(key), list):
+                item[key] = [_word(x) for x in item[key]]
         item.setdefault("working_dir", os.getcwd())
         try:
             if isinstance(item.get("script"), str):

@@ -187,6 +187,7 @@ class Scheduler(RayEvents):
         if job.not_before and job.not_before > self.clock.now():
             heapq.heappush(self.later, (job.not_before, job.seq, job.id))
         else:
+            job.not_before = None
             heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
         self.wake.set()
 
@@ -199,6 +200,8 @@ class Scheduler(RayEvents):
         now = self.clock.now()
         ids = [new_job_id() for _ in specs]
         deps = sub.link(specs, ids, batch)
+        # the stored spec names its dependencies by id, also where the batch named them by name
+        specs = [s if d == s.dependencies else s.model_copy(update={"dependencies": d}) for s, d in zip(specs, deps)]
         plans = [sub.Planned(i, self.seq + n + 1, spec, d) for n, (i, spec, d) in enumerate(zip(ids, specs, deps))]
         nodes = self.backend.node_totals()  # once per request, not per job
         room = self.cfg.jobmanager.max_jobs - self.active
@@ -372,12 +375,15 @@ class Scheduler(RayEvents):
                 if doomed:
                     name = await self.store.read(lambda c, j=job_id: st.statuses_of(c, [j]))
                     reason = sub.dependency_failed(job_id, status, name.get(job_id, (status, job_id))[1])
-                    cascaded += await self._cancel_ids(doomed, reason)
+                    done, more = await self._cancel_ids(doomed, reason)
+                    cascaded += [j for j in done if isinstance(j, str)] + more
         self.wake.set()
         return cascaded
 
     # -- operator actions --------------------------------------------------------------------
-    async def _cancel_ids(self, ids: list[str], reason: str, strict: bool = False) -> list[str | SageOpsError]:
+    async def _cancel_ids(self, ids: list[str], reason: str,
+                          strict: bool = False) -> tuple[list[str | SageOpsError], list[str]]:
+        """Cancel `ids`; returns each one's outcome and the dependents cancelled with them."""
         now = self.clock.now()
 
         def op(conn: Connection) -> list[str | SageOpsError]:
@@ -399,10 +405,13 @@ class Scheduler(RayEvents):
             if d is not None:
                 d.cancelling = True
                 kills.append(self.backend.cancel(job_id, self.cfg.jobmanager.kill_grace))
+        if not strict:  # a cascade already holds every descendant: nothing more to doom
+            for job_id in done:
+                self.waiting.forget(job_id)
         cascaded = await self._finish((j, S.CANCELLED) for j in done)
         if kills:
             await asyncio.gather(*kills, return_exceptions=True)
-        return outcome if strict else done + cascaded
+        return outcome, cascaded
 
     async def _select(self, ids: list[str], flt: JobFilter | None, statuses: Iterable[JobStatus]) -> list[str]:
         if ids:
@@ -414,24 +423,8 @@ class Scheduler(RayEvents):
                      reason: str = "cancelled by user") -> BulkResult:
         """Cancel jobs by id (each one reported) or by filter (the active jobs that match)."""
         targets = await self._select(ids, flt, ACTIVE)
-        before = set(targets)
-        outcome = await self._cancel_ids(targets, reason, strict=True)
-        done = [r for r in outcome if isinstance(r, str)]
-        cascaded = [c for c in await self._cascaded_since(done) if c not in before]
+        outcome, cascaded = await self._cancel_ids(targets, reason, strict=True)
         return await self._bulk_result(targets, outcome, cascaded)
-
-    async def _cascaded_since(self, done: list[str]) -> list[str]:
-        """Dependents cancelled because of `done` (already cancelled by `_finish`)."""
-        kids = await self.store.read(lambda c: st.dependents_of(c, done))
-        out, todo, seen = [], [k for ks in kids.values() for k in ks], set(done)
-        while todo:
-            statuses = await self.store.read(lambda c, t=todo: st.statuses_of(c, t))
-            nxt = [j for j in todo if j not in seen and statuses.get(j, (None,))[0] is S.CANCELLED]
-            seen.update(todo)
-            out += nxt
-            more = await self.store.read(lambda c, n=nxt: st.dependents_of(c, n))
-            todo = [k for ks in more.values() for k in ks if k not in seen]
-        return out
 
     async def _bulk_result(self, targets: list[str], outcome: list[Any], cascaded: list[str]) -> BulkResult:
         done = [r for r in outcome if isinstance(r, str)]

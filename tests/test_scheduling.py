@@ -1,0 +1,240 @@
+"""Scheduling with a real daemon and real Ray: dependencies, retries, timeouts, priorities,
+batches, bulk actions, the graph. Assertions are on recorded times and states, never on sleeps."""
+
+from __future__ import annotations
+
+import json
+import random
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Daemon, pid_alive, wait_until
+
+from sage_ops.errors import Invalid
+
+PY = "import sys; sys.exit(0)"
+
+
+def view(d: Daemon, job_id: str) -> dict[str, Any]:
+    return json.loads(d.run("status", "--json", job_id, check=True).stdout)
+
+
+def wait_all(d: Daemon, ids: list[str]) -> list[Any]:
+    client = d.client(timeout=120)
+    return [client.wait(i, 300) for i in ids]
+
+
+def test_chain_runs_in_order(daemon: Daemon) -> None:
+    a = daemon.submit_q("--name", "prep", "--", "sleep", "0.3")
+    b = daemon.submit_q("--after", a, "--", "sleep", "0.2")
+    c = daemon.submit_q("--after", b, "--priority", "10", "--", "true")
+    va, vb, vc = wait_all(daemon, [a, b, c])
+    assert [v.status for v in (va, vb, vc)] == ["COMPLETED"] * 3
+    assert va.ended_at <= vb.started_at and vb.ended_at <= vc.started_at
+    assert vc.spec.dependencies == [b]
+
+
+def test_failed_dependency_cancels_descendants_with_reason(daemon: Daemon) -> None:
+    a = daemon.submit_q("--", "sleep", "0.5")
+    refs = daemon.client().submit_batch([
+        {"name": "middle", "command": ["false"], "dependencies": [a]},
+        {"name": "child", "command": ["true"], "dependencies": ["middle"]},
+        {"name": "grandchild", "command": ["true"], "dependencies": ["child"]},
+    ])
+    b, c, d = (r.id for r in refs)
+    va, vb, vc, vd = wait_all(daemon, [a, b, c, d])
+    assert (va.status, vb.status, vc.status, vd.status) == ("COMPLETED", "FAILED", "CANCELLED", "CANCELLED")
+    assert b in vc.reason and "FAILED" in vc.reason and b in vd.reason
+    assert not vc.attempts and not vd.attempts  # never ran
+    # a dependency that already failed resolves at once
+    late = daemon.client().submit_job({"command": ["true"], "dependencies": [b]})
+    assert late.status == "CANCELLED" and b in late.reason
+
+
+def test_unknown_dependency_and_cycle_are_rejected(daemon: Daemon) -> None:
+    out = daemon.run("submit", "--after", "doesnotexist", "--", "true")
+    assert out.returncode == 1 and "unknown dependency: doesnotexist" in out.stderr
+    client = daemon.client()
+    before = client.get_statistics().total_jobs
+    cycle = [{"name": "x", "command": ["true"], "dependencies": ["y"]},
+             {"name": "y", "command": ["true"], "dependencies": ["x"]}]
+    with pytest.raises(Invalid, match="cycle"):
+        client.submit_batch(cycle)
+    with pytest.raises(Invalid, match="unknown dependency"):
+        client.submit_batch([{"name": "ok", "command": ["true"]}, {"command": ["true"], "dependencies": ["nope"]}])
+    assert client.get_statistics().total_jobs == before  # all or nothing
+
+
+RETRY_SCRIPT = textwrap.dedent("""
+    import os, sys
+    attempt = int(os.environ["SAGE_OPS_ATTEMPT"])
+    print("attempt", attempt)
+    sys.exit(0 if attempt >= 3 else 1)
+""")
+
+
+def test_retries_with_backoff_then_success(daemon: Daemon) -> None:
+    script = daemon.home / "flaky.py"
+    script.write_text(RETRY_SCRIPT)
+    job_id = daemon.client().submit_script(str(script), retry_policy={"max_retries": 2, "retry_delay": 0.5,
+                                                                       "retry_exponential_base": 2})
+    final = daemon.client().wait(job_id, 120)
+    assert final.status == "COMPLETED" and final.attempts_made == 3
+    a = final.attempts
+    assert [x.status for x in a] == ["FAILED", "FAILED", "COMPLETED"] and [x.exit_code for x in a] == [1, 1, 0]
+    assert (a[1].started_at - a[0].ended_at).total_seconds() >= 0.5  # delay * base**0
+    assert (a[2].started_at - a[1].ended_at).total_seconds() >= 1.0  # delay * base**1
+    history = daemon.run("history", job_id, check=True).stdout
+    assert "retry 1 of 2" in history and "retry 2 of 2" in history
+    logs = daemon.run("logs", job_id, check=True).stdout
+    assert all(f"attempt {n}" in logs for n in (1, 2, 3))
+
+
+def test_retries_exhausted_end_failed(daemon: Daemon) -> None:
+    job_id = daemon.client().submit_job({"command": ["false"], "retry_policy": {"max_retries": 1}}).id
+    final = daemon.client().wait(job_id, 60)
+    assert final.status == "FAILED" and final.attempts_made == 2 and final.exit_code == 1
+
+
+def test_timeout_fails_and_kills_the_process(daemon: Daemon) -> None:
+    job_id = daemon.submit_q("--timeout", "1", "--", "sh", "-c", "echo pid=$$; sleep 300")
+    final = daemon.client().wait(job_id, 60)
+    assert final.status == "FAILED" and final.reason == "timeout"
+    pid = final.attempts[0].pid
+    assert pid and not pid_alive(pid)
+
+
+def test_high_priority_starts_before_queued_low_priority(new_daemon) -> None:  # noqa: ANN001
+    d: Daemon = new_daemon()
+    d.start()
+    client = d.client()
+    cpus = int(client.health_check().ray.resources["CPU"])
+    fillers = [client.submit_job({"command": ["sleep", "1"], "name": f"fill-{i}"}).id for i in range(cpus)]
+    wait_until(lambda: client.get_statistics().running_jobs == cpus)
+    low = [r.id for r in client.submit_batch([{"command": ["true"], "name": f"low-{i}"} for i in range(200)])]
+    high = client.submit_job({"command": ["true"], "name": "urgent", "priority": 10}).id
+    finals = {v.id: v for v in wait_all(d, [*fillers, *low, high])}
+    assert all(v.status == "COMPLETED" for v in finals.values())
+    assert all(finals[high].started_at <= finals[j].started_at for j in low)
+
+
+def test_set_priority_while_pending_and_not_after(daemon: Daemon) -> None:
+    blocker = daemon.submit_q("--", "sleep", "30")
+    waiting = daemon.submit_q("--after", blocker, "--", "true")
+    out = daemon.run("set-priority", waiting, "50", check=True)
+    assert "priority 50" in out.stdout
+    assert view(daemon, waiting)["priority"] == 50
+    assert "priority 0 -> 50" in daemon.run("history", waiting, check=True).stdout
+    wait_until(lambda: view(daemon, blocker)["status"] == "RUNNING")
+    late = daemon.run("set-priority", blocker, "5")
+    assert late.returncode == 1 and "only while the job waits" in late.stderr
+    daemon.run("cancel", blocker, check=True)
+    assert view(daemon, waiting)["status"] == "CANCELLED"
+
+
+def test_bulk_cancel_by_name_glob_affects_exactly_the_matches(daemon: Daemon) -> None:
+    blocker = daemon.submit_q("--", "sleep", "60")
+    client = daemon.client()
+    specs = [{"name": f"sweep-{i}", "command": ["true"], "dependencies": [blocker]} for i in range(5)]
+    specs += [{"name": f"keep-{i}", "command": ["true"], "dependencies": [blocker]} for i in range(3)]
+    refs = client.submit_batch(specs)
+    out = json.loads(daemon.run("cancel", "--status", "PENDING", "--name", "sweep-*", "--json", check=True).stdout)
+    sweep = {r.id for r in refs if r.name.startswith("sweep-")}
+    assert {j["id"] for j in out["affected"]} == sweep and not out["errors"]
+    assert {v.name: v.status for v in client.list_jobs(name="keep-*")} == {f"keep-{i}": "PENDING" for i in range(3)}
+    # cancelling the blocker cancels everything still waiting for it, and says so
+    res = client.cancel_jobs([blocker])
+    assert [r.id for r in res.affected] == [blocker]
+    assert {r.name for r in res.cascaded} == {f"keep-{i}" for i in range(3)}
+    assert usage_error(daemon, "cancel") and usage_error(daemon, "cancel", blocker, "--name", "x")
+
+
+def usage_error(d: Daemon, *args: str) -> bool:
+    out = d.run(*args)
+    return out.returncode == 2 and out.stderr.count("\n") == 1
+
+
+def test_retry_a_failed_job_as_a_new_attempt(daemon: Daemon) -> None:
+    marker = daemon.home / "ok-now"
+    job_id = daemon.submit_q("--", "sh", "-c", f"test -e {marker}")
+    assert daemon.client().wait(job_id, 60).status == "FAILED"
+    marker.touch()
+    out = daemon.run("retry", job_id, check=True)
+    assert job_id in out.stdout
+    final = daemon.client().wait(job_id, 60)
+    assert final.status == "COMPLETED" and final.attempts_made == 2
+    assert [a.status for a in final.attempts] == ["FAILED", "COMPLETED"]
+    again = daemon.run("retry", daemon.submit_q("--", "sleep", "30"))
+    assert again.returncode == 1 and "only a finished job" in again.stderr
+
+
+def test_batch_file_graph_and_history(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('training')\n")
+    (tmp_path / "jobs.yaml").write_text(textwrap.dedent("""
+        defaults: {resources: {cpu: 0.5}}
+        jobs:
+          - {name: g-prep, command: sleep 0.2}
+          - {name: g-train, script: train.py, after: [g-prep]}
+          - {name: g-side, command: [true], after: g-prep}
+          - {name: g-eval, command: [true], after: [g-train, g-side], priority: 5}
+    """))
+    out = daemon.run("submit-batch", str(tmp_path / "jobs.yaml"), "-q", check=True)
+    ids = out.stdout.split()
+    assert len(ids) == 4
+    wait_all(daemon, ids)
+    g = json.loads(daemon.run("graph", ids[3], "--json", check=True).stdout)
+    assert g["total"] == 4 and g["completed"] == 4 and g["done"] == 4
+    assert g["order"][0] == ids[0] and g["order"][-1] == ids[3]
+    assert g["critical_path"][0] == ids[0] and g["critical_path"][-1] == ids[3]
+    drawn = daemon.run("graph", ids[1], check=True).stdout
+    assert "g-eval" in drawn and "critical path" in drawn
+    assert "training" in daemon.run("logs", ids[1], check=True).stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobs:\n  - {name: x, command: [true], resources: {memory: 8XB}}\n")
+    res = daemon.run("submit-batch", str(bad))
+    assert res.returncode == 2 and "jobs[0]" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_thousand_job_batch_with_a_hundred_deep_chain(new_daemon) -> None:  # noqa: ANN001
+    d: Daemon = new_daemon({"jobmanager": {"max_jobs": 10_000}})
+    d.start()
+    rng = random.Random(7)
+    specs: list[dict[str, Any]] = [{"name": f"c{i}", "command": ["true"], "resources": {"cpu": 0.25},
+                                    "dependencies": [f"c{i - 1}"] if i else []} for i in range(100)]
+    for i in range(900):
+        deps = rng.sample([f"c{k}" for k in range(100)], k=rng.randint(0, 2))
+        specs.append({"name": f"w{i}", "command": ["true"], "resources": {"cpu": 0.25}, "dependencies": deps})
+    client = d.client(timeout=300)
+    refs = client.submit_batch(specs)
+    client.wait(refs[99].id, 300)
+    wait_until(lambda: client.get_statistics().active_jobs == 0, timeout=300)
+    assert_valid_run(client, [r.id for r in refs])
+
+
+def assert_valid_run(client: Any, ids: list[str]) -> None:
+    """No job started before its dependencies ended, none ran twice, all completed."""
+    jobs = {j.id: j for j in client.list_jobs(limit=100_000) if j.id in set(ids)}
+    assert len(jobs) == len(ids)
+    for j in jobs.values():
+        assert j.status == "COMPLETED" and j.attempts_made == 1, (j.id, j.status, j.reason)
+        for dep in j.spec.dependencies:
+            assert jobs[dep].ended_at <= j.started_at, (dep, j.id)
+
+
+def test_jobs_filters_and_cursor_pages(daemon: Daemon) -> None:
+    client = daemon.client()
+    client.submit_batch([{"name": f"page-{i}", "command": ["true"]} for i in range(7)])
+    seen, cursor = [], None
+    while True:
+        page = client.list_jobs(name="page-*", limit=3, cursor=cursor, page=True)
+        seen += [j.name for j in page.jobs]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert seen == [f"page-{i}" for i in reversed(range(7))]
+    out = daemon.run("jobs", "--name", "page-*", "--limit", "3")
+    assert "--cursor" in out.stderr
+    assert client.list_jobs(name="page-*", since="2000-01-01T00:00:00") and not client.list_jobs(
+        name="page-*", until="2000-01-01T00:00:00")
