@@ -112,7 +112,7 @@ def descendants(roots: Iterable[str], children: Mapping[str, Iterable[str]]) -> 
 def _duration(node: Node, now: float) -> float:
     if node.started_at is None:
         return 0.0
-    return max(0.0, (node.ended_at or now) - node.started_at)
+    return max(0.0, (now if node.ended_at is None else node.ended_at) - node.started_at)
 
 
 def critical_path(nodes: Mapping[str, Node], now: float) -> list[str]:

@@ -1,0 +1,131 @@
+"""Property-based tests (hypothesis): the lifecycle table, the DAG rules, and random DAGs run
+by the real daemon on real Ray."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from conftest import Daemon, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sage_ops.errors import Conflict
+from sage_ops.lifecycle import TERMINAL, TRANSITIONS, JobStatus, is_legal, transition
+from sage_ops.schemas import RetryPolicy
+from sage_ops.server.execution_graph import GraphError, Node, Waiting, critical_path, topological_order
+
+S = JobStatus
+statuses = st.sampled_from(list(S))
+
+
+@given(st.lists(st.tuples(statuses, st.booleans()), max_size=30))
+def test_lifecycle_walks_only_legal_edges(moves: list[tuple[JobStatus, bool]]) -> None:
+    """From SUBMITTED, any attempted sequence of moves: legal ones are exactly the table's, or an
+    explicit retry to PENDING; illegal ones raise and change nothing; terminal states are left only
+    by a retry."""
+    cur = transition("j", None, S.SUBMITTED).new
+    for new, retry in moves:
+        if retry:  # a new attempt: a running or finished (not rejected) job back to PENDING
+            legal = new is S.PENDING and cur in (S.RUNNING, S.FAILED, S.CANCELLED, S.COMPLETED)
+        else:
+            legal = new in TRANSITIONS[cur]
+        try:
+            tr = transition("j", cur, new, retry=retry)
+        except Conflict:
+            assert not legal
+            continue
+        assert legal and tr.old is cur
+        if cur in TERMINAL:
+            assert retry and new is S.PENDING
+        cur = tr.new
+    assert not is_legal(None, S.PENDING) and not is_legal(S.REJECTED, S.PENDING, retry=True)
+
+
+def dags(max_n: int = 40) -> Any:
+    """Random DAGs as {job: [deps]} over 0..n-1 (edges only go to lower numbers)."""
+    return st.integers(1, max_n).flatmap(lambda n: st.lists(
+        st.lists(st.integers(0, n - 1), max_size=3), min_size=n, max_size=n)).map(
+        lambda rows: {i: sorted({d for d in row if d < i}) for i, row in enumerate(rows)})
+
+
+@given(dags(), st.randoms(use_true_random=False))
+def test_topological_order_and_cycles(dag: dict[int, list[int]], rnd: random.Random) -> None:
+    order = topological_order(dag, len(dag))
+    pos = {j: i for i, j in enumerate(order)}
+    assert sorted(order) == list(range(len(dag)))
+    assert all(pos[d] < pos[j] for j, ds in dag.items() for d in ds)
+    chains = [(j, d) for j, ds in dag.items() for d in ds]
+    if chains:  # a back edge closes a cycle
+        j, d = rnd.choice(chains)
+        with pytest.raises(GraphError, match="cycle"):
+            topological_order({**dag, d: [*dag[d], j]}, len(dag))
+
+
+@given(dags(), st.randoms(use_true_random=False))
+def test_waiting_frees_each_job_once_after_all_its_dependencies(dag: dict[int, list[int]], rnd: random.Random) -> None:
+    w = Waiting()
+    ready = [j for j, ds in dag.items() if not w.add(str(j), [str(d) for d in ds])]
+    done: set[int] = set()
+    freed_count = {j: 0 for j in dag}
+    while ready:
+        j = int(ready.pop(rnd.randrange(len(ready))))
+        assert all(d in done for d in dag[j])  # never runs before its dependencies
+        done.add(j)
+        for f in w.completed(str(j)):
+            freed_count[int(f)] += 1
+            ready.append(f)
+        w.forget(str(j))
+    assert done == set(dag)  # every job ran
+    assert all(n == (1 if dag[j] else 0) for j, n in freed_count.items())  # freed once
+    assert not w.blockers and not w.children
+
+
+@given(dags(), st.integers(0, 39))
+def test_a_failure_dooms_exactly_its_descendants(dag: dict[int, list[int]], pick: int) -> None:
+    w = Waiting()
+    for j, ds in dag.items():
+        w.add(str(j), [str(d) for d in ds])
+    failed = pick % len(dag)
+    expect: set[int] = set()
+    for j in sorted(dag):
+        if any(d == failed or d in expect for d in dag[j]):
+            expect.add(j)
+    assert {int(x) for x in w.doomed(str(failed))} == expect
+
+
+@given(dags(), st.lists(st.floats(0, 100), min_size=40, max_size=40))
+def test_critical_path_is_a_longest_chain(dag: dict[int, list[int]], times: list[float]) -> None:
+    nodes = {str(j): Node(str(j), str(j), S.COMPLETED, [str(d) for d in ds], 0.0, times[j]) for j, ds in dag.items()}
+    path = critical_path(nodes, now=1000.0)
+    assert all(path[i] in nodes[path[i + 1]].deps for i in range(len(path) - 1))
+    longest: dict[int, float] = {}
+    for j in sorted(dag):
+        longest[j] = times[j] + max((longest[d] for d in dag[j]), default=0.0)
+    assert sum(times[int(p)] for p in path) == pytest.approx(max(longest.values()))
+
+
+@given(st.floats(0, 1000), st.floats(1, 100), st.integers(1, 2000))
+def test_retry_delay_grows_and_is_capped(delay: float, base: float, attempt: int) -> None:
+    p = RetryPolicy(max_retries=5, retry_delay=delay, retry_exponential_base=base, max_delay=600)
+    assert 0 <= p.delay(attempt) <= 600
+    assert p.delay(attempt) >= min(p.delay(max(1, attempt - 1)), 600) - 1e-9
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(dags(max_n=25))
+def test_random_dags_on_the_real_daemon(daemon: Daemon, dag: dict[int, list[int]]) -> None:
+    """No job runs before its dependencies, none runs twice, every job ends COMPLETED."""
+    tag = f"p{random.randrange(10**9)}"
+    specs = [{"name": f"{tag}-{j}", "command": ["true"], "resources": {"cpu": 0.5},
+              "dependencies": [f"{tag}-{d}" for d in ds]} for j, ds in dag.items()]
+    client = daemon.client(timeout=120)
+    refs = client.submit_batch(specs)
+    ids = [r.id for r in refs]
+    wait_until(lambda: all(client.get_job_status(i).status in TERMINAL for i in ids), timeout=120, interval=0.2)
+    jobs = {j.id: j for j in client.list_jobs(name=f"{tag}-*", limit=1000)}
+    for j in jobs.values():
+        assert j.status == "COMPLETED" and j.attempts_made == 1 and len(j.attempts) in (0, 1)
+        for dep in j.spec.dependencies:
+            assert jobs[dep].ended_at <= j.started_at
