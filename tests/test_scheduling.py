@@ -238,3 +238,22 @@ def test_jobs_filters_and_cursor_pages(daemon: Daemon) -> None:
     assert "--cursor" in out.stderr
     assert client.list_jobs(name="page-*", since="2000-01-01T00:00:00") and not client.list_jobs(
         name="page-*", until="2000-01-01T00:00:00")
+
+
+def test_restart_keeps_dependencies_and_retry_backoff(new_daemon) -> None:  # noqa: ANN001
+    """The waiting index and the backoff timers are rebuilt from the store at start-up."""
+    d: Daemon = new_daemon()
+    d.start()
+    marker = d.home / "go"
+    blocker = d.submit_q("--", "sh", "-c", f"while [ ! -e {marker} ]; do sleep 0.1; done")
+    child = d.submit_q("--after", blocker, "--", "true")
+    flaky = d.client().submit_job({"command": ["sh", "-c", 'test "$SAGE_OPS_ATTEMPT" -ge 2'],
+                                   "retry_policy": {"max_retries": 1, "retry_delay": 3}}).id
+    wait_until(lambda: view(d, flaky)["attempts_made"] == 1 and view(d, flaky)["status"] == "PENDING")
+    d.stop()
+    d.start()
+    marker.touch()
+    vb, vc, vf = wait_all(d, [blocker, child, flaky])
+    assert (vb.status, vc.status, vf.status) == ("COMPLETED", "COMPLETED", "COMPLETED")
+    assert vb.ended_at <= vc.started_at
+    assert (vf.attempts[1].started_at - vf.attempts[0].ended_at).total_seconds() >= 3
