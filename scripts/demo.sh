@@ -17,6 +17,15 @@ B=$(sage-ops submit -q --name sleeper -- sh -c 'sleep 300 & sleep 300')
 sage-ops cancel "$B"
 sage-ops submit --name broken -- sh -c 'echo failing on purpose >&2; exit 3' || true
 sage-ops submit --gpu 8 --name impossible -- true || true
+# a small DAG: prep -> (train, lint) -> report, with a flaky step that succeeds on its 2nd attempt
+P=$(sage-ops submit -q --name prep -- sh -c 'echo preparing; sleep 1')
+T=$(sage-ops submit -q --name train --after "$P" --retries 2 --retry-delay 1 --retry-backoff 2 \
+    -- sh -c 'echo "attempt $SAGE_OPS_ATTEMPT"; test "$SAGE_OPS_ATTEMPT" -ge 2')
+L=$(sage-ops submit -q --name lint --after "$P" -- true)
+R=$(sage-ops submit -q --name report --after "$T,$L" --priority 10 -- echo done)
+sage-ops wait "$R"
+sage-ops graph "$R"
+sage-ops history "$T"
 sleep 1
 sage-ops jobs
 sage-ops stats
