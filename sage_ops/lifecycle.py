@@ -6,9 +6,8 @@ compare-and-set on the old status, so a stale or replayed change can never move 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import Conflict
 
@@ -47,7 +46,7 @@ RETRY_FROM = frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.COMPLETED})
 
 
 def is_terminal(status: JobStatus | str) -> bool:
-    return JobStatus(status) in TERMINAL
+    return status in TERMINAL  # a str enum: "FAILED" and JobStatus.FAILED hash alike
 
 
 def is_legal(old: JobStatus | None, new: JobStatus, retry: bool = False) -> bool:
@@ -58,17 +57,17 @@ def is_legal(old: JobStatus | None, new: JobStatus, retry: bool = False) -> bool
     return new in TRANSITIONS[old]
 
 
-@dataclass(frozen=True)
-class Transition:
-    """One guarded state change: applied only if the job is still in `old`."""
+class Transition(NamedTuple):
+    """One guarded state change: applied only if the job is still in `old`. (A tuple: immutable
+    and cheap, since a 100,000-job batch makes 200,000 of them.)"""
 
     job_id: str
     old: JobStatus | None
     new: JobStatus
     reason: str = ""
     attempt: int = 0
-    #: extra job columns to set together with the status (exit_code, ended_at, ...)
-    fields: dict[str, Any] = field(default_factory=dict)
+    #: extra job columns to set together with the status (exit_code, ended_at, ...); never mutated
+    fields: dict[str, Any] = {}  # noqa: RUF012
 
 
 def transition(

@@ -101,8 +101,7 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(batch: BatchSubmit) -> Response:
-        refs = [{"id": j.id, "name": j.name, "status": j.status.value, "reason": j.reason}
-                for j in await sched.submit(batch.jobs, views=False, batch=True)]
+        refs = await sched.submit(batch.jobs, views=False, batch=True)
         return Response(json.dumps({"jobs": refs}), status_code=201, media_type="application/json")
 
     @app.get("/v1/jobs", response_model=JobList)

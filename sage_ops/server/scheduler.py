@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 from ..config import Config
 from ..errors import Conflict, NotFound, SageOpsError
 from ..lifecycle import ACTIVE, JobStatus, Transition, is_terminal, transition
-from ..schemas import JobRef, JobSpec, JobView
+from ..schemas import JobSpec, JobView
 from . import store as st
 from . import submission as sub
 from .capacity import Capacity
@@ -207,17 +207,27 @@ class Scheduler(RayEvents, Operations):
         room = self.cfg.jobmanager.max_jobs - self.active
         counter = iter(range(len(plans)))
 
+        fits: dict[Any, str | None] = {}  # a sweep asks for the same resources 10,000 times
+
         def admission(p: sub.Planned) -> str | None:
             if next(counter) >= room:
                 return f"queue full: {self.active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
-            return self.capacity.never_fits(p.spec.resources.as_ray(), nodes)
+            r = p.spec.resources
+            key = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
+            if key not in fits:
+                fits[key] = self.capacity.never_fits(r.as_ray(), nodes)
+            return fits[key]
 
         external = {d for p in plans for d in p.deps} - set(ids)
+
+        first: list[dict[str, Any]] = []
 
         def op(conn: Connection) -> None:
             known = st.statuses_of(conn, external) if external else {}
             sub.decide(plans, known, admission, batch, admit=self.ready)
-            st.insert_jobs(conn, *sub.rows(plans, now))
+            jobs, events, edges = sub.rows(plans, now)
+            st.insert_jobs(conn, jobs, events, edges)
+            first[:] = jobs[:1]
 
         await self.store.write(op)  # durable before acknowledged
         self.seq += len(plans)
@@ -229,12 +239,11 @@ class Scheduler(RayEvents, Operations):
             self.queued[p.id] = job
             if p.status is S.PENDING and not self.waiting.add(p.id, p.waiting):
                 self._queue(job)
-        if not views:
-            return [JobRef.model_construct(id=p.id, name=p.spec.display_name(), status=p.status, reason=p.reason)
+        if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
+            return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}
                     for p in plans]
-        jobs, _, _ = sub.rows(plans, now) if len(plans) == 1 else ([], [], [])
-        if jobs:
-            return [st.fresh_view(jobs[0], plans[0].spec)]
+        if len(plans) == 1:
+            return [st.fresh_view(first[0], plans[0].spec)]
         return await self.store.read(lambda c: [st.get_job(c, p.id) for p in plans])
 
     # -- dispatch ----------------------------------------------------------------------------

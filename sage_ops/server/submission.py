@@ -37,8 +37,8 @@ class Planned:
 def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[list[str]]:
     """Each job's dependencies as ids. In a batch a dependency may be the name of another job of
     the batch; a cycle or an ambiguous name refuses the whole batch."""
-    if not batch:
-        return [list(dict.fromkeys(s.dependencies)) for s in specs]
+    if not batch or not any(s.dependencies for s in specs):
+        return [list(dict.fromkeys(s.dependencies)) if s.dependencies else s.dependencies for s in specs]
     try:
         resolved = resolve_batch_names([s.name for s in specs], [s.dependencies for s in specs])
         topological_order({i: [d for d in row if isinstance(d, int)] for i, row in enumerate(resolved)}, len(specs))
