@@ -109,16 +109,26 @@ class LocalHead:
         if not rec:
             return False
         marker = rec["temp_dir"]
-        victims = []
+        victims: set[int] = set()
+        children: dict[int, list[int]] = {}
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             try:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
+            children.setdefault(ppid, []).append(int(proc.name))
             if marker in cmdline and int(proc.name) != os.getpid():
-                victims.append(int(proc.name))
+                victims.add(int(proc.name))
+        # Ray's agents rename themselves (`ray::DashboardAgent`): take the whole tree of the head
+        todo = list(victims)
+        while todo:
+            for kid in children.get(todo.pop(), []):
+                if kid not in victims and kid != os.getpid():
+                    victims.add(kid)
+                    todo.append(kid)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
