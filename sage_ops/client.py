@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,6 +104,13 @@ class _Call(Generic[T]):
     json: Any = None
     timeout: float | None = None
     idempotent: bool = field(default=True)
+    headers: dict[str, str] | None = None
+
+
+def _submit(path: str, parse: Callable[[Any], T], body: Any, timeout: float | None = None) -> _Call[T]:
+    """A submit with a fresh Idempotency-Key: safe to send again after a timeout or a failover
+    (the daemon answers a repeat with the jobs it already made)."""
+    return _Call("POST", path, parse, json=body, timeout=timeout, headers={"Idempotency-Key": uuid.uuid4().hex})
 
 
 def script_spec(script_path: str | os.PathLike[str], args: Sequence[str] | None = None, **kw: Any) -> JobSpec:
@@ -162,7 +170,7 @@ class _Api:
     # submission
     def submit_job(self, spec: JobSpec | dict[str, Any]) -> Any:
         spec = JobSpec.model_validate(spec)
-        return self._run(_Call("POST", "/v1/jobs", JobView.model_validate, json=_dump(spec), idempotent=False))
+        return self._run(_submit("/v1/jobs", JobView.model_validate, _dump(spec)))
 
     def submit_script(self, script_path: str | os.PathLike[str], args: Sequence[str] | None = None,
                       resources: Resources | dict[str, Any] | None = None, dependencies: Sequence[str] | None = None,
@@ -173,20 +181,20 @@ class _Api:
         spec = script_spec(script_path, args, **_job_kwargs(resources, retry_policy, priority=priority, name=name,
                                                              env=env, working_dir=working_dir, timeout=timeout,
                                                              dependencies=list(dependencies or [])))
-        return self._run(_Call("POST", "/v1/jobs", lambda d: d["id"], json=_dump(spec), idempotent=False))
+        return self._run(_submit("/v1/jobs", lambda d: d["id"], _dump(spec)))
 
     def submit_command(self, command: Sequence[str], **kw: Any) -> Any:
         """Submit an argv; returns the new job's id."""
         spec = JobSpec(kind="command", command=list(command), **_job_kwargs(kw.pop("resources", None),
                                                                             kw.pop("retry_policy", None), **kw))
-        return self._run(_Call("POST", "/v1/jobs", lambda d: d["id"], json=_dump(spec), idempotent=False))
+        return self._run(_submit("/v1/jobs", lambda d: d["id"], _dump(spec)))
 
     def submit_batch(self, specs: Sequence[JobSpec | dict[str, Any]]) -> Any:
         """Many jobs in one durable commit; returns (id, name, status, reason) per job, in order."""
         # Plain dicts travel as they are: the daemon validates every job anyway (and answers the
         # first error with its index), so validating 100,000 specs twice only costs time.
         body = {"jobs": [s if isinstance(s, dict) else _dump(s) for s in specs]}
-        return self._run(_Call("POST", "/v1/jobs/batch", _refs, json=body, idempotent=False, timeout=300))
+        return self._run(_submit("/v1/jobs/batch", _refs, body, timeout=300))
 
     # queries
     def get_job_status(self, job_id: str) -> Any:
@@ -368,7 +376,7 @@ class JobManagerClient(_Transport, _Api):
             for i in self._order():
                 try:
                     resp = self._client(i).request(call.method, call.path, params=call.params, json=call.json,
-                                                   timeout=call.timeout or self.config.timeout)
+                                                   headers=call.headers, timeout=call.timeout or self.config.timeout)
                 except httpx.TransportError as exc:
                     last = self._failed(exc, call)
                     continue
@@ -432,8 +440,9 @@ class AsyncJobManagerClient(_Transport, _Api):
         for attempt in self._rounds():
             for i in self._order():
                 try:
-                    resp = await self._client(i).request(call.method, call.path, params=call.params,
-                                                         json=call.json, timeout=call.timeout or self.config.timeout)
+                    resp = await self._client(i).request(call.method, call.path, params=call.params, json=call.json,
+                                                         headers=call.headers,
+                                                         timeout=call.timeout or self.config.timeout)
                 except httpx.TransportError as exc:
                     last = self._failed(exc, call)
                     continue

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
@@ -64,6 +64,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid", f"{loc}: {msg}{more}" if loc else msg + more
 
 
+IDEMPOTENCY_KEY = Header(None, alias="Idempotency-Key", min_length=1, max_length=128,
+                         description="a retried submit with the same key returns the same jobs (200), not new ones")
+
+
 def _json(model: BaseModel, status: int = 200) -> Response:
     """Serialize once (FastAPI would validate the model again before serializing)."""
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
@@ -96,13 +100,14 @@ def create_app(daemon: Daemon) -> FastAPI:
         return await store.read(lambda c: st.get_job(c, job_id))
 
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
-    async def submit(spec: JobSpec) -> Response:
-        return _json((await sched.submit([spec]))[0], 201)
+    async def submit(spec: JobSpec, key: str | None = IDEMPOTENCY_KEY) -> Response:
+        views, new = await sched.submit([spec], key=key)
+        return _json(views[0], 201 if new else 200)
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
-    async def submit_batch(batch: BatchSubmit) -> Response:
-        refs = await sched.submit(batch.jobs, views=False, batch=True)
-        return Response(json.dumps({"jobs": refs}), status_code=201, media_type="application/json")
+    async def submit_batch(batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY) -> Response:
+        refs, new = await sched.submit(batch.jobs, views=False, batch=True, key=key)
+        return Response(json.dumps({"jobs": refs}), status_code=201 if new else 200, media_type="application/json")
 
     @app.get("/v1/jobs", response_model=JobList)
     async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,

@@ -11,6 +11,7 @@ involved: the ready queue is a heap, the dependency index a map, both rebuilt at
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import logging
 import secrets
@@ -192,8 +193,10 @@ class Scheduler(RayEvents, Operations):
         self.wake.set()
 
     # -- submission --------------------------------------------------------------------------
-    async def submit(self, specs: list[JobSpec], views: bool = True, batch: bool = False) -> list[Any]:
-        """Admit and durably record jobs; returns their views (or, with views=False, refs).
+    async def submit(self, specs: list[JobSpec], views: bool = True, batch: bool = False,
+                     key: str | None = None) -> tuple[list[Any], bool]:
+        """Admit and durably record jobs; returns their views (or, with views=False, refs) and
+        whether they are new (False: a request retried with the same idempotency key).
 
         A batch is one transaction: every job is accepted, or none (the first problem is the
         error). Dependencies are resolved inside that transaction."""
@@ -221,15 +224,21 @@ class Scheduler(RayEvents, Operations):
         external = {d for p in plans for d in p.deps} - set(ids)
 
         first: list[dict[str, Any]] = []
+        digest = hashlib.sha256(b"\n".join(s.model_dump_json().encode() for s in specs)).hexdigest() if key else ""
 
-        def op(conn: Connection) -> None:
+        def op(conn: Connection) -> list[str] | None:
+            if key and (seen := st.claim_key(conn, key, digest, ids, now)) is not None:
+                return seen  # the same request again: nothing new
             known = st.statuses_of(conn, external) if external else {}
             sub.decide(plans, known, admission, batch, admit=self.ready)
             jobs, events, edges = sub.rows(plans, now)
             st.insert_jobs(conn, jobs, events, edges)
             first[:] = jobs[:1]
+            return None
 
-        await self.store.write(op)  # durable before acknowledged
+        seen = await self.store.write(op)  # durable before acknowledged
+        if seen is not None:
+            return await self._existing(seen, views), False
         self.seq += len(plans)
         for p in plans:
             if is_terminal(p.status):
@@ -241,10 +250,16 @@ class Scheduler(RayEvents, Operations):
                 self._queue(job)
         if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
             return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}
-                    for p in plans]
+                    for p in plans], True
         if len(plans) == 1:
-            return [st.fresh_view(first[0], plans[0].spec)]
-        return await self.store.read(lambda c: [st.get_job(c, p.id) for p in plans])
+            return [st.fresh_view(first[0], plans[0].spec)], True
+        return await self._existing([p.id for p in plans], True), True
+
+    async def _existing(self, ids: list[str], views: bool) -> list[Any]:
+        if views:
+            return await self.store.read(lambda c: [st.get_job(c, i) for i in ids])
+        known = await self.store.read(lambda c: st.statuses_of(c, ids))
+        return [{"id": i, "name": known[i][1], "status": known[i][0].value, "reason": None} for i in ids]
 
     # -- dispatch ----------------------------------------------------------------------------
     async def dispatch_loop(self) -> None:

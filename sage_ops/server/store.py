@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,12 +25,14 @@ from sqlmodel import SQLModel
 from ..errors import BadRequest, Conflict, DaemonUnavailable, NotFound
 from ..lifecycle import JobStatus, Transition, transition
 from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
-from .tables import Attempt, Dependency, Job, JobEvent, Meta, Token
+from .tables import Attempt, Dependency, IdempotencyKey, Job, JobEvent, Meta, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-JOB, ATTEMPT, EVENT, META, TOKEN, DEP = (Job.__table__, Attempt.__table__, JobEvent.__table__,  # type: ignore
-                                         Meta.__table__, Token.__table__, Dependency.__table__)  # type: ignore
+JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM = (  # type: ignore[attr-defined]
+    Job.__table__, Attempt.__table__, JobEvent.__table__, Meta.__table__, Token.__table__,  # type: ignore
+    Dependency.__table__, IdempotencyKey.__table__)  # type: ignore[attr-defined]
+IDEMPOTENCY_TTL = 86_400.0  # seconds a submit's Idempotency-Key is remembered
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -213,6 +216,22 @@ def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[
     _insert_many(conn, JOB, jobs)
     _insert_many(conn, EVENT, events)
     _insert_many(conn, DEP, edges or [])
+
+
+def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: float) -> list[str] | None:
+    """Record that `key` created `job_ids`; if the key was seen before, the ids it created then
+    (a retried request), or Conflict if it came with different jobs."""
+    row = conn.execute(select(IDEM.c.digest, IDEM.c.job_ids, IDEM.c.created_at).where(IDEM.c.key == key)).first()
+    if row is not None and row.created_at > now - IDEMPOTENCY_TTL:
+        if row.digest != digest:
+            raise Conflict(f"Idempotency-Key {key!r} was used for a different request")
+        return list(json.loads(row.job_ids))
+    if row is not None:
+        _execute(conn, f"DELETE FROM {IDEM.name} WHERE key = ?", [key])
+    if secrets.randbelow(100) == 0:  # now and then, forget expired keys
+        _execute(conn, f"DELETE FROM {IDEM.name} WHERE created_at < ?", [now - IDEMPOTENCY_TTL])
+    _insert_many(conn, IDEM, [{"key": key, "digest": digest, "job_ids": json.dumps(job_ids), "created_at": now}])
+    return None
 
 
 def statuses_of(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[JobStatus, str]]:

@@ -63,6 +63,15 @@ class JobEvent(SQLModel, table=True):
     attempt: int = 0
 
 
+class IdempotencyKey(SQLModel, table=True):
+    """A client's key for one submit request: a retried request gets the same jobs, not new ones."""
+
+    key: str = Field(primary_key=True, max_length=128)
+    digest: str = Field(max_length=64, description="SHA-256 of the request's jobs: a reused key must match")
+    job_ids: str = Field(description="JSON list of the job ids the request created")
+    created_at: float = Field(index=True)
+
+
 class Token(SQLModel, table=True):
     """API tokens, stored only as SHA-256 hashes."""
 
