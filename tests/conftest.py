@@ -79,6 +79,12 @@ class Daemon:
         return out.stdout.strip()
 
     def cleanup(self) -> None:
+        # Jobs outlive their daemon in Ray (by design): cancel what is left so the shared test
+        # cluster is free for the next test.
+        try:
+            self.client(timeout=30).cancel_jobs(status=["SUBMITTED", "PENDING", "RUNNING"])
+        except Exception:  # noqa: BLE001 - not running, or nothing to cancel
+            pass
         self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
 
