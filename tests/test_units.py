@@ -86,3 +86,31 @@ def test_config_file_env_and_errors(tmp_path, monkeypatch) -> None:  # noqa: ANN
         load_config(f)
     with pytest.raises(Invalid, match="no such file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_database_from_before_migrations_is_upgraded_in_place(tmp_path) -> None:  # noqa: ANN001
+    import sqlite3
+
+    from sqlalchemy import inspect
+
+    from sage_ops.server.store import Store
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as c:  # the job table as issue 2 made it, with a job in it
+        c.execute("CREATE TABLE job (id VARCHAR(32) PRIMARY KEY, seq INTEGER NOT NULL, name VARCHAR(128) NOT NULL,"
+                  " tenant VARCHAR(64), status VARCHAR(16) NOT NULL, reason VARCHAR, priority INTEGER NOT NULL,"
+                  " kind VARCHAR(16) NOT NULL, spec VARCHAR NOT NULL, exit_code INTEGER, result VARCHAR,"
+                  " attempts_made INTEGER NOT NULL, node VARCHAR, created_at FLOAT NOT NULL,"
+                  " updated_at FLOAT NOT NULL, started_at FLOAT, ended_at FLOAT)")
+        c.execute("INSERT INTO job VALUES ('a1', 1, 'old', NULL, 'COMPLETED', NULL, 0, 'command', '{}', 0, NULL,"
+                  " 1, NULL, 1.0, 1.0, 1.0, 2.0)")
+    store = Store(f"sqlite:///{db}")
+    try:
+        insp = inspect(store.engine)
+        assert {"not_before", "retry_base"} <= {c["name"] for c in insp.get_columns("job")}
+        assert {"dependency", "idempotencykey", "alembic_version"} <= set(insp.get_table_names())
+        with store.engine.connect() as c:
+            assert c.exec_driver_sql("SELECT name FROM job").scalar() == "old"
+    finally:
+        store.close()
+    Store(f"sqlite:///{db}").close()  # and again: nothing to do

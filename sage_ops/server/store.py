@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -65,28 +66,51 @@ def make_engine(url: str, synchronous: str = "FULL") -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring a database made by an older sage-ops up to date: new nullable columns and new
-    indexes are added in place (tables were created by `create_all`); nothing is dropped."""
-    insp = inspect(engine)
+MIGRATIONS = Path(__file__).parent / "migrations"
+BASELINE = "0001"  # the schema databases made before Alembic (issues 2-3) are brought up to
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the database to the newest schema with Alembic, on SQLite and PostgreSQL alike. A
+    database made before migrations existed is first completed in place to the baseline (new
+    nullable columns, tables and indexes; nothing dropped) and stamped. Daemons sharing one
+    PostgreSQL take turns (an advisory lock), so two starting at once do not race."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
-            have = {c["name"] for c in insp.get_columns(table.name)}
-            for col in table.columns:
-                if col.name not in have and col.nullable:
-                    kind = col.type.compile(dialect=engine.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}")
-                    log.info("database: added column %s.%s", table.name, col.name)
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(741526)")
+        cfg.attributes["connection"] = conn
+        names = set(inspect(conn).get_table_names())
+        if "job" in names and "alembic_version" not in names:
+            _complete_legacy(conn)
+            command.stamp(cfg, BASELINE)
+        command.upgrade(cfg, "head")
+
+
+def _complete_legacy(conn: Connection) -> None:
+    baseline = [JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM]
+    SQLModel.metadata.create_all(conn, tables=baseline)
+    insp = inspect(conn)
+    for table in baseline:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in have and col.nullable:
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {col.name} "
+                                     f"{col.type.compile(dialect=conn.dialect)}")
+                log.info("database: added column %s.%s", table.name, col.name)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 class Store:
     def __init__(self, url: str, synchronous: str = "FULL") -> None:
         self.url = url
         self.engine = make_engine(url, synchronous)
-        SQLModel.metadata.create_all(self.engine)
-        migrate(self.engine)
+        upgrade(self.engine)
         self._queue: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
         self._cond = threading.Condition()
         self._closed = False

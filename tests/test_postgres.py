@@ -1,0 +1,26 @@
+"""The same daemon on a real PostgreSQL (initdb/pg_ctl as the `postgres` user)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Daemon
+
+
+def test_jobs_on_postgresql(new_daemon, postgres) -> None:  # noqa: ANN001
+    url = postgres()
+    d: Daemon = new_daemon({"database": {"url": url}})
+    d.start()
+    health = json.loads(d.run("health", "--json", check=True).stdout)
+    assert health["database"]["ok"] and health["database"]["url"].startswith("postgresql+psycopg://")
+    a = d.submit_q("--name", "pg-a", "--", "sh", "-c", "echo on-postgres")
+    b = d.submit_q("--after", a, "--retries", "1", "--", "true")
+    assert d.run("wait", a, b).returncode == 0
+    assert "on-postgres" in d.run("logs", a, check=True).stdout
+    assert json.loads(d.run("graph", b, "--json", check=True).stdout)["completed"] == 2
+    out = d.run("cancel", "--name", "nothing-*")
+    assert out.returncode == 0
+    d.stop()
+    d.start()  # restart on the same database: everything is there
+    names = {j["name"] for j in json.loads(d.run("jobs", "--json", check=True).stdout)}
+    assert "pg-a" in names
