@@ -151,3 +151,13 @@ def test_second_daemon_on_the_same_state_is_refused(daemon: Daemon) -> None:
     assert out.returncode == 0 and "already running" in out.stdout
     status = daemon.run("daemon", "status")
     assert status.returncode == 0 and "connected" in status.stdout
+
+
+def test_two_daemons_on_one_sqlite_file_refuse(new_daemon) -> None:  # noqa: ANN001
+    first: Daemon = new_daemon()
+    shared = f"sqlite:///{first.home}/shared.db"
+    first.start("--db", shared)
+    second: Daemon = new_daemon()
+    out = second.run("daemon", "start", "--db", shared, timeout=120)
+    assert out.returncode == 1 and "another sage-ops daemon is using" in out.stderr, out.stderr
+    assert first.run("health").returncode == 0

@@ -7,8 +7,10 @@ after the commit that holds it, yet hundreds of concurrent submits share one fsy
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Connection, create_engine, event, func, insert, inspect, select
+from sqlalchemy import Connection, create_engine, event, func, insert, inspect, make_url, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
@@ -106,9 +108,28 @@ def _complete_legacy(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def lock_sqlite(url: str) -> int | None:
+    """One daemon per SQLite file: a second one (another state dir, same `--db`) is refused
+    instead of interleaving its writes with the first one's."""
+    path = make_url(url).database
+    if not url.startswith("sqlite") or not path or path == ":memory:":
+        return None
+    lock = Path(path).resolve().with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(f"another sage-ops daemon is using {path}; SQLite is single-node "
+                       "(use PostgreSQL for several daemons)") from None
+    return fd
+
+
 class Store:
     def __init__(self, url: str, synchronous: str = "FULL") -> None:
         self.url = url
+        self._lock = lock_sqlite(url)
         self.engine = make_engine(url, synchronous)
         upgrade(self.engine)
         self._queue: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
@@ -181,6 +202,9 @@ class Store:
             self._cond.notify()
         self._thread.join(timeout=30)
         self.engine.dispose()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def ping(self) -> float:
         t = time.perf_counter()
