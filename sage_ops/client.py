@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import paths
 from .errors import DaemonUnavailable, SageOpsError, from_response
@@ -47,6 +47,7 @@ class ClientConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout: float = 30.0
     retry_attempts: int = 3
+    failover_timeout: float = Field(20.0, description="with several addresses, keep retrying this long")
     connection_pool_size: int = 16
     heartbeat_interval: float = 30.0
 
@@ -272,6 +273,21 @@ def _body(resp: httpx.Response) -> Any:
     return resp.json() if resp.headers.get("content-type", "").startswith("application/json") else resp.text
 
 
+def _json_or_none(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _not_leader(resp: httpx.Response) -> bool:
+    """A standby's answer to a write: try the other addresses (one of them leads)."""
+    if resp.status_code != 503:
+        return False
+    body = _json_or_none(resp)
+    return isinstance(body, dict) and isinstance(body.get("error"), dict) and body["error"].get("code") == "not_leader"
+
+
 def _raise_for(resp: httpx.Response) -> None:
     if resp.status_code >= 400:
         try:
@@ -289,6 +305,7 @@ class _Transport:
         self.config = ClientConfig.model_validate(config or {})
         self.token = token
         self._current = 0
+        self._redirected = False
 
     def _headers(self, addr: Address) -> dict[str, str]:
         if addr.kind == "tcp":
@@ -327,20 +344,36 @@ class _Transport:
         return {"transport": transport_cls(limits=limits, **uds), "base_url": base, "headers": self._headers(addr),
                 "timeout": self.config.timeout}
 
-    def _rounds(self) -> range:
-        return range(max(1, self.config.retry_attempts))
+    def _rounds(self) -> Iterator[int]:
+        """Rounds over the address list: `retry_attempts` of them; with several addresses (or a
+        standby that names another leader) keep going for up to `failover_timeout` seconds, so
+        a failover between daemons is ridden out without the caller seeing it."""
+        start, attempt = time.monotonic(), 0
+        while True:
+            yield attempt
+            attempt += 1
+            several = len(self.addresses) > 1 or self._redirected
+            if attempt >= self.config.retry_attempts and (
+                    not several or time.monotonic() - start > self.config.failover_timeout):
+                return
 
     def _backoff(self, attempt: int) -> float:
-        return min(0.2 * 2**attempt, 2.0) if attempt + 1 < self.config.retry_attempts else 0.0
+        return min(0.2 * 2**attempt, 1.0)
 
     def _failed(self, exc: httpx.TransportError, call: _Call[Any]) -> Exception:
-        """Remember a transport error to try the next address, or raise when retrying is unsafe."""
+        """Remember a transport error to try the next address, or raise when retrying is unsafe
+        (a request that may have been applied and carries no idempotency key)."""
         connect = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-        if isinstance(exc, httpx.TimeoutException) and not connect:
-            raise DaemonUnavailable(f"the daemon did not answer in time ({exc.__class__.__name__})") from None
-        if not connect and not call.idempotent:  # it may have been applied: do not send it twice
+        if not connect and not call.idempotent:
             raise self._unavailable(exc) from None
         return exc
+
+    def _standby(self, resp: httpx.Response) -> Exception:
+        self._redirected = True
+        return from_response(resp.status_code, _json_or_none(resp))
+
+    def _gave_up(self, last: Exception | None) -> Exception:
+        return last if isinstance(last, SageOpsError) else self._unavailable(last)
 
     def _done(self, i: int, resp: httpx.Response, call: _Call[T]) -> T:
         self._current = i
@@ -380,9 +413,12 @@ class JobManagerClient(_Transport, _Api):
                 except httpx.TransportError as exc:
                     last = self._failed(exc, call)
                     continue
+                if _not_leader(resp):
+                    last = self._standby(resp)
+                    continue
                 return self._done(i, resp, call)
             time.sleep(self._backoff(attempt))
-        raise self._unavailable(last)
+        raise self._gave_up(last)
 
     def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> Iterator[LogEntry]:
         """Log entries (.timestamp, .message) as they come; ends when the job ends."""
@@ -446,9 +482,12 @@ class AsyncJobManagerClient(_Transport, _Api):
                 except httpx.TransportError as exc:
                     last = self._failed(exc, call)
                     continue
+                if _not_leader(resp):
+                    last = self._standby(resp)
+                    continue
                 return self._done(i, resp, call)
             await asyncio.sleep(self._backoff(attempt))
-        raise self._unavailable(last)
+        raise self._gave_up(last)
 
     async def stream_job_logs(self, job_id: str, follow: bool = True,
                               tail: int | None = None) -> AsyncIterator[LogEntry]:

@@ -147,7 +147,14 @@ def health(h: Health) -> None:
     grid.add_column()
     ok = "[green]ok[/]" if h.status == "ok" else "[bold red]degraded[/]"
     grid.add_row("status", ok)
-    grid.add_row("daemon", f"pid {h.pid}, version {h.version}, up {duration(h.uptime_s)}, role {h.role}")
+    grid.add_row("daemon", f"pid {h.pid}, version {h.version}, up {duration(h.uptime_s)}")
+    lead = h.leader
+    if lead:
+        grid.add_row("role", f"[bold]{h.role}[/]; leader {lead.get('address') or lead.get('holder')} (epoch "
+                     f"{lead.get('epoch')}, lease renewed {lead.get('lease_age_s')}s ago, expires in "
+                     f"{lead.get('expires_in_s')}s)")
+    else:
+        grid.add_row("role", f"[bold]{h.role}[/] (single node)")
     grid.add_row("listening", ", ".join(x for x in (f"unix://{h.socket}" if h.socket else None,
                                                      f"tcp://{h.tcp}" if h.tcp else None) if x))
     db = h.database

@@ -338,7 +338,8 @@ class Health(View):
     version: str
     pid: int
     uptime_s: float
-    role: str = "leader"
+    role: str = Field("leader", description="leader (schedules and writes) or standby (reads; writes refused)")
+    leader: dict[str, Any] | None = Field(None, description="the lease: holder, address, epoch, age (shared DB)")
     socket: str | None = None
     tcp: str | None = None
     database: dict[str, Any]

@@ -40,7 +40,8 @@ class Ctx:
             address = self.address or os.environ.get("SAGE_OPS_ADDRESS")
             if not address:
                 address = f"unix://{self.config().jobmanager.socket}"
-            self._client = JobManagerClient(address, config={"retry_attempts": 1})
+            # one address: fail fast; several: ride out a failover between them
+            self._client = JobManagerClient(address, config={"retry_attempts": 1 if "," not in address else 3})
         return self._client
 
 

@@ -75,7 +75,6 @@ def _json(model: BaseModel, status: int = 200) -> Response:
 
 def create_app(daemon: Daemon) -> FastAPI:
     app = FastAPI(title="sage-ops", version=__version__, docs_url=None, redoc_url=None)
-    sched = daemon.scheduler
     store = daemon.store
 
     @app.exception_handler(SageOpsError)
@@ -101,12 +100,12 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
     async def submit(spec: JobSpec, key: str | None = IDEMPOTENCY_KEY) -> Response:
-        views, new = await sched.submit([spec], key=key)
+        views, new = await daemon.scheduler.submit([spec], key=key)
         return _json(views[0], 201 if new else 200)
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY) -> Response:
-        refs, new = await sched.submit(batch.jobs, views=False, batch=True, key=key)
+        refs, new = await daemon.scheduler.submit(batch.jobs, views=False, batch=True, key=key)
         return Response(json.dumps({"jobs": refs}), status_code=201 if new else 200, media_type="application/json")
 
     @app.get("/v1/jobs", response_model=JobList)
@@ -119,11 +118,11 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.post("/v1/jobs/cancel", response_model=BulkResult)
     async def cancel_many(req: BatchCancel) -> BulkResult:
-        return await sched.cancel(req.ids, req.filter)
+        return await daemon.scheduler.cancel(req.ids, req.filter)
 
     @app.post("/v1/jobs/retry", response_model=BulkResult)
     async def retry_many(req: BatchRetry) -> BulkResult:
-        return await sched.retry(req.ids, req.filter)
+        return await daemon.scheduler.retry(req.ids, req.filter)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)
     async def get_job(job_id: str) -> JobView:
@@ -140,7 +139,7 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/wait", response_model=JobView)
     async def wait(job_id: str, timeout: float = Query(30, ge=0, le=300)) -> JobView:
-        return await sched.wait(job_id, timeout)
+        return await daemon.scheduler.wait(job_id, timeout)
 
     @app.get("/v1/jobs/{job_id}/logs")
     async def logs(job_id: str, follow: bool = False, tail: int | None = Query(None, ge=0)) -> StreamingResponse:
@@ -170,19 +169,19 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView)
     async def cancel(job_id: str) -> JobView:
-        return await one(await sched.cancel([job_id]), job_id)
+        return await one(await daemon.scheduler.cancel([job_id]), job_id)
 
     @app.post("/v1/jobs/{job_id}/retry", response_model=JobView)
     async def retry(job_id: str) -> JobView:
-        return await one(await sched.retry([job_id]), job_id)
+        return await one(await daemon.scheduler.retry([job_id]), job_id)
 
     @app.post("/v1/jobs/{job_id}/priority", response_model=JobView)
     async def set_priority(job_id: str, req: PriorityChange) -> JobView:
-        return await sched.set_priority(job_id, req.priority)
+        return await daemon.scheduler.set_priority(job_id, req.priority)
 
     @app.get("/v1/jobs/{job_id}/graph", response_model=GraphView)
     async def graph(job_id: str) -> GraphView:
-        return await sched.graph(job_id)
+        return await daemon.scheduler.graph(job_id)
 
     @app.get("/v1/stats", response_model=Stats)
     async def stats() -> Stats:
@@ -191,10 +190,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         active = sum(n for s, n in counts.items() if not is_terminal(s))
         by_status = {s.value: counts.get(s.value, 0) for s in JobStatus}
         return Stats(total_jobs=total, active_jobs=active, by_status=by_status,
-                     queue_depth=sched.queue_depth(), running_jobs=counts.get("RUNNING", 0),
-                     max_jobs=daemon.cfg.jobmanager.max_jobs, waiting_jobs=len(sched.waiting.blockers),
-                     retrying_jobs=len(sched.later), scheduled_jobs=sched.decisions,
-                     scheduler_seconds=round(sched.decision_seconds, 6))
+                     queue_depth=daemon.scheduler.queue_depth(), running_jobs=counts.get("RUNNING", 0),
+                     max_jobs=daemon.cfg.jobmanager.max_jobs, waiting_jobs=len(daemon.scheduler.waiting.blockers),
+                     retrying_jobs=len(daemon.scheduler.later), scheduled_jobs=daemon.scheduler.decisions,
+                     scheduler_seconds=round(daemon.scheduler.decision_seconds, 6))
 
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
@@ -204,10 +203,12 @@ def create_app(daemon: Daemon) -> FastAPI:
         except SageOpsError as exc:
             db = {"ok": False, "url": st.redact_url(store.url), "detail": exc.message}
         ray = daemon.backend.health()
-        ok = db["ok"] and ray.connected and sched.ready
+        lead = daemon.leadership
+        ok = db["ok"] and (not lead.is_leader or (ray.connected and daemon.scheduler.ready))
         return Health(status="ok" if ok else "degraded", version=__version__, pid=os.getpid(),
                       uptime_s=round(time.time() - daemon.started_at, 3), socket=str(daemon.socket_path),
-                      tcp=daemon.tcp_address, database=db, ray=ray)
+                      tcp=daemon.tcp_address, database=db, ray=ray, role=lead.role,
+                      leader=lead.describe()["leader"])
 
     return app
 

@@ -25,6 +25,7 @@ from ..errors import Conflict, DaemonUnavailable
 from . import store as st
 from .api import TokenAuth, create_app
 from .dispatcher import RayBackend
+from .leadership import Leadership
 from .logs import LogStore
 from .scheduler import Scheduler
 
@@ -125,16 +126,34 @@ class Daemon:
         self.started_at = time.time()
         self.store = st.Store(cfg.database.url, cfg.database.synchronous)
         self.logs = LogStore(Path(cfg.storage.path) / "logs")
-        self.backend = RayBackend(cfg.ray, self.state_dir, instance=cfg.database.url)
+        self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance)
         self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)
+        self.leadership = Leadership(self.store, cfg.jobmanager.heartbeat_interval, None, self._elected,
+                                     self._deposed)
         self._token_hashes: set[str] = set()
         self._stop = asyncio.Event()
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def _elected(self) -> None:
+        """This daemon leads: load the queue, then (in the background) reach Ray and resume."""
+        scheduler = Scheduler(self.cfg, self.store, self.backend, self.logs)
+        await scheduler.load()
+        self.scheduler = scheduler
+        self._connecting = asyncio.create_task(self._connect_ray())
+
+    async def _deposed(self) -> None:
+        """Another daemon leads now: stop scheduling at once (our writes are fenced off anyway)."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+        old, self.scheduler = self.scheduler, Scheduler(self.cfg, self.store, self.backend, self.logs)
+        await old.stop()
 
     async def _connect_ray(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
             try:
-                await _in_daemon_thread(self.backend.connect)
+                if not self.backend.connected:
+                    await _in_daemon_thread(self.backend.connect)
                 await self.scheduler.recover()
                 await self.scheduler.run()
                 return
@@ -146,7 +165,6 @@ class Daemon:
                 delay = min(delay * 2, 30)
 
     async def serve(self) -> None:
-        await self.scheduler.load()
         app = create_app(self)
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
                                 http="httptools", timeout_graceful_shutdown=3)
@@ -168,13 +186,22 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        if self.tcp_address:
+            host, port = self.tcp_address.rsplit(":", 1)
+            shown = socket.gethostname() if host in ("0.0.0.0", "::") else host  # noqa: S104
+            self.leadership.address = f"{shown}:{port}"
+        if not self.leadership.shared:
+            await self.leadership.run()  # SQLite: this daemon leads; load before serving
+        leading = asyncio.create_task(self.leadership.run()) if self.leadership.shared else None
         serving = [asyncio.create_task(s.serve(sockets=socks)) for s, socks in zip(servers, sockets)]
-        connecting = asyncio.create_task(self._connect_ray())
-        log.info("daemon %d serving on %s%s", os.getpid(), self.socket_path,
-                 f" and tcp {self.tcp_address}" if self.tcp_address else "")
+        log.info("daemon %d serving on %s%s (%s)", os.getpid(), self.socket_path,
+                 f" and tcp {self.tcp_address}" if self.tcp_address else "", self.leadership.role)
         await self._stop.wait()
         log.info("shutting down (running jobs keep running in Ray)")
-        connecting.cancel()
+        if leading is not None:
+            leading.cancel()
+        if self._connecting is not None:
+            self._connecting.cancel()
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*serving, return_exceptions=True)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy import Connection, create_engine, event, func, insert, inspect, make_url, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
@@ -28,13 +29,14 @@ from sqlmodel import SQLModel
 from ..errors import BadRequest, Conflict, DaemonUnavailable, NotFound
 from ..lifecycle import JobStatus, Transition, transition
 from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
-from .tables import Attempt, Dependency, IdempotencyKey, Job, JobEvent, Meta, Token
+from .tables import Attempt, Dependency, IdempotencyKey, Job, JobEvent, Lease, Meta, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM = (  # type: ignore[attr-defined]
     Job.__table__, Attempt.__table__, JobEvent.__table__, Meta.__table__, Token.__table__,  # type: ignore
     Dependency.__table__, IdempotencyKey.__table__)  # type: ignore[attr-defined]
+LEASE = Lease.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY_TTL = 86_400.0  # seconds a submit's Idempotency-Key is remembered
 
 
@@ -132,22 +134,37 @@ class Store:
         self._lock = lock_sqlite(url)
         self.engine = make_engine(url, synchronous)
         upgrade(self.engine)
-        self._queue: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
+        self.instance = self._instance()
+        self._queue: list[tuple[Callable[[Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, bool]] = []
+        #: checked first in every transaction that holds a fenced write (see leadership.py)
+        self.fence: Callable[[Connection], None] | None = None
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name="sage-ops-writer", daemon=True)
         self._thread.start()
         self.commits = 0
 
+    def _instance(self) -> str:
+        """This database's identity (made once): daemons sharing it share one Ray dispatcher."""
+        with self.engine.begin() as conn:
+            have = get_meta(conn, "instance")
+            if have is None:
+                have = secrets.token_hex(8)
+                conn.execute(insert(META).prefix_with("OR IGNORE") if conn.dialect.name == "sqlite" else
+                             pg_insert(META).on_conflict_do_nothing(), [{"key": "instance", "value": have}])
+                have = get_meta(conn, "instance")
+        return str(have)
+
     # -- writing -----------------------------------------------------------------------------
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` in the next group transaction; return once it is committed."""
+    async def write(self, fn: Callable[[Connection], T], fenced: bool = True) -> T:
+        """Run `fn` in the next group transaction; return once it is committed. A fenced write
+        (all but the lease's own) commits only while this daemon holds the leadership."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._closed:
                 raise DaemonUnavailable("the daemon is shutting down")
-            self._queue.append((fn, fut, loop))
+            self._queue.append((fn, fut, loop, fenced))
             self._cond.notify()
         return await fut
 
@@ -174,13 +191,15 @@ class Store:
                             results.extend(self._commit([item]))
                         except Exception as one:  # noqa: BLE001 - reported to that caller only
                             results.append(one)
-            for (_fn, fut, loop), res in zip(batch, results):
+            for (_fn, fut, loop, _fenced), res in zip(batch, results):
                 loop.call_soon_threadsafe(_resolve, fut, res)
 
-    def _commit(self, batch: Sequence[tuple[Callable[[Connection], Any], Any, Any]]) -> list[Any]:
+    def _commit(self, batch: Sequence[tuple[Callable[[Connection], Any], Any, Any, bool]]) -> list[Any]:
         out: list[Any] = []
         with self.engine.begin() as conn:
-            for fn, _fut, _loop in batch:
+            if self.fence is not None and any(item[3] for item in batch):
+                self.fence(conn)
+            for fn, _fut, _loop, _fenced in batch:
                 out.append(_Ok(fn(conn)))
         self.commits += 1
         return out
@@ -383,6 +402,47 @@ def add_token(conn: Connection, name: str, token_hash: str, admin: bool, tenant:
 
 def token_hashes(conn: Connection) -> set[str]:
     return set(conn.execute(select(TOKEN.c.hash)).scalars())
+
+
+# -- the leader lease --------------------------------------------------------------------------
+def db_now(conn: Connection) -> float:
+    """The database's clock on PostgreSQL (one clock for every daemon), ours on SQLite."""
+    if conn.dialect.name == "postgresql":
+        return float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar())
+    return time.time()
+
+
+def lease_row(conn: Connection, name: str) -> Any:
+    return conn.execute(select(LEASE).where(LEASE.c.name == name)).first()
+
+
+def insert_lease(conn: Connection, row: dict[str, Any]) -> None:
+    _insert_many(conn, LEASE, [row])
+
+
+def take_lease(conn: Connection, name: str, old_epoch: int, values: dict[str, Any]) -> bool:
+    sets = ", ".join(f"{k} = ?" for k in values)
+    return _execute(conn, f"UPDATE {LEASE.name} SET {sets} WHERE name = ? AND epoch = ?",
+                    [*values.values(), name, old_epoch]) == 1
+
+
+def renew_lease(conn: Connection, name: str, holder: str, epoch: int, now: float, expires: float) -> bool:
+    return _execute(conn, f"UPDATE {LEASE.name} SET renewed_at = ?, expires_at = ? WHERE name = ? AND holder = ? "
+                          "AND epoch = ? AND expires_at > ?", [now, expires, name, holder, epoch, now]) == 1
+
+
+def lease_held(conn: Connection, name: str, holder: str, epoch: int) -> bool:
+    """Is the lease ours and alive? On PostgreSQL the row stays share-locked until commit, so a
+    takeover waits for this transaction instead of overlapping it."""
+    lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+    now = db_now(conn)
+    cur = conn.connection.cursor()
+    try:
+        cur.execute(_sql(conn, f"SELECT 1 FROM {LEASE.name} WHERE name = ? AND holder = ? AND epoch = ? "
+                               f"AND expires_at > ?{lock}"), [name, holder, epoch, now])
+        return cur.fetchone() is not None
+    finally:
+        cur.close()
 
 
 # -- queries ---------------------------------------------------------------------------------

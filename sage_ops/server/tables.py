@@ -83,6 +83,19 @@ class Token(SQLModel, table=True):
     created_at: float
 
 
+class Lease(SQLModel, table=True):
+    """Leadership among daemons sharing one database: one row, renewed by its holder; `epoch`
+    grows with every new holder and fences off a deposed one."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    holder: str = Field(max_length=200)
+    address: str | None = Field(default=None, max_length=200, description="where clients reach the holder")
+    epoch: int = 0
+    acquired_at: float
+    renewed_at: float
+    expires_at: float
+
+
 class Meta(SQLModel, table=True):
     """Small durable facts of the daemon, e.g. the dispatcher event cursor."""
 
