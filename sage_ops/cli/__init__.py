@@ -137,7 +137,7 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
             raise SageOpsError(f"the daemon exited (code {proc.returncode}): {tail[0]}")
         try:
             health = client.health_check()
-            if health.ray.connected:
+            if health.ray.connected or health.role == "standby":  # a standby reaches Ray when elected
                 break
         except DaemonUnavailable:
             pass
@@ -147,8 +147,10 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
         raise SageOpsError(f"the daemon (pid {proc.pid}) is up but not ready after {timeout:.0f}s{detail}; "
                            f"see {cfg.logging.file}")
     tcp_part = f", tcp {health.tcp}" if health.tcp else ""
-    click.echo(f"daemon started (pid {proc.pid}) on unix://{cfg.jobmanager.socket}{tcp_part}; "
-               f"ray {health.ray.address}")
+    lead = health.leader or {}
+    where = (f"standby; the leader is {lead.get('address') or lead.get('holder')}" if health.role == "standby"
+             else f"ray {health.ray.address}")
+    click.echo(f"daemon started (pid {proc.pid}) on unix://{cfg.jobmanager.socket}{tcp_part}; {where}")
     if health.tcp:
         click.echo(f"TCP clients need the token in {paths.token_file()} (or $SAGE_OPS_TOKEN)")
 

@@ -173,7 +173,7 @@ class Daemon:
         if self.cfg.jobmanager.host:
             token = local_admin_token()
             digest = hashlib.sha256(token.encode()).hexdigest()
-            await self.store.write(lambda c: st.add_token(c, "local-admin", digest, admin=True))
+            await self.store.write(lambda c: st.add_token(c, "local-admin", digest, admin=True), fenced=False)
             self._token_hashes = await self.store.read(st.token_hashes)
             tcp = bind_tcp(self.cfg.jobmanager.host, self.cfg.jobmanager.port)
             host, port = tcp.getsockname()[:2]
