@@ -20,6 +20,9 @@ from sage_ops.client import JobManagerClient
 from sage_ops.config import RayConfig
 from sage_ops.server.dispatcher import LocalHead
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from harness import TempPostgres  # noqa: E402 - one PostgreSQL launcher for tests and benchmarks
+
 SAGE = [sys.executable, "-m", "sage_ops"]
 
 
@@ -136,47 +139,14 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        pytest.skip("PostgreSQL server binaries are not installed")
-    return found[-1].parent
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Any]:
     """A real PostgreSQL server of its own (initdb + pg_ctl as the `postgres` user, loopback, a
     free port); yields a factory of fresh databases: `postgres()` -> URL."""
-    import pwd
-    import socket
-
-    import psycopg
-
-    bindir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="sgo-pg-", dir="/tmp"))
-    pg = pwd.getpwnam("postgres")
-    os.chown(root, pg.pw_uid, pg.pw_gid)
-    data = root / "data"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start", "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on"],
-                   check=True, capture_output=True)
-    made = iter(range(10_000))
-
-    def new_database() -> str:
-        name = f"sageops{next(made)}"
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as c:
-            c.execute(f"CREATE DATABASE {name}")
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
-
+    if not TempPostgres.available():
+        pytest.skip("PostgreSQL server binaries are not installed")
+    server = TempPostgres()
     try:
-        yield new_database
+        yield server.new_database
     finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()
