@@ -101,3 +101,20 @@ def test_restart_finishes_nothing_twice_and_leaves_nothing_stuck(new_daemon) -> 
     assert [f.status for f in finals] == ["COMPLETED"] * 3
     assert all(e.to_status in TERMINAL or e.to_status != "COMPLETED" for e in client.get_job_events(long))
     assert [e.to_status for e in client.get_job_events(long)].count("COMPLETED") == 1
+
+
+def test_a_dead_worker_is_a_failed_attempt_and_is_retried(daemon: Daemon) -> None:
+    client = daemon.client()
+    script = 'if [ "$SAGE_OPS_ATTEMPT" -ge 2 ]; then echo second; exit 0; fi; echo first; sleep 300'
+    job_id = client.submit_job({"command": ["sh", "-c", script], "retry_policy": {"max_retries": 1}}).id
+    wait_until(lambda: "first" in daemon.run("logs", job_id).stdout)
+    leader = client.get_job_status(job_id).attempts[0].pid
+    worker = int(Path(f"/proc/{leader}/stat").read_text().split(")")[-1].split()[1])
+    os.kill(worker, signal.SIGKILL)  # what the OOM killer or a lost node does to a Ray worker
+    final = client.wait(job_id, 120)
+    assert final.status == "COMPLETED" and final.attempts_made == 2
+    first = final.attempts[0]
+    assert first.status == "FAILED" and first.exit_code is None
+    events = client.get_job_events(job_id)
+    retry = next(e for e in events if e.from_status == "RUNNING" and e.to_status == "PENDING")
+    assert "node " in retry.reason and "retry 1 of 1" in retry.reason

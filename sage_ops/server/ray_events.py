@@ -104,6 +104,8 @@ class RayEvents:
     def _ended_transition(self: Scheduler, d: Dispatched | None, job_id: str, attempt: int,
                           p: dict[str, Any]) -> Transition:
         status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
+        if p.get("exit_code") is None and not p.get("cancelled") and d is not None and d.ran_on:
+            reason = f"node {d.ran_on}: {reason}"  # its worker or node died: say where
         fields = {"exit_code": p.get("exit_code"),
                   "result": json.dumps(p["result"]) if p.get("result") is not None else None}
         if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
@@ -129,8 +131,7 @@ class RayEvents:
                 self.logs.append(job_id, [tuple(x) for x in p["lines"]])
             elif kind == "started":
                 if d is not None and d.attempt == attempt:
-                    d.started = True
-                    d.started_at = p["t"]
+                    d.started, d.started_at, d.ran_on = True, p["t"], p["node"]
                 row = {"job_id": job_id, "number": attempt, "status": S.RUNNING.value, "node": p["node"],
                        "pid": p["pid"], "started_at": p["t"]}
                 trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,

@@ -71,6 +71,7 @@ class Dispatched:
     started: bool = False
     started_at: float = 0.0
     cancelling: bool = False
+    ran_on: str | None = None  # the node the runner reported
 
     @property
     def id(self) -> str:
