@@ -118,3 +118,35 @@ def test_a_dead_worker_is_a_failed_attempt_and_is_retried(daemon: Daemon) -> Non
     events = client.get_job_events(job_id)
     retry = next(e for e in events if e.from_status == "RUNNING" and e.to_status == "PENDING")
     assert "node " in retry.reason and "retry 1 of 1" in retry.reason
+
+
+def test_the_daemon_outlives_its_ray_head_and_reconnects(new_daemon) -> None:  # noqa: ANN001
+    """The head dies under a running job: the daemon stays up, reports it, starts a new head
+    (ray.address: local), and the lost attempt is retried there."""
+    from sage_ops.server.dispatcher import LocalHead
+
+    d: Daemon = new_daemon({"ray": {"address": "local", "include_dashboard": False, "num_cpus": 1}})
+    d.env.pop("SAGE_OPS_RAY__ADDRESS", None)
+    d.start()
+    pid = int((d.state / "daemon.pid").read_text())
+    client = d.client(retry_attempts=1, timeout=10)
+    script = 'if [ "$SAGE_OPS_ATTEMPT" -ge 2 ]; then exit 0; fi; sleep 300'
+    job = client.submit_job({"command": ["sh", "-c", script], "retry_policy": {"max_retries": 1}}).id
+    wait_until(lambda: client.get_job_status(job).status == "RUNNING")
+    def probe() -> Any:
+        try:
+            return client.health_check()
+        except SageOpsError:  # the daemon is starting over: a short gap
+            return None
+
+    try:
+        LocalHead(d.state).stop()  # the head and everything on it dies
+        wait_until(lambda: (h := probe()) is not None and not h.ray.connected and h.status == "degraded", 60)
+        wait_until(lambda: (h := probe()) is not None and h.ray.connected, timeout=120)
+        final = client.wait(job, 120)
+        assert final.status == "COMPLETED" and final.attempts_made == 2
+        assert final.attempts[0].status == "FAILED"  # lost with its head ("killed by ..." or "lost: ...")
+        assert int((d.state / "daemon.pid").read_text()) == pid and Path(f"/proc/{pid}").exists()
+    finally:
+        d.stop()
+        LocalHead(d.state).stop()

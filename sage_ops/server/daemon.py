@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -133,13 +134,25 @@ class Daemon:
         self._token_hashes: set[str] = set()
         self._stop = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
+        self.restart = False  # set when the daemon must start over as a new process
 
     async def _elected(self) -> None:
         """This daemon leads: load the queue, then (in the background) reach Ray and resume."""
         scheduler = Scheduler(self.cfg, self.store, self.backend, self.logs)
+        scheduler.on_ray_lost = self._ray_lost
         await scheduler.load()
         self.scheduler = scheduler
         self._connecting = asyncio.create_task(self._connect_ray())
+
+    async def _ray_lost(self) -> None:
+        """The dispatcher stayed unreachable (the head died or restarted). A Ray driver cannot
+        be trusted to outlive its cluster in-process, so the daemon starts over as a fresh
+        process (same command, same sockets): it reconnects — or starts a new local head — and
+        recovers from the database as after any restart; the attempts Ray lost are failed
+        attempts, retried by policy. Clients see a short gap, which they retry through."""
+        log.error("lost the Ray cluster at %s; restarting the daemon to reconnect", self.backend.address)
+        self.restart = True
+        self._stop.set()
 
     async def _deposed(self) -> None:
         """Another daemon leads now: stop scheduling at once (our writes are fenced off anyway)."""
@@ -258,6 +271,11 @@ class JobManagerServer:
                 runner: Any = uvloop.run
             except ImportError:
                 runner = asyncio.run
-            runner(Daemon(self.cfg).serve())
+            daemon = Daemon(self.cfg)
+            runner(daemon.serve())
         finally:
             lock.release()
+        if daemon.restart and "sage_ops.server" in sys.orig_argv:  # the daemon's own command
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        if daemon.restart:
+            raise DaemonUnavailable("lost the Ray cluster; start the server again to reconnect")

@@ -185,6 +185,9 @@ class RayBackend:
     def connect(self) -> None:
         address, env = self._resolve()
         os.environ.update(env)  # Ray reads some of these at import time: set them first
+        # A Ray driver exits its whole process when the head has been gone ~60 s; the daemon must
+        # outlive its head (it reconnects, see Daemon._ray_lost), so never give up on our side.
+        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10 * 365 * 86400))
         import ray
 
         from . import runner

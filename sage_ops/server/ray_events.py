@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -25,10 +26,15 @@ log = logging.getLogger(__name__)
 S = JobStatus
 
 
+LOST_AFTER = 5  # failed polls in a row (about 5-10 s) before the Ray connection is rebuilt
+
+
 class RayEvents:
     CURSOR_KEY = "dispatcher_cursor"
 
     def __init__(self) -> None:
+        #: called when the dispatcher stays unreachable (the head died or restarted)
+        self.on_ray_lost: Callable[[], Awaitable[None]] | None = None
         self.epoch = ""
         self.cursor = 0  # last event committed (the actor may forget up to here)
         self.received = 0  # last event taken from the actor
@@ -70,9 +76,11 @@ class RayEvents:
 
     async def poll_loop(self: Scheduler) -> None:
         last_refresh = 0.0
+        failures = 0
         while not self._stopping:
             try:
                 reply = await self.backend.poll(self.epoch, self.cursor, self.received, 1.0)
+                failures = 0
                 if reply["epoch"] != self.epoch:
                     log.warning("the Ray dispatcher changed; failing the jobs it had")
                     await self.drain()
@@ -93,8 +101,13 @@ class RayEvents:
             except Exception as exc:  # noqa: BLE001 - keep the daemon up through Ray hiccups
                 if self._stopping:
                     return
-                log.error("polling the Ray dispatcher failed: %s", exc)
+                failures += 1
+                log.error("polling the Ray dispatcher failed (%d): %s", failures, str(exc).splitlines()[0][:300])
                 self.backend.detail = f"dispatcher unreachable: {exc.__class__.__name__}"
+                if failures >= LOST_AFTER and self.on_ray_lost is not None:
+                    self.backend.connected = False  # health says so at once
+                    asyncio.get_running_loop().create_task(self.on_ray_lost())
+                    return
                 await asyncio.sleep(1)
 
     async def drain(self) -> None:
