@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,3 +151,53 @@ def postgres() -> Iterator[Any]:
         yield server.new_database
     finally:
         server.stop()
+
+
+class RayNode:
+    """An extra Ray node on this machine joined to the session head (multi-node on loopback:
+    join by host name, which Ray does not rewrite the way it rewrites 127.0.0.1)."""
+
+    def __init__(self, ray_env: dict[str, str], tag: str, cpus: int, resources: dict[str, float]) -> None:
+        import socket as _socket
+
+        self.tag = tag
+        port = ray_env["SAGE_OPS_RAY__ADDRESS"].rsplit(":", 1)[1]
+        env = {**os.environ, **ray_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+        subprocess.run(["ray", "start", f"--address={_socket.gethostname()}:{port}", "--node-ip-address=127.0.0.1",
+                        f"--num-cpus={cpus}", f"--resources={json.dumps({**resources, tag: 1})}",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+
+    def _procs(self) -> dict[int, str]:
+        out = {}
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    out[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    pass
+        return out
+
+    def node_id(self) -> str | None:
+        mark = re.compile(rf"--static_resource_list=(.*,)?{re.escape(self.tag)},")
+        raylet = next((c for c in self._procs().values() if "raylet/raylet" in c and mark.search(c)), None)
+        return raylet.split("--node_id=")[1].split()[0] if raylet else None
+
+    def kill(self) -> None:
+        """SIGKILL every process of this node (raylet, its workers and agents): a lost machine."""
+        node = self.node_id()
+        if node is None:
+            return
+        procs = self._procs()
+        raylets = [p for p, c in procs.items() if "raylet/raylet" in c and node in c]
+        victims = {p for p, c in procs.items() if node in c} | set(raylets)
+        for p in list(procs):
+            try:
+                if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) in raylets:
+                    victims.add(p)
+            except (OSError, ValueError, IndexError):
+                pass
+        for p in victims:
+            try:
+                os.kill(p, 9)
+            except ProcessLookupError:
+                pass

@@ -150,3 +150,31 @@ def test_the_daemon_outlives_its_ray_head_and_reconnects(new_daemon) -> None:  #
     finally:
         d.stop()
         LocalHead(d.state).stop()
+
+
+def test_a_lost_node_is_a_failed_attempt_retried_on_another_node(ray_head, daemon: Daemon) -> None:  # noqa: ANN001
+    from conftest import RayNode
+
+    nodes = [RayNode(ray_head, f"pool_{x}", 1, {"pool": 1}) for x in "ab"]
+    client = daemon.client()
+    try:
+        wait_until(lambda: client.health_check().ray.resources.get("pool") == 2, timeout=60)
+        script = 'if [ "$SAGE_OPS_ATTEMPT" -ge 2 ]; then echo second; exit 0; fi; echo first; sleep 300'
+        job = client.submit_job({"command": ["sh", "-c", script], "resources": {"cpu": 1, "custom_resources":
+                                 {"pool": 1}}, "retry_policy": {"max_retries": 1}}).id
+        wait_until(lambda: "first" in daemon.run("logs", job).stdout)
+        leader = client.get_job_status(job).attempts[0].pid
+        worker = int(Path(f"/proc/{leader}/stat").read_text().split(")")[-1].split()[1])
+        raylet = int(Path(f"/proc/{worker}/stat").read_text().split(")")[-1].split()[1])
+        cmd = Path(f"/proc/{raylet}/cmdline").read_bytes().decode(errors="replace")
+        lost = next(n for n in nodes if f"{n.tag}," in cmd)
+        lost_id = lost.node_id()
+        lost.kill()  # the machine is gone: raylet, workers and agents
+        final = client.wait(job, 180)
+        assert final.status == "COMPLETED" and final.attempts_made == 2
+        retry = next(e for e in client.get_job_events(job) if e.from_status == "RUNNING" and e.to_status == "PENDING")
+        assert lost_id and f"Ray node {lost_id[:8]}" in retry.reason, retry.reason
+        assert "second" in daemon.run("logs", job).stdout  # ran again, on the node that is left
+    finally:
+        for n in nodes:
+            n.kill()

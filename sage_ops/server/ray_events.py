@@ -144,7 +144,9 @@ class RayEvents:
                 self.logs.append(job_id, [tuple(x) for x in p["lines"]])
             elif kind == "started":
                 if d is not None and d.attempt == attempt:
-                    d.started, d.started_at, d.ran_on = True, p["t"], p["node"]
+                    ray_node = p.get("node_id", "")[:8]
+                    d.started, d.started_at = True, p["t"]
+                    d.ran_on = f"{p['node']} (Ray node {ray_node})" if ray_node else p["node"]
                 row = {"job_id": job_id, "number": attempt, "status": S.RUNNING.value, "node": p["node"],
                        "pid": p["pid"], "started_at": p["t"]}
                 trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,

@@ -183,13 +183,14 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         flush(final=True)
         return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": len(refs)}
     _Watchdog.tell("+", proc.pid)
-    started = {"node": socket.gethostname(), "pid": proc.pid, "t": time.time()}
+    started = {"node": socket.gethostname(), "pid": proc.pid, "t": time.time(),
+               "node_id": ray.get_runtime_context().get_node_id()}
     report_start_at: float | None = time.monotonic() + STARTED_DELAY
 
     def report_start() -> None:
         nonlocal report_start_at
         report_start_at = None
-        dispatcher.started.remote(job_id, attempt, started["node"], started["pid"], started["t"])
+        dispatcher.started.remote(job_id, attempt, **started)
     deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
     outcome: dict[str, Any] = {}
     try:
@@ -332,7 +333,7 @@ class Dispatcher:
         out.pop("started", None)
         self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": time.time(), **out})
 
-    def started(self, job_id: str, attempt: int, node: str, pid: int, t: float) -> None:
+    def started(self, job_id: str, attempt: int, node: str, pid: int, t: float, node_id: str = "") -> None:
         seen = self.seen.setdefault((job_id, attempt), [False, 0])
         if seen[0]:
             return
@@ -340,7 +341,8 @@ class Dispatcher:
         if self.inflight.get(job_id, (None,))[0] != attempt:  # arrived after `ended`: already reported
             self.seen.pop((job_id, attempt), None)
             return
-        self._emit("started", {"job_id": job_id, "attempt": attempt, "node": node, "pid": pid, "t": t})
+        self._emit("started", {"job_id": job_id, "attempt": attempt, "node": node, "pid": pid, "t": t,
+                               "node_id": node_id})
 
     def logs(self, job_id: str, attempt: int, lines: list[Any]) -> None:
         self.seen.setdefault((job_id, attempt), [False, 0])[1] += 1
