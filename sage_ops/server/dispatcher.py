@@ -135,6 +135,9 @@ class LocalHead:
                     os.kill(pid, sig)
             if sig == signal.SIGTERM:
                 time.sleep(1.0)
+        deadline = time.monotonic() + 5  # the dying still write logs: remove their dir once gone
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in victims):
+            time.sleep(0.05)
         self.record.unlink(missing_ok=True)
         shutil.rmtree(marker, ignore_errors=True)
         return True
