@@ -1,10 +1,11 @@
 """Hostile input: schemathesis fuzzes the daemon's own OpenAPI; no request may get a 5xx and the
-daemon must stay healthy. The daemon under fuzz has no reachable Ray, so the random jobs it
-accepts are recorded but never run on this machine."""
+daemon must stay healthy (FUZZ_EXAMPLES / FUZZ_SEED widen a local run). The daemon under fuzz has
+no reachable Ray, so the random jobs it accepts are recorded but never run on this machine."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,8 @@ def test_fuzzing_the_api_finds_no_server_error(ray_head: dict[str, str]) -> None
         token = (d.home / "config" / "sage-ops" / "token").read_text().strip()
         out = subprocess.run(
             ["schemathesis", "run", f"http://127.0.0.1:{port}/openapi.json", "-H", f"Authorization: Bearer {token}",
-             "--checks", "not_a_server_error", "--max-examples", "25", "--workers", "1", "--seed", "1",
+             "--checks", "not_a_server_error", "--max-examples", os.environ.get("FUZZ_EXAMPLES", "25"),
+             "--workers", "1", "--seed", os.environ.get("FUZZ_SEED", "1"),
              # long polls (wait, log follow) last by design while jobs wait; they have tests of their own
              "--exclude-path-regex", "/(wait|logs)$", "--request-timeout", "20",
              "--report", "junit", "--report-dir", str(d.home / "fuzz")],

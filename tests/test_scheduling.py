@@ -257,3 +257,11 @@ def test_restart_keeps_dependencies_and_retry_backoff(new_daemon) -> None:  # no
     assert (vb.status, vc.status, vf.status) == ("COMPLETED", "COMPLETED", "COMPLETED")
     assert vb.ended_at <= vc.started_at
     assert (vf.attempts[1].started_at - vf.attempts[0].ended_at).total_seconds() >= 3
+
+
+def test_retry_of_a_rejected_job_is_a_clear_conflict(daemon: Daemon) -> None:
+    """Found by the fuzzer: a job REJECTED for an unknown dependency, then retried, was a 500."""
+    job = daemon.client().submit_job({"command": ["true"], "dependencies": ["nope"]})
+    assert job.status == "REJECTED"
+    out = daemon.run("retry", job.id)
+    assert out.returncode == 1 and "only a finished job can be retried" in out.stderr

@@ -66,13 +66,14 @@ class Operations:
                 if job_id not in known:
                     out.append(NotFound(f"no such job: {job_id}"))
                     continue
-                bad = next((d for d in deps.get(job_id, []) if known.get(d, (S.REJECTED,))[0] in FAILED_DEP), None)
-                if bad is not None:
-                    out.append(Conflict(f"job {job_id}: its dependency {bad} is {known[bad][0].value}; retry it first"))
-                    continue
                 row = st.get_job_row(conn, job_id)
-                if S(row.status) not in RETRYABLE:
+                if S(row.status) not in RETRYABLE:  # REJECTED (a bad spec) and active jobs
                     out.append(Conflict(f"job {job_id} is {row.status}: only a finished job can be retried"))
+                    continue
+                bad = next((d for d in deps.get(job_id, []) if d not in known or known[d][0] in FAILED_DEP), None)
+                if bad is not None:
+                    state = known[bad][0].value if bad in known else "gone"
+                    out.append(Conflict(f"job {job_id}: its dependency {bad} is {state}; retry it first"))
                     continue
                 try:
                     tr = transition(job_id, S(row.status), S.PENDING, "retried by user", row.attempts_made, retry=True,
