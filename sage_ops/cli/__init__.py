@@ -137,7 +137,10 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
             raise SageOpsError(f"the daemon exited (code {proc.returncode}): {tail[0]}")
         try:
             health = client.health_check()
-            if health.ray.connected or health.role == "standby":  # a standby reaches Ray when elected
+            # ready: leading with Ray connected, or a standby behind a live leader (it reaches Ray
+            # when elected); right after start the role is not settled yet
+            lead = health.leader or {}
+            if health.ray.connected or (health.role == "standby" and (lead.get("expires_in_s") or 0) > 0):
                 break
         except DaemonUnavailable:
             pass
