@@ -40,6 +40,7 @@ from ..schemas import (
     Stats,
 )
 from . import store as st
+from .database import redact_url
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -199,9 +200,9 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def health() -> Health:
         try:
             latency = await store.read(lambda _c: store.ping())
-            db = {"ok": True, "url": st.redact_url(store.url), "latency_ms": round(latency, 2)}
+            db = {"ok": True, "url": redact_url(store.url), "latency_ms": round(latency, 2)}
         except SageOpsError as exc:
-            db = {"ok": False, "url": st.redact_url(store.url), "detail": exc.message}
+            db = {"ok": False, "url": redact_url(store.url), "detail": exc.message}
         ray = daemon.backend.health()
         lead = daemon.leadership
         ok = db["ok"] and (not lead.is_leader or (ray.connected and daemon.scheduler.ready))

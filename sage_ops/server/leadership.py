@@ -12,18 +12,53 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from ..errors import SageOpsError
 from . import store as st
+from .database import LEASE, fetchone, insert_many, update
 
 log = logging.getLogger(__name__)
 NAME = "leader"
+
+
+# -- the lease row (run inside the writer's transaction) --------------------------------------
+def db_now(conn: Connection) -> float:
+    """The database's clock on PostgreSQL (one clock for every daemon), ours on SQLite."""
+    if conn.dialect.name == "postgresql":
+        return float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar())
+    return time.time()
+
+
+def lease_row(conn: Connection, name: str) -> Any:
+    return conn.execute(select(LEASE).where(LEASE.c.name == name)).first()
+
+
+def insert_lease(conn: Connection, row: dict[str, Any]) -> None:
+    insert_many(conn, LEASE, [row])
+
+
+def take_lease(conn: Connection, name: str, old_epoch: int, values: dict[str, Any]) -> bool:
+    return update(conn, LEASE, values, {"name": name, "epoch": old_epoch}) == 1
+
+
+def renew_lease(conn: Connection, name: str, holder: str, epoch: int, now: float, expires: float) -> bool:
+    return update(conn, LEASE, {"renewed_at": now, "expires_at": expires},
+                  {"name": name, "holder": holder, "epoch": epoch}, "expires_at > ?", [now]) == 1
+
+
+def lease_held(conn: Connection, name: str, holder: str, epoch: int) -> bool:
+    """Is the lease ours and alive? On PostgreSQL the row stays share-locked until commit, so a
+    takeover waits for this transaction instead of overlapping it."""
+    lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+    return fetchone(conn, f"SELECT 1 FROM {LEASE.name} WHERE name = ? AND holder = ? AND epoch = ? "
+                          f"AND expires_at > ?{lock}", [name, holder, epoch, db_now(conn)]) is not None
 
 
 class NotLeader(SageOpsError):
@@ -64,27 +99,27 @@ class Leadership:
     # -- database operations (run in the writer's transaction) --------------------------------
     def _acquire(self, conn: Connection) -> int | None:
         """Take the lease if nobody holds it or it expired; the new epoch, or None."""
-        ttl, now = self.heartbeat, st.db_now(conn)
-        row = st.lease_row(conn, NAME)
+        ttl, now = self.heartbeat, db_now(conn)
+        row = lease_row(conn, NAME)
         if row is None:
-            st.insert_lease(conn, {"name": NAME, "holder": self.me, "address": self.address, "epoch": 1,
+            insert_lease(conn, {"name": NAME, "holder": self.me, "address": self.address, "epoch": 1,
                                    "acquired_at": now, "renewed_at": now, "expires_at": now + ttl})
             return 1
         if row.expires_at > now and row.holder != self.me:
             return None
         epoch = row.epoch + 1
-        moved = st.take_lease(conn, NAME, row.epoch, {"holder": self.me, "address": self.address, "epoch": epoch,
+        moved = take_lease(conn, NAME, row.epoch, {"holder": self.me, "address": self.address, "epoch": epoch,
                                                       "acquired_at": now, "renewed_at": now, "expires_at": now + ttl})
         return epoch if moved else None
 
     def _renew(self, conn: Connection) -> bool:
-        now = st.db_now(conn)
-        return st.renew_lease(conn, NAME, self.me, self.epoch, now, now + self.heartbeat)
+        now = db_now(conn)
+        return renew_lease(conn, NAME, self.me, self.epoch, now, now + self.heartbeat)
 
     def fence(self, conn: Connection) -> None:
         """First statement of every leader write transaction: the lease must still be ours and
         alive. It locks the row (shared) until commit, so no standby can take over mid-write."""
-        if self.shared and not st.lease_held(conn, NAME, self.me, self.epoch):
+        if self.shared and not lease_held(conn, NAME, self.me, self.epoch):
             raise NotLeader("this daemon lost its leadership; nothing was written")
 
     # -- the loop ------------------------------------------------------------------------------
@@ -127,10 +162,10 @@ class Leadership:
         raise NotLeader(f"this daemon is a standby; the leader is at {where}")
 
     def view(self, conn: Connection) -> LeaseView | None:
-        row = st.lease_row(conn, NAME)
+        row = lease_row(conn, NAME)
         if row is None:
             return None
-        now = st.db_now(conn)
+        now = db_now(conn)
         return LeaseView(row.holder, row.address, row.epoch, round(now - row.renewed_at, 3),
                          round(row.expires_at - now, 3))
 

@@ -1,4 +1,5 @@
-"""Engine, group-committing writer, and the queries. The terminal-state guard lives here.
+"""The group-committing writer, the job writes and the queries. The terminal-state guard lives
+here; opening the database and its raw statements are in `database.py`.
 
 Writes are queued and committed in groups by one writer thread: a submit is acknowledged only
 after the commit that holds it, yet hundreds of concurrent submits share one fsync.
@@ -7,7 +8,6 @@ after the commit that holds it, yet hundreds of concurrent submits share one fsy
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -16,116 +16,40 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Connection, create_engine, event, func, insert, inspect, make_url, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import SQLModel
 
 from ..errors import BadRequest, Conflict, DaemonUnavailable, NotFound
 from ..lifecycle import JobStatus, Transition, transition
 from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
-from .tables import Attempt, Dependency, IdempotencyKey, Job, JobEvent, Lease, Meta, Token
+from .database import (
+    ATTEMPT,
+    DEP,
+    EVENT,
+    IDEM,
+    JOB,
+    META,
+    TOKEN,
+    execute,
+    fetchone,
+    insert_many,
+    lock_sqlite,
+    make_engine,
+    update,
+    upgrade,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM = (  # type: ignore[attr-defined]
-    Job.__table__, Attempt.__table__, JobEvent.__table__, Meta.__table__, Token.__table__,  # type: ignore
-    Dependency.__table__, IdempotencyKey.__table__)  # type: ignore[attr-defined]
-LEASE = Lease.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY_TTL = 86_400.0  # seconds a submit's Idempotency-Key is remembered
 
 
 def utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
-def redact_url(url: str) -> str:
-    """Never show a database password (health output, logs)."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
-
-
-def make_engine(url: str, synchronous: str = "FULL") -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous}")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
-
-
-MIGRATIONS = Path(__file__).parent / "migrations"
-BASELINE = "0001"  # the schema databases made before Alembic (issues 2-3) are brought up to
-
-
-def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest schema with Alembic, on SQLite and PostgreSQL alike. A
-    database made before migrations existed is first completed in place to the baseline (new
-    nullable columns, tables and indexes; nothing dropped) and stamped. Daemons sharing one
-    PostgreSQL take turns (an advisory lock), so two starting at once do not race."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(741526)")
-        cfg.attributes["connection"] = conn
-        names = set(inspect(conn).get_table_names())
-        if "job" in names and "alembic_version" not in names:
-            _complete_legacy(conn)
-            command.stamp(cfg, BASELINE)
-        command.upgrade(cfg, "head")
-
-
-def _complete_legacy(conn: Connection) -> None:
-    baseline = [JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM]
-    SQLModel.metadata.create_all(conn, tables=baseline)
-    insp = inspect(conn)
-    for table in baseline:
-        have = {c["name"] for c in insp.get_columns(table.name)}
-        for col in table.columns:
-            if col.name not in have and col.nullable:
-                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {col.name} "
-                                     f"{col.type.compile(dialect=conn.dialect)}")
-                log.info("database: added column %s.%s", table.name, col.name)
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)
-
-
-def lock_sqlite(url: str) -> int | None:
-    """One daemon per SQLite file: a second one (another state dir, same `--db`) is refused
-    instead of interleaving its writes with the first one's."""
-    path = make_url(url).database
-    if not url.startswith("sqlite") or not path or path == ":memory:":
-        return None
-    lock = Path(path).resolve().with_name(Path(path).name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise Conflict(f"another sage-ops daemon is using {path}; SQLite is single-node "
-                       "(use PostgreSQL for several daemons)") from None
-    return fd
 
 
 class Store:
@@ -251,38 +175,11 @@ def _resolve(fut: asyncio.Future[Any], res: Any) -> None:
 
 
 # -- write operations (run inside the writer's transaction) ----------------------------------
-# The hot writes go straight to the DB-API cursor of the writer's connection (same transaction):
-# SQLAlchemy's statement machinery cost ~150 us per statement, several times the statement.
-def _sql(conn: Connection, sql: str) -> str:
-    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
-
-
-def _execute(conn: Connection, sql: str, params: Sequence[Any]) -> int:
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(_sql(conn, sql), params)
-        return cur.rowcount
-    finally:
-        cur.close()
-
-
-def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    cur = conn.connection.cursor()
-    try:
-        cur.executemany(_sql(conn, sql), [tuple(r[c] for c in cols) for r in rows])
-    finally:
-        cur.close()
-
-
 def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[str, Any]],
                 edges: list[dict[str, Any]] | None = None) -> None:
-    _insert_many(conn, JOB, jobs)
-    _insert_many(conn, EVENT, events)
-    _insert_many(conn, DEP, edges or [])
+    insert_many(conn, JOB, jobs)
+    insert_many(conn, EVENT, events)
+    insert_many(conn, DEP, edges or [])
 
 
 def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: float) -> list[str] | None:
@@ -294,10 +191,10 @@ def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: 
             raise Conflict(f"Idempotency-Key {key!r} was used for a different request")
         return list(json.loads(row.job_ids))
     if row is not None:
-        _execute(conn, f"DELETE FROM {IDEM.name} WHERE key = ?", [key])
+        execute(conn, f"DELETE FROM {IDEM.name} WHERE key = ?", [key])
     if secrets.randbelow(100) == 0:  # now and then, forget expired keys
-        _execute(conn, f"DELETE FROM {IDEM.name} WHERE created_at < ?", [now - IDEMPOTENCY_TTL])
-    _insert_many(conn, IDEM, [{"key": key, "digest": digest, "job_ids": json.dumps(job_ids), "created_at": now}])
+        execute(conn, f"DELETE FROM {IDEM.name} WHERE created_at < ?", [now - IDEMPOTENCY_TTL])
+    insert_many(conn, IDEM, [{"key": key, "digest": digest, "job_ids": json.dumps(job_ids), "created_at": now}])
     return None
 
 
@@ -350,13 +247,11 @@ def apply_transitions(conn: Connection, transitions: Iterable[Transition], now: 
         ok = False
         if tr.old is not None:
             values = {"status": tr.new.value, "reason": tr.reason or None, "updated_at": now, **tr.fields}
-            sets = ", ".join(f"{k} = ?" for k in values)
-            ok = _execute(conn, f"UPDATE {JOB.name} SET {sets} WHERE id = ? AND status = ?",
-                          [*values.values(), tr.job_id, tr.old.value]) > 0
+            ok = update(conn, JOB, values, {"id": tr.job_id, "status": tr.old.value}) > 0
         applied.append(ok)
         if ok:
             events.append(event_row(tr, now))
-    _insert_many(conn, EVENT, events)
+    insert_many(conn, EVENT, events)
     return applied
 
 
@@ -376,18 +271,16 @@ def move_to(conn: Connection, job_id: str, new: JobStatus, reason: str, attempt:
 
 
 def insert_attempt(conn: Connection, row: dict[str, Any]) -> None:
-    _insert_many(conn, ATTEMPT, [row])
+    insert_many(conn, ATTEMPT, [row])
 
 
 def update_attempt(conn: Connection, job_id: str, number: int, values: dict[str, Any]) -> None:
-    sets = ", ".join(f"{k} = ?" for k in values)
-    _execute(conn, f"UPDATE {ATTEMPT.name} SET {sets} WHERE job_id = ? AND number = ?",
-             [*values.values(), job_id, number])
+    update(conn, ATTEMPT, values, {"job_id": job_id, "number": number})
 
 
 def set_meta(conn: Connection, key: str, value: str) -> None:
-    if _execute(conn, f"UPDATE {META.name} SET value = ? WHERE key = ?", [value, key]) == 0:
-        _insert_many(conn, META, [{"key": key, "value": value}])
+    if update(conn, META, {"value": value}, {"key": key}) == 0:
+        insert_many(conn, META, [{"key": key, "value": value}])
 
 
 def get_meta(conn: Connection, key: str) -> str | None:
@@ -402,47 +295,6 @@ def add_token(conn: Connection, name: str, token_hash: str, admin: bool, tenant:
 
 def token_hashes(conn: Connection) -> set[str]:
     return set(conn.execute(select(TOKEN.c.hash)).scalars())
-
-
-# -- the leader lease --------------------------------------------------------------------------
-def db_now(conn: Connection) -> float:
-    """The database's clock on PostgreSQL (one clock for every daemon), ours on SQLite."""
-    if conn.dialect.name == "postgresql":
-        return float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar())
-    return time.time()
-
-
-def lease_row(conn: Connection, name: str) -> Any:
-    return conn.execute(select(LEASE).where(LEASE.c.name == name)).first()
-
-
-def insert_lease(conn: Connection, row: dict[str, Any]) -> None:
-    _insert_many(conn, LEASE, [row])
-
-
-def take_lease(conn: Connection, name: str, old_epoch: int, values: dict[str, Any]) -> bool:
-    sets = ", ".join(f"{k} = ?" for k in values)
-    return _execute(conn, f"UPDATE {LEASE.name} SET {sets} WHERE name = ? AND epoch = ?",
-                    [*values.values(), name, old_epoch]) == 1
-
-
-def renew_lease(conn: Connection, name: str, holder: str, epoch: int, now: float, expires: float) -> bool:
-    return _execute(conn, f"UPDATE {LEASE.name} SET renewed_at = ?, expires_at = ? WHERE name = ? AND holder = ? "
-                          "AND epoch = ? AND expires_at > ?", [now, expires, name, holder, epoch, now]) == 1
-
-
-def lease_held(conn: Connection, name: str, holder: str, epoch: int) -> bool:
-    """Is the lease ours and alive? On PostgreSQL the row stays share-locked until commit, so a
-    takeover waits for this transaction instead of overlapping it."""
-    lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
-    now = db_now(conn)
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(_sql(conn, f"SELECT 1 FROM {LEASE.name} WHERE name = ? AND holder = ? AND epoch = ? "
-                               f"AND expires_at > ?{lock}"), [name, holder, epoch, now])
-        return cur.fetchone() is not None
-    finally:
-        cur.close()
 
 
 # -- queries ---------------------------------------------------------------------------------
@@ -487,12 +339,7 @@ def get_job(conn: Connection, job_id: str) -> JobView:
 
 
 def current_status(conn: Connection, job_id: str) -> JobStatus | None:
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(_sql(conn, f"SELECT status FROM {JOB.name} WHERE id = ?"), [job_id])
-        row = cur.fetchone()
-    finally:
-        cur.close()
+    row = fetchone(conn, f"SELECT status FROM {JOB.name} WHERE id = ?", [job_id])
     return None if row is None else JobStatus(row[0])
 
 
