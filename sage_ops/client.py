@@ -1,6 +1,6 @@
 """Sync and async clients over the daemon's HTTP API (Unix socket or TCP), with failover.
 
-Each API method is written once: it builds a `_Call`, and the sync client runs it at once
+Each API method is written once: it builds a `Call`, and the sync client runs it at once
 while the async client returns a coroutine. Only the transport differs.
 """
 
@@ -11,17 +11,14 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
-from . import paths
-from .errors import DaemonUnavailable, SageOpsError, from_response
-from .lifecycle import JobStatus, is_terminal
+from .errors import SageOpsError
+from .lifecycle import JobStatus
 from .schemas import (
     BulkResult,
     GraphView,
@@ -39,79 +36,17 @@ from .schemas import (
     Stats,
 )
 from .schemas import Health as HealthView
+from .transport import LOG_TIMEOUT, Call, ClientConfig, Transport, not_leader, parse_addresses, raise_for
+
+__all__ = ["AsyncJobManagerClient", "ClientConfig", "JobManagerClient", "parse_addresses", "script_spec"]
 
 T = TypeVar("T")
 
 
-class ClientConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    timeout: float = 30.0
-    retry_attempts: int = 3
-    failover_timeout: float = Field(20.0, description="with several addresses, keep retrying this long")
-    connection_pool_size: int = 16
-    heartbeat_interval: float = 30.0
-
-
-@dataclass(frozen=True)
-class Address:
-    kind: str  # "unix" | "tcp"
-    target: str  # socket path or host:port
-
-    def __str__(self) -> str:
-        return f"unix://{self.target}" if self.kind == "unix" else f"tcp://{self.target}"
-
-
-def parse_addresses(value: str | None = None) -> list[Address]:
-    """`--address`, then $SAGE_OPS_ADDRESS, then the default socket; comma-separated = failover."""
-    value = value or os.environ.get("SAGE_OPS_ADDRESS") or f"unix://{paths.default_socket()}"
-    out = []
-    for part in (p.strip() for p in value.split(",")):
-        if not part:
-            continue
-        if part.startswith("unix://"):
-            out.append(Address("unix", part[len("unix://"):]))
-        elif part.startswith("/"):
-            out.append(Address("unix", part))
-        else:
-            for prefix in ("tcp://", "http://"):
-                part = part.removeprefix(prefix)
-            host, _, port = part.rpartition(":")
-            if not host or not port.isdigit():
-                raise SageOpsError(f"bad address {part!r}: use unix:///path, HOST:PORT or tcp://HOST:PORT",
-                                   "bad_address")
-            out.append(Address("tcp", part))
-    if not out:
-        raise SageOpsError("no daemon address given", "bad_address")
-    return out
-
-
-def _token(explicit: str | None) -> str | None:
-    if explicit:
-        return explicit
-    if os.environ.get("SAGE_OPS_TOKEN"):
-        return os.environ["SAGE_OPS_TOKEN"]
-    try:
-        return paths.token_file().read_text().strip() or None
-    except OSError:
-        return None
-
-
-@dataclass
-class _Call(Generic[T]):
-    method: str
-    path: str
-    parse: Callable[[Any], T]
-    params: dict[str, Any] | None = None
-    json: Any = None
-    timeout: float | None = None
-    idempotent: bool = field(default=True)
-    headers: dict[str, str] | None = None
-
-
-def _submit(path: str, parse: Callable[[Any], T], body: Any, timeout: float | None = None) -> _Call[T]:
+def _submit(path: str, parse: Callable[[Any], T], body: Any, timeout: float | None = None) -> Call[T]:
     """A submit with a fresh Idempotency-Key: safe to send again after a timeout or a failover
     (the daemon answers a repeat with the jobs it already made)."""
-    return _Call("POST", path, parse, json=body, timeout=timeout, headers={"Idempotency-Key": uuid.uuid4().hex})
+    return Call("POST", path, parse, json=body, timeout=timeout, headers={"Idempotency-Key": uuid.uuid4().hex})
 
 
 def script_spec(script_path: str | os.PathLike[str], args: Sequence[str] | None = None, **kw: Any) -> JobSpec:
@@ -165,7 +100,7 @@ def _dump(spec: JobSpec) -> dict[str, Any]:
 class _Api:
     """The API methods, transport-agnostic."""
 
-    def _run(self, call: _Call[Any]) -> Any:  # pragma: no cover - implemented by subclasses
+    def _run(self, call: Call[Any]) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
     # submission
@@ -199,20 +134,20 @@ class _Api:
 
     # queries
     def get_job_status(self, job_id: str) -> Any:
-        return self._run(_Call("GET", f"/v1/jobs/{job_id}", JobView.model_validate))
+        return self._run(Call("GET", f"/v1/jobs/{job_id}", JobView.model_validate))
 
     get_job = get_job_status
 
     def get_job_result(self, job_id: str) -> Any:
-        return self._run(_Call("GET", f"/v1/jobs/{job_id}/result", lambda d: JobResult.model_validate(d).result))
+        return self._run(Call("GET", f"/v1/jobs/{job_id}/result", lambda d: JobResult.model_validate(d).result))
 
     def get_job_events(self, job_id: str) -> Any:
-        return self._run(_Call("GET", f"/v1/jobs/{job_id}/events",
+        return self._run(Call("GET", f"/v1/jobs/{job_id}/events",
                                lambda d: [JobEventView.model_validate(e) for e in d]))
 
     def get_job_logs(self, job_id: str, tail: int | None = None) -> Any:
         params = {"tail": tail} if tail is not None else None
-        return self._run(_Call("GET", f"/v1/jobs/{job_id}/logs", _parse_ndjson, params=params))
+        return self._run(Call("GET", f"/v1/jobs/{job_id}/logs", _parse_ndjson, params=params))
 
     def list_jobs(self, status: str | Sequence[str] | None = None, name: str | None = None, limit: int = 100,
                   tenant: str | None = None, since: datetime | str | None = None, until: datetime | str | None = None,
@@ -221,45 +156,45 @@ class _Api:
         statuses = [status] if isinstance(status, str) else list(status or [])
         params = {"status": [s.upper() for s in statuses], "name": name, "limit": limit, "tenant": tenant,
                   "since": _iso(since), "until": _iso(until), "cursor": cursor}
-        return self._run(_Call("GET", "/v1/jobs", lambda d: JobList.model_validate(d) if page
+        return self._run(Call("GET", "/v1/jobs", lambda d: JobList.model_validate(d) if page
                                else JobList.model_validate(d).jobs, params={k: v for k, v in params.items() if v}))
 
     def get_job_graph(self, job_id: str) -> Any:
         """The job's DAG: nodes in topological order, critical path, progress counts."""
-        return self._run(_Call("GET", f"/v1/jobs/{job_id}/graph", GraphView.model_validate))
+        return self._run(Call("GET", f"/v1/jobs/{job_id}/graph", GraphView.model_validate))
 
     def wait_once(self, job_id: str, timeout: float = 30) -> Any:
-        return self._run(_Call("GET", f"/v1/jobs/{job_id}/wait", JobView.model_validate,
+        return self._run(Call("GET", f"/v1/jobs/{job_id}/wait", JobView.model_validate,
                                params={"timeout": timeout}, timeout=timeout + self._timeout()))
 
     # control
     def cancel_job(self, job_id: str) -> Any:
-        return self._run(_Call("POST", f"/v1/jobs/{job_id}/cancel", JobView.model_validate, timeout=120))
+        return self._run(Call("POST", f"/v1/jobs/{job_id}/cancel", JobView.model_validate, timeout=120))
 
     def cancel_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, **filter: Any) -> Any:
         """Cancel by ids, or by filter (`status`, `name` glob, `tenant`, `since`, `until`): a
         BulkResult with the jobs affected, the dependents cancelled with them, and errors."""
-        return self._run(_Call("POST", "/v1/jobs/cancel", BulkResult.model_validate,
+        return self._run(Call("POST", "/v1/jobs/cancel", BulkResult.model_validate,
                                json=_bulk(job_ids, filter), timeout=300))
 
     def retry_job(self, job_id: str) -> Any:
         """A finished job again, as a new attempt."""
-        return self._run(_Call("POST", f"/v1/jobs/{job_id}/retry", JobView.model_validate, idempotent=False))
+        return self._run(Call("POST", f"/v1/jobs/{job_id}/retry", JobView.model_validate, idempotent=False))
 
     def retry_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, **filter: Any) -> Any:
-        return self._run(_Call("POST", "/v1/jobs/retry", BulkResult.model_validate, json=_bulk(job_ids, filter),
+        return self._run(Call("POST", "/v1/jobs/retry", BulkResult.model_validate, json=_bulk(job_ids, filter),
                                idempotent=False, timeout=300))
 
     def set_priority(self, job_id: str, priority: int) -> Any:
-        return self._run(_Call("POST", f"/v1/jobs/{job_id}/priority", JobView.model_validate,
+        return self._run(Call("POST", f"/v1/jobs/{job_id}/priority", JobView.model_validate,
                                json={"priority": priority}))
 
     # daemon
     def health_check(self) -> Any:
-        return self._run(_Call("GET", "/v1/health", HealthView.model_validate))
+        return self._run(Call("GET", "/v1/health", HealthView.model_validate))
 
     def get_statistics(self) -> Any:
-        return self._run(_Call("GET", "/v1/stats", Stats.model_validate))
+        return self._run(Call("GET", "/v1/stats", Stats.model_validate))
 
     def _timeout(self) -> float:  # pragma: no cover
         raise NotImplementedError
@@ -269,133 +204,12 @@ def _parse_ndjson(text: str) -> list[LogEntry]:
     return [LogEntry.model_validate_json(line) for line in text.splitlines() if line.strip()]
 
 
-def _body(resp: httpx.Response) -> Any:
-    return resp.json() if resp.headers.get("content-type", "").startswith("application/json") else resp.text
-
-
-def _json_or_none(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
-
-
-def _not_leader(resp: httpx.Response) -> bool:
-    """A standby's answer to a write: try the other addresses (one of them leads)."""
-    if resp.status_code != 503:
-        return False
-    body = _json_or_none(resp)
-    return isinstance(body, dict) and isinstance(body.get("error"), dict) and body["error"].get("code") == "not_leader"
-
-
-def _raise_for(resp: httpx.Response) -> None:
-    if resp.status_code >= 400:
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        raise from_response(resp.status_code, body)
-
-
-class _Transport:
-    """Address list, token and failover shared by both clients."""
-
-    def __init__(self, address: str | None, config: dict[str, Any] | ClientConfig | None, token: str | None) -> None:
-        self.addresses = parse_addresses(address)
-        self.config = ClientConfig.model_validate(config or {})
-        self.token = token
-        self._current = 0
-        self._redirected = False
-
-    def _headers(self, addr: Address) -> dict[str, str]:
-        if addr.kind == "tcp":
-            token = _token(self.token)
-            if token:
-                return {"Authorization": f"Bearer {token}"}
-        return {}
-
-    def _timeout(self) -> float:
-        return self.config.timeout
-
-    @staticmethod
-    def _logs_params(follow: bool, tail: int | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"follow": str(follow).lower()}
-        if tail is not None:
-            params["tail"] = tail
-        return params
-
-    @staticmethod
-    def _wait_slice(deadline: float | None) -> float:
-        return 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-
-    @staticmethod
-    def _wait_over(view: JobView, deadline: float | None) -> bool:
-        return is_terminal(view.status) or (deadline is not None and time.monotonic() >= deadline)
-
-    def _order(self) -> list[int]:
-        n = len(self.addresses)
-        return [(self._current + i) % n for i in range(n)]
-
-    def _client_kwargs(self, i: int, transport_cls: Any) -> dict[str, Any]:
-        addr = self.addresses[i]
-        limits = httpx.Limits(max_connections=self.config.connection_pool_size)
-        uds = {"uds": addr.target} if addr.kind == "unix" else {}
-        base = "http://sage-ops" if addr.kind == "unix" else f"http://{addr.target}"
-        return {"transport": transport_cls(limits=limits, **uds), "base_url": base, "headers": self._headers(addr),
-                "timeout": self.config.timeout}
-
-    def _rounds(self) -> Iterator[int]:
-        """Rounds over the address list: `retry_attempts` of them; with several addresses (or a
-        standby that names another leader) keep going for up to `failover_timeout` seconds, so
-        a failover between daemons is ridden out without the caller seeing it."""
-        start, attempt = time.monotonic(), 0
-        while True:
-            yield attempt
-            attempt += 1
-            several = len(self.addresses) > 1 or self._redirected
-            if attempt >= self.config.retry_attempts and (
-                    not several or time.monotonic() - start > self.config.failover_timeout):
-                return
-
-    def _backoff(self, attempt: int) -> float:
-        return min(0.2 * 2**attempt, 1.0)
-
-    def _failed(self, exc: httpx.TransportError, call: _Call[Any]) -> Exception:
-        """Remember a transport error to try the next address, or raise when retrying is unsafe
-        (a request that may have been applied and carries no idempotency key)."""
-        connect = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-        if not connect and not call.idempotent:
-            raise self._unavailable(exc) from None
-        return exc
-
-    def _standby(self, resp: httpx.Response) -> Exception:
-        self._redirected = True
-        return from_response(resp.status_code, _json_or_none(resp))
-
-    def _gave_up(self, last: Exception | None) -> Exception:
-        return last if isinstance(last, SageOpsError) else self._unavailable(last)
-
-    def _done(self, i: int, resp: httpx.Response, call: _Call[T]) -> T:
-        self._current = i
-        _raise_for(resp)
-        return call.parse(_body(resp))
-
-    def _unavailable(self, last: Exception | None) -> DaemonUnavailable:
-        where = ", ".join(str(a) for a in self.addresses)
-        why = f" ({last.__class__.__name__})" if last else ""
-        hint = " — is it running? try: sage-ops daemon start" if len(self.addresses) == 1 else ""
-        return DaemonUnavailable(f"cannot reach the sage-ops daemon at {where}{why}{hint}")
-
-
-LOG_TIMEOUT = httpx.Timeout(30.0, read=None)
-
-
-class JobManagerClient(_Transport, _Api):
+class JobManagerClient(Transport, _Api):
     """`JobManagerClient("localhost:19001")` or `JobManagerClient("unix:///run/sage-ops.sock")`."""
 
     def __init__(self, address: str | None = None, config: dict[str, Any] | ClientConfig | None = None,
                  token: str | None = None) -> None:
-        _Transport.__init__(self, address, config, token)
+        Transport.__init__(self, address, config, token)
         self._clients: dict[int, httpx.Client] = {}
 
     def _client(self, i: int) -> httpx.Client:
@@ -403,7 +217,7 @@ class JobManagerClient(_Transport, _Api):
             self._clients[i] = httpx.Client(**self._client_kwargs(i, httpx.HTTPTransport))
         return self._clients[i]
 
-    def _run(self, call: _Call[T]) -> T:
+    def _run(self, call: Call[T]) -> T:
         last: Exception | None = None
         for attempt in self._rounds():
             for i in self._order():
@@ -413,7 +227,7 @@ class JobManagerClient(_Transport, _Api):
                 except httpx.TransportError as exc:
                     last = self._failed(exc, call)
                     continue
-                if _not_leader(resp):
+                if not_leader(resp):
                     last = self._standby(resp)
                     continue
                 return self._done(i, resp, call)
@@ -429,7 +243,7 @@ class JobManagerClient(_Transport, _Api):
                                             timeout=LOG_TIMEOUT) as resp:
                     if resp.status_code >= 400:
                         resp.read()
-                    _raise_for(resp)
+                    raise_for(resp)
                     for line in resp.iter_lines():
                         if line.strip():
                             yield LogEntry.model_validate_json(line)
@@ -458,12 +272,12 @@ class JobManagerClient(_Transport, _Api):
         self.close()
 
 
-class AsyncJobManagerClient(_Transport, _Api):
+class AsyncJobManagerClient(Transport, _Api):
     """The same methods as coroutines."""
 
     def __init__(self, address: str | None = None, config: dict[str, Any] | ClientConfig | None = None,
                  token: str | None = None) -> None:
-        _Transport.__init__(self, address, config, token)
+        Transport.__init__(self, address, config, token)
         self._clients: dict[int, httpx.AsyncClient] = {}
 
     def _client(self, i: int) -> httpx.AsyncClient:
@@ -471,7 +285,7 @@ class AsyncJobManagerClient(_Transport, _Api):
             self._clients[i] = httpx.AsyncClient(**self._client_kwargs(i, httpx.AsyncHTTPTransport))
         return self._clients[i]
 
-    async def _run(self, call: _Call[T]) -> T:  # type: ignore[override]
+    async def _run(self, call: Call[T]) -> T:  # type: ignore[override]
         last: Exception | None = None
         for attempt in self._rounds():
             for i in self._order():
@@ -482,7 +296,7 @@ class AsyncJobManagerClient(_Transport, _Api):
                 except httpx.TransportError as exc:
                     last = self._failed(exc, call)
                     continue
-                if _not_leader(resp):
+                if not_leader(resp):
                     last = self._standby(resp)
                     continue
                 return self._done(i, resp, call)
@@ -498,7 +312,7 @@ class AsyncJobManagerClient(_Transport, _Api):
                                                   params=self._logs_params(follow, tail), timeout=LOG_TIMEOUT) as resp:
                     if resp.status_code >= 400:
                         await resp.aread()
-                    _raise_for(resp)
+                    raise_for(resp)
                     async for line in resp.aiter_lines():
                         if line.strip():
                             yield LogEntry.model_validate_json(line)
