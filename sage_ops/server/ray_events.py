@@ -114,11 +114,8 @@ class RayEvents:
         if self._applying:
             await asyncio.gather(*self._applying, return_exceptions=True)
 
-    def _ended_transition(self: Scheduler, d: Dispatched | None, job_id: str, attempt: int,
-                          p: dict[str, Any]) -> Transition:
-        status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
-        if p.get("exit_code") is None and not p.get("cancelled") and d is not None and d.ran_on:
-            reason = f"node {d.ran_on}: {reason}"  # its worker or node died: say where
+    def _ended_transition(self: Scheduler, d: Dispatched | None, job_id: str, attempt: int, p: dict[str, Any],
+                          status: JobStatus, reason: str) -> Transition:
         fields = {"exit_code": p.get("exit_code"),
                   "result": json.dumps(p["result"]) if p.get("result") is not None else None}
         if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
@@ -152,14 +149,16 @@ class RayEvents:
                 trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,
                                        started_at=p["t"], node=p["node"], attempts_made=attempt), None, row))
             elif kind == "ended":
-                main = self._ended_transition(d, job_id, attempt, p)
+                status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
+                if p.get("exit_code") is None and not p.get("cancelled") and d is not None and d.ran_on:
+                    reason = f"node {d.ran_on}: {reason}"  # its worker or node died: say where
+                main = self._ended_transition(d, job_id, attempt, p, status, reason)
                 # if its `started` never arrived (it could not start), it still ran as an attempt
                 alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=p["t"],
                                  attempts_made=attempt)
                 trs.append((main, alt, {"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
                                         "started_at": p["t"]}))
-                outcome, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
-                attempt_updates.append((job_id, attempt, {"status": outcome.value, "exit_code": p.get("exit_code"),
+                attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
                                                           "reason": reason, "ended_at": p["t"]}))
                 if d is not None and d.attempt == attempt:
                     gone[job_id] = self.dispatched.pop(job_id)
