@@ -83,6 +83,14 @@ def test_submit_with_an_idempotency_key_is_not_duplicated(daemon: Daemon) -> Non
     assert again.json()["id"] == first.json()["id"]
     assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]["message"]
     assert len(client.list_jobs(name="once")) == 1
+    # a batch whose jobs depend on each other by name: the retried request is the same request
+    batch = {"jobs": [{"name": "idem-a", "command": ["true"]},
+                      {"name": "idem-b", "command": ["true"], "dependencies": ["idem-a"]}]}
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket))) as http:
+        made = http.post("http://sage-ops/v1/jobs/batch", json=batch, headers={"Idempotency-Key": "batch-1"})
+        again = http.post("http://sage-ops/v1/jobs/batch", json=batch, headers={"Idempotency-Key": "batch-1"})
+    assert (made.status_code, again.status_code) == (201, 200)
+    assert [j["id"] for j in again.json()["jobs"]] == [j["id"] for j in made.json()["jobs"]]
 
 
 def test_restart_finishes_nothing_twice_and_leaves_nothing_stuck(new_daemon) -> None:  # noqa: ANN001

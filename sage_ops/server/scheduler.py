@@ -203,10 +203,9 @@ class Scheduler(RayEvents, Operations):
         error). Dependencies are resolved inside that transaction."""
         now = self.clock.now()
         ids = [new_job_id() for _ in specs]
-        deps = sub.link(specs, ids, batch)
-        # the stored spec names its dependencies by id, also where the batch named them by name
-        specs = [s if d == s.dependencies else s.model_copy(update={"dependencies": d}) for s, d in zip(specs, deps)]
-        plans = [sub.Planned(i, self.seq + n + 1, spec, d) for n, (i, spec, d) in enumerate(zip(ids, specs, deps))]
+        sent = [s.model_dump_json() for s in specs]  # once: the request's digest and the stored specs
+        digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
+        plans = sub.plan(specs, sent, ids, self.seq + 1, batch)
         nodes = self.backend.node_totals()  # once per request, not per job
         room = self.cfg.jobmanager.max_jobs - self.active
         counter = iter(range(len(plans)))
@@ -217,15 +216,14 @@ class Scheduler(RayEvents, Operations):
             if next(counter) >= room:
                 return f"queue full: {self.active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
             r = p.spec.resources
-            key = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
-            if key not in fits:
-                fits[key] = self.capacity.never_fits(r.as_ray(), nodes)
-            return fits[key]
+            shape = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
+            if shape not in fits:
+                fits[shape] = self.capacity.never_fits(r.as_ray(), nodes)
+            return fits[shape]
 
         external = {d for p in plans for d in p.deps} - set(ids)
 
         first: list[dict[str, Any]] = []
-        digest = hashlib.sha256(b"\n".join(s.model_dump_json().encode() for s in specs)).hexdigest() if key else ""
 
         def op(conn: Connection) -> list[str] | None:
             if key and (seen := st.claim_key(conn, key, digest, ids, now)) is not None:

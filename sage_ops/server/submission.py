@@ -32,6 +32,20 @@ class Planned:
     reason: str | None = None
     waiting: set[str] = field(default_factory=set)
     transitions: list[Transition] = field(default_factory=list)
+    spec_json: str = ""
+
+
+def plan(specs: Sequence[JobSpec], sent: Sequence[str], ids: Sequence[str], first_seq: int,
+         batch: bool) -> list[Planned]:
+    """One plan per job, its dependencies as ids. The stored spec names them by id, also where
+    the batch named them by name; otherwise it is stored exactly as it was sent (`sent`)."""
+    out = []
+    for n, (job_id, spec, js, deps) in enumerate(zip(ids, specs, sent, link(specs, ids, batch))):
+        if deps != spec.dependencies:
+            spec = spec.model_copy(update={"dependencies": deps})
+            js = spec.model_dump_json()
+        out.append(Planned(job_id, first_seq + n, spec, deps, spec_json=js))
+    return out
 
 
 def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[list[str]]:
@@ -92,7 +106,7 @@ def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[d
         ended = p.status in (S.REJECTED, S.CANCELLED)
         jobs.append({
             "id": p.id, "seq": p.seq, "name": spec.display_name(), "tenant": spec.tenant, "status": p.status.value,
-            "reason": p.reason, "priority": spec.priority, "kind": spec.kind.value, "spec": spec.model_dump_json(),
+            "reason": p.reason, "priority": spec.priority, "kind": spec.kind.value, "spec": p.spec_json,
             "exit_code": None, "result": None, "attempts_made": 0, "node": None, "created_at": now,
             "updated_at": now, "started_at": None, "ended_at": now if ended else None,
         })
