@@ -121,18 +121,24 @@ def single_submits(address: str, n: int, clients: int) -> tuple[float, list[str]
     return n / elapsed, ids
 
 
-async def raw_single_submits(socket_path: Path, n: int, conns: int = 16) -> tuple[float, list[str]]:
+async def raw_single_submits(socket_path: Path | None, n: int, conns: int = 16, tcp: tuple[str, int] | None = None,
+                             token: str | None = None, quiet: bool = False) -> tuple[float, list[str]]:
     """The same one-job requests from a minimal HTTP/1.1 keep-alive client (a few us per request),
-    so the figure is the daemon's own rate rather than the Python client's (httpx ~1.5 ms each)."""
+    so the figure is the daemon's own rate rather than the Python client's (httpx ~1.5 ms each).
+    Over the Unix socket by default, or over TCP; with a bearer token if given."""
     body = json.dumps(TRUE).encode()
-    request = (b"POST /v1/jobs HTTP/1.1\r\nHost: sage-ops\r\nContent-Type: application/json\r\n"
+    auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
+    request = (b"POST /v1/jobs HTTP/1.1\r\nHost: sage-ops\r\nContent-Type: application/json\r\n" + auth +
                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     ids: list[str] = []
     left = n
 
     async def conn() -> None:
         nonlocal left
-        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        if tcp:
+            reader, writer = await asyncio.open_connection(*tcp)
+        else:
+            reader, writer = await asyncio.open_unix_connection(str(socket_path))
         while left > 0:
             left -= 1
             writer.write(request)
@@ -140,14 +146,17 @@ async def raw_single_submits(socket_path: Path, n: int, conns: int = 16) -> tupl
             length = next(int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
                           if ln.lower().startswith(b"content-length"))
             reply = json.loads(await reader.readexactly(length))
+            if "id" not in reply:
+                raise SystemExit(f"submit refused: {reply}")
             ids.append(reply["id"])
         writer.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(conn() for _ in range(conns)))
     elapsed = time.perf_counter() - t0
-    print(f"  single submits : {n / elapsed:9.0f} jobs/s  ({n} jobs, one per request, {conns} keep-alive connections "
-          f"of a minimal HTTP client: the daemon's own rate)")
+    if not quiet:
+        print(f"  single submits : {n / elapsed:9.0f} jobs/s  ({n} jobs, one per request, {conns} keep-alive "
+              "connections of a minimal HTTP client: the daemon's own rate)")
     return n / elapsed, ids
 
 

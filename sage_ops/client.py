@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
 from .errors import SageOpsError
 from .lifecycle import JobStatus
 from .schemas import (
@@ -188,6 +189,60 @@ class _Api:
     def set_priority(self, job_id: str, priority: int) -> Any:
         return self._run(Call("POST", f"/v1/jobs/{job_id}/priority", JobView.model_validate,
                                json={"priority": priority}))
+
+    # access control (tenants, tokens, audit)
+    def whoami(self) -> Any:
+        return self._run(Call("GET", "/v1/whoami", Identity.model_validate))
+
+    def create_tenant(self, name: str, **quotas: Any) -> Any:
+        """A tenant with quotas: max_running, max_cpu, max_gpu, max_queued, weight."""
+        return self._run(Call("POST", "/v1/tenants", TenantView.model_validate, json={"name": name, **quotas},
+                               idempotent=False))
+
+    def update_tenant(self, name: str, **quotas: Any) -> Any:
+        """Change only the quotas given (None clears a limit)."""
+        return self._run(Call("PATCH", f"/v1/tenants/{name}", TenantView.model_validate, json=quotas))
+
+    def list_tenants(self) -> Any:
+        return self._run(Call("GET", "/v1/tenants", lambda d: [TenantView.model_validate(t) for t in d]))
+
+    def delete_tenant(self, name: str) -> Any:
+        return self._run(Call("DELETE", f"/v1/tenants/{name}", lambda d: d))
+
+    def map_user(self, tenant: str, uid: int, role: str = "member") -> Any:
+        """Let local user `uid` in through the Unix socket, as a member (or viewer) of `tenant`."""
+        return self._run(Call("POST", f"/v1/tenants/{tenant}/users", TenantView.model_validate,
+                               json={"uid": uid, "role": role}))
+
+    def unmap_user(self, tenant: str, uid: int) -> Any:
+        return self._run(Call("DELETE", f"/v1/tenants/{tenant}/users/{uid}", TenantView.model_validate))
+
+    def create_token(self, name: str, tenant: str | None = None, role: str = "member",
+                     rate_limit: float | None = None, expires_in: float | None = None) -> Any:
+        """A new token; its secret (`.token`) is in this answer only."""
+        body = {"name": name, "tenant": tenant, "role": role, "rate_limit": rate_limit, "expires_in": expires_in}
+        return self._run(Call("POST", "/v1/tokens", TokenCreated.model_validate,
+                               json={k: v for k, v in body.items() if v is not None}, idempotent=False))
+
+    def list_tokens(self, tenant: str | None = None, revoked: bool = False) -> Any:
+        params = {"tenant": tenant, "revoked": str(revoked).lower()}
+        return self._run(Call("GET", "/v1/tokens", lambda d: [TokenView.model_validate(t) for t in d],
+                               params={k: v for k, v in params.items() if v is not None}))
+
+    def revoke_token(self, token_id: int) -> Any:
+        return self._run(Call("DELETE", f"/v1/tokens/{token_id}", TokenView.model_validate))
+
+    def revoke_tokens(self, tenant: str) -> Any:
+        """Revoke every token of `tenant`; returns how many."""
+        return self._run(Call("POST", "/v1/tokens/revoke", lambda d: d["revoked"],
+                               json={"tenant": tenant, "all": True}))
+
+    def audit(self, since: datetime | str | None = None, tenant: str | None = None, actor: str | None = None,
+              action: str | None = None, limit: int = 1000) -> Any:
+        """Audit events, newest first: mutating calls and denied requests."""
+        params = {"since": _iso(since), "tenant": tenant, "actor": actor, "action": action, "limit": limit}
+        return self._run(Call("GET", "/v1/audit", lambda d: AuditList.model_validate(d).events,
+                               params={k: v for k, v in params.items() if v is not None}))
 
     # daemon
     def health_check(self) -> Any:

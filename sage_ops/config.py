@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import paths
@@ -50,6 +50,28 @@ class DatabaseConfig(_Section):
     )
 
 
+class SecurityConfig(_Section):
+    socket_mode: str = Field("0600", pattern=r"^0?[0-7]{3}$",
+                             description="Unix socket mode; 0660 lets a group in, each uid mapped to a tenant")
+    tls_cert: Path | None = Field(None, description="PEM certificate for the TCP listener (with tls_key)")
+    tls_key: Path | None = None
+    secret_key_file: Path = Field(default_factory=lambda: paths.config_dir() / "secret.key",
+                                  description="seals --secret-env values at rest; HA daemons share it")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger requests get 413")
+    rate_limit: float = Field(1000, ge=0, description="requests/s per token or uid (0: unlimited)")
+    rate_burst: int = Field(2000, ge=1)
+    audit_retention_days: float = Field(90, gt=0)
+
+    @model_validator(mode="after")
+    def _tls(self) -> SecurityConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("give both tls_cert and tls_key (or neither)")
+        for f in (self.tls_cert, self.tls_key):
+            if f is not None and not Path(f).is_file():
+                raise ValueError(f"no such file: {f}")
+        return self
+
+
 class LoggingConfig(_Section):
     level: str = "INFO"
     file: Path = Field(default_factory=lambda: paths.state_dir() / "jobmanager.log")
@@ -63,6 +85,7 @@ class Config(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -43,6 +43,14 @@ class Conflict(SageOpsError):
     status, code = 409, "conflict"
 
 
+class TooLarge(SageOpsError):
+    status, code = 413, "too_large"
+
+
+class RateLimited(SageOpsError):
+    status, code = 429, "rate_limited"
+
+
 class Rejected(SageOpsError):
     """A job was recorded but refused admission (its status is REJECTED)."""
 
@@ -54,7 +62,8 @@ class DaemonUnavailable(SageOpsError):
 
 
 _BY_STATUS: dict[int, type[SageOpsError]] = {
-    cls.status: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, DaemonUnavailable)
+    cls.status: cls for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited,
+                                 DaemonUnavailable)
 }
 _BY_STATUS[422] = Invalid
 
@@ -73,5 +82,6 @@ def from_response(status: int, body: object) -> SageOpsError:
 
 def from_body(error: dict[str, str]) -> SageOpsError:
     """Rebuild an exception from one `{"code", "message"}` entry (a bulk result's errors)."""
-    by_code = {cls.code: cls for cls in (BadRequest, Invalid, NotFound, Conflict, Rejected, DaemonUnavailable)}
+    known = (BadRequest, Invalid, Forbidden, NotFound, Conflict, Rejected, DaemonUnavailable)
+    by_code = {cls.code: cls for cls in known}
     return by_code.get(error.get("code", ""), SageOpsError)(error.get("message", "failed"), error.get("code"))

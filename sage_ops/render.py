@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from .access import AuditEntry, TenantView, TokenView
 from .lifecycle import JobStatus
 from .schemas import BulkResult, GraphView, Health, JobEventView, JobView, LogEntry, Stats
 
@@ -247,3 +248,43 @@ def _num(v: float) -> str:
     if v >= 2**30:
         return f"{v / 2**30:.1f}GiB"
     return f"{v:g}"
+
+
+def _limit(value: float | None, used: float | None = None) -> str:
+    if value is None:
+        return "-" if used is None else f"{used:g}"
+    return f"{value:g}" if used is None else f"{used:g}/{value:g}"
+
+
+def tenants(items: Sequence[TenantView]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("TENANT", "RUNNING", "CPU", "GPU", "QUEUED", "WEIGHT", "USERS"):
+        table.add_column(col, no_wrap=True)
+    for t in items:
+        q = t.quotas
+        table.add_row(t.name, _limit(q.max_running, t.running_jobs), _limit(q.max_cpu, t.cpu_in_use),
+                      _limit(q.max_gpu, t.gpu_in_use), _limit(q.max_queued, t.queued_jobs), f"{q.weight:g}",
+                      ",".join(map(str, t.users)) or "-")
+    console().print(table)
+
+
+def tokens(items: Sequence[TokenView]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "NAME", "TENANT", "ROLE", "RATE", "CREATED", "LAST USED", "EXPIRES", "REVOKED"):
+        table.add_column(col, no_wrap=True)
+    for t in items:
+        table.add_row(str(t.id), t.name, t.tenant or "*", t.role.value, _limit(t.rate_limit), ago(t.created_at),
+                      ago(t.last_used_at), t.expires_at.astimezone().strftime("%Y-%m-%d %H:%M") if t.expires_at
+                      else "-", ago(t.revoked_at))
+    console().print(table)
+
+
+def audit(events: Sequence[AuditEntry]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("TIME", "ACTOR", "TENANT", "ACTION", "TARGET", "STATUS", "DETAIL"):
+        table.add_column(col, no_wrap=col != "DETAIL", overflow="ellipsis")
+    for e in events:
+        style = "red" if e.status >= 400 else ""
+        table.add_row(e.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.tenant or "-", e.action,
+                      e.target or "-", f"[{style}]{e.status}[/]" if style else str(e.status), e.detail or "")
+    console().print(table)

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .lifecycle import JobStatus
 
-MAX_SCRIPT_BYTES = 4 * 1024 * 1024
+MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # script content, in UTF-8 bytes
+# Hard limits on one job spec, so a hostile or broken request is refused (422) instead of being
+# stored and then failing at exec time, or costing the daemon memory and disk. Sizes are UTF-8 bytes.
+MAX_ARGS = 4096  # items in `command`, and in `args`
+MAX_ARG_BYTES = 128 * 1024  # one argument or environment value (Linux MAX_ARG_STRLEN)
+MAX_ENV_VARS = 1024  # variables in `env`, and in `secret_env`
+MAX_ENV_NAME = 256  # characters in one variable name
+MAX_EXEC_BYTES = 1024 * 1024  # env + secret_env (names and values) + command + args together (ARG_MAX)
+MAX_PATH_CHARS = 4096  # `working_dir` (PATH_MAX)
+MAX_DEPENDENCIES = 10_000
+MAX_DEPENDENCY_CHARS = 128  # a job id, or in a batch the name of another job (names: up to 128)
+MAX_MEMORY = 2**60  # bytes: an exabyte is no one's job; beyond, a typo (or an overflow)
+SEALED_PREFIX = "sealed:v1:"  # a secret_env value as stored (server/sealing.py: AES-SIV, urlsafe base64)
+
+
+def _utf8_len(text: str) -> int:
+    """Size in UTF-8 bytes: what the limits protect (memory, disk, the kernel's argv) is counted in bytes."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _secret_len(value: str) -> int:
+    """A secret_env value's size once opened: the stored spec holds it sealed (a third larger, plus
+    a 16-byte tag), and must still validate when the daemon reads it back."""
+    if not value.startswith(SEALED_PREFIX):
+        return _utf8_len(value)
+    b64 = value[len(SEALED_PREFIX) :]
+    return max(0, len(b64) * 3 // 4 - (len(b64) - len(b64.rstrip("="))) - 16)
+
+
 _UNITS = {
     "": 1, "B": 1,
     "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3, "GB": 1000**3, "T": 1000**4, "TB": 1000**4,
@@ -29,12 +58,18 @@ def parse_memory(value: str | int | float) -> int:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("memory must not be negative")
-        return int(value)
+        return _bytes(value)
     match = _MEM_RE.match(str(value))
     unit = match.group(2).upper() if match else None
     if not match or unit not in _UNITS:
         raise ValueError(f"bad memory size {value!r}: use a number with B, KB, MB, GB, KiB, MiB, GiB")
-    return int(float(match.group(1)) * _UNITS[unit])
+    return _bytes(float(match.group(1)) * _UNITS[unit])
+
+
+def _bytes(value: float) -> int:
+    if value > MAX_MEMORY or (isinstance(value, float) and not math.isfinite(value)):  # int: no float overflow
+        raise ValueError(f"memory must be at most {MAX_MEMORY} bytes")
+    return int(value)
 
 
 class View(BaseModel):
@@ -51,7 +86,8 @@ class View(BaseModel):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # no unknown fields; no inf/NaN (they would be stored as null and never load again)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Resources(Strict):
@@ -71,8 +107,8 @@ class Resources(Strict):
         for name, amount in v.items():
             if not name or name in {"CPU", "GPU", "memory"} or not _NAME_RE.match(name):
                 raise ValueError(f"bad custom resource name {name!r}")
-            if amount <= 0:
-                raise ValueError(f"custom resource {name} must be positive")
+            if not math.isfinite(amount) or amount <= 0:
+                raise ValueError(f"custom resource {name} must be a positive number")
         return v
 
     def as_ray(self) -> dict[str, float]:
@@ -108,13 +144,21 @@ class ScriptFile(Strict):
     """The script travels with the job (content, not path), so it runs on any node."""
 
     filename: str = Field(min_length=1, max_length=255)
-    content: str = Field(max_length=MAX_SCRIPT_BYTES)
+    content: str = Field(description=f"at most {MAX_SCRIPT_BYTES} bytes of UTF-8")
 
     @field_validator("filename")
     @classmethod
     def _plain(cls, v: str) -> str:
         if "/" in v or v in {".", ".."} or "\0" in v:
             raise ValueError("script filename must be a plain file name")
+        return v
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str) -> str:
+        # Bytes, not characters: 4 Mi characters of emoji would be 16 MiB in the database.
+        if _utf8_len(v) > MAX_SCRIPT_BYTES:
+            raise ValueError(f"at most {MAX_SCRIPT_BYTES} bytes (4 MiB) of UTF-8")
         return v
 
 
@@ -125,6 +169,8 @@ class JobSpec(Strict):
     script: ScriptFile | None = None
     args: list[str] = Field(default_factory=list, description="arguments after the script")
     env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, description="like env, but sealed at rest, shown as *** and masked in logs")
     working_dir: str | None = None
     resources: Resources = Field(default_factory=Resources)
     dependencies: list[str] = Field(default_factory=list)
@@ -133,18 +179,59 @@ class JobSpec(Strict):
     timeout: float | None = Field(None, gt=0, le=365 * 86400)
     tenant: str | None = Field(None, max_length=64)
 
-    @field_validator("env")
+    @field_validator("command", "args")
     @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+    def _argv(cls, v: list[str]) -> list[str]:
+        # The kernel refuses (E2BIG) what is longer; a NUL would silently cut the argument.
+        if len(v) > MAX_ARGS:
+            raise ValueError(f"at most {MAX_ARGS} arguments")
+        for n, arg in enumerate(v):
+            if _utf8_len(arg) > MAX_ARG_BYTES:
+                raise ValueError(f"argument {n}: at most {MAX_ARG_BYTES} bytes (128 KiB)")
+            if "\0" in arg:
+                raise ValueError(f"argument {n}: must not contain a NUL character")
+        return v
+
+    @field_validator("env", "secret_env")
+    @classmethod
+    def _env(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        size = _secret_len if info.field_name == "secret_env" else _utf8_len
+        if len(v) > MAX_ENV_VARS:
+            raise ValueError(f"at most {MAX_ENV_VARS} variables")
+        for key, value in v.items():
+            if len(key) > MAX_ENV_NAME:  # checked first: the message below quotes the name
+                raise ValueError(f"variable names: at most {MAX_ENV_NAME} characters")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):  # fullmatch: `$` would let "A\n" in
                 raise ValueError(f"bad environment variable name {key!r}")
+            if size(value) > MAX_ARG_BYTES:
+                raise ValueError(f"value of {key}: at most {MAX_ARG_BYTES} bytes (128 KiB)")
+            if "\0" in value:
+                raise ValueError(f"value of {key}: must not contain a NUL character")
+        return v
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, v: str | None) -> str | None:
+        if v is not None and len(v) > MAX_PATH_CHARS:
+            raise ValueError(f"at most {MAX_PATH_CHARS} characters")
+        if v is not None and "\0" in v:
+            raise ValueError("must not contain a NUL character")
+        return v
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependencies(cls, v: list[str]) -> list[str]:
+        if len(v) > MAX_DEPENDENCIES:
+            raise ValueError(f"at most {MAX_DEPENDENCIES} dependencies")
+        for n, dep in enumerate(v):
+            if len(dep) > MAX_DEPENDENCY_CHARS:
+                raise ValueError(f"dependency {n}: at most {MAX_DEPENDENCY_CHARS} characters (a job id or name)")
         return v
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not _NAME_RE.match(v):
+        if v is not None and not _NAME_RE.fullmatch(v):  # fullmatch: `$` would let a trailing newline in
             raise ValueError("name: letters, digits and _.:@+=- only, up to 128 characters")
         return v
 
@@ -156,6 +243,16 @@ class JobSpec(Strict):
             raise ValueError("a command job needs a non-empty `command` argv")
         if self.kind is JobKind.PIPELINE:
             raise ValueError("pipeline jobs are not supported yet")
+        return self
+
+    @model_validator(mode="after")
+    def _exec_size(self) -> JobSpec:
+        # Each part may be within its own limit and the sum still too big for one exec.
+        total = sum(_utf8_len(a) for a in (*self.command, *self.args))
+        total += sum(_utf8_len(k) + _utf8_len(v) for k, v in self.env.items())
+        total += sum(_utf8_len(k) + _secret_len(v) for k, v in self.secret_env.items())
+        if total > MAX_EXEC_BYTES:
+            raise ValueError(f"env, secret_env, command and args: at most {MAX_EXEC_BYTES} bytes (1 MiB) together")
         return self
 
     def display_name(self) -> str:

@@ -5,6 +5,7 @@ Everything above it (client.py) speaks plain API paths."""
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,15 +29,20 @@ class ClientConfig(BaseModel):
     failover_timeout: float = Field(20.0, description="with several addresses, keep retrying this long")
     connection_pool_size: int = 16
     heartbeat_interval: float = 30.0
+    ca: str | None = Field(None, description="PEM CA bundle that signed the daemon's TLS certificate "
+                                             "($SAGE_OPS_CA); TCP addresses then use TLS")
 
 
 @dataclass(frozen=True)
 class Address:
     kind: str  # "unix" | "tcp"
     target: str  # socket path or host:port
+    tls: bool = False
 
     def __str__(self) -> str:
-        return f"unix://{self.target}" if self.kind == "unix" else f"tcp://{self.target}"
+        if self.kind == "unix":
+            return f"unix://{self.target}"
+        return f"{'https' if self.tls else 'tcp'}://{self.target}"
 
 
 def parse_addresses(value: str | None = None) -> list[Address]:
@@ -51,13 +57,14 @@ def parse_addresses(value: str | None = None) -> list[Address]:
         elif part.startswith("/"):
             out.append(Address("unix", part))
         else:
-            for prefix in ("tcp://", "http://"):
+            tls = part.startswith(("https://", "tls://"))
+            for prefix in ("tcp://", "http://", "https://", "tls://"):
                 part = part.removeprefix(prefix)
             host, _, port = part.rpartition(":")
             if not host or not port.isdigit():
-                raise SageOpsError(f"bad address {part!r}: use unix:///path, HOST:PORT or tcp://HOST:PORT",
-                                   "bad_address")
-            out.append(Address("tcp", part))
+                raise SageOpsError(f"bad address {part!r}: use unix:///path, HOST:PORT, tcp://HOST:PORT or "
+                                   "https://HOST:PORT", "bad_address")
+            out.append(Address("tcp", part, tls))
     if not out:
         raise SageOpsError("no daemon address given", "bad_address")
     return out
@@ -125,11 +132,10 @@ class Transport:
         self._redirected = False
 
     def _headers(self, addr: Address) -> dict[str, str]:
-        if addr.kind == "tcp":
-            token = _token(self.token)
-            if token:
-                return {"Authorization": f"Bearer {token}"}
-        return {}
+        """TCP needs a token (given, $SAGE_OPS_TOKEN or the local admin's file); on the Unix socket
+        the kernel says who we are, unless a token is given explicitly (to act as that token)."""
+        token = _token(self.token) if addr.kind == "tcp" else (self.token or os.environ.get("SAGE_OPS_TOKEN"))
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _timeout(self) -> float:
         return self.config.timeout
@@ -157,7 +163,11 @@ class Transport:
         addr = self.addresses[i]
         limits = httpx.Limits(max_connections=self.config.connection_pool_size)
         uds = {"uds": addr.target} if addr.kind == "unix" else {}
-        base = "http://sage-ops" if addr.kind == "unix" else f"http://{addr.target}"
+        ca = self.config.ca or os.environ.get("SAGE_OPS_CA")
+        tls = addr.kind == "tcp" and (addr.tls or bool(ca))
+        if tls:
+            uds["verify"] = ssl.create_default_context(cafile=ca) if ca else True
+        base = "http://sage-ops" if addr.kind == "unix" else f"{'https' if tls else 'http'}://{addr.target}"
         return {"transport": transport_cls(limits=limits, **uds), "base_url": base, "headers": self._headers(addr),
                 "timeout": self.config.timeout}
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,16 @@ from ..lifecycle import JobStatus
 from ..schemas import JobSpec, JobView, Resources
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
-SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--priority", "--timeout",
-                       "--after", "--retries", "--retry-delay", "--retry-backoff"}
+SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env", "--tenant",
+                      "--priority", "--timeout", "--after", "--retries", "--retry-delay", "--retry-backoff"}
 
 
 class Ctx:
-    def __init__(self, address: str | None, config_path: str | None) -> None:
+    def __init__(self, address: str | None, config_path: str | None, token: str | None = None,
+                 ca: str | None = None) -> None:
         self.address = address
         self.config_path = config_path
+        self.token, self.ca = token, ca
         self._client: JobManagerClient | None = None
 
     def config(self, **overrides: Any) -> Config:
@@ -41,7 +44,8 @@ class Ctx:
             if not address:
                 address = f"unix://{self.config().jobmanager.socket}"
             # one address: fail fast; several: ride out a failover between them
-            self._client = JobManagerClient(address, config={"retry_attempts": 1 if "," not in address else 3})
+            self._client = JobManagerClient(address, config={"retry_attempts": 1 if "," not in address else 3,
+                                                             "ca": self.ca}, token=self.token)
         return self._client
 
 
@@ -53,11 +57,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
 @click.option("--address", metavar="ADDR", help="unix:///path.sock, HOST:PORT or tcp://HOST:PORT; comma-separated "
               "for failover. Default: $SAGE_OPS_ADDRESS, then the config's socket.")
 @click.option("--config", "config_path", metavar="FILE", envvar="SAGE_OPS_CONFIG", help="YAML config file.")
+@click.option("--token", metavar="TOKEN", help="Bearer token (default: $SAGE_OPS_TOKEN; for TCP, the local "
+              "admin's token file). On the Unix socket your uid speaks for you unless a token is given.")
+@click.option("--ca", metavar="PEM", help="CA that signed the daemon's TLS certificate (default: $SAGE_OPS_CA); "
+              "TCP then uses TLS.")
 @click.version_option(__version__, prog_name="sage-ops")
 @click.pass_context
-def cli(ctx: click.Context, address: str | None, config_path: str | None) -> None:
+def cli(ctx: click.Context, address: str | None, config_path: str | None, token: str | None, ca: str | None) -> None:
     """sage-ops: a terminal-first job manager for Ray clusters."""
-    ctx.obj = Ctx(address, config_path)
+    ctx.obj = Ctx(address, config_path, token, ca)
 
 
 # -- daemon ------------------------------------------------------------------------------------
@@ -66,9 +74,15 @@ def daemon() -> None:
     """Start, stop and inspect the background daemon."""
 
 
-def _daemon_args(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None) -> tuple[list[str], Config]:
+def _daemon_args(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None,
+                 tls: tuple[str | None, str | None] = (None, None)) -> tuple[list[str], Config]:
     args: list[str] = []
     overrides: dict[str, Any] = {}
+    for flag, value in zip(("tls-cert", "tls-key"), tls):
+        if value:
+            value = str(Path(value).resolve())
+            args += [f"--{flag}", value]
+            overrides[f"security.{flag.replace('-', '_')}"] = value
     if ctx.config_path:
         args += ["--config", ctx.config_path]
     if tcp:
@@ -110,13 +124,15 @@ def _read_pid() -> int | None:
 @click.option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (bearer token required).")
 @click.option("--db", metavar="URL", help="Database URL (sqlite:///... or postgresql+psycopg://...).")
 @click.option("--ray-address", metavar="ADDR", help="'auto', 'local' or HOST:PORT of a Ray head.")
+@click.option("--tls-cert", metavar="PEM", help="Serve TCP over TLS with this certificate (and --tls-key).")
+@click.option("--tls-key", metavar="PEM", help="The certificate's private key.")
 @click.option("--foreground", is_flag=True, help="Run in this terminal (for systemd and debugging).")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until the daemon is healthy.")
 @pass_ctx
-def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None, foreground: bool,
-                 timeout: float) -> None:
+def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None, tls_cert: str | None,
+                 tls_key: str | None, foreground: bool, timeout: float) -> None:
     """Start the daemon (SQLite + a local Ray head unless configured otherwise)."""
-    args, cfg = _daemon_args(ctx, tcp, db, ray_address)
+    args, cfg = _daemon_args(ctx, tcp, db, ray_address, (tls_cert, tls_key))
     cmd = [sys.executable, "-m", "sage_ops.server", *args]
     if foreground:
         os.execv(sys.executable, cmd)
@@ -213,7 +229,8 @@ def _kv(items: Sequence[str], what: str) -> dict[str, str]:
 def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
-               retry_policy: dict[str, Any] | None = None) -> JobSpec:
+               retry_policy: dict[str, Any] | None = None, secret_env: Sequence[str] = (),
+               tenant: str | None = None) -> JobSpec:
     if not argv:
         raise click.UsageError("nothing to run: give a script file or a command (after --)")
     custom = {k: _float(v, "--resource") for k, v in _kv(resource, "--resource").items()}
@@ -221,7 +238,8 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
         res = Resources(cpu=1.0 if cpu is None else cpu, gpu=gpu or 0.0, memory=memory, custom_resources=custom)
         common: dict[str, Any] = {"name": name, "resources": res, "env": _kv(env, "--env"), "priority": priority,
                                   "timeout": timeout, "working_dir": workdir or os.getcwd(),
-                                  "dependencies": list(dependencies), "retry_policy": retry_policy or {}}
+                                  "dependencies": list(dependencies), "retry_policy": retry_policy or {},
+                                  "secret_env": _kv(secret_env, "--secret-env"), "tenant": tenant}
         if not command and Path(argv[0]).is_file():
             return script_spec(argv[0], list(argv[1:]), **common)
         return JobSpec(kind="command", command=list(argv), **{k: v for k, v in common.items() if v is not None})
@@ -246,6 +264,9 @@ def _float(value: str, what: str) -> float:
 @click.option("--gpu", type=float, help="GPUs.")
 @click.option("--resource", multiple=True, metavar="NAME=N", help="Custom Ray resource (repeatable).")
 @click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--secret-env", multiple=True, metavar="K=V", help="Secret environment variable: sealed at rest, "
+              "shown as ***, masked in the logs (repeatable).")
+@click.option("--tenant", help="Submit for this tenant (admins; members submit to their own).")
 @click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory].")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Kill an attempt after this long (FAILED, "
@@ -265,9 +286,10 @@ def _float(value: str, what: str) -> float:
 @json_option
 @pass_ctx
 def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None, memory: str | None,
-           gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], workdir: str | None, priority: int,
-           timeout: float | None, after: tuple[str, ...], retries: int, retry_delay: float, retry_backoff: float,
-           force_command: bool, wait: bool, quiet: bool, as_json: bool) -> None:
+           gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
+           tenant: str | None, workdir: str | None, priority: int, timeout: float | None, after: tuple[str, ...],
+           retries: int, retry_delay: float, retry_backoff: float, force_command: bool, wait: bool, quiet: bool,
+           as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
 
     \b
@@ -281,7 +303,8 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
         click.echo(f"note: {', '.join(stray)} after the script/command is passed to the job; put sage-ops "
                    "options before it (or before --)", err=True)
     spec = build_spec(argv, command=force_command, name=name, cpu=cpu, memory=memory, gpu=gpu, resource=resource,
-                      env=env, workdir=workdir, priority=priority, timeout=timeout,
+                      env=env, secret_env=secret_env, tenant=tenant, workdir=workdir, priority=priority,
+                      timeout=timeout,
                       dependencies=[j.strip() for a in after for j in a.split(",") if j.strip()],
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
@@ -305,6 +328,32 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
             sys.exit(EXIT_FAILED)
 
 
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class When(click.ParamType):
+    """A moment: local date/time, or an age back from now (`1h`, `30m`, `2d`, `1w`)."""
+
+    name = "WHEN"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        if text[:-1].replace(".", "", 1).isdigit() and text[-1:].lower() in AGE_UNITS:
+            return datetime.now().astimezone() - timedelta(seconds=float(text[:-1]) * AGE_UNITS[text[-1].lower()])
+        for fmt in DATE_FORMATS:
+            try:
+                return datetime.strptime(text, fmt)
+            except ValueError:
+                pass
+        self.fail(f"{value!r} is neither a time (YYYY-MM-DD[ HH:MM[:SS]]) nor an age (1h, 30m, 2d)", param, ctx)
+
+
+WHEN = When()
+
+
 def filter_options(f: Any) -> Any:
     """--status/--name/--tenant/--since/--until: one filter shape for listings and bulk actions."""
     for opt in reversed([
@@ -312,14 +361,13 @@ def filter_options(f: Any) -> Any:
                      case_sensitive=False), help="Only these statuses (repeatable)."),
         click.option("--name", help="Only names matching this glob (e.g. 'sweep-*')."),
         click.option("--tenant", help="Only this tenant's jobs."),
-        click.option("--since", type=click.DateTime(DATE_FORMATS), help="Created at or after (local time)."),
-        click.option("--until", type=click.DateTime(DATE_FORMATS), help="Created before (local time)."),
+        click.option("--since", type=WHEN, help="Created at or after: local time, or an age such as 1h, 30m, 2d."),
+        click.option("--until", type=WHEN, help="Created before (local time, or an age)."),
     ]):
         f = opt(f)
     return f
 
 
-DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]
 
 
 def job_filter(statuses: Sequence[str], name: str | None, tenant: str | None, since: Any, until: Any) -> dict[str, Any]:
@@ -425,7 +473,7 @@ def stats(ctx: Ctx, as_json: bool) -> None:
     render.print_json(s) if as_json else render.stats(s)
 
 
-from . import scheduling  # noqa: E402, F401 - registers the scheduling commands
+from . import access, scheduling  # noqa: E402, F401 - register their commands
 
 
 def main(argv: list[str] | None = None) -> None:

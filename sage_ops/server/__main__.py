@@ -19,12 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db")
     p.add_argument("--ray-address")
     p.add_argument("--socket")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     a = p.parse_args(argv)
     try:
         from .daemon import JobManagerServer
 
         JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,
-                         socket_path=a.socket, **{"database.url": a.db}).start()
+                         socket_path=a.socket, **{"database.url": a.db, "security.tls_cert": a.tls_cert,
+                                                     "security.tls_key": a.tls_key}).start()
     except SageOpsError as exc:
         print(f"sage-ops daemon: {exc.message}", file=sys.stderr)
         return 1

@@ -1,26 +1,26 @@
-"""HTTP routes only: validate, delegate to the scheduler/store, serialize. Plus auth and the
-single mapping of errors to `{"error": {"code", "message"}}` bodies."""
+"""HTTP routes only: validate, delegate to the scheduler/store, serialize; the single mapping of
+errors to `{"error": {"code", "message"}}` bodies; and tenant isolation, stated once here: a job
+of another tenant is answered exactly like a job that does not exist (404), so ids never leak.
+Who the caller is was settled before any route runs (auth.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import SageOpsError, from_body
+from ..errors import Forbidden, NotFound, SageOpsError, from_body
 from ..lifecycle import JobStatus, is_terminal
 from ..schemas import (
     BatchCancel,
@@ -40,6 +40,8 @@ from ..schemas import (
     Stats,
 )
 from . import store as st
+from .api_admin import admin_routes
+from .auth import DENIED, PRINCIPAL, TARGET, Principal
 from .database import redact_url
 
 if TYPE_CHECKING:
@@ -52,13 +54,19 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+def _shown(text: str, limit: int = 200) -> str:
+    """User-supplied text in an error message: one line, and short."""
+    flat = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     errors = exc.errors()
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return 400, "malformed_json", "request body is not valid JSON"
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",))
-    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    loc = _shown(".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)))
+    msg = _shown(str(first.get("msg", "invalid request")).removeprefix("Value error, "), 500)
     if first.get("type") == "extra_forbidden":
         msg = "unknown field"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -72,6 +80,34 @@ IDEMPOTENCY_KEY = Header(None, alias="Idempotency-Key", min_length=1, max_length
 def _json(model: BaseModel, status: int = 200) -> Response:
     """Serialize once (FastAPI would validate the model again before serializing)."""
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def caller(request: Request) -> Principal:
+    return request.scope[PRINCIPAL]
+
+
+WHO = Depends(caller)
+
+
+def scoped(who: Principal, flt: JobFilter | None) -> JobFilter | None:
+    """A member's filter covers its own tenant only; None: it can match nothing."""
+    if who.admin or flt is None:
+        return flt
+    if flt.tenant not in (None, who.tenant):
+        return None
+    return flt.model_copy(update={"tenant": who.tenant})
+
+
+def owned(who: Principal, specs: list[JobSpec]) -> list[JobSpec]:
+    """A member's jobs belong to its tenant (said or not); another tenant is refused."""
+    if who.admin:
+        return specs
+    out = []
+    for spec in specs:
+        if spec.tenant not in (None, who.tenant):
+            raise Forbidden(f"{who.actor} submits to tenant {who.tenant} only")
+        out.append(spec if spec.tenant else spec.model_copy(update={"tenant": who.tenant}))
+    return out
 
 
 def create_app(daemon: Daemon) -> FastAPI:
@@ -96,55 +132,101 @@ def create_app(daemon: Daemon) -> FastAPI:
         log.exception("unhandled error")
         return _error(500, "internal", f"internal error ({exc.__class__.__name__}); see the daemon log")
 
-    async def job_or_404(job_id: str) -> JobView:
-        return await store.read(lambda c: st.get_job(c, job_id))
+    def hidden(request: Request, job_id: str) -> NotFound:
+        request.scope[DENIED] = f"job {job_id} belongs to another tenant"
+        return NotFound(f"no such job: {job_id}")
+
+    async def guard(request: Request, who: Principal, job_id: str) -> None:
+        """Refuse a job of another tenant as if it did not exist."""
+        if who.admin:
+            return
+        owner = await store.read(lambda c: st.tenants_of(c, [job_id]))
+        if job_id in owner and owner[job_id] != who.tenant:
+            raise hidden(request, job_id)
+
+    async def visible_ids(request: Request, who: Principal, ids: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+        if who.admin or not ids:
+            return ids, []
+        owner = await store.read(lambda c: st.tenants_of(c, ids))
+        foreign = [i for i in ids if i in owner and owner[i] != who.tenant]
+        for job_id in foreign:
+            hidden(request, job_id)
+        errors = [{"id": i, **NotFound(f"no such job: {i}").to_body()["error"]} for i in foreign]
+        return [i for i in ids if i not in set(foreign)], errors
+
+    async def job_or_404(request: Request, who: Principal, job_id: str) -> JobView:
+        view = await store.read(lambda c: st.get_job(c, job_id))
+        if not who.sees(view.tenant):
+            raise hidden(request, job_id)
+        return view
 
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
-    async def submit(spec: JobSpec, key: str | None = IDEMPOTENCY_KEY) -> Response:
-        views, new = await daemon.scheduler.submit([spec], key=key)
+    async def submit(request: Request, spec: JobSpec, key: str | None = IDEMPOTENCY_KEY, who: Principal = WHO,
+                     ) -> Response:
+        views, new = await daemon.scheduler.submit(owned(who, [spec]), key=key)
+        request.scope[TARGET] = views[0].id
         return _json(views[0], 201 if new else 200)
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
-    async def submit_batch(batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY) -> Response:
-        refs, new = await daemon.scheduler.submit(batch.jobs, views=False, batch=True, key=key)
+    async def submit_batch(request: Request, batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY,
+                           who: Principal = WHO) -> Response:
+        refs, new = await daemon.scheduler.submit(owned(who, batch.jobs), views=False, batch=True, key=key)
+        request.scope[TARGET] = f"{len(refs)} jobs: {refs[0]['id']}..{refs[-1]['id']}"
         return Response(json.dumps({"jobs": refs}), status_code=201 if new else 200, media_type="application/json")
 
     @app.get("/v1/jobs", response_model=JobList)
     async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,
                         tenant: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                        limit: int = Query(100, ge=1, le=100_000), cursor: str | None = None) -> JobList:
-        flt = JobFilter(status=status or [], name=name, tenant=tenant, since=since, until=until)
+                        limit: int = Query(100, ge=1, le=100_000), cursor: str | None = None,
+                        who: Principal = WHO) -> JobList:
+        flt = scoped(who, JobFilter(status=status or [], name=name, tenant=tenant, since=since, until=until))
+        if flt is None:
+            return JobList(jobs=[], next_cursor=None)
         jobs, nxt = await store.read(lambda c: st.list_jobs(c, flt, limit, cursor))
         return JobList(jobs=jobs, next_cursor=nxt)
 
+    async def bulk(request: Request, who: Principal, req: BatchCancel, action: str) -> BulkResult:
+        ids, errors = await visible_ids(request, who, req.ids)
+        flt = scoped(who, req.filter)
+        if not ids and (flt is None or req.ids):
+            return BulkResult(errors=errors)
+        result = await getattr(daemon.scheduler, action)(ids, flt)
+        result.errors.extend(errors)
+        return result
+
     @app.post("/v1/jobs/cancel", response_model=BulkResult)
-    async def cancel_many(req: BatchCancel) -> BulkResult:
-        return await daemon.scheduler.cancel(req.ids, req.filter)
+    async def cancel_many(request: Request, req: BatchCancel, who: Principal = WHO) -> BulkResult:
+        return await bulk(request, who, req, "cancel")
 
     @app.post("/v1/jobs/retry", response_model=BulkResult)
-    async def retry_many(req: BatchRetry) -> BulkResult:
-        return await daemon.scheduler.retry(req.ids, req.filter)
+    async def retry_many(request: Request, req: BatchRetry, who: Principal = WHO) -> BulkResult:
+        return await bulk(request, who, req, "retry")
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)
-    async def get_job(job_id: str) -> JobView:
-        return await job_or_404(job_id)
+    async def get_job(request: Request, job_id: str, who: Principal = WHO) -> JobView:
+        return await job_or_404(request, who, job_id)
 
     @app.get("/v1/jobs/{job_id}/result", response_model=JobResult)
-    async def get_result(job_id: str) -> JobResult:
+    async def get_result(request: Request, job_id: str, who: Principal = WHO) -> JobResult:
+        await guard(request, who, job_id)
         status, result = await store.read(lambda c: st.get_result(c, job_id))
         return JobResult(id=job_id, status=status, result=result)
 
     @app.get("/v1/jobs/{job_id}/events", response_model=list[JobEventView])
-    async def get_events(job_id: str) -> list[JobEventView]:
+    async def get_events(request: Request, job_id: str, who: Principal = WHO) -> list[JobEventView]:
+        await guard(request, who, job_id)
         return await store.read(lambda c: st.job_events(c, job_id))
 
     @app.get("/v1/jobs/{job_id}/wait", response_model=JobView)
-    async def wait(job_id: str, timeout: float = Query(30, ge=0, le=300)) -> JobView:
+    async def wait(request: Request, job_id: str, timeout: float = Query(30, ge=0, le=300),
+                   who: Principal = WHO) -> JobView:
+        await guard(request, who, job_id)
         return await daemon.scheduler.wait(job_id, timeout)
 
     @app.get("/v1/jobs/{job_id}/logs")
-    async def logs(job_id: str, follow: bool = False, tail: int | None = Query(None, ge=0)) -> StreamingResponse:
-        await job_or_404(job_id)
+    async def logs(request: Request, job_id: str, follow: bool = False, tail: int | None = Query(None, ge=0),
+                   who: Principal = WHO) -> StreamingResponse:
+        await job_or_404(request, who, job_id)
 
         async def done() -> bool:
             status = await store.read(lambda c: st.current_status(c, job_id))
@@ -163,38 +245,44 @@ def create_app(daemon: Daemon) -> FastAPI:
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
-    async def one(result: BulkResult, job_id: str) -> JobView:
+    async def one(request: Request, who: Principal, action: str, job_id: str) -> JobView:
+        await guard(request, who, job_id)
+        result = await getattr(daemon.scheduler, action)([job_id])
         if result.errors:
             raise from_body(result.errors[0])
-        return await job_or_404(job_id)
+        return await job_or_404(request, who, job_id)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView)
-    async def cancel(job_id: str) -> JobView:
-        return await one(await daemon.scheduler.cancel([job_id]), job_id)
+    async def cancel(request: Request, job_id: str, who: Principal = WHO) -> JobView:
+        return await one(request, who, "cancel", job_id)
 
     @app.post("/v1/jobs/{job_id}/retry", response_model=JobView)
-    async def retry(job_id: str) -> JobView:
-        return await one(await daemon.scheduler.retry([job_id]), job_id)
+    async def retry(request: Request, job_id: str, who: Principal = WHO) -> JobView:
+        return await one(request, who, "retry", job_id)
 
     @app.post("/v1/jobs/{job_id}/priority", response_model=JobView)
-    async def set_priority(job_id: str, req: PriorityChange) -> JobView:
+    async def set_priority(request: Request, job_id: str, req: PriorityChange, who: Principal = WHO) -> JobView:
+        await guard(request, who, job_id)
         return await daemon.scheduler.set_priority(job_id, req.priority)
 
     @app.get("/v1/jobs/{job_id}/graph", response_model=GraphView)
-    async def graph(job_id: str) -> GraphView:
+    async def graph(request: Request, job_id: str, who: Principal = WHO) -> GraphView:
+        await guard(request, who, job_id)
         return await daemon.scheduler.graph(job_id)
 
     @app.get("/v1/stats", response_model=Stats)
-    async def stats() -> Stats:
-        counts = await store.read(st.counts_by_status)
+    async def stats(who: Principal = WHO) -> Stats:
+        counts = await store.read(lambda c: st.counts_by_status(c, who.tenant, scoped=not who.admin))
         total = sum(counts.values())
         active = sum(n for s, n in counts.items() if not is_terminal(s))
         by_status = {s.value: counts.get(s.value, 0) for s in JobStatus}
+        sched = daemon.scheduler
         return Stats(total_jobs=total, active_jobs=active, by_status=by_status,
-                     queue_depth=daemon.scheduler.queue_depth(), running_jobs=counts.get("RUNNING", 0),
-                     max_jobs=daemon.cfg.jobmanager.max_jobs, waiting_jobs=len(daemon.scheduler.waiting.blockers),
-                     retrying_jobs=len(daemon.scheduler.later), scheduled_jobs=daemon.scheduler.decisions,
-                     scheduler_seconds=round(daemon.scheduler.decision_seconds, 6))
+                     queue_depth=sched.queue_depth(None if who.admin else who.tenant),
+                     running_jobs=counts.get("RUNNING", 0), max_jobs=daemon.cfg.jobmanager.max_jobs,
+                     waiting_jobs=len(sched.waiting.blockers) if who.admin else 0,
+                     retrying_jobs=len(sched.later) if who.admin else 0, scheduled_jobs=sched.decisions,
+                     scheduler_seconds=round(sched.decision_seconds, 6))
 
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
@@ -211,24 +299,5 @@ def create_app(daemon: Daemon) -> FastAPI:
                       tcp=daemon.tcp_address, database=db, ray=ray, role=lead.role,
                       leader=lead.describe()["leader"])
 
+    app.include_router(admin_routes(daemon, caller))
     return app
-
-
-class TokenAuth:
-    """ASGI wrapper for the TCP listener: every request needs `Authorization: Bearer <token>`."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]], hashes: Callable[[], set[str]]) -> None:
-        self.app = app
-        self.hashes = hashes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-            token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-            digest = hashlib.sha256(token.encode()).hexdigest() if token else ""
-            if not digest or not any(hmac.compare_digest(digest, h) for h in self.hashes()):
-                response = _error(401, "unauthorized", "a valid bearer token is required")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

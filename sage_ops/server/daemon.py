@@ -1,12 +1,11 @@
-"""JobManagerServer: pidfile lock, sockets (Unix 0600, optional TCP with a token), Ray
-connection in the background, signals, and an orderly shutdown that leaves jobs running."""
+"""JobManagerServer: pidfile lock, sockets (Unix 0600, optional TCP with a token, optionally TLS),
+Ray connection in the background, signals, and an orderly shutdown that leaves jobs running."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import secrets
@@ -21,10 +20,13 @@ from typing import Any
 import uvicorn
 
 from .. import paths
+from ..access import Role
 from ..config import Config, load_config
 from ..errors import Conflict, DaemonUnavailable
+from . import accounts
 from . import store as st
-from .api import TokenAuth, create_app
+from .api import create_app
+from .auth import AuditLog, Gate, Identities, PeerProtocol, RateLimiter, digest_of
 from .dispatcher import RayBackend
 from .leadership import Leadership
 from .logs import LogStore
@@ -50,8 +52,9 @@ def _setup_logging(cfg: Config) -> None:
     root.setLevel(cfg.logging.level.upper())
 
 
-def bind_unix(path: Path) -> socket.socket:
-    """Bind the socket owner-only from the first instant (umask), then make sure (chmod)."""
+def bind_unix(path: Path, mode: int = 0o600) -> socket.socket:
+    """Bind the socket owner-only from the first instant (umask), then open it as far as the
+    config says (chmod; 0660 lets a group in, each member's uid mapped to a tenant)."""
     paths.ensure_dir(path.parent)
     if len(str(path).encode()) > 107:
         raise DaemonUnavailable(f"socket path too long for a Unix socket: {path}")
@@ -63,7 +66,7 @@ def bind_unix(path: Path) -> socket.socket:
         sock.bind(str(path))
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    os.chmod(path, mode)
     sock.listen(2048)
     return sock
 
@@ -131,7 +134,10 @@ class Daemon:
         self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)
         self.leadership = Leadership(self.store, cfg.jobmanager.heartbeat_interval, None, self._elected,
                                      self._deposed)
-        self._token_hashes: set[str] = set()
+        self.identities = Identities(self.store)
+        sec = cfg.security
+        self.audit = AuditLog(self.store, self.identities, sec.audit_retention_days * 86400)
+        self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)
         self._stop = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
         self.restart = False  # set when the daemon must start over as a new process
@@ -178,24 +184,26 @@ class Daemon:
                 delay = min(delay * 2, 30)
 
     async def serve(self) -> None:
-        app = create_app(self)
+        sec = self.cfg.security
+        app = Gate(create_app(self), self.identities, self.limiter, self.audit, sec)
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
-                                http="httptools", timeout_graceful_shutdown=3)
+                                http=PeerProtocol, timeout_graceful_shutdown=3)
         servers = [_Server(config)]
-        sockets = [[bind_unix(self.socket_path)]]
+        sockets = [[bind_unix(self.socket_path, int(sec.socket_mode, 8))]]
         if self.cfg.jobmanager.host:
-            token = local_admin_token()
-            digest = hashlib.sha256(token.encode()).hexdigest()
-            await self.store.write(lambda c: st.add_token(c, "local-admin", digest, admin=True), fenced=False)
-            self._token_hashes = await self.store.read(st.token_hashes)
+            digest = digest_of(local_admin_token())
+            await self.store.write(lambda c: accounts.ensure_token(c, "local-admin", digest, Role.ADMIN),
+                                   fenced=False)
             tcp = bind_tcp(self.cfg.jobmanager.host, self.cfg.jobmanager.port)
             host, port = tcp.getsockname()[:2]
             self.tcp_address = f"{host}:{port}"
-            tcp_config = uvicorn.Config(TokenAuth(app, lambda: self._token_hashes), lifespan="off",
-                                        access_log=False, log_level="warning", http="httptools",
-                                        timeout_graceful_shutdown=3)
+            tls = {"ssl_certfile": str(sec.tls_cert), "ssl_keyfile": str(sec.tls_key)} if sec.tls_cert else {}
+            tcp_config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                                        http="httptools", timeout_graceful_shutdown=3, **tls)
             servers.append(_Server(tcp_config))
             sockets.append([tcp])
+        await self.identities.refresh()
+        refreshing = asyncio.create_task(self.identities.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -211,6 +219,7 @@ class Daemon:
                  f" and tcp {self.tcp_address}" if self.tcp_address else "", self.leadership.role)
         await self._stop.wait()
         log.info("shutting down (running jobs keep running in Ray)")
+        refreshing.cancel()
         if leading is not None:
             leading.cancel()
         if self._connecting is not None:
@@ -218,6 +227,8 @@ class Daemon:
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*serving, return_exceptions=True)
+        if self.audit.pending:
+            await self.audit.flush()
         await self.scheduler.stop()
         self.store.close()
         if self.backend.connected:

@@ -15,12 +15,25 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 from ..errors import Conflict
-from .tables import Attempt, Dependency, IdempotencyKey, Job, JobEvent, Lease, Meta, Token
+from .tables import (
+    Attempt,
+    AuditEvent,
+    Dependency,
+    IdempotencyKey,
+    Job,
+    JobEvent,
+    Lease,
+    Meta,
+    PeerUser,
+    Tenant,
+    Token,
+)
 
 log = logging.getLogger(__name__)
 JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM, LEASE = (  # type: ignore[attr-defined]
     Job.__table__, Attempt.__table__, JobEvent.__table__, Meta.__table__, Token.__table__,  # type: ignore
     Dependency.__table__, IdempotencyKey.__table__, Lease.__table__)  # type: ignore[attr-defined]
+TENANT, PEER, AUDIT = Tenant.__table__, PeerUser.__table__, AuditEvent.__table__  # type: ignore[attr-defined]
 
 
 def redact_url(url: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import ray
 
-MAX_LINE = 64 * 1024
+MAX_LOG_LINE = 64 * 1024  # bytes of one output line kept in the log; the rest is cut
 MAX_RESULT = 4 * 1024 * 1024
 FLUSH_SECONDS = 0.05
 FLUSH_LINES = 500
@@ -91,6 +91,39 @@ def _argv(spec: dict[str, Any], scratch: str) -> list[str]:
     return list(spec["command"])
 
 
+def cut_line(line: bytes, size: int | None = None, limit: int = MAX_LOG_LINE) -> str:
+    """One output line as a log message, cut to `limit` bytes so one huge line cannot flood the log.
+
+    `size` is the line's full length in bytes when the reader has already dropped its tail; a cut
+    line ends with a note of that length.
+    """
+    size = len(line) if size is None else size
+    if size <= limit:
+        return line.decode("utf-8", "replace")
+    end = min(limit, len(line))
+    for _ in range(3):  # back up to the start of a UTF-8 character rather than split it
+        if 0 < end < len(line) and line[end] & 0xC0 == 0x80:
+            end -= 1
+    return line[:end].decode("utf-8", "replace") + f" … [line truncated: {size} bytes]"
+
+
+def split_lines(held: bytes, dropped: int, chunk: bytes, limit: int = MAX_LOG_LINE) -> tuple[list[str], bytes, int]:
+    """Split a read into finished (cut) lines; return them with the new (held, dropped) state.
+
+    The unfinished line is held only up to `limit` + 1 bytes (one more than is kept, to see where
+    the last character ends) and the rest just counted in `dropped`, so output that never ends its
+    line costs bounded memory.
+    """
+    *done, rest = (held + chunk).split(b"\n")
+    lines = [cut_line(ln, len(ln) + (dropped if n == 0 else 0), limit) for n, ln in enumerate(done)]
+    if done:
+        dropped = 0
+    if len(rest) > limit + 1:
+        dropped += len(rest) - limit - 1
+        rest = rest[: limit + 1]
+    return lines, rest, dropped
+
+
 def _signal_exit(code: int) -> tuple[int, str | None]:
     if code < 0:
         name = signal.Signals(-code).name
@@ -127,6 +160,22 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     _exited(proc.pid, 5)
     proc.wait()
+
+
+def masker(secrets: Any) -> Any:
+    """Replace secret values with *** in what a job prints (as CI systems do): a secret must not
+    reach the logs even when the job echoes it. Values under 4 characters would mask noise."""
+    values = sorted({v for v in secrets if len(v) >= 4}, key=len, reverse=True)
+    if not values:
+        return lambda line: line
+
+    def mask(line: str) -> str:
+        for v in values:
+            if v in line:
+                line = line.replace(v, "***")
+        return line
+
+    return mask
 
 
 _ACTORS: dict[tuple[str, str, str], Any] = {}
@@ -169,8 +218,15 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         if workdir:
             note(f"working_dir {workdir} does not exist on {socket.gethostname()}; using {scratch}")
         workdir = scratch
+    if opts.get("secret_error"):
+        note(opts["secret_error"])
+        flush(final=True)
+        return {"exit_code": 127, "reason": opts["secret_error"], "result": None, "batches": len(refs)}
+    secret = opts.get("secret_env") or {}
+    mask = masker(secret.values())
     env = dict(os.environ)
     env.update(spec.get("env") or {})
+    env.update(secret)
     env.update({"SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
                 "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"})
     try:
@@ -195,12 +251,12 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     outcome: dict[str, Any] = {}
     try:
         sel = selectors.DefaultSelector()
-        partial: dict[int, bytes] = {}
+        partial: dict[int, tuple[bytes, int]] = {}  # fd -> (unfinished line, bytes of it dropped)
         for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
             assert stream is not None
             os.set_blocking(stream.fileno(), False)
             sel.register(stream.fileno(), selectors.EVENT_READ, name)
-            partial[stream.fileno()] = b""
+            partial[stream.fileno()] = (b"", 0)
         while sel.get_map():
             timeout = FLUSH_SECONDS if pending else 0.25
             if report_start_at is not None:
@@ -210,17 +266,14 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                 chunk = os.read(fd, 65536)
                 now = time.time()
                 if not chunk:
-                    if partial[fd]:
-                        pending.append((now, key.data, partial[fd].decode("utf-8", "replace"), attempt))
+                    held, dropped = partial[fd]
+                    if held or dropped:
+                        pending.append((now, key.data, mask(cut_line(held, len(held) + dropped)), attempt))
                     sel.unregister(fd)
                     continue
-                buf = partial[fd] + chunk
-                *lines, rest = buf.split(b"\n")
-                while len(rest) > MAX_LINE:
-                    lines.append(rest[:MAX_LINE])
-                    rest = rest[MAX_LINE:]
-                partial[fd] = rest
-                pending.extend((now, key.data, ln.decode("utf-8", "replace"), attempt) for ln in lines)
+                lines, held, dropped = split_lines(*partial[fd], chunk)
+                partial[fd] = (held, dropped)
+                pending.extend((now, key.data, mask(ln), attempt) for ln in lines)
             if report_start_at is not None and time.monotonic() >= report_start_at:
                 report_start()
             if pending and (len(pending) >= FLUSH_LINES or time.monotonic() - last_flush >= FLUSH_SECONDS):
@@ -249,7 +302,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     try:
         if os.path.getsize(result_file) <= MAX_RESULT:
             with open(result_file, encoding="utf-8") as f:
-                result = json.load(f)
+                result = json.loads(mask(f.read())) if secret else json.load(f)
         else:
             note(f"result file larger than {MAX_RESULT} bytes; ignored")
     except FileNotFoundError:

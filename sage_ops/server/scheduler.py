@@ -22,10 +22,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from ..access import Quotas
 from ..config import Config
 from ..errors import Conflict, NotFound, SageOpsError
-from ..lifecycle import ACTIVE, JobStatus, Transition, is_terminal, transition
+from ..lifecycle import ACTIVE, JobStatus, Transition, amend, is_terminal, transition
 from ..schemas import JobSpec, JobView
+from . import accounts
 from . import store as st
 from . import submission as sub
 from .capacity import Capacity
@@ -33,7 +35,9 @@ from .dispatcher import RayBackend
 from .execution_graph import FAILED_DEP, Waiting
 from .logs import LogStore
 from .operations import Operations
+from .quotas import FairQueue, Tally, never_within, over_quota
 from .ray_events import RayEvents
+from .sealing import Sealer
 
 log = logging.getLogger(__name__)
 S = JobStatus
@@ -55,10 +59,15 @@ class Queued:
     retry_base: int = 0
     priority: int = 0
     not_before: float | None = None
+    blocked: str | None = None  # the quota it last waited for (shown as its reason)
 
     @property
     def need(self) -> dict[str, float]:
         return self.spec.resources.as_ray()
+
+    @property
+    def tenant(self) -> str | None:
+        return self.spec.tenant
 
 
 @dataclass
@@ -81,6 +90,14 @@ class Dispatched:
     def need(self) -> dict[str, float]:
         return self.job.need
 
+    @property
+    def spec(self) -> JobSpec:
+        return self.job.spec
+
+    @property
+    def tenant(self) -> str | None:
+        return self.job.spec.tenant
+
 
 @dataclass
 class Clock:
@@ -98,11 +115,13 @@ class Scheduler(RayEvents, Operations):
         self.backend = backend
         self.logs = logs
         self.clock = clock or Clock()
-        self.queued: dict[str, Queued] = {}
-        self.heap: list[tuple[int, int, str]] = []  # (-priority, seq, id): runnable now
+        self.queued: Tally[Queued] = Tally()  # not in Ray: waiting, in backoff or runnable
+        self.ready_queue = FairQueue()  # runnable now, per tenant
+        self.quotas: dict[str, Quotas] = {}
+        self.sealer = Sealer(cfg.security.secret_key_file)
         self.later: list[tuple[float, int, str]] = []  # (not_before, seq, id): retries in backoff
         self.waiting = Waiting()
-        self.dispatched: dict[str, Dispatched] = {}
+        self.dispatched: Tally[Dispatched] = Tally()
         self.capacity = Capacity(backend, cfg.jobmanager.prefetch)
         self.active = 0
         self.seq = 0
@@ -118,10 +137,12 @@ class Scheduler(RayEvents, Operations):
     # -- start-up ----------------------------------------------------------------------------
     async def load(self) -> None:
         """Read the active jobs from the database (before Ray is connected)."""
-        def q(conn: Connection) -> tuple[list[Any], int, str | None]:
-            return st.active_jobs(conn, [s.value for s in ACTIVE]), st.max_seq(conn), st.get_meta(conn, self.CURSOR_KEY)
+        def q(conn: Connection) -> tuple[list[Any], int, str | None, list[Any]]:
+            return (st.active_jobs(conn, [s.value for s in ACTIVE]), st.max_seq(conn),
+                    st.get_meta(conn, self.CURSOR_KEY), accounts.tenants(conn))
 
-        rows, self.seq, cursor = await self.store.read(q)
+        rows, self.seq, cursor, tenants = await self.store.read(q)
+        self.set_quotas({t.name: accounts.quotas_of(t) for t in tenants})
         self.load_cursor(cursor)
         for r in rows:
             self.queued[r.id] = Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S(r.status), r.attempts_made,
@@ -190,7 +211,7 @@ class Scheduler(RayEvents, Operations):
             heapq.heappush(self.later, (job.not_before, job.seq, job.id))
         else:
             job.not_before = None
-            heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+            self.ready_queue.push(job.tenant, job.priority, job.seq, job.id)
         self.wake.set()
 
     # -- submission --------------------------------------------------------------------------
@@ -203,19 +224,35 @@ class Scheduler(RayEvents, Operations):
         error). Dependencies are resolved inside that transaction."""
         now = self.clock.now()
         ids = [new_job_id() for _ in specs]
+        specs = [self.sealer.seal(s) if s.secret_env else s for s in specs]  # never stored in clear
         sent = [s.model_dump_json() for s in specs]  # once: the request's digest and the stored specs
         digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
         plans = sub.plan(specs, sent, ids, self.seq + 1, batch)
         nodes = self.backend.node_totals()  # once per request, not per job
         room = self.cfg.jobmanager.max_jobs - self.active
-        counter = iter(range(len(plans)))
-
         fits: dict[Any, str | None] = {}  # a sweep asks for the same resources 10,000 times
+        tenants = {spec.tenant for spec in specs}
+        for tenant in tenants:
+            if tenant is not None and tenant not in self.quotas:
+                raise NotFound(f"no such tenant: {tenant} (sage-ops tenant create {tenant})")
+        before = {t: self.queued.use[t].jobs for t in tenants if t in self.queued.use}
+        queued: dict[str | None, int] = {}
+        counter = [0]
 
         def admission(p: sub.Planned) -> str | None:
-            if next(counter) >= room:
+            counter[0] += 1
+            if counter[0] > room:
                 return f"queue full: {self.active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
             r = p.spec.resources
+            tenant = p.spec.tenant
+            if tenant is not None and (quotas := self.quotas.get(tenant)) is not None:
+                if why := never_within(tenant, quotas, r.cpu, r.gpu):
+                    return why
+                if quotas.max_queued is not None:
+                    mine = queued.get(tenant, before.get(tenant, 0))
+                    if mine >= quotas.max_queued:
+                        return f"quota: tenant {tenant} has {mine} queued jobs (max-queued {quotas.max_queued})"
+                    queued[tenant] = mine + 1
             shape = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
             if shape not in fits:
                 fits[shape] = self.capacity.never_fits(r.as_ray(), nodes)
@@ -229,7 +266,10 @@ class Scheduler(RayEvents, Operations):
             if key and (seen := st.claim_key(conn, key, digest, ids, now)) is not None:
                 return seen  # the same request again: nothing new
             known = st.statuses_of(conn, external) if external else {}
-            sub.decide(plans, known, admission, batch, admit=self.ready)
+            owners = st.tenants_of(conn, external) if external else {}
+            queued.clear()
+            counter[0] = 0
+            sub.decide(plans, known, admission, batch, admit=self.ready, owners=owners)
             jobs, events, edges = sub.rows(plans, now)
             st.insert_jobs(conn, jobs, events, edges)
             first[:] = jobs[:1]
@@ -297,30 +337,46 @@ class Scheduler(RayEvents, Operations):
             job = self.queued.get(job_id)
             if job is not None and job.status is S.PENDING:
                 job.not_before = None
-                heapq.heappush(self.heap, (-job.priority, seq, job_id))
+                self.ready_queue.push(job.tenant, job.priority, seq, job_id)
 
     def _take_runnable(self) -> list[dict[str, Any]]:
-        """Highest priority first, FIFO within a priority. The head of the queue reserves its
-        resources: nothing behind it jumps ahead, so a big job is never starved by small ones."""
+        """Within a tenant, highest priority first, FIFO within a priority; across tenants, the
+        least served first (quotas.py). A tenant at its quota waits, without holding up the
+        others. The job chosen next reserves its resources: nothing behind it jumps ahead, so a
+        big job is never starved by small ones."""
         batch = []
-        while self.heap:
-            prio, _, job_id = self.heap[0]
+        at_quota: set[str | None] = set()
+        while (tenant := self.ready_queue.order(self.dispatched, self.quotas, at_quota)) is not False:
+            heap = self.ready_queue.heaps[tenant]
+            prio, _, job_id = heap[0]
             job = self.queued.get(job_id)
             if (job is None or job.status is not S.PENDING or -prio != job.priority or job.not_before
                     or self.waiting.is_waiting(job_id)):
-                heapq.heappop(self.heap)  # stale: gone, re-prioritised, delayed or waiting
+                heapq.heappop(heap)  # stale: gone, re-prioritised, delayed or waiting
                 continue
+            if tenant is not None and tenant in self.quotas:
+                res = job.spec.resources
+                why = over_quota(tenant, self.quotas[tenant], self.dispatched.use[tenant], res.cpu, res.gpu)
+                if why is not None:
+                    at_quota.add(tenant)
+                    self._blocked(job, why)
+                    continue
             node = self.capacity.charge(job.need)
             if node is None:
                 break
-            heapq.heappop(self.heap)
+            heapq.heappop(heap)
             del self.queued[job_id]
             attempt = job.attempts_made + 1
             self.dispatched[job_id] = Dispatched(job, attempt, node)
             timeout = job.spec.timeout or self.cfg.jobmanager.job_timeout
+            opts: dict[str, Any] = {"timeout": timeout, "kill_grace": self.cfg.jobmanager.kill_grace}
+            if job.spec.secret_env:
+                try:
+                    opts["secret_env"] = self.sealer.unseal(job.spec)
+                except SageOpsError as exc:
+                    opts["secret_error"] = exc.message  # the attempt fails, saying why
             batch.append({"id": job_id, "attempt": attempt, "resources": job.spec.resources.model_dump(),
-                          "spec": job.spec.model_dump(mode="json"),
-                          "opts": {"timeout": timeout, "kill_grace": self.cfg.jobmanager.kill_grace}})
+                          "spec": job.spec.model_dump(mode="json"), "opts": opts})
         return batch
 
     # -- attempts and jobs ending ------------------------------------------------------------
@@ -458,8 +514,29 @@ class Scheduler(RayEvents, Operations):
                 if not waiters:
                     self._done_waiters.pop(job_id, None)
 
-    def queue_depth(self) -> int:
-        return sum(1 for j in self.queued.values() if j.status is S.PENDING)
+    def _blocked(self, job: Queued, why: str) -> None:
+        """Show why a job waits (once per reason): its reason says which quota holds it."""
+        if job.blocked == why:
+            return
+        job.blocked = why
+        now = self.clock.now()
+        task = asyncio.get_running_loop().create_task(
+            self.store.write(lambda c: st.apply_transitions(c, [amend(job.id, S.PENDING, why)], now)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def set_quotas(self, quotas: dict[str, Quotas]) -> None:
+        self.quotas = quotas
+        self.wake.set()
+
+    def usage(self, tenant: str) -> dict[str, Any]:
+        run = self.dispatched.use.get(tenant)
+        queued = self.queued.use.get(tenant)
+        return {"running_jobs": run.jobs if run else 0, "cpu_in_use": round(run.cpu, 6) if run else 0.0,
+                "gpu_in_use": round(run.gpu, 6) if run else 0.0, "queued_jobs": queued.jobs if queued else 0}
+
+    def queue_depth(self, tenant: str | None = None) -> int:
+        return sum(1 for j in self.queued.values() if j.status is S.PENDING and (tenant is None or j.tenant == tenant))
 
     async def run(self) -> None:
         self._tasks = [asyncio.create_task(self.dispatch_loop()), asyncio.create_task(self.poll_loop())]

@@ -33,7 +33,6 @@ from .database import (
     IDEM,
     JOB,
     META,
-    TOKEN,
     execute,
     fetchone,
     insert_many,
@@ -42,6 +41,7 @@ from .database import (
     update,
     upgrade,
 )
+from .sealing import redacted
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -209,6 +209,16 @@ def statuses_of(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[JobStat
     return out
 
 
+def tenants_of(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
+    """The tenant of each existing job among `ids` (isolation checks)."""
+    ids = list(dict.fromkeys(ids))
+    out: dict[str, str | None] = {}
+    for i in range(0, len(ids), 500):
+        for row in conn.execute(select(JOB.c.id, JOB.c.tenant).where(JOB.c.id.in_(ids[i:i + 500]))):
+            out[row.id] = row.tenant
+    return out
+
+
 def _edges(conn: Connection, ids: Iterable[str], reverse: bool) -> dict[str, list[str]]:
     key, other = (DEP.c.depends_on, DEP.c.job_id) if reverse else (DEP.c.job_id, DEP.c.depends_on)
     ids = list(ids)
@@ -287,16 +297,6 @@ def get_meta(conn: Connection, key: str) -> str | None:
     return conn.execute(select(META.c.value).where(META.c.key == key)).scalar()
 
 
-def add_token(conn: Connection, name: str, token_hash: str, admin: bool, tenant: str | None = None) -> None:
-    if conn.execute(select(TOKEN.c.id).where(TOKEN.c.hash == token_hash)).first() is None:
-        conn.execute(insert(TOKEN), [{"name": name, "tenant": tenant, "hash": token_hash, "admin": admin,
-                                     "created_at": time.time()}])
-
-
-def token_hashes(conn: Connection) -> set[str]:
-    return set(conn.execute(select(TOKEN.c.hash)).scalars())
-
-
 # -- queries ---------------------------------------------------------------------------------
 def job_view(row: Any, attempts: list[Any] | None = None, with_spec: bool = True) -> JobView:
     m = row._mapping if hasattr(row, "_mapping") else row
@@ -305,7 +305,7 @@ def job_view(row: Any, attempts: list[Any] | None = None, with_spec: bool = True
         priority=m["priority"], tenant=m["tenant"], kind=m["kind"], exit_code=m["exit_code"],
         attempts_made=m["attempts_made"], node=m["node"], created_at=utc(m["created_at"]),
         started_at=utc(m["started_at"]), ended_at=utc(m["ended_at"]),
-        spec=JobSpec.model_validate_json(m["spec"]) if with_spec and m["spec"] else None,
+        spec=redacted(JobSpec.model_validate_json(m["spec"])) if with_spec and m["spec"] else None,
         attempts=[
             AttemptView(number=a.number, status=JobStatus(a.status), node=a.node, pid=a.pid,
                         exit_code=a.exit_code, reason=a.reason, started_at=utc(a.started_at),
@@ -320,7 +320,8 @@ def fresh_view(row: dict[str, Any], spec: JobSpec | None) -> JobView:
     return JobView.model_construct(
         id=row["id"], name=row["name"], status=JobStatus(row["status"]), reason=row["reason"],
         priority=row["priority"], tenant=row["tenant"], kind=JobKind(row["kind"]), exit_code=None, attempts_made=0,
-        node=None, created_at=utc(row["created_at"]), started_at=None, ended_at=utc(row["ended_at"]), spec=spec,
+        node=None, created_at=utc(row["created_at"]), started_at=None, ended_at=utc(row["ended_at"]),
+        spec=spec and redacted(spec),
         attempts=[],
     )
 
@@ -420,8 +421,11 @@ def job_events(conn: Connection, job_id: str) -> list[JobEventView]:
                          reason=r.reason, attempt=r.attempt) for r in rows]
 
 
-def counts_by_status(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(JOB.c.status, func.count()).group_by(JOB.c.status)).all()
+def counts_by_status(conn: Connection, tenant: str | None = None, scoped: bool = False) -> dict[str, int]:
+    q = select(JOB.c.status, func.count())
+    if scoped:
+        q = q.where(JOB.c.tenant == tenant)
+    rows = conn.execute(q.group_by(JOB.c.status)).all()
     return {status: n for status, n in rows}
 
 

@@ -62,16 +62,19 @@ def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[list
 
 
 def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], admission: Callable[[Planned], str | None],
-           batch: bool, admit: bool) -> None:
-    """Settle each job's status. `known` holds the existing jobs among the dependencies; the jobs
+           batch: bool, admit: bool, owners: Mapping[str, str | None] | None = None) -> None:
+    """Settle each job's status. `known` holds the existing jobs among the dependencies (and
+    `owners` their tenants: a job of another tenant is as unknown as a missing one); the jobs
     of this submission are known to be waiting. A batch is all or nothing: the first problem
     refuses it. With `admit` False (Ray not connected yet) jobs stay SUBMITTED."""
     new = {p.id for p in plans}
+    owners = owners or {}
     for i, p in enumerate(plans):
         # (idempotent: the writer may run this again, alone, if its group commit failed)
         p.status, p.reason, p.waiting = S.SUBMITTED, None, set()
         p.transitions = [transition(p.id, None, S.SUBMITTED, "submitted")]
-        unknown = next((d for d in p.deps if d not in new and d not in known), None)
+        unknown = next((d for d in p.deps if d not in new and (d not in known or owners.get(d) != p.spec.tenant)),
+                       None)
         reason = f"unknown dependency: {unknown}" if unknown else None
         if admit and reason is None:
             reason = admission(p)

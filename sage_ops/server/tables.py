@@ -73,7 +73,7 @@ class IdempotencyKey(SQLModel, table=True):
 
 
 class Token(SQLModel, table=True):
-    """API tokens, stored only as SHA-256 hashes."""
+    """API tokens, stored only as SHA-256 hashes (the token itself is shown once, at creation)."""
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64)
@@ -81,6 +81,44 @@ class Token(SQLModel, table=True):
     hash: str = Field(index=True, unique=True, max_length=64)
     admin: bool = False
     created_at: float
+    role: str = Field(default="member", max_length=16, description="admin, member or viewer")
+    rate_limit: float | None = Field(default=None, description="requests/s; None: the daemon's default")
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+class Tenant(SQLModel, table=True):
+    """A group of users and tokens whose jobs are isolated from others', with its quotas."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    max_running: int | None = None
+    max_cpu: float | None = None
+    max_gpu: float | None = None
+    max_queued: int | None = None
+    weight: float = Field(default=1.0, description="fair share: CPUs in use are compared per unit of weight")
+    created_at: float
+
+
+class PeerUser(SQLModel, table=True):
+    """A local user (uid, as the Unix socket reports it) mapped to a tenant and role."""
+
+    uid: int = Field(primary_key=True)
+    tenant: str = Field(max_length=64)
+    role: str = Field(default="member", max_length=16)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what: every mutating call and every denied request."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: float = Field(index=True)
+    actor: str = Field(max_length=100, description="token:NAME#ID or uid:N")
+    tenant: str | None = Field(default=None, max_length=64)
+    action: str = Field(max_length=64)
+    target: str | None = Field(default=None, max_length=200)
+    status: int = Field(description="the HTTP status of the answer")
+    detail: str | None = Field(default=None, max_length=500)
 
 
 class Lease(SQLModel, table=True):

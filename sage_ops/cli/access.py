@@ -1,0 +1,188 @@
+"""Commands of access control: tenants (quotas, local users), tokens, the audit trail, whoami.
+Thin like the rest: parse, call the client, render."""
+
+from __future__ import annotations
+
+import pwd
+from typing import Any
+
+import click
+
+from .. import render
+from . import WHEN, Ctx, cli, json_option, pass_ctx
+
+ROLES = click.Choice(["admin", "member", "viewer"])
+
+
+def quota_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--max-running", type=click.IntRange(0), help="Jobs running at once."),
+        click.option("--max-cpu", type=click.FloatRange(0), help="CPUs its running jobs may hold."),
+        click.option("--max-gpu", type=click.FloatRange(0), help="GPUs its running jobs may hold."),
+        click.option("--max-queued", type=click.IntRange(0), help="Waiting jobs; more are REJECTED."),
+        click.option("--weight", type=click.FloatRange(0, min_open=True), help="Fair share when contended."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _uid(user: str) -> int:
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise click.BadParameter(f"no local user {user!r}", param_hint="USER") from None
+
+
+@cli.group()
+def tenant() -> None:
+    """Tenants: whose jobs are isolated from whose, and their quotas."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@quota_options
+@json_option
+@pass_ctx
+def tenant_create(ctx: Ctx, name: str, as_json: bool, **quotas: Any) -> None:
+    """Create a tenant, e.g. `tenant create analytics --max-running 20 --max-cpu 32`."""
+    t = ctx.client().create_tenant(name, **{k: v for k, v in quotas.items() if v is not None})
+    render.print_json(t) if as_json else render.tenants([t])
+
+
+@tenant.command("update")
+@click.argument("name")
+@quota_options
+@click.option("--clear", multiple=True, type=click.Choice(["max-running", "max-cpu", "max-gpu", "max-queued"]),
+              help="Remove this limit (repeatable).")
+@json_option
+@pass_ctx
+def tenant_update(ctx: Ctx, name: str, clear: tuple[str, ...], as_json: bool, **quotas: Any) -> None:
+    """Change a tenant's quotas (only those given)."""
+    change = {k: v for k, v in quotas.items() if v is not None}
+    change.update({c.replace("-", "_"): None for c in clear})
+    if not change:
+        raise click.UsageError("give a quota to change, or --clear")
+    t = ctx.client().update_tenant(name, **change)
+    render.print_json(t) if as_json else render.tenants([t])
+
+
+@tenant.command("list")
+@json_option
+@pass_ctx
+def tenant_list(ctx: Ctx, as_json: bool) -> None:
+    """Tenants with their quotas and what they use now."""
+    ts = ctx.client().list_tenants()
+    render.print_json(ts) if as_json else render.tenants(ts)
+
+
+@tenant.command("delete")
+@click.argument("name")
+@pass_ctx
+def tenant_delete(ctx: Ctx, name: str) -> None:
+    """Delete a tenant without active jobs (its tokens are revoked)."""
+    out = ctx.client().delete_tenant(name)
+    click.echo(f"deleted tenant {name}; {out['tokens_revoked']} tokens revoked")
+
+
+@tenant.command("add-user")
+@click.argument("name")
+@click.argument("user")
+@click.option("--role", type=ROLES, default="member", show_default=True)
+@pass_ctx
+def tenant_add_user(ctx: Ctx, name: str, user: str, role: str) -> None:
+    """Let local USER (name or uid) in through the Unix socket as a member of tenant NAME.
+    (The socket must be reachable: set security.socket_mode to 0660 and share its group.)"""
+    uid = _uid(user)
+    ctx.client().map_user(name, uid, role)
+    click.echo(f"uid {uid} ({user}) is a {role} of tenant {name}")
+
+
+@tenant.command("remove-user")
+@click.argument("name")
+@click.argument("user")
+@pass_ctx
+def tenant_remove_user(ctx: Ctx, name: str, user: str) -> None:
+    uid = _uid(user)
+    ctx.client().unmap_user(name, uid)
+    click.echo(f"uid {uid} ({user}) is no longer a user of tenant {name}")
+
+
+@cli.group()
+def token() -> None:
+    """API tokens for TCP clients (and for acting as a tenant on the socket)."""
+
+
+@token.command("create")
+@click.option("--tenant", help="The tenant it acts for (required unless --role admin).")
+@click.option("--name", required=True, help="What it is for, e.g. ci-bot.")
+@click.option("--role", type=ROLES, default="member", show_default=True)
+@click.option("--rate-limit", type=click.FloatRange(0), help="Requests/s (0: unlimited) [default: the daemon's].")
+@click.option("--expires-in", type=click.FloatRange(0, min_open=True), metavar="SECONDS", help="Expire after.")
+@json_option
+@pass_ctx
+def token_create(ctx: Ctx, tenant: str | None, name: str, role: str, rate_limit: float | None,
+                 expires_in: float | None, as_json: bool) -> None:
+    """Create a token. It is printed once: only its hash is kept."""
+    t = ctx.client().create_token(name, tenant, role, rate_limit, expires_in)
+    if as_json:
+        render.print_json(t)
+        return
+    click.echo(t.token)
+    click.echo(f"token {t.id} ({t.name}, {t.role} of {t.tenant or 'all tenants'}): shown once, store it now",
+               err=True)
+
+
+@token.command("list")
+@click.option("--tenant", help="Only this tenant's tokens.")
+@click.option("--revoked", is_flag=True, help="Include revoked tokens.")
+@json_option
+@pass_ctx
+def token_list(ctx: Ctx, tenant: str | None, revoked: bool, as_json: bool) -> None:
+    ts = ctx.client().list_tokens(tenant, revoked)
+    render.print_json(ts) if as_json else render.tokens(ts)
+
+
+@token.command("revoke")
+@click.argument("token_id", required=False, type=int)
+@click.option("--all", "all_", is_flag=True, help="Every token of --tenant.")
+@click.option("--tenant")
+@pass_ctx
+def token_revoke(ctx: Ctx, token_id: int | None, all_: bool, tenant: str | None) -> None:
+    """Revoke a token by id (it stops working at once), or --all --tenant NAME."""
+    if all_ == (token_id is not None) or all_ != bool(tenant):
+        raise click.UsageError("give a token id, or --all --tenant NAME")
+    if all_:
+        n = ctx.client().revoke_tokens(tenant)
+        click.echo(f"revoked {n} tokens of tenant {tenant}")
+    else:
+        t = ctx.client().revoke_token(token_id)
+        click.echo(f"revoked token {t.id} ({t.name})")
+
+
+@cli.command()
+@click.option("--since", type=WHEN, help="From this time or age (1h, 2d).")
+@click.option("--tenant", help="Only this tenant's events (admins).")
+@click.option("--actor", help="Only this actor, e.g. token:ci-bot#3 or uid:1001.")
+@click.option("--action", help="Only this action, e.g. submit, cancel, denied.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@pass_ctx
+def audit(ctx: Ctx, since: Any, tenant: str | None, actor: str | None, action: str | None, limit: int,
+          as_json: bool) -> None:
+    """Who did what: every mutating call and every denied request, newest first."""
+    events = ctx.client().audit(since.astimezone() if since else None, tenant, actor, action, limit)
+    render.print_json(events) if as_json else render.audit(events)
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def whoami(ctx: Ctx, as_json: bool) -> None:
+    """Who the daemon takes you for: actor, role, tenant."""
+    me = ctx.client().whoami()
+    if as_json:
+        render.print_json(me)
+    else:
+        click.echo(f"{me.actor} ({me.role}{', tenant ' + me.tenant if me.tenant else ', all tenants'}; via {me.via})")
