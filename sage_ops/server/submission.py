@@ -1,23 +1,37 @@
-"""Turning validated specs into job rows: admission (queue size, resources that no node could
-ever hold) and dependency resolution (unknown, already failed, already done, still running).
+"""Submission: turning validated specs into job rows — admission (queue size, tenant quotas,
+resources that no node could ever hold) and dependency resolution (unknown, of another tenant,
+already failed, already done, still running) — and the scheduler's `submit`, which runs them in
+one durable transaction.
 
-Pure functions: the scheduler calls them inside the writer's transaction, so the dependency
-statuses they see are exactly the ones committed before the new jobs.
+The planning functions are pure: `submit` calls them inside the writer's transaction, so the
+dependency statuses they see are exactly the ones committed before the new jobs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import Invalid
-from ..lifecycle import JobStatus, Transition, transition
+from sqlalchemy import Connection
+
+from ..errors import Invalid, NotFound
+from ..lifecycle import JobStatus, Transition, is_terminal, transition
 from ..schemas import JobSpec
 from . import store as st
 from .execution_graph import FAILED_DEP, GraphError, resolve_batch_names, topological_order
+from .quotas import never_within
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
 
 S = JobStatus
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(6)
 
 
 @dataclass
@@ -116,3 +130,94 @@ def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[d
         events.extend(st.event_row(t, now) for t in p.transitions)
         edges.extend({"job_id": p.id, "depends_on": d} for d in p.deps)
     return jobs, events, edges
+
+
+class Submissions:
+    """The scheduler's side of a submit (a mixin of the Scheduler)."""
+
+    async def submit(self: Scheduler, specs: list[JobSpec], views: bool = True, batch: bool = False,
+                     key: str | None = None) -> tuple[list[Any], bool]:
+        """Admit and durably record jobs; returns their views (or, with views=False, refs) and
+        whether they are new (False: a request retried with the same idempotency key).
+
+        A batch is one transaction: every job is accepted, or none (the first problem is the
+        error). Dependencies are resolved inside that transaction."""
+        now = self.clock.now()
+        ids = [new_job_id() for _ in specs]
+        specs = [self.sealer.seal(s) if s.secret_env else s for s in specs]  # never stored in clear
+        sent = [s.model_dump_json() for s in specs]  # once: the request's digest and the stored specs
+        digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
+        plans = plan(specs, sent, ids, self.seq + 1, batch)
+        nodes = self.backend.node_totals()  # once per request, not per job
+        room = self.cfg.jobmanager.max_jobs - self.active
+        fits: dict[Any, str | None] = {}  # a sweep asks for the same resources 10,000 times
+        tenants = {spec.tenant for spec in specs}
+        for tenant in tenants:
+            if tenant is not None and tenant not in self.quotas:
+                raise NotFound(f"no such tenant: {tenant} (sage-ops tenant create {tenant})")
+        before = {t: self.queued.use[t].jobs for t in tenants if t in self.queued.use}
+        queued: dict[str | None, int] = {}
+        counter = [0]
+
+        def admission(p: Planned) -> str | None:
+            counter[0] += 1
+            if counter[0] > room:
+                return f"queue full: {self.active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
+            r = p.spec.resources
+            tenant = p.spec.tenant
+            if tenant is not None and (quotas := self.quotas.get(tenant)) is not None:
+                if why := never_within(tenant, quotas, r.cpu, r.gpu):
+                    return why
+                if quotas.max_queued is not None:
+                    mine = queued.get(tenant, before.get(tenant, 0))
+                    if mine >= quotas.max_queued:
+                        return f"quota: tenant {tenant} has {mine} queued jobs (max-queued {quotas.max_queued})"
+                    queued[tenant] = mine + 1
+            shape = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
+            if shape not in fits:
+                fits[shape] = self.capacity.never_fits(r.as_ray(), nodes)
+            return fits[shape]
+
+        external = {d for p in plans for d in p.deps} - set(ids)
+
+        first: list[dict[str, Any]] = []
+
+        def op(conn: Connection) -> list[str] | None:
+            if key and (seen := st.claim_key(conn, key, digest, ids, now)) is not None:
+                return seen  # the same request again: nothing new
+            known = st.statuses_of(conn, external) if external else {}
+            owners = st.tenants_of(conn, external) if external else {}
+            queued.clear()
+            counter[0] = 0
+            decide(plans, known, admission, batch, admit=self.ready, owners=owners)
+            jobs, events, edges = rows(plans, now)
+            st.insert_jobs(conn, jobs, events, edges)
+            first[:] = jobs[:1]
+            return None
+
+        seen = await self.store.write(op)  # durable before acknowledged
+        if seen is not None:
+            return await self._existing(seen, views), False
+        from .scheduler import Queued
+
+        self.seq += len(plans)
+        for p in plans:
+            if is_terminal(p.status):
+                continue
+            self.active += 1
+            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority)
+            self.queued[p.id] = job
+            if p.status is S.PENDING and not self.waiting.add(p.id, p.waiting):
+                self._queue(job)
+        if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
+            return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}
+                    for p in plans], True
+        if len(plans) == 1:
+            return [st.fresh_view(first[0], plans[0].spec)], True
+        return await self._existing([p.id for p in plans], True), True
+
+    async def _existing(self: Scheduler, ids: list[str], views: bool) -> list[Any]:
+        if views:
+            return await self.store.read(lambda c: [st.get_job(c, i) for i in ids])
+        known = await self.store.read(lambda c: st.statuses_of(c, ids))
+        return [{"id": i, "name": known[i][1], "status": known[i][0].value, "reason": None} for i in ids]
