@@ -114,3 +114,36 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(tmp_path) -> Non
     finally:
         store.close()
     Store(f"sqlite:///{db}").close()  # and again: nothing to do
+
+
+def test_fair_share_gives_free_slots_to_the_least_served_tenant_by_weight() -> None:
+    from types import SimpleNamespace
+
+    from sage_ops.access import Quotas
+    from sage_ops.server.quotas import FairQueue, Tally, over_quota
+
+    def job(tenant: str) -> SimpleNamespace:
+        return SimpleNamespace(tenant=tenant, spec=SimpleNamespace(resources=SimpleNamespace(cpu=1.0, gpu=0.0)))
+
+    queue, running = FairQueue(), Tally()
+    quotas = {"a": Quotas(weight=1), "b": Quotas(weight=3), "c": Quotas(weight=1, max_running=1)}
+    for seq in range(100):
+        for t in "abc":
+            queue.push(t, 0, seq, f"{t}{seq}")
+    import heapq
+
+    for _ in range(9):  # nine free slots
+        blocked: set[str | None] = set()
+        while True:
+            t = queue.order(running, quotas, blocked)
+            assert t is not False
+            if over_quota(t, quotas[t], running.use[t], 1.0, 0.0):
+                blocked.add(t)
+                continue
+            break
+        _, _, job_id = heapq.heappop(queue.heaps[t])
+        running[job_id] = job(t)
+    counts = {t: running.use[t].jobs for t in "abc"}
+    assert counts == {"a": 2, "b": 6, "c": 1}  # b has 3x a's weight; c is held at max-running 1
+    running.pop("b0")
+    assert running.use["b"].jobs == 5 and running.use["b"].cpu == 5.0

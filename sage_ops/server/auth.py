@@ -101,6 +101,7 @@ class Identities:
         self.users: dict[int, Principal] = {}
         self.used: dict[int, float] = {}  # token id -> last use, written with the audit
         self._written: dict[int, float] = {}
+        self._admins: dict[int, Principal] = {}
 
     async def refresh(self) -> None:
         now = time.time()
@@ -135,7 +136,8 @@ class Identities:
         if peer_uid is None:
             return "a valid bearer token is required"
         if peer_uid in (self.owner, 0):
-            return Principal(f"uid:{peer_uid}", Role.ADMIN, None, "unix", rate=0)
+            return self._admins.get(peer_uid) or self._admins.setdefault(
+                peer_uid, Principal(f"uid:{peer_uid}", Role.ADMIN, None, "unix", rate=0))
         who = self.users.get(peer_uid)
         return who or f"uid {peer_uid} is not mapped to a tenant (sage-ops tenant add-user)"
 
