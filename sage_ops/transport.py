@@ -209,6 +209,9 @@ class Transport:
 
     def _unavailable(self, last: Exception | None) -> DaemonUnavailable:
         where = ", ".join(str(a) for a in self.addresses)
+        if last is not None and "CERTIFICATE_VERIFY_FAILED" in str(last):
+            return DaemonUnavailable(f"the TLS certificate of {where} is not trusted: give the CA that signed it "
+                                     "with --ca or $SAGE_OPS_CA")
         why = f" ({last.__class__.__name__})" if last else ""
         hint = " — is it running? try: sage-ops daemon start" if len(self.addresses) == 1 else ""
         return DaemonUnavailable(f"cannot reach the sage-ops daemon at {where}{why}{hint}")
