@@ -1,5 +1,6 @@
-"""HTTP routes of access control: tenants and their quotas, local users, tokens, the audit
-trail, and who-am-I. Changing any of them is for admins; members may read their own tenant."""
+"""HTTP routes of access control — tenants and their quotas, local users, tokens, the audit
+trail, who-am-I — and the admin's Prometheus `/metrics`. Changing any of them is for admins;
+members may read their own tenant."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from ..access import (
     AuditList,
@@ -23,7 +24,7 @@ from ..access import (
     UserMap,
 )
 from ..errors import Forbidden, Invalid, NotFound
-from . import accounts
+from . import accounts, metrics
 from .auth import TARGET, Principal, new_token
 from .store import utc
 
@@ -145,5 +146,10 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
         rows = await store.read(lambda c: accounts.audit_rows(c, since.timestamp() if since else None, tenant,
                                                               actor, action, limit))
         return AuditList(events=rows)
+
+    @router.get("/metrics", response_class=Response, include_in_schema=False)
+    async def prometheus(_: Principal = admin_dep) -> Response:
+        """Prometheus text format (admins: it covers every tenant)."""
+        return Response(await metrics.prometheus_text(daemon), media_type=metrics.CONTENT_TYPE)
 
     return router

@@ -124,6 +124,7 @@ class Scheduler(RayEvents, Operations, Submissions):
         self.ready = False
         self.decision_seconds = 0.0  # time spent choosing what to run (stats, benchmarks)
         self.decisions = 0
+        self.ended_counts: dict[str, int] = {}  # jobs ended since start, by status (metrics)
         self.wake = asyncio.Event()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stopping = False
@@ -350,6 +351,7 @@ class Scheduler(RayEvents, Operations, Submissions):
         t0 = time.perf_counter()
         for job_id, status in ended:
             self.active -= 1
+            self.ended_counts[status.value] = self.ended_counts.get(status.value, 0) + 1
             for fut in self._done_waiters.pop(job_id, []):
                 if not fut.done():
                     fut.set_result(None)
