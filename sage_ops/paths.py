@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 APP = "sage-ops"
@@ -46,3 +47,21 @@ def token_file() -> Path:
 def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=mode)
     return path
+
+
+def secret_file(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in `path`, made by `make()` the first time: owner-only (0600) from the first
+    instant, and never overwritten (a process that loses the race reads the winner's)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    ensure_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    value = make()
+    with os.fdopen(fd, "w") as f:
+        f.write(value)  # no newline: some readers (Ray's token file) take the bytes as they are
+    return value

@@ -8,7 +8,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -26,7 +25,7 @@ from ..errors import Conflict, DaemonUnavailable
 from . import accounts
 from . import store as st
 from .api import create_app
-from .auth import AuditLog, Gate, Identities, PeerProtocol, RateLimiter, digest_of
+from .auth import AuditLog, Gate, Identities, PeerProtocol, RateLimiter, digest_of, new_token
 from .dispatcher import RayBackend
 from .leadership import Leadership
 from .logs import LogStore
@@ -82,15 +81,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 def local_admin_token() -> str:
     """The token the local user's client reads for TCP addresses (created once, 0600)."""
-    path = paths.token_file()
-    if path.exists():
-        return path.read_text().strip()
-    paths.ensure_dir(path.parent)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
+    return paths.secret_file(paths.token_file(), lambda: new_token()[0])
 
 
 class PidLock:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import paths
 from ..config import RayConfig
 from ..errors import DaemonUnavailable
 from ..schemas import RayHealth
@@ -69,10 +70,7 @@ class LocalHead:
 
     def start(self, cfg: RayConfig) -> str:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.token_path.exists():
-            fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
+        paths.secret_file(self.token_path, lambda: secrets.token_hex(32))
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         port = _free_port()
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",

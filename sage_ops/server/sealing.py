@@ -9,7 +9,6 @@ Idempotency-Key) is recognised as the same request."""
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -23,19 +22,7 @@ from ..schemas import JobSpec
 
 def load_key(path: Path) -> bytes:
     """The daemon's sealing key, made once (owner-only) on first use."""
-    try:
-        return base64.b64decode(path.read_bytes().strip())
-    except FileNotFoundError:
-        pass
-    paths.ensure_dir(path.parent)
-    key = AESSIV.generate_key(512)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another daemon made it meanwhile
-        return base64.b64decode(path.read_bytes().strip())
-    with os.fdopen(fd, "wb") as f:
-        f.write(base64.b64encode(key) + b"\n")
-    return key
+    return base64.b64decode(paths.secret_file(path, lambda: base64.b64encode(AESSIV.generate_key(512)).decode()))
 
 
 class Sealer:
