@@ -198,25 +198,27 @@ def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: 
     return None
 
 
-def statuses_of(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[JobStatus, str]]:
-    """(status, name) of each existing job among `ids`."""
+def _rows_by_id(conn: Connection, ids: Iterable[str], *cols: Any) -> Iterable[Any]:
+    """`cols` of each existing job among `ids`, 500 ids per query."""
     ids = list(dict.fromkeys(ids))
-    out: dict[str, tuple[JobStatus, str]] = {}
     for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        for row in conn.execute(select(JOB.c.id, JOB.c.status, JOB.c.name).where(JOB.c.id.in_(chunk))):
-            out[row.id] = (JobStatus(row.status), row.name)
+        yield from conn.execute(select(JOB.c.id, *cols).where(JOB.c.id.in_(ids[i:i + 500])))
+
+
+def statuses_of(conn: Connection, ids: Iterable[str],
+                owners: dict[str, str | None] | None = None) -> dict[str, tuple[JobStatus, str]]:
+    """(status, name) of each existing job among `ids`; with `owners`, their tenants too (same query)."""
+    out: dict[str, tuple[JobStatus, str]] = {}
+    for row in _rows_by_id(conn, ids, JOB.c.status, JOB.c.name, JOB.c.tenant):
+        out[row.id] = (JobStatus(row.status), row.name)
+        if owners is not None:
+            owners[row.id] = row.tenant
     return out
 
 
 def tenants_of(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
     """The tenant of each existing job among `ids` (isolation checks)."""
-    ids = list(dict.fromkeys(ids))
-    out: dict[str, str | None] = {}
-    for i in range(0, len(ids), 500):
-        for row in conn.execute(select(JOB.c.id, JOB.c.tenant).where(JOB.c.id.in_(ids[i:i + 500]))):
-            out[row.id] = row.tenant
-    return out
+    return {row.id: row.tenant for row in _rows_by_id(conn, ids, JOB.c.tenant)}
 
 
 def _edges(conn: Connection, ids: Iterable[str], reverse: bool) -> dict[str, list[str]]:

@@ -185,8 +185,8 @@ class Submissions:
         def op(conn: Connection) -> list[str] | None:
             if key and (seen := st.claim_key(conn, key, digest, ids, now)) is not None:
                 return seen  # the same request again: nothing new
-            known = st.statuses_of(conn, external) if external else {}
-            owners = st.tenants_of(conn, external) if external else {}
+            owners: dict[str, str | None] = {}
+            known = st.statuses_of(conn, external, owners) if external else {}
             queued.clear()
             counter[0] = 0
             decide(plans, known, admission, batch, admit=self.ready, owners=owners)
