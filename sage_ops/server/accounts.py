@@ -101,8 +101,7 @@ def create_token(conn: Connection, req: TokenCreate, digest: str, now: float) ->
 def ensure_token(conn: Connection, name: str, digest: str, role: Role) -> None:
     """The local admin token of a TCP listener: recorded once, kept across restarts."""
     if conn.execute(select(TOKEN.c.id).where(TOKEN.c.hash == digest)).first() is None:
-        conn.execute(insert(TOKEN), [{"name": name, "tenant": None, "hash": digest, "admin": role is Role.ADMIN,
-                                      "role": role.value, "created_at": time.time()}])
+        create_token(conn, TokenCreate(name=name, role=role), digest, time.time())
 
 
 def tokens(conn: Connection, tenant: str | None = None, revoked: bool = False) -> list[Any]:
@@ -129,10 +128,9 @@ def revoke_token(conn: Connection, token_id: int, now: float) -> Any:
 
 
 def revoke_all(conn: Connection, tenant: str, now: float) -> int:
-    ids = [r.id for r in tokens(conn, tenant)]
-    for token_id in ids:
-        update(conn, TOKEN, {"revoked_at": now}, {"id": token_id})
-    return len(ids)
+    """Revoke every live token of `tenant` (which must exist); how many were."""
+    tenant_row(conn, tenant)
+    return update(conn, TOKEN, {"revoked_at": now}, {"tenant": tenant}, "revoked_at IS NULL")
 
 
 def touch_tokens(conn: Connection, used: dict[int, float]) -> None:

@@ -131,8 +131,7 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
         if not req.all:
             raise Invalid("say `all: true` to revoke every token of a tenant")
         request.scope[TARGET] = f"all tokens of {req.tenant}"
-        n = await store.write(lambda c: (accounts.tenant_row(c, req.tenant), accounts.revoke_all(c, req.tenant,
-                                                                                             time.time()))[1])
+        n = await store.write(lambda c: accounts.revoke_all(c, req.tenant, time.time()))
         await changed()
         return {"revoked": n}
 
