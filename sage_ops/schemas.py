@@ -441,3 +441,36 @@ class Health(View):
     tcp: str | None = None
     database: dict[str, Any]
     ray: RayHealth
+
+
+# -- metrics (server/metrics.py samples them; `stats --chart` and the TUI draw them) -----------
+class NodeUsage(View):
+    """What Ray's tasks hold on one node (logical resources, as the scheduler sees them)."""
+
+    cpu_used: float = 0.0
+    cpu_total: float = 0.0
+    memory_used: float = Field(0.0, description="bytes")
+    memory_total: float = Field(0.0, description="bytes")
+    gpu_used: float = 0.0
+    gpu_total: float = 0.0
+
+
+class MetricPoint(NodeUsage):
+    """One interval: counters are counts in the interval, gauges are means over it. Cluster-wide
+    resources are NodeUsage's fields; `nodes` has them per node."""
+
+    time: datetime = Field(description="start of the interval (UTC)")
+    seconds: float = Field(description="length of the interval")
+    submitted: int = 0
+    started: int = 0
+    finished: int = Field(0, description="jobs that ended COMPLETED")
+    failed: int = Field(0, description="jobs that ended FAILED (timeouts and lost nodes included)")
+    queue_depth: float = 0.0
+    running: float = 0.0
+    nodes: dict[str, NodeUsage] = Field(default_factory=dict)
+
+
+class MetricsSeries(View):
+    window_s: float
+    step_s: float = Field(description="the interval of the points (finer data is rolled up)")
+    points: list[MetricPoint]
