@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
+from .cluster import NodeAdd, NodeProgress, NodeView
 from .errors import SageOpsError
 from .lifecycle import JobStatus
 from .schemas import (
@@ -31,6 +32,7 @@ from .schemas import (
     JobSpec,
     JobView,
     LogEntry,
+    MetricsSeries,
     Resources,
     RetryPolicy,
     ScriptFile,
@@ -244,6 +246,27 @@ class _Api:
         return self._run(Call("GET", "/v1/audit", lambda d: AuditList.model_validate(d).events,
                                params={k: v for k, v in params.items() if v is not None}))
 
+    # the cluster: nodes and figures
+    def list_nodes(self) -> Any:
+        return self._run(Call("GET", "/v1/nodes", lambda d: [NodeView.model_validate(n) for n in d]))
+
+    def get_node(self, name: str) -> Any:
+        return self._run(Call("GET", f"/v1/nodes/{name}", NodeView.model_validate))
+
+    def add_node(self, host: str, **options: Any) -> Any:
+        """Start adding a machine over SSH (NodeAdd's fields); follow it with node_progress()."""
+        body = NodeAdd(host=host, **options).model_dump(exclude_defaults=True)
+        return self._run(Call("POST", "/v1/nodes", NodeView.model_validate, json={"host": host, **body}))
+
+    def drain_node(self, name: str, force: bool = False) -> Any:
+        return self._run(Call("POST", f"/v1/nodes/{name}/drain", NodeView.model_validate, json={"force": force}))
+
+    def remove_node(self, name: str, force: bool = False) -> Any:
+        return self._run(Call("DELETE", f"/v1/nodes/{name}", lambda d: d, params={"force": str(force).lower()}))
+
+    def metrics_series(self, window: float = 3600) -> Any:
+        return self._run(Call("GET", "/v1/metrics/series", MetricsSeries.model_validate, params={"window": window}))
+
     # daemon
     def health_check(self) -> Any:
         return self._run(Call("GET", "/v1/health", HealthView.model_validate))
@@ -291,17 +314,23 @@ class JobManagerClient(Transport, _Api):
 
     def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> Iterator[LogEntry]:
         """Log entries (.timestamp, .message) as they come; ends when the job ends."""
+        return self._stream(f"/v1/jobs/{job_id}/logs", self._logs_params(follow, tail), LogEntry.model_validate_json)
+
+    def node_progress(self, name: str) -> Iterator[NodeProgress]:
+        """The steps of a node's add or drain as they happen; the last line has step "end"."""
+        return self._stream(f"/v1/nodes/{name}/progress", {}, NodeProgress.model_validate_json)
+
+    def _stream(self, path: str, params: dict[str, Any], parse: Callable[[str], T]) -> Iterator[T]:
         last: Exception | None = None
         for i in self._order():
             try:
-                with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs", params=self._logs_params(follow, tail),
-                                            timeout=LOG_TIMEOUT) as resp:
+                with self._client(i).stream("GET", path, params=params, timeout=LOG_TIMEOUT) as resp:
                     if resp.status_code >= 400:
                         resp.read()
                     raise_for(resp)
                     for line in resp.iter_lines():
                         if line.strip():
-                            yield LogEntry.model_validate_json(line)
+                            yield parse(line)
                     return
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = exc
@@ -358,19 +387,23 @@ class AsyncJobManagerClient(Transport, _Api):
             await asyncio.sleep(self._backoff(attempt))
         raise self._gave_up(last)
 
-    async def stream_job_logs(self, job_id: str, follow: bool = True,
-                              tail: int | None = None) -> AsyncIterator[LogEntry]:
+    def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> AsyncIterator[LogEntry]:
+        return self._stream(f"/v1/jobs/{job_id}/logs", self._logs_params(follow, tail), LogEntry.model_validate_json)
+
+    def node_progress(self, name: str) -> AsyncIterator[NodeProgress]:
+        return self._stream(f"/v1/nodes/{name}/progress", {}, NodeProgress.model_validate_json)
+
+    async def _stream(self, path: str, params: dict[str, Any], parse: Callable[[str], T]) -> AsyncIterator[T]:
         last: Exception | None = None
         for i in self._order():
             try:
-                async with self._client(i).stream("GET", f"/v1/jobs/{job_id}/logs",
-                                                  params=self._logs_params(follow, tail), timeout=LOG_TIMEOUT) as resp:
+                async with self._client(i).stream("GET", path, params=params, timeout=LOG_TIMEOUT) as resp:
                     if resp.status_code >= 400:
                         await resp.aread()
                     raise_for(resp)
                     async for line in resp.aiter_lines():
                         if line.strip():
-                            yield LogEntry.model_validate_json(line)
+                            yield parse(line)
                     return
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = exc

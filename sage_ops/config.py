@@ -77,6 +77,20 @@ class LoggingConfig(_Section):
     file: Path = Field(default_factory=lambda: paths.state_dir() / "jobmanager.log")
 
 
+class MetricsConfig(_Section):
+    interval: float = Field(5, ge=1, le=3600, description="seconds between samples of the series")
+    retention_days: float = Field(30, gt=0, description="how long the coarsest (10-minute) roll-ups are kept")
+
+
+class NodesConfig(_Section):
+    head_address: str | None = Field(None, description="HOST:PORT of the Ray head as new nodes reach it "
+                                     "(default: the head's address; loopback becomes this host's name)")
+    known_hosts: Path | None = Field(None, description="SSH known_hosts of the daemon (default ~/.ssh/known_hosts)")
+    venv: str = Field("~/.sage-ops/venv", description="where on a node ray and sage-ops are installed")
+    install_timeout: float = Field(900, gt=0, description="seconds for the install step (pip)")
+    join_timeout: float = Field(120, gt=0, description="seconds for `ray start` and for Ray to list the node")
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAGE_OPS_", env_nested_delimiter="__", extra="forbid")
 
@@ -86,6 +100,8 @@ class Config(BaseSettings):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    nodes: NodesConfig = Field(default_factory=NodesConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -95,3 +95,32 @@ def attempt_outcome(exit_code: int | None, cancelled: bool, reason: str | None) 
     if exit_code is None:
         return S.FAILED, reason or "the job's worker died"
     return S.FAILED, reason or f"exit code {exit_code}"
+
+
+# -- nodes: the machines sage-ops added (server/provisioning.py applies these) ----------------
+class NodeStatus(str, Enum):
+    JOINING = "JOINING"  # bootstrap under way
+    UP = "UP"  # a Ray node that takes jobs
+    FAILED = "FAILED"  # the bootstrap failed (the detail names the step); add it again
+    DRAINING = "DRAINING"  # no new jobs; waiting for its running jobs, then its Ray stops
+    DRAINED = "DRAINED"  # its Ray stopped; `nodes remove` forgets it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+N = NodeStatus
+NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
+    N.JOINING: frozenset({N.UP, N.FAILED}),
+    N.UP: frozenset({N.JOINING, N.DRAINING}),  # adding an UP node again checks it (idempotent)
+    N.FAILED: frozenset({N.JOINING}),
+    N.DRAINING: frozenset({N.DRAINED}),
+    N.DRAINED: frozenset({N.JOINING}),  # brought back by adding it again
+}
+
+
+def node_transition(name: str, old: NodeStatus | None, new: NodeStatus) -> NodeStatus:
+    """Check a node's change of state (None: a new node, which starts JOINING)."""
+    if (old is None and new is N.JOINING) or (old is not None and new in NODE_TRANSITIONS[old]):
+        return new
+    raise Conflict(f"node {name} is {old}; it cannot become {new}")

@@ -14,9 +14,12 @@ from rich.table import Table
 from rich.tree import Tree
 
 from .access import AuditEntry, TenantView, TokenView
+from .cluster import NodeProgress, NodeView
 from .lifecycle import JobStatus
 from .schemas import BulkResult, GraphView, Health, JobEventView, JobView, LogEntry, Stats
 
+NODE_STYLE = {"JOINING": "cyan", "UP": "green", "FAILED": "bold red", "DRAINING": "yellow", "DRAINED": "magenta",
+              "DOWN": "bold red"}
 STATUS_STYLE = {
     JobStatus.SUBMITTED: "cyan", JobStatus.PENDING: "yellow", JobStatus.RUNNING: "bold blue",
     JobStatus.COMPLETED: "green", JobStatus.FAILED: "bold red", JobStatus.CANCELLED: "magenta",
@@ -288,3 +291,32 @@ def audit(events: Sequence[AuditEntry]) -> None:
         table.add_row(e.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.tenant or "-", e.action,
                       e.target or "-", f"[{style}]{e.status}[/]" if style else str(e.status), e.detail or "")
     console().print(table)
+
+
+def _used(used: float, total: float, gib: bool = False) -> str:
+    if not total:
+        return "-"
+    if gib:
+        return f"{used / 2**30:.1f}/{total / 2**30:.1f}GiB"
+    return f"{used:g}/{total:g}"
+
+
+def nodes(items: Sequence[NodeView]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("NODE", "STATE", "CPU", "MEMORY", "GPU", "JOBS", "HEARTBEAT", "ADDRESS", "RESOURCES", "DETAIL"):
+        table.add_column(col, no_wrap=col != "DETAIL", overflow="ellipsis")
+    for n in items:
+        name = n.name + (" (head)" if n.head else "") + ("" if n.managed else " *")
+        where = n.address or (f"{n.user + '@' if n.user else ''}{n.host}" if n.host else "-")
+        table.add_row(name, f"[{NODE_STYLE.get(n.state, '')}]{n.state}[/]", _used(n.cpu_used, n.cpu_total),
+                      _used(n.memory_used, n.memory_total, gib=True), _used(n.gpu_used, n.gpu_total),
+                      str(n.running_jobs), "-" if n.heartbeat_age_s is None else duration(n.heartbeat_age_s) + " ago",
+                      where, ",".join(f"{k}={v:g}" for k, v in sorted(n.resources.items())) or "-", n.detail or "")
+    console().print(table)
+    if any(not n.managed for n in items):
+        console().print("[dim]* not added by sage-ops[/]")
+
+
+def progress_line(p: NodeProgress) -> str:
+    """A step of a node operation, for logs and pipes: `node: step state detail`."""
+    return f"{p.node}: {p.step} {p.state}" + (f" - {p.detail}" if p.detail else "")

@@ -147,3 +147,19 @@ def test_fair_share_gives_free_slots_to_the_least_served_tenant_by_weight() -> N
     assert counts == {"a": 2, "b": 6, "c": 1}  # b has 3x a's weight; c is held at max-running 1
     running.pop("b0")
     assert running.use["b"].jobs == 5 and running.use["b"].cpu == 5.0
+
+
+def test_the_migrations_make_exactly_the_schema_of_the_models(tmp_path) -> None:  # noqa: ANN001
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    from sage_ops.server.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        with store.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        assert diff == []
+    finally:
+        store.close()

@@ -465,15 +465,37 @@ def health(ctx: Ctx, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--chart", is_flag=True, help="Charts of the series: jobs finished/min, queue depth, CPU and memory "
+              "use (plain numbers when not on a terminal).")
+@click.option("--window", metavar="AGE", help="How far back the series goes: 90s, 15m, 1h, 2d, 1w [default: 1h].")
+@click.option("--width", type=click.IntRange(40, 1000), help="Chart width (default: the terminal's).")
 @json_option
 @pass_ctx
-def stats(ctx: Ctx, as_json: bool) -> None:
-    """Job counts by status."""
-    s = ctx.client().get_statistics()
-    render.print_json(s) if as_json else render.stats(s)
+def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, as_json: bool) -> None:
+    """Job counts by status; with --chart or --window, the sampled series (throughput, queue,
+    utilization) over the window."""
+    if not chart and window is None:
+        s = ctx.client().get_statistics()
+        render.print_json(s) if as_json else render.stats(s)
+        return
+    from .. import charts
+
+    try:
+        seconds = charts.parse_window(window or "1h")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+    series = ctx.client().metrics_series(seconds)
+    if as_json:
+        render.print_json(series)
+    elif sys.stdout.isatty() or width:
+        size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((100, 40))
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        click.echo(charts.charts(series, width or size.columns, None, color))
+    else:
+        click.echo(charts.numbers(series))
 
 
-from . import access, scheduling  # noqa: E402, F401 - register their commands
+from . import access, nodes, scheduling  # noqa: E402, F401 - register their commands
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,12 +15,13 @@ STEPS = ("connect", "check python", "install", "join ray", "verify")
 # re-add) and how a job learns the name of the node it runs on.
 NODE_ENV = "SAGE_OPS_NODE"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+NODE_RESOURCE_PREFIX = "sage_ops_node:"
 
 
 def node_resource(name: str) -> str:
     """The custom resource (amount 1) a node is started with: how Ray's node list shows which
     Ray node is which sage-ops node (this Ray has no node labels)."""
-    return f"sage_ops_node:{name}"
+    return f"{NODE_RESOURCE_PREFIX}{name}"
 
 
 class StepFailed(Exception):

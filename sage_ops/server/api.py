@@ -41,6 +41,7 @@ from ..schemas import (
 )
 from . import store as st
 from .api_admin import admin_routes
+from .api_cluster import cluster_routes
 from .auth import DENIED, PRINCIPAL, TARGET, Principal
 from .database import redact_url
 
@@ -300,4 +301,5 @@ def create_app(daemon: Daemon) -> FastAPI:
                       leader=lead.describe()["leader"])
 
     app.include_router(admin_routes(daemon, caller))
+    app.include_router(cluster_routes(daemon, caller))
     return app

@@ -32,17 +32,22 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 
-def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIRouter:
-    router = APIRouter()
-    store = daemon.store
-    who_dep = Depends(caller)
+def admin_only(caller: Callable[[Request], Principal]) -> Any:
+    """The dependency of routes for admins only (403 for anyone else)."""
 
-    def admin(who: Principal = who_dep) -> Principal:
+    def admin(who: Principal = Depends(caller)) -> Principal:
         if not who.admin:
             raise Forbidden(f"{who.actor} is not an admin")
         return who
 
-    admin_dep = Depends(admin)
+    return Depends(admin)
+
+
+def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIRouter:
+    router = APIRouter()
+    store = daemon.store
+    who_dep = Depends(caller)
+    admin_dep = admin_only(caller)
 
     def view(row: Any) -> TenantView:
         use = daemon.scheduler.usage(row.name)

@@ -29,6 +29,8 @@ from .auth import AuditLog, Gate, Identities, PeerProtocol, RateLimiter, digest_
 from .dispatcher import RayBackend
 from .leadership import Leadership
 from .logs import LogStore
+from .metrics import Sampler
+from .provisioning import Provisioner
 from .scheduler import Scheduler
 
 log = logging.getLogger("sage_ops")
@@ -129,6 +131,8 @@ class Daemon:
         sec = cfg.security
         self.audit = AuditLog(self.store, self.identities, sec.audit_retention_days * 86400)
         self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)
+        self.provisioner = Provisioner(self)
+        self.sampler = Sampler(self)
         self._stop = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
         self.restart = False  # set when the daemon must start over as a new process
@@ -165,6 +169,7 @@ class Daemon:
                 if not self.backend.connected:
                     await _in_daemon_thread(self.backend.connect)
                 await self.scheduler.recover()
+                await self.provisioner.resume()
                 await self.scheduler.run()
                 return
             except Exception as exc:  # noqa: BLE001 - keep serving; report in health, retry
@@ -195,6 +200,7 @@ class Daemon:
             sockets.append([tcp])
         await self.identities.refresh()
         refreshing = asyncio.create_task(self.identities.run())
+        sampling = asyncio.create_task(self.sampler.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -211,6 +217,8 @@ class Daemon:
         await self._stop.wait()
         log.info("shutting down (running jobs keep running in Ray)")
         refreshing.cancel()
+        sampling.cancel()
+        await self.provisioner.stop()
         if leading is not None:
             leading.cancel()
         if self._connecting is not None:

@@ -21,16 +21,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import paths
 from ..config import RayConfig
-from ..errors import DaemonUnavailable
+from ..errors import Conflict, DaemonUnavailable
+from ..nodes.base import NODE_RESOURCE_PREFIX
 from ..schemas import RayHealth
 
 log = logging.getLogger(__name__)
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class NodeInfo(NamedTuple):
+    ray_id: str
+    name: str
+    address: str
+    head: bool
+    total: dict[str, float]
+    available: dict[str, float]
+    draining: bool
 
 
 def _reachable(address: str, timeout: float = 1.0) -> bool:
@@ -155,6 +166,9 @@ class RayBackend:
         self.detail: str | None = "connecting"
         self.nodes: list[dict[str, Any]] = []
         self.available: dict[str, float] = {}
+        self.available_by_node: dict[str, dict[str, float]] = {}
+        self.draining: set[str] = set()  # Ray node ids
+        self.last_seen: dict[str, float] = {}  # node name -> when Ray last listed it alive
 
     # -- connecting (blocking; run in a thread) ----------------------------------------------
     def _resolve(self) -> tuple[str, dict[str, str]]:
@@ -217,12 +231,62 @@ class RayBackend:
 
     def refresh_nodes(self) -> None:
         import ray
+        from ray._private.state import state
 
         self.nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.available = ray.available_resources()
+        self.available_by_node = state.available_resources_per_node()
+        now = time.time()
+        for info in self.node_infos():
+            self.last_seen[info.name] = now
 
     def node_totals(self) -> list[tuple[str, dict[str, float]]]:
-        return [(n.get("NodeManagerHostname") or n["NodeID"], dict(n.get("Resources", {}))) for n in self.nodes]
+        """What each node that takes jobs holds, by Ray node id (host names repeat when several
+        nodes share a machine). A draining node takes no new jobs."""
+        return [(n["NodeID"], dict(n.get("Resources", {}))) for n in self.nodes if n["NodeID"] not in self.draining]
+
+    def node_infos(self) -> list[NodeInfo]:
+        """Every alive Ray node with its sage-ops name: the one it was added under, else its host
+        name (the head, nodes someone else started)."""
+        out: list[NodeInfo] = []
+        for n in self.nodes:
+            total = dict(n.get("Resources", {}))
+            marks = [k.split(":", 1)[1] for k in total if k.startswith(NODE_RESOURCE_PREFIX)]
+            head = "node:__internal_head__" in total
+            # a job reports the same name: its node's NODE_ENV, else the host name (runner.py)
+            name = marks[0] if marks else n.get("NodeManagerHostname") or n["NodeID"][:12]
+            if any(o.name == name for o in out):  # two unnamed nodes on one host
+                name = f"{name}-{n['NodeID'][:6]}"
+            out.append(NodeInfo(n["NodeID"], name, n.get("NodeManagerAddress", ""), head, total,
+                                dict(self.available_by_node.get(n["NodeID"], total)), n["NodeID"] in self.draining))
+        return out
+
+    def listed(self, name: str, timeout: float = 0) -> str | None:
+        """The Ray node id of the alive node started under sage-ops name `name`, asking Ray
+        (not the cached list) until it appears or `timeout` passes."""
+        import ray
+
+        mark = f"{NODE_RESOURCE_PREFIX}{name}"
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((n["NodeID"] for n in ray.nodes() if n.get("Alive") and mark in n.get("Resources", {})),
+                         None)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.5)
+
+    def drain(self, node_id: str, reason: str) -> None:
+        """Ask Ray to lease nothing more on the node (GCS DrainNode, as Ray's autoscaler does
+        before a preemption); its running tasks go on. sage-ops stops placing jobs there too."""
+        import ray
+        from ray.core.generated import autoscaler_pb2
+
+        self.draining.add(node_id)
+        assert self.address is not None
+        accepted, why = ray._raylet.GcsClient(address=self.address).drain_node(
+            node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"), reason, 0)
+        if not accepted:
+            raise Conflict(f"Ray refused to drain node {node_id[:12]}: {why}")
 
     def disconnect(self) -> None:
         import ray
@@ -243,7 +307,7 @@ class RayBackend:
 
     def health(self) -> RayHealth:
         totals: dict[str, float] = {}
-        for _, res in self.node_totals():
+        for res in (n.get("Resources", {}) for n in self.nodes):
             for k, v in res.items():
                 if not k.startswith("node:") and "_group_" not in k:
                     totals[k] = totals.get(k, 0) + v

@@ -141,6 +141,7 @@ class RayEvents:
                 self.logs.append(job_id, [tuple(x) for x in p["lines"]])
             elif kind == "started":
                 if d is not None and d.attempt == attempt:
+                    self.started_total += not d.started
                     ray_node = p.get("node_id", "")[:8]
                     d.started, d.started_at = True, p["t"]
                     d.ran_on = f"{p['node']} (Ray node {ray_node})" if ray_node else p["node"]

@@ -25,6 +25,8 @@ from typing import Any
 
 import ray
 
+from ..nodes.base import NODE_ENV
+
 MAX_LOG_LINE = 64 * 1024  # bytes of one output line kept in the log; the rest is cut
 MAX_RESULT = 4 * 1024 * 1024
 FLUSH_SECONDS = 0.05
@@ -239,7 +241,8 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         flush(final=True)
         return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": len(refs)}
     _Watchdog.tell("+", proc.pid)
-    started = {"node": socket.gethostname(), "pid": proc.pid, "t": time.time(),
+    # a node sage-ops added is known by its name (its Ray processes carry it); others by host
+    started = {"node": os.environ.get(NODE_ENV) or socket.gethostname(), "pid": proc.pid, "t": time.time(),
                "node_id": ray.get_runtime_context().get_node_id()}
     report_start_at: float | None = time.monotonic() + STARTED_DELAY
 

@@ -125,6 +125,8 @@ class Scheduler(RayEvents, Operations, Submissions):
         self.decision_seconds = 0.0  # time spent choosing what to run (stats, benchmarks)
         self.decisions = 0
         self.ended_counts: dict[str, int] = {}  # jobs ended since start, by status (metrics)
+        self.submitted_total = 0  # jobs accepted since start (metrics)
+        self.started_total = 0  # attempts that started running since start (metrics)
         self.wake = asyncio.Event()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stopping = False

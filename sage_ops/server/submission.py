@@ -201,6 +201,7 @@ class Submissions:
         from .scheduler import Queued
 
         self.seq += len(plans)
+        self.submitted_total += len(plans)
         for p in plans:
             if is_terminal(p.status):
                 continue

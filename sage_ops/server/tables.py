@@ -139,3 +139,31 @@ class Meta(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value: str
+
+
+class Node(SQLModel, table=True):
+    """A machine sage-ops made a Ray node (nodes the head had already are only seen in Ray)."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    backend: str = Field(default="ssh", max_length=16)
+    host: str = Field(max_length=255)
+    user: str | None = Field(default=None, max_length=64)
+    port: int = 22
+    key_file: str | None = Field(default=None, max_length=1024)
+    status: str = Field(max_length=16, description="lifecycle.NodeStatus")
+    detail: str | None = Field(default=None, max_length=500, description="the last step, or why it failed")
+    ray_node_id: str | None = Field(default=None, max_length=64)
+    options: str = Field(default="{}", description="JSON: resources, cpus, gpus, venv, python, ... of the add")
+    added_at: float
+    updated_at: float
+
+
+class MetricSample(SQLModel, table=True):
+    """One interval of the daemon's series (MetricPoint as JSON). Level 0 is the sampling
+    interval; higher levels are roll-ups kept longer (metrics.LEVELS)."""
+
+    __table_args__ = (Index("ix_metricsample_level_time", "level", "time"),)
+    id: int | None = Field(default=None, primary_key=True)
+    level: int
+    time: float
+    data: str
