@@ -201,3 +201,29 @@ class RayNode:
                 os.kill(p, 9)
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[Any]:
+    """A real OpenSSH server on a loopback port (its sessions get a temporary HOME)."""
+    from sshd import Sshd
+
+    server = Sshd()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Iterator[Path]:
+    """Wheels of this Ray and this sage-ops tree and their dependencies (`nodes add --wheel-dir`):
+    nodes install offline from them (~20 s with pip's cache, once per session)."""
+    from sage_ops.nodes.wheels import build_wheelhouse
+
+    dest = Path(tempfile.mkdtemp(prefix="sgo-wheels-", dir="/tmp"))
+    try:
+        build_wheelhouse(dest, source=Path(__file__).resolve().parent.parent)
+        yield dest
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)

@@ -1,0 +1,130 @@
+"""Nodes over real SSH, through the daemon and the CLI: `nodes add` bootstraps a second Ray node
+on this machine through a real sshd (offline, from wheels), a job asking for the resource only it
+has runs there, `drain` waits for it and stops that node's Ray, `remove` forgets it. Refusals
+(unknown host key, wrong key, no python) fail the node with the step named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Daemon, wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_head: dict[str, str], sshd: Any, wheelhouse: Path) -> Any:
+    d = Daemon(ray_head, {"nodes": {"known_hosts": "KNOWN"}})
+    known = d.home / "known_hosts"
+    cfg = d.home / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("KNOWN", str(known)))
+    d.start()
+    try:
+        yield d
+    finally:
+        for name in ("tpu1", "gone"):
+            d.run("nodes", "remove", name, "--force")
+        d.cleanup()
+
+
+def add(d: Daemon, sshd: Any, *extra: str, key: Path | None = None) -> Any:
+    return d.run("nodes", "add", f"root@127.0.0.1:{sshd.port}", "--key", str(key or sshd.client_key), *extra,
+                 timeout=600)
+
+
+def nodes(d: Daemon) -> dict[str, dict[str, Any]]:
+    return {n["name"]: n for n in json.loads(d.run("nodes", "--json", check=True).stdout)}
+
+
+def test_add_run_drain_remove(cluster: Daemon, sshd: Any, wheelhouse: Path) -> None:
+    d = cluster
+    out = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1", "--accept-new-host-key",
+              "--wheel-dir", str(wheelhouse))
+    assert out.returncode == 0, out.stderr
+    for step in ("connect", "check python", "install", "join ray", "verify"):  # not a TTY: plain lines
+        assert f"tpu1: {step}" in out.stderr
+    assert "1 of 1 node(s) up" in out.stderr
+    assert f"[127.0.0.1]:{sshd.port}" in (d.home / "known_hosts").read_text()  # recorded
+    node = nodes(d)["tpu1"]
+    assert node["state"] == "UP" and node["managed"] and node["resources"] == {"TPU": 1.0}
+    assert node["cpu_total"] == 1 and node["heartbeat_age_s"] is not None
+
+    client = d.client()
+    job = client.submit_command(["sh", "-c", "echo on $SAGE_OPS_NODE"], resources={"custom_resources": {"TPU": 1}})
+    done = client.wait(job, timeout=120)
+    assert done.status == "COMPLETED" and done.node == "tpu1"
+    assert [e.message for e in client.get_job_logs(job)] == ["on tpu1"]
+
+    again = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1",
+                "--wheel-dir", str(wheelhouse))
+    assert again.returncode == 0, again.stderr  # idempotent: checked, left running
+    assert nodes(d)["tpu1"]["detail"] == "already up"
+
+    long = client.submit_command(["sleep", "4"], resources={"custom_resources": {"TPU": 1}})
+    wait_until(lambda: client.get_job_status(long).status == "RUNNING", timeout=60)
+    drained = d.run("nodes", "drain", "tpu1", "--json", timeout=180)
+    assert drained.returncode == 0, drained.stderr
+    assert json.loads(drained.stdout)["state"] == "DRAINED"
+    assert client.get_job_status(long).status == "COMPLETED"  # drain waited for it
+    assert "wait jobs" in drained.stderr and "stop ray" in drained.stderr
+    later = client.submit_command(["true"], resources={"custom_resources": {"TPU": 1}})
+    assert client.get_job_status(later).status == "PENDING"  # no node takes it any more
+    wait_until(lambda: nodes(d)["tpu1"]["ray_node_id"] is None or nodes(d)["tpu1"]["cpu_total"] == 0, timeout=60)
+    client.cancel_job(later)
+
+    removed = d.run("nodes", "remove", "tpu1")
+    assert removed.returncode == 0 and "removed tpu1" in removed.stdout
+    assert "tpu1" not in nodes(d)
+    events = [e.action for e in client.audit(action=None)]
+    assert {"node.joining", "node.up", "node.draining", "node.drained", "node.removed"} <= set(events)
+
+
+def test_refusals_name_the_step_and_leave_no_node_up(cluster: Daemon, sshd: Any, tmp_path: Path) -> None:
+    d = cluster
+    known = d.home / "known_hosts"
+    known.write_text("")
+    unknown = add(d, sshd, "--name", "gone")
+    assert unknown.returncode == 1
+    assert "connect: host key" in unknown.stderr and "--accept-new-host-key" in unknown.stderr
+    assert known.read_text() == ""  # not recorded without the flag
+    gone = nodes(d)["gone"]
+    assert gone["state"] == "FAILED" and gone["detail"].startswith("connect:")
+
+    known.write_text(sshd.known_hosts_line())
+    wrong = add(d, sshd, "--name", "gone", key=sshd.wrong_key)
+    assert wrong.returncode == 1 and "authentication failed" in wrong.stderr
+
+    no_python = add(d, sshd, "--name", "gone", "--python", "python3.99")
+    assert no_python.returncode == 1 and "check python:" in no_python.stderr
+    assert d.run("nodes", "remove", "gone").returncode == 0  # a failed node is simply forgotten
+
+    changed = known.read_text().split()
+    changed[2] = changed[2][:-8] + "AAAAAAAA"  # another key for the same host
+    known.write_text(" ".join(changed) + "\n")
+    assert "CHANGED" in add(d, sshd, "--name", "gone", "--accept-new-host-key").stderr
+    assert d.run("nodes", "remove", "gone").returncode == 0
+
+
+def test_bad_node_requests_get_one_line_errors(cluster: Daemon) -> None:
+    d = cluster
+    for args, code, text in [
+        (("nodes", "add", "bad host!"), 2, "[USER@]HOST[:PORT]"),
+        (("nodes", "add", "a;b"), 1, "bad host"),
+        (("nodes", "add", "h", "--resources", "{"), 2, "not JSON"),
+        (("nodes", "add", "h", "--resources", '{"CPU": 2}'), 1, "num_cpus"),
+        (("nodes", "drain", "nope"), 1, "no such node: nope"),
+        (("nodes", "remove", "nope"), 1, "no such node: nope"),
+    ]:
+        out = d.run(*args)
+        assert out.returncode == code, (args, out.stderr)
+        assert text in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    head = next(n for n in nodes(d).values() if n["head"])
+    refused = d.run("nodes", "drain", head["name"])
+    assert refused.returncode == 1 and "not added by sage-ops" in refused.stderr
+    d.run("tenant", "create", "ops", check=True)
+    member = json.loads(d.run("token", "create", "--tenant", "ops", "--name", "m", "--json",
+                              check=True).stdout)["token"]
+    denied = d.run("--token", member, "nodes", "add", "127.0.0.1")
+    assert denied.returncode == 1 and "not an admin" in denied.stderr
