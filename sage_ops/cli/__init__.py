@@ -441,9 +441,16 @@ def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, as_json: boo
     client = ctx.client()
     deadline = None if timeout is None else time.monotonic() + timeout
     views: list[JobView] = []
-    for job_id in job_ids:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        views.append(client.wait(job_id, left))
+    from .progress import Progress
+
+    with Progress(len(job_ids), tty=None if len(job_ids) > 1 else False) as bar:
+        for job_id in job_ids:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            views.append(client.wait(job_id, left))
+            if len(job_ids) > 1:
+                v = views[-1]
+                bar.update("jobs", f"{v.id} {v.status.value}", len(views),
+                           line=f"wait: {len(views)}/{len(job_ids)} ended ({v.id} {v.status.value})")
     if as_json:
         render.print_json(views)
     else:
