@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
-from .cluster import NodeAdd, NodeProgress, NodeView
+from .cluster import NodeProgress, NodeView
 from .errors import SageOpsError
 from .lifecycle import JobStatus
 from .schemas import (
@@ -255,8 +255,8 @@ class _Api:
 
     def add_node(self, host: str, **options: Any) -> Any:
         """Start adding a machine over SSH (NodeAdd's fields); follow it with node_progress()."""
-        body = NodeAdd(host=host, **options).model_dump(exclude_defaults=True)
-        return self._run(Call("POST", "/v1/nodes", NodeView.model_validate, json={"host": host, **body}))
+        body = {"host": host, **{k: v for k, v in options.items() if v is not None}}  # the daemon validates
+        return self._run(Call("POST", "/v1/nodes", NodeView.model_validate, json=body))
 
     def drain_node(self, name: str, force: bool = False) -> Any:
         return self._run(Call("POST", f"/v1/nodes/{name}/drain", NodeView.model_validate, json={"force": force}))

@@ -29,8 +29,8 @@ def cluster(ray_head: dict[str, str], sshd: Any, wheelhouse: Path) -> Any:
 
 
 def add(d: Daemon, sshd: Any, *extra: str, key: Path | None = None) -> Any:
-    return d.run("nodes", "add", f"root@127.0.0.1:{sshd.port}", "--key", str(key or sshd.client_key), *extra,
-                 timeout=600)
+    return d.run("nodes", "add", f"root@127.0.0.1:{sshd.port}", "--key", str(key or sshd.client_key),
+                 "--venv", "~/.sage-ops/venv-daemon", *extra, timeout=600)  # test_ssh.py has ~/.sage-ops/venv
 
 
 def nodes(d: Daemon) -> dict[str, dict[str, Any]]:
@@ -61,16 +61,18 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any, wheelhouse: Path) -> N
     assert again.returncode == 0, again.stderr  # idempotent: checked, left running
     assert nodes(d)["tpu1"]["detail"] == "already up"
 
-    long = client.submit_command(["sleep", "4"], resources={"custom_resources": {"TPU": 1}})
+    long = client.submit_command(["sleep", "6"], resources={"custom_resources": {"TPU": 1}})
     wait_until(lambda: client.get_job_status(long).status == "RUNNING", timeout=60)
-    drained = d.run("nodes", "drain", "tpu1", "--json", timeout=180)
+    started = d.run("nodes", "drain", "tpu1", "--no-wait", "--json", check=True)
+    assert json.loads(started.stdout)["state"] == "DRAINING"
+    later = client.submit_command(["true"], resources={"custom_resources": {"TPU": 1}})
+    drained = d.run("nodes", "drain", "tpu1", "--json", timeout=180)  # follows the drain under way
     assert drained.returncode == 0, drained.stderr
     assert json.loads(drained.stdout)["state"] == "DRAINED"
     assert client.get_job_status(long).status == "COMPLETED"  # drain waited for it
     assert "wait jobs" in drained.stderr and "stop ray" in drained.stderr
-    later = client.submit_command(["true"], resources={"custom_resources": {"TPU": 1}})
-    assert client.get_job_status(later).status == "PENDING"  # no node takes it any more
-    wait_until(lambda: nodes(d)["tpu1"]["ray_node_id"] is None or nodes(d)["tpu1"]["cpu_total"] == 0, timeout=60)
+    assert client.get_job_status(later).status == "PENDING"  # it waits; the draining node took nothing new
+    assert nodes(d)["tpu1"]["cpu_total"] == 0  # its Ray is stopped
     client.cancel_job(later)
 
     removed = d.run("nodes", "remove", "tpu1")

@@ -139,6 +139,8 @@ def add_nodes(ctx: Ctx, targets: tuple[str, ...], hosts_file: str | None, parall
             started = ctx.client().add_node(**target, **common)
             return _follow(ctx, started.name, bar)
         except SageOpsError as exc:
+            if len(wanted) == 1:
+                raise  # refused outright: the one-line error of any command
             bar.update(label, f"failed: {exc.message}"[:70], line=f"{label}: failed - {exc.message}")
             return f"{label}: {exc.message}"
 

@@ -11,7 +11,7 @@ Need = dict[str, float]
 
 
 class NodeSource(Protocol):
-    def node_totals(self) -> list[tuple[str, dict[str, float]]]: ...
+    def node_totals(self, open_only: bool = False) -> list[tuple[str, dict[str, float]]]: ...
 
 
 class Capacity:
@@ -34,7 +34,7 @@ class Capacity:
     def charge(self, need: Need) -> str | None:
         """Reserve `need` on the first node that can start it now; else, for short jobs, a
         prefetch slot; None if neither."""
-        for node, total in self.nodes.node_totals():
+        for node, total in self.nodes.node_totals(open_only=True):
             used = self.used.setdefault(node, {})
             if all(total.get(k, 0) - used.get(k, 0) + 1e-9 >= v for k, v in need.items()):
                 for k, v in need.items():

@@ -240,10 +240,12 @@ class RayBackend:
         for info in self.node_infos():
             self.last_seen[info.name] = now
 
-    def node_totals(self) -> list[tuple[str, dict[str, float]]]:
-        """What each node that takes jobs holds, by Ray node id (host names repeat when several
-        nodes share a machine). A draining node takes no new jobs."""
-        return [(n["NodeID"], dict(n.get("Resources", {}))) for n in self.nodes if n["NodeID"] not in self.draining]
+    def node_totals(self, open_only: bool = False) -> list[tuple[str, dict[str, float]]]:
+        """What each alive node holds, by Ray node id (host names repeat when several nodes
+        share a machine). `open_only`: without draining nodes, which take no new jobs — though
+        a job only they could hold still waits for them (admission counts every alive node)."""
+        return [(n["NodeID"], dict(n.get("Resources", {}))) for n in self.nodes
+                if not (open_only and n["NodeID"] in self.draining)]
 
     def node_infos(self) -> list[NodeInfo]:
         """Every alive Ray node with its sage-ops name: the one it was added under, else its host

@@ -1,0 +1,84 @@
+"""A real OpenSSH server for tests: loopback, a free port, its own host key, client keys and
+home directory (so a node's ~/.sage-ops lands in a temp dir, not in the real home)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sage-ops-test", "-f", str(path)],
+                   check=True, capture_output=True, timeout=30)
+
+
+class Sshd:
+    """`/usr/sbin/sshd -D -e` on 127.0.0.1:<free port> for the current user. `home` is the HOME
+    its sessions see (sshd's SetEnv); `client_key` is authorized, `wrong_key` is not."""
+
+    def __init__(self) -> None:
+        if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
+            pytest.skip("OpenSSH server (/usr/sbin/sshd) is not installed")
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="sgo-sshd-", dir="/tmp"))
+        self.home = self.dir / "home"
+        self.home.mkdir(mode=0o700)
+        self.host_key = self.dir / "ssh_host_ed25519_key"
+        self.client_key = self.dir / "id_ed25519"
+        self.wrong_key = self.dir / "id_wrong"
+        for key in (self.host_key, self.client_key, self.wrong_key):
+            _keygen(key)
+        (self.dir / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
+        self.port = _free_port()
+        self.log = self.dir / "sshd.log"
+        cmd = [SSHD, "-D", "-e", "-f", "/dev/null", "-p", str(self.port), "-h", str(self.host_key),
+               "-o", f"AuthorizedKeysFile={self.dir}/authorized_keys", "-o", "PidFile=none",
+               "-o", "StrictModes=no", "-o", "PermitRootLogin=prohibit-password", "-o", "UsePAM=no",
+               "-o", "ListenAddress=127.0.0.1", "-o", "PasswordAuthentication=no",
+               "-o", "Subsystem=sftp internal-sftp", "-o", f"SetEnv=HOME={self.home}"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+                                     start_new_session=True)
+        deadline = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("sshd did not listen within 15 s") from None
+                time.sleep(0.05)
+
+    def known_hosts_line(self) -> str:
+        """The host key as a known_hosts line, in the `[127.0.0.1]:PORT` form OpenSSH uses."""
+        kind, blob = Path(f"{self.host_key}.pub").read_text().split()[:2]
+        return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
