@@ -44,6 +44,16 @@ class NodeInfo(NamedTuple):
     draining: bool
 
 
+HEAD_ENV = "SAGE_OPS_RAY_HEAD"
+
+
+def _has_env(proc: Path, entry: bytes) -> bool:
+    try:
+        return entry in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 def _reachable(address: str, timeout: float = 1.0) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -102,8 +112,10 @@ class LocalHead:
         else:
             cmd.append("--include-dashboard=false")
         log.info("starting a local Ray head on 127.0.0.1:%d", port)
-        out = subprocess.run(cmd, env={**os.environ, **self.env()}, capture_output=True, text=True,
-                             start_new_session=True, timeout=180)
+        # every process of the head inherits HEAD_ENV: how stop() finds them all, even the ones
+        # that neither name the temp dir nor descend from a process that does (Ray's client server)
+        out = subprocess.run(cmd, env={**os.environ, **self.env(), HEAD_ENV: str(self.temp_dir)}, capture_output=True,
+                             text=True, start_new_session=True, timeout=180)
         if out.returncode != 0:
             tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
             raise DaemonUnavailable("could not start a Ray head: " + " | ".join(tail))
@@ -118,6 +130,7 @@ class LocalHead:
         if not rec:
             return False
         marker = rec["temp_dir"]
+        mark_env = f"{HEAD_ENV}={marker}".encode()
         victims: set[int] = set()
         children: dict[int, list[int]] = {}
         for proc in Path("/proc").iterdir():
@@ -129,7 +142,7 @@ class LocalHead:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(proc.name))
-            if marker in cmdline and int(proc.name) != os.getpid():
+            if int(proc.name) != os.getpid() and (marker in cmdline or _has_env(proc, mark_env)):
                 victims.add(int(proc.name))
         # Ray's agents rename themselves (`ray::DashboardAgent`): take the whole tree of the head
         todo = list(victims)
