@@ -446,13 +446,21 @@ class SSHBackend(NodeBackend):
         args += [f"--num-gpus={plan.num_gpus}"] if plan.num_gpus is not None else []
         args += [f"--node-ip-address={plan.node_ip}"] if plan.node_ip else []
         args.append("--disable-usage-stats")
-        left = _left(deadline)
         made["procs"] = py
-        cmd = shlex.join(["timeout", "-k", "5", f"{left:.0f}", "env", *(f"{k}={v}" for k, v in env.items()), *args])
-        rc, out, err = remote.run(cmd, left + 10)
-        if rc == 124:
-            raise _Timeout()
-        if rc != 0:
+        for attempt in (1, 2):
+            left = _left(deadline)
+            cmd = shlex.join(["timeout", "-k", "5", f"{left:.0f}", "env", *(f"{k}={v}" for k, v in env.items()),
+                              *args])
+            rc, out, err = remote.run(cmd, left + 10)
+            if rc == 124:
+                raise _Timeout()
+            if rc == 0:
+                break
+            # A busy machine's raylet can miss the fixed 30 s Ray gives it to register: once more
+            if attempt == 1 and "timed out during startup" in out + err and _left(deadline) > 45:
+                remote.procs(py, plan.name, "stop", 20, step="join ray")
+                progress("join ray", "start", "retrying: the raylet missed Ray's 30 s registration window")
+                continue
             raise StepFailed("join ray", f"ray start failed: {_last_lines(err if err.strip() else out, 3)}")
         progress("join ray", "done", f"ray start --address={plan.head_address}")
         return None
