@@ -24,6 +24,7 @@ from .lifecycle import JobStatus
 from .schemas import (
     BulkResult,
     GraphView,
+    JobChange,
     JobEventView,
     JobFilter,
     JobList,
@@ -278,6 +279,10 @@ class _Api:
         raise NotImplementedError
 
 
+def _event_params(after: int | None, follow: bool) -> dict[str, Any]:
+    return {"follow": str(follow).lower(), **({"after": after} if after is not None else {})}
+
+
 def _parse_ndjson(text: str) -> list[LogEntry]:
     return [LogEntry.model_validate_json(line) for line in text.splitlines() if line.strip()]
 
@@ -319,6 +324,10 @@ class JobManagerClient(Transport, _Api):
     def node_progress(self, name: str) -> Iterator[NodeProgress]:
         """The steps of a node's add or drain as they happen; the last line has step "end"."""
         return self._stream(f"/v1/nodes/{name}/progress", {}, NodeProgress.model_validate_json)
+
+    def stream_events(self, after: int | None = None, follow: bool = True) -> Iterator[JobChange]:
+        """Jobs' changes of state in commit order (JobChange); resume with after=<last seq>."""
+        return self._stream("/v1/events", _event_params(after, follow), JobChange.model_validate_json)
 
     def _stream(self, path: str, params: dict[str, Any], parse: Callable[[str], T]) -> Iterator[T]:
         last: Exception | None = None
@@ -392,6 +401,9 @@ class AsyncJobManagerClient(Transport, _Api):
 
     def node_progress(self, name: str) -> AsyncIterator[NodeProgress]:
         return self._stream(f"/v1/nodes/{name}/progress", {}, NodeProgress.model_validate_json)
+
+    def stream_events(self, after: int | None = None, follow: bool = True) -> AsyncIterator[JobChange]:
+        return self._stream("/v1/events", _event_params(after, follow), JobChange.model_validate_json)
 
     async def _stream(self, path: str, params: dict[str, Any], parse: Callable[[str], T]) -> AsyncIterator[T]:
         last: Exception | None = None

@@ -474,3 +474,20 @@ class MetricsSeries(View):
     window_s: float
     step_s: float = Field(description="the interval of the points (finer data is rolled up)")
     points: list[MetricPoint]
+
+
+class JobChange(View):
+    """A line of the event stream (`GET /v1/events`): a job's change of state, in commit order.
+    `kind` "heartbeat" says the stream is alive; "resync" says this follower fell too far behind
+    and lost events (reload what you show, then follow from `seq`)."""
+
+    seq: int = Field(description="the event's id: resume with ?after=seq")
+    kind: Literal["job", "heartbeat", "resync"] = "job"
+    job_id: str | None = None
+    name: str | None = None
+    tenant: str | None = None
+    time: datetime | None = None
+    from_status: JobStatus | None = None
+    to_status: JobStatus | None = None
+    reason: str | None = None
+    attempt: int = 0

@@ -44,6 +44,7 @@ from .api_admin import admin_routes
 from .api_cluster import cluster_routes
 from .auth import DENIED, PRINCIPAL, TARGET, Principal
 from .database import redact_url
+from .events import encode, visible_to
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -243,6 +244,19 @@ def create_app(daemon: Daemon) -> FastAPI:
                     entries = entries[-tail:] if tail else []
                 for entry in entries:
                     yield entry.model_dump_json().encode() + b"\n"
+
+        return StreamingResponse(body(), media_type="application/x-ndjson")
+
+    @app.get("/v1/events")
+    async def events(after: int | None = Query(None, ge=0, description="resume after this seq (default: now)"),
+                     follow: bool = True, who: Principal = WHO) -> StreamingResponse:
+        """Jobs' changes of state as NDJSON `JobChange` lines, in commit order; the caller's
+        tenant only (admins: all)."""
+        lines = daemon.events.follow(after, visible_to(who.tenant, who.admin), follow)
+
+        async def body() -> AsyncIterator[bytes]:
+            async for row in lines:
+                yield encode(row)
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 

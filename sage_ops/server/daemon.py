@@ -27,6 +27,7 @@ from . import store as st
 from .api import create_app
 from .auth import AuditLog, Gate, Identities, PeerProtocol, RateLimiter, digest_of, new_token
 from .dispatcher import RayBackend
+from .events import EventHub
 from .leadership import Leadership
 from .logs import LogStore
 from .metrics import Sampler
@@ -133,6 +134,7 @@ class Daemon:
         self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)
         self.provisioner = Provisioner(self)
         self.sampler = Sampler(self)
+        self.events = EventHub(self.store)
         self._stop = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
         self.restart = False  # set when the daemon must start over as a new process
@@ -201,6 +203,7 @@ class Daemon:
         await self.identities.refresh()
         refreshing = asyncio.create_task(self.identities.run())
         sampling = asyncio.create_task(self.sampler.run())
+        tailing = asyncio.create_task(self.events.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -218,6 +221,7 @@ class Daemon:
         log.info("shutting down (running jobs keep running in Ray)")
         refreshing.cancel()
         sampling.cancel()
+        tailing.cancel()
         await self.provisioner.stop()
         if leading is not None:
             leading.cancel()
