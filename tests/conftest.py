@@ -227,3 +227,14 @@ def wheelhouse() -> Iterator[Path]:
         yield dest
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+async def until(pilot: Any, predicate: Any, timeout: float = 60) -> Any:
+    """Let a Textual app run until `predicate()` holds (a behaviour, never a time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")

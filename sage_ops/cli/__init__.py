@@ -502,7 +502,7 @@ def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, as_json:
         click.echo(charts.numbers(series))
 
 
-from . import access, nodes, scheduling  # noqa: E402, F401 - register their commands
+from . import access, nodes, scheduling, tui  # noqa: E402, F401 - register their commands
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""The TUI's screens, one per file; each reaches the daemon through `self.app.client`."""

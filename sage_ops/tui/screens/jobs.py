@@ -1,0 +1,323 @@
+"""The home screen: the jobs table, paged in as the user scrolls, kept live by the event stream.
+
+Pages come from `list_jobs(cursor=...)`; the table holds a window of at most MAX_PAGES pages
+(scrolling on drops pages at the other end), so a queue of 100,000 jobs never sits in the widget.
+The daemon filters (status, name glob); sorting by a column orders the loaded rows."""
+
+from __future__ import annotations
+
+import asyncio
+from fnmatch import fnmatch
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from ...lifecycle import JobStatus
+from ...schemas import JobChange, JobView
+from ..messages import JobsChanged, JobsFetched, JobsPage, Resync
+from ..widgets.header import ClusterHeader
+from ..widgets.job_table import SORTABLE, JobTable, PageWindow
+
+PAGE = 200
+MAX_PAGES = 10  # rows held: at most PAGE * MAX_PAGES (+ live arrivals until the next reload)
+AHEAD = 20  # rows from an end of the window that trigger the next page
+FETCH_ONE_BY_ONE = 20  # more new jobs than this in one batch: re-read the first page instead
+STATUS_KEYS = {"1": JobStatus.RUNNING, "2": JobStatus.PENDING, "3": JobStatus.FAILED, "4": JobStatus.COMPLETED,
+               "5": JobStatus.CANCELLED}
+
+
+def name_glob(text: str) -> str | None:
+    """What the user typed after `/`: a glob as is, plain text as a substring."""
+    text = text.strip()
+    if not text:
+        return None
+    return text if any(c in text for c in "*?") else f"*{text}*"
+
+
+class JobsScreen(Screen[None]):
+    """Filter (daemon-side), sort (loaded rows), select, and act on jobs; enter opens one."""
+
+    BINDINGS = [
+        Binding("enter", "open", "Details", show=False),
+        Binding("slash", "filter", "Filter"),
+        *[Binding(key, f"status('{s.value}')", f"Toggle {s.value}", show=False) for key, s in STATUS_KEYS.items()],
+        Binding("0", "status('')", "Every status", show=False),
+        Binding("space", "select", "Select", show=False),
+        Binding("c", "cancel", "Cancel"),
+        Binding("r", "retry", "Retry"),
+        Binding("plus", "priority(1)", "Priority +1", show=False),
+        Binding("minus", "priority(-1)", "Priority -1", show=False),
+        Binding("g", "graph", "Graph", show=False),
+        Binding("o", "sort_next", "Sort"),
+        Binding("O", "sort_flip", "Reverse sort", show=False),
+        Binding("R", "reload", "Reload", show=False),
+        Binding("escape", "clear", "Clear", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: set[JobStatus] = set()
+        self.glob: str | None = None
+        self.generation = 0
+        self.window = PageWindow()
+        self.loading = False
+
+    @property
+    def client(self) -> Any:
+        return self.app.client  # type: ignore[attr-defined]
+
+    @property
+    def table(self) -> JobTable:
+        return self.query_one("#jobs", JobTable)
+
+    def compose(self) -> ComposeResult:
+        yield ClusterHeader(id="header")
+        yield Static("", id="jobs-bar")
+        yield JobTable(clock=self.app.now, id="jobs")  # type: ignore[attr-defined]
+        yield Input(placeholder="name: text or glob (sweep-*); enter applies, escape closes", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        # judged once the table has settled (its size lags behind rows added or dropped)
+        self.watch(self.table, "scroll_y", lambda _: self.call_after_refresh(self._maybe_page), init=False)
+        self.set_interval(5, self._tick)
+        self.reload()
+
+    # -- loading ---------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """From the first page again (a new filter, a resync, a reconnect)."""
+        self.generation += 1
+        self.window, self.loading = PageWindow(), True
+        self.load_page(0, None, self.generation)
+
+    @work(group="pages")
+    async def load_page(self, index: int, cursor: str | None, generation: int) -> None:
+        try:
+            page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob, limit=PAGE,
+                                               cursor=cursor, page=True)
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused: say so, never crash the UI
+            self.loading = False
+            self.notify(getattr(exc, "message", str(exc)), title="cannot list jobs", severity="error")
+            return
+        self.post_message(JobsPage(generation, index, page.jobs, page.next_cursor))
+
+    @on(JobsPage)
+    def page_arrived(self, msg: JobsPage) -> None:
+        window, table = self.window, self.table
+        if msg.generation != self.generation:
+            return
+        self.loading = False
+        if not window.pages:
+            table.replace(msg.jobs)
+            window.add(msg.index, [j.id for j in msg.jobs], msg.next_cursor)
+        elif msg.index > max(window.pages):
+            window.add(msg.index, table.extend(msg.jobs), msg.next_cursor)
+            table.drop(window.excess(MAX_PAGES, bottom=False, keep=table.highlighted_id()))
+        elif msg.index > 0 or window.joins(msg.next_cursor):
+            window.add(msg.index, table.extend(msg.jobs, front=True), msg.next_cursor)
+            table.drop(window.excess(MAX_PAGES, bottom=True, keep=table.highlighted_id()))
+        else:
+            self.reload()  # the first page again, but it no longer meets the second: start afresh
+        self._bar()
+
+    def _maybe_page(self) -> None:
+        """The cursor near the end of the window, or the view scrolled to its very end: the next
+        page; the same at the top (after pages were dropped there): the page before."""
+        if self.loading or not self.window.pages:
+            return
+        table = self.table
+        at_end = 0 < table.max_scroll_y <= table.scroll_y
+        below, above = self.window.below(), self.window.above()
+        if below and (table.cursor_row >= table.row_count - AHEAD or at_end):
+            self.loading = True
+            self.load_page(*below, self.generation)
+        elif above and (table.cursor_row < AHEAD or table.scroll_y == 0):
+            self.loading = True
+            self.load_page(*above, self.generation)
+
+    @on(DataTable.RowHighlighted, "#jobs")
+    def highlighted(self) -> None:
+        self.call_after_refresh(self._maybe_page)  # after the table scrolled the cursor into view
+
+    # -- live changes --------------------------------------------------------------------------------
+    def wants(self, change: JobChange) -> bool:
+        """Would the daemon list this job under the current filter?"""
+        if self.statuses and change.to_status not in self.statuses:
+            return False
+        return self.glob is None or fnmatch((change.name or "").lower(), self.glob.lower())
+
+    def on_jobs_changed(self, msg: JobsChanged) -> None:
+        table, gone, missing = self.table, [], {}
+        for change in msg.changes:
+            if change.kind != "job" or not change.job_id:
+                continue
+            job = table.apply(change)
+            if job is not None and self.statuses and job.status not in self.statuses:
+                gone.append(job.id)
+            elif job is None and 0 in self.window.pages and self.wants(change):
+                missing[change.job_id] = True
+            elif job is None:
+                missing.pop(change.job_id, None)
+        table.drop(gone)
+        if missing:
+            self.fetch(list(missing), self.generation)
+        self._bar()
+
+    def on_resync(self, _: Resync) -> None:
+        self.reload()
+
+    @work(group="fetch")
+    async def fetch(self, ids: list[str], generation: int) -> None:
+        """Jobs the table should now show: one by one when few, else the first page again."""
+        if len(ids) > FETCH_ONE_BY_ONE:
+            try:
+                page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob,
+                                                   limit=PAGE, page=True)
+            except Exception:  # noqa: BLE001 - the next change or reload brings them
+                return
+            jobs = [j for j in page.jobs if j.id in set(ids)]
+        else:
+            got = await asyncio.gather(*(self.client.get_job_status(i) for i in ids), return_exceptions=True)
+            jobs = [j for j in got if isinstance(j, JobView)]
+        self.post_message(JobsFetched(generation, jobs))
+
+    @on(JobsFetched)
+    def fetched(self, msg: JobsFetched) -> None:
+        if msg.generation != self.generation:
+            return
+        table = self.table
+        fresh = [j for j in msg.jobs if j.id not in table.jobs]
+        for job in msg.jobs:
+            table.update_job(job)
+        if self.statuses:
+            fresh = [j for j in fresh if j.status in self.statuses]
+        if self.window.below() and table.order:
+            oldest = table.jobs[table.order[-1]].created_at  # older jobs come with their page
+            fresh = [j for j in fresh if j.created_at >= oldest]
+        if 0 in self.window.pages:
+            self.window.pages[0] += table.insert(fresh)
+        if table.row_count > PAGE * (MAX_PAGES + 1):
+            self.reload()
+        self._bar()
+
+    def _tick(self) -> None:
+        table = self.table
+        first = max(0, int(table.scroll_y))
+        table.tick([str(row.key.value) for row in table.ordered_rows[first:first + table.size.height]])
+
+    def _bar(self) -> None:
+        self.query_one("#jobs-bar", Static).update(self.table.summary(self.statuses, self.glob, self.window))
+
+    # -- actions ---------------------------------------------------------------------------------------
+    @on(DataTable.RowSelected, "#jobs")
+    def row_selected(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        job_id = self.table.highlighted_id()
+        if job_id:
+            from .job_detail import JobDetailScreen
+
+            self.app.push_screen(JobDetailScreen(job_id))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self, event: Input.Submitted) -> None:
+        self.glob = name_glob(event.value)
+        event.input.display = False
+        self.table.focus()
+        self.reload()
+
+    def action_status(self, value: str) -> None:
+        """Toggle one status in the filter ("": every status)."""
+        self.statuses = self.statuses ^ {JobStatus(value)} if value else set()
+        self.reload()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def action_select(self) -> None:
+        self.table.toggle_selected()
+        self._bar()
+
+    def action_clear(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.display:
+            box.display = False
+            self.table.focus()
+        elif self.table.selected:
+            self.table.clear_selection()
+            self._bar()
+        elif self.statuses or self.glob:
+            self.statuses, self.glob = set(), None
+            box.value = ""
+            self.reload()
+
+    def action_sort_next(self) -> None:
+        order: list[str | None] = [None, *SORTABLE]
+        self.table.sort_on(order[(order.index(self.table.sort_column) + 1) % len(order)], self.table.sort_reverse)
+        self._bar()
+
+    def action_sort_flip(self) -> None:
+        self.table.sort_on(self.table.sort_column, not self.table.sort_reverse)
+        self._bar()
+
+    @on(DataTable.HeaderSelected, "#jobs")
+    def header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        column = str(event.column_key.value)
+        flip = column == self.table.sort_column and not self.table.sort_reverse
+        self.table.sort_on(column, flip)
+        self._bar()
+
+    def action_cancel(self) -> None:
+        ids = self.table.targets()
+        if not ids:
+            return
+        from .confirm import ConfirmScreen
+
+        what = f"job {ids[0]} ({self.table.jobs[ids[0]].name})" if len(ids) == 1 else f"{len(ids)} selected jobs"
+        self.app.push_screen(ConfirmScreen(f"Cancel {what}?", yes="Cancel", no="Keep"),
+                             lambda yes: self.act("cancel", ids) if yes else None)
+
+    def action_retry(self) -> None:
+        self.act("retry", self.table.targets())
+
+    def action_priority(self, delta: int) -> None:
+        self.act("priority", self.table.targets(), delta)
+
+    def action_graph(self) -> None:
+        job_id = self.table.highlighted_id()
+        if job_id:
+            from .graph import GraphScreen
+
+            self.app.push_screen(GraphScreen(job_id))
+
+    @work(group="actions")
+    async def act(self, action: str, ids: list[str], delta: int = 0) -> None:
+        """Cancel, retry or re-prioritize: the answers redraw their rows at once (events follow)."""
+        if not ids:
+            return
+        try:
+            if action == "priority":
+                views = [await self.client.set_priority(i, self.table.jobs[i].priority + delta) for i in ids]
+            elif len(ids) == 1:
+                views = [await (self.client.cancel_job if action == "cancel" else self.client.retry_job)(ids[0])]
+            else:
+                bulk = await (self.client.cancel_jobs if action == "cancel" else self.client.retry_jobs)(ids)
+                self.notify(f"{action}: {len(bulk.affected)} job(s)" + "".join(
+                    f"\n{e.get('message')}" for e in bulk.errors[:3]))
+                views = []
+        except Exception as exc:  # noqa: BLE001 - refused or unreachable: tell the user, keep the UI
+            self.notify(getattr(exc, "message", str(exc)), title=f"{action} failed", severity="error")
+            return
+        self.table.clear_selection()
+        self.post_message(JobsFetched(self.generation, views))

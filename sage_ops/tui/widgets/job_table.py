@@ -1,0 +1,266 @@
+"""The jobs table: one row per loaded job, newest first, updated in place as events arrive.
+
+It holds only the rows the jobs screen has paged in (a PageWindow of pages, never the whole
+queue), and keeps the JobView of each row so changes, sorting and ages need no request."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import DataTable
+
+from ...lifecycle import JobStatus, is_terminal
+from ...render import STATUS_STYLE, duration
+from ...schemas import JobChange, JobView
+
+#: the CLI's colours (render.STATUS_STYLE) plus a symbol, so a status reads without colour too
+STATUS_SYMBOL: dict[JobStatus, str] = {
+    JobStatus.SUBMITTED: "○", JobStatus.PENDING: "◷", JobStatus.RUNNING: "▶", JobStatus.COMPLETED: "✔",
+    JobStatus.FAILED: "✘", JobStatus.CANCELLED: "⊘", JobStatus.REJECTED: "⊗",
+}
+#: (key, label, width); the first column marks the multi-selection
+COLUMNS: list[tuple[str, str, int]] = [
+    ("sel", " ", 1), ("id", "ID", 12), ("name", "NAME", 18), ("status", "STATUS", 11), ("priority", "PRI", 4),
+    ("tenant", "TENANT", 8), ("res", "RES", 7), ("node", "NODE", 10), ("attempts", "ATT", 3), ("age", "AGE", 6),
+    ("duration", "DUR", 6),
+]
+SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
+    "id": lambda j: j.id, "name": lambda j: j.name.lower(), "status": lambda j: j.status.value,
+    "priority": lambda j: j.priority, "tenant": lambda j: j.tenant or "", "node": lambda j: j.node or "",
+    "attempts": lambda j: j.attempts_made, "age": lambda j: -j.created_at.timestamp(),
+    "duration": lambda j: (j.ended_at or datetime.max.replace(tzinfo=timezone.utc)) - (j.started_at or j.created_at),
+    "res": lambda j: (j.spec.resources.cpu, j.spec.resources.gpu) if j.spec else (0.0, 0.0),
+}
+SORTABLE = [key for key, _, _ in COLUMNS if key in SORT_KEYS]
+
+
+def tint(style: str, plain: bool = False) -> Style:
+    """A style of render.py's; under NO_COLOR (`plain`) only its bold/dim/italic, since Textual's
+    monochrome filter would turn a dark red into a grey hardly visible on a dark background."""
+    parsed = Style.parse(style)
+    return parsed.without_color if plain else parsed
+
+
+def status_cell(status: JobStatus, plain: bool = False) -> Text:
+    return Text(f"{STATUS_SYMBOL.get(status, '?')} {status.value}", style=tint(STATUS_STYLE.get(status, ""), plain))
+
+
+def resources_cell(job: JobView) -> str:
+    if job.spec is None:
+        return "-"
+    res = job.spec.resources
+    return f"{res.cpu:g}c" + (f" {res.gpu:g}g" if res.gpu else "")
+
+
+def with_change(job: JobView, change: JobChange) -> JobView:
+    """The job as a change of state leaves it (the row's other fields come with the next fetch)."""
+    status = change.to_status or job.status
+    update: dict[str, Any] = {"status": status, "reason": change.reason,
+                              "attempts_made": max(job.attempts_made, change.attempt)}
+    if status is JobStatus.RUNNING:
+        update.update(started_at=change.time or job.started_at, ended_at=None)
+    elif is_terminal(status):
+        update["ended_at"] = change.time or job.ended_at
+    elif status is JobStatus.PENDING:
+        update["ended_at"] = None
+    return job.model_copy(update=update)
+
+
+class JobTable(DataTable[Any]):
+    """A DataTable keyed by job id; `order` is the daemon's order (newest first)."""
+
+    def __init__(self, clock: Callable[[], datetime], **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.clock = clock
+        self.jobs: dict[str, JobView] = {}
+        self.order: list[str] = []
+        self.selected: set[str] = set()
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+
+    def on_mount(self) -> None:
+        for key, label, width in COLUMNS:
+            self.add_column(label, width=width, key=key)
+
+    # -- rows -------------------------------------------------------------------------------
+    def cells(self, job: JobView) -> list[Any]:
+        now = self.clock()
+        run = None if job.started_at is None else ((job.ended_at or now) - job.started_at).total_seconds()
+        return ["*" if job.id in self.selected else " ", job.id, job.name, status_cell(job.status, self.app.no_color),
+                str(job.priority), job.tenant or "-", resources_cell(job), job.node or "-", str(job.attempts_made),
+                duration((now - job.created_at).total_seconds()), duration(run)]
+
+    def replace(self, jobs: Iterable[JobView]) -> None:
+        """All rows anew (a new filter, a reload); the cursor stays on the same job if it can."""
+        keep = self.highlighted_id()
+        self.clear()
+        self.jobs, self.order = {}, []
+        self.extend(jobs)
+        self.selected &= set(self.jobs)
+        self._keep(keep)
+
+    def extend(self, jobs: Iterable[JobView], front: bool = False) -> list[str]:
+        """Add jobs not shown yet, after the last row (or before the first); returns their ids."""
+        keep = self.highlighted_id()
+        added = [j for j in jobs if j.id not in self.jobs]
+        for job in added:
+            self.jobs[job.id] = job
+            self.add_row(*self.cells(job), key=job.id)
+        ids = [j.id for j in added]
+        self.order = ids + self.order if front else self.order + ids
+        if front or self.sort_column:
+            self._arrange(keep)
+        return ids
+
+    def insert(self, jobs: Iterable[JobView]) -> list[str]:
+        """Add jobs where their creation time puts them (newest first); returns their ids."""
+        keep = self.highlighted_id()
+        added = [j for j in jobs if j.id not in self.jobs]
+        for job in sorted(added, key=lambda j: j.created_at):
+            keys = [-self.jobs[i].created_at.timestamp() for i in self.order]
+            self.order.insert(bisect_left(keys, -job.created_at.timestamp()), job.id)
+            self.jobs[job.id] = job
+            self.add_row(*self.cells(job), key=job.id)
+        if added:
+            self._arrange(keep)
+        return [j.id for j in added]
+
+    def drop(self, ids: Iterable[str]) -> None:
+        gone = {i for i in ids if i in self.jobs}
+        if not gone:
+            return
+        keep = self.highlighted_id()
+        for job_id in gone:
+            self.remove_row(job_id)
+            del self.jobs[job_id]
+        self.selected -= gone
+        self.order = [i for i in self.order if i not in gone]
+        self._keep(keep)
+
+    def update_job(self, job: JobView) -> None:
+        """Redraw a known job's row from a fresher view (in place: the row keeps its place)."""
+        if job.id not in self.jobs:
+            return
+        self.jobs[job.id] = job
+        for (key, _, _), value in zip(COLUMNS, self.cells(job)):
+            self.update_cell(job.id, key, value)
+
+    def apply(self, change: JobChange) -> JobView | None:
+        """Apply a change of state to its row if shown; returns the updated view."""
+        job = self.jobs.get(change.job_id or "")
+        if job is None or change.to_status is None:
+            return None
+        job = with_change(job, change)
+        self.update_job(job)
+        return job
+
+    def tick(self, ids: Iterable[str] | None = None) -> None:
+        """Age and duration move with the clock: redraw those two cells (of the rows in view)."""
+        for job_id in self.jobs if ids is None else ids:
+            job = self.jobs[job_id]
+            cells = self.cells(job)
+            self.update_cell(job.id, "age", cells[-2])
+            self.update_cell(job.id, "duration", cells[-1])
+
+    def summary(self, statuses: set[JobStatus], glob: str | None, window: PageWindow) -> str:
+        """The line above the table: filter, sort, rows held (and whether there are more), selection."""
+        parts = [("status " + " ".join(f"{STATUS_SYMBOL[s]} {s.value}" for s in sorted(statuses))
+                  if statuses else "all statuses")]
+        if glob:
+            parts.append(f"name {glob}")
+        if self.sort_column:
+            parts.append(f"sort {self.sort_column} {'↓' if self.sort_reverse else '↑'}")
+        parts.append(f"{self.row_count} rows" + (" (more below)" if window.below() else "")
+                     + (" (more above)" if window.above() else ""))
+        if self.selected:
+            parts.append(f"{len(self.selected)} selected")
+        return " │ ".join(parts)
+
+    # -- cursor, selection, order ---------------------------------------------------------------
+    def highlighted_id(self) -> str | None:
+        if not self.row_count or not self.is_valid_row_index(self.cursor_row):
+            return None
+        return str(self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value)
+
+    def targets(self) -> list[str]:
+        """What an action applies to: the multi-selection, else the highlighted job."""
+        if self.selected:
+            return [i for i in self.order if i in self.selected]
+        job_id = self.highlighted_id()
+        return [job_id] if job_id else []
+
+    def toggle_selected(self) -> None:
+        job_id = self.highlighted_id()
+        if job_id is None:
+            return
+        self.selected ^= {job_id}
+        self.update_cell(job_id, "sel", "*" if job_id in self.selected else " ")
+
+    def clear_selection(self) -> None:
+        for job_id in self.selected & set(self.jobs):
+            self.update_cell(job_id, "sel", " ")
+        self.selected.clear()
+
+    def sort_on(self, column: str | None, reverse: bool = False) -> None:
+        """Sort the loaded rows by a column (None: the daemon's order, newest first)."""
+        self.sort_column, self.sort_reverse = (column if column in SORT_KEYS else None), reverse
+        self._arrange(self.highlighted_id())
+
+    def _arrange(self, keep: str | None) -> None:
+        """Rows in `order` (or by the sort column); the cursor stays on the job it was on."""
+        if self.sort_column is None:
+            rank = {job_id: n for n, job_id in enumerate(self.order)}
+            self.sort("id", key=lambda job_id: rank[job_id], reverse=self.sort_reverse)
+        else:
+            by = SORT_KEYS[self.sort_column]
+            self.sort("id", key=lambda job_id: by(self.jobs[job_id]), reverse=self.sort_reverse)
+        self._keep(keep)
+
+    def _keep(self, job_id: str | None) -> None:
+        """The cursor stays on its job, and in view, when rows come or go around it."""
+        if job_id in self.jobs and self.get_row_index(job_id) != self.cursor_row:
+            self.move_cursor(row=self.get_row_index(job_id), animate=False)
+
+
+class PageWindow:
+    """Which pages of the daemon's listing the table holds, and the cursor where each next one starts."""
+
+    def __init__(self) -> None:
+        self.pages: dict[int, list[str]] = {}  # page index -> the ids it brought
+        self.cursors: dict[int, str | None] = {}  # page index -> cursor of the page after it (None: the end)
+
+    def add(self, index: int, ids: list[str], next_cursor: str | None) -> None:
+        self.pages[index] = ids
+        self.cursors[index] = next_cursor
+
+    def below(self) -> tuple[int, str] | None:
+        """The page after the window (index, cursor), if the listing goes on."""
+        hi = max(self.pages, default=None)
+        cursor = None if hi is None else self.cursors.get(hi)
+        return None if hi is None or cursor is None else (hi + 1, cursor)
+
+    def above(self) -> tuple[int, str | None] | None:
+        """The page before the window, if pages were dropped there."""
+        lo = min(self.pages, default=0)
+        return None if lo == 0 else (lo - 1, self.cursors[lo - 2] if lo > 1 else None)
+
+    def joins(self, first_page_cursor: str | None) -> bool:
+        """Does a fresh first page reach down to where the second one starts? (Cursors are the
+        daemon's submission seqs; more new jobs than a page would leave a gap.)"""
+        old = self.cursors.get(0)
+        try:
+            return first_page_cursor is None or (old is not None and int(first_page_cursor) <= int(old))
+        except ValueError:
+            return False
+
+    def excess(self, limit: int, bottom: bool, keep: str | None) -> list[str]:
+        """Over `limit` pages: drop the one at the bottom (or top) end, unless it holds `keep`."""
+        if len(self.pages) <= limit:
+            return []
+        end = max(self.pages) if bottom else min(self.pages)
+        return [] if keep in self.pages[end] else self.pages.pop(end)
