@@ -1,0 +1,95 @@
+"""The TUI against a big store: start-up to the first painted jobs table with N jobs in the
+daemon, key-press latency while a burst of 1,000 job events arrives, and the TUI's memory.
+
+    python benchmarks/tui.py               # 100,000 jobs
+    python benchmarks/tui.py -n 20000
+
+Starts a private daemon (its own HOME and Ray head), fills it with N jobs that wait on one gate job
+(so nothing runs), then runs the real app headless (`App.run_test`) in this process. Figures are
+printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from submit_throughput import Bench, pct, rss_mb  # noqa: E402
+
+from sage_ops.client import JobManagerClient  # noqa: E402
+
+
+def fill(client: JobManagerClient, n: int) -> tuple[str, list[str]]:
+    gate = client.submit_command(["sleep", "3600"], name="gate")
+    ids: list[str] = []
+    t = time.perf_counter()
+    while len(ids) < n:
+        size = min(20_000, n - len(ids))
+        refs = client.submit_batch([{"command": ["true"], "name": f"job-{len(ids) + i}", "dependencies": [gate]}
+                                    for i in range(size)])
+        ids += [r.id for r in refs]
+    print(f"store: {n:,} waiting jobs submitted in {time.perf_counter() - t:.1f} s")
+    return gate, ids
+
+
+async def measure(address: str, ids: list[str]) -> None:
+    import os
+
+    from sage_ops.tui.app import SageOpsApp
+    from sage_ops.tui.widgets.job_table import JobTable
+
+    before = rss_mb(os.getpid())
+    t0 = time.perf_counter()
+    app = SageOpsApp(address)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen_stack[0].query_one("#jobs", JobTable)
+        while table.row_count == 0:
+            await pilot.pause(0.01)
+        first = time.perf_counter() - t0
+        await pilot.pause(1.0)
+        loaded = rss_mb(os.getpid())
+        burst = ids[-1000:]  # the newest: on the first page
+        cancel = asyncio.create_task(app.client.cancel_jobs(burst))
+        lat: list[float] = []
+        t_burst = time.perf_counter()
+        seen = -1
+        while time.perf_counter() - t_burst < 30:
+            t = time.perf_counter()
+            await pilot.press("down" if len(lat) % 2 == 0 else "up")
+            lat.append(time.perf_counter() - t)
+            shown = sum(1 for row in range(min(table.row_count, 200))
+                        if "CANCELLED" in str(table.get_row_at(row)))
+            if cancel.done() and shown >= min(200, len(burst)):
+                seen = time.perf_counter() - t_burst
+                break
+        await cancel
+        print(f"start-up to the first painted jobs table: {first * 1000:.0f} ms")
+        print(f"burst of 1,000 cancellations: shown in the table after {seen:.2f} s; key presses during it: "
+              f"{len(lat)}, p50 {statistics.median(lat) * 1000:.0f} ms, p99 {pct(lat, 99) * 1000:.0f} ms, "
+              f"max {max(lat) * 1000:.0f} ms")
+        print(f"TUI process memory: {loaded:.0f} MB RSS with the table loaded ({before:.0f} MB before the app)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=100_000)
+    args = ap.parse_args()
+    bench = Bench(Path(tempfile.mkdtemp(prefix="sgo-bench-tui-", dir="/tmp")))
+    bench.start()
+    try:
+        client = JobManagerClient(bench.address, config={"timeout": 600})
+        gate, ids = fill(client, args.n)
+        asyncio.run(measure(bench.address, ids))
+        client.cancel_jobs(status=["SUBMITTED", "PENDING", "RUNNING"])
+    finally:
+        bench.stop()
+
+
+if __name__ == "__main__":
+    main()
