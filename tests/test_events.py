@@ -54,6 +54,20 @@ def test_events_follow_live_in_order_and_resume(daemon: Daemon) -> None:
         assert path[0] == (None, "SUBMITTED") and path[-1][1] == "COMPLETED"
         assert {c.name for c in mine if c.job_id == job_id} == {f"ev-{ids.index(job_id)}"}
 
+    # a follower that joins after everyone left starts from the newest event, not where the
+    # previous followers stopped
+    quiet = client.submit_command(["true"], name="while-nobody-follows")
+    client.wait(quiet, timeout=60)
+    later: list[str] = []
+    late, thread = collect(daemon.client(timeout=60),
+                           lambda seen: bool(later) and any(c.job_id == later[0] and c.to_status == "COMPLETED"
+                                                            for c in seen))
+    time.sleep(0.5)
+    later.append(client.submit_command(["true"], name="later"))
+    thread.join(60)
+    assert not thread.is_alive()
+    assert quiet not in {c.job_id for c in late}
+
     # resume after a seq (a reconnecting TUI): exactly what came after, without following
     cut = mine[2].seq
     replay = list(client.stream_events(after=cut, follow=False))

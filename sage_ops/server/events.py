@@ -48,6 +48,7 @@ class EventHub:
         """Read new events while someone follows, and hand each follower its copy."""
         while True:
             if not self.followers:
+                self.last = -1  # nobody read on meanwhile: the next follower's "now" is read afresh
                 self.wake.clear()
                 await self.wake.wait()
             after = await self.tail()
