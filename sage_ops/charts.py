@@ -4,7 +4,6 @@ numbers for pipes. Pure functions of the series (no clock, no daemon), so the ou
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -15,17 +14,7 @@ CHART_ROWS = 12  # rows per chart when the caller gives no height
 _MIN_ROWS = 8  # title, frame, ticks and x label take 5 of them
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
                172800, 604800, 1209600)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_WINDOW_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*")
 _lock = threading.Lock()  # plotext draws on one process-wide figure; the TUI may call from a worker thread
-
-
-def parse_window(text: str) -> float:
-    """'90s', '15m', '1h', '2d', '1w' or plain seconds -> seconds (the CLI makes a usage error of ValueError)."""
-    match = _WINDOW_RE.fullmatch(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"bad window {text!r}: use a positive number of seconds or one like 90s, 15m, 1h, 2d, 1w")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def span(secs: float) -> str:
@@ -88,7 +77,7 @@ def charts(series: MetricsSeries, width: int, height: int | None = None, color: 
     if not series.points:
         return f"no samples yet in the last {span(series.window_s)}"
     color = color and not os.environ.get("NO_COLOR")
-    import plotext as plt  # here, not at the top: parse_window and numbers serve the CLI without it
+    import plotext as plt  # here, not at the top: numbers() serves the CLI without it
 
     pts = series.points
     end = _end(series)

@@ -51,6 +51,19 @@ _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
 
 
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SECONDS_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*")
+
+
+def parse_window(text: str) -> float:
+    """'90s', '15m', '1h', '2d', '1w' or plain seconds -> seconds: `stats --window` and the ages of
+    `--since/--until` (the CLI makes a usage error of the ValueError)."""
+    match = _SECONDS_RE.fullmatch(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"bad window {text!r}: use a positive number of seconds or one like 90s, 15m, 1h, 2d, 1w")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
 def parse_memory(value: str | int | float) -> int:
     """'8GB', '512MiB', '1.5G' or a byte count -> bytes."""
     if isinstance(value, bool):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_ops.charts import charts, numbers, parse_window
-from sage_ops.schemas import MetricPoint, MetricsSeries, NodeUsage
+from sage_ops.charts import charts, numbers
+from sage_ops.schemas import MetricPoint, MetricsSeries, NodeUsage, parse_window
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 ANSI = re.compile(r"\x1b\[")

@@ -20,7 +20,7 @@ from ..client import JobManagerClient, script_spec
 from ..config import Config, load_config
 from ..errors import DaemonUnavailable, SageOpsError
 from ..lifecycle import JobStatus
-from ..schemas import JobSpec, JobView, Resources
+from ..schemas import JobSpec, JobView, Resources, parse_window
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env", "--tenant",
@@ -329,7 +329,6 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
 
 
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class When(click.ParamType):
@@ -341,8 +340,11 @@ class When(click.ParamType):
         if isinstance(value, datetime):
             return value
         text = str(value).strip()
-        if text[:-1].replace(".", "", 1).isdigit() and text[-1:].lower() in AGE_UNITS:
-            return datetime.now().astimezone() - timedelta(seconds=float(text[:-1]) * AGE_UNITS[text[-1].lower()])
+        if text[-1:].isalpha():  # an age: the same units as everywhere (parse_window)
+            try:
+                return datetime.now().astimezone() - timedelta(seconds=parse_window(text.lower()))
+            except ValueError:
+                pass
         for fmt in DATE_FORMATS:
             try:
                 return datetime.strptime(text, fmt)
@@ -488,7 +490,7 @@ def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, as_json:
     from .. import charts
 
     try:
-        seconds = charts.parse_window(window or "1h")
+        seconds = parse_window(window or "1h")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--window") from None
     series = ctx.client().metrics_series(seconds)
