@@ -26,6 +26,15 @@ class JobsChanged(Message, bubble=False):
         return False
 
 
+class Failed(Message, bubble=False):
+    """A screen's own request failed: `text` is the one line it shows (every screen posts it to
+    itself from its workers)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
 class Resync(Message, bubble=False):
     """What is shown may be stale (events were lost, or the daemon came back): reload it."""
 

@@ -19,6 +19,7 @@ from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Static
 from ...cluster import NodeProgress
 from ...errors import SageOpsError
 from ...nodes.base import STEPS
+from ..messages import Failed
 
 # (input id, label, placeholder): the NodeAdd fields a person fills in most
 FIELDS = (("host", "host", "worker-1 or 10.0.0.5 (required)"), ("user", "user", "the daemon's user"),
@@ -46,11 +47,6 @@ class AddNodeScreen(ModalScreen[str | None]):
         def __init__(self, progress: NodeProgress) -> None:
             super().__init__()
             self.progress = progress
-
-    class Failed(Message):
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
 
     def __init__(self) -> None:
         super().__init__(classes="form-screen")
@@ -122,7 +118,7 @@ class AddNodeScreen(ModalScreen[str | None]):
             async for p in client.node_progress(view.name):
                 self.post_message(self.Step(p))
         except SageOpsError as exc:
-            self.post_message(self.Failed(exc.message))
+            self.post_message(Failed(exc.message))
 
     @on(Step)
     def _step(self, message: Step) -> None:
@@ -136,7 +132,7 @@ class AddNodeScreen(ModalScreen[str | None]):
             self.query_one(ProgressBar).update(progress=len(STEPS))
             self.dismiss(p.node)
         elif p.step == "end":
-            self.post_message(self.Failed(p.detail or "failed"))
+            self.post_message(Failed(p.detail or "failed"))
 
     @on(Failed)
     def _failed(self, message: Failed) -> None:

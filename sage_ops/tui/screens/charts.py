@@ -18,6 +18,7 @@ from textual.widgets import Footer, Static
 from ...charts import span
 from ...errors import SageOpsError
 from ...schemas import MetricsSeries
+from ..messages import Failed
 from ..widgets.chart import MetricsChart
 
 
@@ -51,11 +52,6 @@ class ChartsScreen(Screen):
             super().__init__()
             self.series = series
 
-    class Failed(Message):
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
-
     def __init__(self, source: MetricsSource | None = None, window: float = 3600.0, refresh_s: float = 5.0) -> None:
         super().__init__(classes="charts-screen")
         self._given = source
@@ -82,7 +78,7 @@ class ChartsScreen(Screen):
         try:
             self.post_message(self.Loaded(await self.source.metrics_series(self.window)))
         except SageOpsError as exc:
-            self.post_message(self.Failed(exc.message))
+            self.post_message(Failed(exc.message))
 
     @on(Loaded)
     def _show(self, message: Loaded) -> None:

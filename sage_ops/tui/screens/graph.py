@@ -20,6 +20,7 @@ from ...errors import SageOpsError
 from ...lifecycle import JobStatus
 from ...render import STATUS_STYLE, duration
 from ...schemas import GraphNode, GraphView
+from ..messages import Failed
 
 CRITICAL = "bold yellow"
 
@@ -61,11 +62,6 @@ class GraphScreen(Screen):
             super().__init__()
             self.graph = graph
 
-    class Failed(Message):
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
-
     def __init__(self, job_id: str, source: GraphSource | None = None, refresh_s: float = 2.0) -> None:
         super().__init__(classes="graph-screen")
         self.job_id = job_id
@@ -99,7 +95,7 @@ class GraphScreen(Screen):
         try:
             self.post_message(self.Loaded(await self.source.get_job_graph(self.job_id)))
         except SageOpsError as exc:
-            self.post_message(self.Failed(exc.message))
+            self.post_message(Failed(exc.message))
 
     @on(Loaded)
     def _show(self, message: Loaded) -> None:

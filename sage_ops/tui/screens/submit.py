@@ -20,6 +20,7 @@ from textual.widgets import Button, Input, Label, Static
 from ...client import script_spec
 from ...errors import SageOpsError
 from ...lifecycle import JobStatus
+from ..messages import Failed
 
 # (input id, label, placeholder)
 FIELDS = (("command", "command", "python train.py --epochs 3  (or a script below)"),
@@ -92,11 +93,6 @@ class SubmitScreen(ModalScreen[str | None]):
     CSS_PATH = "../views.tcss"
     BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+s", "submit", "Submit")]
 
-    class Failed(Message):
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
-
     class Submitted(Message):
         def __init__(self, job_id: str) -> None:
             super().__init__()
@@ -143,13 +139,13 @@ class SubmitScreen(ModalScreen[str | None]):
         try:
             view = await self.app.client.submit_job(spec)  # type: ignore[attr-defined]
         except ValidationError as exc:
-            self.post_message(self.Failed(one_line(exc)))
+            self.post_message(Failed(one_line(exc)))
             return
         except SageOpsError as exc:
-            self.post_message(self.Failed(exc.message))
+            self.post_message(Failed(exc.message))
             return
         if view.status is JobStatus.REJECTED:
-            self.post_message(self.Failed(f"job {view.id} rejected: {view.reason}"))
+            self.post_message(Failed(f"job {view.id} rejected: {view.reason}"))
             return
         self.post_message(self.Submitted(view.id))
 
