@@ -1,0 +1,166 @@
+"""`sage-ops daemon start|stop|status`: run the daemon in the background (or the foreground, for
+systemd), and tell whether it is there and healthy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import paths, render
+from ..client import JobManagerClient
+from ..config import Config
+from ..errors import DaemonUnavailable, SageOpsError
+from . import EXIT_FAILED, Ctx, cli, json_option, pass_ctx
+
+
+@cli.group()
+def daemon() -> None:
+    """Start, stop and inspect the background daemon."""
+
+
+def _daemon_args(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None,
+                 tls: tuple[str | None, str | None] = (None, None)) -> tuple[list[str], Config]:
+    args: list[str] = []
+    overrides: dict[str, Any] = {}
+    for flag, value in zip(("tls-cert", "tls-key"), tls):
+        if value:
+            value = str(Path(value).resolve())
+            args += [f"--{flag}", value]
+            overrides[f"security.{flag.replace('-', '_')}"] = value
+    if ctx.config_path:
+        args += ["--config", ctx.config_path]
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.BadParameter("use HOST:PORT", param_hint="--tcp")
+        args += ["--host", host, "--port", port]
+        overrides.update({"jobmanager.host": host, "jobmanager.port": int(port)})
+    if db:
+        args += ["--db", db]
+        overrides["database.url"] = db
+    if ray_address:
+        args += ["--ray-address", ray_address]
+        overrides["ray.address"] = ray_address
+    return args, ctx.config(**overrides)
+
+
+def _read_pid() -> int | None:
+    """The running daemon's pid: the pidfile counts only while its lock is held."""
+    import fcntl
+
+    try:
+        fd = os.open(paths.pidfile(), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(os.read(fd, 32).decode().strip() or 0) or None
+        except ValueError:
+            return None
+    finally:
+        os.close(fd)
+    return None
+
+
+@daemon.command("start")
+@click.option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (bearer token required).")
+@click.option("--db", metavar="URL", help="Database URL (sqlite:///... or postgresql+psycopg://...).")
+@click.option("--ray-address", metavar="ADDR", help="'auto', 'local' or HOST:PORT of a Ray head.")
+@click.option("--tls-cert", metavar="PEM", help="Serve TCP over TLS with this certificate (and --tls-key).")
+@click.option("--tls-key", metavar="PEM", help="The certificate's private key.")
+@click.option("--foreground", is_flag=True, help="Run in this terminal (for systemd and debugging).")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until the daemon is healthy.")
+@pass_ctx
+def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None, tls_cert: str | None,
+                 tls_key: str | None, foreground: bool, timeout: float) -> None:
+    """Start the daemon (SQLite + a local Ray head unless configured otherwise)."""
+    args, cfg = _daemon_args(ctx, tcp, db, ray_address, (tls_cert, tls_key))
+    cmd = [sys.executable, "-m", "sage_ops.server", *args]
+    if foreground:
+        os.execv(sys.executable, cmd)
+    pid = _read_pid()
+    if pid:
+        click.echo(f"daemon already running (pid {pid})")
+        return
+    out_file = paths.ensure_dir(paths.state_dir()) / "daemon.out"
+    with open(out_file, "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                close_fds=True)
+    client = JobManagerClient(f"unix://{cfg.jobmanager.socket}", config={"retry_attempts": 1, "timeout": 5})
+    deadline = time.monotonic() + timeout
+    health = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = out_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise SageOpsError(f"the daemon exited (code {proc.returncode}): {tail[0]}")
+        try:
+            health = client.health_check()
+            # ready: leading with Ray connected, or a standby behind a live leader (it reaches Ray
+            # when elected); right after start the role is not settled yet
+            lead = health.leader or {}
+            if health.ray.connected or (health.role == "standby" and (lead.get("expires_in_s") or 0) > 0):
+                break
+        except DaemonUnavailable:
+            pass
+        time.sleep(0.2)
+    else:
+        detail = f": {health.ray.detail}" if health and health.ray.detail else ""
+        raise SageOpsError(f"the daemon (pid {proc.pid}) is up but not ready after {timeout:.0f}s{detail}; "
+                           f"see {cfg.logging.file}")
+    tcp_part = f", tcp {health.tcp}" if health.tcp else ""
+    lead = health.leader or {}
+    where = (f"standby; the leader is {lead.get('address') or lead.get('holder')}" if health.role == "standby"
+             else f"ray {health.ray.address}")
+    click.echo(f"daemon started (pid {proc.pid}) on unix://{cfg.jobmanager.socket}{tcp_part}; {where}")
+    if health.tcp:
+        click.echo(f"TCP clients need the token in {paths.token_file()} (or $SAGE_OPS_TOKEN)")
+
+
+@daemon.command("stop")
+@click.option("--timeout", default=60.0, show_default=True)
+@pass_ctx
+def daemon_stop(ctx: Ctx, timeout: float) -> None:
+    """Stop the daemon. Running jobs keep running in Ray and are picked up on the next start."""
+    pid = _read_pid()
+    if not pid:
+        click.echo("daemon is not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            click.echo(f"daemon stopped (pid {pid})")
+            return
+        time.sleep(0.1)
+    raise SageOpsError(f"the daemon (pid {pid}) did not stop within {timeout:.0f}s")
+
+
+@daemon.command("status")
+@json_option
+@pass_ctx
+def daemon_status(ctx: Ctx, as_json: bool) -> None:
+    """Is the daemon running, and how is it?"""
+    pid = _read_pid()
+    try:
+        h = ctx.client().health_check()
+    except DaemonUnavailable:
+        if as_json:
+            render.print_json({"running": False, "pid": pid})
+        else:
+            click.echo("daemon is not running" if not pid else f"daemon pid {pid} is not answering")
+        sys.exit(EXIT_FAILED)
+    if as_json:
+        render.print_json(h)
+    else:
+        render.health(h)
