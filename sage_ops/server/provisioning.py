@@ -57,8 +57,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _target(row: Any, accept: bool = False, known_hosts: Path | None = None) -> NodeTarget:
-    return NodeTarget(host=row.host, user=row.user, port=row.port, key_file=row.key_file,
+def _target(node: Any, known_hosts: Path | None, accept: bool = False) -> NodeTarget:
+    """How to reach a node (a Node row, or the NodeAdd that is adding it)."""
+    return NodeTarget(host=node.host, user=node.user, port=node.port, key_file=node.key_file,
                       known_hosts=str(known_hosts) if known_hosts else None, accept_new_host_key=accept)
 
 
@@ -157,9 +158,7 @@ class Provisioner:
         def progress(step: str, state: str, detail: str) -> None:
             loop.call_soon_threadsafe(self._post, op, name, step, state, detail)
 
-        target = NodeTarget(host=req.host, user=req.user, port=req.port, key_file=req.key_file,
-                            known_hosts=str(self.cfg.known_hosts) if self.cfg.known_hosts else None,
-                            accept_new_host_key=req.accept_new_host_key)
+        target = _target(req, self.cfg.known_hosts, req.accept_new_host_key)
         started = time.monotonic()
         try:
             plan = self.plan(req, name)
@@ -230,7 +229,7 @@ class Provisioner:
                     await asyncio.sleep(1)
                 self._post(op, name, "wait jobs", "done", "no running jobs")
             self._post(op, name, "stop ray", "start", "")
-            stopped = await asyncio.to_thread(self.backend.stop, _target(row, known_hosts=self.cfg.known_hosts),
+            stopped = await asyncio.to_thread(self.backend.stop, _target(row, self.cfg.known_hosts),
                                               name, StepTimeouts().stop)
             self._post(op, name, "stop ray", "done", f"{stopped} process(es) stopped")
         except Exception as exc:  # noqa: BLE001 - stays DRAINING; drain again or remove --force
@@ -267,7 +266,7 @@ class Provisioner:
             if ray_id is not None:
                 await asyncio.to_thread(self.daemon.backend.drain, ray_id, f"sage-ops nodes remove --force {name}")
                 try:
-                    await asyncio.to_thread(self.backend.stop, _target(row, known_hosts=self.cfg.known_hosts),
+                    await asyncio.to_thread(self.backend.stop, _target(row, self.cfg.known_hosts),
                                             name, StepTimeouts().stop)
                 except StepFailed as exc:
                     raise Conflict(f"could not stop Ray on node {name}: {exc}") from None
