@@ -39,9 +39,13 @@ class EventHub:
         self.followers: set[asyncio.Queue[JobChange | None]] = set()
         self.wake = asyncio.Event()
 
+    async def newest(self) -> int:
+        """The newest committed event's seq, from the table (the hub's own may lag a poll)."""
+        return int(await self.store.read(lambda c: c.execute(select(func.max(E.c.id))).scalar() or 0))
+
     async def tail(self) -> int:
         if self.last < 0:
-            self.last = int(await self.store.read(lambda c: c.execute(select(func.max(E.c.id))).scalar() or 0))
+            self.last = await self.newest()
         return self.last
 
     async def run(self) -> None:
@@ -72,7 +76,7 @@ class EventHub:
             self.followers.add(queue)
             self.wake.set()
         try:
-            cursor = await self.tail() if after is None else after
+            cursor = await self.newest() if after is None else after  # rows up to it are skipped below
             while True:  # catch up from the table
                 rows = await self.store.read(lambda c, a=cursor: _page(c, a))
                 for row in rows:
