@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from .schemas import MetricPoint, MetricsSeries
 
 CHART_ROWS = 12  # rows per chart when the caller gives no height
-_MIN_ROWS = 8  # title, frame, ticks and x label take 5 of them
+_MIN_ROWS = 7  # title, frame and ticks take 4 of them; the last chart's time label one more, when room
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
                172800, 604800, 1209600)
 _lock = threading.Lock()  # plotext draws on one process-wide figure; the TUI may call from a worker thread
@@ -116,7 +116,7 @@ def charts(series: MetricsSeries, width: int, height: int | None = None, color: 
                     sub.ruler("y").lim(0, 100).ticks([0, 25, 50, 75, 100])
                 else:
                     sub.ruler("y").lim(0, top)
-                if row == len(_CHARTS):  # one time label for the stack
+                if row == len(_CHARTS) and rows > _MIN_ROWS:  # one time label for the stack
                     label = f"time before {end:%Y-%m-%d %H:%M:%S} UTC (the end of the last sample)"
                     sub.label(label if len(label) < width - 6 else f"before {end:%H:%M:%S} UTC")
             text = fig.build().string(colorless=not color).removesuffix("\n")  # the caller prints the newline

@@ -491,7 +491,8 @@ class MetricsSeries(View):
 
 class JobChange(View):
     """A line of the event stream (`GET /v1/events`): a job's change of state, in commit order.
-    `kind` "heartbeat" says the stream is alive; "resync" says this follower fell too far behind
+    `kind` "heartbeat" says the stream is alive — the first one comes as soon as the stream is
+    live, so a view loaded after it misses nothing; "resync" says this follower fell too far behind
     and lost events (reload what you show, then follow from `seq`)."""
 
     seq: int = Field(description="the event's id: resume with ?after=seq")
@@ -504,3 +505,6 @@ class JobChange(View):
     to_status: JobStatus | None = None
     reason: str | None = None
     attempt: int = 0
+    priority: int | None = Field(None, description="the job's fields as they are now (a live row needs no fetch)")
+    node: str | None = None
+    exit_code: int | None = None

@@ -13,6 +13,7 @@ from sage_ops.client import JobManagerClient
 
 
 def collect(client: JobManagerClient, until: Any, after: int | None = None) -> tuple[list[Any], threading.Thread]:
+    """Follow the stream in a thread; returns once the stream is live (its first line, a heartbeat)."""
     seen: list[Any] = []
     ready = threading.Event()
 
@@ -25,6 +26,8 @@ def collect(client: JobManagerClient, until: Any, after: int | None = None) -> t
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    assert ready.wait(60)
+    assert seen[0].kind == "heartbeat"  # "live from here": what commits next is sent
     return seen, thread
 
 
@@ -39,9 +42,6 @@ def test_events_follow_live_in_order_and_resume(daemon: Daemon) -> None:
         return bool(ids) and set(ids) <= done
 
     seen, thread = collect(daemon.client(timeout=60), all_done)
-    import time
-
-    time.sleep(0.5)  # the follower is attached: it starts "from now"
     ids += [client.submit_command(["true"], name=f"ev-{i}") for i in range(3)]
     thread.join(60)
     assert not thread.is_alive()
@@ -62,7 +62,6 @@ def test_events_follow_live_in_order_and_resume(daemon: Daemon) -> None:
     late, thread = collect(daemon.client(timeout=60),
                            lambda seen: bool(later) and any(c.job_id == later[0] and c.to_status == "COMPLETED"
                                                             for c in seen))
-    time.sleep(0.5)
     later.append(client.submit_command(["true"], name="later"))
     thread.join(60)
     assert not thread.is_alive()

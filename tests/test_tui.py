@@ -37,7 +37,7 @@ from sage_ops.tui.screens.confirm import ConfirmScreen
 from sage_ops.tui.screens.help import HelpScreen
 from sage_ops.tui.screens.job_detail import JobDetailScreen
 from sage_ops.tui.screens.jobs import JobsScreen
-from sage_ops.tui.widgets.job_table import JobTable
+from sage_ops.tui.widgets.job_table import JobTable, with_change
 from sage_ops.tui.widgets.log_view import LogView
 
 S = JobStatus
@@ -290,9 +290,11 @@ class FixedClient:
 
     def __init__(self) -> None:
         self.jobs = fixed_jobs()
+        self.listed = asyncio.Event()
 
     async def list_jobs(self, status: list[str] | None = None, name: str | None = None, limit: int = 100,
                         cursor: str | None = None, page: bool = False, **_: Any) -> JobList:
+        self.listed.set()
         jobs = [j for j in self.jobs if not status or j.status.value in status]
         return JobList(jobs=jobs[:limit], next_cursor=None)
 
@@ -315,8 +317,8 @@ class FixedClient:
                            stream="stderr" if n == 4 else "stdout")
 
     async def stream_events(self, after: int | None = None, follow: bool = True) -> AsyncIterator[JobChange]:
+        yield JobChange(seq=0, kind="heartbeat")  # live: the screens load
         await asyncio.Event().wait()  # a quiet cluster: nothing changes
-        yield JobChange(seq=0)
 
     async def health_check(self) -> Health:
         return Health(status="ok", version="0.1.0", pid=1, uptime_s=3600, role="leader", database={"ok": True},
@@ -368,6 +370,8 @@ class BurstClient(FixedClient):
 
     async def stream_events(self, after: int | None = None, follow: bool = True) -> AsyncIterator[JobChange]:
         cycle = [S.PENDING, S.RUNNING, S.COMPLETED, S.FAILED]
+        yield JobChange(seq=0, kind="heartbeat")
+        await self.listed.wait()  # the burst comes on top of the first page, as the daemon's would
         for seq in range(1, 1001):
             job = self.jobs[seq % len(self.jobs)]
             yield JobChange(seq=seq, job_id=job.id, name=job.name, to_status=cycle[seq % 4], attempt=1, time=NOW)
@@ -397,6 +401,40 @@ async def test_a_burst_of_1000_events_is_a_few_redraws(monkeypatch: pytest.Monke
         assert {job_id: t.jobs[job_id].status for job_id in last} == last
 
 
+class GatedClient(FixedClient):
+    """An event stream that goes live only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def stream_events(self, after: int | None = None, follow: bool = True) -> AsyncIterator[JobChange]:
+        await self.gate.wait()
+        yield JobChange(seq=0, kind="heartbeat")
+        await asyncio.Event().wait()
+
+
+async def test_the_table_loads_once_the_event_stream_is_live() -> None:
+    """No change may fall between the first page and the stream: the page waits for the stream."""
+    client = GatedClient()
+    app = SageOpsApp("unix:///x.sock", client=client, clock=lambda: NOW)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        assert not client.listed.is_set()
+        client.gate.set()
+        await until(pilot, lambda: len(table(app).jobs) == 7, 10)
+
+
+def test_a_change_carries_the_rows_other_fields() -> None:
+    job = fixed_jobs()[1]  # PENDING, no node
+    change = JobChange(seq=9, job_id=job.id, to_status=S.RUNNING, attempt=1, time=NOW, priority=7, node="gpu-b")
+    view = with_change(job, change)
+    assert (view.status, view.node, view.priority, view.attempts_made, view.started_at) == (
+        S.RUNNING, "gpu-b", 7, 1, NOW)
+    done = with_change(view, JobChange(seq=10, job_id=job.id, to_status=S.FAILED, time=NOW, exit_code=3))
+    assert (done.exit_code, done.node, done.ended_at) == (3, "gpu-b", NOW)
+
+
 async def test_no_color_keeps_symbols_and_drops_colours(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     app = fixed_app()
@@ -422,3 +460,12 @@ def test_snapshot_jobs_screen_80x24_filtered(snap_compare: Any, utc: None) -> No
 
 def test_snapshot_job_detail_screen(snap_compare: Any, utc: None) -> None:
     assert snap_compare(fixed_app(), terminal_size=(110, 34), run_before=_detail)
+
+
+def test_snapshot_help_screen(snap_compare: Any, utc: None) -> None:
+    async def run_before(pilot: Any) -> None:
+        await _loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=run_before)

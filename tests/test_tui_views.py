@@ -20,7 +20,7 @@ from textual.widgets import Button, DataTable, Input, Static
 from sage_ops.client import AsyncJobManagerClient
 from sage_ops.cluster import NodeView
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import MetricPoint, MetricsSeries, NodeUsage
+from sage_ops.schemas import GraphNode, GraphView, MetricPoint, MetricsSeries, NodeUsage
 from sage_ops.tui.screens.add_node import AddNodeScreen
 from sage_ops.tui.screens.charts import ChartsScreen
 from sage_ops.tui.screens.graph import GraphScreen
@@ -108,6 +108,46 @@ def test_nodes_snapshot(snap_compare: Any) -> None:
 def test_charts_snapshot(snap_compare: Any) -> None:
     assert snap_compare(ViewsApp(lambda: ChartsScreen(FixedSeries(), refresh_s=3600)), terminal_size=(100, 32),
                         run_before=_chart_drawn)
+
+
+class FixedGraph:
+    """A small pipeline: extract -> (clean, features) -> train, train running on the critical path."""
+
+    async def get_job_graph(self, job_id: str) -> GraphView:
+        S = JobStatus
+        nodes = [GraphNode(id="a1", name="extract", status=S.COMPLETED, duration=42, critical=True),
+                 GraphNode(id="b2", name="clean", status=S.COMPLETED, dependencies=["a1"], duration=75, critical=True),
+                 GraphNode(id="c3", name="features", status=S.FAILED, dependencies=["a1"], duration=12),
+                 GraphNode(id="d4", name="train", status=S.RUNNING, dependencies=["b2", "c3"], duration=300,
+                           critical=True)]
+        return GraphView(root="d4", order=[n.id for n in nodes], critical_path=["a1", "b2", "d4"], total=4, done=3,
+                         completed=2, running=1, pending=0, failed=1, cancelled=0, nodes=nodes)
+
+
+async def _graph_drawn(pilot: Any) -> None:
+    await until(pilot, lambda: getattr(pilot.app.screen, "graph", None) is not None)
+    await pilot.pause()
+
+
+def test_graph_snapshot(snap_compare: Any) -> None:
+    assert snap_compare(ViewsApp(lambda: GraphScreen("d4", FixedGraph(), refresh_s=3600)), terminal_size=(80, 24),
+                        run_before=_graph_drawn)
+
+
+def test_submit_form_snapshot(snap_compare: Any) -> None:
+    async def run_before(pilot: Any) -> None:
+        await pilot.pause()
+        await pilot.press(*"sleep 60")  # the command field has the focus
+
+    assert snap_compare(ViewsApp(SubmitScreen), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_add_node_form_snapshot(snap_compare: Any) -> None:
+    async def run_before(pilot: Any) -> None:
+        await pilot.pause()
+        await pilot.press(*"worker-1")
+
+    assert snap_compare(ViewsApp(AddNodeScreen), terminal_size=(80, 24), run_before=run_before)
 
 
 # -- no daemon ---------------------------------------------------------------------------------

@@ -24,11 +24,12 @@ HEARTBEAT = 15.0
 
 def _page(conn: Connection, after: int, limit: int = PAGE) -> list[JobChange]:
     q = (select(E.c.id, E.c.job_id, E.c.time, E.c.from_status, E.c.to_status, E.c.reason, E.c.attempt, J.c.name,
-                J.c.tenant).select_from(E.join(J, J.c.id == E.c.job_id)).where(E.c.id > after)
-         .order_by(E.c.id).limit(limit))
+                J.c.tenant, J.c.priority, J.c.node, J.c.exit_code)
+         .select_from(E.join(J, J.c.id == E.c.job_id)).where(E.c.id > after).order_by(E.c.id).limit(limit))
     return [JobChange(seq=r.id, job_id=r.job_id, name=r.name, tenant=r.tenant,
                       time=datetime.fromtimestamp(r.time, timezone.utc), from_status=r.from_status,
-                      to_status=r.to_status, reason=r.reason, attempt=r.attempt) for r in conn.execute(q)]
+                      to_status=r.to_status, reason=r.reason, attempt=r.attempt, priority=r.priority, node=r.node,
+                      exit_code=r.exit_code) for r in conn.execute(q)]
 
 
 class EventHub:
@@ -88,6 +89,8 @@ class EventHub:
                     break
             if not follow:
                 return
+            # "live from here": a reader that loads a view now and applies what follows misses nothing
+            yield JobChange(seq=cursor, kind="heartbeat", time=datetime.now(timezone.utc))
             while True:
                 try:
                     row = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT)

@@ -6,7 +6,11 @@ most FLUSH seconds and go out as one JobsChanged, which the app hands to every s
 If the UI falls behind, queued JobsChanged merge (`can_replace`), so 1,000 events in a burst cost a
 few redraws. When the daemon is away the worker posts Reconnecting, retries with backoff, and
 resumes after the last seq it saw (a restart loses nothing); on reconnecting, and on a "resync" line
-(this follower fell too far behind), the screens reload what they show."""
+(this follower fell too far behind), the screens reload what they show.
+
+Start-up: the jobs table loads its first page only once the stream is live (its first line), so
+a job that changes while the page is on its way is in the page, in the stream, or in both —
+never in neither."""
 
 from __future__ import annotations
 
@@ -103,6 +107,7 @@ class SageOpsApp(App[None]):
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.poll = poll
         self.last_seq: int | None = None
+        self.live = False  # the event stream has started: views may load (no change can fall between)
         self._changes: list[JobChange] = []
         self._flush: Timer | None = None
         self._polling = False
@@ -133,6 +138,9 @@ class SageOpsApp(App[None]):
                     delay = RETRY[0]
                     if self.link:
                         self.post_message(Reconnected())
+                    if not self.live:  # the stream's first line: what changes from now on reaches us
+                        self.live = True
+                        self.post_message(Resync())
                     self.last_seq = change.seq
                     if change.kind == "resync":
                         self._post_changes()
@@ -244,10 +252,11 @@ class SageOpsApp(App[None]):
         from .screens.help import HelpScreen
 
         screen = self.screen
+        own = {getattr(b, "key", None) for b in type(screen).BINDINGS}  # Textual's generic keys go last
         rows = []
         for active in screen.active_bindings.values():
             b, node = active.binding, active.node
-            rank = 0 if node is screen else 2 if node is self else 1
+            rank = (0 if b.key in own else 3) if node is screen else 2 if node is self else 1
             where = "app" if node is self else "screen" if node is screen else type(node).__name__
             rows.append((rank, where, self.get_key_display(b), b.description or b.action))
         rows.sort(key=lambda r: r[0])

@@ -86,7 +86,8 @@ class JobsScreen(Screen[None]):
         # judged once the table has settled (its size lags behind rows added or dropped)
         self.watch(self.table, "scroll_y", lambda _: self.call_after_refresh(self._maybe_page), init=False)
         self.set_interval(5, self._tick)
-        self.reload()
+        if self.app.live:  # type: ignore[attr-defined]  # else the stream's first line brings a Resync
+            self.reload()
 
     # -- loading ---------------------------------------------------------------------------------
     def reload(self) -> None:

@@ -15,7 +15,7 @@ from textual.worker import get_current_worker
 from ...charts import charts
 from ...schemas import MetricsSeries
 
-MIN_HEIGHT = 24  # charts() stacks three charts of at least 8 rows: below that the widget scrolls
+MIN_HEIGHT = 21  # charts() stacks three charts of at least 7 rows (80x24 fits): below that it scrolls
 
 
 class MetricsChart(VerticalScroll):

@@ -37,6 +37,21 @@ SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
     "res": lambda j: (j.spec.resources.cpu, j.spec.resources.gpu) if j.spec else (0.0, 0.0),
 }
 SORTABLE = [key for key, _, _ in COLUMNS if key in SORT_KEYS]
+#: what a narrow terminal hides first (the rest of a job is one `enter` away, in its detail)
+HIDE_FIRST = ["tenant", "res", "attempts", "priority", "node", "duration"]
+PADDING = 2  # a DataTable cell's padding, both sides together
+SCROLLBAR = 2
+
+
+def columns_for(width: int) -> list[tuple[str, str, int]]:
+    """The columns that fit `width` cells without scrolling sideways (80 columns keep id, name,
+    status, node and the times)."""
+    shown = list(COLUMNS)
+    for key in HIDE_FIRST:
+        if sum(w + PADDING for _, _, w in shown) + SCROLLBAR <= width:
+            break
+        shown = [c for c in shown if c[0] != key]
+    return shown
 
 
 def tint(style: str, plain: bool = False) -> Style:
@@ -58,10 +73,11 @@ def resources_cell(job: JobView) -> str:
 
 
 def with_change(job: JobView, change: JobChange) -> JobView:
-    """The job as a change of state leaves it (the row's other fields come with the next fetch)."""
+    """The job as a change of state leaves it: status, times, and the fields the stream carries."""
     status = change.to_status or job.status
     update: dict[str, Any] = {"status": status, "reason": change.reason,
                               "attempts_made": max(job.attempts_made, change.attempt)}
+    update.update({k: v for k in ("priority", "node", "exit_code") if (v := getattr(change, k)) is not None})
     if status is JobStatus.RUNNING:
         update.update(started_at=change.time or job.started_at, ended_at=None)
     elif is_terminal(status):
@@ -82,18 +98,41 @@ class JobTable(DataTable[Any]):
         self.selected: set[str] = set()
         self.sort_column: str | None = None
         self.sort_reverse = False
+        self.shown: list[str] = []  # the keys of the columns on screen
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
+        self._fit(self.app.size.width)
+
+    def on_resize(self) -> None:
+        self._fit(self.size.width)
+
+    def _fit(self, width: int) -> None:
+        """Columns that fit the width: rebuilt (from the held views) only when the set changes."""
+        shown = columns_for(width)
+        if [key for key, _, _ in shown] == self.shown:
+            return
+        keep = self.highlighted_id()
+        self.clear(columns=True)
+        self.shown = [key for key, _, _ in shown]
+        for key, label, width in shown:
             self.add_column(label, width=width, key=key)
+        for job_id in self.order:
+            self.add_row(*self.row(self.jobs[job_id]), key=job_id)
+        self._arrange(keep)
 
     # -- rows -------------------------------------------------------------------------------
-    def cells(self, job: JobView) -> list[Any]:
+    def cells(self, job: JobView) -> dict[str, Any]:
         now = self.clock()
         run = None if job.started_at is None else ((job.ended_at or now) - job.started_at).total_seconds()
-        return ["*" if job.id in self.selected else " ", job.id, job.name, status_cell(job.status, self.app.no_color),
-                str(job.priority), job.tenant or "-", resources_cell(job), job.node or "-", str(job.attempts_made),
-                duration((now - job.created_at).total_seconds()), duration(run)]
+        return {"sel": "*" if job.id in self.selected else " ", "id": job.id, "name": job.name,
+                "status": status_cell(job.status, self.app.no_color), "priority": str(job.priority),
+                "tenant": job.tenant or "-", "res": resources_cell(job), "node": job.node or "-",
+                "attempts": str(job.attempts_made), "age": duration((now - job.created_at).total_seconds()),
+                "duration": duration(run)}
+
+    def row(self, job: JobView) -> list[Any]:
+        cells = self.cells(job)
+        return [cells[key] for key in self.shown]
 
     def replace(self, jobs: Iterable[JobView]) -> None:
         """All rows anew (a new filter, a reload); the cursor stays on the same job if it can."""
@@ -110,7 +149,7 @@ class JobTable(DataTable[Any]):
         added = [j for j in jobs if j.id not in self.jobs]
         for job in added:
             self.jobs[job.id] = job
-            self.add_row(*self.cells(job), key=job.id)
+            self.add_row(*self.row(job), key=job.id)
         ids = [j.id for j in added]
         self.order = ids + self.order if front else self.order + ids
         if front or self.sort_column:
@@ -125,7 +164,7 @@ class JobTable(DataTable[Any]):
             keys = [-self.jobs[i].created_at.timestamp() for i in self.order]
             self.order.insert(bisect_left(keys, -job.created_at.timestamp()), job.id)
             self.jobs[job.id] = job
-            self.add_row(*self.cells(job), key=job.id)
+            self.add_row(*self.row(job), key=job.id)
         if added:
             self._arrange(keep)
         return [j.id for j in added]
@@ -147,7 +186,7 @@ class JobTable(DataTable[Any]):
         if job.id not in self.jobs:
             return
         self.jobs[job.id] = job
-        for (key, _, _), value in zip(COLUMNS, self.cells(job)):
+        for key, value in zip(self.shown, self.row(job)):
             self.update_cell(job.id, key, value)
 
     def apply(self, change: JobChange) -> JobView | None:
@@ -161,11 +200,11 @@ class JobTable(DataTable[Any]):
 
     def tick(self, ids: Iterable[str] | None = None) -> None:
         """Age and duration move with the clock: redraw those two cells (of the rows in view)."""
+        moving = [key for key in ("age", "duration") if key in self.shown]
         for job_id in self.jobs if ids is None else ids:
-            job = self.jobs[job_id]
-            cells = self.cells(job)
-            self.update_cell(job.id, "age", cells[-2])
-            self.update_cell(job.id, "duration", cells[-1])
+            cells = self.cells(self.jobs[job_id])
+            for key in moving:
+                self.update_cell(job_id, key, cells[key])
 
     def summary(self, statuses: set[JobStatus], glob: str | None, window: PageWindow) -> str:
         """The line above the table: filter, sort, rows held (and whether there are more), selection."""
