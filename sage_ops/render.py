@@ -186,7 +186,7 @@ def stats(s: Stats) -> None:
     console().print(table)
     console().print(f"total {s.total_jobs}, active {s.active_jobs}/{s.max_jobs}, queued {s.queue_depth} "
                     f"({s.waiting_jobs} waiting for dependencies, {s.retrying_jobs} in retry backoff), "
-                    f"running {s.running_jobs}")
+                    f"running {s.running_jobs}, failed in the last hour {s.failed_last_hour}")
 
 
 def graph(g: GraphView) -> None:

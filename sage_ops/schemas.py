@@ -428,6 +428,7 @@ class Stats(View):
     max_jobs: int
     waiting_jobs: int = Field(0, description="pending until their dependencies complete")
     retrying_jobs: int = Field(0, description="pending in a retry backoff")
+    failed_last_hour: int = Field(0, description="jobs that failed in the last hour")
     scheduled_jobs: int = Field(0, description="attempts dispatched since the daemon started")
     scheduler_seconds: float = Field(0.0, description="time spent choosing what to run, since start")
 

@@ -145,8 +145,12 @@ def test_health_and_stats(daemon: Daemon) -> None:
     health = json.loads(daemon.run("health", "--json", check=True).stdout)
     assert health["status"] == "ok" and health["database"]["ok"] and health["ray"]["connected"]
     assert health["ray"]["resources"]["CPU"] == 4
+    before = json.loads(daemon.run("stats", "--json", check=True).stdout)["failed_last_hour"]
+    failing = daemon.submit_q("--", "false")
+    daemon.run("wait", failing)
     stats = json.loads(daemon.run("stats", "--json", check=True).stdout)
     assert stats["total_jobs"] == sum(stats["by_status"].values()) and "active_jobs" in stats
+    assert stats["failed_last_hour"] == before + 1  # the header's "failed in 1h"
     assert "running" in daemon.run("stats").stdout
     assert "connected" in daemon.run("health").stdout
 

@@ -328,7 +328,7 @@ class FixedClient:
 
     async def get_statistics(self) -> Stats:
         return Stats(total_jobs=7, active_jobs=3, by_status={"RUNNING": 1, "PENDING": 1, "FAILED": 1}, queue_depth=1,
-                     running_jobs=1, max_jobs=1000)
+                     running_jobs=1, max_jobs=1000, failed_last_hour=1)
 
     async def close(self) -> None:
         pass

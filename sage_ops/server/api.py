@@ -287,7 +287,9 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.get("/v1/stats", response_model=Stats)
     async def stats(who: Principal = WHO) -> Stats:
-        counts = await store.read(lambda c: st.counts_by_status(c, who.tenant, scoped=not who.admin))
+        scope = {"tenant": who.tenant, "scoped": not who.admin}
+        counts, failed_hour = await store.read(lambda c: (st.counts_by_status(c, **scope),
+                                                          st.failed_since(c, time.time() - 3600, **scope)))
         total = sum(counts.values())
         active = sum(n for s, n in counts.items() if not is_terminal(s))
         by_status = {s.value: counts.get(s.value, 0) for s in JobStatus}
@@ -296,7 +298,8 @@ def create_app(daemon: Daemon) -> FastAPI:
                      queue_depth=sched.queue_depth(None if who.admin else who.tenant),
                      running_jobs=counts.get("RUNNING", 0), max_jobs=daemon.cfg.jobmanager.max_jobs,
                      waiting_jobs=len(sched.waiting.blockers) if who.admin else 0,
-                     retrying_jobs=len(sched.later) if who.admin else 0, scheduled_jobs=sched.decisions,
+                     retrying_jobs=len(sched.later) if who.admin else 0, failed_last_hour=failed_hour,
+                     scheduled_jobs=sched.decisions,
                      scheduler_seconds=round(sched.decision_seconds, 6))
 
     @app.get("/v1/health", response_model=Health)

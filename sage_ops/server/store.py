@@ -431,6 +431,14 @@ def counts_by_status(conn: Connection, tenant: str | None = None, scoped: bool =
     return {status: n for status, n in rows}
 
 
+def failed_since(conn: Connection, since: float, tenant: str | None = None, scoped: bool = False) -> int:
+    """Jobs that failed at or after `since` (the status index narrows it to the failed ones)."""
+    q = select(func.count()).select_from(JOB).where(JOB.c.status == "FAILED", JOB.c.ended_at >= since)
+    if scoped:
+        q = q.where(JOB.c.tenant == tenant)
+    return int(conn.execute(q).scalar() or 0)
+
+
 def active_jobs(conn: Connection, statuses: list[str]) -> list[Any]:
     return list(conn.execute(select(JOB).where(JOB.c.status.in_(statuses)).order_by(JOB.c.seq)).all())
 

@@ -64,10 +64,9 @@ def jobs_line(info: ClusterInfo | None, link: str, plain: bool = False) -> Text:
     if s is None:
         line.append(info.error if info and info.error else "connecting…", style="dim")
         return line
-    failed = s.by_status.get(JobStatus.FAILED.value, 0)
     for label, count, status in (("running", s.running_jobs, JobStatus.RUNNING),
                                  ("pending", s.queue_depth, JobStatus.PENDING),
-                                 ("failed", failed, JobStatus.FAILED)):
+                                 ("failed in 1h", s.failed_last_hour, JobStatus.FAILED)):
         line.append(f"{count} ", style=tint(STATUS_STYLE[status], plain))
         line.append(f"{label}  ")
     line.append(f"{s.total_jobs} jobs", style="dim")
