@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,8 +74,20 @@ class SecurityConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    level: str = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     file: Path = Field(default_factory=lambda: paths.state_dir() / "jobmanager.log")
+    format: Literal["text", "json"] = Field("text", description="text: time level logger: message; json: one "
+                                            "object per line (time, level, logger, message)")
+    max_bytes: int = Field(10 * 2**20, ge=0, description="rotate the file at this size (0: never)")
+    backups: int = Field(5, ge=0, description="rotated files kept (jobmanager.log.1 ...)")
+    stderr: bool = Field(False, description="also log to stderr (systemd's journal; on with --foreground)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("level"), str):
+            data = {**data, "level": data["level"].upper()}
+        return data
 
 
 class MetricsConfig(_Section):
@@ -109,32 +122,104 @@ class Config(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # env beats the file (passed as init kwargs by load_config)
-        return (env_settings, init_settings)
+        # flags (init kwargs) > env > the file (a source below env) > defaults
+        return (init_settings, env_settings, _FileSource(settings_cls))
 
 
-def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
-    """Read `path` (or $SAGE_OPS_CONFIG, or the XDG config file if present) and apply overrides."""
+_FILE: ContextVar[dict[str, Any] | None] = ContextVar("sage_ops_config_file", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML file's data, as the lowest source above the defaults (set by load_config)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE.get() or {})
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """The file a command reads: `path`, else $SAGE_OPS_CONFIG, else the XDG one; and whether it
+    was asked for (then it must exist)."""
     explicit = path or os.environ.get("SAGE_OPS_CONFIG")
-    file = Path(explicit) if explicit else paths.config_file()
+    return (Path(explicit) if explicit else paths.config_file()), bool(explicit)
+
+
+def read_file(path: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    file, explicit = config_path(path)
     data: dict[str, Any] = {}
     if file.exists():
         try:
             data = yaml.safe_load(file.read_text()) or {}
         except yaml.YAMLError as exc:
             raise Invalid(f"config {file}: not valid YAML ({exc.__class__.__name__})") from None
+        except OSError as exc:
+            raise Invalid(f"config {file}: cannot read it ({exc.strerror})") from None
         if not isinstance(data, dict):
             raise Invalid(f"config {file}: expected a mapping at the top level")
+        data = {k: v for k, v in data.items() if v is not None}  # a section left all commented out
     elif explicit:
         raise Invalid(f"config {file}: no such file")
+    return file, data
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Flags (`overrides`, as "section.key"; None means not given) > SAGE_OPS_SECTION__KEY env >
+    the YAML file (`path`, $SAGE_OPS_CONFIG or the XDG file) > defaults."""
+    file, data = read_file(path)
+    flags: dict[str, Any] = {}
     for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, key = dotted.split(".", 1)
-        data.setdefault(section, {})[key] = value
+        if value is not None:
+            section, key = dotted.split(".", 1)
+            flags.setdefault(section, {})[key] = value
+    token = _FILE.set(data)
     try:
-        return Config(**data)
+        return Config(**flags)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise Invalid(f"config {file}: {where}: {err['msg']}") from None
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        env = "SAGE_OPS_" + "__".join(str(p).upper() for p in err["loc"])
+        origin = f"${env}" if env in os.environ else f"config {file}"
+        raise Invalid(f"{origin}: {where}: {what}") from None
+    finally:
+        _FILE.reset(token)
+
+
+def sources(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[str, str]:
+    """Where each effective value comes from ("section.key" -> "flag", "env NAME", "file PATH" or
+    "default"): what `config show --sources` prints."""
+    file, data = read_file(path)
+    out: dict[str, str] = {}
+    for section, info in Config.model_fields.items():
+        model = info.annotation
+        for key in getattr(model, "model_fields", {}):
+            env = f"SAGE_OPS_{section.upper()}__{key.upper()}"
+            if overrides.get(f"{section}.{key}") is not None:
+                out[f"{section}.{key}"] = "flag"
+            elif env in os.environ:
+                out[f"{section}.{key}"] = f"env {env}"
+            elif isinstance(data.get(section), dict) and key in data[section]:
+                out[f"{section}.{key}"] = f"file {file}"
+            else:
+                out[f"{section}.{key}"] = "default"
+    return out
+
+
+def template() -> str:
+    """A commented config.yaml: every key with its description and default, commented out, so the
+    file documents the schema without pinning defaults a later version may improve."""
+    lines = ["# sage-ops configuration. Precedence: command-line flags > SAGE_OPS_SECTION__KEY environment",
+             "# variables > this file > defaults. Uncomment a key to change it.", ""]
+    for section, info in Config.model_fields.items():
+        model: Any = info.annotation
+        lines.append(f"{section}:")
+        values = model().model_dump(mode="json")
+        for key, field in model.model_fields.items():
+            if field.description:
+                lines.append(f"  # {field.description}")
+            dumped = yaml.safe_dump({key: values[key]}, default_flow_style=True).strip().strip("{}")
+            lines.append(f"  # {dumped}")
+        lines.append("")
+    return "\n".join(lines)

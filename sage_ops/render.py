@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -30,7 +31,9 @@ STATUS_STYLE = {
 def console(err: bool = False) -> Console:
     stream = sys.stderr if err else sys.stdout
     width = None if stream.isatty() else 200  # piped output: never cut columns to 80
-    return Console(stderr=err, highlight=False, soft_wrap=False, width=width)
+    plain = bool(os.environ.get("NO_COLOR"))  # no-color.org: no escape codes at all, bold included
+    return Console(stderr=err, highlight=False, soft_wrap=False, width=width,
+                   color_system=None if plain else "auto")
 
 
 def print_json(obj: BaseModel | Sequence[BaseModel] | Any) -> None:
@@ -74,13 +77,24 @@ def run_time(job: JobView) -> float | None:
     return (end - job.started_at).total_seconds()
 
 
-def jobs_table(jobs: Iterable[JobView]) -> None:
+def jobs_table(jobs: Iterable[JobView], wide: bool = False) -> None:
+    """`wide` adds tenant, resources, attempts and the creation time itself (-o wide)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("ID", "NAME", "STATUS", "PRI", "NODE", "CREATED", "RUNTIME", "EXIT", "REASON"):
+    cols = ["ID", "NAME", "STATUS", "PRI", "NODE", "CREATED", "RUNTIME", "EXIT", "REASON"]
+    if wide:
+        cols[4:4] = ["TENANT", "RESOURCES", "ATTEMPTS"]
+        cols.insert(cols.index("CREATED") + 1, "CREATED AT")
+    for col in cols:
         table.add_column(col, no_wrap=col != "REASON", overflow="ellipsis")
     for j in jobs:
-        table.add_row(j.id, j.name, status_text(j.status), str(j.priority), j.node or "-", ago(j.created_at),
-                      duration(run_time(j)), "-" if j.exit_code is None else str(j.exit_code), j.reason or "")
+        row = [j.id, j.name, status_text(j.status), str(j.priority), j.node or "-", ago(j.created_at),
+               duration(run_time(j)), "-" if j.exit_code is None else str(j.exit_code), j.reason or ""]
+        if wide:
+            res = j.spec.resources if j.spec else None
+            row[4:4] = [j.tenant or "-", "-" if res is None else f"cpu={res.cpu:g} gpu={res.gpu:g}",
+                        str(j.attempts_made)]
+            row.insert(cols.index("CREATED AT"), _ts(j.created_at))
+        table.add_row(*row)
     console().print(table)
 
 

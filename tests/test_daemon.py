@@ -78,7 +78,7 @@ async def test_async_client_api(daemon: Daemon) -> None:
 
 def test_unreachable_daemon_is_one_clear_line(daemon: Daemon, tmp_path) -> None:  # noqa: ANN001
     out = daemon.run("--address", f"unix://{tmp_path}/none.sock", "jobs")
-    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "cannot reach the sage-ops daemon" in out.stderr
+    assert out.returncode == 3 and out.stderr.count("\n") == 1 and "cannot reach the sage-ops daemon" in out.stderr
     with pytest.raises(DaemonUnavailable):
         JobManagerClient(f"unix://{tmp_path}/none.sock", config={"retry_attempts": 1}).health_check()
 

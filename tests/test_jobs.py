@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -174,3 +176,27 @@ def test_worker_death_fails_the_attempt_and_kills_its_tree(daemon: Daemon) -> No
     view = json.loads(daemon.run("wait", "--json", job_id).stdout)
     job = view[0] if isinstance(view, list) else view
     assert job["status"] == "FAILED" and job["reason"]
+
+
+def test_a_job_group_dies_when_ray_kills_its_worker_and_the_workers_children(tmp_path: Path) -> None:
+    """Ray's force-kill of a worker (ray.cancel(force=True)) also SIGKILLs the worker's direct
+    children: the job's leader, and once the watchdog too, which left the job's other processes
+    running. Here a stand-in worker registers a job with the watchdog, then its direct children
+    and itself are killed the way Ray does it; the job's whole group must die."""
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from sage_ops.server.runner import _Watchdog\n"
+        "job = subprocess.Popen(['sh', '-c', 'sleep 300 & echo $!; sleep 300'], stdout=subprocess.PIPE,"
+        " start_new_session=True, text=True)\n"
+        "_Watchdog.tell('+', job.pid)\n"
+        "print(job.pid, job.stdout.readline().strip(), flush=True)\n"
+        "time.sleep(300)\n")], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None
+    leader, child = map(int, worker.stdout.readline().split())
+    assert pid_alive(leader) and pid_alive(child)
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    for pid in map(int, children):  # what Ray does to a force-killed worker's children
+        os.kill(pid, signal.SIGKILL)
+    worker.kill()
+    worker.wait()
+    wait_until(lambda: not pid_alive(child) and not pid_alive(leader))

@@ -23,6 +23,7 @@ from sage_ops.schemas import (
     MAX_ENV_NAME,
     MAX_ENV_VARS,
     MAX_EXEC_BYTES,
+    MAX_MEMORY,
     MAX_PATH_CHARS,
     MAX_SCRIPT_BYTES,
     SEALED_PREFIX,
@@ -130,7 +131,9 @@ _valid_specs = st.builds(
                 optional={
                     "cpu": st.floats(0, 100_000),
                     "gpu": st.floats(0, 10_000),
-                    "memory": st.none() | st.integers(0, 2**62) | st.sampled_from(["512MiB", "8GB", "1.5G", " 3 kb "]),
+                    "memory": st.none()
+                    | st.integers(0, MAX_MEMORY)
+                    | st.sampled_from(["512MiB", "8GB", "1.5G", " 3 kb "]),
                     "custom_resources": st.dictionaries(
                         st.from_regex(r"[A-Za-z][A-Za-z0-9_.:@+=-]{2,20}", fullmatch=True).filter(
                             lambda n: n not in {"CPU", "GPU", "memory"}

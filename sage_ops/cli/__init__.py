@@ -16,11 +16,13 @@ from pydantic import ValidationError
 from .. import __version__, render
 from ..client import JobManagerClient, script_spec
 from ..config import Config, load_config
-from ..errors import SageOpsError
+from ..errors import DaemonUnavailable, SageOpsError
 from ..lifecycle import JobStatus
 from ..schemas import JobSpec, JobView, Resources, parse_window
+from .completers import ACTIVE, job_ids, tenant_names
+from .output import Output, output_option
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3  # documented in the README and man sage-ops
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env", "--tenant",
                       "--priority", "--timeout", "--after", "--retries", "--retry-delay", "--retry-backoff"}
 
@@ -36,19 +38,34 @@ class Ctx:
     def config(self, **overrides: Any) -> Config:
         return load_config(self.config_path, **overrides)
 
-    def client(self) -> JobManagerClient:
+    def client(self, timeout: float | None = None) -> JobManagerClient:
         if self._client is None:
             address = self.address or os.environ.get("SAGE_OPS_ADDRESS")
             if not address:
                 address = f"unix://{self.config().jobmanager.socket}"
             # one address: fail fast; several: ride out a failover between them
+            extra = {} if timeout is None else {"timeout": timeout}
             self._client = JobManagerClient(address, config={"retry_attempts": 1 if "," not in address else 3,
-                                                             "ca": self.ca}, token=self.token)
+                                                             "ca": self.ca, **extra}, token=self.token)
         return self._client
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+
+
+def _versions(ctx: click.Context, value: bool) -> None:
+    """sage-ops, Ray (read from its metadata: importing Ray takes seconds) and Python."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ray = version("ray")
+    except PackageNotFoundError:
+        ray = "not installed"
+    click.echo(f"sage-ops {__version__}\nray {ray}\npython {sys.version.split()[0]} ({sys.executable})")
+    ctx.exit()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -59,7 +76,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
               "admin's token file). On the Unix socket your uid speaks for you unless a token is given.")
 @click.option("--ca", metavar="PEM", help="CA that signed the daemon's TLS certificate (default: $SAGE_OPS_CA); "
               "TCP then uses TLS.")
-@click.version_option(__version__, prog_name="sage-ops")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda c, _p, v: _versions(c, v),
+              help="Print the versions of sage-ops, Ray and Python, and exit.")
 @click.pass_context
 def cli(ctx: click.Context, address: str | None, config_path: str | None, token: str | None, ca: str | None) -> None:
     """sage-ops: a terminal-first job manager for Ray clusters."""
@@ -117,7 +135,8 @@ def _float(value: str, what: str) -> float:
 @click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
 @click.option("--secret-env", multiple=True, metavar="K=V", help="Secret environment variable: sealed at rest, "
               "shown as ***, masked in the logs (repeatable).")
-@click.option("--tenant", help="Submit for this tenant (admins; members submit to their own).")
+@click.option("--tenant", help="Submit for this tenant (admins; members submit to their own).",
+              shell_complete=tenant_names)
 @click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory].")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Kill an attempt after this long (FAILED, "
@@ -213,7 +232,7 @@ def filter_options(f: Any) -> Any:
         click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in JobStatus],
                      case_sensitive=False), help="Only these statuses (repeatable)."),
         click.option("--name", help="Only names matching this glob (e.g. 'sweep-*')."),
-        click.option("--tenant", help="Only this tenant's jobs."),
+        click.option("--tenant", help="Only this tenant's jobs.", shell_complete=tenant_names),
         click.option("--since", type=WHEN, help="Created at or after: local time, or an age such as 1h, 30m, 2d."),
         click.option("--until", type=WHEN, help="Created before (local time, or an age)."),
     ]):
@@ -233,63 +252,68 @@ def job_filter(statuses: Sequence[str], name: str | None, tenant: str | None, si
 @filter_options
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Jobs per page.")
 @click.option("--cursor", help="Start after this page cursor (printed at the end of a full page).")
-@json_option
+@output_option()
 @pass_ctx
 def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | None, since: Any, until: Any,
-         limit: int, cursor: str | None, as_json: bool) -> None:
-    """List jobs, newest first, one page at a time."""
+         limit: int, cursor: str | None, out: Output) -> None:
+    """List jobs, newest first, one page at a time.
+
+    \b
+      sage-ops jobs --status RUNNING -o wide
+      sage-ops jobs -o json | jq -r '.[].id'
+      sage-ops jobs -q --status FAILED --since 1h | xargs sage-ops retry
+    """
     page = ctx.client().list_jobs(**job_filter(statuses, name, tenant, since, until), limit=limit, cursor=cursor,
                                   page=True)
-    if as_json:
-        render.print_json(page.jobs)  # a plain list, as scripts expect; the cursor goes to stderr
-    else:
-        render.jobs_table(page.jobs)
+    # a plain list, as scripts expect; the cursor goes to stderr
+    out.emit(page.jobs, lambda: render.jobs_table(page.jobs, wide=out.wide))
     if page.next_cursor:
         click.echo(f"more: sage-ops jobs --cursor {page.next_cursor} ...", err=True)
 
 
 @cli.command()
-@click.argument("job_id")
-@json_option
+@click.argument("job_id", shell_complete=job_ids())
+@output_option()
 @pass_ctx
-def status(ctx: Ctx, job_id: str, as_json: bool) -> None:
+def status(ctx: Ctx, job_id: str, out: Output) -> None:
     """A job's full record, with its attempts."""
     job = ctx.client().get_job_status(job_id)
-    render.print_json(job) if as_json else render.job_detail(job)
+    out.emit(job, lambda: render.job_detail(job))
 
 
 @cli.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids(("RUNNING",)))
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
 @click.option("--tail", type=click.IntRange(0), help="Only the last N lines.")
 @click.option("--timestamps/--no-timestamps", default=True, show_default=True)
-@json_option
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def logs(ctx: Ctx, job_id: str, follow: bool, tail: int | None, timestamps: bool, as_json: bool) -> None:
-    """A job's stdout/stderr lines (kept by the daemon)."""
+def logs(ctx: Ctx, job_id: str, follow: bool, tail: int | None, timestamps: bool, out: Output) -> None:
+    """A job's stdout/stderr lines (kept by the daemon); -o json prints one JSON object per line."""
     for entry in ctx.client().stream_job_logs(job_id, follow=follow, tail=tail):
-        click.echo(entry.model_dump_json() if as_json else render.log_line(entry, timestamps))
+        out.line(entry) if out.machine else click.echo(render.log_line(entry, timestamps))
 
 
 @cli.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids())
+@output_option(quiet=False, formats=("json", "yaml"))
 @pass_ctx
-def result(ctx: Ctx, job_id: str) -> None:
+def result(ctx: Ctx, job_id: str, out: Output) -> None:
     """The JSON the job set with sage_ops.job.set_result()."""
     client = ctx.client()
     value = client.get_job_result(job_id)
     if value is None:
         job = client.get_job_status(job_id)
         raise SageOpsError(f"job {job_id} has no result ({job.status.value})")
-    render.print_json(value)
+    out.emit(value)
 
 
 @cli.command()
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=job_ids(ACTIVE))
 @click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
-@json_option
+@output_option(quiet=False)
 @pass_ctx
-def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
+def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, out: Output) -> None:
     """Wait for jobs to end: exit 0 if all COMPLETED, 1 otherwise."""
     client = ctx.client()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -304,22 +328,19 @@ def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, as_json: boo
                 v = views[-1]
                 bar.update("jobs", f"{v.id} {v.status.value}", len(views),
                            line=f"wait: {len(views)}/{len(job_ids)} ended ({v.id} {v.status.value})")
-    if as_json:
-        render.print_json(views)
-    else:
-        for v in views:
-            click.echo(f"{v.id} {v.status.value}" + (f" ({v.reason})" if v.reason else ""))
+    out.emit(views, lambda: [click.echo(f"{v.id} {v.status.value}" + (f" ({v.reason})" if v.reason else ""))
+                             for v in views])
     if not all(v.status is JobStatus.COMPLETED for v in views):
         sys.exit(EXIT_FAILED)
 
 
 @cli.command()
-@json_option
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def health(ctx: Ctx, as_json: bool) -> None:
-    """Daemon, database and Ray health (exit 1 if degraded)."""
+def health(ctx: Ctx, out: Output) -> None:
+    """Daemon, database and Ray health (exit 1 if degraded, 3 if unreachable)."""
     h = ctx.client().health_check()
-    render.print_json(h) if as_json else render.health(h)
+    out.emit(h, lambda: render.health(h))
     if h.status != "ok":
         sys.exit(EXIT_FAILED)
 
@@ -329,14 +350,14 @@ def health(ctx: Ctx, as_json: bool) -> None:
               "use (plain numbers when not on a terminal).")
 @click.option("--window", metavar="AGE", help="How far back the series goes: 90s, 15m, 1h, 2d, 1w [default: 1h].")
 @click.option("--width", type=click.IntRange(40, 1000), help="Chart width (default: the terminal's).")
-@json_option
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, as_json: bool) -> None:
+def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, out: Output) -> None:
     """Job counts by status; with --chart or --window, the sampled series (throughput, queue,
     utilization) over the window."""
     if not chart and window is None:
         s = ctx.client().get_statistics()
-        render.print_json(s) if as_json else render.stats(s)
+        out.emit(s, lambda: render.stats(s))
         return
     from .. import charts
 
@@ -345,8 +366,8 @@ def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, as_json:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--window") from None
     series = ctx.client().metrics_series(seconds)
-    if as_json:
-        render.print_json(series)
+    if out.machine:
+        out.emit(series)
     elif sys.stdout.isatty() or width:
         size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((100, 40))
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -355,7 +376,7 @@ def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, as_json:
         click.echo(charts.numbers(series))
 
 
-from . import access, daemon, nodes, scheduling, tui  # noqa: E402, F401 - register their commands
+from . import access, completion, daemon, doctor, nodes, scheduling, settings, tui  # noqa: E402, F401 - register their commands
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -369,6 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    except DaemonUnavailable as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
     except SageOpsError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(EXIT_FAILED)

@@ -10,6 +10,8 @@ import click
 
 from .. import render
 from . import WHEN, Ctx, cli, json_option, pass_ctx
+from .completers import tenant_names
+from .output import Output, output_option
 
 ROLES = click.Choice(["admin", "member", "viewer"])
 
@@ -52,7 +54,7 @@ def tenant_create(ctx: Ctx, name: str, as_json: bool, **quotas: Any) -> None:
 
 
 @tenant.command("update")
-@click.argument("name")
+@click.argument("name", shell_complete=tenant_names)
 @quota_options
 @click.option("--clear", multiple=True, type=click.Choice(["max-running", "max-cpu", "max-gpu", "max-queued"]),
               help="Remove this limit (repeatable).")
@@ -69,16 +71,16 @@ def tenant_update(ctx: Ctx, name: str, clear: tuple[str, ...], as_json: bool, **
 
 
 @tenant.command("list")
-@json_option
+@output_option(formats=("table", "json", "yaml", "name"))
 @pass_ctx
-def tenant_list(ctx: Ctx, as_json: bool) -> None:
+def tenant_list(ctx: Ctx, out: Output) -> None:
     """Tenants with their quotas and what they use now."""
     ts = ctx.client().list_tenants()
-    render.print_json(ts) if as_json else render.tenants(ts)
+    out.emit(ts, lambda: render.tenants(ts))
 
 
 @tenant.command("delete")
-@click.argument("name")
+@click.argument("name", shell_complete=tenant_names)
 @pass_ctx
 def tenant_delete(ctx: Ctx, name: str) -> None:
     """Delete a tenant without active jobs (its tokens are revoked)."""
@@ -87,7 +89,7 @@ def tenant_delete(ctx: Ctx, name: str) -> None:
 
 
 @tenant.command("add-user")
-@click.argument("name")
+@click.argument("name", shell_complete=tenant_names)
 @click.argument("user")
 @click.option("--role", type=ROLES, default="member", show_default=True)
 @pass_ctx
@@ -100,7 +102,7 @@ def tenant_add_user(ctx: Ctx, name: str, user: str, role: str) -> None:
 
 
 @tenant.command("remove-user")
-@click.argument("name")
+@click.argument("name", shell_complete=tenant_names)
 @click.argument("user")
 @pass_ctx
 def tenant_remove_user(ctx: Ctx, name: str, user: str) -> None:
@@ -115,7 +117,7 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--tenant", help="The tenant it acts for (required unless --role admin).")
+@click.option("--tenant", shell_complete=tenant_names, help="The tenant it acts for (required unless --role admin).")
 @click.option("--name", required=True, help="What it is for, e.g. ci-bot.")
 @click.option("--role", type=ROLES, default="member", show_default=True)
 @click.option("--rate-limit", type=click.FloatRange(0), help="Requests/s (0: unlimited) [default: the daemon's].")
@@ -135,19 +137,20 @@ def token_create(ctx: Ctx, tenant: str | None, name: str, role: str, rate_limit:
 
 
 @token.command("list")
-@click.option("--tenant", help="Only this tenant's tokens.")
+@click.option("--tenant", shell_complete=tenant_names, help="Only this tenant's tokens.")
 @click.option("--revoked", is_flag=True, help="Include revoked tokens.")
-@json_option
+@output_option(formats=("table", "json", "yaml", "name"))
 @pass_ctx
-def token_list(ctx: Ctx, tenant: str | None, revoked: bool, as_json: bool) -> None:
+def token_list(ctx: Ctx, tenant: str | None, revoked: bool, out: Output) -> None:
+    """Tokens (never their secrets): id, name, tenant, role, expiry."""
     ts = ctx.client().list_tokens(tenant, revoked)
-    render.print_json(ts) if as_json else render.tokens(ts)
+    out.emit(ts, lambda: render.tokens(ts))
 
 
 @token.command("revoke")
 @click.argument("token_id", required=False, type=int)
 @click.option("--all", "all_", is_flag=True, help="Every token of --tenant.")
-@click.option("--tenant")
+@click.option("--tenant", shell_complete=tenant_names)
 @pass_ctx
 def token_revoke(ctx: Ctx, token_id: int | None, all_: bool, tenant: str | None) -> None:
     """Revoke a token by id (it stops working at once), or --all --tenant NAME."""
@@ -163,26 +166,24 @@ def token_revoke(ctx: Ctx, token_id: int | None, all_: bool, tenant: str | None)
 
 @cli.command()
 @click.option("--since", type=WHEN, help="From this time or age (1h, 2d).")
-@click.option("--tenant", help="Only this tenant's events (admins).")
+@click.option("--tenant", shell_complete=tenant_names, help="Only this tenant's events (admins).")
 @click.option("--actor", help="Only this actor, e.g. token:ci-bot#3 or uid:1001.")
 @click.option("--action", help="Only this action, e.g. submit, cancel, denied.")
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000))
-@json_option
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
 def audit(ctx: Ctx, since: Any, tenant: str | None, actor: str | None, action: str | None, limit: int,
-          as_json: bool) -> None:
+          out: Output) -> None:
     """Who did what: every mutating call and every denied request, newest first."""
     events = ctx.client().audit(since.astimezone() if since else None, tenant, actor, action, limit)
-    render.print_json(events) if as_json else render.audit(events)
+    out.emit(events, lambda: render.audit(events))
 
 
 @cli.command()
-@json_option
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def whoami(ctx: Ctx, as_json: bool) -> None:
+def whoami(ctx: Ctx, out: Output) -> None:
     """Who the daemon takes you for: actor, role, tenant."""
     me = ctx.client().whoami()
-    if as_json:
-        render.print_json(me)
-    else:
-        click.echo(f"{me.actor} ({me.role}{', tenant ' + me.tenant if me.tenant else ', all tenants'}; via {me.via})")
+    out.emit(me, lambda: click.echo(f"{me.actor} ({me.role}{', tenant ' + me.tenant if me.tenant else ', all tenants'}"
+                                    f"; via {me.via})"))

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from .. import paths, render
 from ..client import JobManagerClient
 from ..config import Config
 from ..errors import DaemonUnavailable, SageOpsError
-from . import EXIT_FAILED, Ctx, cli, json_option, pass_ctx
+from . import EXIT_UNREACHABLE, Ctx, cli, pass_ctx
+from .output import Output, output_option
 
 
 @cli.group()
@@ -85,8 +87,8 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
     """Start the daemon (SQLite + a local Ray head unless configured otherwise)."""
     args, cfg = _daemon_args(ctx, tcp, db, ray_address, (tls_cert, tls_key))
     cmd = [sys.executable, "-m", "sage_ops.server", *args]
-    if foreground:
-        os.execv(sys.executable, cmd)
+    if foreground:  # systemd's way: the log also goes to stderr, i.e. the journal
+        os.execv(sys.executable, [*cmd, "--log-stderr"])
     pid = _read_pid()
     if pid:
         click.echo(f"daemon already running (pid {pid})")
@@ -147,20 +149,88 @@ def daemon_stop(ctx: Ctx, timeout: float) -> None:
 
 
 @daemon.command("status")
-@json_option
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def daemon_status(ctx: Ctx, as_json: bool) -> None:
-    """Is the daemon running, and how is it?"""
+def daemon_status(ctx: Ctx, out: Output) -> None:
+    """Is the daemon running, and how is it? (exit 3 when it is not)"""
     pid = _read_pid()
     try:
         h = ctx.client().health_check()
     except DaemonUnavailable:
-        if as_json:
-            render.print_json({"running": False, "pid": pid})
-        else:
-            click.echo("daemon is not running" if not pid else f"daemon pid {pid} is not answering")
-        sys.exit(EXIT_FAILED)
-    if as_json:
-        render.print_json(h)
-    else:
-        render.health(h)
+        out.emit({"running": False, "pid": pid},
+                 lambda: click.echo("daemon is not running" if not pid else f"daemon pid {pid} is not answering"))
+        sys.exit(EXIT_UNREACHABLE)
+    out.emit(h, lambda: render.health(h))
+
+
+@daemon.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (across rotations) until interrupted.")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(0), help="Print the last N lines.")
+@pass_ctx
+def daemon_logs(ctx: Ctx, follow: bool, lines: int) -> None:
+    """The daemon's own log (logging.file in the config), like `tail [-f]`.
+
+    \b
+      sage-ops daemon logs -n 200
+      sage-ops daemon logs -f | grep -i error
+    """
+    file = ctx.config().logging.file
+    if not file.exists() and not follow:
+        raise SageOpsError(f"no daemon log at {file} (has the daemon run with this config?)")
+    for line in tail_lines(file, lines):
+        click.echo(line)
+    if follow:
+        for line in follow_file(file):
+            click.echo(line)
+
+
+def tail_lines(file: Path, n: int) -> list[str]:
+    """The last `n` lines of `file` (read from the end: a log may be large)."""
+    if n == 0 or not file.exists():
+        return []
+    with open(file, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = pos = f.tell()
+        data = b""
+        while pos > 0 and data.count(b"\n") <= n:
+            pos = max(0, pos - 65536)
+            f.seek(pos)
+            data = f.read(end - pos)
+    return data.decode("utf-8", "replace").splitlines()[-n:]
+
+
+def follow_file(file: Path, poll: float = 0.25) -> Iterator[str]:
+    """Lines appended to `file` from now on; a rotation (a new inode, or a shorter file) is
+    followed to the new file from its start, as `tail -F` does."""
+    f = None
+    inode, where = None, 0
+    try:
+        if file.exists():
+            f = open(file, "rb")  # noqa: SIM115 - kept open across iterations
+            f.seek(0, os.SEEK_END)
+            inode, where = os.fstat(f.fileno()).st_ino, f.tell()
+        held = b""
+        while True:
+            if f is not None:
+                chunk = f.read()
+                if chunk:
+                    where += len(chunk)
+                    held += chunk
+                    *done, held = held.split(b"\n")
+                    for line in done:
+                        yield line.decode("utf-8", "replace")
+                    continue
+            try:
+                st = os.stat(file)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (st.st_ino != inode or st.st_size < where):  # rotated or truncated
+                if f is not None:
+                    f.close()
+                f = open(file, "rb")  # noqa: SIM115
+                inode, where, held = os.fstat(f.fileno()).st_ino, 0, b""
+                continue
+            time.sleep(poll)
+    finally:
+        if f is not None:
+            f.close()

@@ -17,6 +17,8 @@ from ..cluster import NodeView
 from ..errors import SageOpsError
 from ..nodes.base import STEPS
 from . import EXIT_FAILED, Ctx, cli, json_option, pass_ctx
+from .completers import node_names
+from .output import Output, output_option
 from .progress import Progress
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
@@ -54,23 +56,23 @@ def read_hosts(path: str) -> list[dict[str, Any]]:
 
 
 @cli.group(invoke_without_command=True)
-@json_option
+@output_option(formats=("table", "json", "yaml", "name"))
 @click.pass_context
-def nodes(click_ctx: click.Context, as_json: bool) -> None:
+def nodes(click_ctx: click.Context, out: Output) -> None:
     """The cluster's machines: CPUs, memory and GPUs in use, running jobs, heartbeat.
 
     Without a subcommand: the node list (as `nodes list`)."""
     if click_ctx.invoked_subcommand is None:
-        click_ctx.invoke(list_nodes, as_json=as_json)
+        click_ctx.invoke(list_nodes, output=out.format)
 
 
 @nodes.command("list")
-@json_option
+@output_option(formats=("table", "json", "yaml", "name"))
 @pass_ctx
-def list_nodes(ctx: Ctx, as_json: bool) -> None:
+def list_nodes(ctx: Ctx, out: Output) -> None:
     """Every Ray node, and the nodes sage-ops added (also those that are down)."""
     views = ctx.client().list_nodes()
-    render.print_json(views) if as_json else render.nodes(views)
+    out.emit(views, lambda: render.nodes(views))
 
 
 def _follow(ctx: Ctx, name: str, bar: Progress) -> NodeView:
@@ -164,7 +166,7 @@ def add_nodes(ctx: Ctx, targets: tuple[str, ...], hosts_file: str | None, parall
 
 
 @nodes.command("drain")
-@click.argument("name")
+@click.argument("name", shell_complete=node_names)
 @click.option("--force", is_flag=True, help="Do not wait for its running jobs (they fail and retry elsewhere).")
 @click.option("--no-wait", is_flag=True, help="Return once draining has begun.")
 @json_option
@@ -183,7 +185,7 @@ def drain_node(ctx: Ctx, name: str, force: bool, no_wait: bool, as_json: bool) -
 
 
 @nodes.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=node_names)
 @click.option("--force", is_flag=True, help="Also a node that is not drained: stop its Ray now.")
 @pass_ctx
 def remove_node(ctx: Ctx, name: str, force: bool) -> None:

@@ -18,6 +18,8 @@ from ..client import script_spec
 from ..lifecycle import JobStatus
 from ..schemas import BulkResult, JobSpec
 from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
+from .completers import ACTIVE, RETRYABLE, job_ids
+from .output import Output, output_option
 
 
 def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], as_json: bool) -> None:
@@ -37,7 +39,7 @@ def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], 
 
 
 @cli.command()
-@click.argument("job_ids", nargs=-1)
+@click.argument("job_ids", nargs=-1, shell_complete=job_ids(ACTIVE))
 @filter_options
 @json_option
 @pass_ctx
@@ -54,7 +56,7 @@ def cancel(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: 
 
 
 @cli.command()
-@click.argument("job_ids", nargs=-1)
+@click.argument("job_ids", nargs=-1, shell_complete=job_ids(RETRYABLE))
 @filter_options
 @json_option
 @pass_ctx
@@ -66,7 +68,7 @@ def retry(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: s
 
 
 @cli.command("set-priority")
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids())
 @click.argument("priority", type=int)
 @json_option
 @pass_ctx
@@ -77,27 +79,24 @@ def set_priority(ctx: Ctx, job_id: str, priority: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_id")
-@json_option
+@click.argument("job_id", shell_complete=job_ids())
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def graph(ctx: Ctx, job_id: str, as_json: bool) -> None:
+def graph(ctx: Ctx, job_id: str, out: Output) -> None:
     """The DAG a job belongs to, with live status and the critical path."""
     g = ctx.client().get_job_graph(job_id)
-    render.print_json(g) if as_json else render.graph(g)
+    out.emit(g, lambda: render.graph(g))
 
 
 @cli.command()
-@click.argument("job_id")
-@json_option
+@click.argument("job_id", shell_complete=job_ids())
+@output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def history(ctx: Ctx, job_id: str, as_json: bool) -> None:
+def history(ctx: Ctx, job_id: str, out: Output) -> None:
     """Every transition of a job (time, from, to, attempt, reason) and every attempt."""
     client = ctx.client()
     events = client.get_job_events(job_id)
-    if as_json:
-        render.print_json(events)
-    else:
-        render.history(client.get_job_status(job_id), events)
+    out.emit(events, lambda: render.history(client.get_job_status(job_id), events))
 
 
 def _word(x: Any) -> Any:

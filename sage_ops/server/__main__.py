@@ -21,13 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--log-stderr", action="store_true", help="also log to stderr (systemd's journal)")
     a = p.parse_args(argv)
     try:
         from .daemon import JobManagerServer
 
         JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,
                          socket_path=a.socket, **{"database.url": a.db, "security.tls_cert": a.tls_cert,
-                                                     "security.tls_key": a.tls_key}).start()
+                                                     "security.tls_key": a.tls_key,
+                                                     "logging.stderr": True if a.log_stderr else None}).start()
     except SageOpsError as exc:
         print(f"sage-ops daemon: {exc.message}", file=sys.stderr)
         return 1

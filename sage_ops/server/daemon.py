@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
+import logging.handlers
 import os
 import signal
 import socket
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +48,41 @@ class _Server(uvicorn.Server):
         yield
 
 
+class _Text(logging.Formatter):
+    """`2026-11-24T21:00:00.123Z INFO sage_ops.server.scheduler: message`: UTC, one line per record
+    (a traceback's lines are indented under it), so grep and `daemon logs` see whole records."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        t = datetime.fromtimestamp(record.created, timezone.utc)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", "\n    ")
+
+
+class _Json(_Text):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
 def _setup_logging(cfg: Config) -> None:
-    paths.ensure_dir(cfg.logging.file.parent)
-    handler = logging.FileHandler(cfg.logging.file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    """The daemon's log: level, file, size rotation and format from the config (`logging:`)."""
+    lc = cfg.logging
+    paths.ensure_dir(lc.file.parent)
+    fmt = _Json() if lc.format == "json" else _Text("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.handlers.RotatingFileHandler(
+        lc.file, maxBytes=lc.max_bytes, backupCount=lc.backups, encoding="utf-8")]
+    if lc.stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
     root = logging.getLogger("sage_ops")
-    root.handlers[:] = [handler]
-    root.setLevel(cfg.logging.level.upper())
+    root.handlers[:] = handlers
+    root.setLevel(lc.level)
 
 
 def bind_unix(path: Path, mode: int = 0o600) -> socket.socket:

@@ -91,6 +91,7 @@ class RayEvents:
                         self.capacity.release(d.node, d.need)
                     await self._attempts_failed([(d.job, d.attempt) for d in lost],
                                                 "lost: the Ray dispatcher was restarted", self.clock.now())
+                self.recheck_cancels(reply["inflight"])
                 # Commits are pipelined: keep polling while this batch is being written.
                 await self.apply_events(reply["events"], wait=False)
                 if time.monotonic() - last_refresh > 2:

@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import IO, Any
 
 import ray
 
@@ -34,9 +34,14 @@ FLUSH_LINES = 500
 # The job runs as the leader of its own session. One watchdog per Ray worker process (started
 # once, in a session of its own) learns each job's process group through a pipe whose write end
 # only the worker holds: if the worker dies for any reason it reads EOF and kills the groups of
-# the jobs that were still running. (A watchdog per job cost ~1.2 ms of CPU per job.)
+# the jobs that were still running. (A watchdog per job cost ~1.2 ms of CPU per job.) It forks
+# away from the worker first: when Ray force-kills a worker (ray.cancel(force=True)) it also kills
+# the worker's direct children — the job's leader, and a watchdog that stayed a child — which left
+# the rest of a job's group running, orphaned.
 WATCHDOG = """
 import os, signal, sys
+if os.fork():
+    os._exit(0)
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
 live = set()
@@ -53,20 +58,27 @@ STARTED_DELAY = 0.02  # a job that ends sooner reports its start with its end: o
 
 
 class _Watchdog:
-    proc: subprocess.Popen[bytes] | None = None
+    pipe: IO[bytes] | None = None  # the write end; EPIPE means the watchdog is gone
+
+    @staticmethod
+    def _start() -> IO[bytes]:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc.wait()  # the first process exits at once; its child (the watchdog) holds the read end
+        assert proc.stdin is not None
+        return proc.stdin
 
     @classmethod
     def tell(cls, op: str, pgid: int) -> None:
-        if cls.proc is None or cls.proc.poll() is not None:
-            cls.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG], stdin=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
-        assert cls.proc.stdin is not None
-        try:
-            cls.proc.stdin.write(f"{op} {pgid}\n".encode())
-            cls.proc.stdin.flush()
-        except OSError:
-            cls.proc = None
+        for _ in range(2):  # a dead watchdog is replaced, and this message goes to the new one
+            if cls.pipe is None:
+                cls.pipe = cls._start()
+            try:
+                cls.pipe.write(f"{op} {pgid}\n".encode())
+                cls.pipe.flush()
+                return
+            except OSError:
+                cls.pipe = None
 
 
 def _code_version() -> str:

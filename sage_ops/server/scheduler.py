@@ -40,6 +40,7 @@ from .sealing import Sealer
 from .submission import Submissions
 
 log = logging.getLogger(__name__)
+RECHECK_AFTER = 15.0  # seconds past kill_grace before a cancelled job still in flight is stopped again
 S = JobStatus
 
 
@@ -76,6 +77,7 @@ class Dispatched:
     started: bool = False
     started_at: float = 0.0
     cancelling: bool = False
+    cancel_sent: float = 0.0  # time.monotonic() of the last kill asked for
     ran_on: str | None = None  # the node the runner reported
 
     @property
@@ -398,15 +400,34 @@ class Scheduler(RayEvents, Operations, Submissions):
             self.queued.pop(job_id, None)
             d = self.dispatched.get(job_id)
             if d is not None:
-                d.cancelling = True
-                kills.append(self.backend.cancel(job_id, self.cfg.jobmanager.kill_grace))
+                d.cancelling, d.cancel_sent = True, time.monotonic()
+                kills.append(self.kill(job_id, self.cfg.jobmanager.kill_grace))
         if not strict:  # a cascade already holds every descendant: nothing more to doom
             for job_id in done:
                 self.waiting.forget(job_id)
         cascaded = await self._finish((j, S.CANCELLED) for j in done)
         if kills:
-            await asyncio.gather(*kills, return_exceptions=True)
+            await asyncio.gather(*kills)
         return outcome, cascaded
+
+    async def kill(self, job_id: str, grace: float) -> None:
+        """Stop a dispatched job's process group; a failure is logged (the poll loop asks again)."""
+        try:
+            await self.backend.cancel(job_id, grace)
+        except Exception as exc:  # noqa: BLE001 - Ray hiccup: recheck_cancels retries
+            log.warning("could not stop job %s yet: %s", job_id, str(exc).splitlines()[0][:300])
+
+    def recheck_cancels(self, inflight: dict[str, int]) -> None:
+        """A cancel is one message to the dispatcher; if a cancelled job is still in flight well
+        after its grace (a lost message, an interrupt swallowed in the task), ask again with no
+        grace: a cancelled job must not run on."""
+        now, late = time.monotonic(), self.cfg.jobmanager.kill_grace + RECHECK_AFTER
+        for job_id in inflight:
+            d = self.dispatched.get(job_id)
+            if d is not None and d.cancelling and now - d.cancel_sent > late:
+                d.cancel_sent = now
+                log.warning("job %s still runs %.0f s after its cancel: stopping it again", job_id, late)
+                asyncio.get_running_loop().create_task(self.kill(job_id, 0))
 
     # -- waiting -----------------------------------------------------------------------------
     async def wait(self, job_id: str, timeout: float) -> JobView:

@@ -1,0 +1,73 @@
+"""Dynamic shell completion: job ids, node names and tenants, asked of the daemon.
+
+A completion runs on every TAB, so it must be quick and invisible: the client is imported only
+when a candidate list is needed, each request has a short timeout (TIMEOUT), and any failure —
+no daemon, a refusal, a slow answer — gives no candidates rather than a message (stdout is the
+shell's, and an error printed there would become a "candidate")."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+from click.shell_completion import CompletionItem
+
+TIMEOUT = 0.2  # seconds per request to the daemon while completing
+ACTIVE = ("SUBMITTED", "PENDING", "RUNNING")
+RETRYABLE = ("FAILED", "CANCELLED")
+
+
+def _client(ctx: click.Context) -> Any:
+    """A client for the daemon the command line names (--address/--config/--token), with a short
+    timeout; the root's params are parsed even while completing."""
+    from . import Ctx
+
+    p = ctx.find_root().params
+    return Ctx(p.get("address"), p.get("config_path"), p.get("token"), p.get("ca")).client(timeout=TIMEOUT)
+
+
+def _quietly(fetch: Callable[[], list[CompletionItem]]) -> list[CompletionItem]:
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            return fetch()
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
+        return []
+
+
+def job_ids(prefer: Sequence[str] = ()) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:
+    """Ids of jobs in the `prefer` statuses (with name and status as help); the newest jobs of any
+    status when none of those match."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        def fetch() -> list[CompletionItem]:
+            client = _client(ctx)
+            for statuses in ([list(prefer)] if prefer else []) + [[]]:
+                jobs = client.list_jobs(status=statuses, limit=200, page=True).jobs
+                hits = [CompletionItem(j.id, help=f"{j.name} ({j.status.value})") for j in jobs
+                        if j.id.startswith(incomplete)]
+                if hits:
+                    return hits
+            return []
+
+        return _quietly(fetch)
+
+    return complete
+
+
+def node_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def fetch() -> list[CompletionItem]:
+        return [CompletionItem(n.name, help=f"{n.state}" + (f" {n.host}" if n.host else ""))
+                for n in _client(ctx).list_nodes() if n.name.startswith(incomplete)]
+
+    return _quietly(fetch)
+
+
+def tenant_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def fetch() -> list[CompletionItem]:
+        return [CompletionItem(t.name) for t in _client(ctx).list_tenants() if t.name.startswith(incomplete)]
+
+    return _quietly(fetch)
