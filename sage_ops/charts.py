@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from .schemas import MetricPoint, MetricsSeries
+from .telemetry import MetricPoint, MetricsSeries
 
 CHART_ROWS = 12  # rows per chart when the caller gives no height
 _MIN_ROWS = 7  # title, frame and ticks take 4 of them; the last chart's time label one more, when room

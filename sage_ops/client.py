@@ -33,13 +33,12 @@ from .schemas import (
     JobSpec,
     JobView,
     LogEntry,
-    MetricsSeries,
     Resources,
     RetryPolicy,
     ScriptFile,
-    Stats,
 )
-from .schemas import Health as HealthView
+from .telemetry import Health as HealthView
+from .telemetry import MetricsSeries, Stats
 from .transport import LOG_TIMEOUT, Call, ClientConfig, Transport, not_leader, parse_addresses, raise_for
 
 __all__ = ["AsyncJobManagerClient", "ClientConfig", "JobManagerClient", "parse_addresses", "script_spec"]

@@ -1,5 +1,6 @@
 """API shapes of the cluster's machines — adding a node over SSH, its progress, draining and the
-node list — shared by the server, the client and the CLI's --json (schemas.py: jobs and metrics)."""
+node list — shared by the server, the client and the CLI's --json (schemas.py: jobs; telemetry.py: health,
+stats and metrics)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pydantic import Field, field_validator
 
 from .lifecycle import NodeStatus
 from .nodes.base import NAME_PATTERN
-from .schemas import NodeUsage, Strict, View
+from .schemas import Strict, View
+from .telemetry import NodeUsage
 
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$|^\[?[0-9A-Fa-f:]+\]?$")
 _USER = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"

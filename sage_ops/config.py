@@ -51,6 +51,15 @@ class DatabaseConfig(_Section):
     )
 
 
+def redact_url(url: str) -> str:
+    """A database URL without its password (health output, logs, doctor)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
 class SecurityConfig(_Section):
     socket_mode: str = Field("0600", pattern=r"^0?[0-7]{3}$",
                              description="Unix socket mode; 0660 lets a group in, each uid mapped to a tenant")

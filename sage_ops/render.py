@@ -17,7 +17,8 @@ from rich.tree import Tree
 from .access import AuditEntry, TenantView, TokenView
 from .cluster import NodeProgress, NodeView
 from .lifecycle import JobStatus
-from .schemas import BulkResult, GraphView, Health, JobEventView, JobView, LogEntry, Stats
+from .schemas import BulkResult, GraphView, JobEventView, JobView, LogEntry
+from .telemetry import Health, Stats
 
 NODE_STYLE = {"JOINING": "cyan", "UP": "green", "FAILED": "bold red", "DRAINING": "yellow", "DRAINED": "magenta",
               "DOWN": "bold red"}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sage_ops.charts import charts, numbers
-from sage_ops.schemas import MetricPoint, MetricsSeries, NodeUsage, parse_window
+from sage_ops.schemas import parse_window
+from sage_ops.telemetry import MetricPoint, MetricsSeries, NodeUsage
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 ANSI = re.compile(r"\x1b\[")

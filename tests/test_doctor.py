@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import SAGE, Daemon
 
+import sage_ops.checks as doctor_mod
+from sage_ops.checks import Check, run_checks
+from sage_ops.checks.base import Probe
 from sage_ops.cli import Ctx
-from sage_ops.cli import doctor as doctor_mod
-from sage_ops.cli.doctor import Check, Probe, run_checks
 
 ROOT = Path(__file__).resolve().parent.parent
 

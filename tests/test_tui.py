@@ -17,19 +17,8 @@ import pytest
 from conftest import Daemon, until
 
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import (
-    AttemptView,
-    Health,
-    JobChange,
-    JobEventView,
-    JobList,
-    JobSpec,
-    JobView,
-    LogEntry,
-    RayHealth,
-    Resources,
-    Stats,
-)
+from sage_ops.schemas import AttemptView, JobChange, JobEventView, JobList, JobSpec, JobView, LogEntry, Resources
+from sage_ops.telemetry import Health, RayHealth, Stats
 from sage_ops.tui.app import SageOpsApp
 from sage_ops.tui.messages import JobsChanged
 from sage_ops.tui.screens import jobs as jobs_screen

@@ -20,7 +20,8 @@ from textual.widgets import Button, DataTable, Input, Static
 from sage_ops.client import AsyncJobManagerClient
 from sage_ops.cluster import NodeView
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import GraphNode, GraphView, MetricPoint, MetricsSeries, NodeUsage
+from sage_ops.schemas import GraphNode, GraphView
+from sage_ops.telemetry import MetricPoint, MetricsSeries, NodeUsage
 from sage_ops.tui.screens.add_node import AddNodeScreen
 from sage_ops.tui.screens.charts import ChartsScreen
 from sage_ops.tui.screens.graph import GraphScreen

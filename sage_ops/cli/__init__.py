@@ -38,11 +38,18 @@ class Ctx:
     def config(self, **overrides: Any) -> Config:
         return load_config(self.config_path, **overrides)
 
+    def target(self, cfg: Config | None = None) -> tuple[str, str]:
+        """The daemon's address and what named it: --address, $SAGE_OPS_ADDRESS, else the config's
+        socket (`cfg`, or the config as loaded now)."""
+        if self.address:
+            return self.address, "--address"
+        if os.environ.get("SAGE_OPS_ADDRESS"):
+            return os.environ["SAGE_OPS_ADDRESS"], "$SAGE_OPS_ADDRESS"
+        return f"unix://{(cfg or self.config()).jobmanager.socket}", "jobmanager.socket"
+
     def client(self, timeout: float | None = None) -> JobManagerClient:
         if self._client is None:
-            address = self.address or os.environ.get("SAGE_OPS_ADDRESS")
-            if not address:
-                address = f"unix://{self.config().jobmanager.socket}"
+            address = self.target()[0]
             # one address: fail fast; several: ride out a failover between them
             extra = {} if timeout is None else {"timeout": timeout}
             self._client = JobManagerClient(address, config={"retry_attempts": 1 if "," not in address else 3,

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..config import redact_url
 from ..errors import Forbidden, NotFound, SageOpsError, from_body
 from ..lifecycle import JobStatus, is_terminal
 from ..schemas import (
@@ -28,7 +29,6 @@ from ..schemas import (
     BatchSubmit,
     BulkResult,
     GraphView,
-    Health,
     JobEventView,
     JobFilter,
     JobList,
@@ -37,13 +37,12 @@ from ..schemas import (
     JobSpec,
     JobView,
     PriorityChange,
-    Stats,
 )
+from ..telemetry import Health, Stats
 from . import store as st
 from .api_admin import admin_routes
 from .api_cluster import cluster_routes
 from .auth import DENIED, PRINCIPAL, TARGET, Principal
-from .database import redact_url
 from .events import encode, visible_to
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from ..cluster import NodeAdd, NodeDrain, NodeView
 from ..nodes.base import NAME_PATTERN
-from ..schemas import MetricsSeries
+from ..telemetry import MetricsSeries
 from . import metrics
 from .api_admin import admin_only
 from .auth import Principal

@@ -27,7 +27,7 @@ from .. import paths
 from ..config import RayConfig
 from ..errors import Conflict, DaemonUnavailable
 from ..nodes.base import NODE_RESOURCE_PREFIX
-from ..schemas import RayHealth
+from ..telemetry import RayHealth
 
 log = logging.getLogger(__name__)
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",

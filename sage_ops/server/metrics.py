@@ -15,7 +15,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 
 from ..config import MetricsConfig
 from ..lifecycle import JobStatus
-from ..schemas import MetricPoint, MetricsSeries, NodeUsage
+from ..telemetry import MetricPoint, MetricsSeries, NodeUsage
 from . import store as st
 from .tables import MetricSample
 

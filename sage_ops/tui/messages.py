@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from ..schemas import Health, JobChange, JobEventView, JobView, LogEntry, Stats
+from ..schemas import JobChange, JobEventView, JobView, LogEntry
+from ..telemetry import Health, Stats
 
 
 class JobsChanged(Message, bubble=False):

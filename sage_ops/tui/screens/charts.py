@@ -17,7 +17,7 @@ from textual.widgets import Footer, Static
 
 from ...charts import span
 from ...errors import SageOpsError
-from ...schemas import MetricsSeries
+from ...telemetry import MetricsSeries
 from ..messages import Failed
 from ..widgets.chart import MetricsChart
 

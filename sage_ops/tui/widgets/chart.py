@@ -13,7 +13,7 @@ from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from ...charts import charts
-from ...schemas import MetricsSeries
+from ...telemetry import MetricsSeries
 
 MIN_HEIGHT = 21  # charts() stacks three charts of at least 7 rows (80x24 fits): below that it scrolls
 
