@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,14 +38,52 @@ def console(err: bool = False) -> Console:
                    color_system=None if plain else "auto")
 
 
-def print_json(obj: BaseModel | Sequence[BaseModel] | Any) -> None:
+# -- machine formats (-o json|yaml|name; --json) -----------------------------------------------
+def plain(obj: Any) -> Any:
+    """JSON-ready data of a model, a list of models or plain data: times in ISO-8601 UTC, enums as
+    their values (the same field names and values as the API's JSON)."""
     if isinstance(obj, BaseModel):
-        text = obj.model_dump_json(indent=2)
-    elif isinstance(obj, (list, tuple)) and all(isinstance(o, BaseModel) for o in obj):
-        text = "[" + ",\n".join(o.model_dump_json(indent=2) for o in obj) + "]"
-    else:
-        text = json.dumps(obj, indent=2, default=str)
-    sys.stdout.write(text + "\n")
+        return plain(obj.model_dump(mode="python"))
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [plain(o) for o in obj]
+    if isinstance(obj, datetime):
+        moment = obj if obj.tzinfo else obj.astimezone()  # a naive time is local
+        return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(obj, Enum):
+        return obj.value
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)  # paths, UUIDs, decimals: as the API's JSON prints them
+
+
+def name_of(item: Any) -> str:
+    """What `-o name` prints of an object: its id, else its name."""
+    for key in ("id", "name", "check"):
+        value = item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+        if value is not None:
+            return str(value)
+    return str(item)
+
+
+def dumps(obj: Any, fmt: str) -> str:
+    """The text of `obj` in a machine format (no trailing newline)."""
+    data = plain(obj)
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False)
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+    if fmt == "name":
+        items = obj if isinstance(obj, (list, tuple)) else [obj]
+        return "\n".join(name_of(i) for i in items)
+    raise ValueError(f"not a machine format: {fmt}")
+
+
+def print_json(obj: BaseModel | Sequence[BaseModel] | Any) -> None:
+    sys.stdout.write(dumps(obj, "json") + "\n")
 
 
 def status_text(status: JobStatus) -> str:

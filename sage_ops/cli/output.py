@@ -9,58 +9,14 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from enum import Enum
 from typing import Any
 
 import click
-from pydantic import BaseModel
+
+from ..render import dumps, name_of, plain
 
 FORMATS = ("table", "wide", "json", "yaml", "name")
 MACHINE = ("json", "yaml", "name")
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-ready data of a model, a list of models or plain data: times in ISO-8601 UTC, enums as
-    their values (the same field names and values as the API's JSON)."""
-    if isinstance(obj, BaseModel):
-        return _plain(obj.model_dump(mode="python"))
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_plain(o) for o in obj]
-    if isinstance(obj, datetime):
-        moment = obj if obj.tzinfo else obj.astimezone()  # a naive time is local
-        return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(obj, Enum):
-        return obj.value
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)  # paths, UUIDs, decimals: as the API's JSON prints them
-
-
-def name_of(item: Any) -> str:
-    """What `-o name` prints of an object: its id, else its name."""
-    for key in ("id", "name", "check"):
-        value = item.get(key) if isinstance(item, dict) else getattr(item, key, None)
-        if value is not None:
-            return str(value)
-    return str(item)
-
-
-def dumps(obj: Any, fmt: str) -> str:
-    """The text of `obj` in a machine format (no trailing newline)."""
-    data = _plain(obj)
-    if fmt == "json":
-        return json.dumps(data, indent=2, ensure_ascii=False)
-    if fmt == "yaml":
-        import yaml
-
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
-    if fmt == "name":
-        items = obj if isinstance(obj, (list, tuple)) else [obj]
-        return "\n".join(name_of(i) for i in items)
-    raise ValueError(f"not a machine format: {fmt}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +47,7 @@ class Output:
         elif self.format == "name":
             click.echo(name_of(obj))
         else:
-            click.echo(json.dumps(_plain(obj), ensure_ascii=False))
+            click.echo(json.dumps(plain(obj), ensure_ascii=False))
 
 
 def output_option(quiet: bool = True, formats: Sequence[str] = FORMATS) -> Callable[[Any], Any]:

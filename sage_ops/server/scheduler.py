@@ -77,7 +77,6 @@ class Dispatched:
     started: bool = False
     started_at: float = 0.0
     cancelling: bool = False
-    cancel_sent: float = 0.0  # time.monotonic() of the last kill asked for
     ran_on: str | None = None  # the node the runner reported
 
     @property
@@ -120,6 +119,7 @@ class Scheduler(RayEvents, Operations, Submissions):
         self.later: list[tuple[float, int, str]] = []  # (not_before, seq, id): retries in backoff
         self.waiting = Waiting()
         self.dispatched: Tally[Dispatched] = Tally()
+        self.cancels: dict[str, float] = {}  # job id -> time.monotonic() of its last kill asked for
         self.capacity = Capacity(backend, cfg.jobmanager.prefetch)
         self.active = 0
         self.seq = 0
@@ -400,7 +400,8 @@ class Scheduler(RayEvents, Operations, Submissions):
             self.queued.pop(job_id, None)
             d = self.dispatched.get(job_id)
             if d is not None:
-                d.cancelling, d.cancel_sent = True, time.monotonic()
+                d.cancelling = True
+                self.cancels[job_id] = time.monotonic()
                 kills.append(self.kill(job_id, self.cfg.jobmanager.kill_grace))
         if not strict:  # a cascade already holds every descendant: nothing more to doom
             for job_id in done:
@@ -420,12 +421,14 @@ class Scheduler(RayEvents, Operations, Submissions):
     def recheck_cancels(self, inflight: dict[str, int]) -> None:
         """A cancel is one message to the dispatcher; if a cancelled job is still in flight well
         after its grace (a lost message, an interrupt swallowed in the task), ask again with no
-        grace: a cancelled job must not run on."""
+        grace: a cancelled job must not run on. Runs on every poll, so it looks only at the jobs
+        with a cancel outstanding, not at everything in flight."""
         now, late = time.monotonic(), self.cfg.jobmanager.kill_grace + RECHECK_AFTER
-        for job_id in inflight:
-            d = self.dispatched.get(job_id)
-            if d is not None and d.cancelling and now - d.cancel_sent > late:
-                d.cancel_sent = now
+        for job_id, sent in list(self.cancels.items()):
+            if job_id not in inflight or job_id not in self.dispatched:
+                del self.cancels[job_id]  # it ended
+            elif now - sent > late:
+                self.cancels[job_id] = now
                 log.warning("job %s still runs %.0f s after its cancel: stopping it again", job_id, late)
                 asyncio.get_running_loop().create_task(self.kill(job_id, 0))
 

@@ -15,8 +15,6 @@ from textual.worker import get_current_worker
 from ...charts import charts
 from ...telemetry import MetricsSeries
 
-MIN_HEIGHT = 21  # charts() stacks three charts of at least 7 rows (80x24 fits): below that it scrolls
-
 
 class MetricsChart(VerticalScroll):
     """Throughput, queue depth and cluster use of a MetricsSeries (set `series` to update)."""
@@ -53,7 +51,7 @@ class MetricsChart(VerticalScroll):
         if key == self._drawn:  # the 5 s refresh often brings the same points: no redraw
             return
         self._drawn = key
-        self._draw(series, width, max(MIN_HEIGHT, self.size.height), not self.app.no_color)
+        self._draw(series, width, self.size.height, not self.app.no_color)  # charts() keeps its minimum
 
     @work(thread=True, exclusive=True, group="chart-draw")
     def _draw(self, series: MetricsSeries, width: int, height: int, color: bool) -> None:
