@@ -18,6 +18,8 @@ _LAZY = {
     "JobSpec": "sage_ops.schemas",
     "Resources": "sage_ops.schemas",
     "RetryPolicy": "sage_ops.schemas",
+    "RemoteEnvironment": "sage_ops.pipeline.environment",
+    "LocalEnvironment": "sage_ops.pipeline.environment",
 }
 __all__ = [*_LAZY, "__version__"]
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .lifecycle import JobStatus
+from .pipeline.shapes import PipelineSpec, PipelineView
 
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # script content, in UTF-8 bytes
 # Hard limits on one job spec, so a hostile or broken request is refused (422) instead of being
@@ -180,6 +181,7 @@ class JobSpec(Strict):
     name: str | None = Field(None, max_length=128)
     command: list[str] = Field(default_factory=list, description="argv of a command job")
     script: ScriptFile | None = None
+    pipeline: PipelineSpec | None = Field(None, description="a pipeline job: its plan, options and pickled code")
     args: list[str] = Field(default_factory=list, description="arguments after the script")
     env: dict[str, str] = Field(default_factory=dict)
     secret_env: dict[str, str] = Field(
@@ -254,8 +256,10 @@ class JobSpec(Strict):
             raise ValueError("a script job needs `script` {filename, content}")
         if self.kind is JobKind.COMMAND and not self.command:
             raise ValueError("a command job needs a non-empty `command` argv")
-        if self.kind is JobKind.PIPELINE:
-            raise ValueError("pipeline jobs are not supported yet")
+        if self.kind is JobKind.PIPELINE and self.pipeline is None:
+            raise ValueError("a pipeline job needs `pipeline` (submit it with sage_ops.RemoteEnvironment)")
+        if self.kind is not JobKind.PIPELINE and self.pipeline is not None:
+            raise ValueError(f"a {self.kind.value} job takes no `pipeline`")
         return self
 
     @model_validator(mode="after")
@@ -273,6 +277,8 @@ class JobSpec(Strict):
             return self.name
         if self.script is not None:
             return self.script.filename
+        if self.pipeline is not None:
+            return "pipeline"
         return " ".join(self.command)[:60]
 
 
@@ -303,6 +309,7 @@ class JobView(View):
     ended_at: datetime | None = None
     spec: JobSpec | None = None
     attempts: list[AttemptView] = Field(default_factory=list)
+    pipeline: PipelineView | None = Field(None, description="a pipeline job's operators and their metrics")
 
     @property
     def job_id(self) -> str:
@@ -396,6 +403,7 @@ class GraphView(View):
     failed: int
     cancelled: int
     nodes: list[GraphNode]
+    pipeline: PipelineView | None = Field(None, description="the root job's operators, if it is a pipeline")
 
 
 class JobResult(View):

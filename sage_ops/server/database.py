@@ -25,6 +25,7 @@ from .tables import (
     Lease,
     Meta,
     PeerUser,
+    PipelineStats,
     Tenant,
     Token,
 )
@@ -34,6 +35,7 @@ JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM, LEASE = (  # type: ignore[attr-defi
     Job.__table__, Attempt.__table__, JobEvent.__table__, Meta.__table__, Token.__table__,  # type: ignore
     Dependency.__table__, IdempotencyKey.__table__, Lease.__table__)  # type: ignore[attr-defined]
 TENANT, PEER, AUDIT = Tenant.__table__, PeerUser.__table__, AuditEvent.__table__  # type: ignore[attr-defined]
+PIPELINE = PipelineStats.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, synchronous: str = "FULL") -> Engine:

@@ -124,4 +124,6 @@ class Operations:
         for child, parent in edges:
             if child in nodes:
                 nodes[child].deps.append(parent)
-        return graph_view(job_id, nodes, self.clock.now())
+        view = graph_view(job_id, nodes, self.clock.now())
+        view.pipeline = await self.store.read(lambda c: st.pipeline_of(c, job_id))
+        return view

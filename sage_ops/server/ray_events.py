@@ -135,11 +135,15 @@ class RayEvents:
         trs: list[tuple[Transition, Transition | None, dict[str, Any] | None]] = []
         attempt_updates: list[tuple[str, int, dict[str, Any]]] = []
         gone: dict[str, Dispatched] = {}
+        stats: dict[str, dict[str, Any]] = {}
         for _seq, kind, p in events:
             job_id, attempt = p["job_id"], p["attempt"]
             d = self.dispatched.get(job_id)
             if kind == "logs":
                 self.logs.append(job_id, [tuple(x) for x in p["lines"]])
+            elif kind == "pipeline":  # the latest operator metrics of a pipeline job
+                stats[job_id] = {"job_id": job_id, "attempt": attempt, "data": json.dumps(p["metrics"]),
+                                 "updated_at": p["t"]}
             elif kind == "started":
                 if d is not None and d.attempt == attempt:
                     self.started_total += not d.started
@@ -183,6 +187,8 @@ class RayEvents:
                     moved.append(main)
             for job_id, number, values in attempt_updates:
                 st.update_attempt(conn, job_id, number, values)
+            for row in stats.values():
+                st.put_pipeline_stats(conn, row)
             st.set_meta(conn, self.CURSOR_KEY, cursor)
             return moved
 

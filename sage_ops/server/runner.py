@@ -26,9 +26,10 @@ from typing import IO, Any
 import ray
 
 from ..nodes.base import NODE_ENV
+from .job_output import MAX_LOG_LINE, MAX_RESULT, Control, cut_line, masker, split_lines
 
-MAX_LOG_LINE = 64 * 1024  # bytes of one output line kept in the log; the rest is cut
-MAX_RESULT = 4 * 1024 * 1024
+__all__ = ["MAX_LOG_LINE", "Dispatcher", "cut_line", "run_job", "split_lines"]
+
 FLUSH_SECONDS = 0.05
 FLUSH_LINES = 500
 # The job runs as the leader of its own session. One watchdog per Ray worker process (started
@@ -82,17 +83,26 @@ class _Watchdog:
 
 
 def _code_version() -> str:
-    """A hash of this file: a detached actor running older code is replaced once it is idle."""
+    """A hash of the code the actor runs: a detached actor running older code is replaced once it
+    is idle."""
     import hashlib
 
-    with open(__file__, "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()[:16]
+    digest = hashlib.sha1()
+    for path in (__file__, os.path.join(os.path.dirname(__file__), "job_output.py")):
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 PROTOCOL = _code_version()
 
 
 def _argv(spec: dict[str, Any], scratch: str) -> list[str]:
+    if spec["kind"] == "pipeline":  # its own process un-pickles it, never the daemon or this worker
+        path = os.path.join(scratch, "pipeline.b64")
+        with open(path, "w", encoding="ascii") as f:
+            f.write(spec["pipeline"]["payload"])
+        return [sys.executable, "-m", "sage_ops.pipeline.driver", path, spec["pipeline"]["python"]]
     if spec["kind"] == "script":
         script = spec["script"]
         path = os.path.join(scratch, script["filename"])
@@ -103,39 +113,6 @@ def _argv(spec: dict[str, Any], scratch: str) -> list[str]:
         os.chmod(path, 0o755)
         return [path, *spec["args"]]
     return list(spec["command"])
-
-
-def cut_line(line: bytes, size: int | None = None, limit: int = MAX_LOG_LINE) -> str:
-    """One output line as a log message, cut to `limit` bytes so one huge line cannot flood the log.
-
-    `size` is the line's full length in bytes when the reader has already dropped its tail; a cut
-    line ends with a note of that length.
-    """
-    size = len(line) if size is None else size
-    if size <= limit:
-        return line.decode("utf-8", "replace")
-    end = min(limit, len(line))
-    for _ in range(3):  # back up to the start of a UTF-8 character rather than split it
-        if 0 < end < len(line) and line[end] & 0xC0 == 0x80:
-            end -= 1
-    return line[:end].decode("utf-8", "replace") + f" … [line truncated: {size} bytes]"
-
-
-def split_lines(held: bytes, dropped: int, chunk: bytes, limit: int = MAX_LOG_LINE) -> tuple[list[str], bytes, int]:
-    """Split a read into finished (cut) lines; return them with the new (held, dropped) state.
-
-    The unfinished line is held only up to `limit` + 1 bytes (one more than is kept, to see where
-    the last character ends) and the rest just counted in `dropped`, so output that never ends its
-    line costs bounded memory.
-    """
-    *done, rest = (held + chunk).split(b"\n")
-    lines = [cut_line(ln, len(ln) + (dropped if n == 0 else 0), limit) for n, ln in enumerate(done)]
-    if done:
-        dropped = 0
-    if len(rest) > limit + 1:
-        dropped += len(rest) - limit - 1
-        rest = rest[: limit + 1]
-    return lines, rest, dropped
 
 
 def _signal_exit(code: int) -> tuple[int, str | None]:
@@ -174,22 +151,6 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     _exited(proc.pid, 5)
     proc.wait()
-
-
-def masker(secrets: Any) -> Any:
-    """Replace secret values with *** in what a job prints (as CI systems do): a secret must not
-    reach the logs even when the job echoes it. Values under 4 characters would mask noise."""
-    values = sorted({v for v in secrets if len(v) >= 4}, key=len, reverse=True)
-    if not values:
-        return lambda line: line
-
-    def mask(line: str) -> str:
-        for v in values:
-            if v in line:
-                line = line.replace(v, "***")
-        return line
-
-    return mask
 
 
 _ACTORS: dict[tuple[str, str, str], Any] = {}
@@ -243,15 +204,24 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     env.update(secret)
     env.update({"SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
                 "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"})
+    control = Control(job_id, attempt, dispatcher, refs) if spec["kind"] == "pipeline" else None
+    if control is not None:
+        env.update({"SAGE_OPS_CONTROL_FD": str(control.child),
+                    "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
     try:
         proc = subprocess.Popen(
             _argv(spec, scratch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workdir, env=env, start_new_session=True,
+            cwd=workdir, env=env, start_new_session=True, pass_fds=(control.child,) if control else (),
         )
     except OSError as exc:
         note(f"could not start: {exc}")
         flush(final=True)
+        if control is not None:
+            control.close()
         return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": len(refs)}
+    finally:
+        if control is not None:
+            control.started()
     _Watchdog.tell("+", proc.pid)
     # a node sage-ops added is known by its name (its Ray processes carry it); others by host
     started = {"node": os.environ.get(NODE_ENV) or socket.gethostname(), "pid": proc.pid, "t": time.time(),
@@ -272,6 +242,8 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
             os.set_blocking(stream.fileno(), False)
             sel.register(stream.fileno(), selectors.EVENT_READ, name)
             partial[stream.fileno()] = (b"", 0)
+        if control is not None:
+            sel.register(control.fd, selectors.EVENT_READ, "control")
         while sel.get_map():
             timeout = FLUSH_SECONDS if pending else 0.25
             if report_start_at is not None:
@@ -280,6 +252,12 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                 fd = key.fd
                 chunk = os.read(fd, 65536)
                 now = time.time()
+                if key.data == "control":
+                    assert control is not None
+                    if not chunk:
+                        sel.unregister(fd)
+                    control.read(chunk)
+                    continue
                 if not chunk:
                     held, dropped = partial[fd]
                     if held or dropped:
@@ -293,6 +271,8 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                 report_start()
             if pending and (len(pending) >= FLUSH_LINES or time.monotonic() - last_flush >= FLUSH_SECONDS):
                 flush()
+            if control is not None:
+                control.forward()
             if time.monotonic() >= deadline:
                 break
         # Its output is closed; wait for the leader itself (it may live on without output).
@@ -312,6 +292,8 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+        if control is not None:
+            control.close()
     code, signal_reason = _signal_exit(proc.returncode if proc.returncode is not None else -9)
     result = None
     try:
@@ -327,7 +309,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     finally:
         _rmtree(scratch)
     flush(final=True)
-    reason = outcome.get("reason") or signal_reason
+    reason = outcome.get("reason") or (control.error if control and code else None) or signal_reason
     return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
             "timed_out": reason == "timeout", "batches": len(refs), "started": started}
 
@@ -416,6 +398,10 @@ class Dispatcher:
         self.seen.setdefault((job_id, attempt), [False, 0])[1] += 1
         if lines:
             self._emit("logs", {"job_id": job_id, "attempt": attempt, "lines": lines})
+
+    def pipeline(self, job_id: str, attempt: int, metrics: list[Any]) -> None:
+        self.seen.setdefault((job_id, attempt), [False, 0])[1] += 1
+        self._emit("pipeline", {"job_id": job_id, "attempt": attempt, "t": time.time(), "metrics": metrics})
 
     async def cancel(self, job_id: str, grace: float) -> bool:
         entry = self.inflight.get(job_id)

@@ -59,7 +59,11 @@ class Sealer:
 
 
 def redacted(spec: JobSpec) -> JobSpec:
-    """The spec as anyone may see it: secret values are `***`."""
-    if not spec.secret_env:
-        return spec
-    return spec.model_copy(update={"secret_env": dict.fromkeys(spec.secret_env, "***")})
+    """The spec as anyone may see it: secret values are `***`; a pipeline's pickled code is left
+    out (megabytes no reader can use; its plan and size stay)."""
+    update: dict[str, object] = {}
+    if spec.secret_env:
+        update["secret_env"] = dict.fromkeys(spec.secret_env, "***")
+    if spec.pipeline is not None and spec.pipeline.payload is not None:
+        update["pipeline"] = spec.pipeline.model_copy(update={"payload": None})
+    return spec.model_copy(update=update) if update else spec

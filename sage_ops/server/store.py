@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BadRequest, Conflict, DaemonUnavailable, NotFound
 from ..lifecycle import JobStatus, Transition, transition
+from ..pipeline.shapes import OperatorMetrics, PipelinePlan, PipelineView
 from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
 from .database import (
     ATTEMPT,
@@ -33,6 +34,7 @@ from .database import (
     IDEM,
     JOB,
     META,
+    PIPELINE,
     execute,
     fetchone,
     insert_many,
@@ -338,7 +340,33 @@ def get_job_row(conn: Connection, job_id: str) -> Any:
 def get_job(conn: Connection, job_id: str) -> JobView:
     row = get_job_row(conn, job_id)
     attempts = conn.execute(select(ATTEMPT).where(ATTEMPT.c.job_id == job_id).order_by(ATTEMPT.c.number)).all()
-    return job_view(row, list(attempts))
+    view = job_view(row, list(attempts))
+    if view.spec is not None and view.spec.pipeline is not None:
+        view.pipeline = pipeline_view(conn, job_id, view.spec.pipeline.plan)
+    return view
+
+
+def put_pipeline_stats(conn: Connection, row: dict[str, Any]) -> None:
+    if update(conn, PIPELINE, row, {"job_id": row["job_id"]}) == 0:
+        insert_many(conn, PIPELINE, [row])
+
+
+def pipeline_of(conn: Connection, job_id: str) -> PipelineView | None:
+    """The pipeline view of a job, or None if it is not a pipeline job."""
+    spec = conn.execute(select(JOB.c.spec).where(JOB.c.id == job_id, JOB.c.kind == JobKind.PIPELINE.value)).scalar()
+    if spec is None:
+        return None
+    pipeline = JobSpec.model_validate_json(spec).pipeline
+    return pipeline_view(conn, job_id, pipeline.plan) if pipeline is not None else None
+
+
+def pipeline_view(conn: Connection, job_id: str, plan: PipelinePlan) -> PipelineView:
+    """A pipeline's plan with the latest metrics its driver reported (none before it runs)."""
+    row = conn.execute(select(PIPELINE).where(PIPELINE.c.job_id == job_id)).first()
+    if row is None:
+        return PipelineView(plan=plan)
+    return PipelineView(plan=plan, metrics=[OperatorMetrics.model_validate(m) for m in json.loads(row.data)],
+                        attempt=row.attempt, updated_at=utc(row.updated_at))
 
 
 def current_status(conn: Connection, job_id: str) -> JobStatus | None:

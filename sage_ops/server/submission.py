@@ -142,6 +142,9 @@ class Submissions:
 
         A batch is one transaction: every job is accepted, or none (the first problem is the
         error). Dependencies are resolved inside that transaction."""
+        for i, s in enumerate(specs):
+            if s.pipeline is not None and not s.pipeline.payload:
+                raise Invalid(f"jobs[{i}]: a pipeline job needs its payload (submit it with RemoteEnvironment)")
         now = self.clock.now()
         ids = [new_job_id() for _ in specs]
         specs = [self.sealer.seal(s) if s.secret_env else s for s in specs]  # never stored in clear

@@ -167,3 +167,12 @@ class MetricSample(SQLModel, table=True):
     level: int
     time: float
     data: str
+
+
+class PipelineStats(SQLModel, table=True):
+    """The latest per-operator metrics of a pipeline job (its plan is in the spec)."""
+
+    job_id: str = Field(primary_key=True, max_length=32)
+    attempt: int
+    data: str = Field(description="JSON list of OperatorMetrics")
+    updated_at: float
