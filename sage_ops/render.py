@@ -18,6 +18,7 @@ from rich.tree import Tree
 from .access import AuditEntry, TenantView, TokenView
 from .cluster import NodeProgress, NodeView
 from .lifecycle import JobStatus
+from .pipeline.shapes import PipelineView
 from .schemas import BulkResult, GraphView, JobEventView, JobView, LogEntry
 from .telemetry import Health, Stats
 
@@ -150,6 +151,8 @@ def job_detail(job: JobView) -> None:
     if job.spec is not None:
         s = job.spec
         what = (f"{s.script.filename} {' '.join(s.args)}".strip() if s.script else " ".join(s.command))
+        if s.pipeline is not None:
+            what = f"pipeline: {len(s.pipeline.plan.operators)} operators, {s.pipeline.payload_bytes} bytes of code"
         res = s.resources
         mem = f", memory={res.memory / 2**20:.0f}MiB" if res.memory else ""
         custom = "".join(f", {k}={v:g}" for k, v in res.custom_resources.items())
@@ -167,6 +170,9 @@ def job_detail(job: JobView) -> None:
     out.print(grid)
     if job.attempts:
         job_detail_attempts(job)
+    if job.pipeline is not None:
+        out.print()
+        pipeline(job.pipeline)
 
 
 def job_detail_attempts(job: JobView) -> None:
@@ -273,9 +279,56 @@ def graph(g: GraphView) -> None:
         if not n.dependencies or n.dependencies[0] not in by_id:
             add(tree, n.id)
     out = console()
+    if g.pipeline is not None:
+        pipeline(g.pipeline)
+        if len(g.nodes) == 1:
+            return  # a pipeline on its own: its operators are the graph
+        out.print()
     out.print(tree)
     path = " -> ".join(by_id[j].name for j in g.critical_path)
     out.print(f"critical path (*): {path}  ({duration(sum(by_id[j].duration for j in g.critical_path))})")
+
+
+OPERATOR_COLUMNS = ("#", "OPERATOR", "TASK", "PAR", "INPUT", "IN", "OUT", "IN/S", "OUT/S", "BUSY", "BACKPRESSURE")
+
+
+def count(n: float) -> str:
+    """12345678 -> 12.3M: counts and rates that stay narrow in a table."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def operator_rows(p: PipelineView) -> list[tuple[str, ...]]:
+    """One row per operator (the CLI's table and the TUI's): where it runs and what it did."""
+    rows = []
+    for o in p.plan.operators:
+        m = p.metrics_of(o.id)
+        rows.append((str(o.id), o.name, f"t{o.task}", str(o.parallelism),
+                     o.partitioning.value if o.partitioning else "-", count(m.records_in), count(m.records_out),
+                     count(m.rate_in), count(m.rate_out), f"{m.busy_seconds:.1f}s", f"{m.backpressure_seconds:.1f}s"))
+    return rows
+
+
+def task_lines(p: PipelineView) -> list[str]:
+    """The fused tasks: each is one Ray actor per instance."""
+    return [f"t{t.id} x{t.parallelism}: {t.name}" for t in p.plan.tasks]
+
+
+def pipeline(p: PipelineView) -> None:
+    out = console()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in OPERATOR_COLUMNS:
+        table.add_column(name, justify="right" if name in ("#", "PAR", "IN", "OUT", "IN/S", "OUT/S") else "left",
+                         no_wrap=True)
+    for row in operator_rows(p):
+        table.add_row(*row)
+    out.print(table)
+    when = f", metrics of attempt {p.attempt} at {_ts(p.updated_at)}" if p.updated_at else ", no metrics yet"
+    out.print(f"[dim]{len(p.plan.tasks)} tasks, {p.plan.actors()} actors{when}[/]")
+    for line in task_lines(p):
+        out.print(f"  {line}", markup=False)
 
 
 def history(job: JobView, events: Iterable[JobEventView]) -> None:

@@ -29,8 +29,10 @@ def stable_hash(key: Any) -> int:
         for part in key:
             h = (h * 1000003 ^ stable_hash(part)) & 0xFFFFFFFFFFFF
         return h
-    if isinstance(key, (bool, float, int)) or key is None:
-        return hash(key) & 0xFFFFFFFFFFFF  # numbers and None hash alike in every process
+    if key is None:
+        return 0  # hash(None) is its address before Python 3.12: different in every process
+    if isinstance(key, (bool, float, int)):
+        return hash(key) & 0xFFFFFFFFFFFF  # numbers hash alike in every process
     return zlib.crc32(repr(key).encode("utf-8", "surrogatepass"))
 
 

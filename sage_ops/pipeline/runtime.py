@@ -10,6 +10,7 @@ so a slow operator slows its producers instead of filling memory.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 import traceback
@@ -168,8 +169,15 @@ class TaskInstance:
             raise self.failed(position) from None
 
     def failed(self, position: int) -> OperatorFailed:
+        """The error being handled, as the named operator's failure; the traceback keeps the
+        user's frames, not this loop's."""
         node = self.spec.operators[position]
-        return OperatorFailed(node.name, self.index, self.spec.parallelism, traceback.format_exc()[-MAX_TRACE:])
+        exc = sys.exc_info()[1]
+        assert exc is not None
+        te = traceback.TracebackException.from_exception(exc)
+        te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != __file__])
+        trace = "".join(te.format())[-MAX_TRACE:]
+        return OperatorFailed(node.name, self.index, self.spec.parallelism, trace)
 
     # -- records ------------------------------------------------------------------------------
     def _chain(self, batch: list[Any], first: int) -> None:

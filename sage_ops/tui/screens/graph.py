@@ -1,6 +1,8 @@
 """A job's DAG as a tree from its roots, with status colours, the critical path marked and the
 progress done/total; refreshed every 2 s so a running pipeline can be watched. Drawn like
-`sage-ops graph`: a job with several dependencies hangs under the first and names the others."""
+`sage-ops graph`: a job with several dependencies hangs under the first and names the others.
+A pipeline job adds its operators with their records and rates (an OperatorTable); on its own,
+without dependencies, its operators are the graph and the tree is hidden."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ...lifecycle import JobStatus
 from ...render import STATUS_STYLE, duration
 from ...schemas import GraphNode, GraphView
 from ..messages import Failed
+from ..widgets.operator_table import OperatorTable
 
 CRITICAL = "bold yellow"
 
@@ -44,6 +47,15 @@ def node_label(n: GraphNode, root: str) -> Text:
     return out
 
 
+def job_line(n: GraphNode) -> Text:
+    """`pipeline name STATUS 12s`: the status line of a pipeline drawn without its tree."""
+    out = Text("pipeline ", style="bold", no_wrap=True, overflow="ellipsis")
+    out.append(n.name).append(" ").append(n.status.value, style=STATUS_STYLE.get(n.status, ""))
+    if n.duration:
+        out.append(f" {duration(n.duration)}")
+    return out
+
+
 def shape(g: GraphView) -> list[tuple[str, str | None]]:
     """(job, parent in the tree) in drawing order: the tree's structure, to know when to rebuild it."""
     ids = {n.id for n in g.nodes}
@@ -55,6 +67,7 @@ class GraphScreen(Screen):
     """The DAG of `job_id` (every job connected to it by dependencies)."""
 
     CSS_PATH = "../views.tcss"
+    AUTO_FOCUS = "#graph-tree"  # not the operator table, which is hidden until a pipeline shows
     BINDINGS = [Binding("r", "reload", "Refresh"), Binding("escape", "back", "Back")]
 
     class Loaded(Message):
@@ -80,6 +93,7 @@ class GraphScreen(Screen):
         with Horizontal(classes="graph-progress"):
             yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="graph-bar")
             yield Static("", id="graph-counts")
+        yield OperatorTable(id="graph-operators")
         tree: Tree[str] = Tree("", id="graph-tree")
         tree.show_root = False
         yield tree
@@ -102,6 +116,14 @@ class GraphScreen(Screen):
         g = self.graph = message.graph
         tree: Tree[str] = self.query_one(Tree)
         by_id = {n.id: n for n in g.nodes}
+        alone = g.pipeline is not None and len(g.nodes) == 1
+        self.set_class(g.pipeline is not None, "-pipeline")
+        self.set_class(alone, "-pipeline-alone")
+        if g.pipeline is not None:
+            operators = self.query_one(OperatorTable)
+            operators.show(g.pipeline)
+            if alone and (self.focused is None or self.focused is tree):
+                operators.table.focus()
         if shape(g) != self._shape:  # new jobs or edges: draw again; else only relabel (keeps the cursor)
             self._shape = shape(g)
             tree.clear()
@@ -122,6 +144,9 @@ class GraphScreen(Screen):
         for i, (n, status) in enumerate(c for c in counts if c[0]):  # zeros say nothing
             line.append(": " if i == 0 else ", ").append(f"{n} {status.value.lower()}", style=STATUS_STYLE[status])
         self.query_one("#graph-counts", Static).update(line)
+        if alone:
+            self.query_one("#graph-critical", Static).update(job_line(g.nodes[0]))
+            return
         path = Text("critical path ", style="bold").append("* ", style=CRITICAL)
         path.append(" -> ".join(by_id[j].name for j in g.critical_path if j in by_id), style=CRITICAL)
         path.append(f"  ({duration(sum(by_id[j].duration for j in g.critical_path if j in by_id))})")
