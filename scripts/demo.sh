@@ -26,6 +26,9 @@ R=$(sage-ops submit -q --name report --after "$T,$L" --priority 10 -- echo done)
 sage-ops wait "$R"
 sage-ops graph "$R"
 sage-ops history "$T"
+# a pipeline job: word count on Ray actors (map x2 -> chained filter/flatmap/map -> keyed reduce -> file)
+W=$(python examples/wordcount.py | tail -n 1)
+sage-ops graph "$W"
 sleep 1
 sage-ops jobs
 sage-ops stats

@@ -83,7 +83,8 @@ def set_priority(ctx: Ctx, job_id: str, priority: int, as_json: bool) -> None:
 @output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
 def graph(ctx: Ctx, job_id: str, out: Output) -> None:
-    """The DAG a job belongs to, with live status and the critical path."""
+    """The DAG a job belongs to, with live status and the critical path; for a pipeline job, its
+    operators (fused into tasks) with records in/out, throughput and backpressure."""
     g = ctx.client().get_job_graph(job_id)
     out.emit(g, lambda: render.graph(g))
 
