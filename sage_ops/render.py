@@ -111,6 +111,12 @@ def duration(secs: float | None) -> str:
     return f"{int(secs // 86400)}d{int(secs % 86400 // 3600):02d}h"
 
 
+def headline(reason: str | None) -> str:
+    """A reason's first line, for tables: a pipeline's error carries a whole traceback, which
+    belongs in `status`, not in every row of a listing."""
+    return (reason or "").split("\n", 1)[0]
+
+
 def run_time(job: JobView) -> float | None:
     if job.started_at is None:
         return None
@@ -129,7 +135,7 @@ def jobs_table(jobs: Iterable[JobView], wide: bool = False) -> None:
         table.add_column(col, no_wrap=col != "REASON", overflow="ellipsis")
     for j in jobs:
         row = [j.id, j.name, status_text(j.status), str(j.priority), j.node or "-", ago(j.created_at),
-               duration(run_time(j)), "-" if j.exit_code is None else str(j.exit_code), j.reason or ""]
+               duration(run_time(j)), "-" if j.exit_code is None else str(j.exit_code), headline(j.reason)]
         if wide:
             res = j.spec.resources if j.spec else None
             row[4:4] = [j.tenant or "-", "-" if res is None else f"cpu={res.cpu:g} gpu={res.gpu:g}",
@@ -182,7 +188,7 @@ def job_detail_attempts(job: JobView) -> None:
     for a in job.attempts:
         secs = ((a.ended_at or datetime.now(timezone.utc)) - a.started_at).total_seconds() if a.started_at else None
         table.add_row(str(a.number), status_text(a.status), a.node or "-", str(a.pid or "-"), _ts(a.started_at),
-                      duration(secs), "-" if a.exit_code is None else str(a.exit_code), a.reason or "")
+                      duration(secs), "-" if a.exit_code is None else str(a.exit_code), headline(a.reason))
     console().print(table)
 
 
@@ -192,7 +198,7 @@ def events_table(events: Iterable[JobEventView]) -> None:
         table.add_column(col)
     for e in events:
         table.add_row(_ts(e.time), e.from_status.value if e.from_status else "-", status_text(e.to_status),
-                      str(e.attempt or "-"), e.reason or "")
+                      str(e.attempt or "-"), headline(e.reason))
     console().print(table)
 
 

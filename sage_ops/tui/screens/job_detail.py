@@ -22,7 +22,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from ...lifecycle import is_terminal
-from ...render import duration
+from ...render import duration, headline
 from ...schemas import JobEventView, JobView, LogEntry
 from ..messages import JobLoaded, JobsChanged, LogEnded, LogLines, Resync
 from ..widgets.header import ClusterHeader
@@ -74,7 +74,7 @@ def attempts(job: JobView, now: datetime, plain: bool = False) -> RenderableType
     for a in job.attempts:
         ran = ((a.ended_at or now) - a.started_at).total_seconds() if a.started_at else None
         table.add_row(str(a.number), status_cell(a.status, plain), a.node or "-", str(a.pid or "-"), _ts(a.started_at),
-                      duration(ran), "-" if a.exit_code is None else str(a.exit_code), a.reason or "")
+                      duration(ran), "-" if a.exit_code is None else str(a.exit_code), headline(a.reason))
     return table
 
 
@@ -86,7 +86,7 @@ def timeline(events: list[JobEventView], plain: bool = False) -> RenderableType:
         if e.attempt:
             line.append(f"  attempt {e.attempt}", style="dim")
         if e.reason:
-            line.append(f"  {e.reason}")
+            line.append(f"  {headline(e.reason)}")
         lines.append(line)
     return Group(*lines)
 
