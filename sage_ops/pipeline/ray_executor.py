@@ -135,6 +135,9 @@ class RayExecutor:
                 last = time.monotonic()
                 self._collect(asked, wait=False)
                 report(self.board.snapshot())
+        # Questions still outstanding were queued before the last batches: ask again. The ends
+        # went down synchronously before the sources returned, so the answers are final.
+        asked.clear()
         self._collect(asked, wait=True)
         final = self.board.snapshot()
         report(final)

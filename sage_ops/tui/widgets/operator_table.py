@@ -10,6 +10,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Size
 from textual.widgets import DataTable, Static
 
 from ...pipeline.shapes import PipelineView
@@ -61,6 +62,15 @@ def summary(p: PipelineView) -> str:
     return line + (f", metrics of attempt {p.attempt}" if p.attempt else "")
 
 
+class OperatorRows(DataTable[Any]):
+    """A DataTable as tall as its rows from the moment they are added: DataTable measures its
+    rows only when idle, after the layout of a table that has just been shown (height 0 till the
+    next layout)."""
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return sum(row.height for row in self.rows.values()) + (self.header_height if self.show_header else 0)
+
+
 class OperatorTable(Vertical):
     """The operators of a PipelineView (a DataTable keyed by operator id), a summary line and the
     fused tasks. Call `show` with each fresh view."""
@@ -72,13 +82,13 @@ class OperatorTable(Vertical):
         self._rows: dict[str, tuple[str, ...]] = {}
 
     def compose(self) -> ComposeResult:
-        yield DataTable(cursor_type="row", zebra_stripes=True, classes="operator-rows")
+        yield OperatorRows(cursor_type="row", zebra_stripes=True, classes="operator-rows")
         yield Static("", classes="operator-summary")
         yield Static("", classes="operator-tasks")
 
     @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one(DataTable)
+    def table(self) -> OperatorRows:
+        return self.query_one(OperatorRows)
 
     def show(self, p: PipelineView) -> None:
         self.pipeline = p
