@@ -17,6 +17,7 @@ from textual.widgets import DataTable
 from ...lifecycle import JobStatus, is_terminal
 from ...render import STATUS_STYLE, duration
 from ...schemas import JobChange, JobView
+from .columns import fit
 
 #: the CLI's colours (render.STATUS_STYLE) plus a symbol, so a status reads without colour too
 STATUS_SYMBOL: dict[JobStatus, str] = {
@@ -39,19 +40,12 @@ SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
 SORTABLE = [key for key, _, _ in COLUMNS if key in SORT_KEYS]
 #: what a narrow terminal hides first (the rest of a job is one `enter` away, in its detail)
 HIDE_FIRST = ["tenant", "res", "attempts", "priority", "node", "duration"]
-PADDING = 2  # a DataTable cell's padding, both sides together
-SCROLLBAR = 2
 
 
 def columns_for(width: int) -> list[tuple[str, str, int]]:
     """The columns that fit `width` cells without scrolling sideways (80 columns keep id, name,
     status, node and the times)."""
-    shown = list(COLUMNS)
-    for key in HIDE_FIRST:
-        if sum(w + PADDING for _, _, w in shown) + SCROLLBAR <= width:
-            break
-        shown = [c for c in shown if c[0] != key]
-    return shown
+    return fit(COLUMNS, HIDE_FIRST, width)
 
 
 def tint(style: str, plain: bool = False) -> Style:

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 
 from ...pipeline.shapes import PipelineView
 from ...render import OPERATOR_COLUMNS, operator_rows, task_lines
+from .columns import fit, used
 
 NUMERIC = {"#", "PAR", "IN", "OUT", "IN/S", "OUT/S", "BUSY", "BACKPRESSURE"}
 #: the narrowest a column gets (counts like 12.3k and times like 123.4s do not widen it as they grow)
@@ -23,8 +24,6 @@ MIN_WIDTH = {"IN": 6, "OUT": 6, "IN/S": 6, "OUT/S": 6, "BUSY": 6, "BACKPRESSURE"
 #: #, OPERATOR, IN, OUT and OUT/S always stay
 HIDE_FIRST = ["INPUT", "TASK", "PAR", "BUSY", "BACKPRESSURE", "IN/S"]
 NAME_MIN, NAME_MAX = 12, 32
-PADDING = 2  # a DataTable cell's padding, both sides together
-SCROLLBAR = 2
 INDEX = {name: i for i, name in enumerate(OPERATOR_COLUMNS)}
 
 Layout = tuple[tuple[str, int], ...]
@@ -35,19 +34,11 @@ def columns_for(width: int, rows: list[tuple[str, ...]]) -> Layout:
     natural = {name: max(len(name), MIN_WIDTH.get(name, 0), *(len(r[INDEX[name]]) for r in rows))
                for name in OPERATOR_COLUMNS}
     natural["OPERATOR"] = min(natural["OPERATOR"], NAME_MAX)
-    shown = list(OPERATOR_COLUMNS)
-
-    def total(names: list[str]) -> int:
-        return sum(natural[n] + PADDING for n in names) + SCROLLBAR
-
-    for name in HIDE_FIRST:
-        if total(shown) <= width:
-            break
-        shown.remove(name)
-    over = total(shown) - width
+    shown = fit(list(natural.items()), HIDE_FIRST, width)
+    over = used(shown) - width
     if over > 0:
         natural["OPERATOR"] = max(NAME_MIN, natural["OPERATOR"] - over)
-    return tuple((name, natural[name]) for name in shown)
+    return tuple((name, natural[name]) for name, _ in shown)
 
 
 def cell(column: str, value: str) -> Text:
