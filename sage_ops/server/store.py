@@ -356,8 +356,8 @@ def pipeline_of(conn: Connection, job_id: str) -> PipelineView | None:
     spec = conn.execute(select(JOB.c.spec).where(JOB.c.id == job_id, JOB.c.kind == JobKind.PIPELINE.value)).scalar()
     if spec is None:
         return None
-    pipeline = JobSpec.model_validate_json(spec).pipeline
-    return pipeline_view(conn, job_id, pipeline.plan) if pipeline is not None else None
+    # only the plan: the TUI asks every 2 s, and the spec also holds the code (up to 8 MiB)
+    return pipeline_view(conn, job_id, PipelinePlan.model_validate(json.loads(spec)["pipeline"]["plan"]))
 
 
 def pipeline_view(conn: Connection, job_id: str, plan: PipelinePlan) -> PipelineView:
