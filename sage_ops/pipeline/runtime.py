@@ -151,9 +151,9 @@ class TaskInstance:
     def connect(self, edges: list[tuple[Partitioning, Callable[[Any], Any] | None, list[Channel]]]) -> None:
         """Build and open the operators, attach the outputs, start the linger flusher."""
         self.output = Output(edges, self.options.batch_size)
-        for node in self.spec.operators:
+        for position, node in enumerate(self.spec.operators):
             ctx = RuntimeContext(node.name, self.index, self.spec.parallelism, self.job_id)
-            self.ops.append(self._guard(self.spec.operators.index(node), lambda n=node, c=ctx: _Op(n, c)))
+            self.ops.append(self._guard(position, lambda n=node, c=ctx: _Op(n, c)))
         if self.spec.is_source:
             src = self.ops[0]
             self.iterator = self._guard(0, lambda: iter(src.fn()))
