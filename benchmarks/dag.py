@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from submit_throughput import Bench  # noqa: E402 - one private-daemon harness for every benchmark
+from common import Bench  # noqa: E402 - one private-daemon harness for every benchmark
 
 from sage_ops.client import AsyncJobManagerClient  # noqa: E402
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,58 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sage_ops.client import AsyncJobManagerClient, JobManagerClient
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TRUE, Bench, RawHTTP, pct, rss_mb  # noqa: E402 - the shared harness
 
-TRUE = {"command": ["true"], "resources": {"cpu": 1}}
+from sage_ops.client import AsyncJobManagerClient, JobManagerClient  # noqa: E402
 
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
-    return values[k]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Bench:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGE_OPS_", "XDG_"))}
-        self.env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
-                         "XDG_CONFIG_HOME": str(home / "config"), "SAGE_OPS_RAY__ADDRESS": "local",
-                         "SAGE_OPS_JOBMANAGER__MAX_JOBS": "10000000"})
-        self.socket = home / "state" / "sage-ops" / "sage-ops.sock"
-        self.address = f"unix://{self.socket}"
-
-    def cli(self, *args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "sage_ops", *args], env=self.env, capture_output=True,
-                             text=True, timeout=600)
-        if out.returncode != 0:
-            raise SystemExit(f"sage-ops {' '.join(args)} failed: {out.stderr.strip()}")
-        return out.stdout
-
-    def start(self) -> dict[str, Any]:
-        self.cli("daemon", "start")
-        return JobManagerClient(self.address).health_check().model_dump(mode="json")
-
-    def stop(self) -> None:
-        self.cli("daemon", "stop")
-        # the private Ray head the daemon started
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from sage_ops.server.dispatcher import LocalHead
-
-        LocalHead(self.home / "state" / "sage-ops").stop()
-        import shutil
-
-        shutil.rmtree(self.home, ignore_errors=True)
-
+__all__ = ["TRUE", "Bench", "pct", "rss_mb"]
 
 async def blocker(client: AsyncJobManagerClient, cpus: float) -> str:
     """A job holding every CPU, so submitted jobs queue (pure submit cost, nothing runs)."""
@@ -126,30 +79,20 @@ async def raw_single_submits(socket_path: Path | None, n: int, conns: int = 16, 
     """The same one-job requests from a minimal HTTP/1.1 keep-alive client (a few us per request),
     so the figure is the daemon's own rate rather than the Python client's (httpx ~1.5 ms each).
     Over the Unix socket by default, or over TCP; with a bearer token if given."""
-    body = json.dumps(TRUE).encode()
-    auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
-    request = (b"POST /v1/jobs HTTP/1.1\r\nHost: sage-ops\r\nContent-Type: application/json\r\n" + auth +
-               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     ids: list[str] = []
     left = n
 
     async def conn() -> None:
         nonlocal left
-        if tcp:
-            reader, writer = await asyncio.open_connection(*tcp)
-        else:
-            reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        http = await RawHTTP(socket_path, tcp, token).connect()
+        request = http.request_bytes("POST", "/v1/jobs", TRUE)
         while left > 0:
             left -= 1
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
-                          if ln.lower().startswith(b"content-length"))
-            reply = json.loads(await reader.readexactly(length))
+            status, reply = await http.send(request)
             if "id" not in reply:
-                raise SystemExit(f"submit refused: {reply}")
+                raise SystemExit(f"submit refused ({status}): {reply}")
             ids.append(reply["id"])
-        writer.close()
+        await http.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(conn() for _ in range(conns)))

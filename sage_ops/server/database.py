@@ -21,6 +21,7 @@ from .tables import (
     Dependency,
     IdempotencyKey,
     Job,
+    JobCount,
     JobEvent,
     Lease,
     Meta,
@@ -35,7 +36,7 @@ JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM, LEASE = (  # type: ignore[attr-defi
     Job.__table__, Attempt.__table__, JobEvent.__table__, Meta.__table__, Token.__table__,  # type: ignore
     Dependency.__table__, IdempotencyKey.__table__, Lease.__table__)  # type: ignore[attr-defined]
 TENANT, PEER, AUDIT = Tenant.__table__, PeerUser.__table__, AuditEvent.__table__  # type: ignore[attr-defined]
-PIPELINE = PipelineStats.__table__  # type: ignore[attr-defined]
+PIPELINE, COUNT = PipelineStats.__table__, JobCount.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, synchronous: str = "FULL") -> Engine:

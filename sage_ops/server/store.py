@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from ..pipeline.shapes import OperatorMetrics, PipelinePlan, PipelineView
 from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
 from .database import (
     ATTEMPT,
+    COUNT,
     DEP,
     EVENT,
     IDEM,
@@ -182,6 +184,22 @@ def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[
     insert_many(conn, JOB, jobs)
     insert_many(conn, EVENT, events)
     insert_many(conn, DEP, edges or [])
+    add_counts(conn, Counter((j["tenant"] or "", j["status"]) for j in jobs))
+
+
+def add_counts(conn: Connection, deltas: Counter[tuple[str, str]]) -> None:
+    """Keep `jobcount` in step with the jobs, in the transaction that changes them."""
+    for (tenant, status), n in deltas.items():
+        if n and execute(conn, f"UPDATE {COUNT.name} SET n = n + ? WHERE tenant = ? AND status = ?",
+                         [n, tenant, status]) == 0:
+            insert_many(conn, COUNT, [{"tenant": tenant, "status": status, "n": n}])
+
+
+def recount(conn: Connection) -> None:
+    """Count every job anew (after rows were written behind the daemon's back, e.g. a bulk load)."""
+    execute(conn, f"DELETE FROM {COUNT.name}", [])
+    execute(conn, f"INSERT INTO {COUNT.name} (tenant, status, n) SELECT COALESCE(tenant, ''), status, COUNT(*) "
+                  f"FROM {JOB.name} GROUP BY COALESCE(tenant, ''), status", [])
 
 
 def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: float) -> list[str] | None:
@@ -257,6 +275,7 @@ def apply_transitions(conn: Connection, transitions: Iterable[Transition], now: 
     now = now or time.time()
     applied: list[bool] = []
     events = []
+    moved: list[Transition] = []
     for tr in transitions:
         ok = False
         if tr.old is not None:
@@ -265,7 +284,17 @@ def apply_transitions(conn: Connection, transitions: Iterable[Transition], now: 
         applied.append(ok)
         if ok:
             events.append(event_row(tr, now))
+            if tr.old is not tr.new:
+                moved.append(tr)
     insert_many(conn, EVENT, events)
+    if moved:
+        owner = tenants_of(conn, (tr.job_id for tr in moved))
+        deltas: Counter[tuple[str, str]] = Counter()
+        for tr in moved:
+            assert tr.old is not None
+            deltas[(owner.get(tr.job_id) or "", tr.old.value)] -= 1
+            deltas[(owner.get(tr.job_id) or "", tr.new.value)] += 1
+        add_counts(conn, deltas)
     return applied
 
 
@@ -400,6 +429,8 @@ def list_jobs(conn: Connection, f: JobFilter | None = None, limit: int = 100, cu
               with_spec: bool = True) -> tuple[list[JobView], str | None]:
     """Newest first, one page; the cursor is the submission seq where the next page starts."""
     q = _filtered(select(JOB), f)
+    if f is not None and f.name and (bounds := _prefix_range(f.name)) and _few_named(conn, *bounds):
+        q = q.where(JOB.c.name >= bounds[0], JOB.c.name < bounds[1])
     if cursor:
         try:
             q = q.where(JOB.c.seq < int(cursor))
@@ -409,6 +440,28 @@ def list_jobs(conn: Connection, f: JobFilter | None = None, limit: int = 100, cu
     more = len(rows) > limit
     rows = rows[:limit]
     return [job_view(r, with_spec=with_spec) for r in rows], (str(rows[-1].seq) if more and rows else None)
+
+
+FEW_NAMED = 2000  # up to this many jobs under a name prefix, the name index finds a page faster
+
+
+def _prefix_range(glob: str) -> tuple[str, str] | None:
+    """[low, high) of the names a glob's literal prefix allows, if it has one."""
+    wild = min((i for i in (glob.find("*"), glob.find("?")) if i >= 0), default=-1)
+    if wild < 0:
+        return glob, glob + "\0"  # no wildcard: just that name
+    prefix = glob[:wild]
+    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+        return None
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _few_named(conn: Connection, low: str, high: str) -> bool:
+    """Whether few jobs have a name in [low, high): then the name index and a sort find a page at
+    once even when the newest match is old, where walking jobs newest-first would read them all.
+    With many, walking newest-first finds a page soon. (A probe of at most FEW_NAMED index rows.)"""
+    inner = select(JOB.c.name).where(JOB.c.name >= low, JOB.c.name < high).limit(FEW_NAMED).subquery()
+    return int(conn.execute(select(func.count()).select_from(inner)).scalar() or 0) < FEW_NAMED
 
 
 def matching_ids(conn: Connection, f: JobFilter, statuses: Iterable[JobStatus]) -> list[str]:
@@ -452,11 +505,12 @@ def job_events(conn: Connection, job_id: str) -> list[JobEventView]:
 
 
 def counts_by_status(conn: Connection, tenant: str | None = None, scoped: bool = False) -> dict[str, int]:
-    q = select(JOB.c.status, func.count())
+    """Jobs by status (of one tenant if `scoped`), from the kept counts: a few rows, not every job."""
+    q = select(COUNT.c.status, func.sum(COUNT.c.n))
     if scoped:
-        q = q.where(JOB.c.tenant == tenant)
-    rows = conn.execute(q.group_by(JOB.c.status)).all()
-    return {status: n for status, n in rows}
+        q = q.where(COUNT.c.tenant == (tenant or ""))
+    rows = conn.execute(q.group_by(COUNT.c.status)).all()
+    return {status: int(n) for status, n in rows if n}
 
 
 def failed_since(conn: Connection, since: float, tenant: str | None = None, scoped: bool = False) -> int:

@@ -1,0 +1,57 @@
+"""Submit rates: single submits from 1 and 16 concurrent clients, and one batch, over the Unix
+socket and over TCP with a token. A minimal keep-alive HTTP client sends the requests, so the
+figure is the daemon's (durable: each reply comes after the commit that holds the job). A job
+holding every CPU keeps the submitted ones queued: only the submit path is measured.
+
+    python -m benchmarks submit -n 2000 --batch 50000
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from common import TRUE, Bench, RawHTTP, rss_mb
+from submit_throughput import blocker, cancel_all, raw_single_submits
+
+from sage_ops.client import AsyncJobManagerClient
+
+
+async def batch(http: RawHTTP, n: int) -> tuple[float, list[str]]:
+    body = {"jobs": [TRUE] * n}
+    t0 = time.perf_counter()
+    status, reply = await http.call("POST", "/v1/jobs/batch", body)
+    elapsed = time.perf_counter() - t0
+    if status != 201:
+        raise SystemExit(f"batch refused ({status}): {reply}")
+    return n / elapsed, [j["id"] for j in reply["jobs"]]
+
+
+async def run(args: Any) -> dict[str, Any]:
+    bench = Bench()
+    health = bench.start("--tcp", "127.0.0.1:0")
+    pid = health["pid"]
+    figures: dict[str, Any] = {"single_n": args.n, "batch_n": args.batch}
+    try:
+        async with AsyncJobManagerClient(bench.address, config={"timeout": 600}) as client:
+            held = [await blocker(client, health["ray"]["resources"].get("CPU", 1))]
+            modes = {"unix": {"socket_path": bench.socket}, "tcp": {"socket_path": None, "tcp": bench.tcp,
+                                                                     "token": bench.token()}}
+            for mode, kw in modes.items():
+                for conns in (1, 16):
+                    rate, ids = await raw_single_submits(n=args.n, conns=conns, quiet=True, **kw)
+                    figures[f"single_{mode}_{conns}_per_s"] = round(rate)
+                    held += ids
+                    print(f"  submit: single, {mode}, {conns:2d} clients: {rate:8.0f} jobs/s", flush=True)
+                http = await RawHTTP(**kw).connect()
+                rate, ids = await batch(http, args.batch)
+                await http.close()
+                figures[f"batch_{mode}_per_s"] = round(rate)
+                held += ids
+                print(f"  submit: batch of {args.batch}, {mode}: {rate:8.0f} jobs/s", flush=True)
+                await cancel_all(client, held)
+                held = held[:1]
+            figures["daemon_rss_mb"] = rss_mb(pid)
+    finally:
+        bench.stop()
+    return figures

@@ -1,0 +1,89 @@
+"""Issue 10: costs that stay flat as the store grows. Behaviour only (never timings): the counts
+`stats` reads are kept exactly, and a listing picks its index by the matches without changing
+what it returns."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import Daemon, wait_until
+
+from sage_ops.schemas import JobFilter
+
+
+def _jobs(names: list[str], tenant: str | None = None, first_seq: int = 1) -> list[dict[str, Any]]:
+    now = time.time()
+    return [{"id": f"{tenant or 'x'}{first_seq + i:08d}", "seq": first_seq + i, "name": name, "tenant": tenant,
+             "status": "COMPLETED", "reason": None, "priority": 0, "kind": "command",
+             "spec": '{"command": ["true"]}', "exit_code": 0, "result": None, "attempts_made": 1, "node": None,
+             "created_at": now, "updated_at": now, "started_at": now, "ended_at": now} for i, name in enumerate(names)]
+
+
+def _recounted(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as c:
+        return dict(c.execute("SELECT status, COUNT(*) FROM job GROUP BY status").fetchall())
+
+
+def test_a_name_filter_returns_the_same_page_whichever_index_it_uses(tmp_path: Path) -> None:
+    from sage_ops.server import store as st
+
+    store = st.Store(f"sqlite:///{tmp_path / 'n.db'}")
+    try:
+        names = [f"many-{i % 7}" for i in range(st.FEW_NAMED + 500)] + ["few-a", "few-b", "few_c", "fewer"]
+        rows = _jobs(names)
+        with store.engine.begin() as conn:
+            st.insert_jobs(conn, rows, [])
+            for glob in ["many-*", "many-3", "few-*", "few?a", "few_c", "fewer", "f*", "*-a", "nothing*", "many-3*"]:
+                got, _ = st.list_jobs(conn, JobFilter(name=glob), limit=50)
+                regex = glob.replace("*", ".*").replace("?", ".")
+                want = [r["id"] for r in reversed(rows) if re.fullmatch(regex, r["name"])][:50]
+                assert [j.id for j in got] == want, glob
+    finally:
+        store.close()
+
+
+def test_kept_counts_equal_a_count_of_every_job(tmp_path: Path) -> None:
+    from sage_ops.lifecycle import JobStatus, transition
+    from sage_ops.server import store as st
+
+    store = st.Store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with store.engine.begin() as conn:
+            st.insert_jobs(conn, _jobs(["a", "b", "c"]) + _jobs(["d", "e"], tenant="t1", first_seq=4), [])
+            rows = _jobs(["p"], first_seq=9)
+            rows[0].update(status="PENDING", ended_at=None)
+            st.insert_jobs(conn, rows, [])
+            st.apply_transitions(conn, [transition(rows[0]["id"], JobStatus.PENDING, JobStatus.CANCELLED, "x", 0)])
+            # a transition that no longer applies (the job moved meanwhile) counts nothing
+            st.apply_transitions(conn, [transition(rows[0]["id"], JobStatus.PENDING, JobStatus.RUNNING, "x", 1)])
+            assert st.counts_by_status(conn) == {"COMPLETED": 5, "CANCELLED": 1}
+            assert st.counts_by_status(conn, "t1", scoped=True) == {"COMPLETED": 2}
+            assert st.counts_by_status(conn, None, scoped=True) == {"COMPLETED": 3, "CANCELLED": 1}
+    finally:
+        store.close()
+
+
+def test_stats_counts_match_the_jobs_after_a_mixed_workload(daemon: Daemon) -> None:
+    client = daemon.client()
+    before = client.get_statistics().by_status
+    ok = [client.submit_job({"command": ["true"]}).id for _ in range(3)]
+    bad = client.submit_job({"command": ["false"]}).id
+    slow = client.submit_job({"command": ["sleep", "60"]}).id
+    wait_until(lambda: client.get_job_status(slow).status.value == "RUNNING", timeout=60)
+    client.cancel_job(slow)
+    for job in [*ok, bad]:
+        client.wait(job)
+    client.retry_job(bad)
+    client.wait(bad)
+    wait_until(lambda: not client.get_statistics().active_jobs, timeout=60)
+    stats = client.get_statistics()
+    assert stats.by_status["COMPLETED"] - before["COMPLETED"] == 3
+    assert stats.by_status["FAILED"] - before["FAILED"] == 1
+    assert stats.by_status["CANCELLED"] - before["CANCELLED"] == 1
+    exact = _recounted(daemon.state / "sage-ops.db")
+    assert {k: v for k, v in stats.by_status.items() if v} == exact
+    assert stats.total_jobs == sum(exact.values())
