@@ -37,20 +37,23 @@ async def run(args: Any) -> dict[str, Any]:
             held = [await blocker(client, health["ray"]["resources"].get("CPU", 1))]
             modes = {"unix": {"socket_path": bench.socket}, "tcp": {"socket_path": None, "tcp": bench.tcp,
                                                                      "token": bench.token()}}
-            for mode, kw in modes.items():
-                for conns in (1, 16):
+            for conns in (1, 16):  # the transports side by side, each on the same queue length
+                for mode, kw in modes.items():
                     rate, ids = await raw_single_submits(n=args.n, conns=conns, quiet=True, **kw)
                     figures[f"single_{mode}_{conns}_per_s"] = round(rate)
                     held += ids
                     print(f"  submit: single, {mode}, {conns:2d} clients: {rate:8.0f} jobs/s", flush=True)
+            for mode, kw in modes.items():
                 http = await RawHTTP(**kw).connect()
                 rate, ids = await batch(http, args.batch)
                 await http.close()
                 figures[f"batch_{mode}_per_s"] = round(rate)
                 held += ids
                 print(f"  submit: batch of {args.batch}, {mode}: {rate:8.0f} jobs/s", flush=True)
-                await cancel_all(client, held)
-                held = held[:1]
+            figures["daemon_rss_mb_queued"] = rss_mb(pid)
+            t = time.perf_counter()
+            await cancel_all(client, held)
+            figures["cancel_per_s"] = round(len(held) / (time.perf_counter() - t))
             figures["daemon_rss_mb"] = rss_mb(pid)
     finally:
         bench.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .daemon import JobManagerServer
 
+        tune_gc()
         JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,
                          socket_path=a.socket, **{"database.url": a.db, "security.tls_cert": a.tls_cert,
                                                      "security.tls_key": a.tls_key,
@@ -36,6 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def tune_gc() -> None:
+    """The daemon keeps every queued job in memory; with the default thresholds a 50,000-job batch
+    set off full collections that walk all of them again and again (measured: more than half of a
+    batch's validation time). Collect young objects 100x less often, and never rescan what the
+    imports made (gc.freeze)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 if __name__ == "__main__":
