@@ -234,15 +234,13 @@ def create_app(daemon: Daemon) -> FastAPI:
             return status is None or is_terminal(status)
 
         async def body() -> AsyncIterator[bytes]:
+            # The log file holds these very NDJSON lines: blocks of it go out as they are.
             if follow:
-                async for entry in daemon.logs.follow(job_id, done, tail):
-                    yield entry.model_dump_json().encode() + b"\n"
+                async for block in daemon.logs.follow(job_id, done, tail):
+                    yield block
             else:
-                entries, _ = daemon.logs.read(job_id)
-                if tail is not None:
-                    entries = entries[-tail:] if tail else []
-                for entry in entries:
-                    yield entry.model_dump_json().encode() + b"\n"
+                for block in daemon.logs.blocks(job_id, tail):
+                    yield block
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 

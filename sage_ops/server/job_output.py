@@ -1,11 +1,23 @@
 """What a job's process writes, as the runner keeps it: output lines (cut to a size, secrets
-masked) and, for a pipeline job, the control pipe its driver reports metrics and errors on."""
+masked, encoded once as the API's NDJSON) and, for a pipeline job, the control pipe its driver
+reports metrics and errors on; what the dispatcher keeps of an attempt's calls; and how the
+runner waits for and kills the job's process group.
+
+Imported by the runner on Ray workers and by the daemon's log store: standard library only.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from json.encoder import encode_basestring as _quote  # C: JSON string, non-ASCII kept (ensure_ascii=False)
 from typing import Any
 
 MAX_LOG_LINE = 64 * 1024  # bytes of one output line kept in the log; the rest is cut
@@ -36,7 +48,18 @@ def split_lines(held: bytes, dropped: int, chunk: bytes, limit: int = MAX_LOG_LI
     the last character ends) and the rest just counted in `dropped`, so output that never ends its
     line costs bounded memory.
     """
-    *done, rest = (held + chunk).split(b"\n")
+    data = held + chunk
+    end = data.rfind(b"\n")
+    if end >= 0 and not dropped:
+        # Fast path (no line cut): one decode for the whole read. A newline byte is never part of
+        # a UTF-8 sequence, so this gives the same text as decoding line by line.
+        lines = data[:end].decode("utf-8", "replace").split("\n")
+        if end <= limit or max(map(len, lines)) * 4 <= limit:  # 4 bytes per character at most
+            rest = data[end + 1:]
+            if len(rest) > limit + 1:
+                dropped, rest = len(rest) - limit - 1, rest[: limit + 1]
+            return lines, rest, dropped
+    *done, rest = data.split(b"\n")
     lines = [cut_line(ln, len(ln) + (dropped if n == 0 else 0), limit) for n, ln in enumerate(done)]
     if done:
         dropped = 0
@@ -44,6 +67,95 @@ def split_lines(held: bytes, dropped: int, chunk: bytes, limit: int = MAX_LOG_LI
         dropped += len(rest) - limit - 1
         rest = rest[: limit + 1]
     return lines, rest, dropped
+
+
+def iso_utc(t: float) -> str:
+    """Epoch seconds as pydantic writes a UTC datetime (`...T12:00:00.123456Z`), so a stored line
+    is byte for byte what `LogEntry.model_dump_json()` sent before."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _frame(t: float, stream: str, attempt: int) -> tuple[str, str]:
+    """A line's text before and after its JSON-quoted message: the one place the format is written."""
+    return ('{"timestamp":"' + iso_utc(t) + '","stream":' + _quote(stream) + ',"message":',
+            ',"attempt":' + str(int(attempt)) + "}\n")
+
+
+def encode_lines(lines: Iterable[tuple[float, str, str, int]]) -> bytes:
+    """(t, stream, message, attempt) tuples as NDJSON `LogEntry` lines: the log file's format and
+    the API's wire format at once, so nothing downstream parses or re-encodes a line.
+
+    Lines of one read share (t, stream, attempt): their frame is built once per run of equal keys,
+    and a message costs one C-level JSON quote.
+    """
+    parts: list[str] = []
+    key: tuple[float, str, int] | None = None
+    head = tail = ""
+    for t, stream, message, attempt in lines:
+        if key is None or key[0] != t or key[1] != stream or key[2] != attempt:
+            key = (t, stream, attempt)
+            head, tail = _frame(t, stream, attempt)
+        parts += (head, _quote(message), tail)
+    # "replace": a lone surrogate (possible only in a system note) must not lose the whole batch
+    return "".join(parts).encode("utf-8", "replace")
+
+
+# What JSON escapes inside a string, but the line breaks (they separate the lines of a block).
+_ESCAPED = bytes(c for c in range(32) if c != 10) + b'"\\'
+
+
+def _as_is(block: bytes) -> bool:
+    """True when each line of `block` is its own JSON string body: valid UTF-8 with nothing JSON
+    escapes (json.dumps with ensure_ascii=False keeps every other character as it is)."""
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return len(block.translate(None, _ESCAPED)) == len(block)
+
+
+class Output:
+    """One of a job's pipes as encoded log lines: each read is split, cut, masked and encoded at
+    once, and only the unfinished last line is held.
+
+    Plain output (no secrets to mask, no line to cut, nothing to escape: most logs) is framed as a
+    block, at memory speed; anything else goes line by line through split_lines and encode_lines,
+    with the same result.
+    """
+
+    def __init__(self, stream: str, attempt: int, mask: Callable[[str], str] | None = None,
+                 limit: int = MAX_LOG_LINE) -> None:
+        self.stream, self.attempt, self.mask, self.limit = stream, attempt, mask, limit
+        self.held, self.dropped = b"", 0
+
+    def feed(self, chunk: bytes, t: float) -> bytes:
+        """The lines this read finished, encoded (b"" if none)."""
+        data, limit = self.held + chunk, self.limit
+        end = data.rfind(b"\n")
+        # every line but the first lies inside `chunk`: short chunk + short first line = no cut
+        if end >= 0 and self.mask is None and not self.dropped and data.find(b"\n") <= limit:
+            block = data[:end]
+            if (len(chunk) <= limit or max(map(len, block.split(b"\n"))) <= limit) and _as_is(block):
+                rest = data[end + 1:]
+                self.held, self.dropped = rest[: limit + 1], max(0, len(rest) - limit - 1)
+                head, tail = _frame(t, self.stream, self.attempt)
+                pre, post = (head + '"').encode(), ('"' + tail).encode()
+                return pre + block.replace(b"\n", post + pre) + post
+        lines, self.held, self.dropped = split_lines(self.held, self.dropped, chunk, limit)
+        return self._encode(lines, t)
+
+    def close(self, t: float) -> bytes:
+        """At EOF: the unfinished last line, if any, encoded."""
+        if not (self.held or self.dropped):
+            return b""
+        line = cut_line(self.held, len(self.held) + self.dropped, self.limit)
+        self.held, self.dropped = b"", 0
+        return self._encode([line], t)
+
+    def _encode(self, lines: list[str], t: float) -> bytes:
+        mask = self.mask
+        return encode_lines([(t, self.stream, mask(m) if mask else m, self.attempt) for m in lines])
 
 
 def masker(secrets: Any) -> Any:
@@ -100,3 +212,66 @@ class Control:
     def close(self) -> None:
         self.forward(final=True)
         os.close(self.fd)
+
+
+class AttemptCalls:
+    """What the dispatcher actor has of one attempt's own calls: its start, how many calls
+    arrived, and where its log batches are (Ray may run an async actor's calls out of order;
+    they are emitted in the order the runner made them)."""
+
+    __slots__ = ("arrived", "next_log", "started", "unordered", "waiting", "_moved")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.arrived = 0
+        self.next_log = 0  # sequence number of the next batch to emit
+        self.waiting = 0  # batches that arrived and wait for their turn or for room
+        self.unordered = False  # a call was lost: emit the rest as they come
+        self._moved: asyncio.Event | None = None
+
+    async def moved(self) -> None:
+        self._moved = self._moved or asyncio.Event()
+        await self._moved.wait()
+
+    def move(self) -> None:
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
+
+
+def signal_exit(code: int) -> tuple[int, str | None]:
+    if code < 0:
+        name = signal.Signals(-code).name
+        return 128 - code, f"killed by {name}"
+    return code, None
+
+
+def exited(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for the leader to exit, without reaping it: while it is a zombie its
+    pid (the group id) cannot be reused, so killing the group stays safe."""
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """TERM the whole group, KILL whatever is left after `grace`, then reap the leader."""
+    if proc.returncode is not None:  # reaped already: its pid may belong to someone else now
+        return
+    if grace > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        exited(proc.pid, grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    exited(proc.pid, 5)
+    proc.wait()

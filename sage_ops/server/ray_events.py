@@ -132,6 +132,18 @@ class RayEvents:
         """
         if not events:
             return
+        # Log blocks first, off the event loop; an attempt's lines come before its `ended`, so
+        # they are on disk before its end is committed (and before followers hear of it).
+        cancelled = False
+        blocks = [(p["job_id"], p["data"]) for _s, kind, p in events if kind == "logs" and "data" in p]
+        if blocks:
+            written = asyncio.ensure_future(self.logs.append_blocks(blocks))
+            while not written.done():
+                try:
+                    await asyncio.shield(written)
+                except asyncio.CancelledError:  # stopping: lines on disk must be committed too
+                    cancelled = True
+            written.result()
         trs: list[tuple[Transition, Transition | None, dict[str, Any] | None]] = []
         attempt_updates: list[tuple[str, int, dict[str, Any]]] = []
         gone: dict[str, Dispatched] = {}
@@ -140,7 +152,8 @@ class RayEvents:
             job_id, attempt = p["job_id"], p["attempt"]
             d = self.dispatched.get(job_id)
             if kind == "logs":
-                self.logs.append(job_id, [tuple(x) for x in p["lines"]])
+                if "lines" in p:  # from an actor of an older version (replaced once idle)
+                    self.logs.append(job_id, [tuple(x) for x in p["lines"]])
             elif kind == "pipeline":  # the latest operator metrics of a pipeline job
                 stats[job_id] = {"job_id": job_id, "attempt": attempt, "data": json.dumps(p["metrics"]),
                                  "updated_at": p["t"]}
@@ -219,5 +232,7 @@ class RayEvents:
         task = asyncio.ensure_future(committed())
         self._applying.add(task)
         task.add_done_callback(self._applying.discard)
+        if cancelled:
+            raise asyncio.CancelledError
         if wait:
             await task

@@ -4,16 +4,19 @@ The actor (named, detached, zero CPUs, on the head node) owns every job task, so
 outlive a daemon restart. It keeps a sequence-numbered event log (started / logs / ended)
 that the daemon drains with `poll(after)`; an event is dropped only once the daemon has
 acknowledged a later cursor, so a restarted daemon misses nothing.
+
+Log lines travel as blocks: the job's runner encodes them (job_output: the API's NDJSON, the
+daemon stores and serves them as they are) and sends FLUSH_BYTES per call. The log data the actor
+holds for the daemon is bounded: past LOG_HELD_MAX a `logs` call waits, the runner waits for its
+oldest calls, and the job waits on its full pipe. Nothing is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -26,12 +29,18 @@ from typing import IO, Any
 import ray
 
 from ..nodes.base import NODE_ENV
-from .job_output import MAX_LOG_LINE, MAX_RESULT, Control, cut_line, masker, split_lines
+from . import job_output as jo
+from .job_output import MAX_LOG_LINE, AttemptCalls, Control, Output, cut_line, encode_lines, masker, split_lines
 
 __all__ = ["MAX_LOG_LINE", "Dispatcher", "cut_line", "run_job", "split_lines"]
 
 FLUSH_SECONDS = 0.05
-FLUSH_LINES = 500
+FLUSH_BYTES = 4 * 1024 * 1024  # encoded log data per call: a call costs ~1 ms of CPU along the way, few big ones
+LOG_CALLS = 2  # a job's unfinished log calls: past this it waits for the oldest (backpressure)
+LOG_HELD_MAX = 24 * 1024 * 1024  # log data the actor holds until the daemon acknowledges it (~0.15 s of it)
+LOG_WAITING_MAX = 4_000  # log calls waiting at once (of 10,000 slots): past this they go through, so
+# poll always finds a slot (thousands of jobs printing faster than the daemon drains)
+READ_SIZE = 65536  # at most MAX_LOG_LINE: then only a read's first line can need cutting
 # The job runs as the leader of its own session. One watchdog per Ray worker process (started
 # once, in a session of its own) learns each job's process group through a pipe whose write end
 # only the worker holds: if the worker dies for any reason it reads EOF and kills the groups of
@@ -115,44 +124,6 @@ def _argv(spec: dict[str, Any], scratch: str) -> list[str]:
     return list(spec["command"])
 
 
-def _signal_exit(code: int) -> tuple[int, str | None]:
-    if code < 0:
-        name = signal.Signals(-code).name
-        return 128 - code, f"killed by {name}"
-    return code, None
-
-
-def _exited(pid: int, timeout: float) -> bool:
-    """Wait up to `timeout` for the leader to exit, without reaping it: while it is a zombie its
-    pid (the group id) cannot be reused, so killing the group stays safe."""
-    deadline = time.monotonic() + timeout
-    pause = 0.0005
-    while True:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
-                return True
-        except ChildProcessError:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(pause)
-        pause = min(pause * 2, 0.02)
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """TERM the whole group, KILL whatever is left after `grace`, then reap the leader."""
-    if proc.returncode is not None:  # reaped already: its pid may belong to someone else now
-        return
-    if grace > 0:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        _exited(proc.pid, grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    _exited(proc.pid, 5)
-    proc.wait()
-
-
 _ACTORS: dict[tuple[str, str, str], Any] = {}
 
 
@@ -172,20 +143,33 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     dispatcher = _dispatcher(owner)
     scratch = tempfile.mkdtemp(prefix=f"sage-ops-{job_id}-")
     result_file = os.path.join(scratch, "result.json")
-    pending: list[tuple[float, str, str, int]] = []
+    pending: list[bytes] = []  # encoded lines not sent yet
+    buffered = sent = 0  # bytes in `pending`; log calls made (each one's sequence number)
     last_flush = time.monotonic()
-    refs: list[Any] = []
+    deadline = float("inf")  # the job's timeout, once it has started
+    calls: deque[Any] = deque()  # log calls that may be unfinished
+    refs: list[Any] = []  # the pipeline's metrics calls
+
+    def add(data: bytes) -> None:
+        nonlocal buffered
+        if data:
+            pending.append(data)
+            buffered += len(data)
 
     def note(message: str) -> None:
-        pending.append((time.time(), "system", message, attempt))
+        add(encode_lines([(time.time(), "system", message, attempt)]))
 
     def flush(final: bool = False) -> None:
-        # Fire and forget: the return value says how many batches were sent, and the actor
-        # reports the end only once it holds all of them (no blocking round trip per job).
-        nonlocal pending, last_flush
+        # The return value says how many calls were made, and the actor reports the end only once
+        # it holds all of them (no round trip per call). Only LOG_CALLS may be unfinished: a
+        # dispatcher that holds too much for the daemon keeps them waiting, and so the job.
+        nonlocal buffered, sent, last_flush
         if pending:
-            refs.append(dispatcher.logs.remote(job_id, attempt, pending))
-            pending = []
+            _wait_calls(calls, LOG_CALLS - 1, deadline)
+            calls.append(dispatcher.logs.remote(job_id, attempt, sent, b"".join(pending)))
+            sent += 1
+            pending.clear()
+            buffered = 0
         last_flush = time.monotonic()
 
     workdir = spec.get("working_dir")
@@ -196,7 +180,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     if opts.get("secret_error"):
         note(opts["secret_error"])
         flush(final=True)
-        return {"exit_code": 127, "reason": opts["secret_error"], "result": None, "batches": len(refs)}
+        return {"exit_code": 127, "reason": opts["secret_error"], "result": None, "batches": sent}
     secret = opts.get("secret_env") or {}
     mask = masker(secret.values())
     env = dict(os.environ)
@@ -218,7 +202,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         flush(final=True)
         if control is not None:
             control.close()
-        return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": len(refs)}
+        return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": sent + len(refs)}
     finally:
         if control is not None:
             control.started()
@@ -236,12 +220,12 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     outcome: dict[str, Any] = {}
     try:
         sel = selectors.DefaultSelector()
-        partial: dict[int, tuple[bytes, int]] = {}  # fd -> (unfinished line, bytes of it dropped)
+        outputs: dict[int, Output] = {}
         for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
             assert stream is not None
             os.set_blocking(stream.fileno(), False)
             sel.register(stream.fileno(), selectors.EVENT_READ, name)
-            partial[stream.fileno()] = (b"", 0)
+            outputs[stream.fileno()] = Output(name, attempt, mask if secret else None)
         if control is not None:
             sel.register(control.fd, selectors.EVENT_READ, "control")
         while sel.get_map():
@@ -250,7 +234,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                 timeout = min(timeout, report_start_at - time.monotonic())
             for key, _ in sel.select(max(0.0, min(timeout, deadline - time.monotonic()))):
                 fd = key.fd
-                chunk = os.read(fd, 65536)
+                chunk = os.read(fd, READ_SIZE)
                 now = time.time()
                 if key.data == "control":
                     assert control is not None
@@ -259,32 +243,28 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                     control.read(chunk)
                     continue
                 if not chunk:
-                    held, dropped = partial[fd]
-                    if held or dropped:
-                        pending.append((now, key.data, mask(cut_line(held, len(held) + dropped)), attempt))
+                    add(outputs[fd].close(now))
                     sel.unregister(fd)
                     continue
-                lines, held, dropped = split_lines(*partial[fd], chunk)
-                partial[fd] = (held, dropped)
-                pending.extend((now, key.data, mask(ln), attempt) for ln in lines)
+                add(outputs[fd].feed(chunk, now))
             if report_start_at is not None and time.monotonic() >= report_start_at:
                 report_start()
-            if pending and (len(pending) >= FLUSH_LINES or time.monotonic() - last_flush >= FLUSH_SECONDS):
+            if pending and (buffered >= FLUSH_BYTES or time.monotonic() - last_flush >= FLUSH_SECONDS):
                 flush()
             if control is not None:
                 control.forward()
             if time.monotonic() >= deadline:
                 break
         # Its output is closed; wait for the leader itself (it may live on without output).
-        while not _exited(proc.pid, max(0.0, min(0.25, deadline - time.monotonic()))):
+        while not jo.exited(proc.pid, max(0.0, min(0.25, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 outcome["reason"] = "timeout"
                 note(f"timeout: ran longer than {opts['timeout']:g}s; killing its process group")
-                _kill_group(proc, float(opts.get("kill_grace", 5)))
+                jo.kill_group(proc, float(opts.get("kill_grace", 5)))
                 break
-        _kill_group(proc, 0)  # the leader has exited: strays of its group die with it
+        jo.kill_group(proc, 0)  # the leader has exited: strays of its group die with it
     except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
-        _kill_group(proc, float(opts.get("kill_grace", 5)))
+        jo.kill_group(proc, float(opts.get("kill_grace", 5)))
         outcome["cancelled"] = True
         outcome["reason"] = "cancelled"
     finally:
@@ -294,14 +274,14 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                 stream.close()
         if control is not None:
             control.close()
-    code, signal_reason = _signal_exit(proc.returncode if proc.returncode is not None else -9)
+    code, signal_reason = jo.signal_exit(proc.returncode if proc.returncode is not None else -9)
     result = None
     try:
-        if os.path.getsize(result_file) <= MAX_RESULT:
+        if os.path.getsize(result_file) <= jo.MAX_RESULT:
             with open(result_file, encoding="utf-8") as f:
                 result = json.loads(mask(f.read())) if secret else json.load(f)
         else:
-            note(f"result file larger than {MAX_RESULT} bytes; ignored")
+            note(f"result file larger than {jo.MAX_RESULT} bytes; ignored")
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
@@ -311,7 +291,17 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     flush(final=True)
     reason = outcome.get("reason") or (control.error if control and code else None) or signal_reason
     return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
-            "timed_out": reason == "timeout", "batches": len(refs), "started": started}
+            "timed_out": reason == "timeout", "batches": sent + len(refs), "started": started}
+
+
+def _wait_calls(calls: deque[Any], room: int, until: float) -> None:
+    """Wait until at most `room` of the log calls are unfinished (oldest first), or `until`.
+
+    Short waits, so a cancel (KeyboardInterrupt) gets through; a failed call counts as finished.
+    """
+    while len(calls) > room and time.monotonic() < until:
+        if ray.wait([calls[0]], timeout=0.25, fetch_local=False)[0]:
+            calls.popleft()
 
 
 def _rmtree(path: str) -> None:
@@ -332,8 +322,11 @@ class Dispatcher:
         self.seq = 0
         self.events: deque[tuple[int, str, dict[str, Any]]] = deque()
         self.inflight: dict[str, tuple[int, Any]] = {}
-        self.seen: dict[tuple[str, int], list[Any]] = {}  # (job, attempt) -> [started?, log batches]
+        self.seen: dict[tuple[str, int], AttemptCalls] = {}
+        self.log_bytes = 0  # log data in `events` the daemon has not acknowledged
+        self.log_waiting = 0  # log calls waiting (each holds one of the actor's max_concurrency slots)
         self._changed: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None  # set when log_bytes falls under LOG_HELD_MAX
         ctx = ray.get_runtime_context()
         self._owner = (ctx.get_actor_name(), ctx.namespace, self.epoch)
 
@@ -343,6 +336,8 @@ class Dispatcher:
     def _emit(self, kind: str, payload: dict[str, Any]) -> None:
         self.seq += 1
         self.events.append((self.seq, kind, payload))
+        if kind == "logs":
+            self.log_bytes += len(payload["data"])
         if self._changed is not None:
             self._changed.set()
 
@@ -369,13 +364,19 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - worker crash, node death, OOM kill
             out = {"exit_code": None, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         key = (job_id, attempt)
-        seen = self.seen.setdefault(key, [False, 0])
+        calls = self.seen.setdefault(key, AttemptCalls())
         # The task's own calls (started, log batches) were sent before it returned; wait
-        # (briefly) until they are all here, so `ended` is always the attempt's last event.
+        # (briefly) until they are all here, then until its log batches are emitted (they may
+        # wait for room), so `ended` is always the attempt's last event.
         deadline = time.monotonic() + 10
-        while seen[1] < out.get("batches", 0) and time.monotonic() < deadline:
+        while calls.arrived < out.get("batches", 0) and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
-        if not seen[0] and out.get("started"):
+        if calls.arrived < out.get("batches", 1 << 62):  # one was lost, or unknown (the worker died)
+            calls.unordered = True
+            calls.move()
+        while calls.waiting:
+            await calls.moved()
+        if not calls.started and out.get("started"):
             self.started(job_id, attempt, **out["started"])
         self.seen.pop(key, None)
         if self.inflight.get(job_id, (None,))[0] == attempt:
@@ -384,23 +385,54 @@ class Dispatcher:
         self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": time.time(), **out})
 
     def started(self, job_id: str, attempt: int, node: str, pid: int, t: float, node_id: str = "") -> None:
-        seen = self.seen.setdefault((job_id, attempt), [False, 0])
-        if seen[0]:
+        calls = self.seen.setdefault((job_id, attempt), AttemptCalls())
+        if calls.started:
             return
-        seen[0] = True
+        calls.started = True
         if self.inflight.get(job_id, (None,))[0] != attempt:  # arrived after `ended`: already reported
             self.seen.pop((job_id, attempt), None)
             return
         self._emit("started", {"job_id": job_id, "attempt": attempt, "node": node, "pid": pid, "t": t,
                                "node_id": node_id})
 
-    def logs(self, job_id: str, attempt: int, lines: list[Any]) -> None:
-        self.seen.setdefault((job_id, attempt), [False, 0])[1] += 1
-        if lines:
-            self._emit("logs", {"job_id": job_id, "attempt": attempt, "lines": lines})
+    async def logs(self, job_id: str, attempt: int, seq: int, data: bytes) -> None:
+        """Batch `seq` of an attempt's encoded log lines (job_output.encode_lines), emitted after
+        the batches before it, and only while the log data the daemon has not acknowledged is
+        under LOG_HELD_MAX: a job that prints faster than the daemon drains waits (its runner
+        waits for this call), instead of growing `events` without bound."""
+        key = (job_id, attempt)
+        calls = self.seen.get(key)
+        if calls is None and self.inflight.get(job_id, (None,))[0] != attempt:
+            calls = AttemptCalls()  # it came after its attempt's `ended`: nothing left to order it with
+            calls.unordered = True
+        elif calls is None:
+            calls = self.seen[key] = AttemptCalls()
+        calls.arrived += 1
+        calls.waiting += 1
+        self.log_waiting += 1
+        if self.log_waiting > LOG_WAITING_MAX:  # their data is held either way: let them through
+            self._room_made()
+        try:
+            while seq > calls.next_log and not calls.unordered:
+                await calls.moved()
+            while self.log_bytes >= LOG_HELD_MAX and self.log_waiting <= LOG_WAITING_MAX:
+                self._room = self._room or asyncio.Event()
+                await self._room.wait()
+        finally:
+            calls.waiting -= 1
+            self.log_waiting -= 1
+        calls.next_log = max(calls.next_log, seq + 1)
+        if data:
+            self._emit("logs", {"job_id": job_id, "attempt": attempt, "data": data})
+        calls.move()
+
+    def _room_made(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     def pipeline(self, job_id: str, attempt: int, metrics: list[Any]) -> None:
-        self.seen.setdefault((job_id, attempt), [False, 0])[1] += 1
+        self.seen.setdefault((job_id, attempt), AttemptCalls()).arrived += 1
         self._emit("pipeline", {"job_id": job_id, "attempt": attempt, "t": time.time(), "metrics": metrics})
 
     async def cancel(self, job_id: str, grace: float) -> bool:
@@ -426,7 +458,11 @@ class Dispatcher:
         if epoch != self.epoch:
             ack = after = 0
         while self.events and self.events[0][0] <= ack:
-            self.events.popleft()
+            _seq, kind, payload = self.events.popleft()
+            if kind == "logs":
+                self.log_bytes -= len(payload["data"])
+        if self.log_bytes < LOG_HELD_MAX:
+            self._room_made()
         if (not self.events or self.events[-1][0] <= after) and timeout > 0:
             self._changed = self._changed or asyncio.Event()
             self._changed.clear()

@@ -87,8 +87,8 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
         # (idempotent: the writer may run this again, alone, if its group commit failed)
         p.status, p.reason, p.waiting = S.SUBMITTED, None, set()
         p.transitions = [transition(p.id, None, S.SUBMITTED, "submitted")]
-        unknown = next((d for d in p.deps if d not in new and (d not in known or owners.get(d) != p.spec.tenant)),
-                       None)
+        unknown = p.deps and next((d for d in p.deps if d not in new and (d not in known or
+                                                                         owners.get(d) != p.spec.tenant)), None)
         reason = f"unknown dependency: {unknown}" if unknown else None
         if admit and reason is None:
             reason = admission(p)
