@@ -87,3 +87,52 @@ def test_stats_counts_match_the_jobs_after_a_mixed_workload(daemon: Daemon) -> N
     exact = _recounted(daemon.state / "sage-ops.db")
     assert {k: v for k, v in stats.by_status.items() if v} == exact
     assert stats.total_jobs == sum(exact.values())
+
+
+def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: Path, monkeypatch: Any) -> None:
+    import asyncio
+    import json
+
+    from sage_ops.lifecycle import JobStatus, transition
+    from sage_ops.server import events
+    from sage_ops.server import store as st
+
+    monkeypatch.setattr(events, "QUEUE", 5)
+
+    async def main() -> None:
+        store = st.Store(f"sqlite:///{tmp_path / 'e.db'}")
+        hub = events.EventHub(store, interval=0.01)
+        runner = asyncio.create_task(hub.run())
+        try:
+            fast, slow = (hub.follow(None, events.visible_to(None, True)) for _ in range(2))
+            assert json.loads(await fast.__anext__())["kind"] == "heartbeat"
+            assert json.loads(await slow.__anext__())["kind"] == "heartbeat"
+
+            async def add(names: list[str], first: int) -> None:
+                rows = _jobs(names, first_seq=first)
+                for r in rows:
+                    r.update(status="SUBMITTED", ended_at=None)
+                evs = [st.event_row(transition(r["id"], None, JobStatus.SUBMITTED, "submitted"), time.time())
+                       for r in rows]
+                await store.write(lambda c: st.insert_jobs(c, rows, evs))
+
+            await add(["a", "b", "c"], 1)
+            lines = (await asyncio.wait_for(fast.__anext__(), 10)).splitlines()
+            while len(lines) < 3:  # one chunk per page the hub read: here, usually all three
+                lines += (await asyncio.wait_for(fast.__anext__(), 10)).splitlines()
+            assert [json.loads(x)["name"] for x in lines] == ["a", "b", "c"]
+            # the slow follower has not read; three more events pass its bound of five
+            await add(["d", "e", "f"], 4)
+            fresh: list[str] = []
+            while len(fresh) < 3:  # once the fast one has them, the hub has handed them to both
+                fresh += [json.loads(x)["name"] for x in (await asyncio.wait_for(fast.__anext__(), 10)).splitlines()]
+            assert fresh == ["d", "e", "f"]
+            first = json.loads((await asyncio.wait_for(slow.__anext__(), 10)).splitlines()[0])
+            assert first["kind"] == "resync"  # told, not dropped silently
+            await fast.aclose()
+            await slow.aclose()
+        finally:
+            runner.cancel()
+            store.close()
+
+    asyncio.run(main())

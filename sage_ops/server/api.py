@@ -43,7 +43,7 @@ from . import store as st
 from .api_admin import admin_routes
 from .api_cluster import cluster_routes
 from .auth import DENIED, PRINCIPAL, TARGET, Principal
-from .events import encode, visible_to
+from .events import visible_to
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -250,12 +250,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         """Jobs' changes of state as NDJSON `JobChange` lines, in commit order; the caller's
         tenant only (admins: all)."""
         lines = daemon.events.follow(after, visible_to(who.tenant, who.admin), follow)
-
-        async def body() -> AsyncIterator[bytes]:
-            async for row in lines:
-                yield encode(row)
-
-        return StreamingResponse(body(), media_type="application/x-ndjson")
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     async def one(request: Request, who: Principal, action: str, job_id: str) -> JobView:
         await guard(request, who, job_id)

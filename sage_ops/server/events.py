@@ -6,6 +6,7 @@ saw. A follower that falls too far behind is told so (a `resync` line), never dr
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -32,12 +33,36 @@ def _page(conn: Connection, after: int, limit: int = PAGE) -> list[JobChange]:
                       exit_code=r.exit_code) for r in conn.execute(q)]
 
 
+class _Follower:
+    """One follower's backlog: pages of (event, its encoded line) shared with every other
+    follower. Bounded: past QUEUE events it is marked lost and told to resync."""
+
+    __slots__ = ("lost", "pages", "pending", "ready")
+
+    def __init__(self) -> None:
+        self.pages: deque[list[tuple[JobChange, bytes]]] = deque()
+        self.pending = 0
+        self.lost = False
+        self.ready = asyncio.Event()
+
+    def put(self, page: list[tuple[JobChange, bytes]]) -> None:
+        if not self.lost:
+            if self.pending + len(page) > QUEUE:
+                self.lost = True
+                self.pages.clear()
+                self.pending = 0
+            else:
+                self.pages.append(page)
+                self.pending += len(page)
+        self.ready.set()
+
+
 class EventHub:
     def __init__(self, store: Store, interval: float = 0.1) -> None:
         self.store = store
         self.interval = interval
         self.last = -1  # the newest seq fanned out (-1: not read yet)
-        self.followers: set[asyncio.Queue[JobChange | None]] = set()
+        self.followers: set[_Follower] = set()
         self.wake = asyncio.Event()
 
     async def newest(self) -> int:
@@ -50,7 +75,8 @@ class EventHub:
         return self.last
 
     async def run(self) -> None:
-        """Read new events while someone follows, and hand each follower its copy."""
+        """Read new events while someone follows, and hand each follower the page: each event is
+        encoded once here, not once per follower, and a follower takes a page per wake-up."""
         while True:
             if not self.followers:
                 self.last = -1  # nobody read on meanwhile: the next follower's "now" is read afresh
@@ -60,29 +86,27 @@ class EventHub:
             rows = await self.store.read(lambda c, a=after: _page(c, a))
             if rows:
                 self.last = rows[-1].seq
-                for queue in list(self.followers):
-                    for row in rows:
-                        if queue.qsize() >= QUEUE - 1:
-                            queue.put_nowait(None)  # marks the gap (the last slot is kept for it)
-                            break
-                        queue.put_nowait(row)
+                page = [(row, encode(row)) for row in rows]
+                for follower in list(self.followers):
+                    follower.put(page)
             if len(rows) < PAGE:
                 await asyncio.sleep(self.interval)
 
     async def follow(self, after: int | None, visible: Callable[[JobChange], bool],
-                     follow: bool = True) -> AsyncIterator[JobChange]:
-        """Events after `after` (None: from now on), then live ones if `follow`."""
-        queue: asyncio.Queue[JobChange | None] = asyncio.Queue(QUEUE)
+                     follow: bool = True) -> AsyncIterator[bytes]:
+        """NDJSON lines of the events after `after` (None: from now on), then of live ones if
+        `follow`; as many lines per chunk as are ready (a burst costs a send per page, not per
+        event)."""
+        me = _Follower()
         if follow:
-            self.followers.add(queue)
+            self.followers.add(me)
             self.wake.set()
         try:
             cursor = await self.newest() if after is None else after  # rows up to it are skipped below
             while True:  # catch up from the table
                 rows = await self.store.read(lambda c, a=cursor: _page(c, a))
-                for row in rows:
-                    if visible(row):
-                        yield row
+                if data := b"".join(encode(row) for row in rows if visible(row)):
+                    yield data
                 if rows:
                     cursor = rows[-1].seq
                 if len(rows) < PAGE:
@@ -90,26 +114,33 @@ class EventHub:
             if not follow:
                 return
             # "live from here": a reader that loads a view now and applies what follows misses nothing
-            yield JobChange(seq=cursor, kind="heartbeat", time=datetime.now(timezone.utc))
+            yield encode(JobChange(seq=cursor, kind="heartbeat", time=datetime.now(timezone.utc)))
             while True:
-                try:
-                    row = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT)
-                except asyncio.TimeoutError:
-                    yield JobChange(seq=cursor, kind="heartbeat", time=datetime.now(timezone.utc))
-                    continue
-                if row is None:  # this follower lost events: say so, and go on from the newest
-                    while not queue.empty():
-                        queue.get_nowait()
+                if not me.pages and not me.lost:
+                    me.ready.clear()
+                    try:
+                        await asyncio.wait_for(me.ready.wait(), timeout=HEARTBEAT)
+                    except asyncio.TimeoutError:
+                        yield encode(JobChange(seq=cursor, kind="heartbeat", time=datetime.now(timezone.utc)))
+                        continue
+                if me.lost:  # this follower lost events: say so, and go on from the newest
+                    me.lost = False
                     cursor = self.last
-                    yield JobChange(seq=cursor, kind="resync", time=datetime.now(timezone.utc))
+                    yield encode(JobChange(seq=cursor, kind="resync", time=datetime.now(timezone.utc)))
                     continue
-                if row.seq <= cursor:
-                    continue  # already sent while catching up
-                cursor = row.seq
-                if visible(row):
-                    yield row
+                out = []
+                while me.pages:
+                    page = me.pages.popleft()
+                    me.pending -= len(page)
+                    for row, data in page:
+                        if row.seq > cursor:  # else: already sent while catching up
+                            cursor = row.seq
+                            if visible(row):
+                                out.append(data)
+                if out:
+                    yield b"".join(out)
         finally:
-            self.followers.discard(queue)
+            self.followers.discard(me)
 
 
 def visible_to(tenant: str | None, admin: bool) -> Callable[[JobChange], bool]:
