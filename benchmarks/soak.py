@@ -20,7 +20,7 @@ from sage_ops.client import AsyncJobManagerClient
 ACTIVE = 100
 RATE = 10.0  # submits per second, at most
 KINDS = [({"command": ["true"]}, 6), ({"command": ["sleep", "3"], "name": "sleeper"}, 2),
-         ({"command": ["false"], "name": "fails", "retry_policy": {"max_attempts": 2, "backoff_seconds": 0.5}}, 1),
+         ({"command": ["false"], "name": "fails", "retry_policy": {"max_retries": 1, "retry_delay": 0.5}}, 1),
          ({"command": ["sh", "-c", "for i in $(seq 200); do echo line $i; done"], "name": "talker"}, 1)]
 
 
