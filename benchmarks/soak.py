@@ -16,6 +16,7 @@ from typing import Any
 from common import Bench, RawHTTP, rss_mb
 
 from sage_ops.client import AsyncJobManagerClient
+from sage_ops.errors import Conflict
 
 ACTIVE = 100
 RATE = 10.0  # submits per second, at most
@@ -41,7 +42,7 @@ async def run(args: Any) -> dict[str, Any]:
     pid = health["pid"]
     rng = random.Random(3)
     submitted: list[str] = []
-    counts = {"cancelled": 0, "retried": 0, "followed": 0, "follow_lines": 0, "events": 0, "resyncs": 0}
+    counts = {"conflicts": 0, "cancelled": 0, "retried": 0, "followed": 0, "follow_lines": 0, "events": 0, "resyncs": 0}
     rss: list[tuple[float, float]] = []
     end = time.monotonic() + args.minutes * 60
     specs = [dict(spec, resources={"cpu": 0.25}) for spec, w in KINDS for _ in range(w)]
@@ -81,13 +82,16 @@ async def run(args: Any) -> dict[str, Any]:
                         task.add_done_callback(followers.discard)
                 if tick % 10 == 0:  # cancel a sleeper, retry a failed job
                     sleepers = await client.list_jobs(status=["PENDING", "RUNNING"], name="sleeper", limit=20)
-                    if sleepers:
-                        await client.cancel_job(rng.choice(sleepers).id)
-                        counts["cancelled"] += 1
-                    failed = await client.list_jobs(status="FAILED", name="fails", limit=5)
-                    if failed:
-                        await client.retry_job(rng.choice(failed).id)
-                        counts["retried"] += 1
+                    try:  # either may lose a race with the job itself: a clear 409, counted
+                        if sleepers:
+                            await client.cancel_job(rng.choice(sleepers).id)
+                            counts["cancelled"] += 1
+                        failed = await client.list_jobs(status="FAILED", name="fails", limit=5)
+                        if failed:
+                            await client.retry_job(rng.choice(failed).id)
+                            counts["retried"] += 1
+                    except Conflict:
+                        counts["conflicts"] += 1
                 await asyncio.sleep(1 / RATE)
             while (await client.get_statistics()).active_jobs:
                 await asyncio.sleep(0.5)
