@@ -49,6 +49,7 @@ def test_a_name_filter_returns_the_same_page_whichever_index_it_uses(tmp_path: P
 def test_kept_counts_equal_a_count_of_every_job(tmp_path: Path) -> None:
     from sage_ops.lifecycle import JobStatus, transition
     from sage_ops.server import store as st
+    from sage_ops.server.job_counts import counts_by_status
 
     store = st.Store(f"sqlite:///{tmp_path / 'c.db'}")
     try:
@@ -60,9 +61,9 @@ def test_kept_counts_equal_a_count_of_every_job(tmp_path: Path) -> None:
             st.apply_transitions(conn, [transition(rows[0]["id"], JobStatus.PENDING, JobStatus.CANCELLED, "x", 0)])
             # a transition that no longer applies (the job moved meanwhile) counts nothing
             st.apply_transitions(conn, [transition(rows[0]["id"], JobStatus.PENDING, JobStatus.RUNNING, "x", 1)])
-            assert st.counts_by_status(conn) == {"COMPLETED": 5, "CANCELLED": 1}
-            assert st.counts_by_status(conn, "t1", scoped=True) == {"COMPLETED": 2}
-            assert st.counts_by_status(conn, None, scoped=True) == {"COMPLETED": 3, "CANCELLED": 1}
+            assert counts_by_status(conn) == {"COMPLETED": 5, "CANCELLED": 1}
+            assert counts_by_status(conn, "t1", scoped=True) == {"COMPLETED": 2}
+            assert counts_by_status(conn, None, scoped=True) == {"COMPLETED": 3, "CANCELLED": 1}
     finally:
         store.close()
 

@@ -44,6 +44,7 @@ from .api_admin import admin_routes
 from .api_cluster import cluster_routes
 from .auth import DENIED, PRINCIPAL, TARGET, Principal
 from .events import visible_to
+from .job_counts import counts_by_status, failed_since
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -280,8 +281,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.get("/v1/stats", response_model=Stats)
     async def stats(who: Principal = WHO) -> Stats:
         scope = {"tenant": who.tenant, "scoped": not who.admin}
-        counts, failed_hour = await store.read(lambda c: (st.counts_by_status(c, **scope),
-                                                          st.failed_since(c, time.time() - 3600, **scope)))
+        counts, failed_hour = await store.read(lambda c: (counts_by_status(c, **scope),
+                                                          failed_since(c, time.time() - 3600, **scope)))
         total = sum(counts.values())
         active = sum(n for s, n in counts.items() if not is_terminal(s))
         by_status = {s.value: counts.get(s.value, 0) for s in JobStatus}

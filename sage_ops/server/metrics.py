@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from ..config import MetricsConfig
 from ..lifecycle import JobStatus
 from ..telemetry import MetricPoint, MetricsSeries, NodeUsage
-from . import store as st
+from .job_counts import counts_by_status
 from .tables import MetricSample
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[s
 
 async def prometheus_text(daemon: Daemon) -> str:
     sched = daemon.scheduler
-    counts = await daemon.store.read(st.counts_by_status)
+    counts = await daemon.store.read(counts_by_status)
     ray = daemon.backend.health()
     out: list[str] = []
     out += _family("sage_ops_up", "gauge", "1 while this daemon answers; role in the label",

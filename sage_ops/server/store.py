@@ -30,7 +30,6 @@ from ..pipeline.shapes import OperatorMetrics, PipelinePlan, PipelineView
 from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
 from .database import (
     ATTEMPT,
-    COUNT,
     DEP,
     EVENT,
     IDEM,
@@ -45,6 +44,7 @@ from .database import (
     update,
     upgrade,
 )
+from .job_counts import add_counts
 from .sealing import redacted
 
 log = logging.getLogger(__name__)
@@ -185,21 +185,6 @@ def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[
     insert_many(conn, EVENT, events)
     insert_many(conn, DEP, edges or [])
     add_counts(conn, Counter((j["tenant"] or "", j["status"]) for j in jobs))
-
-
-def add_counts(conn: Connection, deltas: Counter[tuple[str, str]]) -> None:
-    """Keep `jobcount` in step with the jobs, in the transaction that changes them."""
-    for (tenant, status), n in deltas.items():
-        if n and execute(conn, f"UPDATE {COUNT.name} SET n = n + ? WHERE tenant = ? AND status = ?",
-                         [n, tenant, status]) == 0:
-            insert_many(conn, COUNT, [{"tenant": tenant, "status": status, "n": n}])
-
-
-def recount(conn: Connection) -> None:
-    """Count every job anew (after rows were written behind the daemon's back, e.g. a bulk load)."""
-    execute(conn, f"DELETE FROM {COUNT.name}", [])
-    execute(conn, f"INSERT INTO {COUNT.name} (tenant, status, n) SELECT COALESCE(tenant, ''), status, COUNT(*) "
-                  f"FROM {JOB.name} GROUP BY COALESCE(tenant, ''), status", [])
 
 
 def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: float) -> list[str] | None:
@@ -502,23 +487,6 @@ def job_events(conn: Connection, job_id: str) -> list[JobEventView]:
     rows = conn.execute(select(EVENT).where(EVENT.c.job_id == job_id).order_by(EVENT.c.id)).all()
     return [JobEventView(time=utc(r.time), from_status=r.from_status, to_status=r.to_status,
                          reason=r.reason, attempt=r.attempt) for r in rows]
-
-
-def counts_by_status(conn: Connection, tenant: str | None = None, scoped: bool = False) -> dict[str, int]:
-    """Jobs by status (of one tenant if `scoped`), from the kept counts: a few rows, not every job."""
-    q = select(COUNT.c.status, func.sum(COUNT.c.n))
-    if scoped:
-        q = q.where(COUNT.c.tenant == (tenant or ""))
-    rows = conn.execute(q.group_by(COUNT.c.status)).all()
-    return {status: int(n) for status, n in rows if n}
-
-
-def failed_since(conn: Connection, since: float, tenant: str | None = None, scoped: bool = False) -> int:
-    """Jobs that failed at or after `since` (the status index narrows it to the failed ones)."""
-    q = select(func.count()).select_from(JOB).where(JOB.c.status == "FAILED", JOB.c.ended_at >= since)
-    if scoped:
-        q = q.where(JOB.c.tenant == tenant)
-    return int(conn.execute(q).scalar() or 0)
 
 
 def active_jobs(conn: Connection, statuses: list[str]) -> list[Any]:
