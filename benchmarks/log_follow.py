@@ -29,9 +29,13 @@ for _ in range(blocks):
 """
 
 
+def blocks(mb: int) -> int:
+    """Blocks of 1,000 lines the writer prints for `mb` MiB (the T= line is a few bytes longer)."""
+    return max(1, mb * 2**20 // (LINE * 1000))
+
+
 def writer(mb: int) -> dict[str, Any]:
-    blocks = max(1, mb * 2**20 // (LINE * 1000))  # the T= line is a few bytes longer: about 100 B/line
-    return {"command": ["python", "-c", WRITER, str(blocks)], "resources": {"cpu": 1}, "name": f"log-{mb}mb"}
+    return {"command": ["python", "-c", WRITER, str(blocks(mb))], "resources": {"cpu": 1}, "name": f"log-{mb}mb"}
 
 
 async def follow(bench: Bench, job_id: str) -> dict[str, Any]:
@@ -61,7 +65,7 @@ async def one_run(bench: Bench, client: AsyncJobManagerClient, mb: int, follower
     elapsed = time.perf_counter() - t0
     view = await client.wait(job.id)
     lags = [lag for r in results for lag in r["lags"]]
-    expect = max(1, mb * 2**20 // (LINE * 1000)) * 1000
+    expect = blocks(mb) * 1000
     complete = sum(r["lines"] == expect for r in results)
     return {"status": view.status.value, "seconds": round(elapsed, 2), "stdout_mb_per_s": round(mb / elapsed, 1),
             "wire_mb_per_s": round(sum(r["bytes"] for r in results) / 2**20 / elapsed, 1),
