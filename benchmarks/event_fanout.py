@@ -29,6 +29,7 @@ class Subscriber:
         self.events = self.resyncs = 0
         self.last_seq = 0
         self.lags: list[float] = []
+        self.worst = (0.0, 0.0)  # (lag, when it arrived)
         self.ready = asyncio.Event()
 
     async def follow(self, bench: Bench, until: asyncio.Event) -> None:
@@ -43,6 +44,7 @@ class Subscriber:
                 self.last_seq = int(m.group(1))
             if b'"kind":"job"' in tail and (t := TIME.search(tail)) is not None:
                 self.lags.append(now - datetime.fromisoformat(t.group(1).decode()).timestamp())
+                self.worst = max(self.worst, (self.lags[-1], now))
             if until.is_set():
                 break
         await http.close()
@@ -73,7 +75,7 @@ async def run(args: Any) -> dict[str, Any]:
             stop = asyncio.Event()
             tasks = [asyncio.create_task(s.follow(bench, stop)) for s in subs]
             await asyncio.gather(*(s.ready.wait() for s in subs))
-            t0 = time.perf_counter()
+            t0, wall0 = time.perf_counter(), time.time()
             await client.submit_batch([TRUE] * args.burst)
             while (await client.get_statistics()).active_jobs:
                 await asyncio.sleep(0.2)
@@ -87,13 +89,14 @@ async def run(args: Any) -> dict[str, Any]:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             lags = [lag for s in subs for lag in s.lags]
-            worst = max((max(s.lags) for s in subs if s.lags), default=float("nan"))
+            worst, when = max((s.worst for s in subs), default=(float("nan"), wall0))
             figures.update({
                 "burst_seconds": round(elapsed, 2), "events_committed": expected,
                 "subscribers_complete": sum(s.events >= expected for s in subs),
                 "subscribers_resynced": sum(s.resyncs > 0 for s in subs),
                 "silently_dropped": sum(s.events < expected and not s.resyncs for s in subs),
                 "lag_p50_ms": ms(lags, 50), "lag_p99_ms": ms(lags, 99), "worst_lag_s": round(worst, 3),
+                "worst_lag_at_s": round(when - wall0, 2),  # after the burst's submit began
                 "daemon_rss_mb": rss_mb(pid),
             })
             print(f"  events: {figures}")

@@ -137,3 +137,17 @@ def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: 
             store.close()
 
     asyncio.run(main())
+
+
+def test_an_event_page_is_sent_whole_to_an_admin_and_filtered_for_a_member() -> None:
+    import json
+
+    from sage_ops.schemas import JobChange
+    from sage_ops.server import events
+
+    page = events._Page([JobChange(seq=s, job_id=f"j{s}", tenant=t) for s, t in [(1, "a"), (2, "b"), (3, "a")]])
+    ids = lambda data: [json.loads(x)["job_id"] for x in data.splitlines()]  # noqa: E731
+    assert page.after(0, events.visible_to(None, True)) is page.data  # the shared bytes, not a copy
+    assert ids(page.after(1, events.visible_to(None, True))) == ["j2", "j3"]  # part sent while catching up
+    assert ids(page.after(0, events.visible_to("a", False))) == ["j1", "j3"]
+    assert page.after(3, events.visible_to("a", False)) == b""

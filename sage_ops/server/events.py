@@ -21,6 +21,7 @@ E, J = JobEvent.__table__, Job.__table__
 PAGE = 5000
 QUEUE = 20_000  # events a follower may lag behind before it is told to resync
 HEARTBEAT = 15.0
+Visible = Callable[[JobChange], bool] | None  # which events a follower may see; None: all
 
 
 def _page(conn: Connection, after: int, limit: int = PAGE) -> list[JobChange]:
@@ -33,19 +34,40 @@ def _page(conn: Connection, after: int, limit: int = PAGE) -> list[JobChange]:
                       exit_code=r.exit_code) for r in conn.execute(q)]
 
 
+class _Page:
+    """A page of events as the hub read it: each row with its encoded line, and all the lines
+    joined once, so a follower that sees every event sends the page as it is."""
+
+    __slots__ = ("data", "first", "last", "rows")
+
+    def __init__(self, rows: list[JobChange]) -> None:
+        self.rows = [(row, encode(row)) for row in rows]
+        self.data = b"".join(line for _, line in self.rows)
+        self.first, self.last = rows[0].seq, rows[-1].seq
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def after(self, cursor: int, visible: Visible) -> bytes:
+        """The lines of this page past `cursor` that `visible` lets through."""
+        if visible is None and self.first > cursor:
+            return self.data
+        return b"".join(line for row, line in self.rows if row.seq > cursor and (visible is None or visible(row)))
+
+
 class _Follower:
-    """One follower's backlog: pages of (event, its encoded line) shared with every other
-    follower. Bounded: past QUEUE events it is marked lost and told to resync."""
+    """One follower's backlog: pages shared with every other follower. Bounded: past QUEUE
+    events it is marked lost and told to resync."""
 
     __slots__ = ("lost", "pages", "pending", "ready")
 
     def __init__(self) -> None:
-        self.pages: deque[list[tuple[JobChange, bytes]]] = deque()
+        self.pages: deque[_Page] = deque()
         self.pending = 0
         self.lost = False
         self.ready = asyncio.Event()
 
-    def put(self, page: list[tuple[JobChange, bytes]]) -> None:
+    def put(self, page: _Page) -> None:
         if not self.lost:
             if self.pending + len(page) > QUEUE:
                 self.lost = True
@@ -86,14 +108,13 @@ class EventHub:
             rows = await self.store.read(lambda c, a=after: _page(c, a))
             if rows:
                 self.last = rows[-1].seq
-                page = [(row, encode(row)) for row in rows]
+                page = _Page(rows)
                 for follower in list(self.followers):
                     follower.put(page)
             if len(rows) < PAGE:
                 await asyncio.sleep(self.interval)
 
-    async def follow(self, after: int | None, visible: Callable[[JobChange], bool],
-                     follow: bool = True) -> AsyncIterator[bytes]:
+    async def follow(self, after: int | None, visible: Visible, follow: bool = True) -> AsyncIterator[bytes]:
         """NDJSON lines of the events after `after` (None: from now on), then of live ones if
         `follow`; as many lines per chunk as are ready (a burst costs a send per page, not per
         event)."""
@@ -105,9 +126,9 @@ class EventHub:
             cursor = await self.newest() if after is None else after  # rows up to it are skipped below
             while True:  # catch up from the table
                 rows = await self.store.read(lambda c, a=cursor: _page(c, a))
-                if data := b"".join(encode(row) for row in rows if visible(row)):
-                    yield data
                 if rows:
+                    if data := _Page(rows).after(cursor, visible):
+                        yield data
                     cursor = rows[-1].seq
                 if len(rows) < PAGE:
                     break
@@ -132,20 +153,20 @@ class EventHub:
                 while me.pages:
                     page = me.pages.popleft()
                     me.pending -= len(page)
-                    for row, data in page:
-                        if row.seq > cursor:  # else: already sent while catching up
-                            cursor = row.seq
-                            if visible(row):
-                                out.append(data)
+                    if page.last > cursor:  # else: already sent while catching up
+                        if data := page.after(cursor, visible):
+                            out.append(data)
+                        cursor = page.last
                 if out:
                     yield b"".join(out)
         finally:
             self.followers.discard(me)
 
 
-def visible_to(tenant: str | None, admin: bool) -> Callable[[JobChange], bool]:
+def visible_to(tenant: str | None, admin: bool) -> Visible:
+    """None for an admin, who sees every event (and so takes whole pages as they are)."""
     if admin:
-        return lambda _row: True
+        return None
     return lambda row: row.tenant == tenant
 
 
