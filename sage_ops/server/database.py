@@ -6,9 +6,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, inspect, make_url
 from sqlalchemy.engine import Engine
@@ -37,6 +37,8 @@ JOB, ATTEMPT, EVENT, META, TOKEN, DEP, IDEM, LEASE = (  # type: ignore[attr-defi
     Dependency.__table__, IdempotencyKey.__table__, Lease.__table__)  # type: ignore[attr-defined]
 TENANT, PEER, AUDIT = Tenant.__table__, PeerUser.__table__, AuditEvent.__table__  # type: ignore[attr-defined]
 PIPELINE, COUNT = PipelineStats.__table__, JobCount.__table__  # type: ignore[attr-defined]
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, synchronous: str = "FULL") -> Engine:
@@ -121,13 +123,19 @@ def native(conn: Connection, statement: str) -> str:
     return statement if conn.dialect.paramstyle == "qmark" else statement.replace("?", "%s")
 
 
-def execute(conn: Connection, sql: str, params: Sequence[Any]) -> int:
+def _on_cursor(conn: Connection, statement: str, params: Sequence[Any], take: Callable[[Any], T]) -> T:
+    """Run one statement on the driver's own cursor: for hot paths, where building a SQLAlchemy
+    statement would cost more than running it."""
     cur = conn.connection.cursor()
     try:
-        cur.execute(native(conn, sql), params)
-        return cur.rowcount
+        cur.execute(native(conn, statement), params)
+        return take(cur)
     finally:
         cur.close()
+
+
+def execute(conn: Connection, sql: str, params: Sequence[Any]) -> int:
+    return _on_cursor(conn, sql, params, lambda cur: cur.rowcount)
 
 
 def insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -143,12 +151,11 @@ def insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
 
 
 def fetchone(conn: Connection, statement: str, params: Sequence[Any]) -> Any:
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(native(conn, statement), params)
-        return cur.fetchone()
-    finally:
-        cur.close()
+    return _on_cursor(conn, statement, params, lambda cur: cur.fetchone())
+
+
+def fetchall(conn: Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    return _on_cursor(conn, statement, params, lambda cur: cur.fetchall())
 
 
 def update(conn: Connection, table: Any, values: dict[str, Any], where: dict[str, Any], extra: str = "",

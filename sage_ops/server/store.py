@@ -37,6 +37,7 @@ from .database import (
     META,
     PIPELINE,
     execute,
+    fetchall,
     fetchone,
     insert_many,
     lock_sqlite,
@@ -203,27 +204,29 @@ def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: 
     return None
 
 
-def _rows_by_id(conn: Connection, ids: Iterable[str], *cols: Any) -> Iterable[Any]:
-    """`cols` of each existing job among `ids`, 500 ids per query."""
+def _rows_by_id(conn: Connection, ids: Iterable[str], *cols: str) -> Iterable[tuple[Any, ...]]:
+    """(id, *cols) of each existing job among `ids`, 500 ids per query; driver SQL, as it runs on
+    every batch of job events (py-spy: building SQLAlchemy's statement was 39% of the daemon)."""
     ids = list(dict.fromkeys(ids))
     for i in range(0, len(ids), 500):
-        yield from conn.execute(select(JOB.c.id, *cols).where(JOB.c.id.in_(ids[i:i + 500])))
+        chunk, marks = ids[i:i + 500], ", ".join("?" * min(500, len(ids) - i))
+        yield from fetchall(conn, f"SELECT id, {', '.join(cols)} FROM job WHERE id IN ({marks})", chunk)
 
 
 def statuses_of(conn: Connection, ids: Iterable[str],
                 owners: dict[str, str | None] | None = None) -> dict[str, tuple[JobStatus, str]]:
     """(status, name) of each existing job among `ids`; with `owners`, their tenants too (same query)."""
     out: dict[str, tuple[JobStatus, str]] = {}
-    for row in _rows_by_id(conn, ids, JOB.c.status, JOB.c.name, JOB.c.tenant):
-        out[row.id] = (JobStatus(row.status), row.name)
+    for job_id, status, name, tenant in _rows_by_id(conn, ids, "status", "name", "tenant"):
+        out[job_id] = (JobStatus(status), name)
         if owners is not None:
-            owners[row.id] = row.tenant
+            owners[job_id] = tenant
     return out
 
 
 def tenants_of(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
     """The tenant of each existing job among `ids` (isolation checks)."""
-    return {row.id: row.tenant for row in _rows_by_id(conn, ids, JOB.c.tenant)}
+    return dict(_rows_by_id(conn, ids, "tenant"))
 
 
 def _edges(conn: Connection, ids: Iterable[str], reverse: bool) -> dict[str, list[str]]:
