@@ -185,10 +185,10 @@ def test_a_job_group_dies_when_ray_kills_its_worker_and_the_workers_children(tmp
     and itself are killed the way Ray does it; the job's whole group must die."""
     worker = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "from sage_ops.server.runner import _Watchdog\n"
+        "from sage_ops.server.process_group import Watchdog\n"
         "job = subprocess.Popen(['sh', '-c', 'sleep 300 & echo $!; sleep 300'], stdout=subprocess.PIPE,"
         " start_new_session=True, text=True)\n"
-        "_Watchdog.tell('+', job.pid)\n"
+        "Watchdog.tell('+', job.pid)\n"
         "print(job.pid, job.stdout.readline().strip(), flush=True)\n"
         "time.sleep(300)\n")], stdout=subprocess.PIPE, text=True)
     assert worker.stdout is not None

@@ -1,19 +1,14 @@
 """What a job's process writes, as the runner keeps it: output lines (cut to a size, secrets
 masked, encoded once as the API's NDJSON) and, for a pipeline job, the control pipe its driver
-reports metrics and errors on; what the dispatcher keeps of an attempt's calls; and how the
-runner waits for and kills the job's process group.
+reports metrics and errors on.
 
 Imported by the runner on Ray workers and by the daemon's log store: standard library only.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -212,66 +207,3 @@ class Control:
     def close(self) -> None:
         self.forward(final=True)
         os.close(self.fd)
-
-
-class AttemptCalls:
-    """What the dispatcher actor has of one attempt's own calls: its start, how many calls
-    arrived, and where its log batches are (Ray may run an async actor's calls out of order;
-    they are emitted in the order the runner made them)."""
-
-    __slots__ = ("arrived", "next_log", "started", "unordered", "waiting", "_moved")
-
-    def __init__(self) -> None:
-        self.started = False
-        self.arrived = 0
-        self.next_log = 0  # sequence number of the next batch to emit
-        self.waiting = 0  # batches that arrived and wait for their turn or for room
-        self.unordered = False  # a call was lost: emit the rest as they come
-        self._moved: asyncio.Event | None = None
-
-    async def moved(self) -> None:
-        self._moved = self._moved or asyncio.Event()
-        await self._moved.wait()
-
-    def move(self) -> None:
-        if self._moved is not None:
-            self._moved.set()
-            self._moved = None
-
-
-def signal_exit(code: int) -> tuple[int, str | None]:
-    if code < 0:
-        name = signal.Signals(-code).name
-        return 128 - code, f"killed by {name}"
-    return code, None
-
-
-def exited(pid: int, timeout: float) -> bool:
-    """Wait up to `timeout` for the leader to exit, without reaping it: while it is a zombie its
-    pid (the group id) cannot be reused, so killing the group stays safe."""
-    deadline = time.monotonic() + timeout
-    pause = 0.0005
-    while True:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
-                return True
-        except ChildProcessError:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(pause)
-        pause = min(pause * 2, 0.02)
-
-
-def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """TERM the whole group, KILL whatever is left after `grace`, then reap the leader."""
-    if proc.returncode is not None:  # reaped already: its pid may belong to someone else now
-        return
-    if grace > 0:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        exited(proc.pid, grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    exited(proc.pid, 5)
-    proc.wait()

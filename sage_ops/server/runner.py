@@ -24,13 +24,13 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from typing import IO, Any
+from typing import Any
 
 import ray
 
 from ..nodes.base import NODE_ENV
-from . import job_output as jo
-from .job_output import MAX_LOG_LINE, AttemptCalls, Control, Output, cut_line, encode_lines, masker, split_lines
+from .job_output import MAX_LOG_LINE, MAX_RESULT, Control, Output, cut_line, encode_lines, masker, split_lines
+from .process_group import Watchdog, exited, kill_group, signal_exit
 
 __all__ = ["MAX_LOG_LINE", "Dispatcher", "cut_line", "run_job", "split_lines"]
 
@@ -41,54 +41,7 @@ LOG_HELD_MAX = 24 * 1024 * 1024  # log data the actor holds until the daemon ack
 LOG_WAITING_MAX = 4_000  # log calls waiting at once (of 10,000 slots): past this they go through, so
 # poll always finds a slot (thousands of jobs printing faster than the daemon drains)
 READ_SIZE = 65536  # at most MAX_LOG_LINE: then only a read's first line can need cutting
-# The job runs as the leader of its own session. One watchdog per Ray worker process (started
-# once, in a session of its own) learns each job's process group through a pipe whose write end
-# only the worker holds: if the worker dies for any reason it reads EOF and kills the groups of
-# the jobs that were still running. (A watchdog per job cost ~1.2 ms of CPU per job.) It forks
-# away from the worker first: when Ray force-kills a worker (ray.cancel(force=True)) it also kills
-# the worker's direct children — the job's leader, and a watchdog that stayed a child — which left
-# the rest of a job's group running, orphaned.
-WATCHDOG = """
-import os, signal, sys
-if os.fork():
-    os._exit(0)
-for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    signal.signal(s, signal.SIG_IGN)
-live = set()
-for line in sys.stdin:
-    op, pg = line.split()
-    (live.add if op == "+" else live.discard)(int(pg))
-for pg in live:
-    try:
-        os.killpg(pg, signal.SIGKILL)
-    except OSError:
-        pass
-"""
 STARTED_DELAY = 0.02  # a job that ends sooner reports its start with its end: one call fewer
-
-
-class _Watchdog:
-    pipe: IO[bytes] | None = None  # the write end; EPIPE means the watchdog is gone
-
-    @staticmethod
-    def _start() -> IO[bytes]:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        proc.wait()  # the first process exits at once; its child (the watchdog) holds the read end
-        assert proc.stdin is not None
-        return proc.stdin
-
-    @classmethod
-    def tell(cls, op: str, pgid: int) -> None:
-        for _ in range(2):  # a dead watchdog is replaced, and this message goes to the new one
-            if cls.pipe is None:
-                cls.pipe = cls._start()
-            try:
-                cls.pipe.write(f"{op} {pgid}\n".encode())
-                cls.pipe.flush()
-                return
-            except OSError:
-                cls.pipe = None
 
 
 def _code_version() -> str:
@@ -97,7 +50,8 @@ def _code_version() -> str:
     import hashlib
 
     digest = hashlib.sha1()
-    for path in (__file__, os.path.join(os.path.dirname(__file__), "job_output.py")):
+    here = os.path.dirname(__file__)
+    for path in (__file__, os.path.join(here, "job_output.py"), os.path.join(here, "process_group.py")):
         with open(path, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -206,7 +160,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     finally:
         if control is not None:
             control.started()
-    _Watchdog.tell("+", proc.pid)
+    Watchdog.tell("+", proc.pid)
     # a node sage-ops added is known by its name (its Ray processes carry it); others by host
     started = {"node": os.environ.get(NODE_ENV) or socket.gethostname(), "pid": proc.pid, "t": time.time(),
                "node_id": ray.get_runtime_context().get_node_id()}
@@ -256,32 +210,32 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
             if time.monotonic() >= deadline:
                 break
         # Its output is closed; wait for the leader itself (it may live on without output).
-        while not jo.exited(proc.pid, max(0.0, min(0.25, deadline - time.monotonic()))):
+        while not exited(proc.pid, max(0.0, min(0.25, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 outcome["reason"] = "timeout"
                 note(f"timeout: ran longer than {opts['timeout']:g}s; killing its process group")
-                jo.kill_group(proc, float(opts.get("kill_grace", 5)))
+                kill_group(proc, float(opts.get("kill_grace", 5)))
                 break
-        jo.kill_group(proc, 0)  # the leader has exited: strays of its group die with it
+        kill_group(proc, 0)  # the leader has exited: strays of its group die with it
     except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
-        jo.kill_group(proc, float(opts.get("kill_grace", 5)))
+        kill_group(proc, float(opts.get("kill_grace", 5)))
         outcome["cancelled"] = True
         outcome["reason"] = "cancelled"
     finally:
-        _Watchdog.tell("-", proc.pid)
+        Watchdog.tell("-", proc.pid)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
         if control is not None:
             control.close()
-    code, signal_reason = jo.signal_exit(proc.returncode if proc.returncode is not None else -9)
+    code, signal_reason = signal_exit(proc.returncode if proc.returncode is not None else -9)
     result = None
     try:
-        if os.path.getsize(result_file) <= jo.MAX_RESULT:
+        if os.path.getsize(result_file) <= MAX_RESULT:
             with open(result_file, encoding="utf-8") as f:
                 result = json.loads(mask(f.read())) if secret else json.load(f)
         else:
-            note(f"result file larger than {jo.MAX_RESULT} bytes; ignored")
+            note(f"result file larger than {MAX_RESULT} bytes; ignored")
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
@@ -311,6 +265,31 @@ def _rmtree(path: str) -> None:
 
 
 run_job_task = ray.remote(max_retries=0)(run_job)
+
+
+class AttemptCalls:
+    """What the dispatcher actor has of one attempt's own calls: its start, how many calls
+    arrived, and where its log batches are (Ray may run an async actor's calls out of order;
+    they are emitted in the order the runner made them)."""
+
+    __slots__ = ("arrived", "next_log", "started", "unordered", "waiting", "_moved")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.arrived = 0
+        self.next_log = 0  # sequence number of the next batch to emit
+        self.waiting = 0  # batches that arrived and wait for their turn or for room
+        self.unordered = False  # a call was lost: emit the rest as they come
+        self._moved: asyncio.Event | None = None
+
+    async def moved(self) -> None:
+        self._moved = self._moved or asyncio.Event()
+        await self._moved.wait()
+
+    def move(self) -> None:
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)
