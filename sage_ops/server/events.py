@@ -126,9 +126,9 @@ class EventHub:
             cursor = await self.newest() if after is None else after  # rows up to it are skipped below
             while True:  # catch up from the table
                 rows = await self.store.read(lambda c, a=cursor: _page(c, a))
+                if data := b"".join(encode(row) for row in rows if visible is None or visible(row)):
+                    yield data
                 if rows:
-                    if data := _Page(rows).after(cursor, visible):
-                        yield data
                     cursor = rows[-1].seq
                 if len(rows) < PAGE:
                     break
