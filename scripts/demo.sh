@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Install sage-ops, start the daemon on its embedded defaults (SQLite + a local Ray head,
-# Unix socket 0600) and run a small tour. The daemon keeps running afterwards; stop it with
-# `sage-ops daemon stop`.
+# Install sage-ops into a virtual environment of its own (.venv, made if missing: Debian's and
+# Ubuntu's own Python refuse a pip install into the system interpreter), start the daemon on its
+# embedded defaults (SQLite + a local Ray head, Unix socket 0600) and run a small tour. The daemon
+# keeps running afterwards; the last lines say how to use it and how to stop everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q --disable-pip-version-check -e .
+VENV="${SAGE_OPS_VENV:-$PWD/.venv}"
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV" || { echo "demo: cannot create $VENV (on Debian/Ubuntu: apt install python3-venv)" >&2; exit 1; }
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check .
+export PATH="$VENV/bin:$PATH"
+hash -r
 set -x
-sage-ops daemon start
+sage-ops daemon status >/dev/null 2>&1 || sage-ops daemon start
 sage-ops health
 A=$(sage-ops submit -q --name analysis examples/analysis.py -- --rows 5)
 sage-ops submit --wait --name hello -- python -c 'print("hello from a Ray worker")'
@@ -32,3 +40,17 @@ sage-ops graph "$W"
 sleep 1
 sage-ops jobs
 sage-ops stats
+{ set +x; } 2>/dev/null
+cat <<EOF
+
+The daemon is still running, with its Ray head. To use sage-ops from your shell:
+
+    export PATH="$VENV/bin:\$PATH"      # or: source $VENV/bin/activate
+    sage-ops jobs ; sage-ops tui
+
+To stop everything (the daemon, its Ray head and all of Ray's processes):
+
+    $VENV/bin/sage-ops daemon stop --ray
+
+To install sage-ops for everyday use instead: pipx install .   (or: uv tool install .)
+EOF

@@ -1,19 +1,43 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs and run it: lint, import contracts, pytest.
-# Real parts only: a local Ray head, real daemons, real SQLite and PostgreSQL, real sockets.
+# The whole test suite, from nothing: a fresh virtual environment on every run (pip's download
+# cache may be reused), the project and its test extra installed there as a user would (a wheel,
+# not the source tree), then the dependency check, lint, import contracts and pytest, all from that
+# environment. A package installed by hand anywhere else on this machine cannot make it pass.
+# Real parts only: a local Ray head, real daemons, real SQLite and PostgreSQL, a real sshd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# PostgreSQL server binaries for the HA tests (initdb/pg_ctl run as the `postgres` user)
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
-    || echo "warning: could not install PostgreSQL; its tests will be skipped" >&2
+ROOT=$PWD
+VENV="${SAGE_OPS_TEST_VENV:-$ROOT/.venv-test}"
+PY="${PYTHON:-python3}"
+
+# system services the tests drive (Debian packages), installed when missing
+need=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v tmux >/dev/null || need+=(tmux)
+if [ ${#need[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) \
+      || echo "warning: could not install ${need[*]}; the tests that need them will be skipped" >&2
+  else
+    echo "warning: missing ${need[*]}; the tests that need them will be skipped" >&2
+  fi
 fi
-# OpenSSH's sshd for the node-bootstrap tests (a real sshd on a loopback port)
-if ! command -v sshd >/dev/null && ! [ -x /usr/sbin/sshd ] && command -v apt-get >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null) \
-    || echo "warning: could not install openssh-server; the SSH tests will be skipped" >&2
-fi
-python -m pip install -q --disable-pip-version-check -e '.[test]'
-python -m ruff check sage_ops tests benchmarks
+
+# a clean interpreter: nothing from the caller's environment or user site may leak in
+unset PYTHONPATH PYTHONHOME VIRTUAL_ENV PYTHONSTARTUP
+export PYTHONNOUSERSITE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+rm -rf "$VENV"
+"$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q ".[test]"
+export PATH="$VENV/bin:$PATH"
+hash -r
+echo "test environment: $VENV ($("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'))"
+
+deptry . >/dev/null 2>&1 || deptry .
+ruff check sage_ops tests benchmarks
 lint-imports --no-cache >/dev/null || lint-imports --no-cache
-python -m pytest -q -p no:cacheprovider "$@"
+# `pytest`, not `python -m pytest`: the installed package is tested, not the source tree
+pytest -q -p no:cacheprovider "$@"
