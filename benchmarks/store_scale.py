@@ -152,7 +152,7 @@ def run(args: Any) -> dict[str, Any]:
             "jobs_name_glob": lambda: client.list_jobs(name="sweep-12*", limit=100),
             "jobs_rare_name": lambda: client.list_jobs(name="nothing-*", limit=100),
             "jobs_tenant": lambda: client.list_jobs(tenant="team-3", limit=100),
-            "status_job": lambda: client.get_job_status(random.choice(some)),
+            "status_job": lambda: client.get_job(random.choice(some)),
             "stats": client.get_statistics,
         }
         for key, fn in queries.items():

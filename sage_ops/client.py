@@ -136,10 +136,14 @@ class _Api:
         return self._run(_submit("/v1/jobs/batch", _refs, body, timeout=300))
 
     # queries
-    def get_job_status(self, job_id: str) -> Any:
+    def get_job(self, job_id: str) -> Any:
+        """The job's whole record (JobView): spec, status, reason, attempts, result, pipeline."""
         return self._run(Call("GET", f"/v1/jobs/{job_id}", JobView.model_validate))
 
-    get_job = get_job_status
+    def get_job_status(self, job_id: str) -> Any:
+        """Just the status, a str enum (as Ray's client answers): `== "COMPLETED"` holds and
+        f-strings print `COMPLETED`. The whole record is `get_job`."""
+        return self._run(Call("GET", f"/v1/jobs/{job_id}", lambda d: JobStatus(d["status"])))
 
     def get_job_result(self, job_id: str) -> Any:
         return self._run(Call("GET", f"/v1/jobs/{job_id}/result", lambda d: JobResult.model_validate(d).result))

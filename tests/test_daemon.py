@@ -50,7 +50,7 @@ def test_python_client_api(daemon: Daemon, tmp_path) -> None:  # noqa: ANN001
         job_id = client.submit_script(str(script), args=["3"], resources={"cpu": 1, "memory": "256MiB", "gpu": 0,
                                                                           "custom_resources": {}})
         view = client.wait(job_id, timeout=60)
-        assert view["status"] == "COMPLETED" and client.get_job_status(job_id).status == "COMPLETED"
+        assert view["status"] == "COMPLETED" and client.get_job_status(job_id) == "COMPLETED"
         assert client.get_job_result(job_id) == {"loss": 0.1}
         logs = client.get_job_logs(job_id)
         assert logs[0].message == "epochs 3" and logs[0].timestamp.tzinfo is not None

@@ -242,7 +242,7 @@ def test_a_job_printing_200k_lines_reaches_followers_whole_and_in_order(daemon: 
     started = time.monotonic()
     with daemon.client(timeout=120) as client:
         got = [(e.stream, e.message) for e in client.stream_job_logs(job_id)]
-        assert client.get_job_status(job_id).status == "COMPLETED"
+        assert client.get_job_status(job_id) == "COMPLETED"
     assert time.monotonic() - started < 120
     out = [m for s, m in got if s == "stdout"]
     assert out == [f"n={i} " + "x" * 60 for i in range(n)]  # all of them, in order, once each

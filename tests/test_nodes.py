@@ -62,16 +62,16 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any, wheelhouse: Path) -> N
     assert nodes(d)["tpu1"]["detail"] == "already up"
 
     long = client.submit_command(["sleep", "6"], resources={"custom_resources": {"TPU": 1}})
-    wait_until(lambda: client.get_job_status(long).status == "RUNNING", timeout=60)
+    wait_until(lambda: client.get_job_status(long) == "RUNNING", timeout=60)
     started = d.run("nodes", "drain", "tpu1", "--no-wait", "--json", check=True)
     assert json.loads(started.stdout)["state"] == "DRAINING"
     later = client.submit_command(["true"], resources={"custom_resources": {"TPU": 1}})
     drained = d.run("nodes", "drain", "tpu1", "--json", timeout=180)  # follows the drain under way
     assert drained.returncode == 0, drained.stderr
     assert json.loads(drained.stdout)["state"] == "DRAINED"
-    assert client.get_job_status(long).status == "COMPLETED"  # drain waited for it
+    assert client.get_job_status(long) == "COMPLETED"  # drain waited for it
     assert "wait jobs" in drained.stderr and "stop ray" in drained.stderr
-    assert client.get_job_status(later).status == "PENDING"  # it waits; the draining node took nothing new
+    assert client.get_job_status(later) == "PENDING"  # it waits; the draining node took nothing new
     assert nodes(d)["tpu1"]["cpu_total"] == 0  # its Ray is stopped
     client.cancel_job(later)
 

@@ -233,7 +233,7 @@ def test_word_count_on_ray_equals_local_and_plain_python(daemon: Any, text: Path
     assert {index for index, _ in tags} == {0, 1, 2, 3}
     assert len({pid for _, pid in tags}) == 4  # parallelism 4: four actors, four processes
 
-    view = daemon.client().get_job_status(job_id)
+    view = daemon.client().get_job(job_id)
     metrics = {m.id: m for m in view.pipeline.metrics}
     names = {o.name: o.id for o in view.pipeline.plan.operators}
     assert metrics[names["Reduce: lambda"]].records_in == sum(expected(text).values())
@@ -282,11 +282,11 @@ def test_a_streaming_job_runs_until_cancelled_and_its_actors_stop(daemon: Any, t
     sink_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=60))
 
     def records() -> int:
-        p = client.get_job_status(job_id).pipeline
+        p = client.get_job(job_id).pipeline
         return p.metrics_of(p.plan.operators[-1].id).records_in if p else 0
 
     wait_until(lambda: records() > 0, timeout=60)  # live metrics while it runs
-    assert client.get_job_status(job_id).status.value == "RUNNING"
+    assert client.get_job_status(job_id) == "RUNNING"
     client.cancel_job(job_id)
     job = client.wait(job_id, 60)
     assert job.status.value == "CANCELLED"

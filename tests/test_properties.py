@@ -123,7 +123,7 @@ def test_random_dags_on_the_real_daemon(daemon: Daemon, dag: dict[int, list[int]
     client = daemon.client(timeout=120)
     refs = client.submit_batch(specs)
     ids = [r.id for r in refs]
-    wait_until(lambda: all(client.get_job_status(i).status in TERMINAL for i in ids), timeout=120, interval=0.2)
+    wait_until(lambda: all(client.get_job_status(i) in TERMINAL for i in ids), timeout=120, interval=0.2)
     jobs = {j.id: j for j in client.list_jobs(name=f"{tag}-*", limit=1000)}
     for j in jobs.values():
         assert j.status == "COMPLETED" and j.attempts_made == 1 and len(j.attempts) in (0, 1)

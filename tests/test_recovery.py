@@ -101,7 +101,7 @@ def test_restart_finishes_nothing_twice_and_leaves_nothing_stuck(new_daemon) -> 
                                "retry_policy": {"max_retries": 1, "retry_delay": 2}}).id
     waiting = client.submit_job({"command": ["true"], "dependencies": [flaky]}).id
     long = client.submit_job({"command": ["sleep", "2"]}).id
-    wait_until(lambda: client.get_job_status(flaky).attempts_made == 1)
+    wait_until(lambda: client.get_job(flaky).attempts_made == 1)
     kill9(d)
     d.start()
     client = d.client()
@@ -116,7 +116,7 @@ def test_a_dead_worker_is_a_failed_attempt_and_is_retried(daemon: Daemon) -> Non
     script = 'if [ "$SAGE_OPS_ATTEMPT" -ge 2 ]; then echo second; exit 0; fi; echo first; sleep 300'
     job_id = client.submit_job({"command": ["sh", "-c", script], "retry_policy": {"max_retries": 1}}).id
     wait_until(lambda: "first" in daemon.run("logs", job_id).stdout)
-    leader = client.get_job_status(job_id).attempts[0].pid
+    leader = client.get_job(job_id).attempts[0].pid
     worker = int(Path(f"/proc/{leader}/stat").read_text().split(")")[-1].split()[1])
     os.kill(worker, signal.SIGKILL)  # what the OOM killer or a lost node does to a Ray worker
     final = client.wait(job_id, 120)
@@ -140,7 +140,7 @@ def test_the_daemon_outlives_its_ray_head_and_reconnects(new_daemon) -> None:  #
     client = d.client(retry_attempts=1, timeout=10)
     script = 'if [ "$SAGE_OPS_ATTEMPT" -ge 2 ]; then exit 0; fi; sleep 300'
     job = client.submit_job({"command": ["sh", "-c", script], "retry_policy": {"max_retries": 1}}).id
-    wait_until(lambda: client.get_job_status(job).status == "RUNNING")
+    wait_until(lambda: client.get_job_status(job) == "RUNNING")
     def probe() -> Any:
         try:
             return client.health_check()
@@ -171,7 +171,7 @@ def test_a_lost_node_is_a_failed_attempt_retried_on_another_node(ray_head, daemo
         job = client.submit_job({"command": ["sh", "-c", script], "resources": {"cpu": 1, "custom_resources":
                                  {"pool": 1}}, "retry_policy": {"max_retries": 1}}).id
         wait_until(lambda: "first" in daemon.run("logs", job).stdout)
-        leader = client.get_job_status(job).attempts[0].pid
+        leader = client.get_job(job).attempts[0].pid
         worker = int(Path(f"/proc/{leader}/stat").read_text().split(")")[-1].split()[1])
         raylet = int(Path(f"/proc/{worker}/stat").read_text().split(")")[-1].split()[1])
         cmd = Path(f"/proc/{raylet}/cmdline").read_bytes().decode(errors="replace")

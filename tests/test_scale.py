@@ -74,7 +74,7 @@ def test_stats_counts_match_the_jobs_after_a_mixed_workload(daemon: Daemon) -> N
     ok = [client.submit_job({"command": ["true"]}).id for _ in range(3)]
     bad = client.submit_job({"command": ["false"]}).id
     slow = client.submit_job({"command": ["sleep", "60"]}).id
-    wait_until(lambda: client.get_job_status(slow).status.value == "RUNNING", timeout=60)
+    wait_until(lambda: client.get_job_status(slow) == "RUNNING", timeout=60)
     client.cancel_job(slow)
     for job in [*ok, bad]:
         client.wait(job)

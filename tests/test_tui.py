@@ -68,7 +68,7 @@ async def test_logs_arrive_live_in_the_detail_screen(daemon: Daemon) -> None:
         log = detail.query_one(LogView)
         await until(pilot, lambda: any("tick 1" in text for text, _ in log.texts))
         # live: lines are on screen while the job still runs
-        assert (await app.client.get_job_status(job_id)).status is S.RUNNING
+        assert (await app.client.get_job_status(job_id)) is S.RUNNING
         assert not any("tick 11" in text for text, _ in log.texts)
         await until(pilot, lambda: any("tick 11" in text for text, _ in log.texts))
         await until(pilot, lambda: detail.job is not None and detail.job.status is S.COMPLETED)
@@ -96,7 +96,7 @@ async def test_cancel_through_the_confirm_modal(daemon: Daemon) -> None:
         await pilot.press("y")
         await until(pilot, lambda: t.jobs[job_id].status is S.CANCELLED)
         assert "CANCELLED" in str(t.get_cell(job_id, "status"))
-    assert daemon.client().get_job_status(job_id).status is S.CANCELLED
+    assert daemon.client().get_job_status(job_id) is S.CANCELLED
 
 
 async def test_new_jobs_appear_live_and_a_selection_is_cancelled_together(daemon: Daemon) -> None:
@@ -287,11 +287,11 @@ class FixedClient:
         jobs = [j for j in self.jobs if not status or j.status.value in status]
         return JobList(jobs=jobs[:limit], next_cursor=None)
 
-    async def get_job_status(self, job_id: str) -> JobView:
+    async def get_job(self, job_id: str) -> JobView:
         return next(j for j in self.jobs if j.id == job_id)
 
     async def get_job_events(self, job_id: str) -> list[JobEventView]:
-        job = await self.get_job_status(job_id)
+        job = await self.get_job(job_id)
         path = [(None, S.SUBMITTED), (S.SUBMITTED, S.PENDING), (S.PENDING, S.RUNNING), (S.RUNNING, job.status)]
         return [JobEventView(time=job.created_at + timedelta(seconds=10 * n), from_status=a, to_status=b,
                              attempt=1 if b in (S.RUNNING, job.status) else 0) for n, (a, b) in enumerate(path)]

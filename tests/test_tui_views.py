@@ -200,7 +200,7 @@ async def test_submit_form_submits_a_job(daemon: Any) -> None:
         app.screen.query_one("#priority", Input).value = "3"
         await pilot.click("#do-submit")
         job_id = await until(pilot, lambda: app.results and app.results[0])
-    view = daemon.client().get_job_status(job_id)
+    view = daemon.client().get_job(job_id)
     assert view.name == "tui-submitted" and view.priority == 3 and view.spec.command == ["echo", "from-the-tui"]
     assert view.spec.resources.cpu == 0.5
 

@@ -284,7 +284,7 @@ def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | No
 @pass_ctx
 def status(ctx: Ctx, job_id: str, out: Output) -> None:
     """A job's full record, with its attempts."""
-    job = ctx.client().get_job_status(job_id)
+    job = ctx.client().get_job(job_id)
     out.emit(job, lambda: render.job_detail(job))
 
 
@@ -310,7 +310,7 @@ def result(ctx: Ctx, job_id: str, out: Output) -> None:
     client = ctx.client()
     value = client.get_job_result(job_id)
     if value is None:
-        job = client.get_job_status(job_id)
+        job = client.get_job(job_id)
         raise SageOpsError(f"job {job_id} has no result ({job.status.value})")
     out.emit(value)
 

@@ -97,7 +97,7 @@ def history(ctx: Ctx, job_id: str, out: Output) -> None:
     """Every transition of a job (time, from, to, attempt, reason) and every attempt."""
     client = ctx.client()
     events = client.get_job_events(job_id)
-    out.emit(events, lambda: render.history(client.get_job_status(job_id), events))
+    out.emit(events, lambda: render.history(client.get_job(job_id), events))
 
 
 def _word(x: Any) -> Any:

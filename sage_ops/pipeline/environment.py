@@ -207,4 +207,4 @@ class RemoteEnvironment(BaseEnvironment):
         return self.client.cancel_job(job_id)
 
     def metrics(self, job_id: str) -> PipelineView | None:
-        return self.client.get_job_status(job_id).pipeline
+        return self.client.get_job(job_id).pipeline

@@ -146,7 +146,7 @@ class JobDetailScreen(Screen[None]):
     @work(exclusive=True, group="detail")
     async def load(self) -> None:
         try:
-            job = await self.client.get_job_status(self.job_id)
+            job = await self.client.get_job(self.job_id)
             events = await self.client.get_job_events(self.job_id)
             result = await self.client.get_job_result(self.job_id) if is_terminal(job.status) else None
         except Exception as exc:  # noqa: BLE001 - shown in place; the next change or reconnect retries
@@ -189,7 +189,7 @@ class JobDetailScreen(Screen[None]):
                     self._buffer.append(entry)
                     if self._flush is None:
                         self._flush = self.set_timer(FLUSH, self._post_lines)
-                job = await self.client.get_job_status(self.job_id)
+                job = await self.client.get_job(self.job_id)
                 if is_terminal(job.status):
                     break
             except Exception as exc:  # noqa: BLE001 - the stream broke: say why, wait, resume

@@ -183,7 +183,7 @@ class JobsScreen(Screen[None]):
                 return
             jobs = [j for j in page.jobs if j.id in set(ids)]
         else:
-            got = await asyncio.gather(*(self.client.get_job_status(i) for i in ids), return_exceptions=True)
+            got = await asyncio.gather(*(self.client.get_job(i) for i in ids), return_exceptions=True)
             jobs = [j for j in got if isinstance(j, JobView)]
         self.post_message(JobsFetched(generation, jobs))
 
