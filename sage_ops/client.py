@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from . import paths
 from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
 from .cluster import NodeProgress, NodeView
 from .errors import SageOpsError
@@ -100,6 +101,18 @@ def _dump(spec: JobSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_defaults=True)
 
 
+def _in_workdir(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs that name no working_dir run where the caller is, as `sage-ops submit` does (one
+    rule: paths.working_dir); a relative one is made absolute here, where it was meant."""
+    here = paths.working_dir()
+    out = []
+    for body in bodies:
+        given = body.get("working_dir")
+        wd = here if given is None else paths.working_dir(given) if isinstance(given, str) else given
+        out.append({**body, "working_dir": wd} if wd != given else body)
+    return out
+
+
 class _Api:
     """The API methods, transport-agnostic."""
 
@@ -109,30 +122,31 @@ class _Api:
     # submission
     def submit_job(self, spec: JobSpec | dict[str, Any]) -> Any:
         spec = JobSpec.model_validate(spec)
-        return self._run(_submit("/v1/jobs", JobView.model_validate, _dump(spec)))
+        return self._run(_submit("/v1/jobs", JobView.model_validate, _in_workdir([_dump(spec)])[0]))
 
     def submit_script(self, script_path: str | os.PathLike[str], args: Sequence[str] | None = None,
                       resources: Resources | dict[str, Any] | None = None, dependencies: Sequence[str] | None = None,
                       retry_policy: RetryPolicy | dict[str, Any] | None = None, priority: int = 0,
                       name: str | None = None, env: dict[str, str] | None = None, working_dir: str | None = None,
                       timeout: float | None = None) -> Any:
-        """Submit a script file; returns the new job's id."""
+        """Submit a script file (its content travels with the job); returns the new job's id. It
+        runs in `working_dir`, by default the caller's current directory, like `sage-ops submit`."""
         spec = script_spec(script_path, args, **_job_kwargs(resources, retry_policy, priority=priority, name=name,
                                                              env=env, working_dir=working_dir, timeout=timeout,
                                                              dependencies=list(dependencies or [])))
-        return self._run(_submit("/v1/jobs", lambda d: d["id"], _dump(spec)))
+        return self._run(_submit("/v1/jobs", lambda d: d["id"], _in_workdir([_dump(spec)])[0]))
 
     def submit_command(self, command: Sequence[str], **kw: Any) -> Any:
         """Submit an argv; returns the new job's id."""
         spec = JobSpec(kind="command", command=list(command), **_job_kwargs(kw.pop("resources", None),
                                                                             kw.pop("retry_policy", None), **kw))
-        return self._run(_submit("/v1/jobs", lambda d: d["id"], _dump(spec)))
+        return self._run(_submit("/v1/jobs", lambda d: d["id"], _in_workdir([_dump(spec)])[0]))
 
     def submit_batch(self, specs: Sequence[JobSpec | dict[str, Any]]) -> Any:
         """Many jobs in one durable commit; returns (id, name, status, reason) per job, in order."""
         # Plain dicts travel as they are: the daemon validates every job anyway (and answers the
         # first error with its index), so validating 100,000 specs twice only costs time.
-        body = {"jobs": [s if isinstance(s, dict) else _dump(s) for s in specs]}
+        body = {"jobs": _in_workdir([s if isinstance(s, dict) else _dump(s) for s in specs])}
         return self._run(_submit("/v1/jobs/batch", _refs, body, timeout=300))
 
     # queries

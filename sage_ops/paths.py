@@ -44,6 +44,16 @@ def token_file() -> Path:
     return config_dir() / "token"
 
 
+def working_dir(given: str | os.PathLike[str] | None = None) -> str | None:
+    """Where a submitted job runs, for the CLI and the Python client alike: `given` made absolute
+    here, where it was meant, else the directory it was submitted from (as a shell user expects);
+    None when that directory is gone (the job then runs in a scratch directory)."""
+    try:
+        return os.path.abspath(given) if given else os.getcwd()
+    except FileNotFoundError:
+        return os.fspath(given) if given else None
+
+
 def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=mode)
     return path

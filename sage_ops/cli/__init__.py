@@ -13,7 +13,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from .. import __version__, render
+from .. import __version__, paths, render
 from ..client import JobManagerClient, script_spec
 from ..config import Config, load_config
 from ..errors import DaemonUnavailable, SageOpsError
@@ -113,7 +113,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
     try:
         res = Resources(cpu=1.0 if cpu is None else cpu, gpu=gpu or 0.0, memory=memory, custom_resources=custom)
         common: dict[str, Any] = {"name": name, "resources": res, "env": _kv(env, "--env"), "priority": priority,
-                                  "timeout": timeout, "working_dir": workdir or os.getcwd(),
+                                  "timeout": timeout, "working_dir": paths.working_dir(workdir),
                                   "dependencies": list(dependencies), "retry_policy": retry_policy or {},
                                   "secret_env": _kv(secret_env, "--secret-env"), "tenant": tenant}
         if not command and Path(argv[0]).is_file():

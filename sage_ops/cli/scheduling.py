@@ -3,7 +3,6 @@ and retry, priorities. Thin like the rest: parse, call the client, render."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from .. import render
+from .. import paths, render
 from ..client import script_spec
 from ..lifecycle import JobStatus
 from ..schemas import BulkResult, JobSpec
@@ -132,7 +131,7 @@ def load_batch(path: Path) -> list[JobSpec]:
         for key in ("command", "args"):  # YAML reads `[true, 3]` as a bool and an int: argv is text
             if isinstance(item.get(key), list):
                 item[key] = [_word(x) for x in item[key]]
-        item.setdefault("working_dir", os.getcwd())
+        item.setdefault("working_dir", paths.working_dir())
         try:
             if isinstance(item.get("script"), str):
                 script = (path.parent / item.pop("script")).resolve()

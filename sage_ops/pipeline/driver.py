@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address=os.environ.get("SAGE_OPS_RAY_ADDRESS") or "auto", log_to_driver=True,
              logging_level="WARNING")
     job_id = os.environ.get("SAGE_OPS_JOB_ID")
-    executor = RayExecutor(compiled, options, job_id)
+    executor = RayExecutor(compiled, options, job_id, working_dir=os.getcwd())  # the job's working_dir
     names = {o.id: o.name for o in compiled.plan.operators}
     try:
         final = executor.run(lambda m: control.send({"metrics": [x.model_dump() for x in m]}))

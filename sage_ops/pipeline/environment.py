@@ -169,14 +169,18 @@ class PipelineFailed(PipelineError):
 
 class RemoteEnvironment(BaseEnvironment):
     """Submits the pipeline as a sage-ops job (kind `pipeline`): it queues, retries, logs and is
-    cancelled like any other job, and runs on Ray with one actor per fused task instance."""
+    cancelled like any other job, and runs on Ray with one actor per fused task instance. Its
+    operators run in the job's working directory (`working_dir`, by default the directory
+    `submit()` is called from), so FileSource("input.csv") reads the submitter's input.csv."""
 
     def __init__(self, name: str = "pipeline", jobmanager_address: str | None = None, *,
-                 token: str | None = None, config: dict[str, Any] | None = None, **kw: Any) -> None:
+                 token: str | None = None, config: dict[str, Any] | None = None, working_dir: str | None = None,
+                 **kw: Any) -> None:
         super().__init__(name, **kw)
         from ..client import JobManagerClient
 
         self.client = JobManagerClient(jobmanager_address, config, token)
+        self.working_dir = working_dir  # None: where submit() is called, as for any job
 
     def spec(self, **job: Any) -> dict[str, Any]:
         """The job spec `submit` sends (plan in plain JSON; code in an opaque payload)."""
@@ -184,7 +188,8 @@ class RemoteEnvironment(BaseEnvironment):
         payload, size = pack(self.graph, self.options)
         pipeline = PipelineSpec(payload=payload, payload_bytes=size, plan=plan, options=self.options,
                                 python=f"{sys.version_info.major}.{sys.version_info.minor}")
-        return {"kind": "pipeline", "name": self.name, "pipeline": pipeline.model_dump(mode="json"), **job}
+        where = {"working_dir": self.working_dir} if self.working_dir else {}
+        return {"kind": "pipeline", "name": self.name, "pipeline": pipeline.model_dump(mode="json"), **where, **job}
 
     def submit(self, **job: Any) -> str:
         """Submit; returns the job id once the job is committed. Keywords are JobSpec fields:

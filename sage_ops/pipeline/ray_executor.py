@@ -62,7 +62,11 @@ class RayChannel:
 @ray.remote(max_restarts=0, max_task_retries=0)
 class TaskActor:
     def __init__(self, spec: TaskSpec, index: int, expected_ends: int, options: dict[str, Any],
-                 job_id: str | None) -> None:
+                 job_id: str | None, working_dir: str | None = None) -> None:
+        # The job's working directory, as for the driver (the actor has a worker process of its
+        # own): relative paths (FileSource("input.csv"), the user's own open()s) mean the same.
+        if working_dir and os.path.isdir(working_dir):
+            os.chdir(working_dir)
         self.task = TaskInstance(spec, index, expected_ends, PipelineOptions(**options), job_id)
         self.label = f"{spec.name} [{index + 1}/{spec.parallelism}]"
 
@@ -88,8 +92,9 @@ class TaskActor:
 
 
 class RayExecutor:
-    def __init__(self, graph: ExecutionGraph, options: PipelineOptions, job_id: str | None = None) -> None:
-        self.graph, self.options, self.job_id = graph, options, job_id
+    def __init__(self, graph: ExecutionGraph, options: PipelineOptions, job_id: str | None = None,
+                 working_dir: str | None = None) -> None:
+        self.graph, self.options, self.job_id, self.working_dir = graph, options, job_id, working_dir
         self.actors: dict[int, list[Any]] = {}
         self.pids: dict[tuple[int, int], int] = {}
         self.board = MetricsBoard([o.id for o in graph.plan.operators])
@@ -104,7 +109,8 @@ class RayExecutor:
         for t in g.tasks:
             self.actors[t.id] = [
                 TaskActor.options(num_cpus=t.num_cpus).remote(t, i, g.expected_ends(t),
-                                                              self.options.model_dump(), self.job_id)
+                                                              self.options.model_dump(), self.job_id,
+                                                              self.working_dir)
                 for i in range(t.parallelism)]
         waiting = {}
         for t in g.tasks:
