@@ -217,13 +217,13 @@ def sshd() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def wheelhouse() -> Iterator[Path]:
-    """Wheels of this Ray and this sage-ops tree and their dependencies (`nodes add --wheel-dir`):
-    nodes install offline from them (~20 s with pip's cache, once per session)."""
+    """Wheels of this Ray and this sage-ops and their dependencies (`nodes add --wheel-dir`, as
+    `nodes wheels` makes them): nodes install offline from them (~20 s with pip's cache, once)."""
     from sage_ops.nodes.wheels import build_wheelhouse
 
     dest = Path(tempfile.mkdtemp(prefix="sgo-wheels-", dir="/tmp"))
     try:
-        build_wheelhouse(dest, source=Path(__file__).resolve().parent.parent)
+        build_wheelhouse(dest, cache=dest / ".own-wheel")
         yield dest
     finally:
         shutil.rmtree(dest, ignore_errors=True)

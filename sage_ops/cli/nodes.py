@@ -103,7 +103,8 @@ def _follow(ctx: Ctx, name: str, bar: Progress) -> NodeView:
 @click.option("--num-gpus", type=click.IntRange(0), help="GPUs Ray offers there (default: detected).")
 @click.option("--accept-new-host-key", is_flag=True, help="Record an unknown host key (a changed key is refused).")
 @click.option("--wheel-dir", type=click.Path(exists=True, file_okay=False, resolve_path=True),
-              help="Install offline from these wheels (`sage-ops nodes wheels DIR` makes them).")
+              help="Nodes without a package index: Ray and the rest from these wheels (`sage-ops nodes wheels "
+                   "DIR` makes them), copied over SFTP.")
 @click.option("--python", "python_bin", default="python3", show_default=True, help="The node's Python.")
 @click.option("--venv", help="Where to install on the node (default: the config's nodes.venv).")
 @click.option("--node-ip", help="The node's address for Ray (default: Ray picks).")
@@ -115,7 +116,10 @@ def add_nodes(ctx: Ctx, targets: tuple[str, ...], hosts_file: str | None, parall
               venv: str | None, node_ip: str | None, as_json: bool) -> None:
     """Make machines Ray nodes over SSH: connect -> check python -> install -> join ray -> verify.
 
-    Adding a node that is already up checks it and leaves it running."""
+    The daemon ships its own sage-ops to the node (a wheel it builds once per version and source)
+    and pip on the node takes this Ray and the other dependencies from the node's package index,
+    or from --wheel-dir when the node has none. Adding a node that is already up checks it and
+    leaves it running."""
     wanted = [parse_target(t) for t in targets] + (read_hosts(hosts_file) if hosts_file else [])
     if not wanted:
         raise click.UsageError("give [USER@]HOST[:PORT] or --from FILE")
@@ -198,7 +202,7 @@ def remove_node(ctx: Ctx, name: str, force: bool) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, resolve_path=True))
 def wheels(directory: str) -> None:
     """Gather wheels of this Ray and sage-ops and everything they need into DIRECTORY, for
-    `nodes add --wheel-dir` on machines without a package index (uses pip here)."""
+    `nodes add --wheel-dir` on machines without a package index (uses pip and its index here)."""
     from ..nodes.wheels import build_wheelhouse
 
     made = build_wheelhouse(Path(directory))

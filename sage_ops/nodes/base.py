@@ -74,7 +74,10 @@ class JoinPlan:
     resources: dict[str, float] = field(default_factory=dict)
     num_cpus: int | None = None
     num_gpus: int | None = None
-    wheel_dir: Path | None = None  # local wheels, copied over SFTP: pip installs with --no-index
+    # The daemon's own sage-ops wheel (own_wheel.py), copied over SFTP and installed from that file
+    # (sage_ops_version is its version); None: `sage-ops==sage_ops_version` by name from the index.
+    sage_ops_wheel: Path | None = None
+    wheel_dir: Path | None = None  # local wheels for the rest, copied over SFTP: pip installs with --no-index
     venv: str = "~/.sage-ops/venv"  # on the node, under the user's home
     python_bin: str = "python3"  # the node's interpreter that makes the venv
     node_ip: str | None = None  # --node-ip-address (default: Ray picks)

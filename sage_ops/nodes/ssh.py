@@ -367,7 +367,7 @@ class SSHBackend(NodeBackend):
         deadline = time.monotonic() + limit
         venv = remote.path(plan.venv)
         qv = shlex.quote(venv)
-        check = 'import ray, sage_ops; print(ray.__version__, sage_ops.__version__)'
+        check = 'import ray, sage_ops, importlib.metadata as m; print(ray.__version__, m.version("sage-ops"))'
         rc, out, _ = remote.run(f"test -x {qv}/bin/python && {qv}/bin/python -I -c {shlex.quote(check)}", limit)
         if rc == 0 and out.split() == [plan.ray_version, plan.sage_ops_version]:
             progress("install", "skip", f"already installed in {venv}")
@@ -378,41 +378,49 @@ class SSHBackend(NodeBackend):
             rc, out, err = remote.run(f"{remote.python(plan.python_bin)} -m venv {qv}", limit)
             if rc != 0:
                 raise StepFailed("install", f"could not create {venv}: {_last_lines(err or out, 1)}")
-        reqs = f"{shlex.quote(f'ray[default]=={plan.ray_version}')} {shlex.quote(f'sage-ops=={plan.sage_ops_version}')}"
+        # sage-ops from the daemon's own wheel (it is on no index); Ray and the rest from the node's
+        # package index (pip's own config there), or from --wheel-dir when the node has none
+        sage_ops, shipped = shlex.quote(f"sage-ops=={plan.sage_ops_version}"), ""
         pip = f"{qv}/bin/python -m pip install --disable-pip-version-check --progress-bar off"
-        copied = 0
         if plan.wheel_dir:
             wheels = remote.path(f"{self.workdir}/wheels")
-            copied = self._upload_wheels(remote, Path(plan.wheel_dir), wheels, deadline)
+            if not (local := sorted(Path(plan.wheel_dir).glob("*.whl"))):
+                raise StepFailed("install", f"no wheels in {plan.wheel_dir} (`sage-ops nodes wheels DIR` makes them)")
+            shipped = f" ({self._upload(remote, local, wheels, deadline)} wheels copied)"
             pip += f" --no-index --find-links {shlex.quote(wheels)}"
+        if plan.sage_ops_wheel:
+            dist = remote.path(f"{self.workdir}/dist")
+            self._upload(remote, [Path(plan.sage_ops_wheel)], dist, deadline, only=True)
+            sage_ops = shlex.quote(f"{dist}/{Path(plan.sage_ops_wheel).name}")
+            shipped = shipped or " (sage-ops shipped, the rest from the node's package index)"
+        reqs = f"{shlex.quote(f'ray[default]=={plan.ray_version}')} {sage_ops}"
         left = _left(deadline)
         rc, out, err = remote.run(f"timeout -k 5 {left:.0f} {pip} {reqs}", left + 10)
         if rc == 124:
             raise _Timeout()
         if rc != 0:
             raise StepFailed("install", _last_lines(err or out, 1))
-        progress("install", "done", f"ray {plan.ray_version}, sage-ops {plan.sage_ops_version} in {venv}"
-                 + (f" ({copied} wheels copied)" if plan.wheel_dir else ""))
+        progress("install", "done", f"ray {plan.ray_version}, sage-ops {plan.sage_ops_version} in {venv}{shipped}")
         return True
 
-    def _upload_wheels(self, remote: _Remote, local: Path, dest: str, deadline: float) -> int:
-        """SFTP the wheels that are not there with the same size yet; returns how many were sent."""
-        wheels = sorted(local.glob("*.whl"))
-        if not wheels:
-            raise StepFailed("install", f"no wheels in {local} (make them with `sage-ops nodes wheels DIR`)")
+    def _upload(self, remote: _Remote, files: list[Path], dest: str, deadline: float, only: bool = False) -> int:
+        """SFTP the files that are not in `dest` with the same size yet; returns how many were sent.
+        `only`: also remove the other wheels there (older builds of the one wheel it holds)."""
         rc, _, err = remote.run(f"umask 077 && mkdir -p {shlex.quote(dest)}", 20)
         if rc != 0:
             raise StepFailed("install", f"cannot create {dest}: {_last_lines(err, 1)}")
         sftp = remote.sftp()
         there = {a.filename: a.st_size for a in sftp.listdir_attr(dest)}
         sent = 0
-        for w in wheels:
+        for w in files:
             if there.get(w.name) == w.stat().st_size:
                 continue
             sftp.get_channel().settimeout(_left(deadline))  # type: ignore[union-attr]
             sftp.put(str(w), f"{dest}/.{w.name}.part")
             sftp.posix_rename(f"{dest}/.{w.name}.part", f"{dest}/{w.name}")
             sent += 1
+        for name in [n for n in there.keys() - {w.name for w in files} if n.endswith(".whl")] if only else []:
+            sftp.remove(f"{dest}/{name}")
         return sent
 
     def _join(self, remote: _Remote, plan: JoinPlan, limit: float, made: dict[str, str], listed: Listed,

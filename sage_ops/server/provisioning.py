@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from .. import __version__
 from ..cluster import NodeAdd, NodeProgress, NodeView
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, SageOpsError
 from ..lifecycle import JobStatus, NodeStatus, node_transition
 from ..nodes.base import JoinPlan, NodeBackend, NodeTarget, StepFailed, StepTimeouts
+from ..nodes.own_wheel import OwnWheel, own_wheel
 from .metrics import usage
 from .tables import Job, Node
 
@@ -130,7 +130,18 @@ class Provisioner:
         self._spawn(self._join(name, old, req, op))
         return await self.view(name)
 
-    def plan(self, req: NodeAdd, name: str) -> JoinPlan:
+    def own_wheel(self) -> OwnWheel:
+        """This sage-ops as a wheel for the node (built once per version and source, then cached
+        in the state dir): it is on no package index."""
+        try:
+            wheel = own_wheel(self.daemon.state_dir / "cache" / "wheels")
+        except (SageOpsError, OSError) as exc:
+            raise StepFailed("install", f"cannot build the sage-ops wheel for the node: {exc}") from None
+        if wheel.built:
+            log.info("built %s for new nodes", wheel.path)
+        return wheel
+
+    def plan(self, req: NodeAdd, name: str, wheel: OwnWheel) -> JoinPlan:
         ray_address = self.daemon.backend.address or ""
         head = self.cfg.head_address or ray_address
         host, _, port = head.rpartition(":")
@@ -146,7 +157,8 @@ class Provisioner:
             token = Path(path).read_text().strip()
         timeouts = StepTimeouts(install=self.cfg.install_timeout, join_ray=self.cfg.join_timeout,
                                 verify=self.cfg.join_timeout)
-        return JoinPlan(name=name, head_address=head, ray_version=version("ray"), sage_ops_version=__version__,
+        return JoinPlan(name=name, head_address=head, ray_version=version("ray"),
+                        sage_ops_version=wheel.version, sage_ops_wheel=wheel.path,
                         python=sys.version_info[:2], ray_token=token, resources=dict(req.resources),
                         num_cpus=req.num_cpus, num_gpus=req.num_gpus,
                         wheel_dir=Path(req.wheel_dir) if req.wheel_dir else None, venv=req.venv or self.cfg.venv,
@@ -161,7 +173,7 @@ class Provisioner:
         target = _target(req, self.cfg.known_hosts, req.accept_new_host_key)
         started = time.monotonic()
         try:
-            plan = self.plan(req, name)
+            plan = self.plan(req, name, await asyncio.to_thread(self.own_wheel))
             result = await asyncio.to_thread(self.backend.join, target, plan, progress, self.daemon.backend.listed)
         except Exception as exc:  # noqa: BLE001 - any failure is the node's FAILED state, in one line
             detail = str(exc) if isinstance(exc, StepFailed) else f"internal error: {exc.__class__.__name__}: {exc}"
