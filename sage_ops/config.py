@@ -31,7 +31,8 @@ class JobManagerConfig(_Section):
 
 
 class RayConfig(_Section):
-    address: str = Field("auto", description="'auto', 'local' (always start our own head) or HOST:PORT")
+    address: str = Field("auto", description="'auto' or 'local': this daemon's own head (started when none "
+                         "runs; $RAY_ADDRESS and /tmp/ray are never followed); HOST:PORT joins that head")
     namespace: str = "sage-ops"
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"

@@ -289,27 +289,69 @@ async def _in_daemon_thread(fn: Any) -> Any:
     return await fut
 
 
+class _QuietRay(logging.Filter):
+    """Ray warns that it sets no SIGTERM handler when connected from a thread: the daemon owns its
+    signals (Daemon.serve), so the warning is only noise on the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+def _loopback(host: str | None) -> str:
+    return "::1" if host and ":" in host else "127.0.0.1"
+
+
 class JobManagerServer:
     """The Python entry point, with the names from the JobManager docs.
 
-    `JobManagerServer(host="127.0.0.1", port=19001, ray_address="auto").start()` serves until
-    SIGTERM/SIGINT. `host=None` keeps TCP off (Unix socket only).
+    `JobManagerServer(host="0.0.0.0", port=19001, ray_address="auto").start()` serves until
+    SIGTERM/SIGINT. `host=None` keeps TCP off (Unix socket only). The docs' values are accepted
+    and kept safe: TCP always needs a token, a wildcard host serves the network only over TLS
+    (else loopback), `auto` is this daemon's own head, and Ray's dashboard stays on loopback.
     """
+
+    WILDCARD = ("0.0.0.0", "::")  # noqa: S104 - recognised in order to narrow it
 
     def __init__(self, host: str | None = None, port: int | None = None, ray_address: str | None = None,
                  config: Config | str | None = None, socket_path: str | None = None, **overrides: Any) -> None:
         if isinstance(config, Config):
-            self.cfg = config
+            cfg = config
         else:
-            self.cfg = load_config(config, **{"jobmanager.host": host, "jobmanager.port": port,
-                                              "ray.address": ray_address, "jobmanager.socket": socket_path,
-                                              **overrides})
+            cfg = load_config(config, **{"jobmanager.host": host, "jobmanager.port": port,
+                                         "ray.address": ray_address, "jobmanager.socket": socket_path,
+                                         **overrides})
+        self.notes: list[str] = []
+        self.cfg = self._narrowed(cfg)
+
+    def _narrowed(self, cfg: Config) -> Config:
+        """Wildcard addresses without TLS become loopback (a bearer token must not cross a
+        network in clear; Ray's dashboard has no authentication of ours), each with a note."""
+        jm, ray = cfg.jobmanager, cfg.ray
+        if jm.host in self.WILDCARD and not cfg.security.tls_cert:
+            self.notes.append(f"TCP on {_loopback(jm.host)}:{jm.port} only: serving {jm.host} needs TLS "
+                              "(security.tls_cert and tls_key, or --tls-cert/--tls-key)")
+            jm = jm.model_copy(update={"host": _loopback(jm.host)})
+        if ray.dashboard_host in self.WILDCARD:
+            self.notes.append("Ray's dashboard on 127.0.0.1 only: it would let anyone on the network run code")
+            ray = ray.model_copy(update={"dashboard_host": "127.0.0.1"})
+        return cfg.model_copy(update={"jobmanager": jm, "ray": ray})
 
     def start(self) -> None:
-        _setup_logging(self.cfg)
+        """Serve in this thread until SIGTERM/SIGINT. Raises Conflict (one clear line) when a
+        daemon already runs for this state directory, before touching its log or Ray."""
         lock = PidLock(paths.pidfile())
-        lock.acquire()
         try:
+            lock.acquire()
+        except Conflict as exc:
+            raise Conflict(f"{exc.message}: connect to it (JobManagerClient()), or stop it first "
+                           "(sage-ops daemon stop)") from None
+        try:
+            _setup_logging(self.cfg)
+            for note in self.notes:
+                log.warning("%s", note)
+                if not self.cfg.logging.stderr:
+                    print(f"sage-ops daemon: {note}", file=sys.stderr)
+            logging.getLogger("ray._private.worker").addFilter(_QuietRay())
             try:
                 import uvloop
 

@@ -1,9 +1,9 @@
 """The daemon's side of Ray: find or start the head, connect, and talk to the dispatcher actor.
 
-With `ray.address: auto` the daemon joins a cluster it can find ($RAY_ADDRESS, the head it
-started earlier, a default `ray start` cluster); with none it starts a local head as a separate
-long-lived process on loopback, with a Ray auth token of its own, so a daemon restart never
-kills running jobs.
+With `ray.address: auto` (or `local`) the daemon uses the head it started earlier, or starts a
+local head as a separate long-lived process on loopback, with a Ray auth token of its own, so a
+daemon restart never kills running jobs; it never follows $RAY_ADDRESS or /tmp/ray. HOST:PORT
+joins that head.
 """
 
 from __future__ import annotations
@@ -194,18 +194,13 @@ class RayBackend:
             if rec and rec["address"] == want:
                 env.update(self.head.env())
             return want, env
-        if want == "auto" and os.environ.get("RAY_ADDRESS"):
-            return os.environ["RAY_ADDRESS"], dict(RAY_ENV)
+        # 'auto' (the JobManager docs' value) and 'local': our own head. $RAY_ADDRESS and
+        # /tmp/ray are never followed implicitly: any local user can write them, and joining
+        # their cluster would hand them our jobs. Another cluster is joined by HOST:PORT only.
         rec = self.head.load()
         if rec and _reachable(rec["address"]):
             self.started_head = True
             return rec["address"], self.head.env()
-        if want == "auto":
-            current = Path("/tmp/ray/ray_current_cluster")
-            with contextlib.suppress(OSError):
-                addr = current.read_text().strip()
-                if addr and _reachable(addr):
-                    return addr, {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         address = self.head.start(self.cfg)
         self.started_head = True
         return address, self.head.env()
