@@ -3,6 +3,7 @@ home directory (so a node's ~/.sage-ops lands in a temp dir, not in the real hom
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -26,9 +27,24 @@ def _keygen(path: Path) -> None:
                    check=True, capture_output=True, timeout=30)
 
 
+def pip_env() -> dict[str, str]:
+    """pip on the "node" as this machine's user has it: its sessions' HOME is a temp dir, where pip
+    would miss the user's pip.conf (index, mirror) and cache; so point at them, and pass on the
+    PIP_* variables of this process."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("PIP_") and '"' not in v}
+    home = Path.home()
+    for conf in (Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "pip" / "pip.conf",
+                 home / ".pip" / "pip.conf"):
+        if conf.is_file():
+            env.setdefault("PIP_CONFIG_FILE", str(conf))
+            break
+    env.setdefault("PIP_CACHE_DIR", str(Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "pip"))
+    return env
+
+
 class Sshd:
     """`/usr/sbin/sshd -D -e` on 127.0.0.1:<free port> for the current user. `home` is the HOME
-    its sessions see (sshd's SetEnv); `client_key` is authorized, `wrong_key` is not."""
+    its sessions see (sshd's SetEnv, with pip_env()); `client_key` is authorized, `wrong_key` is not."""
 
     def __init__(self) -> None:
         if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
@@ -49,7 +65,8 @@ class Sshd:
                "-o", f"AuthorizedKeysFile={self.dir}/authorized_keys", "-o", "PidFile=none",
                "-o", "StrictModes=no", "-o", "PermitRootLogin=prohibit-password", "-o", "UsePAM=no",
                "-o", "ListenAddress=127.0.0.1", "-o", "PasswordAuthentication=no",
-               "-o", "Subsystem=sftp internal-sftp", "-o", f"SetEnv=HOME={self.home}"]
+               "-o", "Subsystem=sftp internal-sftp",
+               "-o", "SetEnv=" + " ".join(f'"{k}={v}"' for k, v in {"HOME": str(self.home), **pip_env()}.items())]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
                                      start_new_session=True)
         deadline = time.monotonic() + 15
@@ -69,6 +86,11 @@ class Sshd:
         """The host key as a known_hosts line, in the `[127.0.0.1]:PORT` form OpenSSH uses."""
         kind, blob = Path(f"{self.host_key}.pub").read_text().split()[:2]
         return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
+
+    def installed(self, venv: str) -> list[str]:
+        """The sage-ops versions installed in the node's venv `venv` (relative to its HOME)."""
+        infos = (self.home / venv).glob("lib/python*/site-packages/sage_ops-*.dist-info")
+        return sorted(p.name.removeprefix("sage_ops-").removesuffix(".dist-info") for p in infos)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

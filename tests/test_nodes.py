@@ -1,7 +1,9 @@
-"""Nodes over real SSH, through the daemon and the CLI: `nodes add` bootstraps a second Ray node
-on this machine through a real sshd (offline, from wheels), a job asking for the resource only it
-has runs there, `drain` waits for it and stops that node's Ray, `remove` forgets it. Refusals
-(unknown host key, wrong key, no python) fail the node with the step named."""
+"""Nodes over real SSH, through the daemon and the CLI: `nodes add USER@HOST` as the README has it
+(no --wheel-dir) bootstraps a second Ray node on this machine through a real sshd, with the
+daemon's own sage-ops wheel shipped over SFTP and Ray and the rest from the node's package index
+(pip's config there); a job asking for the resource only it has runs there, `drain` waits for it
+and stops that node's Ray, `remove` forgets it. Refusals (unknown host key, wrong key, no python)
+fail the node with the step named. test_ssh.py installs from a wheelhouse (offline) instead."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from conftest import Daemon, wait_until
 
 
 @pytest.fixture(scope="module")
-def cluster(ray_head: dict[str, str], sshd: Any, wheelhouse: Path) -> Any:
+def cluster(ray_head: dict[str, str], sshd: Any) -> Any:
     d = Daemon(ray_head, {"nodes": {"known_hosts": "KNOWN"}})
     known = d.home / "known_hosts"
     cfg = d.home / "config.yaml"
@@ -37,14 +39,18 @@ def nodes(d: Daemon) -> dict[str, dict[str, Any]]:
     return {n["name"]: n for n in json.loads(d.run("nodes", "--json", check=True).stdout)}
 
 
-def test_add_run_drain_remove(cluster: Daemon, sshd: Any, wheelhouse: Path) -> None:
+def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     d = cluster
-    out = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1", "--accept-new-host-key",
-              "--wheel-dir", str(wheelhouse))
+    out = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1", "--accept-new-host-key")
     assert out.returncode == 0, out.stderr
     for step in ("connect", "check python", "install", "join ray", "verify"):  # not a TTY: plain lines
         assert f"tpu1: {step}" in out.stderr
     assert "1 of 1 node(s) up" in out.stderr
+    # sage-ops went as the daemon's own wheel, built into its cache; the rest from the node's index
+    assert "sage-ops shipped, the rest from the node's package index" in out.stderr
+    shipped = list((d.state / "cache" / "wheels").glob("sage_ops-*.whl"))
+    assert len(shipped) == 1
+    assert sshd.installed(".sage-ops/venv-daemon") == [shipped[0].name.split("-")[1]]
     assert f"[127.0.0.1]:{sshd.port}" in (d.home / "known_hosts").read_text()  # recorded
     node = nodes(d)["tpu1"]
     assert node["state"] == "UP" and node["managed"] and node["resources"] == {"TPU": 1.0}
@@ -56,8 +62,7 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any, wheelhouse: Path) -> N
     assert done.status == "COMPLETED" and done.node == "tpu1"
     assert [e.message for e in client.get_job_logs(job)] == ["on tpu1"]
 
-    again = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1",
-                "--wheel-dir", str(wheelhouse))
+    again = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1")
     assert again.returncode == 0, again.stderr  # idempotent: checked, left running
     assert nodes(d)["tpu1"]["detail"] == "already up"
 

@@ -1,17 +1,21 @@
 """SSHBackend against a real OpenSSH server on loopback and the session's real Ray head: a node
 is installed from a wheelhouse, joins, is found again (idempotent add) and stopped alone; host
-keys, client keys, the node's Python and a failed join are checked for what they leave behind."""
+keys, client keys, the node's Python and a failed join are checked for what they leave behind.
+sage-ops itself is the daemon's own wheel, shipped over SFTP (own_wheel.py); here the rest comes
+from a wheelhouse (offline), in test_nodes.py from the node's package index."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +26,7 @@ from sshd import Sshd
 
 import sage_ops
 from sage_ops.nodes.base import NODE_ENV, JoinPlan, JoinResult, NodeTarget, StepFailed, StepTimeouts, node_resource
+from sage_ops.nodes.own_wheel import KEEP, OwnWheel, own_wheel, package_dir
 from sage_ops.nodes.ssh import SSHBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,11 +99,11 @@ def make_target(server: Sshd, known_hosts: Path, **kw: Any) -> NodeTarget:
                       known_hosts=str(known_hosts), **kw)
 
 
-def make_plan(ray_env: dict[str, str], name: str, wheel_dir: Path | None, **kw: Any) -> JoinPlan:
+def make_plan(ray_env: dict[str, str], name: str, wheel: OwnWheel, wheel_dir: Path | None, **kw: Any) -> JoinPlan:
     # Ray rewrites 127.0.0.1 in a join address: join by host name, as conftest.RayNode does.
     port = ray_env["SAGE_OPS_RAY__ADDRESS"].rsplit(":", 1)[1]
     return JoinPlan(name=name, head_address=f"{socket.gethostname()}:{port}", ray_version=metadata.version("ray"),
-                    sage_ops_version=sage_ops.__version__, python=sys.version_info[:2],
+                    sage_ops_version=wheel.version, sage_ops_wheel=wheel.path, python=sys.version_info[:2],
                     ray_token=Path(ray_env["RAY_AUTH_TOKEN_PATH"]).read_text(), resources={"TPU": 1}, num_cpus=1,
                     wheel_dir=wheel_dir, node_ip="127.0.0.1", env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}, **kw)
 
@@ -120,13 +125,20 @@ def fails(step: str, call: Any) -> StepFailed:
 
 
 @pytest.fixture(scope="module")
-def joined(sshd: Sshd, wheelhouse: Path, ray_head: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def own(tmp_path_factory: pytest.TempPathFactory) -> OwnWheel:
+    """This sage-ops as the wheel the daemon ships to nodes."""
+    return own_wheel(tmp_path_factory.mktemp("own-wheel"))
+
+
+@pytest.fixture(scope="module")
+def joined(sshd: Sshd, own: OwnWheel, wheelhouse: Path, ray_head: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The node NAME, joined over SSH into a known_hosts file (and directory) that did not exist."""
     known = tmp_path_factory.mktemp("client") / "ssh" / "known_hosts"
     events: list[tuple[str, str, str]] = []
     start = time.monotonic()
     target = make_target(sshd, known, accept_new_host_key=True)
-    result = SSHBackend().join(target, make_plan(ray_head, NAME, wheelhouse), lambda *e: events.append(e),
+    result = SSHBackend().join(target, make_plan(ray_head, NAME, own, wheelhouse), lambda *e: events.append(e),
                                listed_by(ray_head))
     try:
         yield Joined(result, events, known, time.monotonic() - start)
@@ -137,7 +149,8 @@ def joined(sshd: Sshd, wheelhouse: Path, ray_head: dict[str, str], tmp_path_fact
             kill_local(NAME)
 
 
-def test_join_installs_and_the_node_takes_a_task(joined: Joined, sshd: Sshd, ray_head: dict[str, str]) -> None:
+def test_join_installs_and_the_node_takes_a_task(joined: Joined, sshd: Sshd, own: OwnWheel,
+                                                 ray_head: dict[str, str]) -> None:
     r = joined.result
     assert r.installed and not r.already_joined and r.ray_node_id
     assert r.python.startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
@@ -151,6 +164,11 @@ def test_join_installs_and_the_node_takes_a_task(joined: Joined, sshd: Sshd, ray
     # the node's files are under its $HOME; the token file is private and never shown
     token = Path(ray_head["RAY_AUTH_TOKEN_PATH"]).read_text()
     assert (sshd.home / ".sage-ops" / "venv" / "bin" / "ray").exists()
+    # sage-ops is the shipped build of this source, the rest came from the wheelhouse
+    assert sshd.installed(".sage-ops/venv") == [own.version]
+    assert (sshd.home / ".sage-ops" / "dist" / own.path.name).read_bytes() == own.path.read_bytes()
+    install = next(detail for s, state, detail in joined.events if (s, state) == ("install", "done"))
+    assert "wheels copied" in install
     token_file = sshd.home / ".sage-ops" / f"ray-token-{NAME}"
     assert token_file.read_text() == token and token_file.stat().st_mode & 0o777 == 0o600
     assert not any(token in detail for _, _, detail in joined.events)
@@ -164,10 +182,11 @@ def test_join_installs_and_the_node_takes_a_task(joined: Joined, sshd: Sshd, ray
     print(f"\nfresh join {joined.seconds:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in r.seconds.items()))
 
 
-def test_second_join_is_idempotent(joined: Joined, sshd: Sshd, wheelhouse: Path, ray_head: dict[str, str]) -> None:
+def test_second_join_is_idempotent(joined: Joined, sshd: Sshd, own: OwnWheel, wheelhouse: Path,
+                                   ray_head: dict[str, str]) -> None:
     events: list[tuple[str, str, str]] = []
     start = time.monotonic()
-    again = SSHBackend().join(make_target(sshd, joined.known_hosts), make_plan(ray_head, NAME, wheelhouse),
+    again = SSHBackend().join(make_target(sshd, joined.known_hosts), make_plan(ray_head, NAME, own, wheelhouse),
                               lambda *e: events.append(e), listed_by(ray_head))
     took = time.monotonic() - start
     assert not again.installed and again.already_joined and again.ray_node_id == joined.result.ray_node_id
@@ -176,7 +195,20 @@ def test_second_join_is_idempotent(joined: Joined, sshd: Sshd, wheelhouse: Path,
     print(f"\nre-join {took:.1f} s")
 
 
-def test_failure_after_install_leaves_the_node_clean(joined: Joined, sshd: Sshd, wheelhouse: Path,
+def test_a_new_build_replaces_the_old_one(joined: Joined, sshd: Sshd, wheelhouse: Path, ray_head: dict[str, str],
+                                          tmp_path: Path) -> None:
+    """An edited source is a new wheel: the node's sage-ops is reinstalled (the node stays up),
+    and the old build's wheel is gone from the node."""
+    new = own_wheel(tmp_path / "cache", edited_copy(tmp_path))
+    events: list[tuple[str, str, str]] = []
+    again = SSHBackend().join(make_target(sshd, joined.known_hosts), make_plan(ray_head, NAME, new, wheelhouse),
+                              lambda *e: events.append(e), listed_by(ray_head))
+    assert again.installed and again.already_joined
+    assert sshd.installed(".sage-ops/venv") == [new.version]
+    assert [p.name for p in (sshd.home / ".sage-ops" / "dist").iterdir()] == [new.path.name]
+
+
+def test_failure_after_install_leaves_the_node_clean(joined: Joined, sshd: Sshd, own: OwnWheel, wheelhouse: Path,
                                                      ray_head: dict[str, str]) -> None:
     """A head that does not answer: the join fails in "join ray" and what this call made (its
     venv, token file, processes) is gone, while a venv that was there before is kept."""
@@ -186,7 +218,7 @@ def test_failure_after_install_leaves_the_node_clean(joined: Joined, sshd: Sshd,
     timeouts = StepTimeouts(join_ray=6, verify=5)
     target = make_target(sshd, joined.known_hosts)
     fresh = sshd.home / "venv-fail"
-    plan = replace(make_plan(ray_head, "ssh-fail", wheelhouse, venv=str(fresh), timeouts=timeouts),
+    plan = replace(make_plan(ray_head, "ssh-fail", own, wheelhouse, venv=str(fresh), timeouts=timeouts),
                    head_address=f"{socket.gethostname()}:{closed}")
     events: list[tuple[str, str, str]] = []
     err = fails("join ray", lambda: SSHBackend().join(target, plan, lambda *e: events.append(e),
@@ -292,3 +324,66 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- the wheel the daemon ships (own_wheel.py): no sshd needed ----------------------------------
+
+
+def edited_copy(dest: Path) -> Path:
+    """A copy of this sage_ops package with one file changed (a comment): an edited checkout."""
+    package = Path(shutil.copytree(package_dir(), dest / "sage_ops", ignore=shutil.ignore_patterns("__pycache__")))
+    with (package / "nodes" / "base.py").open("a") as f:
+        f.write("# edited\n")
+    return package
+
+
+def test_own_wheel_is_built_once_per_version_and_source(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = own_wheel(cache)
+    assert first.built and first.path.parent == cache
+    assert first.version.startswith(f"{sage_ops.__version__}+src")
+    assert first.path.name == f"sage_ops-{first.version}-py3-none-any.whl"
+    inode, data = first.path.stat().st_ino, first.path.read_bytes()
+    again = own_wheel(cache)
+    assert not again.built and again == replace(first, built=False)
+    assert again.path.stat().st_ino == inode and again.path.read_bytes() == data  # reused, not rebuilt
+    copy = Path(shutil.copytree(package_dir(), tmp_path / "same" / "sage_ops"))
+    assert own_wheel(tmp_path / "other", copy).version == first.version  # the content counts, not the place
+    edited = own_wheel(cache, edited_copy(tmp_path))
+    assert edited.built and edited.version != first.version
+    assert sorted(p.name for p in cache.iterdir()) == sorted([first.path.name, edited.path.name])
+
+
+def test_own_wheel_cache_keeps_the_newest(tmp_path: Path) -> None:
+    package = edited_copy(tmp_path)
+    made = []
+    for n in range(KEEP + 2):
+        with (package / "nodes" / "base.py").open("a") as f:
+            f.write(f"# edit {n}\n")
+        made.append(own_wheel(tmp_path / "cache", package).path.name)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(made[-KEEP:])
+
+
+def test_own_wheel_is_a_wheel_pip_installs_and_an_installed_copy_rebuilds_it(tmp_path: Path) -> None:
+    wheel = own_wheel(tmp_path / "cache")
+    with zipfile.ZipFile(wheel.path) as z:
+        names = z.namelist()
+        meta = z.read(f"sage_ops-{wheel.version}.dist-info/METADATA").decode()
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert {"sage_ops/tui/app.tcss", "sage_ops/server/migrations/script.py.mako"} <= set(names)  # package data
+    assert f"Version: {wheel.version}\n" in meta
+    assert f"Requires-Dist: ray[default]=={metadata.version('ray')}\n" in meta
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                          str(target), str(wheel.path)], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    # a non-editable install (pipx, `pip install .`): its files and metadata give the same wheel
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+            "from sage_ops.nodes.own_wheel import own_wheel, package_dir; "
+            "print(package_dir()); print(own_wheel(Path(sys.argv[2])).path)")
+    out = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path / "rebuilt")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    where, rebuilt = out.stdout.split()
+    assert Path(where) == target / "sage_ops"
+    assert Path(rebuilt).read_bytes() == wheel.path.read_bytes()
