@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 from .base import Check, Probe, Target, bad
 from .machine import check_config, check_disk, check_python, check_ray, check_ssh_agent
-from .service import check_daemon, check_database
+from .service import check_daemon, check_database, check_ray_head
 
 __all__ = ["CHECKS", "Check", "run_checks"]
 
 CHECKS: list[tuple[str, Callable[[Probe], Check]]] = [
     ("python", check_python), ("ray", check_ray), ("config", check_config), ("daemon", check_daemon),
-    ("database", check_database), ("disk", check_disk), ("ssh-agent", check_ssh_agent),
+    ("ray-head", check_ray_head), ("database", check_database), ("disk", check_disk), ("ssh-agent", check_ssh_agent),
 ]
 
 

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from .. import __version__
+from .. import __version__, paths, rayhead
 from ..client import JobManagerClient
 from ..config import Config, redact_url
 from ..errors import DaemonUnavailable, SageOpsError
@@ -22,6 +22,7 @@ from .base import (
     bad,
     existing,
     free_space,
+    ok,
     size,
     verdict,
     worst,
@@ -123,6 +124,26 @@ def check_daemon(p: Probe) -> Check:
         parts.append("degraded")
         fixes.append(f"sage-ops health  (says what is down; log: {cfg.logging.file})")
     return verdict("daemon", statuses, parts, fixes)
+
+
+# -- the local Ray head ---------------------------------------------------------------------------
+def check_ray_head(p: Probe) -> Check:
+    """The Ray head the daemon of this state dir started. It outlives the daemon on purpose (the
+    jobs on it keep running), but with no daemon left it only holds memory: say how to stop it."""
+    head = rayhead.find(paths.state_dir())
+    if not head.running:
+        return ok("ray-head", "no Ray head of this state dir is running")
+    used, kind = head.memory
+    what = f"at {head.address or '(address unknown)'}: {len(head.pids)} processes, {size(used)} ({kind})"
+    pid = rayhead.daemon_pid(paths.pidfile())
+    if pid is None:
+        return bad("ray-head", "WARN", f"left behind: the Ray head of this state dir runs {what} while no daemon "
+                   "runs", "sage-ops daemon stop --ray  (or sage-ops daemon start, to use it again)")
+    h = p.health
+    if h is not None and h.pid == pid and h.ray.connected and h.ray.address != head.address:
+        return bad("ray-head", "WARN", f"unused: the daemon is on Ray at {h.ray.address}, while the Ray head of "
+                   f"this state dir runs {what}", "sage-ops daemon stop --ray && sage-ops daemon start")
+    return ok("ray-head", f"the daemon's Ray head {what}")
 
 
 # -- database ------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """`sage-ops daemon start|stop|status`: run the daemon in the background (or the foreground, for
-systemd), and tell whether it is there and healthy."""
+systemd), tell whether it is there and healthy, and whether the local Ray head it started runs
+(and stop that too, on request: by default it outlives the daemon, as do the jobs on it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,16 +12,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import paths, render
-from ..client import JobManagerClient
-from ..config import Config
+from .. import paths, rayhead
 from ..errors import DaemonUnavailable, SageOpsError
 from . import EXIT_UNREACHABLE, Ctx, cli, pass_ctx
 from .output import Output, output_option
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+STOP_RAY = "sage-ops daemon stop --ray"
 
 
 @cli.group()
@@ -55,22 +60,7 @@ def _daemon_args(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
 
 def _read_pid() -> int | None:
     """The running daemon's pid: the pidfile counts only while its lock is held."""
-    import fcntl
-
-    try:
-        fd = os.open(paths.pidfile(), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            return int(os.read(fd, 32).decode().strip() or 0) or None
-        except ValueError:
-            return None
-    finally:
-        os.close(fd)
-    return None
+    return rayhead.daemon_pid(paths.pidfile())
 
 
 @daemon.command("start")
@@ -85,6 +75,8 @@ def _read_pid() -> int | None:
 def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None, tls_cert: str | None,
                  tls_key: str | None, foreground: bool, timeout: float) -> None:
     """Start the daemon (SQLite + a local Ray head unless configured otherwise)."""
+    from ..client import JobManagerClient
+
     args, cfg = _daemon_args(ctx, tcp, db, ray_address, (tls_cert, tls_key))
     cmd = [sys.executable, "-m", "sage_ops.server", *args]
     if foreground:  # systemd's way: the log also goes to stderr, i.e. the journal
@@ -128,39 +120,80 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
 
 
 @daemon.command("stop")
-@click.option("--timeout", default=60.0, show_default=True)
+@click.option("--ray", "with_ray", is_flag=True,
+              help="Also stop the local Ray head this daemon started: all its processes (and the jobs running "
+                   "on it), and its temp dir. Done even when the daemon is not running.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon to exit.")
 @pass_ctx
-def daemon_stop(ctx: Ctx, timeout: float) -> None:
-    """Stop the daemon. Running jobs keep running in Ray and are picked up on the next start."""
+def daemon_stop(ctx: Ctx, with_ray: bool, timeout: float) -> None:
+    """Stop the daemon. Running jobs keep running in Ray and are picked up on the next start: the
+    local Ray head the daemon started keeps running too, unless --ray is given (exit 1 if
+    something could not be stopped)."""
     pid = _read_pid()
     if not pid:
         click.echo("daemon is not running")
+    else:
+        with_head = "; its Ray head was left running" if with_ray else ""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise SageOpsError(f"the daemon (pid {pid}) did not stop within {timeout:.0f}s{with_head}")
+            time.sleep(0.1)
+        click.echo(f"daemon stopped (pid {pid})")
+    if not with_ray:
+        head = rayhead.find(paths.state_dir())
+        if head.running:
+            click.echo(f"{head.describe()} keeps running for the jobs on it; to stop it too: {STOP_RAY}")
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            click.echo(f"daemon stopped (pid {pid})")
-            return
-        time.sleep(0.1)
-    raise SageOpsError(f"the daemon (pid {pid}) did not stop within {timeout:.0f}s")
+    head, left = rayhead.stop(paths.state_dir())
+    where = head.address or str(head.temp_dir)
+    if left:
+        raise SageOpsError(f"could not stop {len(left)} process(es) of the Ray head at {where} "
+                           f"(pids {' '.join(map(str, left))})")
+    if head.running:
+        click.echo(f"Ray head stopped ({where}, {len(head.pids)} processes); removed {head.temp_dir}")
+    else:
+        click.echo("no Ray head of this state dir was running")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @daemon.command("status")
 @output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
 def daemon_status(ctx: Ctx, out: Output) -> None:
-    """Is the daemon running, and how is it? (exit 3 when it is not)"""
+    """Is the daemon running, and how is it? And the local Ray head it started: its address and the
+    memory of its processes (exit 3 when the daemon is not running)."""
     pid = _read_pid()
+    head = rayhead.find(paths.state_dir())
+    view = head.view()
     try:
         h = ctx.client().health_check()
     except DaemonUnavailable:
-        out.emit({"running": False, "pid": pid},
-                 lambda: click.echo("daemon is not running" if not pid else f"daemon pid {pid} is not answering"))
+        def table() -> None:
+            click.echo("daemon is not running" if not pid else f"daemon pid {pid} is not answering")
+            click.echo(f"{head.describe()}; stop it: {STOP_RAY}" if head.running else head.describe())
+
+        out.emit({"running": False, "pid": pid, "ray_head": view}, table)
         sys.exit(EXIT_UNREACHABLE)
-    out.emit(h, lambda: render.health(h))
+
+    def health_table() -> None:
+        from .. import render
+
+        render.health(h)
+        click.echo(head.describe())
+
+    out.emit({**h.model_dump(mode="json"), "ray_head": view}, health_table)
 
 
 @daemon.command("logs")

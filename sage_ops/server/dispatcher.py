@@ -8,14 +8,12 @@ joins that head.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .. import paths
+from .. import paths, rayhead
 from ..config import RayConfig
 from ..errors import Conflict, DaemonUnavailable
 from ..nodes.base import NODE_RESOURCE_PREFIX
@@ -44,16 +42,6 @@ class NodeInfo(NamedTuple):
     draining: bool
 
 
-HEAD_ENV = "SAGE_OPS_RAY_HEAD"
-
-
-def _has_env(proc: Path, entry: bytes) -> bool:
-    try:
-        return entry in (proc / "environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
 def _reachable(address: str, timeout: float = 1.0) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -70,21 +58,18 @@ def _free_port() -> int:
 
 
 class LocalHead:
-    """A Ray head that this daemon started and records in its state dir."""
+    """A Ray head that this daemon started and records in its state dir (finding and stopping
+    its processes: sage_ops.rayhead, which the CLI uses without Ray)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = state_dir / "ray"
-        self.record = self.dir / "head.json"
+        self.state_dir = state_dir
+        self.dir = rayhead.head_dir(state_dir)
+        self.record = rayhead.record_file(state_dir)
         self.token_path = self.dir / "auth_token"
-        # Ray's socket paths must stay under ~107 bytes: keep the temp dir short.
-        digest = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10]
-        self.temp_dir = Path(f"/tmp/sage-ops-ray-{digest}")
+        self.temp_dir = rayhead.temp_dir(state_dir)
 
     def load(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.record.read_text())
-        except (OSError, ValueError):
-            return None
+        return rayhead.load_record(self.state_dir)
 
     def env(self) -> dict[str, str]:
         return {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
@@ -92,7 +77,7 @@ class LocalHead:
     def start(self, cfg: RayConfig) -> str:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         paths.secret_file(self.token_path, lambda: secrets.token_hex(32))
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        rayhead.stop(self.state_dir)  # what is left of an earlier head of ours (it did not answer), its temp dir
         port = _free_port()
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
                f"--port={port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
@@ -112,57 +97,29 @@ class LocalHead:
         else:
             cmd.append("--include-dashboard=false")
         log.info("starting a local Ray head on 127.0.0.1:%d", port)
-        # every process of the head inherits HEAD_ENV: how stop() finds them all, even the ones
-        # that neither name the temp dir nor descend from a process that does (Ray's client server)
-        out = subprocess.run(cmd, env={**os.environ, **self.env(), HEAD_ENV: str(self.temp_dir)}, capture_output=True,
-                             text=True, start_new_session=True, timeout=180)
-        if out.returncode != 0:
-            tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-            raise DaemonUnavailable("could not start a Ray head: " + " | ".join(tail))
+        # every process of the head inherits HEAD_ENV and keeps the session of `ray start`: how
+        # rayhead finds them all, also those re-parented to init or renamed (Ray's client server)
+        proc = subprocess.Popen(cmd, env={**os.environ, **self.env(), rayhead.HEAD_ENV: str(self.temp_dir)},
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
         address = f"127.0.0.1:{port}"
-        self.record.write_text(json.dumps({"address": address, "temp_dir": str(self.temp_dir),
+        self.record.write_text(json.dumps({"address": address, "temp_dir": str(self.temp_dir), "session": proc.pid,
                                            "dashboard": dashboard, "started_at": time.time()}))
+        try:
+            stdout, stderr = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            tail = (stderr or stdout).strip().splitlines()[-3:]
+            self.stop()  # what a failed start left running
+            raise DaemonUnavailable("could not start a Ray head: " + " | ".join(tail))
         return address
 
     def stop(self) -> bool:
-        """Stop only this head's processes (never `ray stop`, which kills every Ray on the host)."""
-        rec = self.load()
-        if not rec:
-            return False
-        marker = rec["temp_dir"]
-        mark_env = f"{HEAD_ENV}={marker}".encode()
-        victims: set[int] = set()
-        children: dict[int, list[int]] = {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(proc.name))
-            if int(proc.name) != os.getpid() and (marker in cmdline or _has_env(proc, mark_env)):
-                victims.add(int(proc.name))
-        # Ray's agents rename themselves (`ray::DashboardAgent`): take the whole tree of the head
-        todo = list(victims)
-        while todo:
-            for kid in children.get(todo.pop(), []):
-                if kid not in victims and kid != os.getpid():
-                    victims.add(kid)
-                    todo.append(kid)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in victims:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            if sig == signal.SIGTERM:
-                time.sleep(1.0)
-        deadline = time.monotonic() + 5  # the dying still write logs: remove their dir once gone
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in victims):
-            time.sleep(0.05)
-        self.record.unlink(missing_ok=True)
-        shutil.rmtree(marker, ignore_errors=True)
-        return True
+        """Stop every process of this head and remove its temp dir (never `ray stop`, which
+        kills every Ray on the host): False if some process survived."""
+        return not rayhead.stop(self.state_dir)[1]
 
 
 class RayBackend:
