@@ -40,7 +40,16 @@ from .schemas import (
 )
 from .telemetry import Health as HealthView
 from .telemetry import MetricsSeries, Stats
-from .transport import LOG_TIMEOUT, Call, ClientConfig, Transport, not_leader, parse_addresses, raise_for
+from .transport import (
+    LOG_TIMEOUT,
+    Call,
+    ClientConfig,
+    SyncTransport,
+    Transport,
+    not_leader,
+    parse_addresses,
+    raise_for,
+)
 
 __all__ = ["AsyncJobManagerClient", "ClientConfig", "JobManagerClient", "parse_addresses", "script_spec"]
 
@@ -304,35 +313,12 @@ def _parse_ndjson(text: str) -> list[LogEntry]:
     return [LogEntry.model_validate_json(line) for line in text.splitlines() if line.strip()]
 
 
-class JobManagerClient(Transport, _Api):
+class JobManagerClient(SyncTransport, _Api):
     """`JobManagerClient("localhost:19001")` or `JobManagerClient("unix:///run/sage-ops.sock")`."""
 
     def __init__(self, address: str | None = None, config: dict[str, Any] | ClientConfig | None = None,
                  token: str | None = None) -> None:
-        Transport.__init__(self, address, config, token)
-        self._clients: dict[int, httpx.Client] = {}
-
-    def _client(self, i: int) -> httpx.Client:
-        if i not in self._clients:
-            self._clients[i] = httpx.Client(**self._client_kwargs(i, httpx.HTTPTransport))
-        return self._clients[i]
-
-    def _run(self, call: Call[T]) -> T:
-        last: Exception | None = None
-        for attempt in self._rounds():
-            for i in self._order():
-                try:
-                    resp = self._client(i).request(call.method, call.path, params=call.params, json=call.json,
-                                                   headers=call.headers, timeout=call.timeout or self.config.timeout)
-                except httpx.TransportError as exc:
-                    last = self._failed(exc, call)
-                    continue
-                if not_leader(resp):
-                    last = self._standby(resp)
-                    continue
-                return self._done(i, resp, call)
-            time.sleep(self._backoff(attempt))
-        raise self._gave_up(last)
+        SyncTransport.__init__(self, address, config, token)
 
     def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> Iterator[LogEntry]:
         """Log entries (.timestamp, .message) as they come; ends when the job ends."""
@@ -346,22 +332,6 @@ class JobManagerClient(Transport, _Api):
         """Jobs' changes of state in commit order (JobChange); resume with after=<last seq>."""
         return self._stream("/v1/events", _event_params(after, follow), JobChange.model_validate_json)
 
-    def _stream(self, path: str, params: dict[str, Any], parse: Callable[[str], T]) -> Iterator[T]:
-        last: Exception | None = None
-        for i in self._order():
-            try:
-                with self._client(i).stream("GET", path, params=params, timeout=LOG_TIMEOUT) as resp:
-                    if resp.status_code >= 400:
-                        resp.read()
-                    raise_for(resp)
-                    for line in resp.iter_lines():
-                        if line.strip():
-                            yield parse(line)
-                    return
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                last = exc
-        raise self._unavailable(last)
-
     def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         """Block until the job is terminal (or `timeout` seconds pass); returns its view."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -369,11 +339,6 @@ class JobManagerClient(Transport, _Api):
             view = self.wait_once(job_id, self._wait_slice(deadline))
             if self._wait_over(view, deadline):
                 return view
-
-    def close(self) -> None:
-        for c in self._clients.values():
-            c.close()
-        self._clients.clear()
 
     def __enter__(self) -> JobManagerClient:
         return self
