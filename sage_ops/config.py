@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import paths
+from .configfile import config_path, read_file  # noqa: F401 - config_path is public here too
 from .errors import Invalid
 
 
@@ -147,31 +148,6 @@ class _FileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(_FILE.get() or {})
-
-
-def config_path(path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
-    """The file a command reads: `path`, else $SAGE_OPS_CONFIG, else the XDG one; and whether it
-    was asked for (then it must exist)."""
-    explicit = path or os.environ.get("SAGE_OPS_CONFIG")
-    return (Path(explicit) if explicit else paths.config_file()), bool(explicit)
-
-
-def read_file(path: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
-    file, explicit = config_path(path)
-    data: dict[str, Any] = {}
-    if file.exists():
-        try:
-            data = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise Invalid(f"config {file}: not valid YAML ({exc.__class__.__name__})") from None
-        except OSError as exc:
-            raise Invalid(f"config {file}: cannot read it ({exc.strerror})") from None
-        if not isinstance(data, dict):
-            raise Invalid(f"config {file}: expected a mapping at the top level")
-        data = {k: v for k, v in data.items() if v is not None}  # a section left all commented out
-    elif explicit:
-        raise Invalid(f"config {file}: no such file")
-    return file, data
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from enum import Enum
-from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
 from .access import AuditEntry, TenantView, TokenView
 from .cluster import NodeProgress, NodeView
+from .formats import print_json  # noqa: F401 - the CLI's commands print through render
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineView
-from .schemas import BulkResult, GraphView, JobEventView, JobView, LogEntry
+from .plaintext import STATUS_STYLE, ago, duration, headline, stamp
+from .schemas import BulkResult, GraphView, JobEventView, JobView
 from .telemetry import Health, Stats
 
 NODE_STYLE = {"JOINING": "cyan", "UP": "green", "FAILED": "bold red", "DRAINING": "yellow", "DRAINED": "magenta",
               "DOWN": "bold red"}
-STATUS_STYLE = {
-    JobStatus.SUBMITTED: "cyan", JobStatus.PENDING: "yellow", JobStatus.RUNNING: "bold blue",
-    JobStatus.COMPLETED: "green", JobStatus.FAILED: "bold red", JobStatus.CANCELLED: "magenta",
-    JobStatus.REJECTED: "red",
-}
 
 
 def console(err: bool = False) -> Console:
@@ -39,146 +32,8 @@ def console(err: bool = False) -> Console:
                    color_system=None if plain else "auto")
 
 
-# -- machine formats (-o json|yaml|name; --json) -----------------------------------------------
-def plain(obj: Any) -> Any:
-    """JSON-ready data of a model, a list of models or plain data: times in ISO-8601 UTC, enums as
-    their values (the same field names and values as the API's JSON)."""
-    if isinstance(obj, BaseModel):
-        return plain(obj.model_dump(mode="python"))
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [plain(o) for o in obj]
-    if isinstance(obj, datetime):
-        moment = obj if obj.tzinfo else obj.astimezone()  # a naive time is local
-        return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(obj, Enum):
-        return obj.value
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)  # paths, UUIDs, decimals: as the API's JSON prints them
-
-
-def name_of(item: Any) -> str:
-    """What `-o name` prints of an object: its id, else its name."""
-    for key in ("id", "name", "check"):
-        value = item.get(key) if isinstance(item, dict) else getattr(item, key, None)
-        if value is not None:
-            return str(value)
-    return str(item)
-
-
-def dumps(obj: Any, fmt: str) -> str:
-    """The text of `obj` in a machine format (no trailing newline)."""
-    data = plain(obj)
-    if fmt == "json":
-        return json.dumps(data, indent=2, ensure_ascii=False)
-    if fmt == "yaml":
-        import yaml
-
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
-    if fmt == "name":
-        items = obj if isinstance(obj, (list, tuple)) else [obj]
-        return "\n".join(name_of(i) for i in items)
-    raise ValueError(f"not a machine format: {fmt}")
-
-
-def print_json(obj: BaseModel | Sequence[BaseModel] | Any) -> None:
-    sys.stdout.write(dumps(obj, "json") + "\n")
-
-
 def status_text(status: JobStatus) -> str:
     return f"[{STATUS_STYLE.get(status, '')}]{status.value}[/]"
-
-
-def ago(ts: datetime | None, now: datetime | None = None) -> str:
-    if ts is None:
-        return "-"
-    secs = ((now or datetime.now(timezone.utc)) - ts).total_seconds()
-    return duration(secs) + " ago"
-
-
-def duration(secs: float | None) -> str:
-    if secs is None:
-        return "-"
-    secs = max(0.0, secs)
-    if secs < 60:
-        return f"{secs:.1f}s" if secs < 10 else f"{secs:.0f}s"
-    if secs < 3600:
-        return f"{int(secs // 60)}m{int(secs % 60):02d}s"
-    if secs < 86400:
-        return f"{int(secs // 3600)}h{int(secs % 3600 // 60):02d}m"
-    return f"{int(secs // 86400)}d{int(secs % 86400 // 3600):02d}h"
-
-
-def headline(reason: str | None) -> str:
-    """A reason's first line, for tables: a pipeline's error carries a whole traceback, which
-    belongs in `status`, not in every row of a listing."""
-    return (reason or "").split("\n", 1)[0]
-
-
-def run_time(job: JobView) -> float | None:
-    if job.started_at is None:
-        return None
-    end = job.ended_at or datetime.now(timezone.utc)
-    return (end - job.started_at).total_seconds()
-
-
-def jobs_table(jobs: Iterable[JobView], wide: bool = False) -> None:
-    """`wide` adds tenant, resources, attempts and the creation time itself (-o wide)."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    cols = ["ID", "NAME", "STATUS", "PRI", "NODE", "CREATED", "RUNTIME", "EXIT", "REASON"]
-    if wide:
-        cols[4:4] = ["TENANT", "RESOURCES", "ATTEMPTS"]
-        cols.insert(cols.index("CREATED") + 1, "CREATED AT")
-    for col in cols:
-        table.add_column(col, no_wrap=col != "REASON", overflow="ellipsis")
-    for j in jobs:
-        row = [j.id, j.name, status_text(j.status), str(j.priority), j.node or "-", ago(j.created_at),
-               duration(run_time(j)), "-" if j.exit_code is None else str(j.exit_code), headline(j.reason)]
-        if wide:
-            res = j.spec.resources if j.spec else None
-            row[4:4] = [j.tenant or "-", "-" if res is None else f"cpu={res.cpu:g} gpu={res.gpu:g}",
-                        str(j.attempts_made)]
-            row.insert(cols.index("CREATED AT"), _ts(j.created_at))
-        table.add_row(*row)
-    console().print(table)
-
-
-def job_detail(job: JobView) -> None:
-    out = console()
-    rows: list[tuple[str, str]] = [
-        ("id", job.id), ("name", job.name), ("status", status_text(job.status)), ("reason", job.reason or "-"),
-        ("kind", job.kind.value), ("priority", str(job.priority)), ("node", job.node or "-"),
-        ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
-        ("created", _ts(job.created_at)), ("started", _ts(job.started_at)), ("ended", _ts(job.ended_at)),
-        ("runtime", duration(run_time(job))),
-    ]
-    if job.spec is not None:
-        s = job.spec
-        what = (f"{s.script.filename} {' '.join(s.args)}".strip() if s.script else " ".join(s.command))
-        if s.pipeline is not None:
-            what = f"pipeline: {len(s.pipeline.plan.operators)} operators, {s.pipeline.payload_bytes} bytes of code"
-        res = s.resources
-        mem = f", memory={res.memory / 2**20:.0f}MiB" if res.memory else ""
-        custom = "".join(f", {k}={v:g}" for k, v in res.custom_resources.items())
-        rp = s.retry_policy
-        rows += [("command", what), ("resources", f"cpu={res.cpu:g}, gpu={res.gpu:g}{mem}{custom}"),
-                 ("working dir", s.working_dir or "-"), ("after", ", ".join(s.dependencies) or "-"),
-                 ("retries", f"{rp.max_retries} (delay {rp.retry_delay:g}s x {rp.retry_exponential_base:g}^n, "
-                             f"cap {rp.max_delay:g}s)" if rp.max_retries else "0"),
-                 ("timeout", f"{s.timeout:g}s" if s.timeout else "daemon default")]
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    for k, v in rows:
-        grid.add_row(k, v)
-    out.print(grid)
-    if job.attempts:
-        job_detail_attempts(job)
-    if job.pipeline is not None:
-        out.print()
-        pipeline(job.pipeline)
 
 
 def job_detail_attempts(job: JobView) -> None:
@@ -187,7 +42,7 @@ def job_detail_attempts(job: JobView) -> None:
         table.add_column(col)
     for a in job.attempts:
         secs = ((a.ended_at or datetime.now(timezone.utc)) - a.started_at).total_seconds() if a.started_at else None
-        table.add_row(str(a.number), status_text(a.status), a.node or "-", str(a.pid or "-"), _ts(a.started_at),
+        table.add_row(str(a.number), status_text(a.status), a.node or "-", str(a.pid or "-"), stamp(a.started_at),
                       duration(secs), "-" if a.exit_code is None else str(a.exit_code), headline(a.reason))
     console().print(table)
 
@@ -197,18 +52,9 @@ def events_table(events: Iterable[JobEventView]) -> None:
     for col in ("TIME", "FROM", "TO", "ATTEMPT", "REASON"):
         table.add_column(col)
     for e in events:
-        table.add_row(_ts(e.time), e.from_status.value if e.from_status else "-", status_text(e.to_status),
+        table.add_row(stamp(e.time), e.from_status.value if e.from_status else "-", status_text(e.to_status),
                       str(e.attempt or "-"), headline(e.reason))
     console().print(table)
-
-
-def log_line(entry: LogEntry, timestamps: bool = True) -> str:
-    prefix = ""
-    if timestamps:
-        prefix = entry.timestamp.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " "
-    if entry.stream != "stdout":
-        prefix += f"[{entry.stream}] "
-    return prefix + entry.message
 
 
 def health(h: Health) -> None:
@@ -331,7 +177,7 @@ def pipeline(p: PipelineView) -> None:
     for row in operator_rows(p):
         table.add_row(*row)
     out.print(table)
-    when = f", metrics of attempt {p.attempt} at {_ts(p.updated_at)}" if p.updated_at else ", no metrics yet"
+    when = f", metrics of attempt {p.attempt} at {stamp(p.updated_at)}" if p.updated_at else ", no metrics yet"
     out.print(f"[dim]{len(p.plan.tasks)} tasks, {p.plan.actors()} actors{when}[/]")
     for line in task_lines(p):
         out.print(f"  {line}", markup=False)
@@ -354,10 +200,6 @@ def bulk(result: BulkResult, verb: str) -> None:
                                 + (f" and {len(result.cascaded)} dependent(s)" if result.cascaded else ""))
     for e in result.errors:
         console(err=True).print(f"error: {e['message']}", markup=False)
-
-
-def _ts(ts: datetime | None) -> str:
-    return "-" if ts is None else ts.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _num(v: float) -> str:

@@ -1,9 +1,9 @@
 """Dynamic shell completion: job ids, node names and tenants, asked of the daemon.
 
-A completion runs on every TAB, so it must be quick and invisible: the client is imported only
-when a candidate list is needed, each request has a short timeout (TIMEOUT), and any failure —
-no daemon, a refusal, a slow answer — gives no candidates rather than a message (stdout is the
-shell's, and an error printed there would become a "candidate")."""
+A completion runs on every TAB, so it must be quick and invisible: the daemon is asked through
+wire.py (plain JSON, nothing heavy imported), each request has a short timeout (TIMEOUT), and
+any failure — no daemon, a refusal, a slow answer — gives no candidates rather than a message
+(stdout is the shell's, and an error printed there would become a "candidate")."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ ACTIVE = ("SUBMITTED", "PENDING", "RUNNING")
 RETRYABLE = ("FAILED", "CANCELLED")
 
 
-def _client(ctx: click.Context) -> Any:
-    """A client for the daemon the command line names (--address/--config/--token), with a short
-    timeout; the root's params are parsed even while completing."""
+def _wire(ctx: click.Context) -> Any:
+    """The daemon the command line names (--address/--config/--token), with a short timeout; the
+    root's params are parsed even while completing."""
     from . import Ctx
 
     p = ctx.find_root().params
-    return Ctx(p.get("address"), p.get("config_path"), p.get("token"), p.get("ca")).client(timeout=TIMEOUT)
+    return Ctx(p.get("address"), p.get("config_path"), p.get("token"), p.get("ca")).wire(timeout=TIMEOUT)
 
 
 def _quietly(fetch: Callable[[], list[CompletionItem]]) -> list[CompletionItem]:
@@ -44,11 +44,11 @@ def job_ids(prefer: Sequence[str] = ()) -> Callable[[click.Context, click.Parame
 
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
         def fetch() -> list[CompletionItem]:
-            client = _client(ctx)
+            w = _wire(ctx)
             for statuses in ([list(prefer)] if prefer else []) + [[]]:
-                jobs = client.list_jobs(status=statuses, limit=200, page=True).jobs
-                hits = [CompletionItem(j.id, help=f"{j.name} ({j.status.value})") for j in jobs
-                        if j.id.startswith(incomplete)]
+                jobs = w.call("GET", "/v1/jobs", {"status": statuses, "limit": 100})["jobs"]
+                hits = [CompletionItem(j["id"], help=f"{j['name']} ({j['status']})") for j in jobs
+                        if j["id"].startswith(incomplete)]
                 if hits:
                     return hits
             return []
@@ -60,14 +60,24 @@ def job_ids(prefer: Sequence[str] = ()) -> Callable[[click.Context, click.Parame
 
 def node_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     def fetch() -> list[CompletionItem]:
-        return [CompletionItem(n.name, help=f"{n.state}" + (f" {n.host}" if n.host else ""))
-                for n in _client(ctx).list_nodes() if n.name.startswith(incomplete)]
+        return [CompletionItem(n["name"], help=f"{n['state']}" + (f" {n['host']}" if n.get("host") else ""))
+                for n in _wire(ctx).call("GET", "/v1/nodes") if n["name"].startswith(incomplete)]
 
     return _quietly(fetch)
 
 
 def tenant_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     def fetch() -> list[CompletionItem]:
-        return [CompletionItem(t.name) for t in _client(ctx).list_tenants() if t.name.startswith(incomplete)]
+        return [CompletionItem(t["name"]) for t in _wire(ctx).call("GET", "/v1/tenants")
+                if t["name"].startswith(incomplete)]
 
     return _quietly(fetch)
+
+
+def status_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Statuses as the API spells them (click's own completion of a case-insensitive choice
+    offers them lower-cased)."""
+    from ..lifecycle import JobStatus
+
+    return [CompletionItem(s.value) for s in JobStatus if s.value.startswith(incomplete.upper())]
+

@@ -1,0 +1,311 @@
+"""The everyday commands: submit, jobs, status, logs, result, wait (and health, stats).
+
+They run dozens of times a day from shells and scripts, so they cost no more than a process
+start: the daemon's JSON through wire.py, printed by plaintext.py or as it came. The daemon
+validates every spec (its refusal of a bad option is a usage error here, exit 2); only the
+tables of health and stats use rich, imported when asked for."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import paths, plaintext
+from ..errors import Invalid, SageOpsError
+from ..wire import WireClient, job_path
+from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
+from .completers import ACTIVE, job_ids, tenant_names
+from .output import Output, output_option
+
+SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env", "--tenant",
+                      "--priority", "--timeout", "--after", "--retries", "--retry-delay", "--retry-backoff"}
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
+
+
+def _kv(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=what)
+        out[key] = value
+    return out
+
+
+def _float(value: str, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number", param_hint=what) from None
+
+
+def _script(path: Path) -> dict[str, str]:
+    """A script job's file: its content travels with the job, so it runs on any node."""
+    try:
+        return {"filename": path.name, "content": path.read_text(encoding="utf-8")}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SageOpsError(f"cannot read script {path}: {exc}", "bad_request") from None
+
+
+def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
+               gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
+               priority: int, timeout: float | None, dependencies: Sequence[str] = (),
+               retry_policy: dict[str, Any] | None = None, secret_env: Sequence[str] = (),
+               tenant: str | None = None) -> dict[str, Any]:
+    """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
+    if not argv:
+        raise click.UsageError("nothing to run: give a script file or a command (after --)")
+    resources: dict[str, Any] = {"cpu": 1.0 if cpu is None else cpu, "gpu": gpu or 0.0}
+    custom = {k: _float(v, "--resource") for k, v in _kv(resource, "--resource").items()}
+    resources.update({k: v for k, v in (("memory", memory), ("custom_resources", custom)) if v})
+    spec: dict[str, Any] = {"name": name, "resources": resources, "env": _kv(env, "--env"), "priority": priority,
+                            "timeout": timeout, "working_dir": paths.working_dir(workdir),
+                            "dependencies": list(dependencies), "retry_policy": retry_policy,
+                            "secret_env": _kv(secret_env, "--secret-env"), "tenant": tenant}
+    if not command and Path(argv[0]).is_file():
+        spec.update(kind="script", script=_script(Path(argv[0])), args=list(argv[1:]))
+    else:
+        spec.update(kind="command", command=list(argv))
+    return {k: v for k, v in spec.items() if v is not None and v != {} and v != []}
+
+
+def wait_for(w: WireClient, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+    """The job once it ended (or when `timeout` seconds have passed), by 30 s long polls."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+        job = w.call("GET", job_path(job_id, "/wait"), {"timeout": left}, timeout=left + w.config.timeout)
+        if job["status"] in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
+            return job
+
+
+def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = None) -> Any:
+    """A job's log entries as they come (dicts: timestamp, stream, message, attempt)."""
+    for line in w.stream(job_path(job_id, "/logs"), {"follow": follow, "tail": tail}):
+        yield json.loads(line)
+
+
+@cli.command()
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT|-- COMMAND [ARGS]...")
+@click.option("--name", help="Job name (default: script or command).")
+@click.option("--cpu", type=float, help="CPUs  [default: 1]")
+@click.option("--memory", metavar="SIZE", help="Memory, e.g. 512MiB or 8GB.")
+@click.option("--gpu", type=float, help="GPUs.")
+@click.option("--resource", multiple=True, metavar="NAME=N", help="Custom Ray resource (repeatable).")
+@click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--secret-env", multiple=True, metavar="K=V", help="Secret environment variable: sealed at rest, "
+              "shown as ***, masked in the logs (repeatable).")
+@click.option("--tenant", help="Submit for this tenant (admins; members submit to their own).",
+              shell_complete=tenant_names)
+@click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory].")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Kill an attempt after this long (FAILED, "
+              "reason timeout)  [default: the daemon's job_timeout]")
+@click.option("--after", multiple=True, metavar="JOB", help="Start only after JOB completed (repeatable or "
+              "comma-separated); if JOB fails or is cancelled, this job is cancelled.")
+@click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True,
+              help="Retry a failed attempt this many times.")
+@click.option("--retry-delay", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
+              help="Wait before the first retry.")
+@click.option("--retry-backoff", type=click.FloatRange(1, 100), default=1, show_default=True, metavar="BASE",
+              help="Multiply the delay by BASE after each failed attempt (capped at 1h).")
+@click.option("--command", "force_command", is_flag=True, help="Treat the first word as a command even if it "
+              "is a local file (do not ship it).")
+@click.option("--wait", is_flag=True, help="Follow the logs and wait; exit 0 only if the job COMPLETED.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
+@json_option
+@pass_ctx
+def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None, memory: str | None,
+           gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
+           tenant: str | None, workdir: str | None, priority: int, timeout: float | None, after: tuple[str, ...],
+           retries: int, retry_delay: float, retry_backoff: float, force_command: bool, wait: bool, quiet: bool,
+           as_json: bool) -> None:
+    """Submit a script (its content is shipped) or a command.
+
+    \b
+      sage-ops submit analysis.py --cpu 2 -- --input data.csv
+      sage-ops submit --memory 512MiB --wait -- python -c 'print("hi")'
+      sage-ops submit --after $A --retries 3 --retry-delay 60 --retry-backoff 2 train.py
+    Options go before `--`; everything after it is the job's own argv.
+    """
+    stray = [a for a in argv[1:] if a.split("=", 1)[0] in SUBMIT_OPTION_NAMES]
+    if stray:
+        click.echo(f"note: {', '.join(stray)} after the script/command is passed to the job; put sage-ops "
+                   "options before it (or before --)", err=True)
+    spec = build_spec(argv, command=force_command, name=name, cpu=cpu, memory=memory, gpu=gpu, resource=resource,
+                      env=env, secret_env=secret_env, tenant=tenant, workdir=workdir, priority=priority,
+                      timeout=timeout,
+                      dependencies=[j.strip() for a in after for j in a.split(",") if j.strip()],
+                      retry_policy={"max_retries": retries, "retry_delay": retry_delay,
+                                    "retry_exponential_base": retry_backoff})
+    w = ctx.wire()
+    try:  # a fresh Idempotency-Key: safe to send again after a timeout or a failover
+        job = w.call("POST", "/v1/jobs", json_body=spec, headers={"Idempotency-Key": os.urandom(16).hex()})
+    except Invalid as exc:  # the daemon's check of an option: a usage error, as if click had made it
+        raise click.UsageError(exc.message) from None
+    if as_json:
+        click.echo(json.dumps(job, indent=2, ensure_ascii=False))
+    elif quiet:
+        click.echo(job["id"])
+    elif job["status"] != "REJECTED":
+        click.echo(f"submitted job {job['id']} ({job['name']}) {job['status']}", err=wait)
+    if job["status"] == "REJECTED":
+        raise SageOpsError(f"job {job['id']} rejected: {job['reason']}")
+    if wait:
+        if not (quiet or as_json):
+            for entry in log_entries(w, job["id"], follow=True):
+                click.echo(plaintext.log_line(entry, timestamps=False))
+        final = wait_for(w, job["id"])
+        click.echo(f"job {final['id']} {final['status']}" + (f": {final['reason']}" if final["reason"] else ""),
+                   err=True)
+        if final["status"] != "COMPLETED":
+            sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@filter_options
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Jobs per page.")
+@click.option("--cursor", help="Start after this page cursor (printed at the end of a full page).")
+@output_option()
+@pass_ctx
+def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | None, since: Any, until: Any,
+         limit: int, cursor: str | None, out: Output) -> None:
+    """List jobs, newest first, one page at a time.
+
+    \b
+      sage-ops jobs --status RUNNING -o wide
+      sage-ops jobs -o json | jq -r '.[].id'
+      sage-ops jobs -q --status FAILED --since 1h | xargs sage-ops retry
+    """
+    params = {**job_filter(statuses, name, tenant, since, until), "limit": limit, "cursor": cursor}
+    params = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in params.items() if v}
+    page = ctx.wire().call("GET", "/v1/jobs", params)
+    # a plain list, as scripts expect; the cursor goes to stderr
+    out.emit(page["jobs"], lambda: plaintext.jobs_table(page["jobs"], wide=out.wide))
+    if page.get("next_cursor"):
+        click.echo(f"more: sage-ops jobs --cursor {page['next_cursor']} ...", err=True)
+
+
+@cli.command()
+@click.argument("job_id", shell_complete=job_ids())
+@output_option()
+@pass_ctx
+def status(ctx: Ctx, job_id: str, out: Output) -> None:
+    """A job's full record, with its attempts."""
+    job = ctx.wire().call("GET", job_path(job_id))
+    out.emit(job, lambda: _detail(job))
+
+
+def _detail(job: dict[str, Any]) -> None:
+    plaintext.job_detail(job)
+    if job.get("pipeline"):  # a pipeline's operators: rich's table (rare, and worth its import)
+        from .. import render
+        from ..pipeline.shapes import PipelineView
+
+        render.console().print()
+        render.pipeline(PipelineView.model_validate(job["pipeline"]))
+
+
+@cli.command()
+@click.argument("job_id", shell_complete=job_ids(("RUNNING",)))
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
+@click.option("--tail", type=click.IntRange(0), help="Only the last N lines.")
+@click.option("--timestamps/--no-timestamps", default=True, show_default=True)
+@output_option(quiet=False, formats=("table", "json", "yaml"))
+@pass_ctx
+def logs(ctx: Ctx, job_id: str, follow: bool, tail: int | None, timestamps: bool, out: Output) -> None:
+    """A job's stdout/stderr lines (kept by the daemon); -o json prints one JSON object per line."""
+    for entry in log_entries(ctx.wire(), job_id, follow, tail):
+        out.line(entry) if out.machine else click.echo(plaintext.log_line(entry, timestamps))
+
+
+@cli.command()
+@click.argument("job_id", shell_complete=job_ids())
+@output_option(quiet=False, formats=("json", "yaml"))
+@pass_ctx
+def result(ctx: Ctx, job_id: str, out: Output) -> None:
+    """The JSON the job set with sage_ops.job.set_result()."""
+    w = ctx.wire()
+    value = w.call("GET", job_path(job_id, "/result")).get("result")
+    if value is None:
+        job = w.call("GET", job_path(job_id))
+        raise SageOpsError(f"job {job_id} has no result ({job['status']})")
+    out.emit(value)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=job_ids(ACTIVE))
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@output_option(quiet=False)
+@pass_ctx
+def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, out: Output) -> None:
+    """Wait for jobs to end: exit 0 if all COMPLETED, 1 otherwise."""
+    w = ctx.wire()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    views: list[dict[str, Any]] = []
+    from .progress import Progress
+
+    with Progress(len(job_ids), tty=None if len(job_ids) > 1 else False) as bar:
+        for job_id in job_ids:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            views.append(wait_for(w, job_id, left))
+            if len(job_ids) > 1:
+                v = views[-1]
+                bar.update("jobs", f"{v['id']} {v['status']}", len(views),
+                           line=f"wait: {len(views)}/{len(job_ids)} ended ({v['id']} {v['status']})")
+    out.emit(views, lambda: [click.echo(f"{v['id']} {v['status']}" + (f" ({v['reason']})" if v["reason"] else ""))
+                             for v in views])
+    if not all(v["status"] == "COMPLETED" for v in views):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@output_option(quiet=False, formats=("table", "json", "yaml"))
+@pass_ctx
+def health(ctx: Ctx, out: Output) -> None:
+    """Daemon, database and Ray health (exit 1 if degraded, 3 if unreachable)."""
+    from .. import render
+
+    h = ctx.client().health_check()
+    out.emit(h, lambda: render.health(h))
+    if h.status != "ok":
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--chart", is_flag=True, help="Charts of the series: jobs finished/min, queue depth, CPU and memory "
+              "use (plain numbers when not on a terminal).")
+@click.option("--window", metavar="AGE", help="How far back the series goes: 90s, 15m, 1h, 2d, 1w [default: 1h].")
+@click.option("--width", type=click.IntRange(40, 1000), help="Chart width (default: the terminal's).")
+@output_option(quiet=False, formats=("table", "json", "yaml"))
+@pass_ctx
+def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, out: Output) -> None:
+    """Job counts by status; with --chart or --window, the sampled series (throughput, queue,
+    utilization) over the window."""
+    from .. import charts, render
+    from ..schemas import parse_window
+
+    if not chart and window is None:
+        s = ctx.client().get_statistics()
+        out.emit(s, lambda: render.stats(s))
+        return
+    try:
+        seconds = parse_window(window or "1h")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+    series = ctx.client().metrics_series(seconds)
+    if out.machine:
+        out.emit(series)
+    elif sys.stdout.isatty() or width:
+        size = os.get_terminal_size() if sys.stdout.isatty() else os.terminal_size((100, 40))
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        click.echo(charts.charts(series, width or size.columns, None, color))
+    else:
+        click.echo(charts.numbers(series))
