@@ -125,6 +125,20 @@ def test_a_second_server_is_one_clear_error(jobmanager: Daemon, monkeypatch: pyt
     assert pid_alive(int((jobmanager.state / "daemon.pid").read_text()))  # the running one is untouched
 
 
+def test_a_taken_port_is_one_clear_error(new_daemon: Any) -> None:
+    d: Daemon = new_daemon()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-c", "from sage_ops import JobManagerServer\n"
+                              f"JobManagerServer(host='127.0.0.1', port={port}, ray_address='auto').start()"],
+                             env=d.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (f"sage_ops.errors.DaemonUnavailable: cannot listen on "
+                                                   f"127.0.0.1:{port}: Address already in use")
+
+
 @pytest.fixture
 def no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No config file of this machine's user in the way."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -359,7 +360,13 @@ class JobManagerServer:
             except ImportError:
                 runner = asyncio.run
             daemon = Daemon(self.cfg)
-            runner(daemon.serve())
+            try:
+                runner(daemon.serve())
+            except OSError as exc:  # the TCP port is taken, or the host is not an address of this machine
+                jm = self.cfg.jobmanager
+                if not jm.host or exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise
+                raise DaemonUnavailable(f"cannot listen on {jm.host}:{jm.port}: {exc.strerror}") from None
         finally:
             lock.release()
         if daemon.restart and "sage_ops.server" in sys.orig_argv:  # the daemon's own command
