@@ -109,15 +109,13 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], styles: Iterabl
         if over <= 0:
             break
         i = headers.index(name)
-        widths[i] = max(len(name), 8, widths[i] - over)
+        widths[i] = min(widths[i], max(len(name), 8, widths[i] - over))
 
-    def fit(text: str, w: int) -> str:
-        return text if len(text) <= w else text[:w - 1] + "…"
+    def line(cells: Sequence[str], looks: Sequence[str]) -> str:
+        fitted = [c if len(c) <= w else c[:w - 1] + "…" for c, w in zip(cells, widths)]
+        return GAP.join(paint(c, s, on) + " " * (w - len(c)) for c, w, s in zip(fitted, widths, looks)).rstrip()
 
-    lines = [GAP.join(paint(h.ljust(w), "bold", on) for h, w in zip(headers, widths)).rstrip()]
-    for row, look in zip(rows, looks):
-        lines.append(GAP.join(paint(fit(c, w).ljust(w), s, on) for c, w, s in zip(row, widths, look)).rstrip())
-    return "\n".join(lines)
+    return "\n".join([line(headers, ["bold"] * len(headers)), *(line(r, s) for r, s in zip(rows, looks))])
 
 
 def grid(pairs: Sequence[tuple[str, str]], styles: Sequence[str] | None = None, stream: TextIO | None = None) -> str:
@@ -125,7 +123,7 @@ def grid(pairs: Sequence[tuple[str, str]], styles: Sequence[str] | None = None, 
     on = coloured(stream or sys.stdout)
     w = max(len(k) for k, _ in pairs)
     looks = styles or [""] * len(pairs)
-    return "\n".join(f"{paint(k.ljust(w), 'bold', on)}{GAP}{paint(v, s, on)}".rstrip()
+    return "\n".join(f"{paint(k, 'bold', on)}{' ' * (w - len(k))}{GAP}{paint(v, s, on)}".rstrip()
                      for (k, v), s in zip(pairs, looks))
 
 
