@@ -5,7 +5,8 @@ and the same figures as JSON.
     python -m benchmarks store --jobs 1000000     # one scenario, its size as a flag
     python -m benchmarks submit e2e --json out.json
 
-Scenarios: submit, e2e (with Ray's Job Submission API side by side), store, logs, events, soak.
+Scenarios: submit, e2e (with Ray's Job Submission API side by side), store, logs, events, soak, cli
+(the CLI's latency, with `ray job list` side by side).
 Figures are printed and written, never asserted; goals (issue 10, on a 2-core machine) are shown
 next to them.
 """
@@ -25,16 +26,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cli_latency import GOALS as CLI_GOALS  # noqa: E402
 from common import table  # noqa: E402
 
 SCENARIOS = {"submit": "submit_rates", "e2e": "end_to_end", "store": "store_scale", "logs": "log_follow",
-             "events": "event_fanout", "soak": "soak"}
+             "events": "event_fanout", "soak": "soak", "cli": "cli_latency"}
 GOALS = {
     "single_unix_16_per_s": ">= 1,500", "single_tcp_16_per_s": ">= 1,500", "batch_unix_per_s": ">= 50,000",
     "batch_tcp_per_s": ">= 50,000", "flat_per_s": ">= 300", "jobs_first_page_p99_ms": "<= 50",
     "status_job_p99_ms": "<= 10", "daemon_start_s": "<= 3", "daemon_rss_mb": "<= 300",
     "follower_mb_per_s": ">= 100", "follower_lag_p99_ms": "<= 250", "worst_lag_s": "<= 1",
     "silently_dropped": "0", "lost_jobs": "0", "duplicated_jobs": "0", "rss_trend_mb_per_hour": "~0",
+    "client_unix_1_per_s": ">= 500", "client_tcp_1_per_s": ">= 500", **CLI_GOALS,  # issue 20
 }
 
 
@@ -67,6 +70,7 @@ def main() -> None:
     size.add_argument("--followers", type=int, default=50, help="logs: followers at once; events: subscribers")
     size.add_argument("--burst", type=int, default=10_000, help="events: jobs in the burst")
     size.add_argument("--minutes", type=float, default=30, help="soak: how long")
+    size.add_argument("--cli-runs", type=int, default=15, help="cli: runs of each command (the median is shown)")
     args = ap.parse_args()
     chosen = list(SCENARIOS) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
     figures: dict[str, dict[str, Any]] = {}

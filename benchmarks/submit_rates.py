@@ -1,7 +1,9 @@
 """Submit rates: single submits from 1 and 16 concurrent clients, and one batch, over the Unix
 socket and over TCP with a token. A minimal keep-alive HTTP client sends the requests, so the
-figure is the daemon's (durable: each reply comes after the commit that holds the job). A job
-holding every CPU keeps the submitted ones queued: only the submit path is measured.
+figure is the daemon's (durable: each reply comes after the commit that holds the job); next to
+the one-connection figure, the Python client (JobManagerClient, one thread, one job at a time,
+as a script submits). A job holding every CPU keeps the submitted ones queued: only the submit
+path is measured.
 
     python -m benchmarks submit -n 2000 --batch 50000
 """
@@ -14,7 +16,7 @@ from typing import Any
 from common import TRUE, Bench, RawHTTP, rss_mb
 from submit_throughput import blocker, cancel_all, raw_single_submits
 
-from sage_ops.client import AsyncJobManagerClient
+from sage_ops.client import AsyncJobManagerClient, JobManagerClient
 
 
 async def batch(http: RawHTTP, n: int) -> tuple[float, list[str]]:
@@ -25,6 +27,16 @@ async def batch(http: RawHTTP, n: int) -> tuple[float, list[str]]:
     if status != 201:
         raise SystemExit(f"batch refused ({status}): {reply}")
     return n / elapsed, [j["id"] for j in reply["jobs"]]
+
+
+def client_submits(address: str, n: int, token: str | None) -> tuple[float, list[str]]:
+    """N submits one after another from one JobManagerClient in one thread (its keep-alive
+    connection, its validation and parsing included)."""
+    with JobManagerClient(address, config={"timeout": 600}, token=token) as client:
+        client.health_check()  # connected before the clock starts
+        t = time.perf_counter()
+        ids = [client.submit_job(TRUE).id for _ in range(n)]
+        return n / (time.perf_counter() - t), ids
 
 
 async def run(args: Any) -> dict[str, Any]:
@@ -43,6 +55,12 @@ async def run(args: Any) -> dict[str, Any]:
                     figures[f"single_{mode}_{conns}_per_s"] = round(rate)
                     held += ids
                     print(f"  submit: single, {mode}, {conns:2d} clients: {rate:8.0f} jobs/s", flush=True)
+                    if conns == 1:
+                        address = bench.address if mode == "unix" else "tcp://{}:{}".format(*bench.tcp)
+                        rate, ids = client_submits(address, args.n, kw.get("token"))
+                        figures[f"client_{mode}_1_per_s"] = round(rate)
+                        held += ids
+                        print(f"  submit: single, {mode},  1 JobManagerClient: {rate:8.0f} jobs/s", flush=True)
             for mode, kw in modes.items():
                 http = await RawHTTP(**kw).connect()
                 rate, ids = await batch(http, args.batch)
