@@ -24,9 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sage_ops import JobManagerClient, RemoteEnvironment
+from sage_ops import FileSink, FileSource, JobManagerClient, MapFunction, RemoteEnvironment
 from sage_ops.errors import SageOpsError
-from sage_ops.pipeline import FileSink, FileSource, MapFunction
 
 ANALYSIS = """\
 import argparse, csv, json

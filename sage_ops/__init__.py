@@ -20,6 +20,15 @@ _LAZY = {
     "RetryPolicy": "sage_ops.schemas",
     "RemoteEnvironment": "sage_ops.pipeline.environment",
     "LocalEnvironment": "sage_ops.pipeline.environment",
+    # what the JobManager docs' pipeline examples name, under the one import path they change
+    "FileSource": "sage_ops.pipeline.connectors",
+    "FileSink": "sage_ops.pipeline.connectors",
+    "MapFunction": "sage_ops.pipeline.functions",
+    "FilterFunction": "sage_ops.pipeline.functions",
+    "FlatMapFunction": "sage_ops.pipeline.functions",
+    "ReduceFunction": "sage_ops.pipeline.functions",
+    "SourceFunction": "sage_ops.pipeline.functions",
+    "SinkFunction": "sage_ops.pipeline.functions",
 }
 __all__ = [*_LAZY, "__version__"]
 

@@ -20,9 +20,16 @@ import httpx
 import pytest
 from conftest import Daemon, pid_alive, wait_until
 
-from sage_ops import AsyncJobManagerClient, JobManagerClient, JobManagerServer, JobStatus, RemoteEnvironment
+from sage_ops import (
+    AsyncJobManagerClient,
+    FileSink,
+    FileSource,
+    JobManagerClient,
+    JobManagerServer,
+    JobStatus,
+    RemoteEnvironment,
+)
 from sage_ops.errors import Conflict
-from sage_ops.pipeline import FileSink, FileSource
 from sage_ops.schemas import Resources, RetryPolicy
 from sage_ops.server.dispatcher import LocalHead
 
@@ -227,9 +234,10 @@ def test_retries(address: str) -> None:
     client = JobManagerClient(address)
     job_id = origin.retries(client)
     try:
-        job = wait_until(lambda: (j := client.get_job(job_id)).attempts_made == 1 and j, timeout=120)
+        job = wait_until(lambda: (j := client.get_job(job_id)).status is JobStatus.PENDING and j.attempts_made
+                         and j, timeout=120)  # the first attempt ran and failed; not FAILED: waiting
         assert job.spec.retry_policy == RetryPolicy(max_retries=3, retry_delay=60, retry_exponential_base=2)
-        assert job.status is JobStatus.PENDING  # the first attempt failed; not FAILED, waiting to retry
+        assert job.attempts_made == 1
         assert "retry 1 of 3 in 60s" in (job.reason or "")
     finally:
         client.cancel_job(job_id)
