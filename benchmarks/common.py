@@ -1,5 +1,6 @@
 """What every benchmark shares: a private daemon (its own HOME, database and Ray head), percentiles,
-memory, a minimal HTTP client (so a figure is the daemon's, not the Python client's), the table."""
+memory, a minimal asyncio HTTP client over sage_ops.wire (so a figure is the daemon's, not the
+Python client's), the table."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from sage_ops import wire
 
 TRUE: dict[str, Any] = {"command": ["true"], "resources": {"cpu": 1}}
 
@@ -91,7 +94,9 @@ class Bench:
 
 
 class RawHTTP:
-    """One keep-alive HTTP/1.1 connection: a request costs the benchmark a few microseconds."""
+    """One keep-alive HTTP/1.1 connection on asyncio (many at once from one thread), speaking
+    through sage_ops.wire's request and response code: a request costs the benchmark a few
+    microseconds, so a figure is the daemon's."""
 
     def __init__(self, socket_path: Path | None = None, tcp: tuple[str, int] | None = None,
                  token: str | None = None) -> None:
@@ -107,18 +112,19 @@ class RawHTTP:
         return self
 
     def request_bytes(self, method: str, path: str, body: Any = None) -> bytes:
-        data = b"" if body is None else json.dumps(body).encode()
-        auth = f"Authorization: Bearer {self.token}\r\n" if self.token else ""
-        return (f"{method} {path} HTTP/1.1\r\nHost: sage-ops\r\nContent-Type: application/json\r\n{auth}"
-                f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        data = None if body is None else json.dumps(body).encode()
+        return wire.request_bytes(method, path, "sage-ops", auth, data)
+
+    async def _head(self) -> tuple[int, dict[str, str]]:
+        assert self.reader is not None
+        return wire.parse_head(await self.reader.readuntil(b"\r\n\r\n"))
 
     async def send(self, request: bytes) -> tuple[int, Any]:
         assert self.reader is not None and self.writer is not None
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = next(int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length"))
-        return status, json.loads(await self.reader.readexactly(length))
+        status, headers = await self._head()
+        return status, json.loads(await self.reader.readexactly(int(headers["content-length"])))
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return await self.send(self.request_bytes(method, path, body))
@@ -127,11 +133,11 @@ class RawHTTP:
         """The body of a streamed (chunked) GET, chunk by chunk, as the daemon sends it."""
         assert self.reader is not None and self.writer is not None
         self.writer.write(self.request_bytes("GET", path))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if int(head.split(b" ", 2)[1]) != 200:
-            raise SystemExit(f"GET {path}: {head.splitlines()[0].decode()}")
+        status, _ = await self._head()
+        if status != 200:
+            raise SystemExit(f"GET {path}: HTTP {status}")
         while True:
-            size = int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            size = wire.chunk_size(await self.reader.readuntil(b"\r\n"))
             if size == 0:
                 await self.reader.readuntil(b"\r\n")
                 return
