@@ -1,12 +1,12 @@
 """The SAGE JobManager document's examples, called as written there (only the import path and the
 address differ), against a running daemon:
 
-    sage-ops daemon start --tcp 127.0.0.1:19001
+    SAGE_OPS_RAY__NUM_CPUS=4 sage-ops daemon start --tcp 127.0.0.1:19001   # the first job asks for 4
     python examples/origin.py                     # or: python examples/origin.py ADDRESS
 
 TCP needs a token: the daemon's owner already has one (the client reads ~/.config/sage-ops/token);
-anyone else runs `export SAGE_OPS_TOKEN=$(sage-ops token create --name notebook --role admin)` as
-the daemon's owner first (or `--tenant NAME` instead of `--role admin`).
+for anyone else the owner runs `sage-ops token create --name notebook --role admin` (or `--tenant
+NAME`) and hands it over: `export SAGE_OPS_TOKEN=...`.
 
 It works in a fresh directory, where it writes the small inputs the examples name (data.csv,
 my_analysis.py, input.csv, ...): jobs run in the directory they are submitted from, so that is
