@@ -16,7 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from harness import sweep_at_exit
+
 from sage_ops import wire
+
+sweep_at_exit()  # what a benchmark starts, it stops: anything left at exit is killed and listed
 
 TRUE: dict[str, Any] = {"command": ["true"], "resources": {"cpu": 1}}
 
@@ -82,14 +86,11 @@ class Bench:
         self.cli("daemon", "stop")
 
     def stop(self) -> None:
+        """Stop the daemon and the private Ray head it started (every process of it), remove the home."""
         try:
-            self.cli("daemon", "stop")
+            self.cli("daemon", "stop", "--ray")
         except SystemExit as exc:
-            print(f"  (stopping the daemon: {exc})")
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from sage_ops.server.dispatcher import LocalHead
-
-        LocalHead(self.state).stop()  # the private Ray head the daemon started
+            print(f"  (stopping the daemon and its Ray head: {exc})")
         shutil.rmtree(self.home, ignore_errors=True)
 
 

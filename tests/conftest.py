@@ -1,30 +1,56 @@
 """Real parts: one Ray head per test session, real daemons in their own processes (each with
-its own HOME/XDG dirs), real SQLite files and real Unix/TCP sockets."""
+its own HOME/XDG dirs), real SQLite files and real Unix/TCP sockets. The session leaves no
+process behind: what it started and is still alive at its end is killed, and fails the session."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sage_ops import rayhead
 from sage_ops.client import JobManagerClient
 from sage_ops.config import RayConfig
 from sage_ops.server.dispatcher import LocalHead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from harness import TempPostgres  # noqa: E402 - one PostgreSQL launcher for tests and benchmarks
+from harness import TempPostgres, sweep  # noqa: E402 - shared with the benchmarks
 
 SAGE = [sys.executable, "-m", "sage_ops"]
+
+# Every process this session starts inherits this entry (no SAGE_OPS_ prefix: Daemon and the
+# benchmarks' harness pass the environment on without those): how the end of the session finds
+# what is left, also re-parented to init, renamed (Ray's workers) or run as another user (PostgreSQL).
+TEST_SESSION_ENV = "SGO_TEST_SESSION"
+os.environ[TEST_SESSION_ENV] = uuid.uuid4().hex
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down, also on an interrupt
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Kill what the session left running, and fail the session, listing it."""
+    lines = sweep(TEST_SESSION_ENV)
+    if not lines:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        else:
+            print(line, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -155,52 +181,36 @@ def postgres() -> Iterator[Any]:
 
 class RayNode:
     """An extra Ray node on this machine joined to the session head (multi-node on loopback:
-    join by host name, which Ray does not rewrite the way it rewrites 127.0.0.1)."""
+    join by host name, which Ray does not rewrite the way it rewrites 127.0.0.1). Its processes
+    carry an environment mark of their own and the session of its `ray start`, as a head's do."""
+
+    MARK_ENV = "SGO_RAY_NODE"
 
     def __init__(self, ray_env: dict[str, str], tag: str, cpus: int, resources: dict[str, float]) -> None:
         import socket as _socket
 
         self.tag = tag
+        self.mark = f"{tag}-{uuid.uuid4().hex[:8]}"
         port = ray_env["SAGE_OPS_RAY__ADDRESS"].rsplit(":", 1)[1]
-        env = {**os.environ, **ray_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+        env = {**os.environ, **ray_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", self.MARK_ENV: self.mark}
         subprocess.run(["ray", "start", f"--address={_socket.gethostname()}:{port}", "--node-ip-address=127.0.0.1",
                         f"--num-cpus={cpus}", f"--resources={json.dumps({**resources, tag: 1})}",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
-
-    def _procs(self) -> dict[int, str]:
-        out = {}
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    out[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    pass
-        return out
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120,
+                       start_new_session=True)
 
     def node_id(self) -> str | None:
         mark = re.compile(rf"--static_resource_list=(.*,)?{re.escape(self.tag)},")
-        raylet = next((c for c in self._procs().values() if "raylet/raylet" in c and mark.search(c)), None)
+        raylet = next((p.cmdline for p in rayhead.processes().values()
+                       if "raylet/raylet" in p.cmdline and mark.search(p.cmdline)), None)
         return raylet.split("--node_id=")[1].split()[0] if raylet else None
 
     def kill(self) -> None:
-        """SIGKILL every process of this node (raylet, its workers and agents): a lost machine."""
-        node = self.node_id()
-        if node is None:
-            return
-        procs = self._procs()
-        raylets = [p for p, c in procs.items() if "raylet/raylet" in c and node in c]
-        victims = {p for p, c in procs.items() if node in c} | set(raylets)
-        for p in list(procs):
-            try:
-                if int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) in raylets:
-                    victims.add(p)
-            except (OSError, ValueError, IndexError):
-                pass
-        for p in victims:
-            try:
-                os.kill(p, 9)
-            except ProcessLookupError:
-                pass
+        """SIGKILL every process of this node at once (raylet, its workers and agents, its log
+        monitor): a lost machine."""
+        pids, _ = rayhead.marked(rayhead.processes(), f"{self.MARK_ENV}={self.mark}".encode())
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,12 @@ def pip_env() -> dict[str, str]:
     return env
 
 
+def run_marks() -> dict[str, str]:
+    """The test session's (or benchmark run's) marker for its sessions too: what a node starts
+    over SSH (its Ray) is found, and stopped, at the end of the run (tests/conftest.py)."""
+    return {k: os.environ[k] for k in ("SGO_TEST_SESSION", "SGO_BENCH_RUN") if k in os.environ}
+
+
 class Sshd:
     """`/usr/sbin/sshd -D -e` on 127.0.0.1:<free port> for the current user. `home` is the HOME
     its sessions see (sshd's SetEnv, with pip_env()); `client_key` is authorized, `wrong_key` is not."""
@@ -66,7 +72,8 @@ class Sshd:
                "-o", "StrictModes=no", "-o", "PermitRootLogin=prohibit-password", "-o", "UsePAM=no",
                "-o", "ListenAddress=127.0.0.1", "-o", "PasswordAuthentication=no",
                "-o", "Subsystem=sftp internal-sftp",
-               "-o", "SetEnv=" + " ".join(f'"{k}={v}"' for k, v in {"HOME": str(self.home), **pip_env()}.items())]
+               "-o", "SetEnv=" + " ".join(f'"{k}={v}"' for k, v in
+                                          {"HOME": str(self.home), **pip_env(), **run_marks()}.items())]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
                                      start_new_session=True)
         deadline = time.monotonic() + 15

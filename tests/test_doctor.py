@@ -27,7 +27,8 @@ def parse(proc: subprocess.CompletedProcess[str]) -> dict[str, Check]:
     """The --json report by check name (validated against the model scripts rely on)."""
     assert "Traceback" not in proc.stderr, proc.stderr
     checks = [Check.model_validate(c) for c in json.loads(proc.stdout)]
-    assert [c.check for c in checks] == ["python", "ray", "config", "daemon", "database", "disk", "ssh-agent"]
+    assert [c.check for c in checks] == ["python", "ray", "config", "daemon", "ray-head", "database", "disk",
+                                         "ssh-agent"]
     for c in checks:
         assert (c.fix is None) == (c.status == "OK"), c
     return {c.check: c for c in checks}
@@ -87,6 +88,7 @@ def test_daemon_not_running(tmp_path: Path) -> None:
     assert d.status == "FAIL" and "not running" in d.detail and "sage-ops daemon start" in (d.fix or "")
     assert report["python"].status == report["ray"].status == report["config"].status == "OK"
     assert report["database"].status == "OK" and "not created yet" in report["database"].detail
+    assert report["ray-head"].detail == "no Ray head of this state dir is running"
     agent = report["ssh-agent"]
     assert agent.status == "WARN" and "--key-file" in agent.detail and agent.fix == "eval $(ssh-agent) && ssh-add"
     table = run(tmp_path, "--address", f"unix://{tmp_path}/nope.sock", "doctor")

@@ -1,0 +1,157 @@
+"""`daemon stop --ray`, `daemon status` and `doctor` against a daemon that starts its own local Ray
+head, as a user's does (real Ray, dashboard included: ~600 MB, so one daemon for the module).
+
+The daemon is stopped once without --ray (the head stays, by design, and doctor reports it left
+behind), then with --ray; each test asserts one fact of what was seen along the way."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Daemon
+
+from sage_ops import rayhead
+
+
+def ps() -> dict[int, tuple[int, int, str]]:
+    """Every live process as ps(1) shows it: pid -> (session id, parent pid, command)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,ppid=,stat=,args="], capture_output=True, text=True,
+                         check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        pid, sid, ppid, stat, *cmd = line.split(None, 4)
+        if not stat.startswith("Z"):
+            rows[int(pid)] = (int(sid), int(ppid), " ".join(cmd))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def seen(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """One daemon with a head of its own, through its life: what each step showed."""
+    d = Daemon({}, {"ray": {"num_cpus": 1}})  # no SAGE_OPS_RAY__ADDRESS: it starts its own head
+    shared_root = Path(ray_head["RAY_AUTH_TOKEN_PATH"]).parent.parent
+    facts: dict[str, Any] = {"shared_before": rayhead.find(shared_root).pids}
+    try:
+        d.start()
+        record = rayhead.load_record(d.state) or {}
+        facts["record"] = record
+        facts["current_cluster"] = (Path(record["temp_dir"]) / "ray_current_cluster").exists()
+        facts["status_before"] = json.loads(d.run("daemon", "status", "--json").stdout)
+        facts["ps_before"] = {pid: row for pid, row in ps().items() if row[0] == record.get("session")}
+        facts["status_table"] = d.run("daemon", "status").stdout
+        facts["plain_stop"] = d.run("daemon", "stop", timeout=90)
+        facts["after_plain_stop"] = rayhead.find(d.state).pids
+        facts["doctor"] = {c["check"]: c for c in json.loads(d.run("doctor", "--json").stdout)}
+        facts["status_no_daemon"] = d.run("daemon", "status", "--json")
+        facts["stop_ray"] = d.run("daemon", "stop", "--ray", timeout=90)
+        facts["ps_after"] = ps()
+        facts["status_after"] = d.run("daemon", "status", "--json")
+        facts["doctor_after"] = {c["check"]: c for c in json.loads(d.run("doctor", "--json").stdout)}
+        facts["stop_ray_again"] = d.run("daemon", "stop", "--ray", timeout=90)
+        facts["shared_after"] = rayhead.find(shared_root).pids
+        yield facts
+    finally:
+        d.run("daemon", "stop", "--ray", timeout=90)
+        shutil.rmtree(d.home, ignore_errors=True)
+
+
+def test_the_daemon_records_the_session_of_its_head(seen: dict[str, Any]) -> None:
+    assert len(seen["ps_before"]) > 5  # gcs_server, raylet, dashboard, log monitor, workers...
+
+
+def test_status_shows_the_head_running(seen: dict[str, Any]) -> None:
+    assert seen["status_before"]["ray_head"]["running"] is True
+
+
+def test_status_shows_the_head_address(seen: dict[str, Any]) -> None:
+    assert seen["status_before"]["ray_head"]["address"] == seen["status_before"]["ray"]["address"]
+
+
+def test_status_lists_every_process_of_the_head(seen: dict[str, Any]) -> None:
+    assert sorted(seen["status_before"]["ray_head"]["pids"]) == sorted(seen["ps_before"])
+
+
+def test_status_shows_the_head_memory(seen: dict[str, Any]) -> None:
+    assert seen["status_before"]["ray_head"]["memory_bytes"] > 100 * 2**20
+
+
+def test_status_says_which_memory(seen: dict[str, Any]) -> None:
+    assert seen["status_before"]["ray_head"]["memory_kind"] in ("PSS", "RSS")
+
+
+def test_status_table_shows_the_head(seen: dict[str, Any]) -> None:
+    assert f"Ray head of this state dir at {seen['record']['address']}: " in seen["status_table"]
+
+
+def test_a_plain_stop_leaves_the_head_running(seen: dict[str, Any]) -> None:
+    core = {pid for pid, row in seen["ps_before"].items() if "gcs_server" in row[2] or "raylet/raylet" in row[2]}
+    assert core - set(seen["after_plain_stop"]) == set()
+
+
+def test_a_plain_stop_says_how_to_stop_the_head(seen: dict[str, Any]) -> None:
+    assert "sage-ops daemon stop --ray" in seen["plain_stop"].stdout
+
+
+def test_doctor_reports_the_head_left_behind(seen: dict[str, Any]) -> None:
+    check = seen["doctor"]["ray-head"]
+    assert (check["status"], "left behind" in check["detail"]) == ("WARN", True), check
+
+
+def test_doctor_gives_the_command_that_stops_it(seen: dict[str, Any]) -> None:
+    assert seen["doctor"]["ray-head"]["fix"].startswith("sage-ops daemon stop --ray")
+
+
+def test_status_without_a_daemon_still_shows_the_head(seen: dict[str, Any]) -> None:
+    proc = seen["status_no_daemon"]
+    assert (proc.returncode, json.loads(proc.stdout)["ray_head"]["running"]) == (3, True)
+
+
+def test_stop_ray_exits_0(seen: dict[str, Any]) -> None:
+    assert seen["stop_ray"].returncode == 0, seen["stop_ray"].stderr
+
+
+def test_stop_ray_says_what_it_stopped(seen: dict[str, Any]) -> None:
+    assert f"Ray head stopped ({seen['record']['address']}" in seen["stop_ray"].stdout
+
+
+def test_stop_ray_leaves_no_process_of_the_head(seen: dict[str, Any]) -> None:
+    survivors = {pid: row for pid, row in seen["ps_after"].items()
+                 if pid in seen["ps_before"] or row[0] == seen["record"]["session"]}
+    assert survivors == {}
+
+
+def test_stop_ray_leaves_nothing_reparented_to_init(seen: dict[str, Any]) -> None:
+    temp = seen["record"]["temp_dir"]
+    orphans = {pid: row for pid, row in seen["ps_after"].items() if row[1] == 1 and temp in row[2]}
+    assert orphans == {}
+
+
+def test_the_head_wrote_ray_current_cluster_in_its_temp_dir(seen: dict[str, Any]) -> None:
+    assert seen["current_cluster"] is True
+
+
+def test_stop_ray_removes_the_temp_dir(seen: dict[str, Any]) -> None:
+    assert not Path(seen["record"]["temp_dir"]).exists()
+
+
+def test_status_after_shows_no_head(seen: dict[str, Any]) -> None:
+    assert json.loads(seen["status_after"].stdout)["ray_head"]["running"] is False, seen["status_after"]
+
+
+def test_doctor_after_finds_no_head(seen: dict[str, Any]) -> None:
+    assert seen["doctor_after"]["ray-head"]["status"] == "OK"
+
+
+def test_stop_ray_with_nothing_left_is_fine(seen: dict[str, Any]) -> None:
+    proc = seen["stop_ray_again"]
+    assert (proc.returncode, proc.stdout.splitlines()[-1]) == (0, "no Ray head of this state dir was running")
+
+
+def test_another_state_dirs_head_is_never_touched(seen: dict[str, Any]) -> None:
+    assert seen["shared_after"] == seen["shared_before"]
