@@ -230,8 +230,9 @@ def _signal(pids: set[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def terminate(find_pids: Callable[[], set[int]], grace: float = 3.0, timeout: float = 10.0) -> list[int]:
-    """SIGTERM what `find_pids()` returns, SIGKILL what is left after `grace`, and look again
+def terminate(find_pids: Callable[[], set[int]], grace: float = 2.0, timeout: float = 10.0) -> list[int]:
+    """SIGTERM what `find_pids()` returns, SIGKILL what is left after `grace` (Ray's GCS server and
+    autoscaler monitor never leave on SIGTERM; the rest are gone in a tenth of a second), and look again
     until nothing is (a dying process tree re-parents, and even starts processes) or `timeout`
     passes. Returns the survivors (empty: all gone)."""
     deadline = time.monotonic() + timeout
@@ -246,7 +247,7 @@ def terminate(find_pids: Callable[[], set[int]], grace: float = 3.0, timeout: fl
         _wait_gone(left, min(deadline, time.monotonic() + 2))
 
 
-def stop(state_dir: Path, grace: float = 3.0, timeout: float = 10.0) -> tuple[Head, list[int]]:
+def stop(state_dir: Path, grace: float = 2.0, timeout: float = 10.0) -> tuple[Head, list[int]]:
     """Stop every process of this state dir's head (see terminate), then remove its temp dir (with
     Ray's `ray_current_cluster` in it) and its record. Returns the head as it was and the pids that
     survived. Never `ray stop`, which kills every Ray head of the machine."""

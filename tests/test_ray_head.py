@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon
+from conftest import Daemon, wait_until
 
 from sage_ops import rayhead
 
@@ -42,6 +42,13 @@ def seen(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
         record = rayhead.load_record(d.state) or {}
         facts["record"] = record
         facts["current_cluster"] = (Path(record["temp_dir"]) / "ray_current_cluster").exists()
+        job = d.submit_q("--", "sleep", "3600")  # a job of its own session, on the head: stopped with it
+
+        def job_pid() -> int | None:
+            attempts = d.client().get_job(job).attempts
+            return attempts[-1].pid if attempts else None
+
+        facts["job_pid"] = wait_until(job_pid, timeout=120)
         facts["status_before"] = json.loads(d.run("daemon", "status", "--json").stdout)
         facts["ps_before"] = {pid: row for pid, row in ps().items() if row[0] == record.get("session")}
         facts["status_table"] = d.run("daemon", "status").stdout
@@ -73,8 +80,12 @@ def test_status_shows_the_head_address(seen: dict[str, Any]) -> None:
     assert seen["status_before"]["ray_head"]["address"] == seen["status_before"]["ray"]["address"]
 
 
-def test_status_lists_every_process_of_the_head(seen: dict[str, Any]) -> None:
-    assert sorted(seen["status_before"]["ray_head"]["pids"]) == sorted(seen["ps_before"])
+def test_status_lists_every_process_of_the_heads_session(seen: dict[str, Any]) -> None:
+    assert set(seen["ps_before"]) - set(seen["status_before"]["ray_head"]["pids"]) == set()
+
+
+def test_status_lists_the_jobs_running_on_the_head(seen: dict[str, Any]) -> None:
+    assert seen["job_pid"] in seen["status_before"]["ray_head"]["pids"]
 
 
 def test_status_shows_the_head_memory(seen: dict[str, Any]) -> None:
@@ -124,6 +135,10 @@ def test_stop_ray_leaves_no_process_of_the_head(seen: dict[str, Any]) -> None:
     survivors = {pid: row for pid, row in seen["ps_after"].items()
                  if pid in seen["ps_before"] or row[0] == seen["record"]["session"]}
     assert survivors == {}
+
+
+def test_stop_ray_stops_the_jobs_running_on_the_head(seen: dict[str, Any]) -> None:
+    assert seen["job_pid"] not in seen["ps_after"]
 
 
 def test_stop_ray_leaves_nothing_reparented_to_init(seen: dict[str, Any]) -> None:
