@@ -83,17 +83,18 @@ class Ctx:
             cfg = self.config()
         return f"unix://{cfg.jobmanager.socket}", "jobmanager.socket"
 
-    def _options(self, timeout: float | None) -> dict[str, Any]:
+    def _options(self, address: str, timeout: float | None) -> dict[str, Any]:
         """One address: fail fast; several: ride out a failover between them."""
         extra = {} if timeout is None else {"timeout": timeout}
-        return {"retry_attempts": 1 if "," not in self.target()[0] else 3, "ca": self.ca, **extra}
+        return {"retry_attempts": 1 if "," not in address else 3, "ca": self.ca, **extra}
 
     def client(self, timeout: float | None = None) -> JobManagerClient:
         """The Python client (pydantic models): for the commands off the common path."""
         if self._client is None:
             from ..client import JobManagerClient
 
-            self._client = JobManagerClient(self.target()[0], config=self._options(timeout), token=self.token)
+            address = self.target()[0]
+            self._client = JobManagerClient(address, config=self._options(address, timeout), token=self.token)
         return self._client
 
     def wire(self, timeout: float | None = None) -> WireClient:
@@ -101,7 +102,8 @@ class Ctx:
         if self._wire is None:
             from ..wire import Options, WireClient
 
-            self._wire = WireClient(self.target()[0], Options(**self._options(timeout)), self.token)
+            address = self.target()[0]
+            self._wire = WireClient(address, Options(**self._options(address, timeout)), self.token)
         return self._wire
 
 
