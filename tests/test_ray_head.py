@@ -7,14 +7,16 @@ behind), then with --ray; each test asserts one fact of what was seen along the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, wait_until
+from conftest import Daemon, pid_alive, wait_until
 
 from sage_ops import rayhead
 
@@ -52,6 +54,16 @@ def seen(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
         facts["status_before"] = json.loads(d.run("daemon", "status", "--json").stdout)
         facts["ps_before"] = {pid: row for pid, row in ps().items() if row[0] == record.get("session")}
         facts["status_table"] = d.run("daemon", "status").stdout
+        # a daemon that cannot stop (frozen): --ray must fail, and leave the head to the daemon
+        pid = facts["status_before"]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            facts["stuck"] = d.run("daemon", "stop", "--ray", "--timeout", "1", timeout=90)
+            facts["head_while_stuck"] = rayhead.find(d.state).running
+        finally:
+            os.kill(pid, signal.SIGCONT)  # the SIGTERM it got now stops it
+        wait_until(lambda: not pid_alive(pid), timeout=90)
+        d.start()  # takes its head back
         facts["plain_stop"] = d.run("daemon", "stop", timeout=90)
         facts["after_plain_stop"] = rayhead.find(d.state).pids
         facts["doctor"] = {c["check"]: c for c in json.loads(d.run("doctor", "--json").stdout)}
@@ -121,6 +133,19 @@ def test_doctor_gives_the_command_that_stops_it(seen: dict[str, Any]) -> None:
 def test_status_without_a_daemon_still_shows_the_head(seen: dict[str, Any]) -> None:
     proc = seen["status_no_daemon"]
     assert (proc.returncode, json.loads(proc.stdout)["ray_head"]["running"]) == (3, True)
+
+
+def test_stop_ray_exits_1_when_the_daemon_does_not_stop(seen: dict[str, Any]) -> None:
+    assert seen["stuck"].returncode == 1
+
+
+def test_stop_ray_says_so_in_one_line(seen: dict[str, Any]) -> None:
+    assert seen["stuck"].stderr.splitlines() == [f"error: the daemon (pid {seen['status_before']['pid']}) did not "
+                                                 "stop within 1s; its Ray head was left running"]
+
+
+def test_stop_ray_leaves_the_head_of_a_daemon_still_running(seen: dict[str, Any]) -> None:
+    assert seen["head_while_stuck"] is True
 
 
 def test_stop_ray_exits_0(seen: dict[str, Any]) -> None:
