@@ -193,7 +193,9 @@ class RayNode:
         self.mark = f"{tag}-{uuid.uuid4().hex[:8]}"
         port = ray_env["SAGE_OPS_RAY__ADDRESS"].rsplit(":", 1)[1]
         env = {**os.environ, **ray_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", self.MARK_ENV: self.mark}
-        subprocess.run(["ray", "start", f"--address={_socket.gethostname()}:{port}", "--node-ip-address=127.0.0.1",
+        ray = Path(sys.executable).parent / "ray"  # this environment's, also when it is not on PATH
+        subprocess.run([str(ray) if ray.exists() else "ray", "start", f"--address={_socket.gethostname()}:{port}",
+                        "--node-ip-address=127.0.0.1",
                         f"--num-cpus={cpus}", f"--resources={json.dumps({**resources, tag: 1})}",
                         "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120,
                        start_new_session=True)
