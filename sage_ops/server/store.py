@@ -191,11 +191,12 @@ def insert_jobs(conn: Connection, jobs: list[dict[str, Any]], events: list[dict[
 def claim_key(conn: Connection, key: str, digest: str, job_ids: list[str], now: float) -> list[str] | None:
     """Record that `key` created `job_ids`; if the key was seen before, the ids it created then
     (a retried request), or Conflict if it came with different jobs."""
-    row = conn.execute(select(IDEM.c.digest, IDEM.c.job_ids, IDEM.c.created_at).where(IDEM.c.key == key)).first()
-    if row is not None and row.created_at > now - IDEMPOTENCY_TTL:
-        if row.digest != digest:
+    rows = fetchall(conn, f"SELECT digest, job_ids, created_at FROM {IDEM.name} WHERE key = ?", [key])  # driver SQL
+    row = rows[0] if rows else None
+    if row is not None and row[2] > now - IDEMPOTENCY_TTL:
+        if row[0] != digest:
             raise Conflict(f"Idempotency-Key {key!r} was used for a different request")
-        return list(json.loads(row.job_ids))
+        return list(json.loads(row[1]))
     if row is not None:
         execute(conn, f"DELETE FROM {IDEM.name} WHERE key = ?", [key])
     if secrets.randbelow(100) == 0:  # now and then, forget expired keys
