@@ -27,7 +27,13 @@ def main() -> None:
     ap.add_argument("--local", action="store_true", help="run in this process instead of as a job")
     ap.add_argument("--lines", type=int, default=20_000)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sage-ops-wordcount-"))
+    with tempfile.TemporaryDirectory(prefix="sage-ops-wordcount-") as tmp:
+        job_id = run(Path(tmp), args)
+    print(job_id)
+
+
+def run(work: Path, args: argparse.Namespace) -> str:
+    """Count the words of a generated text in `work`; check the answer; return the job's id."""
     words = ["the", "a", "ray", "job", "queue", "actor", "batch", "stream", "shuffle", "key", "reduce", "sink",
              "source", "operator"]
     rnd = random.Random(7)
@@ -56,7 +62,7 @@ def main() -> None:
     top = ", ".join(f"{w} {n}" for w, n in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
     print(f"pipeline {job_id}: {sum(counts.values())} words, {len(counts)} distinct, same as a plain count; "
           f"top: {top}")
-    print(job_id)
+    return job_id
 
 
 if __name__ == "__main__":
