@@ -44,6 +44,10 @@ class RayConfig(_Section):
 class StorageConfig(_Section):
     type: Literal["local"] = "local"
     path: Path = Field(default_factory=lambda: paths.state_dir() / "storage")
+    max_log_bytes: int = Field(100 * 2**20, ge=64 * 1024, description="a job's log quota: past it the capture "
+                               "ends with a marker line and further output is discarded (the job runs on)")
+    max_result_bytes: int = Field(4 * 2**20, ge=1024, le=64 * 2**20, description="a larger result file is "
+                                  "ignored, with the reason in the job's log")
 
 
 class DatabaseConfig(_Section):

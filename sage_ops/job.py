@@ -12,9 +12,12 @@ def set_result(obj: Any) -> None:
     path = os.environ.get("SAGE_OPS_RESULT_FILE")
     if not path:
         raise RuntimeError("set_result() works only inside a sage-ops job ($SAGE_OPS_RESULT_FILE is unset)")
-    data = json.dumps(obj)
+    data = json.dumps(obj).encode()
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    # a link planted at the temporary name is not followed (written through); the daemon reads
+    # only a regular file of at most storage.max_result_bytes (4 MiB by default)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -16,7 +17,9 @@ from json.encoder import encode_basestring as _quote  # C: JSON string, non-ASCI
 from typing import Any
 
 MAX_LOG_LINE = 64 * 1024  # bytes of one output line kept in the log; the rest is cut
-MAX_RESULT = 4 * 1024 * 1024
+MAX_RESULT = 4 * 1024 * 1024  # default of storage.max_result_bytes
+MAX_LOG_BYTES = 100 * 1024 * 1024  # default of storage.max_log_bytes: a job's log, per attempt
+TRUNCATED = "[sage-ops: log truncated at {} bytes]"  # the capture's last line once the quota is reached
 METRICS_SECONDS = 1.0  # a pipeline's operator metrics reach the daemon at most this often
 
 
@@ -151,6 +154,83 @@ class Output:
     def _encode(self, lines: list[str], t: float) -> bytes:
         mask = self.mask
         return encode_lines([(t, self.stream, mask(m) if mask else m, self.attempt) for m in lines])
+
+
+class Capture:
+    """A job's log quota, on the runner: the encoded lines are kept up to `limit` bytes, then a
+    marker line ends the capture and further output is only counted (never encoded or sent), so
+    the job keeps running and neither the daemon's memory nor its disk grows."""
+
+    def __init__(self, attempt: int, limit: int = MAX_LOG_BYTES) -> None:
+        self.attempt, self.limit = attempt, limit
+        self.used = self.discarded = 0
+        self.full = False
+
+    def feed(self, output: Output, chunk: bytes, t: float) -> bytes:
+        if self.full:
+            self.discarded += len(chunk)
+            return b""
+        return self.take(output.feed(chunk, t), t)
+
+    def close(self, output: Output, t: float) -> bytes:
+        return b"" if self.full else self.take(output.close(t), t)
+
+    def take(self, data: bytes, t: float) -> bytes:
+        """`data` (whole encoded lines) as far as the quota allows, ended by the marker."""
+        if self.used + len(data) <= self.limit:
+            self.used += len(data)
+            return data
+        cut = data.rfind(b"\n", 0, self.limit - self.used) + 1
+        self.used += cut
+        self.discarded += len(data) - cut
+        self.full = True
+        return data[:cut] + self._marker(t, "")
+
+    def summary(self, t: float) -> bytes:
+        """At the attempt's end: the marker again, with what was discarded (b"" if nothing was)."""
+        if not self.full:
+            return b""
+        return self._marker(t, f": {self.discarded} more bytes of output discarded (storage.max_log_bytes)")
+
+    def _marker(self, t: float, more: str) -> bytes:
+        return encode_lines([(t, "system", TRUNCATED.format(self.limit) + more, self.attempt)])
+
+
+def read_result(scratch: str, name: str, limit: int = MAX_RESULT) -> tuple[bytes | None, str | None]:
+    """The result file's bytes (None if there is none) and why it was ignored, if it was.
+
+    The job owns the scratch directory, so what is there is hostile: neither the directory nor
+    the file is followed if it is a link, only a regular file is read (a FIFO would block the
+    runner forever), opening never blocks, and no more than `limit` bytes are read.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        dir_fd = os.open(scratch, flags | os.O_DIRECTORY)
+    except OSError:
+        return None, None
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"result file ignored: {exc.strerror or exc} (a link, or not readable)"
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, "result file ignored: not a regular file"
+        if st.st_size > limit:
+            return None, f"result file ignored: {st.st_size} bytes, more than storage.max_result_bytes ({limit})"
+        parts, size = [], 0
+        while size <= limit and (part := os.read(fd, limit + 1 - size)):
+            parts.append(part)
+            size += len(part)
+        if size > limit:  # it grew while being read
+            return None, f"result file ignored: more than storage.max_result_bytes ({limit})"
+        return b"".join(parts), None
+    finally:
+        os.close(fd)
 
 
 def masker(secrets: Any) -> Any:

@@ -6,6 +6,11 @@ the blocks it receives, and serves readers raw blocks of the file: no line is pa
 again on the way, however many follow one job. Files of older versions ({"t","s","m","a"} lines)
 are still served, converted line by line.
 
+Bounded whatever the writer did: a file stops growing at its quota (`cap`, storage.max_log_bytes,
+plus LOG_SLACK for the runner's own marker and notes) with a marker line, and a reader never
+holds a line longer than LINE_MAX: a longer one (written by no runner of this version) is served
+cut, as a valid entry.
+
 Followers wait on a per-job event that is woken by every append and by the job's end; they ask
 for the job's state only when it may have changed (`wake`), not once per block.
 """
@@ -15,14 +20,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from ..schemas import LogEntry
-from .job_output import encode_lines
+from .job_output import MAX_LOG_LINE, TRUNCATED, encode_lines
 
 READ_BLOCK = 1024 * 1024  # bytes per read of a follower (cut at its last complete line)
 LEGACY = b'{"t":'  # how a line of the older format starts
+LINE_MAX = MAX_LOG_LINE + 1024  # a stored line the reader serves whole: a cut output line and its frame
+LOG_SLACK = 64 * 1024  # past the quota: room for the runner's marker and end-of-attempt notes
+_FRAME = re.compile(rb'\{"timestamp":"([0-9T:.+Z-]{1,40})","stream":"(stdout|stderr|system)","message":"')
+_ATTEMPT = re.compile(rb',"attempt":([0-9]{1,9})\}$')
 
 
 class LogStore:
@@ -32,17 +44,18 @@ class LogStore:
         self._waiters: dict[str, asyncio.Event] = {}  # set by every append and every `wake`
         self._following: dict[str, int] = {}  # job -> its followers
         self._changes: dict[str, int] = {}  # job -> `wake`s while it has followers
+        self._full: set[str] = set()  # jobs whose log this daemon has capped
 
     def path(self, job_id: str) -> Path:
         return self.root / job_id[:2] / f"{job_id}.log"
 
-    def append_bytes(self, job_id: str, data: bytes) -> None:
+    def append_bytes(self, job_id: str, data: bytes, cap: int | None = None) -> None:
         """Whole encoded lines (job_output.encode_lines), as the runner sent them: one write."""
         if data:
-            self._write(job_id, [data])
+            self._write(job_id, [data], cap)
             self._notify(job_id)
 
-    async def append_blocks(self, blocks: Iterable[tuple[str, bytes]]) -> None:
+    async def append_blocks(self, blocks: Iterable[tuple[str, bytes]], cap: int | None = None) -> None:
         """A poll's worth of blocks (job id, data), in order: written in a worker thread, so the
         event loop serves followers meanwhile (writing 1 GB costs seconds where page cache memory
         is slow to get), then their followers are woken."""
@@ -51,19 +64,39 @@ class LogStore:
             if data:
                 by_job.setdefault(job_id, []).append(data)
         if by_job:
-            await asyncio.to_thread(lambda: [self._write(job_id, parts) for job_id, parts in by_job.items()])
+            await asyncio.to_thread(lambda: [self._write(job_id, parts, cap) for job_id, parts in by_job.items()])
             for job_id in by_job:
                 self._notify(job_id)
 
-    def _write(self, job_id: str, parts: list[bytes]) -> None:
+    def _write(self, job_id: str, parts: list[bytes], cap: int | None = None) -> None:
+        """Append `parts`; with a quota `cap`, the file stops at cap + LOG_SLACK: the lines that
+        fit are written, then a marker, and nothing more (the runner stops at `cap` itself, so
+        only a second attempt or a runner that ignores its quota gets here)."""
+        if cap is not None and job_id in self._full:
+            return
         path = self.path(job_id)
         path.parent.mkdir(exist_ok=True)
         with path.open("ab") as f:
+            if cap is not None:
+                parts = self._within(job_id, parts, cap + LOG_SLACK - os.fstat(f.fileno()).st_size, cap)
             f.writelines(parts)  # each part its own write: no copy into one buffer
 
-    def append(self, job_id: str, lines: Iterable[tuple[float, str, str, int]]) -> None:
+    def _within(self, job_id: str, parts: list[bytes], room: int, cap: int) -> list[bytes]:
+        if sum(map(len, parts)) <= room:
+            return parts
+        self._full.add(job_id)
+        kept: list[bytes] = []
+        for part in parts:
+            if len(part) > room:
+                kept.append(part[: part.rfind(b"\n", 0, max(0, room)) + 1])
+                break
+            kept.append(part)
+            room -= len(part)
+        return [*kept, encode_lines([(time.time(), "system", TRUNCATED.format(cap), 0)])]
+
+    def append(self, job_id: str, lines: Iterable[tuple[float, str, str, int]], cap: int | None = None) -> None:
         """lines: (timestamp, stream, message, attempt)."""
-        self.append_bytes(job_id, encode_lines(lines))
+        self.append_bytes(job_id, encode_lines(lines), cap)
 
     def wake(self, job_id: str) -> None:
         """The job's state changed (it ended): its followers ask for it again."""
@@ -134,6 +167,7 @@ class _Reader:
         self.path, self.offset, self.tail = path, offset, tail
         self.fd: int | None = None
         self.legacy: bool | None = None  # unknown until the file has a first line
+        self.scanned = 0  # how far a line longer than LINE_MAX was searched for its end
 
     def __enter__(self) -> _Reader:
         return self
@@ -166,16 +200,31 @@ class _Reader:
         if not self._open() or self.fd is None:
             return b""
         room = float("inf") if end is None else end - self.offset
-        want = int(min(READ_BLOCK, room))
-        while want > 0:
-            data = os.pread(self.fd, want, self.offset)
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                self.offset += cut
-                return _convert(data[:cut]) if self.legacy else data[:cut]
-            if len(data) < want or want >= room:  # an unfinished line: wait for the rest
-                return b""
-            want = int(min(want * 2, room))  # a line longer than a block (not written by this version)
+        data = os.pread(self.fd, int(min(READ_BLOCK, max(0, room))), self.offset)
+        if data.find(b"\n", 0, LINE_MAX + 1) < 0:
+            # an unfinished line (wait for the rest), or one too long to serve whole: cut it
+            return self._long(data[:LINE_MAX], room) if len(data) > LINE_MAX else b""
+        cut = data.rfind(b"\n") + 1
+        self.offset += cut
+        block = _cut_long_lines(data[:cut])
+        return _convert(block) if self.legacy else block
+
+    def _long(self, head: bytes, room: float) -> bytes:
+        """A line longer than LINE_MAX at the offset: its end is searched block by block (never
+        held), then it is served as one entry cut to its first LINE_MAX bytes."""
+        start = self.offset
+        pos = max(self.scanned, start + len(head))
+        while pos < start + room:
+            chunk = os.pread(self.fd, int(min(READ_BLOCK, start + room - pos)), pos)
+            at = chunk.find(b"\n")
+            if at >= 0:
+                tail = os.pread(self.fd, min(64, pos + at - start), pos + at - min(64, pos + at - start))
+                self.offset, self.scanned = pos + at + 1, 0
+                return _cut_line(head, tail, pos + at - start)
+            if not chunk:
+                break
+            pos += len(chunk)
+        self.scanned = pos  # not ended yet: go on from here when more is written
         return b""
 
 
@@ -192,6 +241,40 @@ def _tail_start(fd: int, size: int, n: int) -> int:
                 return start + at + 1
         pos = start
     return 0
+
+
+def _cut_long_lines(block: bytes) -> bytes:
+    """`block` with each line longer than LINE_MAX cut. Any such line holds a whole aligned
+    stretch of LINE_MAX/2 bytes without a newline: that is checked with a few C-level finds, so
+    a block of ordinary lines is returned as it is, at memory speed."""
+    half = LINE_MAX // 2
+    if len(block) <= LINE_MAX or all(block.find(b"\n", i, i + half) >= 0
+                                     for i in range(0, len(block) - half + 1, half)):
+        return block
+    return b"".join(_cut_line(ln[:LINE_MAX], ln[-64:], len(ln)) if len(ln) > LINE_MAX else ln + b"\n"
+                    for ln in block[:-1].split(b"\n"))
+
+
+def _cut_line(head: bytes, tail: bytes, size: int) -> bytes:
+    """A stored line of `size` bytes, known by its first bytes and its last, as one valid entry:
+    its time, stream, attempt and the start of its message when it is in this format, else a note."""
+    frame, attempt = _FRAME.match(head), _ATTEMPT.search(tail)
+    if frame is None or attempt is None:
+        return encode_lines([(time.time(), "system", f"[sage-ops: a log line of {size} bytes was cut: not a log entry]",
+                              0)])
+    body, text = head[frame.end():][:MAX_LOG_LINE], None
+    for trim in range(8):  # an escape or a UTF-8 character may be cut in the middle
+        try:
+            text = json.loads(b'"' + body[: len(body) - trim] + b'"')
+            break
+        except ValueError:
+            continue
+    try:
+        t = datetime.fromisoformat(frame.group(1).decode().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        t = time.time()
+    return encode_lines([(t, frame.group(2).decode(), f"{text or ''} … [line cut at read: {size} bytes]",
+                          int(attempt.group(1)))])
 
 
 def _convert(block: bytes) -> bytes:

@@ -5,6 +5,10 @@ as jobs come and go, so a quota check is a lookup, never a scan. `FairQueue` hol
 heap per tenant (highest priority first, FIFO within a priority) and offers the tenants in fair
 order: the one using the fewest CPUs per unit of weight first, so on a contended cluster each
 freed slot goes to the least-served tenant and their shares converge to their weights.
+
+Two defaults keep quotas meaningful: a job asks for at least MIN_CPU (so `--max-cpu` bounds how
+many jobs run, and zero-CPU jobs cannot pile up past Ray's accounting), and a tenant without its
+own `max_queued` holds at most its even share of `max_jobs` (so no tenant fills the global queue).
 """
 
 from __future__ import annotations
@@ -15,9 +19,24 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ..access import Quotas
+from ..schemas import JobSpec
 
 V = TypeVar("V")
 EPS = 1e-9
+MIN_CPU = 0.25  # the least CPU a job is given and counted for (Slurm counts a whole CPU per task)
+
+
+def with_min_cpu(spec: JobSpec) -> JobSpec:
+    """`spec` asking for at least MIN_CPU: what Ray reserves, capacity charges and quotas count."""
+    if spec.resources.cpu >= MIN_CPU:
+        return spec
+    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"cpu": MIN_CPU})})
+
+
+def share_of_queue(max_jobs: int, tenants: int) -> int | None:
+    """Active jobs a tenant without its own `max_queued` may hold: `max_jobs` split evenly between
+    the tenants, so each can always submit; all of it (no limit) when there is only one."""
+    return None if tenants <= 1 else max(1, max_jobs // tenants)
 
 
 @dataclass
@@ -38,7 +57,7 @@ class Tally(dict[str, V], Generic[V]):
         use = self.use[job.tenant]
         res = job.spec.resources
         use.jobs += sign
-        use.cpu += sign * res.cpu
+        use.cpu += sign * max(res.cpu, MIN_CPU)  # jobs stored before MIN_CPU count as it too
         use.gpu += sign * res.gpu
 
     def __setitem__(self, key: str, value: V) -> None:
@@ -70,6 +89,7 @@ def over_quota(tenant: str | None, quotas: Quotas | None, running: Use, cpu: flo
     """Why a job needing `cpu`/`gpu` cannot start now for its tenant's quota, or None."""
     if quotas is None:
         return None
+    cpu = max(cpu, MIN_CPU)
     if quotas.max_running is not None and running.jobs + 1 > quotas.max_running:
         return f"quota: tenant {tenant} runs {running.jobs} jobs (max-running {quotas.max_running})"
     if quotas.max_cpu is not None and running.cpu + cpu > quotas.max_cpu + EPS:

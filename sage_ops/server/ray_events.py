@@ -137,7 +137,7 @@ class RayEvents:
         cancelled = False
         blocks = [(p["job_id"], p["data"]) for _s, kind, p in events if kind == "logs" and "data" in p]
         if blocks:
-            written = asyncio.ensure_future(self.logs.append_blocks(blocks))
+            written = asyncio.ensure_future(self.logs.append_blocks(blocks, self.cfg.storage.max_log_bytes))
             while not written.done():
                 try:
                     await asyncio.shield(written)
@@ -153,7 +153,7 @@ class RayEvents:
             d = self.dispatched.get(job_id)
             if kind == "logs":
                 if "lines" in p:  # from an actor of an older version (replaced once idle)
-                    self.logs.append(job_id, [tuple(x) for x in p["lines"]])
+                    self.logs.append(job_id, [tuple(x) for x in p["lines"]], self.cfg.storage.max_log_bytes)
             elif kind == "pipeline":  # the latest operator metrics of a pipeline job
                 stats[job_id] = {"job_id": job_id, "attempt": attempt, "data": json.dumps(p["metrics"]),
                                  "updated_at": p["t"]}

@@ -29,7 +29,19 @@ from typing import Any
 import ray
 
 from ..nodes.base import NODE_ENV
-from .job_output import MAX_LOG_LINE, MAX_RESULT, Control, Output, cut_line, encode_lines, masker, split_lines
+from .job_output import (
+    MAX_LOG_BYTES,
+    MAX_LOG_LINE,
+    MAX_RESULT,
+    Capture,
+    Control,
+    Output,
+    cut_line,
+    encode_lines,
+    masker,
+    read_result,
+    split_lines,
+)
 from .process_group import Watchdog, exited, kill_group, signal_exit
 
 __all__ = ["MAX_LOG_LINE", "Dispatcher", "cut_line", "run_job", "split_lines"]
@@ -172,6 +184,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         dispatcher.started.remote(job_id, attempt, **started)
     deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
     outcome: dict[str, Any] = {}
+    capture = Capture(attempt, int(opts.get("max_log_bytes") or MAX_LOG_BYTES))
     try:
         sel = selectors.DefaultSelector()
         outputs: dict[int, Output] = {}
@@ -197,10 +210,10 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                     control.read(chunk)
                     continue
                 if not chunk:
-                    add(outputs[fd].close(now))
+                    add(capture.close(outputs[fd], now))
                     sel.unregister(fd)
                     continue
-                add(outputs[fd].feed(chunk, now))
+                add(capture.feed(outputs[fd], chunk, now))
             if report_start_at is not None and time.monotonic() >= report_start_at:
                 report_start()
             if pending and (buffered >= FLUSH_BYTES or time.monotonic() - last_flush >= FLUSH_SECONDS):
@@ -231,17 +244,16 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     code, signal_reason = signal_exit(proc.returncode if proc.returncode is not None else -9)
     result = None
     try:
-        if os.path.getsize(result_file) <= MAX_RESULT:
-            with open(result_file, encoding="utf-8") as f:
-                result = json.loads(mask(f.read())) if secret else json.load(f)
-        else:
-            note(f"result file larger than {MAX_RESULT} bytes; ignored")
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
+        raw, why = read_result(scratch, os.path.basename(result_file), int(opts.get("max_result_bytes") or MAX_RESULT))
+        if why:
+            note(why)
+        if raw is not None:
+            result = json.loads(mask(raw.decode("utf-8"))) if secret else json.loads(raw)
+    except ValueError as exc:
         note(f"result file is not valid JSON: {exc}")
     finally:
         _rmtree(scratch)
+    add(capture.summary(time.time()))
     flush(final=True)
     reason = outcome.get("reason") or (control.error if control and code else None) or signal_reason
     return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),

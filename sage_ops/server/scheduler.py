@@ -284,7 +284,9 @@ class Scheduler(RayEvents, Operations, Submissions):
             attempt = job.attempts_made + 1
             self.dispatched[job_id] = Dispatched(job, attempt, node)
             timeout = job.spec.timeout or self.cfg.jobmanager.job_timeout
-            opts: dict[str, Any] = {"timeout": timeout, "kill_grace": self.cfg.jobmanager.kill_grace}
+            opts: dict[str, Any] = {"timeout": timeout, "kill_grace": self.cfg.jobmanager.kill_grace,
+                                    "max_log_bytes": self.cfg.storage.max_log_bytes,
+                                    "max_result_bytes": self.cfg.storage.max_result_bytes}
             if job.spec.secret_env:
                 try:
                     opts["secret_env"] = self.sealer.unseal(job.spec)

@@ -22,7 +22,7 @@ from ..lifecycle import JobStatus, Transition, is_terminal, transition
 from ..schemas import JobSpec
 from . import store as st
 from .execution_graph import FAILED_DEP, GraphError, resolve_batch_names, topological_order
-from .quotas import never_within
+from .quotas import never_within, share_of_queue, with_min_cpu
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -147,7 +147,7 @@ class Submissions:
                 raise Invalid(f"jobs[{i}]: a pipeline job needs its payload (submit it with RemoteEnvironment)")
         now = self.clock.now()
         ids = [new_job_id() for _ in specs]
-        specs = [self.sealer.seal(s) if s.secret_env else s for s in specs]  # never stored in clear
+        specs = [with_min_cpu(self.sealer.seal(s) if s.secret_env else s) for s in specs]  # never stored in clear
         sent = [s.model_dump_json() for s in specs]  # once: the request's digest and the stored specs
         digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
         plans = plan(specs, sent, ids, self.seq + 1, batch)
@@ -159,6 +159,9 @@ class Submissions:
             if tenant is not None and tenant not in self.quotas:
                 raise NotFound(f"no such tenant: {tenant} (sage-ops tenant create {tenant})")
         before = {t: self.queued.use[t].jobs for t in tenants if t in self.queued.use}
+        share = share_of_queue(self.cfg.jobmanager.max_jobs, len(self.quotas))
+        held = {t: self.queued.use[t].jobs + self.dispatched.use[t].jobs for t in tenants
+                if t in self.queued.use or t in self.dispatched.use}
         queued: dict[str | None, int] = {}
         counter = [0]
 
@@ -175,6 +178,12 @@ class Submissions:
                     mine = queued.get(tenant, before.get(tenant, 0))
                     if mine >= quotas.max_queued:
                         return f"quota: tenant {tenant} has {mine} queued jobs (max-queued {quotas.max_queued})"
+                    queued[tenant] = mine + 1
+                elif share is not None:
+                    mine = queued.get(tenant, held.get(tenant, 0))
+                    if mine >= share:
+                        return (f"quota: tenant {tenant} holds {mine} active jobs, its share of max_jobs="
+                                f"{self.cfg.jobmanager.max_jobs} among {len(self.quotas)} tenants (set --max-queued)")
                     queued[tenant] = mine + 1
             shape = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
             if shape not in fits:
