@@ -29,6 +29,7 @@ from typing import Any
 import ray
 
 from ..nodes.base import NODE_ENV
+from .job_env import job_environment
 from .job_output import (
     MAX_LOG_BYTES,
     MAX_LOG_LINE,
@@ -63,7 +64,8 @@ def _code_version() -> str:
 
     digest = hashlib.sha1()
     here = os.path.dirname(__file__)
-    for path in (__file__, os.path.join(here, "job_output.py"), os.path.join(here, "process_group.py")):
+    for name in ("runner.py", "job_output.py", "process_group.py", "job_env.py"):
+        path = os.path.join(here, name)
         with open(path, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -149,15 +151,13 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         return {"exit_code": 127, "reason": opts["secret_error"], "result": None, "batches": sent}
     secret = opts.get("secret_env") or {}
     mask = masker(secret.values())
-    env = dict(os.environ)
-    env.update(spec.get("env") or {})
-    env.update(secret)
-    env.update({"SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
-                "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"})
+    own = {**(spec.get("env") or {}), **secret, "SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
+           "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"}
     control = Control(job_id, attempt, dispatcher, refs) if spec["kind"] == "pipeline" else None
     if control is not None:
-        env.update({"SAGE_OPS_CONTROL_FD": str(control.child),
+        own.update({"SAGE_OPS_CONTROL_FD": str(control.child),
                     "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
+    env = job_environment(os.environ, os.getuid(), own, ray=control is not None)  # never the worker's own
     try:
         proc = subprocess.Popen(
             _argv(spec, scratch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
