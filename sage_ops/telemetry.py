@@ -48,6 +48,8 @@ class Health(View):
     tcp: str | None = None
     database: dict[str, Any]
     ray: RayHealth
+    containment: str | None = Field(None, description="how a job's processes are held, so that cancel and "
+                                    "timeout end them all (on the daemon's node): cgroup v2, cgroup v1 or subreaper")
 
 
 # -- metrics ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Jobs never run with the daemon's identity or credentials: a job starts from an allow-listed
 environment (no RAY_*, no daemon SAGE_OPS_*, no XDG_*, no SSH_AUTH_SOCK; its run-as user's HOME),
-and cancel ends every descendant, `setsid` ones too. Each one failed on the code before it.
+and cancel, timeout and the job's end reach every descendant, `setsid` ones too (a cgroup per
+job, else a subreaper). Each one failed on the code before it.
 
 The daemon here starts a Ray head of its own from a shell that holds what a real one would: an
 SSH agent, an XDG session, a config file, the Ray token path its head hands to every worker.
@@ -8,15 +9,19 @@ SSH agent, an XDG session, a config file, the Ray token path its head hands to e
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
+import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 
 import pytest
-from conftest import Daemon
+from conftest import Daemon, pid_alive, wait_until
 
+from sage_ops.server import containment
 from sage_ops.server.dispatcher import LocalHead
 
 DOCUMENTED = {"SAGE_OPS_JOB_ID", "SAGE_OPS_ATTEMPT", "SAGE_OPS_RESULT_FILE"}
@@ -83,3 +88,87 @@ def test_the_jobs_own_env_reaches_it(job_env: dict[str, str]) -> None:
 
 def test_the_documented_variables_reach_it(job_env: dict[str, str]) -> None:
     assert set(job_env) >= DOCUMENTED
+
+
+# -- containment: every descendant ends with the job ------------------------------------------
+
+# a child that leaves the job's session and process group, its output not tied to the job
+ESCAPE = "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!; "
+
+
+def escaped_child(d: Daemon, job_id: str) -> int:
+    """The pid the job printed: its `setsid` child."""
+    def printed() -> int | None:
+        lines = [e.message for e in d.client().get_job_logs(job_id) if e.message.strip().isdigit()]
+        return int(lines[0]) if lines else None
+    return wait_until(printed, timeout=120)
+
+
+def test_cancel_ends_a_setsid_descendant(own: Daemon) -> None:
+    client = own.client()
+    job = client.submit_job({"command": ["sh", "-c", ESCAPE + "exec sleep 300"]}).id
+    child = escaped_child(own, job)
+    client.cancel_job(job)
+    client.wait(job, timeout=120)
+    assert wait_until(lambda: not pid_alive(child), timeout=30)
+
+
+def test_timeout_ends_a_setsid_descendant(own: Daemon) -> None:
+    client = own.client()
+    job = client.submit_job({"command": ["sh", "-c", ESCAPE + "exec sleep 300"], "timeout": 3}).id
+    child = escaped_child(own, job)
+    client.wait(job, timeout=120)
+    assert wait_until(lambda: not pid_alive(child), timeout=30)
+
+
+def test_the_end_of_a_job_ends_its_setsid_descendant(own: Daemon) -> None:
+    client = own.client()
+    job = client.submit_job({"command": ["sh", "-c", ESCAPE + "sleep 1"]}).id
+    child = escaped_child(own, job)
+    client.wait(job, timeout=120)
+    assert wait_until(lambda: not pid_alive(child), timeout=30)
+
+
+def test_health_says_which_containment_is_in_force(own: Daemon) -> None:
+    health = json.loads(own.run("health", "--json", check=True).stdout)
+    assert health["containment"] == containment.mode()
+
+
+def test_the_health_table_names_the_containment(own: Daemon) -> None:
+    assert f"containment  {containment.mode()}" in own.run("health", check=True).stdout
+
+
+@pytest.mark.skipif(not containment.mode().startswith("cgroup v1")
+                    or not os.access("/sys/fs/cgroup/memory", os.W_OK), reason="needs a writable cgroup v1 memory")
+def test_a_memory_request_is_the_jobs_memory_limit(own: Daemon) -> None:
+    read_limit = ("path = [l.split(':')[2] for l in open('/proc/self/cgroup') if ':memory:' in l][0].strip();"
+                  "print(open('/sys/fs/cgroup/memory' + path + '/memory.limit_in_bytes').read().strip())")
+    client = own.client()
+    job = client.submit_job({"command": [sys.executable, "-c", read_limit],
+                             "resources": {"memory": 256 * 1024 * 1024}}).id
+    client.wait(job, timeout=120)
+    assert [e.message for e in client.get_job_logs(job) if e.stream == "stdout"] == [str(256 * 1024 * 1024)]
+
+
+# The fallback where no cgroup is writable, run in a process of its own (it becomes a subreaper).
+SUBREAPER = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from sage_ops.server import containment
+    containment.Layout.kind, containment.Layout.bases = "subreaper", {}
+    containment._set_subreaper()
+    jail = containment.Jail("t-1")
+    with jail.spawning():
+        proc = subprocess.Popen(["sh", "-c", sys.argv[1] + "exec sleep 300"], stdout=subprocess.PIPE,
+                                start_new_session=True)
+    child = int(proc.stdout.readline())
+    jail.leader = proc.pid
+    proc.kill(); proc.wait()
+    jail.close()
+    print(child)
+""")
+
+
+def test_the_subreaper_fallback_ends_a_setsid_descendant() -> None:
+    out = subprocess.run([sys.executable, "-c", SUBREAPER, ESCAPE], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert not pid_alive(int(out.stdout.split()[-1]))

@@ -21,20 +21,55 @@ from typing import IO
 # the jobs that were still running. (A watchdog per job cost ~1.2 ms of CPU per job.) It forks
 # away from the worker first: when Ray force-kills a worker (ray.cancel(force=True)) it also kills
 # the worker's direct children — the job's leader, and a watchdog that stayed a child — which left
-# the rest of a job's group running, orphaned.
+# the rest of a job's group running, orphaned. A job held in a cgroup (containment.Jail) is told
+# with its cgroup: the watchdog kills everything in it, `setsid` descendants too.
 WATCHDOG = """
 import os, signal, sys
 if os.fork():
     os._exit(0)
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
-live = set()
+live = {}
 for line in sys.stdin:
-    op, pg = line.split()
-    (live.add if op == "+" else live.discard)(int(pg))
-for pg in live:
+    op, pg, *cg = line.split(None, 2)
+    if op == "+":
+        live[int(pg)] = cg[0].strip() if cg else ""
+    else:
+        live.pop(int(pg), None)
+def put(path, value):
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError:
+        pass
+for pg, cg in live.items():
     try:
         os.killpg(pg, signal.SIGKILL)
+    except OSError:
+        pass
+    if not cg:
+        continue
+    put(os.path.join(cg, "cgroup.kill"), "1")
+    freezer = os.path.exists(os.path.join(cg, "freezer.state"))
+    for _ in range(1000):
+        try:
+            with open(os.path.join(cg, "cgroup.procs")) as f:
+                pids = [int(x) for x in f.read().split()]
+        except OSError:
+            break
+        if not pids:
+            break
+        if freezer:
+            put(os.path.join(cg, "freezer.state"), "FROZEN")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if freezer:
+            put(os.path.join(cg, "freezer.state"), "THAWED")
+    try:
+        os.rmdir(cg)
     except OSError:
         pass
 """
@@ -54,12 +89,19 @@ class Watchdog:
         return proc.stdin
 
     @classmethod
-    def tell(cls, op: str, pgid: int) -> None:
+    def ready(cls) -> None:
+        """Start it now, before a job's fork: never a child of the job's cgroup or sweep."""
+        if cls.pipe is None:
+            cls.pipe = cls._start()
+
+    @classmethod
+    def tell(cls, op: str, pgid: int, cgroup: str | None = None) -> None:
+        line = f"{op} {pgid} {cgroup}\n" if cgroup else f"{op} {pgid}\n"
         for _ in range(2):  # a dead watchdog is replaced, and this message goes to the new one
             if cls.pipe is None:
                 cls.pipe = cls._start()
             try:
-                cls.pipe.write(f"{op} {pgid}\n".encode())
+                cls.pipe.write(line.encode())
                 cls.pipe.flush()
                 return
             except OSError:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 import ray
 
 from ..nodes.base import NODE_ENV
+from .containment import Jail
 from .job_env import job_environment
 from .job_output import (
     MAX_LOG_BYTES,
@@ -64,7 +66,7 @@ def _code_version() -> str:
 
     digest = hashlib.sha1()
     here = os.path.dirname(__file__)
-    for name in ("runner.py", "job_output.py", "process_group.py", "job_env.py"):
+    for name in ("runner.py", "job_output.py", "process_group.py", "job_env.py", "containment.py"):
         path = os.path.join(here, name)
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -158,12 +160,17 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         own.update({"SAGE_OPS_CONTROL_FD": str(control.child),
                     "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
     env = job_environment(os.environ, os.getuid(), own, ray=control is not None)  # never the worker's own
+    res = opts.get("resources") or {}
+    Watchdog.ready()
+    jail = Jail(f"{job_id}-{attempt}", float(res.get("cpu") or 0), int(res.get("memory") or 0))
     try:
-        proc = subprocess.Popen(
-            _argv(spec, scratch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workdir, env=env, start_new_session=True, pass_fds=(control.child,) if control else (),
-        )
+        with jail.spawning():  # born in its cgroup: every descendant is the job's
+            proc = subprocess.Popen(
+                _argv(spec, scratch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=workdir, env=env, start_new_session=True, pass_fds=(control.child,) if control else (),
+            )
     except OSError as exc:
+        jail.close()
         note(f"could not start: {exc}")
         flush(final=True)
         if control is not None:
@@ -172,7 +179,8 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     finally:
         if control is not None:
             control.started()
-    Watchdog.tell("+", proc.pid)
+    jail.leader = proc.pid
+    Watchdog.tell("+", proc.pid, jail.tracker)
     # a node sage-ops added is known by its name (its Ray processes carry it); others by host
     started = {"node": os.environ.get(NODE_ENV) or socket.gethostname(), "pid": proc.pid, "t": time.time(),
                "node_id": ray.get_runtime_context().get_node_id()}
@@ -227,14 +235,17 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
             if time.monotonic() >= deadline:
                 outcome["reason"] = "timeout"
                 note(f"timeout: ran longer than {opts['timeout']:g}s; killing its process group")
+                jail.signal(signal.SIGTERM)
                 kill_group(proc, float(opts.get("kill_grace", 5)))
                 break
         kill_group(proc, 0)  # the leader has exited: strays of its group die with it
     except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
+        jail.signal(signal.SIGTERM)
         kill_group(proc, float(opts.get("kill_grace", 5)))
         outcome["cancelled"] = True
         outcome["reason"] = "cancelled"
     finally:
+        jail.close()  # whatever is left of the job, also what left its session (setsid)
         Watchdog.tell("-", proc.pid)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
@@ -342,7 +353,7 @@ class Dispatcher:
             if res.get("custom_resources"):
                 options["resources"] = res["custom_resources"]
             ref = run_job_task.options(**options).remote(job["id"], job["attempt"], job["spec"], self._owner,
-                                                         job["opts"])
+                                                         {**job["opts"], "resources": res})
             self.inflight[job["id"]] = (job["attempt"], ref)
             asyncio.get_running_loop().create_task(self._watch(job["id"], job["attempt"], ref))
         return len(jobs)
