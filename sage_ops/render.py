@@ -86,6 +86,8 @@ def health(h: Health) -> None:
         grid.add_row("resources", f"free/total: {res}")
     else:
         grid.add_row("ray", f"[red]not connected[/] {r.address or ''} {r.detail or ''}")
+    if h.identity:
+        grid.add_row("identity", h.identity)
     if h.containment:
         grid.add_row("containment", h.containment)
     console().print(grid)

@@ -48,6 +48,8 @@ class Health(View):
     tcp: str | None = None
     database: dict[str, Any]
     ray: RayHealth
+    identity: str | None = Field(None, description="which OS user tenants' jobs run as (single-user: all "
+                                 "share the daemon's)")
     containment: str | None = Field(None, description="how a job's processes are held, so that cancel and "
                                     "timeout end them all (on the daemon's node): cgroup v2, cgroup v1 or subreaper")
 

@@ -172,3 +172,21 @@ def test_the_subreaper_fallback_ends_a_setsid_descendant() -> None:
     out = subprocess.run([sys.executable, "-c", SUBREAPER, ESCAPE], capture_output=True, text=True, timeout=60,
                          check=True)
     assert not pid_alive(int(out.stdout.split()[-1]))
+
+
+# -- single-user mode says what it is -----------------------------------------------------------
+
+SHARED = "single-user: every tenant's jobs run as"
+
+
+def test_health_says_all_tenants_share_the_daemons_os_user(own: Daemon) -> None:
+    assert json.loads(own.run("health", "--json", check=True).stdout)["identity"].startswith(SHARED)
+
+
+def test_tenant_create_says_all_tenants_share_the_daemons_os_user(own: Daemon) -> None:
+    assert SHARED in own.run("tenant", "create", "solo", check=True).stderr
+
+
+def test_tenant_add_user_says_all_tenants_share_the_daemons_os_user(own: Daemon) -> None:
+    own.run("tenant", "create", "duo", check=True)
+    assert SHARED in own.run("tenant", "add-user", "duo", "nobody", check=True).stderr

@@ -3,12 +3,14 @@ Thin like the rest: parse, call the client, render."""
 
 from __future__ import annotations
 
+import contextlib
 import pwd
 from typing import Any
 
 import click
 
 from .. import render
+from ..errors import SageOpsError
 from . import WHEN, Ctx, cli, json_option, pass_ctx
 from .completers import tenant_names
 from .output import Output, output_option
@@ -51,6 +53,7 @@ def tenant_create(ctx: Ctx, name: str, as_json: bool, **quotas: Any) -> None:
     """Create a tenant, e.g. `tenant create analytics --max-running 20 --max-cpu 32`."""
     t = ctx.client().create_tenant(name, **{k: v for k, v in quotas.items() if v is not None})
     render.print_json(t) if as_json else render.tenants([t])
+    _say_identity(ctx)
 
 
 @tenant.command("update")
@@ -99,6 +102,15 @@ def tenant_add_user(ctx: Ctx, name: str, user: str, role: str) -> None:
     uid = _uid(user)
     ctx.client().map_user(name, uid, role)
     click.echo(f"uid {uid} ({user}) is a {role} of tenant {name}")
+    _say_identity(ctx)
+
+
+def _say_identity(ctx: Ctx) -> None:
+    """A single-user daemon runs every tenant's jobs as its own OS user: say so where tenants are made."""
+    with contextlib.suppress(SageOpsError):
+        identity = ctx.client().health_check().identity
+        if identity and identity.startswith("single-user"):
+            click.echo(f"note: {identity}", err=True)
 
 
 @tenant.command("remove-user")

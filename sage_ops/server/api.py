@@ -46,6 +46,7 @@ from .auth import DENIED, PRINCIPAL, TARGET, Principal
 from .containment import mode as containment_mode
 from .events import visible_to
 from .job_counts import counts_by_status, failed_since
+from .job_env import identity as job_identity
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -309,7 +310,8 @@ def create_app(daemon: Daemon) -> FastAPI:
         return Health(status="ok" if ok else "degraded", version=__version__, pid=os.getpid(),
                       uptime_s=round(time.time() - daemon.started_at, 3), socket=str(daemon.socket_path),
                       tcp=daemon.tcp_address, database=db, ray=ray, role=lead.role,
-                      leader=lead.describe()["leader"], containment=containment_mode())
+                      leader=lead.describe()["leader"], containment=containment_mode(),
+                      identity=job_identity())
 
     app.include_router(admin_routes(daemon, caller))
     app.include_router(cluster_routes(daemon, caller))
