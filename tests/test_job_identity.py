@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import Daemon, pid_alive, wait_until
@@ -190,3 +191,35 @@ def test_tenant_create_says_all_tenants_share_the_daemons_os_user(own: Daemon) -
 def test_tenant_add_user_says_all_tenants_share_the_daemons_os_user(own: Daemon) -> None:
     own.run("tenant", "create", "duo", check=True)
     assert SHARED in own.run("tenant", "add-user", "duo", "nobody", check=True).stderr
+
+
+# A stand-in Ray worker that dies under its job: its watchdog ends the job's cgroup and removes it.
+DYING_WORKER = textwrap.dedent("""
+    import json, os, subprocess, sys
+    from sage_ops.server.containment import Jail
+    from sage_ops.server.process_group import Watchdog
+    Watchdog.ready()
+    jail = Jail("dying-1", cpu=1.0)
+    with jail.spawning():
+        proc = subprocess.Popen(["sh", "-c", sys.argv[1] + "exec sleep 300"], stdout=subprocess.PIPE,
+                                start_new_session=True)
+    Watchdog.tell("+", proc.pid, jail.cgroups())
+    print(json.dumps({"child": int(proc.stdout.readline()), "cgroups": jail.cgroups()}), flush=True)
+    os._exit(9)
+""")
+
+
+@pytest.fixture(scope="module")
+def dead_worker() -> dict[str, Any]:
+    if not containment.mode().startswith("cgroup"):
+        pytest.skip("no writable cgroup here: the subreaper has no cgroup to remove")
+    out = subprocess.run([sys.executable, "-c", DYING_WORKER, ESCAPE], capture_output=True, text=True, timeout=60)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_a_dead_workers_watchdog_ends_the_setsid_descendant(dead_worker: dict[str, Any]) -> None:
+    assert wait_until(lambda: not pid_alive(dead_worker["child"]), timeout=30)
+
+
+def test_a_dead_workers_watchdog_removes_the_jobs_cgroups(dead_worker: dict[str, Any]) -> None:
+    assert wait_until(lambda: not any(os.path.exists(p) for p in dead_worker["cgroups"]), timeout=30)

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 ROOT = "/sys/fs/cgroup"
 BASE = "sage-ops"  # the directory the job cgroups live in, under the worker's own cgroup
@@ -27,6 +27,7 @@ PERIOD_US = 100_000  # cpu.cfs_period_us / cpu.max period for a CPU limit
 PR_SET_CHILD_SUBREAPER = 36
 V1_TRACK = "freezer"  # the v1 hierarchy that holds (and freezes) every process of a job
 V1_LIMITS = ("memory", "cpu")
+STALE_SECONDS = 60.0  # an empty job cgroup this old is a leftover (made and entered within a fork)
 
 
 def _own_cgroups() -> dict[str, str]:
@@ -93,6 +94,7 @@ class Layout:
             cls.home = {h: os.path.dirname(b) for h, b in bases.items()}
             if kind == "subreaper":
                 _set_subreaper()
+            _remove_stale(bases.values())
         return kind, bases
 
 
@@ -142,6 +144,11 @@ class Jail:
         for path, value in writes:
             with contextlib.suppress(OSError):
                 _write(path, value)
+
+    def cgroups(self) -> tuple[str, ...]:
+        """Its cgroup directories, the tracker first (what the worker's watchdog ends and removes)."""
+        tracker = self.tracker
+        return (tracker, *(d for d in self.dirs.values() if d != tracker)) if tracker else ()
 
     @property
     def tracker(self) -> str | None:
@@ -212,6 +219,17 @@ class Jail:
                     break
                 except OSError:
                     time.sleep(0.002)
+
+
+def _remove_stale(bases: Iterable[str], age: float = STALE_SECONDS) -> None:
+    """Remove job cgroups left empty by a worker that died with its watchdog (a head stopped
+    under its jobs): an empty cgroup older than `age` is no attempt's any more."""
+    for base in bases:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(base):
+                with contextlib.suppress(OSError):
+                    if entry.is_dir() and time.time() - entry.stat().st_mtime > age and not _pids(entry.path):
+                        os.rmdir(entry.path)  # EBUSY if a process is in it after all
 
 
 def _freeze(cgroup: str, state: str) -> None:

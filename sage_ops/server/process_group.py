@@ -24,16 +24,16 @@ from typing import IO
 # the rest of a job's group running, orphaned. A job held in a cgroup (containment.Jail) is told
 # with its cgroup: the watchdog kills everything in it, `setsid` descendants too.
 WATCHDOG = """
-import os, signal, sys
+import os, signal, sys, time
 if os.fork():
     os._exit(0)
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
 live = {}
 for line in sys.stdin:
-    op, pg, *cg = line.split(None, 2)
+    op, pg, *cg = line.split()
     if op == "+":
-        live[int(pg)] = cg[0].strip() if cg else ""
+        live[int(pg)] = cg  # the job's cgroups, the one that holds its processes first
     else:
         live.pop(int(pg), None)
 def put(path, value):
@@ -42,13 +42,14 @@ def put(path, value):
             f.write(value)
     except OSError:
         pass
-for pg, cg in live.items():
+for pg, cgroups in live.items():
     try:
         os.killpg(pg, signal.SIGKILL)
     except OSError:
         pass
-    if not cg:
+    if not cgroups:
         continue
+    cg = cgroups[0]
     put(os.path.join(cg, "cgroup.kill"), "1")
     freezer = os.path.exists(os.path.join(cg, "freezer.state"))
     for _ in range(1000):
@@ -68,10 +69,15 @@ for pg, cg in live.items():
                 pass
         if freezer:
             put(os.path.join(cg, "freezer.state"), "THAWED")
-    try:
-        os.rmdir(cg)
-    except OSError:
-        pass
+    for path in cgroups:
+        for _ in range(100):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.002)
 """
 
 
@@ -95,8 +101,8 @@ class Watchdog:
             cls.pipe = cls._start()
 
     @classmethod
-    def tell(cls, op: str, pgid: int, cgroup: str | None = None) -> None:
-        line = f"{op} {pgid} {cgroup}\n" if cgroup else f"{op} {pgid}\n"
+    def tell(cls, op: str, pgid: int, cgroups: tuple[str, ...] = ()) -> None:
+        line = " ".join((op, str(pgid), *cgroups)) + "\n"
         for _ in range(2):  # a dead watchdog is replaced, and this message goes to the new one
             if cls.pipe is None:
                 cls.pipe = cls._start()

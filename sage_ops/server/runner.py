@@ -180,7 +180,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         if control is not None:
             control.started()
     jail.leader = proc.pid
-    Watchdog.tell("+", proc.pid, jail.tracker)
+    Watchdog.tell("+", proc.pid, jail.cgroups())
     # a node sage-ops added is known by its name (its Ray processes carry it); others by host
     started = {"node": os.environ.get(NODE_ENV) or socket.gethostname(), "pid": proc.pid, "t": time.time(),
                "node_id": ray.get_runtime_context().get_node_id()}
