@@ -69,15 +69,17 @@ for pg, cgroups in live.items():
                 pass
         if freezer:
             put(os.path.join(cg, "freezer.state"), "THAWED")
-    for path in cgroups:
-        for _ in range(100):
+    left = list(cgroups)
+    for _ in range(100):  # a killed process leaves its cgroups a moment after it died
+        for path in list(left):
             try:
                 os.rmdir(path)
-                break
-            except FileNotFoundError:
-                break
             except OSError:
-                time.sleep(0.002)
+                continue
+            left.remove(path)
+        if not left or not any(map(os.path.isdir, left)):
+            break
+        time.sleep(0.002)
 """
 
 
