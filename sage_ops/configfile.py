@@ -19,7 +19,7 @@ KEYS: dict[str, frozenset[str]] = {
     "jobmanager": frozenset({"host", "port", "socket", "max_jobs", "job_timeout", "heartbeat_interval",
                              "kill_grace", "prefetch"}),
     "ray": frozenset({"address", "namespace", "include_dashboard", "dashboard_host", "dashboard_port", "num_cpus"}),
-    "storage": frozenset({"type", "path"}),
+    "storage": frozenset({"type", "path", "max_log_bytes", "max_result_bytes"}),
     "database": frozenset({"url", "synchronous"}),
     "logging": frozenset({"level", "file", "format", "max_bytes", "backups", "stderr"}),
     "security": frozenset({"socket_mode", "tls_cert", "tls_key", "secret_key_file", "max_body_bytes", "rate_limit",
