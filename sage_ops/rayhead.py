@@ -44,8 +44,8 @@ def record_file(state_dir: Path) -> Path:
 
 
 # Where heads' private dirs are made: /tmp keeps Ray's Unix socket paths short (AF_UNIX allows 107
-# bytes; the longest Ray makes, <temp>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store, is
-# 91 here with a 7-digit pid), and a name made by mkdtemp cannot be predicted or planted.
+# bytes; the longest Ray makes, <temp>/session_<date>_<time>_<usec>_<pid>/sockets/dash_MetricsHead
+# (the dashboard's), is 95 here with a 7-digit pid), and a name made by mkdtemp cannot be predicted or planted.
 TEMP_ROOT = Path("/tmp")
 TEMP_PREFIX = "sage-ops-rt-"
 

@@ -306,8 +306,8 @@ def test_new_private_dirs_have_fresh_names(private: Path) -> None:
 
 
 def test_new_private_dirs_keep_socket_paths_short(private: Path) -> None:
-    # Ray's longest: <temp>/session_<date>_<time>_<usec>_<pid, up to 7 digits>/sockets/plasma_store
-    longest = f"{private}/r/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store"
+    # Ray's longest: <temp>/session_<date>_<time>_<usec>_<pid, up to 7 digits>/sockets/dash_MetricsHead
+    longest = f"{private}/r/session_2026-01-01_00-00-00_000000_4194304/sockets/dash_MetricsHead"
     assert len(longest) <= AF_UNIX_MAX
 
 
