@@ -81,6 +81,9 @@ class SecurityConfig(_Section):
                              description="Unix socket mode; 0660 lets a group in, each uid mapped to a tenant")
     tls_cert: Path | None = Field(None, description="PEM certificate for the TCP listener (with tls_key)")
     tls_key: Path | None = None
+    insecure_plaintext: bool = Field(False, description="serve TCP on a host that is not loopback without TLS "
+                                     "(bearer tokens then cross the network in clear); off: such a host is refused "
+                                     "by `daemon start`, narrowed to loopback by JobManagerServer")
     secret_key_file: Path = Field(default_factory=lambda: paths.config_dir() / "secret.key",
                                   description="seals --secret-env values at rest; HA daemons share it")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger requests get 413")

@@ -27,6 +27,7 @@ from .. import paths
 from ..access import Role
 from ..config import Config, load_config
 from ..errors import Conflict, DaemonUnavailable
+from ..exposure import loopback_for, plaintext_exposure
 from . import accounts
 from . import store as st
 from .api import create_app
@@ -318,10 +319,6 @@ class _QuietRay(logging.Filter):
         return not record.getMessage().startswith("SIGTERM handler is not set")
 
 
-def _loopback(host: str | None) -> str:
-    return "::1" if host and ":" in host else "127.0.0.1"
-
-
 class JobManagerServer:
     """The Python entry point, with the names from the JobManager docs.
 
@@ -345,13 +342,15 @@ class JobManagerServer:
         self.cfg = self._narrowed(cfg)
 
     def _narrowed(self, cfg: Config) -> Config:
-        """Wildcard addresses without TLS become loopback (a bearer token must not cross a
-        network in clear; Ray's dashboard has no authentication of ours), each with a note."""
+        """A host beyond loopback without TLS becomes loopback (a bearer token must not cross a
+        network in clear: exposure.plaintext_exposure, the rule `daemon start` refuses by), unless
+        security.insecure_plaintext; a wildcard dashboard too (Ray's has no authentication of
+        ours). Each with a note."""
         jm, ray = cfg.jobmanager, cfg.ray
-        if jm.host in self.WILDCARD and not cfg.security.tls_cert:
-            self.notes.append(f"TCP on {_loopback(jm.host)}:{jm.port} only: serving {jm.host} needs TLS "
+        if plaintext_exposure(jm.host, bool(cfg.security.tls_cert)) and not cfg.security.insecure_plaintext:
+            self.notes.append(f"TCP on {loopback_for(jm.host)}:{jm.port} only: serving {jm.host} needs TLS "
                               "(security.tls_cert and tls_key, or --tls-cert/--tls-key)")
-            jm = jm.model_copy(update={"host": _loopback(jm.host)})
+            jm = jm.model_copy(update={"host": loopback_for(jm.host)})
         if ray.dashboard_host in self.WILDCARD:
             self.notes.append("Ray's dashboard on 127.0.0.1 only: it would let anyone on the network run code")
             ray = ray.model_copy(update={"dashboard_host": "127.0.0.1"})
