@@ -413,11 +413,18 @@ class WireClient(Failover):
                         last = self._standby_answer(resp.status, error)
                         continue
                     self._current = i
-                    raise from_response(resp.status, error)
+                    raise self._why_denied(i, from_response(resp.status, error))
                 self._current = i
                 return resp.value()
             time.sleep(self._backoff(attempt))
         raise self._gave_up(last)
+
+    def _why_denied(self, i: int, exc: SageOpsError) -> SageOpsError:
+        """A 401 from a TCP address we sent no token to: say why none went (token_for)."""
+        if exc.status == 401 and self.addresses[i].kind == "tcp" and not self._headers[i]:
+            exc.message += ("; no token was sent: the local admin token goes only to this user's own daemon on "
+                            "loopback (give --token-file FILE, $SAGE_OPS_TOKEN or token=)")
+        return exc
 
     def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
         """The lines of a streamed GET (NDJSON) as they come, on a connection of its own with no

@@ -113,6 +113,18 @@ def test_the_local_daemon_on_loopback_still_gets_it(tcp_daemon: Daemon) -> None:
     assert "admin" in out.stdout
 
 
+def test_another_state_dirs_daemon_gets_no_token_and_the_error_says_why(tcp_daemon: Daemon,
+                                                                        tmp_path: Path) -> None:
+    old_state = tcp_daemon.env["XDG_STATE_HOME"]
+    tcp_daemon.env["XDG_STATE_HOME"] = str(tmp_path)  # the token file is there; this state dir's daemon is not
+    try:
+        out = tcp_daemon.run("--address", f"tcp://{_tcp(tcp_daemon)}", "jobs")
+    finally:
+        tcp_daemon.env["XDG_STATE_HOME"] = old_state
+    assert (out.returncode, out.stderr.count("\n")) == (1, 1)
+    assert "no token was sent: the local admin token goes only to this user's own daemon" in out.stderr
+
+
 def test_local_means_the_listener_is_held_by_the_pidfiles_daemon(tcp_daemon: Daemon, catcher: Catcher) -> None:
     pid = int((tcp_daemon.state / "daemon.pid").read_text())
     assert local_daemon(_tcp(tcp_daemon), pid)
