@@ -135,6 +135,9 @@ def local_daemon(target: str, pid: int | None) -> bool:
         return False
     if pid is None or not is_loopback(host):
         return False
+    held = socket_inodes(pid)  # first: a dead or foreign pid costs no read of /proc/net
+    if not held:
+        return False
     reaching = _reaching(host)
     found = [inode for addr, inode in listeners(port) if addr in reaching]
-    return bool(found) and set(found) <= socket_inodes(pid)
+    return bool(found) and set(found) <= held

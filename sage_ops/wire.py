@@ -85,12 +85,13 @@ def token_for(addr: Address, explicit: str | None) -> str | None:
     are, unless a token is given explicitly (to act as that token)."""
     if explicit or os.environ.get("SAGE_OPS_TOKEN"):
         return explicit or os.environ["SAGE_OPS_TOKEN"]
-    if addr.kind != "tcp" or not exposure.local_daemon(addr.target, _pid_in(paths.pidfile())):
+    if addr.kind != "tcp":
         return None
     try:
-        return paths.token_file().read_text().strip() or None
+        token = paths.token_file().read_text().strip() or None
     except OSError:
         return None
+    return token if token and exposure.local_daemon(addr.target, _pid_in(paths.pidfile())) else None
 
 
 def _pid_in(pidfile: os.PathLike[str]) -> int | None:

@@ -324,7 +324,7 @@ class JobManagerServer:
 
     `JobManagerServer(host="0.0.0.0", port=19001, ray_address="auto").start()` serves until
     SIGTERM/SIGINT. `host=None` keeps TCP off (Unix socket only). The docs' values are accepted
-    and kept safe: TCP always needs a token, a wildcard host serves the network only over TLS
+    and kept safe: TCP always needs a token, a host beyond loopback serves the network only over TLS
     (else loopback), `auto` is this daemon's own head, and Ray's dashboard stays on loopback.
     """
 
