@@ -5,6 +5,7 @@ inputs the examples name come from examples/origin.py, the runnable copy, which 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -35,8 +36,9 @@ from sage_ops.server.dispatcher import LocalHead
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
-import origin  # noqa: E402 - the runnable copy of the examples, and their inputs
-from origin import ProcessFunction  # noqa: E402
+# the runnable copy of the examples, and their inputs: a file of this repository, not a package
+origin = importlib.import_module("origin")
+ProcessFunction = origin.ProcessFunction
 
 
 def free_port() -> int:
