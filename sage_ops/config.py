@@ -29,6 +29,12 @@ class JobManagerConfig(_Section):
     heartbeat_interval: float = Field(30, gt=0)
     kill_grace: float = Field(5, ge=0, description="seconds between SIGTERM and SIGKILL on cancel")
     prefetch: int = Field(4, ge=0, le=1000, description="short jobs queued in Ray beyond free CPUs (lease reuse)")
+    max_connections: int = Field(512, ge=1, description="open TCP connections at most (also at most half the "
+                                 "daemon's open-file limit); more get 503 and are closed")
+    max_connections_per_ip: int = Field(64, ge=1, description="open TCP connections from one address at most")
+    header_timeout: float = Field(10, gt=0, description="seconds a connection (TCP or socket) has to send a "
+                                  "whole request head, from when it opens or its last answer; then it is closed")
+    idle_timeout: float = Field(5, gt=0, description="seconds an idle keep-alive connection is kept open")
 
 
 class RayConfig(_Section):
@@ -39,6 +45,10 @@ class RayConfig(_Section):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
     num_cpus: int | None = Field(None, description="CPUs of a head the daemon starts (default: all)")
+    client_server_port: int | None = Field(None, ge=1024, le=65535, description="Ray client server (ray://) "
+                                           "of a head the daemon starts, on 127.0.0.1: off unless a port is set")
+    metrics_export_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics of a head the "
+                                            "daemon starts (no auth; 0: any free port): off unless set")
 
 
 class StorageConfig(_Section):
@@ -71,12 +81,17 @@ class SecurityConfig(_Section):
                              description="Unix socket mode; 0660 lets a group in, each uid mapped to a tenant")
     tls_cert: Path | None = Field(None, description="PEM certificate for the TCP listener (with tls_key)")
     tls_key: Path | None = None
+    insecure_plaintext: bool = Field(False, description="serve TCP on a host that is not loopback without TLS "
+                                     "(bearer tokens then cross the network in clear); off: such a host is refused "
+                                     "by `daemon start`, narrowed to loopback by JobManagerServer")
     secret_key_file: Path = Field(default_factory=lambda: paths.config_dir() / "secret.key",
                                   description="seals --secret-env values at rest; HA daemons share it")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger requests get 413")
     rate_limit: float = Field(1000, ge=0, description="requests/s per token or uid (0: unlimited)")
     rate_burst: int = Field(2000, ge=1)
     audit_retention_days: float = Field(90, gt=0)
+    denial_audit_interval: float = Field(60, gt=0, description="requests without a valid identity are audited "
+                                         "as one row per peer per interval, then one row with the count")
 
     @model_validator(mode="after")
     def _tls(self) -> SecurityConfig:

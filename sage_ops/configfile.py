@@ -17,13 +17,15 @@ from .errors import Invalid
 #: or an environment variable naming anything else goes through the full load, which names it
 KEYS: dict[str, frozenset[str]] = {
     "jobmanager": frozenset({"host", "port", "socket", "max_jobs", "job_timeout", "heartbeat_interval",
-                             "kill_grace", "prefetch"}),
-    "ray": frozenset({"address", "namespace", "include_dashboard", "dashboard_host", "dashboard_port", "num_cpus"}),
+                             "kill_grace", "prefetch", "max_connections", "max_connections_per_ip",
+                             "header_timeout", "idle_timeout"}),
+    "ray": frozenset({"address", "namespace", "include_dashboard", "dashboard_host", "dashboard_port", "num_cpus",
+                      "client_server_port", "metrics_export_port"}),
     "storage": frozenset({"type", "path", "max_log_bytes", "max_result_bytes"}),
     "database": frozenset({"url", "synchronous"}),
     "logging": frozenset({"level", "file", "format", "max_bytes", "backups", "stderr"}),
     "security": frozenset({"socket_mode", "tls_cert", "tls_key", "secret_key_file", "max_body_bytes", "rate_limit",
-                           "rate_burst", "audit_retention_days"}),
+                           "rate_burst", "audit_retention_days", "denial_audit_interval", "insecure_plaintext"}),
     "metrics": frozenset({"interval", "retention_days"}),
     "nodes": frozenset({"head_address", "known_hosts", "venv", "install_timeout", "join_timeout"}),
 }

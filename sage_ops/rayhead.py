@@ -2,8 +2,8 @@
 how much memory they hold, and how to stop every one of them. Standard library only, so that
 `daemon status`, `daemon stop --ray` and `doctor` answer without importing Ray or the server.
 
-A head is "ours" when it was started for this state directory: its temp dir is derived from the
-state dir's path, and every process of it is found by what it cannot shed:
+A head is "ours" when it was started for this state directory: its record (`head.json`) names its
+temp dir, and every process of it is found by what it cannot shed:
 - the environment entry HEAD_ENV=<temp dir>, which the head's processes inherit (a process that
   renames itself may overwrite it: Ray's dashboard modules do);
 - the session of `ray start` (started in a session of its own), which every process of the head
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import shutil
 import signal
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -42,11 +43,49 @@ def record_file(state_dir: Path) -> Path:
     return head_dir(state_dir) / "head.json"
 
 
-def temp_dir(state_dir: Path) -> Path:
-    """Ray's temp dir for this state dir's head: short, since Ray's socket paths must stay
-    under ~107 bytes, and derived from the state dir, so it names the head's owner."""
-    digest = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10]
-    return Path(f"/tmp/sage-ops-ray-{digest}")
+# Where heads' private dirs are made: /tmp keeps Ray's Unix socket paths short (AF_UNIX allows 107
+# bytes; the longest Ray makes, <temp>/session_<date>_<time>_<usec>_<pid>/sockets/dash_MetricsHead
+# (the dashboard's), is 95 here with a 7-digit pid), and a name made by mkdtemp cannot be predicted or planted.
+TEMP_ROOT = Path("/tmp")
+TEMP_PREFIX = "sage-ops-rt-"
+
+
+def new_temp_dir() -> Path:
+    """Ray's temp dir for a new head: `r` inside a fresh private dir (mkdtemp: a random name made
+    with O_EXCL, 0700, ours). Ray chmods its temp and session dirs 0777 (following symlinks) and
+    leaves its sockets there: behind a 0700 parent, no other user reaches any of it."""
+    return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_ROOT)) / "r"
+
+
+def unsafe(temp: Path) -> str | None:
+    """Why `temp` is not a head temp dir of ours to use or delete (None: it is): its parent must
+    be a private dir as new_temp_dir makes them, looked at without following links."""
+    private = temp.parent
+    if temp.name != "r" or private.parent != TEMP_ROOT or not private.name.startswith(TEMP_PREFIX):
+        return f"{temp} is not a temp dir sage-ops made"
+    try:
+        st = private.lstat()
+    except OSError as exc:
+        return f"{private}: {exc.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{private} is a symlink"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{private} is not a directory"
+    if st.st_uid != os.getuid():
+        return f"{private} belongs to uid {st.st_uid}, not to us (uid {os.getuid()})"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return f"{private} has mode {stat.S_IMODE(st.st_mode):04o}, not 0700"
+    return None
+
+
+def remove_temp_dir(temp: Path) -> str | None:
+    """Delete a head's private dir, only if it is ours (see unsafe); else say why it was left.
+    Safe from other users' races: they can neither rename nor replace our entry in sticky /tmp,
+    nor enter a 0700 dir, and rmtree walks by file descriptor without following links."""
+    why = unsafe(temp)
+    if why is None:
+        shutil.rmtree(temp.parent, ignore_errors=True)
+    return why
 
 
 def load_record(state_dir: Path) -> dict[str, Any] | None:
@@ -152,7 +191,7 @@ class Head:
     """This state dir's Ray head as found on the machine right now."""
 
     state_dir: Path
-    temp_dir: Path
+    temp_dir: Path | None
     address: str | None = None
     dashboard: str | None = None
     pids: list[int] = field(default_factory=list)
@@ -185,7 +224,8 @@ class Head:
 
     def view(self) -> dict[str, Any]:
         """What `daemon status --json` shows under `ray_head`."""
-        out: dict[str, Any] = {"running": self.running, "address": self.address, "temp_dir": str(self.temp_dir)}
+        out: dict[str, Any] = {"running": self.running, "address": self.address,
+                               "temp_dir": str(self.temp_dir) if self.temp_dir else None}
         if self.running:
             used, kind = self.memory
             out.update({"processes": len(self.pids), "pids": self.pids, "memory_bytes": used, "memory_kind": kind,
@@ -205,14 +245,12 @@ def find(state_dir: Path, procs: dict[int, Proc] | None = None, sessions: Collec
     """This state dir's head: its record (if any) and its live processes (also those left in
     `sessions`, the head's sessions seen earlier)."""
     rec = load_record(state_dir) or {}
-    temp = Path(rec.get("temp_dir") or temp_dir(state_dir))
+    temp = Path(rec["temp_dir"]) if isinstance(rec.get("temp_dir"), str) else None
     address = rec.get("address")
-    if address is None:
-        with contextlib.suppress(OSError):
-            address = (temp / "ray_current_cluster").read_text().strip() or None
     procs = processes() if procs is None else procs
     known = {*sessions, *([rec["session"]] if isinstance(rec.get("session"), int) else [])}
-    pids, found = marked(procs, f"{HEAD_ENV}={temp}".encode(), known)
+    # no temp dir recorded: only the recorded sessions (an entry no process carries)
+    pids, found = marked(procs, f"{HEAD_ENV}={temp or '(none)'}".encode(), known)
     return Head(state_dir, temp, address, rec.get("dashboard"), sorted(pids), found)
 
 
@@ -248,16 +286,15 @@ def terminate(find_pids: Callable[[], set[int]], grace: float = 2.0, timeout: fl
 
 
 def stop(state_dir: Path, grace: float = 2.0, timeout: float = 10.0) -> tuple[Head, list[int]]:
-    """Stop every process of this state dir's head (see terminate), then remove its temp dir (with
-    Ray's `ray_current_cluster` in it) and its record. Returns the head as it was and the pids that
+    """Stop every process of this state dir's head (see terminate), then remove its record and its
+    private temp dir (only if ours: see unsafe). Returns the head as it was and the pids that
     survived. Never `ray stop`, which kills every Ray head of the machine."""
     head = find(state_dir)
     left = terminate(lambda: set(find(state_dir, sessions=head.sessions).pids), grace, timeout)
     if not left:
         record_file(state_dir).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            if head.temp_dir.lstat().st_uid == os.getuid():
-                shutil.rmtree(head.temp_dir, ignore_errors=True)
+        if head.temp_dir is not None:
+            remove_temp_dir(head.temp_dir)
     return head, left
 
 

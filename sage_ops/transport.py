@@ -18,7 +18,7 @@ from . import wire
 from .errors import from_response
 from .lifecycle import is_terminal
 from .schemas import JobView
-from .wire import Address, Failover, Options, WireClient, parse_addresses, token_for
+from .wire import Address, Failover, Options, WireClient, auth_header, parse_addresses
 
 __all__ = ["Address", "Call", "ClientConfig", "SyncTransport", "Transport", "parse_addresses"]
 
@@ -37,6 +37,8 @@ class ClientConfig(BaseModel):
     heartbeat_interval: float = Options.heartbeat_interval
     ca: str | None = Field(None, description="PEM CA bundle that signed the daemon's TLS certificate "
                                              "($SAGE_OPS_CA); TCP addresses then use TLS")
+    insecure: bool = Field(Options.insecure, description="send the token over plain HTTP to an address that "
+                           "is not loopback all the same (anyone on the path can read it)")
 
 
 @dataclass
@@ -81,10 +83,10 @@ class Transport(Failover):
         self.token = token
         self._current = 0
         self._redirected = False
+        self._auth = {a: auth_header(a, token, self.config) for a in self.addresses}  # refused here, not later
 
     def _headers(self, addr: Address) -> dict[str, str]:
-        token = token_for(addr, self.token)
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        return self._auth[addr]
 
     def _timeout(self) -> float:
         return self.config.timeout
@@ -135,7 +137,7 @@ class SyncTransport(Transport):
 
     def __init__(self, address: str | None, config: dict[str, Any] | ClientConfig | None, token: str | None) -> None:
         Transport.__init__(self, address, config, token)
-        self._wire = WireClient(self.addresses, self.config, token)
+        self._wire = WireClient(self.addresses, self.config, token, self._auth)
 
     def _run(self, call: Call[T]) -> T:
         return call.parse(self._wire.call(call.method, call.path, call.params, call.json, call.headers, call.timeout,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
-from . import paths
+from . import exposure, paths
 from .errors import DaemonUnavailable, SageOpsError, from_response
 
 MAX_LINE = 65536
@@ -33,6 +33,7 @@ class Options:
     connection_pool_size: int = 16
     heartbeat_interval: float = 30.0
     ca: str | None = None  # PEM CA bundle that signed the daemon's TLS certificate; TCP then uses TLS
+    insecure: bool = False  # send a token over plain HTTP beyond loopback all the same
 
     def __init__(self, **values: Any) -> None:
         for key, value in values.items():
@@ -78,16 +79,41 @@ def parse_addresses(value: str | None = None) -> list[Address]:
 
 
 def token_for(addr: Address, explicit: str | None) -> str | None:
-    """TCP needs a token (given, $SAGE_OPS_TOKEN or the local admin's file); on the Unix socket
-    the kernel says who we are, unless a token is given explicitly (to act as that token)."""
+    """The token to send to `addr`: one given (argument or $SAGE_OPS_TOKEN) goes where the caller
+    points it; the local admin's file goes only to this state dir's own daemon on loopback TCP
+    (exposure.local_daemon), never to another address. On the Unix socket the kernel says who we
+    are, unless a token is given explicitly (to act as that token)."""
     if explicit or os.environ.get("SAGE_OPS_TOKEN"):
         return explicit or os.environ["SAGE_OPS_TOKEN"]
     if addr.kind != "tcp":
         return None
     try:
-        return paths.token_file().read_text().strip() or None
+        token = paths.token_file().read_text().strip() or None
     except OSError:
         return None
+    return token if token and exposure.local_daemon(addr.target, _pid_in(paths.pidfile())) else None
+
+
+def _pid_in(pidfile: os.PathLike[str]) -> int | None:
+    try:
+        with open(pidfile) as f:
+            return int(f.read(32).strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def auth_header(addr: Address, explicit: str | None, config: Any) -> dict[str, str]:
+    """`Authorization: Bearer` for `addr` (token_for), refused over plain HTTP beyond loopback
+    unless `config.insecure` (SageOpsError "insecure", one line)."""
+    token = token_for(addr, explicit)
+    if not token:
+        return {}
+    if addr.kind == "tcp":
+        tls = addr.tls or bool(config.ca or os.environ.get("SAGE_OPS_CA"))
+        why = exposure.plaintext_refusal(addr.target, tls, bool(config.insecure))
+        if why:
+            raise SageOpsError(why, "insecure")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def query(params: dict[str, Any] | None) -> str:
@@ -326,17 +352,14 @@ class WireClient(Failover):
     its connections alive; raises the daemon's error (SageOpsError) or DaemonUnavailable."""
 
     def __init__(self, address: str | list[Address] | None = None, config: Any = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, auth: dict[Address, dict[str, str]] | None = None) -> None:
         self.addresses = address if isinstance(address, list) else parse_addresses(address)
         self.config = config if config is not None else Options()
         self.token = token
+        auth = auth or {a: auth_header(a, token, self.config) for a in self.addresses}
         self._current, self._redirected = 0, False
         self._idle: dict[int, list[Connection]] = {}
-        self._headers = {i: self._auth(a) for i, a in enumerate(self.addresses)}
-
-    def _auth(self, addr: Address) -> dict[str, str]:
-        token = token_for(addr, self.token)
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = {i: auth[a] for i, a in enumerate(self.addresses)}
 
     def _connect(self, i: int, timeout: float | None) -> Connection:
         ca = self.config.ca or os.environ.get("SAGE_OPS_CA")
@@ -391,11 +414,18 @@ class WireClient(Failover):
                         last = self._standby_answer(resp.status, error)
                         continue
                     self._current = i
-                    raise from_response(resp.status, error)
+                    raise self._why_denied(i, from_response(resp.status, error))
                 self._current = i
                 return resp.value()
             time.sleep(self._backoff(attempt))
         raise self._gave_up(last)
+
+    def _why_denied(self, i: int, exc: SageOpsError) -> SageOpsError:
+        """A 401 from a TCP address we sent no token to: say why none went (token_for)."""
+        if exc.status == 401 and self.addresses[i].kind == "tcp" and not self._headers[i]:
+            exc.message += ("; no token was sent: the local admin token goes only to this user's own daemon on "
+                            "loopback (give --token-file FILE, $SAGE_OPS_TOKEN or token=)")
+        return exc
 
     def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
         """The lines of a streamed GET (NDJSON) as they come, on a connection of its own with no

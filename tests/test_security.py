@@ -100,7 +100,7 @@ def test_a_viewer_reads_but_cannot_submit(tenants: Any) -> None:
     assert isinstance(v.list_jobs(), list)
     with pytest.raises(Forbidden, match="read-only"):
         v.submit_command(["true"])
-    r = d.run("--token", v.token, "submit", "--", "true")
+    r = d.run("--token-file", "-", "submit", "--", "true", input=v.token)  # off the command line
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "read-only" in r.stderr
 
 

@@ -85,7 +85,7 @@ def check_daemon(p: Probe) -> Check:
         return bad("daemon", "FAIL", f"socket path too long for a Unix socket ({len(str(path))} bytes): {path}",
                     "set jobmanager.socket to a shorter path (or export XDG_RUNTIME_DIR=/run/user/$(id -u))")
     client = JobManagerClient(raw, config={"retry_attempts": 1, "timeout": HEALTH_TIMEOUT, "failover_timeout": 0,
-                                           "ca": p.ctx.ca}, token=p.ctx.token)
+                                           "ca": p.ctx.ca, "insecure": p.ctx.insecure}, token=p.ctx.token)
     try:
         health = client.health_check()
     except DaemonUnavailable as exc:

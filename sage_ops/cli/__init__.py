@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -55,10 +56,10 @@ class LazyGroup(click.Group):
 
 class Ctx:
     def __init__(self, address: str | None, config_path: str | None, token: str | None = None,
-                 ca: str | None = None) -> None:
+                 ca: str | None = None, insecure: bool = False) -> None:
         self.address = address
         self.config_path = config_path
-        self.token, self.ca = token, ca
+        self.token, self.ca, self.insecure = token, ca, insecure
         self._client: JobManagerClient | None = None
         self._wire: WireClient | None = None
 
@@ -86,7 +87,7 @@ class Ctx:
     def _options(self, address: str, timeout: float | None) -> dict[str, Any]:
         """One address: fail fast; several: ride out a failover between them."""
         extra = {} if timeout is None else {"timeout": timeout}
-        return {"retry_attempts": 1 if "," not in address else 3, "ca": self.ca, **extra}
+        return {"retry_attempts": 1 if "," not in address else 3, "ca": self.ca, "insecure": self.insecure, **extra}
 
     def client(self, timeout: float | None = None) -> JobManagerClient:
         """The Python client (pydantic models): for the commands off the common path."""
@@ -137,16 +138,41 @@ def _versions(ctx: click.Context, value: bool) -> None:
 @click.option("--address", metavar="ADDR", help="unix:///path.sock, HOST:PORT or tcp://HOST:PORT; comma-separated "
               "for failover. Default: $SAGE_OPS_ADDRESS, then the config's socket.")
 @click.option("--config", "config_path", metavar="FILE", envvar="SAGE_OPS_CONFIG", help="YAML config file.")
-@click.option("--token", metavar="TOKEN", help="Bearer token (default: $SAGE_OPS_TOKEN; for TCP, the local "
-              "admin's token file). On the Unix socket your uid speaks for you unless a token is given.")
+@click.option("--token-file", metavar="FILE", envvar="SAGE_OPS_TOKEN_FILE", type=click.Path(dir_okay=False),
+              help="Read the bearer token from FILE ('-': stdin). Default: $SAGE_OPS_TOKEN; the local admin's token "
+              "file goes only to this user's own daemon on loopback. On the Unix socket your uid speaks for you "
+              "unless a token is given.")
+@click.option("--token", metavar="TOKEN", help="Bearer token on the command line (visible to every local user in "
+              "/proc; prefer --token-file or $SAGE_OPS_TOKEN).")
 @click.option("--ca", metavar="PEM", help="CA that signed the daemon's TLS certificate (default: $SAGE_OPS_CA); "
               "TCP then uses TLS.")
+@click.option("--insecure", is_flag=True, help="Send the token over plain HTTP to an address that is not "
+              "loopback all the same (anyone on the path can read it).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda c, _p, v: _versions(c, v),
               help="Print the versions of sage-ops, Ray and Python, and exit.")
 @click.pass_context
-def cli(ctx: click.Context, address: str | None, config_path: str | None, token: str | None, ca: str | None) -> None:
+def cli(ctx: click.Context, address: str | None, config_path: str | None, token_file: str | None, token: str | None,
+        ca: str | None, insecure: bool) -> None:
     """sage-ops: a terminal-first job manager for Ray clusters."""
-    ctx.obj = Ctx(address, config_path, token, ca)
+    if token and token_file:
+        raise click.UsageError("give --token or --token-file, not both")
+    if token:
+        click.echo("warning: --token is visible to every local user in /proc/*/cmdline; use --token-file or "
+                   "$SAGE_OPS_TOKEN", err=True)
+    ctx.obj = Ctx(address, config_path, token or (read_secret_file(token_file, "--token-file") if token_file
+                                                  else None), ca, insecure)
+
+
+def read_secret_file(name: str, what: str) -> str:
+    """A secret from a file ('-': stdin), stripped; one line of error when it cannot be read."""
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {name}: {exc.strerror if isinstance(exc, OSError) else exc}",
+                                 param_hint=what) from None
+    if not text.strip():
+        raise click.BadParameter(f"{name} is empty", param_hint=what)
+    return text.strip()
 
 
 # -- shared by the commands' modules -----------------------------------------------------------

@@ -21,12 +21,14 @@ RETRYABLE = ("FAILED", "CANCELLED")
 
 
 def _wire(ctx: click.Context) -> Any:
-    """The daemon the command line names (--address/--config/--token), with a short timeout; the
-    root's params are parsed even while completing."""
-    from . import Ctx
+    """The daemon the command line names (--address/--config/--token[-file]), with a short timeout;
+    the root's params are parsed even while completing."""
+    from . import Ctx, read_secret_file
 
     p = ctx.find_root().params
-    return Ctx(p.get("address"), p.get("config_path"), p.get("token"), p.get("ca")).wire(timeout=TIMEOUT)
+    token = p.get("token") or (read_secret_file(p["token_file"], "--token-file") if p.get("token_file") else None)
+    return Ctx(p.get("address"), p.get("config_path"), token, p.get("ca"), bool(p.get("insecure"))).wire(
+        timeout=TIMEOUT)
 
 
 def _quietly(fetch: Callable[[], list[CompletionItem]]) -> list[CompletionItem]:

@@ -18,6 +18,7 @@ import click
 
 from .. import paths, rayhead
 from ..errors import DaemonUnavailable, SageOpsError
+from ..exposure import plaintext_exposure
 from . import EXIT_UNREACHABLE, Ctx, cli, pass_ctx
 from .output import Output, output_option
 
@@ -32,10 +33,16 @@ def daemon() -> None:
     """Start, stop and inspect the background daemon."""
 
 
+DB_ENV = "SAGE_OPS_DATABASE__URL"
+
+
 def _daemon_args(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None,
-                 tls: tuple[str | None, str | None] = (None, None)) -> tuple[list[str], Config]:
-    args: list[str] = []
-    overrides: dict[str, Any] = {}
+                 tls: tuple[str | None, str | None] = (None, None),
+                 insecure_plaintext: bool = False) -> tuple[list[str], Config]:
+    """The daemon's argv (never a secret: `--db` travels in its environment, see _daemon_env) and
+    the config it will run with; a plaintext TCP host beyond loopback is refused here."""
+    args: list[str] = ["--insecure-plaintext"] if insecure_plaintext else []
+    overrides: dict[str, Any] = {"security.insecure_plaintext": insecure_plaintext or None}
     for flag, value in zip(("tls-cert", "tls-key"), tls):
         if value:
             value = str(Path(value).resolve())
@@ -50,12 +57,21 @@ def _daemon_args(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
         args += ["--host", host, "--port", port]
         overrides.update({"jobmanager.host": host, "jobmanager.port": int(port)})
     if db:
-        args += ["--db", db]
         overrides["database.url"] = db
     if ray_address:
         args += ["--ray-address", ray_address]
         overrides["ray.address"] = ray_address
-    return args, ctx.config(**overrides)
+    cfg = ctx.config(**overrides)
+    why = plaintext_exposure(cfg.jobmanager.host, bool(cfg.security.tls_cert))
+    if why and not cfg.security.insecure_plaintext:
+        raise click.UsageError(f"{why}: give --tls-cert and --tls-key, or --insecure-plaintext to do it anyway")
+    return args, cfg
+
+
+def _daemon_env(db: str | None) -> dict[str, str]:
+    """The daemon's environment: `--db` rides in $SAGE_OPS_DATABASE__URL (which a flag would beat
+    anyway), readable by its owner only, where its argv is readable by every local user."""
+    return {**os.environ, DB_ENV: db} if db else dict(os.environ)
 
 
 def _read_pid() -> int | None:
@@ -65,22 +81,31 @@ def _read_pid() -> int | None:
 
 @daemon.command("start")
 @click.option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (bearer token required).")
-@click.option("--db", metavar="URL", help="Database URL (sqlite:///... or postgresql+psycopg://...).")
+@click.option("--db", metavar="URL", help="Database URL (sqlite:///... or postgresql+psycopg://...). One with a "
+              "password belongs in the config file (database.url) or $SAGE_OPS_DATABASE__URL: here it is visible in "
+              "/proc while this command runs (never in the daemon's).")
 @click.option("--ray-address", metavar="ADDR", help="'auto', 'local' or HOST:PORT of a Ray head.")
 @click.option("--tls-cert", metavar="PEM", help="Serve TCP over TLS with this certificate (and --tls-key).")
 @click.option("--tls-key", metavar="PEM", help="The certificate's private key.")
+@click.option("--insecure-plaintext", is_flag=True, help="Allow --tcp on a host that is not loopback without TLS "
+              "(bearer tokens then cross the network in clear).")
 @click.option("--foreground", is_flag=True, help="Run in this terminal (for systemd and debugging).")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until the daemon is healthy.")
 @pass_ctx
 def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None, tls_cert: str | None,
-                 tls_key: str | None, foreground: bool, timeout: float) -> None:
+                 tls_key: str | None, insecure_plaintext: bool, foreground: bool, timeout: float) -> None:
     """Start the daemon (SQLite + a local Ray head unless configured otherwise)."""
     from ..client import JobManagerClient
+    from ..config import redact_url
 
-    args, cfg = _daemon_args(ctx, tcp, db, ray_address, (tls_cert, tls_key))
+    if db and redact_url(db) != db:
+        click.echo("warning: the password in --db is visible to every local user in /proc/*/cmdline while this "
+                   "command runs; put it in the config file (database.url) or $SAGE_OPS_DATABASE__URL", err=True)
+    args, cfg = _daemon_args(ctx, tcp, db, ray_address, (tls_cert, tls_key), insecure_plaintext)
     cmd = [sys.executable, "-m", "sage_ops.server", *args]
+    env = _daemon_env(db)
     if foreground:  # systemd's way: the log also goes to stderr, i.e. the journal
-        os.execv(sys.executable, [*cmd, "--log-stderr"])
+        os.execve(sys.executable, [*cmd, "--log-stderr"], env)
     pid = _read_pid()
     if pid:
         click.echo(f"daemon already running (pid {pid})")
@@ -88,7 +113,7 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
     out_file = paths.ensure_dir(paths.state_dir()) / "daemon.out"
     with open(out_file, "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                                close_fds=True)
+                                close_fds=True, env=env)
     client = JobManagerClient(f"unix://{cfg.jobmanager.socket}", config={"retry_attempts": 1, "timeout": 5})
     deadline = time.monotonic() + timeout
     health = None
@@ -116,7 +141,8 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
              else f"ray {health.ray.address}")
     click.echo(f"daemon started (pid {proc.pid}) on unix://{cfg.jobmanager.socket}{tcp_part}; {where}")
     if health.tcp:
-        click.echo(f"TCP clients need the token in {paths.token_file()} (or $SAGE_OPS_TOKEN)")
+        click.echo(f"TCP clients need a token: {paths.token_file()} is sent to this daemon on loopback only; "
+                   "elsewhere give --token-file FILE or $SAGE_OPS_TOKEN")
 
 
 @daemon.command("stop")

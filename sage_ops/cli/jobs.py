@@ -20,11 +20,12 @@ import click
 from .. import paths, plaintext
 from ..errors import Invalid, SageOpsError
 from ..wire import WireClient, job_path
-from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
+from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx, read_secret_file
 from .completers import ACTIVE, job_ids, tenant_names
 from .output import Output, output_option
 
-SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env", "--tenant",
+SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
+                      "--secret-env-file", "--tenant",
                       "--priority", "--timeout", "--after", "--retries", "--retry-delay", "--retry-backoff"}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
@@ -37,6 +38,38 @@ def _kv(items: Sequence[str], what: str) -> dict[str, str]:
             raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=what)
         out[key] = value
     return out
+
+
+def secret_values(items: Sequence[str], files: Sequence[str] = ()) -> dict[str, str]:
+    """--secret-env as docker's -e: NAME takes the value from this environment (off the command
+    line); NAME=VALUE still works but warns (every local user reads /proc/*/cmdline). Each
+    --secret-env-file holds NAME=VALUE or NAME lines (# comments), as docker's --env-file."""
+    out: dict[str, str] = {}
+    for file in files:
+        for n, line in enumerate(read_secret_file(file, "--secret-env-file").splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.update(_secret(line, f"--secret-env-file {file}:{n}"))
+    shown = [item.split("=", 1)[0] for item in items if "=" in item]
+    if shown:
+        click.echo(f"warning: --secret-env {','.join(shown)}=... is visible to every local user in /proc/*/cmdline; "
+                   "give only the NAME (its value is taken from your environment) or use --secret-env-file", err=True)
+    for item in items:
+        out.update(_secret(item, "--secret-env"))
+    return out
+
+
+def _secret(item: str, what: str) -> dict[str, str]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+        raise click.BadParameter(f"{key or item!r} is not an environment variable name", param_hint=what)
+    if not sep:
+        if key not in os.environ:
+            raise click.BadParameter(f"{key} is not set in this environment (export it first, or use "
+                                     "--secret-env-file)", param_hint=what)
+        value = os.environ[key]
+    return {key: value}
 
 
 def _float(value: str, what: str) -> float:
@@ -57,7 +90,7 @@ def _script(path: Path) -> dict[str, str]:
 def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
-               retry_policy: dict[str, Any] | None = None, secret_env: Sequence[str] = (),
+               retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
     if not argv:
@@ -68,7 +101,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
     spec: dict[str, Any] = {"name": name, "resources": resources, "env": _kv(env, "--env"), "priority": priority,
                             "timeout": timeout, "working_dir": paths.working_dir(workdir),
                             "dependencies": list(dependencies), "retry_policy": retry_policy,
-                            "secret_env": _kv(secret_env, "--secret-env"), "tenant": tenant}
+                            "secret_env": secret_env or {}, "tenant": tenant}
     if not command and Path(argv[0]).is_file():
         spec.update(kind="script", script=_script(Path(argv[0])), args=list(argv[1:]))
     else:
@@ -100,8 +133,11 @@ def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = Non
 @click.option("--gpu", type=float, help="GPUs.")
 @click.option("--resource", multiple=True, metavar="NAME=N", help="Custom Ray resource (repeatable).")
 @click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
-@click.option("--secret-env", multiple=True, metavar="K=V", help="Secret environment variable: sealed at rest, "
-              "shown as ***, masked in the logs (repeatable).")
+@click.option("--secret-env", multiple=True, metavar="NAME", help="Secret environment variable, its value taken "
+              "from this environment (NAME=VALUE works but is visible in /proc and warns): sealed at rest, shown "
+              "as ***, masked in the logs (repeatable).")
+@click.option("--secret-env-file", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Secret environment variables from FILE: NAME=VALUE lines, # comments (repeatable).")
 @click.option("--tenant", help="Submit for this tenant (admins; members submit to their own).",
               shell_complete=tenant_names)
 @click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory].")
@@ -124,7 +160,8 @@ def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = Non
 @pass_ctx
 def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None, memory: str | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
-           tenant: str | None, workdir: str | None, priority: int, timeout: float | None, after: tuple[str, ...],
+           secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
+           timeout: float | None, after: tuple[str, ...],
            retries: int, retry_delay: float, retry_backoff: float, force_command: bool, wait: bool, quiet: bool,
            as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
@@ -140,8 +177,8 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
         click.echo(f"note: {', '.join(stray)} after the script/command is passed to the job; put sage-ops "
                    "options before it (or before --)", err=True)
     spec = build_spec(argv, command=force_command, name=name, cpu=cpu, memory=memory, gpu=gpu, resource=resource,
-                      env=env, secret_env=secret_env, tenant=tenant, workdir=workdir, priority=priority,
-                      timeout=timeout,
+                      env=env, secret_env=secret_values(secret_env, secret_env_file), tenant=tenant,
+                      workdir=workdir, priority=priority, timeout=timeout,
                       dependencies=[j.strip() for a in after for j in a.split(",") if j.strip()],
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})

@@ -32,7 +32,7 @@ def config_group() -> None:
 @output_option(quiet=False, formats=("yaml", "json", "table"))
 @pass_ctx
 def config_show(ctx: Ctx, with_sources: bool, out: Output) -> None:
-    """The effective configuration (YAML by default).
+    """The effective configuration (YAML by default; the database password shown as ***).
 
     \b
       sage-ops config show
@@ -41,6 +41,7 @@ def config_show(ctx: Ctx, with_sources: bool, out: Output) -> None:
     """
     cfg = ctx.config()
     values = cfg.model_dump(mode="json")
+    values["database"]["url"] = cfgmod.redact_url(cfg.database.url)  # its password: never on a terminal
     if not with_sources:
         Output("json" if out.format == "json" else "yaml").emit(values)
         return

@@ -20,4 +20,4 @@ def tui(ctx: Ctx) -> None:
     from ..tui.app import SageOpsApp  # lazy: the CLI stays free of textual
 
     address = ctx.address or os.environ.get("SAGE_OPS_ADDRESS") or f"unix://{ctx.config().jobmanager.socket}"
-    SageOpsApp(address, token=ctx.token, ca=ctx.ca).run()
+    SageOpsApp(address, token=ctx.token, ca=ctx.ca, insecure=ctx.insecure).run()

@@ -17,11 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--db")
     p.add_argument("--ray-address")
     p.add_argument("--socket")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--insecure-plaintext", action="store_true", help="serve a non-loopback host without TLS")
     p.add_argument("--log-stderr", action="store_true", help="also log to stderr (systemd's journal)")
     a = p.parse_args(argv)
     try:
@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
         tune_gc()
         JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,
-                         socket_path=a.socket, **{"database.url": a.db, "security.tls_cert": a.tls_cert,
+                         socket_path=a.socket, **{"security.tls_cert": a.tls_cert,
                                                      "security.tls_key": a.tls_key,
+                                                     "security.insecure_plaintext": a.insecure_plaintext or None,
                                                      "logging.stderr": True if a.log_stderr else None}).start()
     except SageOpsError as exc:
         print(f"sage-ops daemon: {exc.message}", file=sys.stderr)

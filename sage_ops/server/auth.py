@@ -212,13 +212,60 @@ class AuditLog:
             log.error("cannot write %d audit events: %s", len(rows), exc)
 
 
+class Denials:
+    """Requests without a valid identity reach the audit as one row per peer per interval: the
+    first as it comes, the rest as one row with their count when the interval ends. A client
+    looping on a bad token (or a scan) costs a hash and a small answer, never a row each."""
+
+    MAX_PEERS = 10_000  # peers tracked at once; past it (a spoofing flood) they share one count
+
+    def __init__(self, audit: AuditLog, interval: float) -> None:
+        self.audit, self.interval = audit, interval
+        self.windows: dict[str, list[Any]] = {}  # peer -> [start, count, target, reason, timer]
+
+    def record(self, peer: str, target: str, reason: str) -> None:
+        now = time.monotonic()
+        w = self.windows.get(peer)
+        if w is None or (not w[1] and now - w[0] >= self.interval):
+            if w is None and len(self.windows) >= self.MAX_PEERS:
+                self._prune(now)
+                if len(self.windows) >= self.MAX_PEERS:
+                    self.record("many peers", target, reason)
+                    return
+            self.windows[peer] = [now, 0, target, reason, None]
+            self.audit.record(None, "denied", 401, target, f"{reason} (from {peer})")
+            return
+        w[1] += 1
+        w[2], w[3] = target, reason
+        if w[4] is None:
+            w[4] = asyncio.get_running_loop().call_later(w[0] + self.interval - now, self._summarize, peer)
+
+    def _summarize(self, peer: str) -> None:
+        """The interval's count; a new interval starts now, so a steady flood is a row per interval."""
+        w = self.windows[peer]
+        self.audit.record(None, "denied", 401, w[2], f"{w[1]} more denied requests from {peer} in the last "
+                          f"{self.interval:g}s ({w[3]})")
+        self.windows[peer] = [time.monotonic(), 0, w[2], w[3], None]
+
+    def _prune(self, now: float) -> None:
+        for peer in [p for p, w in self.windows.items() if not w[1] and now - w[0] >= self.interval]:
+            del self.windows[peer]
+
+    def close(self) -> None:
+        """At shutdown: the counts of the intervals in progress, now."""
+        for peer, w in list(self.windows.items()):
+            if w[4] is not None:
+                w[4].cancel()
+                self._summarize(peer)
+
+
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 class Gate:
     def __init__(self, app: ASGIApp, identities: Identities, limiter: RateLimiter, audit: AuditLog,
-                 cfg: SecurityConfig) -> None:
-        self.app, self.identities, self.limiter, self.audit = app, identities, limiter, audit
+                 cfg: SecurityConfig, denials: Denials) -> None:
+        self.app, self.identities, self.limiter, self.audit, self.denials = app, identities, limiter, audit, denials
         self.max_body = cfg.max_body_bytes
         self._last_429: dict[str, float] = {}  # one audit row per second per throttled identity
 
@@ -301,8 +348,12 @@ class Gate:
             headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        if status != 429 or self._audit_429(who):
-            self.audit.record(who, "denied", status, f"{scope['method']} {scope['path']}", message)
+        target = f"{scope['method']} {scope['path']}"
+        if who is None:
+            client = scope.get("client")
+            self.denials.record(f"ip:{client[0]}" if client else f"uid:{scope.get(PEER_UID)}", target, message)
+        elif status != 429 or self._audit_429(who):
+            self.audit.record(who, "denied", status, target, message)
 
     def _audit_429(self, who: Principal | None) -> bool:
         key, now = (who.actor if who else ""), time.monotonic()

@@ -13,6 +13,7 @@ import logging.handlers
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -26,10 +27,12 @@ from .. import paths
 from ..access import Role
 from ..config import Config, load_config
 from ..errors import Conflict, DaemonUnavailable
+from ..exposure import loopback_for, plaintext_exposure
 from . import accounts
 from . import store as st
 from .api import create_app
-from .auth import AuditLog, Gate, Identities, PeerProtocol, RateLimiter, digest_of, new_token
+from .auth import AuditLog, Denials, Gate, Identities, RateLimiter, digest_of, new_token
+from .connections import Guard, guarded, open_files_limit, tcp_cap
 from .dispatcher import RayBackend
 from .events import EventHub
 from .leadership import Leadership
@@ -79,11 +82,22 @@ def _setup_logging(cfg: Config) -> None:
         lc.file, maxBytes=lc.max_bytes, backupCount=lc.backups, encoding="utf-8")]
     if lc.stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
+    owner_only(lc.file)
     for h in handlers:
         h.setFormatter(fmt)
     root = logging.getLogger("sage_ops")
     root.handlers[:] = handlers
     root.setLevel(lc.level)
+
+
+def owner_only(*found: Path) -> None:
+    """Take group and other bits off what exists (files an older version made 0644, dirs 0755);
+    what is made from now on is owner-only through the daemon's umask (077)."""
+    for p in found:
+        with contextlib.suppress(FileNotFoundError):
+            mode = p.lstat().st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                os.chmod(p, stat.S_IMODE(mode) & 0o700)
 
 
 def bind_unix(path: Path, mode: int = 0o600) -> socket.socket:
@@ -126,7 +140,7 @@ class PidLock:
 
     def acquire(self) -> None:
         paths.ensure_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -163,6 +177,7 @@ class Daemon:
         self.identities = Identities(self.store)
         sec = cfg.security
         self.audit = AuditLog(self.store, self.identities, sec.audit_retention_days * 86400)
+        self.denials = Denials(self.audit, sec.denial_audit_interval)
         self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)
         self.provisioner = Provisioner(self)
         self.sampler = Sampler(self)
@@ -214,13 +229,15 @@ class Daemon:
                 delay = min(delay * 2, 30)
 
     async def serve(self) -> None:
-        sec = self.cfg.security
-        app = Gate(create_app(self), self.identities, self.limiter, self.audit, sec)
-        config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
-                                http=PeerProtocol, timeout_graceful_shutdown=3)
-        servers = [_Server(config)]
+        sec, jm = self.cfg.security, self.cfg.jobmanager
+        app = Gate(create_app(self), self.identities, self.limiter, self.audit, sec, self.denials)
+        common = {"lifespan": "off", "access_log": False, "log_level": "warning", "timeout_graceful_shutdown": 3,
+                  "timeout_keep_alive": jm.idle_timeout}
+        unix = Guard("unix socket", None, None, jm.header_timeout)  # local users: no cap, a head deadline
+        servers = [_Server(uvicorn.Config(app, http=guarded(unix), **common))]
         sockets = [[bind_unix(self.socket_path, int(sec.socket_mode, 8))]]
-        if self.cfg.jobmanager.host:
+        files = open_files_limit()
+        if jm.host:
             digest = digest_of(local_admin_token())
             await self.store.write(lambda c: accounts.ensure_token(c, "local-admin", digest, Role.ADMIN),
                                    fenced=False)
@@ -228,9 +245,12 @@ class Daemon:
             host, port = tcp.getsockname()[:2]
             self.tcp_address = f"{host}:{port}"
             tls = {"ssl_certfile": str(sec.tls_cert), "ssl_keyfile": str(sec.tls_key)} if sec.tls_cert else {}
-            tcp_config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
-                                        http="httptools", timeout_graceful_shutdown=3, **tls)
-            servers.append(_Server(tcp_config))
+            cap = tcp_cap(jm.max_connections, files)
+            if cap < jm.max_connections:
+                log.warning("TCP connections capped at %d (half of %d open files; jobmanager.max_connections "
+                            "is %d): raise LimitNOFILE to allow more", cap, files, jm.max_connections)
+            guard = Guard("tcp", cap, jm.max_connections_per_ip, jm.header_timeout)
+            servers.append(_Server(uvicorn.Config(app, http=guarded(guard), **common, **tls)))
             sockets.append([tcp])
         await self.identities.refresh()
         refreshing = asyncio.create_task(self.identities.run())
@@ -262,6 +282,7 @@ class Daemon:
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*serving, return_exceptions=True)
+        self.denials.close()
         if self.audit.pending:
             await self.audit.flush()
         await self.scheduler.stop()
@@ -298,16 +319,12 @@ class _QuietRay(logging.Filter):
         return not record.getMessage().startswith("SIGTERM handler is not set")
 
 
-def _loopback(host: str | None) -> str:
-    return "::1" if host and ":" in host else "127.0.0.1"
-
-
 class JobManagerServer:
     """The Python entry point, with the names from the JobManager docs.
 
     `JobManagerServer(host="0.0.0.0", port=19001, ray_address="auto").start()` serves until
     SIGTERM/SIGINT. `host=None` keeps TCP off (Unix socket only). The docs' values are accepted
-    and kept safe: TCP always needs a token, a wildcard host serves the network only over TLS
+    and kept safe: TCP always needs a token, a host beyond loopback serves the network only over TLS
     (else loopback), `auto` is this daemon's own head, and Ray's dashboard stays on loopback.
     """
 
@@ -325,13 +342,15 @@ class JobManagerServer:
         self.cfg = self._narrowed(cfg)
 
     def _narrowed(self, cfg: Config) -> Config:
-        """Wildcard addresses without TLS become loopback (a bearer token must not cross a
-        network in clear; Ray's dashboard has no authentication of ours), each with a note."""
+        """A host beyond loopback without TLS becomes loopback (a bearer token must not cross a
+        network in clear: exposure.plaintext_exposure, the rule `daemon start` refuses by), unless
+        security.insecure_plaintext; a wildcard dashboard too (Ray's has no authentication of
+        ours). Each with a note."""
         jm, ray = cfg.jobmanager, cfg.ray
-        if jm.host in self.WILDCARD and not cfg.security.tls_cert:
-            self.notes.append(f"TCP on {_loopback(jm.host)}:{jm.port} only: serving {jm.host} needs TLS "
+        if plaintext_exposure(jm.host, bool(cfg.security.tls_cert)) and not cfg.security.insecure_plaintext:
+            self.notes.append(f"TCP on {loopback_for(jm.host)}:{jm.port} only: serving {jm.host} needs TLS "
                               "(security.tls_cert and tls_key, or --tls-cert/--tls-key)")
-            jm = jm.model_copy(update={"host": _loopback(jm.host)})
+            jm = jm.model_copy(update={"host": loopback_for(jm.host)})
         if ray.dashboard_host in self.WILDCARD:
             self.notes.append("Ray's dashboard on 127.0.0.1 only: it would let anyone on the network run code")
             ray = ray.model_copy(update={"dashboard_host": "127.0.0.1"})
@@ -341,12 +360,15 @@ class JobManagerServer:
         """Serve in this thread until SIGTERM/SIGINT. Raises Conflict (one clear line) when a
         daemon already runs for this state directory, before touching its log or Ray."""
         lock = PidLock(paths.pidfile())
+        os.umask(0o077)  # every file and directory the daemon makes from now on is owner-only
         try:
             lock.acquire()
         except Conflict as exc:
             raise Conflict(f"{exc.message}: connect to it (JobManagerClient()), or stop it first "
                            "(sage-ops daemon stop)") from None
         try:
+            state, storage = paths.state_dir(), Path(self.cfg.storage.path)
+            owner_only(state, state / "daemon.out", storage, storage / "logs")  # daemon.out: `daemon start`'s
             _setup_logging(self.cfg)
             for note in self.notes:
                 log.warning("%s", note)

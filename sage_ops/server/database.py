@@ -3,6 +3,7 @@ migrations, and the raw statements the hot paths use (one place for the dialect 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -104,7 +105,8 @@ def lock_sqlite(url: str) -> int | None:
     if not url.startswith("sqlite") or not path or path == ":memory:":
         return None
     lock = Path(path).resolve().with_name(Path(path).name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    owner_only_files(Path(path))
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -113,6 +115,15 @@ def lock_sqlite(url: str) -> int | None:
         raise Conflict(f"another sage-ops daemon is using {path}; SQLite is single-node "
                        "(use PostgreSQL for several daemons)") from None
     return fd
+
+
+def owner_only_files(db: Path) -> None:
+    """The SQLite file made 0600 before SQLite opens it (its WAL and shared-memory files take the
+    database file's mode), and any of them an older version left 0644 made 0600."""
+    os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{db}{suffix}", 0o600)
 
 
 # -- raw statements --------------------------------------------------------------------------

@@ -57,53 +57,90 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# `ray start` with Ray's client server off: Ray starts it (on 10001, shared by every head of the
+# machine) whenever grpc is importable, and has no flag to say no; it skips it when told the
+# client's dependencies are missing, which is what this says.
+NO_CLIENT_SERVER = ("import sys, ray.scripts.scripts as s; "
+                    "s.get_ray_client_dependency_error = lambda: ImportError('off'); "
+                    "sys.argv[0] = 'ray'; sys.exit(s.main())")
+
+
 class LocalHead:
     """A Ray head that this daemon started and records in its state dir (finding and stopping
-    its processes: sage_ops.rayhead, which the CLI uses without Ray)."""
+    its processes: sage_ops.rayhead, which the CLI uses without Ray). Its temp dir is a fresh
+    private one each start (rayhead.new_temp_dir), named in the record only."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.dir = rayhead.head_dir(state_dir)
         self.record = rayhead.record_file(state_dir)
         self.token_path = self.dir / "auth_token"
-        self.temp_dir = rayhead.temp_dir(state_dir)
 
     def load(self) -> dict[str, Any] | None:
         return rayhead.load_record(self.state_dir)
 
+    def ours(self) -> dict[str, Any] | None:
+        """The record of a head of ours to use again: its temp dir passes rayhead.unsafe and a
+        process of ours carries its mark (a record pointing anywhere else is not followed)."""
+        rec = self.load()
+        if not rec or not isinstance(rec.get("temp_dir"), str) or not isinstance(rec.get("address"), str):
+            return None
+        why = rayhead.unsafe(Path(rec["temp_dir"]))
+        if why is None and rayhead.find(self.state_dir).running and _reachable(rec["address"]):
+            return rec
+        if why is not None:
+            log.warning("not using the Ray head recorded in %s: %s; starting one of our own", self.record, why)
+        return None
+
     def env(self) -> dict[str, str]:
         return {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+
+    def command(self, cfg: RayConfig, port: int, temp: Path) -> tuple[list[str], str | None]:
+        """`ray start` for a head on loopback, with only the ports asked for; and the dashboard URL."""
+        ray = Path(sys.executable).parent / "ray"
+        base = [str(ray) if ray.exists() else shutil.which("ray") or "ray"]
+        if cfg.client_server_port is None:
+            base = [sys.executable, "-c", NO_CLIENT_SERVER]
+        cmd = [*base, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}",
+               "--disable-usage-stats"]
+        if cfg.client_server_port is not None:
+            cmd.append(f"--ray-client-server-port={cfg.client_server_port}")
+        if cfg.metrics_export_port is not None:
+            cmd.append(f"--metrics-export-port={cfg.metrics_export_port}")
+        if cfg.num_cpus is not None:
+            cmd.append(f"--num-cpus={cfg.num_cpus}")
+        if not cfg.include_dashboard:
+            return [*cmd, "--include-dashboard=false"], None
+        dport = cfg.dashboard_port
+        if _reachable(f"{cfg.dashboard_host}:{dport}", timeout=0.5):
+            dport = _free_port()
+            log.warning("dashboard port %d is taken; using %d", cfg.dashboard_port, dport)
+        # the agent's HTTP port: a free one, not Ray's fixed 52365 that every head would share
+        return [*cmd, "--include-dashboard=true", f"--dashboard-host={cfg.dashboard_host}",
+                f"--dashboard-port={dport}", "--dashboard-agent-listen-port=0"], f"http://{cfg.dashboard_host}:{dport}"
 
     def start(self, cfg: RayConfig) -> str:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         paths.secret_file(self.token_path, lambda: secrets.token_hex(32))
         rayhead.stop(self.state_dir)  # what is left of an earlier head of ours (it did not answer), its temp dir
         port = _free_port()
-        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
-               f"--port={port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
-        if not Path(cmd[0]).exists():
-            cmd[0] = shutil.which("ray") or "ray"
-        if cfg.num_cpus is not None:
-            cmd.append(f"--num-cpus={cfg.num_cpus}")
-        dashboard = None
-        if cfg.include_dashboard:
-            dport = cfg.dashboard_port
-            if _reachable(f"{cfg.dashboard_host}:{dport}", timeout=0.5):
-                dport = _free_port()
-                log.warning("dashboard port %d is taken; using %d", cfg.dashboard_port, dport)
-            dashboard = f"http://{cfg.dashboard_host}:{dport}"
-            cmd += ["--include-dashboard=true", f"--dashboard-host={cfg.dashboard_host}",
-                    f"--dashboard-port={dport}"]
-        else:
-            cmd.append("--include-dashboard=false")
-        log.info("starting a local Ray head on 127.0.0.1:%d", port)
+        temp = rayhead.new_temp_dir()
+        cmd, dashboard = self.command(cfg, port, temp)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update({**self.env(), rayhead.HEAD_ENV: str(temp)})
+        if cfg.metrics_export_port is None:  # the agents' Prometheus endpoint (it answers without auth)
+            env["RAY_enable_metrics_collection"] = "0"
+        log.info("starting a local Ray head on 127.0.0.1:%d (temp dir %s)", port, temp)
         # every process of the head inherits HEAD_ENV and keeps the session of `ray start`: how
-        # rayhead finds them all, also those re-parented to init or renamed (Ray's client server)
-        proc = subprocess.Popen(cmd, env={**os.environ, **self.env(), rayhead.HEAD_ENV: str(self.temp_dir)},
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        # rayhead finds them all, also those re-parented to init or renamed
+        try:
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+        except OSError:
+            rayhead.remove_temp_dir(temp)
+            raise
         address = f"127.0.0.1:{port}"
-        self.record.write_text(json.dumps({"address": address, "temp_dir": str(self.temp_dir), "session": proc.pid,
+        self.record.write_text(json.dumps({"address": address, "temp_dir": str(temp), "session": proc.pid,
                                            "dashboard": dashboard, "started_at": time.time()}))
         try:
             stdout, stderr = proc.communicate(timeout=180)
@@ -154,8 +191,8 @@ class RayBackend:
         # 'auto' (the JobManager docs' value) and 'local': our own head. $RAY_ADDRESS and
         # /tmp/ray are never followed implicitly: any local user can write them, and joining
         # their cluster would hand them our jobs. Another cluster is joined by HOST:PORT only.
-        rec = self.head.load()
-        if rec and _reachable(rec["address"]):
+        rec = self.head.ours()
+        if rec:
             self.started_head = True
             return rec["address"], self.head.env()
         address = self.head.start(self.cfg)
@@ -165,6 +202,9 @@ class RayBackend:
     def connect(self) -> None:
         address, env = self._resolve()
         os.environ.update(env)  # Ray reads some of these at import time: set them first
+        # ray.init prefers $RAY_ADDRESS to the address it is given: the starter's shell must not
+        # choose the cluster (any local user can run one)
+        os.environ.pop("RAY_ADDRESS", None)
         # A Ray driver exits its whole process when the head has been gone ~60 s; the daemon must
         # outlive its head (it reconnects, see Daemon._ray_lost), so never give up on our side.
         os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10 * 365 * 86400))

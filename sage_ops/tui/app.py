@@ -98,11 +98,12 @@ class SageOpsApp(App[None]):
     link: reactive[str] = reactive("")  # why the daemon is unreachable ("" while connected)
 
     def __init__(self, address: str | None = None, token: str | None = None, ca: str | None = None, *,
-                 client: Any = None, clock: Callable[[], datetime] | None = None, poll: float = POLL) -> None:
+                 client: Any = None, clock: Callable[[], datetime] | None = None, poll: float = POLL,
+                 insecure: bool = False) -> None:
         super().__init__()
         self.client: Any = client or AsyncJobManagerClient(
-            address, config={"retry_attempts": 1 if "," not in (address or "") else 3, "ca": ca, "timeout": 15},
-            token=token)
+            address, config={"retry_attempts": 1 if "," not in (address or "") else 3, "ca": ca, "timeout": 15,
+                             "insecure": insecure}, token=token)
         self.address = address or ", ".join(str(a) for a in getattr(self.client, "addresses", []))
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.poll = poll
