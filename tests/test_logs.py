@@ -206,7 +206,7 @@ import os, uuid
 import ray
 ray.init(address=os.environ["SAGE_OPS_RAY__ADDRESS"], namespace="sgo-test-" + uuid.uuid4().hex,
          logging_level="ERROR", log_to_driver=False)
-from sage_ops.server.runner import LOG_HELD_MAX, Dispatcher
+from sage_ops.server.dispatch_actor import LOG_HELD_MAX, Dispatcher
 d = Dispatcher.options(name="bound").remote()
 epoch = ray.get(d.hello.remote())["epoch"]
 blob = b"x" * (1 << 20)

@@ -210,7 +210,7 @@ class RayBackend:
         os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10 * 365 * 86400))
         import ray
 
-        from . import runner
+        from . import dispatch_actor
 
         self.address = address
         if not _reachable(address, timeout=5):
@@ -224,11 +224,11 @@ class RayBackend:
         options: dict[str, Any] = {"name": self.actor_name, "lifetime": "detached", "get_if_exists": True}
         if head:
             options["resources"] = {"node:__internal_head__": 0.001}
-        self.actor = runner.Dispatcher.options(**options).remote()
+        self.actor = dispatch_actor.Dispatcher.options(**options).remote()
         hello = ray.get(self.actor.hello.remote(), timeout=60)
-        if hello.get("protocol") != runner.PROTOCOL and not hello.get("inflight"):
+        if hello.get("protocol") != dispatch_actor.PROTOCOL and not hello.get("inflight"):
             ray.kill(self.actor)
-            self.actor = runner.Dispatcher.options(**options).remote()
+            self.actor = dispatch_actor.Dispatcher.options(**options).remote()
         self.refresh_nodes()
         self.connected = True
         self.detail = None
