@@ -49,6 +49,9 @@ class RayConfig(_Section):
                                            "of a head the daemon starts, on 127.0.0.1: off unless a port is set")
     metrics_export_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics of a head the "
                                             "daemon starts (no auth; 0: any free port): off unless set")
+    tls: bool = Field(False, description="mutual TLS on every Ray channel of a head the daemon starts: a cluster "
+                      "CA in the state dir signs the head's certificate and each `nodes add` node's (changing it "
+                      "restarts the head)")
 
 
 class StorageConfig(_Section):

@@ -24,8 +24,10 @@ from typing import Any, NamedTuple
 from .. import paths, rayhead
 from ..config import RayConfig
 from ..errors import Conflict, DaemonUnavailable
+from ..nodes import tls
 from ..nodes.base import NODE_RESOURCE_PREFIX
 from ..telemetry import RayHealth
+from .transit import TRANSIT_ENV, new_key
 
 log = logging.getLogger(__name__)
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
@@ -68,13 +70,16 @@ NO_CLIENT_SERVER = ("import sys, ray.scripts.scripts as s; "
 class LocalHead:
     """A Ray head that this daemon started and records in its state dir (finding and stopping
     its processes: sage_ops.rayhead, which the CLI uses without Ray). Its temp dir is a fresh
-    private one each start (rayhead.new_temp_dir), named in the record only."""
+    private one each start (rayhead.new_temp_dir), named in the record only. Beside its Ray token:
+    the cluster's transit key (server.transit) and, with `ray.tls`, its CA and certificate (nodes.tls)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, use_tls: bool = False) -> None:
         self.state_dir = state_dir
         self.dir = rayhead.head_dir(state_dir)
         self.record = rayhead.record_file(state_dir)
         self.token_path = self.dir / "auth_token"
+        self.transit_path = self.dir / "transit.key"
+        self.tls = use_tls
 
     def load(self) -> dict[str, Any] | None:
         return rayhead.load_record(self.state_dir)
@@ -93,7 +98,8 @@ class LocalHead:
         return None
 
     def env(self) -> dict[str, str]:
-        return {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+        env = {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path), TRANSIT_ENV: str(self.transit_path)}
+        return {**env, **tls.ray_env(self.dir / "tls")} if self.tls else env
 
     def command(self, cfg: RayConfig, port: int, temp: Path) -> tuple[list[str], str | None]:
         """`ray start` for a head on loopback, with only the ports asked for; and the dashboard URL."""
@@ -122,6 +128,9 @@ class LocalHead:
     def start(self, cfg: RayConfig) -> str:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         paths.secret_file(self.token_path, lambda: secrets.token_hex(32))
+        paths.secret_file(self.transit_path, new_key)
+        if self.tls:
+            tls.ensure_head(self.dir / "tls")
         rayhead.stop(self.state_dir)  # what is left of an earlier head of ours (it did not answer), its temp dir
         port = _free_port()
         temp = rayhead.new_temp_dir()
@@ -141,7 +150,7 @@ class LocalHead:
             raise
         address = f"127.0.0.1:{port}"
         self.record.write_text(json.dumps({"address": address, "temp_dir": str(temp), "session": proc.pid,
-                                           "dashboard": dashboard, "started_at": time.time()}))
+                                           "dashboard": dashboard, "started_at": time.time(), "tls": self.tls}))
         try:
             stdout, stderr = proc.communicate(timeout=180)
         except subprocess.TimeoutExpired:
@@ -164,7 +173,7 @@ class RayBackend:
 
     def __init__(self, cfg: RayConfig, state_dir: Path, instance: str) -> None:
         self.cfg = cfg
-        self.head = LocalHead(state_dir)
+        self.head = LocalHead(state_dir, cfg.tls)
         self.actor_name = f"dispatcher-{hashlib.sha1(instance.encode()).hexdigest()[:12]}"
         self.address: str | None = None
         self.started_head = False
@@ -192,6 +201,9 @@ class RayBackend:
         # /tmp/ray are never followed implicitly: any local user can write them, and joining
         # their cluster would hand them our jobs. Another cluster is joined by HOST:PORT only.
         rec = self.head.ours()
+        if rec and bool(rec.get("tls")) != self.cfg.tls:
+            log.warning("the running Ray head of ours has ray.tls %s: restarting it", "on" if rec.get("tls") else "off")
+            rec = None
         if rec:
             self.started_head = True
             return rec["address"], self.head.env()

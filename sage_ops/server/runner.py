@@ -24,6 +24,7 @@ from typing import Any
 import ray
 
 from ..nodes.base import NODE_ENV
+from . import transit
 from .containment import Jail
 from .job_env import job_environment
 from .job_output import (
@@ -142,7 +143,11 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         note(opts["secret_error"])
         flush(final=True)
         return {"exit_code": 127, "reason": opts["secret_error"], "result": None, "batches": sent}
-    secret = opts.get("secret_env") or {}
+    secret, sealed_wrong = transit.opened(opts, job_id, attempt)  # sealed for the trip: opened here
+    if sealed_wrong:
+        note(sealed_wrong)
+        flush(final=True)
+        return {"exit_code": 127, "reason": sealed_wrong, "result": None, "batches": sent}
     mask = masker(secret.values())
     own = {**(spec.get("env") or {}), **secret, "SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
            "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"}

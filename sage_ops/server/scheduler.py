@@ -26,7 +26,7 @@ from ..config import Config
 from ..errors import Conflict, NotFound, SageOpsError
 from ..lifecycle import ACTIVE, JobStatus, Transition, amend, is_terminal, transition
 from ..schemas import JobSpec, JobView
-from . import accounts
+from . import accounts, transit
 from . import store as st
 from . import submission as sub
 from .capacity import Capacity
@@ -289,8 +289,8 @@ class Scheduler(RayEvents, Operations, Submissions):
                                     "max_result_bytes": self.cfg.storage.max_result_bytes}
             if job.spec.secret_env:
                 try:
-                    opts["secret_env"] = self.sealer.unseal(job.spec)
-                except SageOpsError as exc:
+                    opts["secret_env"] = transit.seal(self.sealer.unseal(job.spec), job_id, attempt)
+                except (SageOpsError, transit.TransitError) as exc:
                     opts["secret_error"] = exc.message  # the attempt fails, saying why
             batch.append({"id": job_id, "attempt": attempt, "resources": job.spec.resources.model_dump(),
                           "spec": job.spec.model_dump(mode="json"), "opts": opts})
