@@ -33,8 +33,14 @@ class Quotas(Strict):
     weight: float = Field(1.0, gt=0, le=1_000_000, description="fair share when the cluster is contended")
 
 
+UNIX_USER = r"^[a-z_][a-z0-9_.-]{0,31}$"
+RUN_AS = Field(None, pattern=UNIX_USER, description="the Unix user its token callers' jobs run as on a multi-user "
+               "daemon (not root, not the daemon's own user)")
+
+
 class TenantCreate(Quotas):
     name: str = Field(pattern=TENANT_NAME, description="lower-case letters, digits and _.-")
+    run_as: str | None = RUN_AS
 
 
 class QuotaChange(Strict):
@@ -45,11 +51,13 @@ class QuotaChange(Strict):
     max_gpu: float | None = Field(None, ge=0, le=1_000_000)
     max_queued: int | None = Field(None, ge=0, le=100_000_000)
     weight: float | None = Field(None, gt=0, le=1_000_000)
+    run_as: str | None = RUN_AS
 
 
 class TenantView(View):
     name: str
     quotas: Quotas
+    run_as: str | None = None
     created_at: datetime
     running_jobs: int = 0
     queued_jobs: int = 0

@@ -224,12 +224,13 @@ class _Api:
         return self._run(Call("GET", "/v1/whoami", Identity.model_validate))
 
     def create_tenant(self, name: str, **quotas: Any) -> Any:
-        """A tenant with quotas: max_running, max_cpu, max_gpu, max_queued, weight."""
+        """A tenant with quotas (max_running, max_cpu, max_gpu, max_queued, weight) and the Unix user its
+        token callers' jobs run as on a multi-user daemon (run_as)."""
         return self._run(Call("POST", "/v1/tenants", TenantView.model_validate, json={"name": name, **quotas},
                                idempotent=False))
 
     def update_tenant(self, name: str, **quotas: Any) -> Any:
-        """Change only the quotas given (None clears a limit)."""
+        """Change only the quotas (or run_as) given (None clears a limit)."""
         return self._run(Call("PATCH", f"/v1/tenants/{name}", TenantView.model_validate, json=quotas))
 
     def list_tenants(self) -> Any:

@@ -87,6 +87,9 @@ class SecurityConfig(_Section):
     insecure_plaintext: bool = Field(False, description="serve TCP on a host that is not loopback without TLS "
                                      "(bearer tokens then cross the network in clear); off: such a host is refused "
                                      "by `daemon start`, narrowed to loopback by JobManagerServer")
+    switch_users: Literal["auto", "on", "off"] = Field(
+        "auto", description="multi-user: run each job as its owner's Unix user (auto: when the daemon is root "
+        "and setpriv exists); off: every job runs as the daemon's own user, tenants kept apart by the API only")
     secret_key_file: Path = Field(default_factory=lambda: paths.config_dir() / "secret.key",
                                   description="seals --secret-env values at rest; HA daemons share it")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger requests get 413")

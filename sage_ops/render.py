@@ -220,13 +220,13 @@ def _limit(value: float | None, used: float | None = None) -> str:
 
 def tenants(items: Sequence[TenantView]) -> None:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("TENANT", "RUNNING", "CPU", "GPU", "QUEUED", "WEIGHT", "USERS"):
+    for col in ("TENANT", "RUNNING", "CPU", "GPU", "QUEUED", "WEIGHT", "USERS", "RUN AS"):
         table.add_column(col, no_wrap=True)
     for t in items:
         q = t.quotas
         table.add_row(t.name, _limit(q.max_running, t.running_jobs), _limit(q.max_cpu, t.cpu_in_use),
                       _limit(q.max_gpu, t.gpu_in_use), _limit(q.max_queued, t.queued_jobs), f"{q.weight:g}",
-                      ",".join(map(str, t.users)) or "-")
+                      ",".join(map(str, t.users)) or "-", t.run_as or "-")
     console().print(table)
 
 

@@ -193,6 +193,8 @@ class JobSpec(Strict):
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(None, gt=0, le=365 * 86400)
     tenant: str | None = Field(None, max_length=64)
+    run_as: str | None = Field(None, max_length=33, description="the Unix user it runs as, set by the daemon from "
+                               "who submitted it (what a request says is replaced); null: the daemon's own user")
 
     @field_validator("command", "args")
     @classmethod

@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Daemon, wait_until
+from users import request_as
 
 from sage_ops.client import JobManagerClient
 from sage_ops.errors import DaemonUnavailable, Forbidden, NotFound, RateLimited, Unauthorized
@@ -218,31 +218,7 @@ def test_tls_round_trip_with_a_ca_of_our_own(new_daemon: Any, tmp_path: Path) ->
 
 
 def _as_uid(sock_path: Path, uid: int, path: str) -> tuple[int, dict[str, Any]]:
-    """One HTTP request over the Unix socket from a child process running as `uid`."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: become that user, ask, report through the pipe
-        try:
-            os.close(r)
-            os.setgid(uid)
-            os.setuid(uid)
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(str(sock_path))
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-            os.write(w, data)
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body.decode().split("\r\n")[1] if b"chunked" in head else body)
+    return request_as(sock_path, uid, "GET", path)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")

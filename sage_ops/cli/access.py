@@ -25,6 +25,7 @@ def quota_options(f: Any) -> Any:
         click.option("--max-gpu", type=click.FloatRange(0), help="GPUs its running jobs may hold."),
         click.option("--max-queued", type=click.IntRange(0), help="Waiting jobs; more are REJECTED."),
         click.option("--weight", type=click.FloatRange(0, min_open=True), help="Fair share when contended."),
+        click.option("--run-as", metavar="USER", help="Unix user its token callers' jobs run as (multi-user daemon)."),
     ]):
         f = opt(f)
     return f
@@ -50,17 +51,18 @@ def tenant() -> None:
 @json_option
 @pass_ctx
 def tenant_create(ctx: Ctx, name: str, as_json: bool, **quotas: Any) -> None:
-    """Create a tenant, e.g. `tenant create analytics --max-running 20 --max-cpu 32`."""
+    """Create a tenant, e.g. `tenant create analytics --max-running 20 --max-cpu 32 --run-as analytics`."""
     t = ctx.client().create_tenant(name, **{k: v for k, v in quotas.items() if v is not None})
     render.print_json(t) if as_json else render.tenants([t])
-    _say_identity(ctx)
+    _say_identity(ctx, t.run_as is None)
 
 
 @tenant.command("update")
 @click.argument("name", shell_complete=tenant_names)
 @quota_options
-@click.option("--clear", multiple=True, type=click.Choice(["max-running", "max-cpu", "max-gpu", "max-queued"]),
-              help="Remove this limit (repeatable).")
+@click.option("--clear", multiple=True,
+              type=click.Choice(["max-running", "max-cpu", "max-gpu", "max-queued", "run-as"]),
+              help="Remove this limit, or the run-as user (repeatable).")
 @json_option
 @pass_ctx
 def tenant_update(ctx: Ctx, name: str, clear: tuple[str, ...], as_json: bool, **quotas: Any) -> None:
@@ -102,15 +104,21 @@ def tenant_add_user(ctx: Ctx, name: str, user: str, role: str) -> None:
     uid = _uid(user)
     ctx.client().map_user(name, uid, role)
     click.echo(f"uid {uid} ({user}) is a {role} of tenant {name}")
-    _say_identity(ctx)
+    _say_identity(ctx, False)
 
 
-def _say_identity(ctx: Ctx) -> None:
-    """A single-user daemon runs every tenant's jobs as its own OS user: say so where tenants are made."""
+def _say_identity(ctx: Ctx, no_run_as: bool) -> None:
+    """Say which OS user the tenant's jobs will run as, where tenants are made: a single-user daemon
+    runs every tenant's jobs as its own OS user; a multi-user one refuses token jobs of a tenant
+    without run_as."""
     with contextlib.suppress(SageOpsError):
-        identity = ctx.client().health_check().identity
-        if identity and identity.startswith("single-user"):
+        identity = ctx.client().health_check().identity or ""
+        if identity.startswith("single-user"):
             click.echo(f"note: {identity}", err=True)
+        elif no_run_as:
+            click.echo("note: this daemon is multi-user and the tenant has no run_as: jobs its tokens submit are "
+                       "refused until it has one (tenant update NAME --run-as USER); its socket users' jobs run as "
+                       "themselves", err=True)
 
 
 @tenant.command("remove-user")

@@ -37,7 +37,8 @@ def tenant_row(conn: Connection, name: str) -> Any:
 def create_tenant(conn: Connection, req: TenantCreate, now: float) -> Any:
     if conn.execute(select(TENANT.c.name).where(TENANT.c.name == req.name)).first() is not None:
         raise Conflict(f"tenant {req.name} exists (change its quotas with `sage-ops tenant update`)")
-    insert_many(conn, TENANT, [{"name": req.name, **req.model_dump(include=set(QUOTA_FIELDS)), "created_at": now}])
+    insert_many(conn, TENANT, [{"name": req.name, **req.model_dump(include={*QUOTA_FIELDS, "run_as"}),
+                                "created_at": now}])
     return tenant_row(conn, req.name)
 
 

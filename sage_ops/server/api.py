@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,7 @@ from .auth import DENIED, PRINCIPAL, TARGET, Principal
 from .containment import mode as containment_mode
 from .events import visible_to
 from .job_counts import counts_by_status, failed_since
-from .job_env import identity as job_identity
+from .run_as import RunAs
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -102,15 +102,18 @@ def scoped(who: Principal, flt: JobFilter | None) -> JobFilter | None:
     return flt.model_copy(update={"tenant": who.tenant})
 
 
-def owned(who: Principal, specs: list[JobSpec]) -> list[JobSpec]:
-    """A member's jobs belong to its tenant (said or not); another tenant is refused."""
-    if who.admin:
-        return specs
+def owned(who: Principal, specs: list[JobSpec], run_as: RunAs, tenant_users: Mapping[str, str | None]
+          ) -> list[JobSpec]:
+    """A member's jobs belong to its tenant (said or not); another tenant is refused. Every job
+    gets the Unix user it runs as from who submitted it (run_as.py), whatever the request said."""
     out = []
     for spec in specs:
-        if spec.tenant not in (None, who.tenant):
+        if not who.admin and spec.tenant not in (None, who.tenant):
             raise Forbidden(f"{who.actor} submits to tenant {who.tenant} only")
-        out.append(spec if spec.tenant else spec.model_copy(update={"tenant": who.tenant}))
+        if not who.admin and not spec.tenant:
+            spec = spec.model_copy(update={"tenant": who.tenant})
+        user = run_as.for_job(spec, uid=who.uid, token=who.token_name, tenant_users=tenant_users)
+        out.append(spec if spec.run_as == user else spec.model_copy(update={"run_as": user}))
     return out
 
 
@@ -135,6 +138,9 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def _bug(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return _error(500, "internal", f"internal error ({exc.__class__.__name__}); see the daemon log")
+
+    def mine(who: Principal, specs: list[JobSpec]) -> list[JobSpec]:
+        return owned(who, specs, daemon.run_as, daemon.identities.run_as)
 
     def hidden(request: Request, job_id: str) -> NotFound:
         request.scope[DENIED] = f"job {job_id} belongs to another tenant"
@@ -167,14 +173,14 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
     async def submit(request: Request, spec: JobSpec, key: str | None = IDEMPOTENCY_KEY) -> Response:
         who = caller(request)  # not a Depends: on the hottest route its resolution is a measurable cost
-        views, new = await daemon.scheduler.submit(owned(who, [spec]), key=key)
+        views, new = await daemon.scheduler.submit(mine(who, [spec]), key=key)
         request.scope[TARGET] = views[0].id
         return _json(views[0], 201 if new else 200)
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(request: Request, batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY,
                            who: Principal = WHO) -> Response:
-        refs, new = await daemon.scheduler.submit(owned(who, batch.jobs), views=False, batch=True, key=key)
+        refs, new = await daemon.scheduler.submit(mine(who, batch.jobs), views=False, batch=True, key=key)
         request.scope[TARGET] = f"{len(refs)} jobs: {refs[0]['id']}..{refs[-1]['id']}"
         return Response(json.dumps({"jobs": refs}), status_code=201 if new else 200, media_type="application/json")
 
@@ -311,7 +317,7 @@ def create_app(daemon: Daemon) -> FastAPI:
                       uptime_s=round(time.time() - daemon.started_at, 3), socket=str(daemon.socket_path),
                       tcp=daemon.tcp_address, database=db, ray=ray, role=lead.role,
                       leader=lead.describe()["leader"], containment=containment_mode(),
-                      identity=job_identity())
+                      identity=daemon.run_as.describe())
 
     app.include_router(admin_routes(daemon, caller))
     app.include_router(cluster_routes(daemon, caller))

@@ -52,6 +52,7 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
     def view(row: Any) -> TenantView:
         use = daemon.scheduler.usage(row.name)
         return TenantView(name=row.name, quotas=accounts.quotas_of(row), created_at=utc(row.created_at),
+                          run_as=row.run_as,
                           users=sorted(uid for uid, p in daemon.identities.users.items() if p.tenant == row.name),
                           **use)
 
@@ -79,12 +80,16 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
     @router.post("/v1/tenants", status_code=201, response_model=TenantView)
     async def create_tenant(request: Request, req: TenantCreate, _: Principal = admin_dep) -> TenantView:
         request.scope[TARGET] = req.name
+        if req.run_as is not None:
+            daemon.run_as.check_user(req.run_as)
         row = await store.write(lambda c: accounts.create_tenant(c, req, time.time()))
         await changed()
         return view(row)
 
     @router.patch("/v1/tenants/{name}", response_model=TenantView)
     async def update_tenant(name: str, req: QuotaChange, _: Principal = admin_dep) -> TenantView:
+        if req.run_as is not None:
+            daemon.run_as.check_user(req.run_as)
         row = await store.write(lambda c: accounts.update_tenant(c, name, req))
         await changed()
         return view(row)

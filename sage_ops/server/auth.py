@@ -60,6 +60,8 @@ class Principal:
     via: str  # "unix" | "token"
     token_id: int | None = None
     rate: float | None = None  # requests/s; None: the daemon's default; 0: unlimited
+    uid: int | None = None  # a socket caller's uid (its jobs run as it on a multi-user daemon)
+    token_name: str | None = None
 
     @property
     def admin(self) -> bool:
@@ -99,16 +101,19 @@ class Identities:
         self.owner = os.getuid()
         self.tokens: dict[str, tuple[str, Principal, float | None]] = {}  # hash -> (hash, who, expires)
         self.users: dict[int, Principal] = {}
+        self.run_as: dict[str, str | None] = {}  # tenant -> the Unix user its token callers' jobs run as
         self.used: dict[int, float] = {}  # token id -> last use, written with the audit
         self._written: dict[int, float] = {}
         self._admins: dict[int, Principal] = {}
 
     async def refresh(self) -> None:
         now = time.time()
-        rows, peers = await self.store.read(lambda c: (accounts.live_tokens(c, now), accounts.peers(c)))
+        rows, peers, tenants = await self.store.read(
+            lambda c: (accounts.live_tokens(c, now), accounts.peers(c), accounts.tenants(c)))
         self.tokens = {r.hash: (r.hash, Principal(f"token:{r.name}#{r.id}", Role(r.role), r.tenant, "token", r.id,
-                                                 r.rate_limit), r.expires_at) for r in rows}
-        self.users = {p.uid: Principal(f"uid:{p.uid}", Role(p.role), p.tenant, "unix") for p in peers}
+                                                 r.rate_limit, token_name=r.name), r.expires_at) for r in rows}
+        self.users = {p.uid: Principal(f"uid:{p.uid}", Role(p.role), p.tenant, "unix", uid=p.uid) for p in peers}
+        self.run_as = {t.name: t.run_as for t in tenants}
 
     async def run(self) -> None:
         while True:
@@ -137,7 +142,7 @@ class Identities:
             return "a valid bearer token is required"
         if peer_uid in (self.owner, 0):
             return self._admins.get(peer_uid) or self._admins.setdefault(
-                peer_uid, Principal(f"uid:{peer_uid}", Role.ADMIN, None, "unix", rate=0))
+                peer_uid, Principal(f"uid:{peer_uid}", Role.ADMIN, None, "unix", rate=0, uid=peer_uid))
         who = self.users.get(peer_uid)
         return who or f"uid {peer_uid} is not mapped to a tenant (sage-ops tenant add-user)"
 

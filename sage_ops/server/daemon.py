@@ -39,6 +39,7 @@ from .leadership import Leadership
 from .logs import LogStore
 from .metrics import Sampler
 from .provisioning import Provisioner
+from .run_as import RunAs
 from .scheduler import Scheduler
 
 log = logging.getLogger("sage_ops")
@@ -176,6 +177,7 @@ class Daemon:
                                      self._deposed)
         self.identities = Identities(self.store)
         sec = cfg.security
+        self.run_as = RunAs(sec.switch_users)
         self.audit = AuditLog(self.store, self.identities, sec.audit_retention_days * 86400)
         self.denials = Denials(self.audit, sec.denial_audit_interval)
         self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)

@@ -11,7 +11,6 @@ Imported on Ray workers: standard library only.
 
 from __future__ import annotations
 
-import os
 import pwd
 from collections.abc import Mapping
 
@@ -33,14 +32,6 @@ def login(uid: int) -> dict[str, str]:
         return {"HOME": "/", "USER": str(uid), "LOGNAME": str(uid), "SHELL": "/bin/sh"}
     return {"HOME": entry.pw_dir or "/", "USER": entry.pw_name, "LOGNAME": entry.pw_name,
             "SHELL": entry.pw_shell or "/bin/sh"}
-
-
-def identity() -> str:
-    """Which OS identity tenants' jobs run as. Run-as users (a job as its owner's Unix user) are not
-    there yet, so every daemon is single-user: tenants are kept apart by the API, not by the OS."""
-    uid = os.getuid()
-    return (f"single-user: every tenant's jobs run as {login(uid)['USER']} (uid {uid}), the daemon's own "
-            "OS user; tenants are kept apart by the API only, not by the OS")
 
 
 def job_environment(base: Mapping[str, str], uid: int, own: Mapping[str, str], *, ray: bool = False) -> dict[str, str]:

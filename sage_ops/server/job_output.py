@@ -196,12 +196,14 @@ class Capture:
         return encode_lines([(t, "system", TRUNCATED.format(self.limit) + more, self.attempt)])
 
 
-def read_result(scratch: str, name: str, limit: int = MAX_RESULT) -> tuple[bytes | None, str | None]:
+def read_result(scratch: str, name: str, limit: int = MAX_RESULT, owner: int | None = None
+                ) -> tuple[bytes | None, str | None]:
     """The result file's bytes (None if there is none) and why it was ignored, if it was.
 
     The job owns the scratch directory, so what is there is hostile: neither the directory nor
     the file is followed if it is a link, only a regular file is read (a FIFO would block the
-    runner forever), opening never blocks, and no more than `limit` bytes are read.
+    runner forever), opening never blocks, and no more than `limit` bytes are read. A job run as
+    `owner` gets only a file of its own read (not a hard link to one it could not read itself).
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
@@ -220,6 +222,8 @@ def read_result(scratch: str, name: str, limit: int = MAX_RESULT) -> tuple[bytes
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, "result file ignored: not a regular file"
+        if owner is not None and st.st_uid != owner:
+            return None, "result file ignored: not the job's own file"
         if st.st_size > limit:
             return None, f"result file ignored: {st.st_size} bytes, more than storage.max_result_bytes ({limit})"
         parts, size = [], 0

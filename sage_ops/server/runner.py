@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from ..nodes.base import NODE_ENV
-from . import transit
+from . import job_user, transit
 from .containment import Jail
 from .job_env import job_environment
 from .job_output import (
@@ -58,7 +58,8 @@ def _code_version() -> str:
 
     digest = hashlib.sha1()
     here = os.path.dirname(__file__)
-    for name in ("runner.py", "dispatch_actor.py", "job_output.py", "process_group.py", "job_env.py", "containment.py"):
+    for name in ("runner.py", "dispatch_actor.py", "job_output.py", "process_group.py", "job_env.py", "containment.py",
+                 "job_user.py"):
         path = os.path.join(here, name)
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -139,15 +140,26 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         if workdir:
             note(f"working_dir {workdir} does not exist on {socket.gethostname()}; using {scratch}")
         workdir = scratch
-    if opts.get("secret_error"):
-        note(opts["secret_error"])
+    def refuse(reason: str, code: int) -> dict:
+        """The attempt ends before its job starts, saying why."""
+        _rmtree(scratch)
+        note(reason)
         flush(final=True)
-        return {"exit_code": 127, "reason": opts["secret_error"], "result": None, "batches": sent}
+        return {"exit_code": code, "reason": reason, "result": None, "batches": sent}
+
+    if opts.get("secret_error"):
+        return refuse(opts["secret_error"], 127)
+    try:
+        user = job_user.resolve(opts["run_as"]) if opts.get("run_as") else None
+        argv = _argv(spec, scratch)
+        if user is not None:
+            job_user.hand_over(scratch, user)
+            argv = [*job_user.setpriv(user), *argv]
+    except LookupError as exc:
+        return refuse(str(exc.args[0]), 126)
     secret, sealed_wrong = transit.opened(opts, job_id, attempt)  # sealed for the trip: opened here
     if sealed_wrong:
-        note(sealed_wrong)
-        flush(final=True)
-        return {"exit_code": 127, "reason": sealed_wrong, "result": None, "batches": sent}
+        return refuse(sealed_wrong, 127)
     mask = masker(secret.values())
     own = {**(spec.get("env") or {}), **secret, "SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
            "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"}
@@ -155,14 +167,15 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     if control is not None:
         own.update({"SAGE_OPS_CONTROL_FD": str(control.child),
                     "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
-    env = job_environment(os.environ, os.getuid(), own, ray=control is not None)  # never the worker's own
+    uid = user.pw_uid if user else os.getuid()
+    env = job_environment(os.environ, uid, own, ray=control is not None)  # never the worker's own
     res = opts.get("resources") or {}
     Watchdog.ready()
     jail = Jail(f"{job_id}-{attempt}", float(res.get("cpu") or 0), int(res.get("memory") or 0))
     try:
         with jail.spawning():  # born in its cgroup: every descendant is the job's
             proc = subprocess.Popen(
-                _argv(spec, scratch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=workdir, env=env, start_new_session=True, pass_fds=(control.child,) if control else (),
             )
     except OSError as exc:
@@ -251,7 +264,8 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     code, signal_reason = signal_exit(proc.returncode if proc.returncode is not None else -9)
     result = None
     try:
-        raw, why = read_result(scratch, os.path.basename(result_file), int(opts.get("max_result_bytes") or MAX_RESULT))
+        raw, why = read_result(scratch, os.path.basename(result_file), int(opts.get("max_result_bytes") or MAX_RESULT),
+                               owner=user.pw_uid if user else None)
         if why:
             note(why)
         if raw is not None:

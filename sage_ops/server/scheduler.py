@@ -286,7 +286,8 @@ class Scheduler(RayEvents, Operations, Submissions):
             timeout = job.spec.timeout or self.cfg.jobmanager.job_timeout
             opts: dict[str, Any] = {"timeout": timeout, "kill_grace": self.cfg.jobmanager.kill_grace,
                                     "max_log_bytes": self.cfg.storage.max_log_bytes,
-                                    "max_result_bytes": self.cfg.storage.max_result_bytes}
+                                    "max_result_bytes": self.cfg.storage.max_result_bytes,
+                                    "run_as": job.spec.run_as}
             if job.spec.secret_env:
                 try:
                     opts["secret_env"] = transit.seal(self.sealer.unseal(job.spec), job_id, attempt)

@@ -108,6 +108,7 @@ class Tenant(SQLModel, table=True):
     max_gpu: float | None = None
     max_queued: int | None = None
     weight: float = Field(default=1.0, description="fair share: CPUs in use are compared per unit of weight")
+    run_as: str | None = Field(default=None, max_length=32, description="Unix user its token callers' jobs run as")
     created_at: float
 
 

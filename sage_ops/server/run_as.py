@@ -1,0 +1,92 @@
+"""Which Unix user a job runs as: the boundary below the API, drawn as Slurm draws it.
+
+A daemon that can switch users (root, with `setpriv`) is *multi-user*: a job runs as whoever it
+belongs to — the peer uid of a Unix-socket caller, the tenant's `run_as` user for a token
+caller — never as the daemon, whose identity holds the database, the keys and the Ray token. Only
+callers who already are the daemon's identity (its own uid on the socket, its local admin token,
+which only that uid can read) get jobs that run as it. A token of a tenant without `run_as` is
+refused rather than run as the daemon.
+
+A daemon that cannot switch users (a laptop, a service user) is *single-user*: every tenant's jobs
+run as its own OS user and tenants are kept apart by the API only; `health` says so.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+from collections.abc import Mapping
+from typing import Literal
+
+from ..errors import Forbidden, Invalid
+from ..schemas import JobKind, JobSpec
+
+LOCAL_ADMIN = "local-admin"  # the token the daemon writes for its own uid (0600): it stands for that uid
+Mode = Literal["auto", "on", "off"]
+
+
+def can_switch() -> bool:
+    return os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+def user_name(uid: int) -> str:
+    """The name the job row keeps (names, not uids, travel to nodes: as Slurm, users must exist on
+    every node); `#UID` for a uid without a passwd entry."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+class RunAs:
+    """The policy: who a new job runs as, and which run_as a tenant may be given."""
+
+    def __init__(self, mode: Mode = "auto") -> None:
+        self.owner = os.getuid()
+        self.multi_user = mode == "on" or (mode == "auto" and can_switch())
+        if self.multi_user and not can_switch():
+            raise Invalid("security.switch_users: on needs a daemon running as root with setpriv (util-linux)")
+
+    def describe(self) -> str:
+        name = user_name(self.owner)
+        if self.multi_user:
+            return (f"multi-user: each job runs as its owner's Unix user (the socket caller's uid, or its "
+                    f"tenant's run_as); never as the daemon's {name}")
+        return (f"single-user: every tenant's jobs run as {name} (uid {self.owner}), the daemon's own OS user; "
+                "tenants are kept apart by the API only, not by the OS")
+
+    def check_user(self, name: str) -> str:
+        """A tenant's run_as: a user that exists here and is neither root nor the daemon."""
+        if not self.multi_user:
+            raise Invalid(f"run_as needs a multi-user daemon (started as root); this one runs every job as "
+                          f"{user_name(self.owner)}")
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise Invalid(f"run_as: no such user on the daemon's machine: {name}") from None
+        if entry.pw_uid in (0, self.owner):
+            raise Invalid(f"run_as: {name} is root or the daemon's own user; jobs must not run as it")
+        return name
+
+    def for_job(self, spec: JobSpec, *, uid: int | None, token: str | None, tenant_users: Mapping[str, str | None]
+                ) -> str | None:
+        """The user `spec` runs as (None: the daemon's own), for a caller known by its socket `uid`
+        or by the name of its `token`; `tenant_users` maps tenants to their run_as."""
+        if not self.multi_user:
+            return None
+        if uid is not None:
+            who = None if uid == self.owner else user_name(uid)
+        elif token == LOCAL_ADMIN:
+            who = None
+        else:
+            who = tenant_users.get(spec.tenant or "")
+            if who is None:
+                tenant = f"tenant {spec.tenant}" if spec.tenant else "a job without a tenant"
+                raise Forbidden(f"{tenant} has no run_as user, and jobs never run as the daemon's own user: "
+                                f"an admin sets one (sage-ops tenant update {spec.tenant or 'NAME'} --run-as USER)")
+        if who is not None and spec.kind is JobKind.PIPELINE:
+            raise Forbidden("a pipeline drives the daemon's Ray cluster, which does not isolate its drivers: on a "
+                            "multi-user daemon only the daemon's own user submits them (give the tenant a daemon "
+                            "of its own for pipelines)")
+        return who
