@@ -71,6 +71,8 @@ class JoinPlan:
     sage_ops_version: str
     python: tuple[int, int]  # Ray needs the same major.minor on every node
     ray_token: str | None = None  # copied to a 0600 file on the node; never on a command line
+    transit_key: str | None = None  # the cluster's transit key (server.transit), the same way
+    tls_dir: Path | None = None  # the daemon's cluster CA (nodes.tls) when Ray runs with TLS: it signs the node's key
     resources: dict[str, float] = field(default_factory=dict)
     num_cpus: int | None = None
     num_gpus: int | None = None

@@ -1,7 +1,8 @@
 """SSHBackend: make a machine reachable by SSH a Ray node (paramiko: no `ssh` binary, no shell
 quoting by hand beyond shlex). Every remote path is absolute (the node's $HOME is read once),
 the Ray token only travels over SFTP, and the node's processes are found again by the exact
-`SAGE_OPS_NODE=<name>` entry of their environment, never by `ray stop`."""
+`SAGE_OPS_NODE=<name>` entry of their environment, never by `ray stop`. Its credentials (token,
+transit key, TLS certificate): credentials.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import paramiko
 
+from . import credentials
 from .base import (
     NAME_PATTERN,
     NODE_ENV,
@@ -40,8 +42,8 @@ _RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 # Runs on the node with its python (script on stdin): count, or stop, the processes of our uid
 # whose environment holds exactly SAGE_OPS_NODE=<name>; the raylet first (it takes its workers).
 _PROCS = r"""
-import os, signal, sys, time
-name, action, timeout, token = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+import os, shutil, signal, sys, time
+name, action, timeout, files = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
 want, me, uid = ("%s=%s" % (ENV, name)).encode(), os.getpid(), os.getuid()
 
 def find():  # {pid: is the raylet}
@@ -74,8 +76,11 @@ if action == "stop":
         left = find()
         seen.update(left)
         kill(list(left), sig, until)
-    if token and os.path.exists(token):
-        os.remove(token)
+    for path in files:  # the node's credentials
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
 print(len(seen))
 """.replace("ENV", repr(NODE_ENV))
 _CHECK_PY = """import sys, os
@@ -242,9 +247,11 @@ class _Remote:
         finally:
             chan.close()
 
-    def procs(self, python: str, name: str, action: str, timeout: float, token: str = "", step: str = "stop") -> int:
-        """Count (action "count") or stop (action "stop") the processes of node `name`."""
-        cmd = f"{python} - {shlex.quote(name)} {action} {timeout:g} {shlex.quote(token)}"
+    def procs(self, python: str, name: str, action: str, timeout: float, files: tuple[str, ...] = (),
+              step: str = "stop") -> int:
+        """Count (action "count") or stop (action "stop") the processes of node `name`; after a
+        stop, remove `files` (its credentials)."""
+        cmd = f"{python} - {shlex.quote(name)} {action} {timeout:g} {shlex.join(files)}"
         rc, out, err = self.run(cmd, timeout + 20, stdin=_PROCS)
         if rc != 0 or not out.strip().isdigit():
             raise StepFailed(step, f"could not list the processes of {name}: {_last_lines(err or out, 1)}")
@@ -322,7 +329,7 @@ class SSHBackend(NodeBackend):
 
         try:
             with step("connect") as limit:
-                remote = _Remote(_connect(target, limit), [plan.ray_token or ""])
+                remote = _Remote(_connect(target, limit), [plan.ray_token or "", plan.transit_key or ""])
                 progress("connect", "done", target.label())
             with step("check python") as limit:
                 result.python = self._check_python(remote, target, plan, limit)
@@ -438,14 +445,7 @@ class SSHBackend(NodeBackend):
             remote.procs(py, plan.name, "stop", min(30.0, limit / 4), step="join ray")
         env = {NODE_ENV: plan.name, "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL": "minor",
                "RAY_USAGE_STATS_ENABLED": "0"}
-        if plan.ray_token:
-            token = remote.path(f"{self.workdir}/ray-token-{plan.name}")
-            remote.run(f"umask 077 && mkdir -p {shlex.quote(str(Path(token).parent))}", 20)
-            made["token"] = token
-            with remote.sftp().open(token, "w") as f:
-                f.chmod(0o600)  # before a byte of the token is written
-                f.write(plan.ray_token.encode())
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token)
+        env.update(credentials.provision(remote, plan, self.workdir, made, _left(deadline)))
         env.update({k: v for k, v in plan.env.items() if k != NODE_ENV})
         resources = {**plan.resources, node_resource(plan.name): 1}
         args = [f"{remote.path(plan.venv)}/bin/ray", "start", f"--address={plan.head_address}",
@@ -474,12 +474,12 @@ class SSHBackend(NodeBackend):
         return None
 
     def _undo(self, remote: _Remote, plan: JoinPlan, made: dict[str, str]) -> None:
-        """Best effort: stop what was started, remove the token file and a venv this call made."""
+        """Best effort: stop what was started, remove the credentials and a venv this call made."""
         try:
             if "procs" in made:
                 remote.procs(made["procs"], plan.name, "stop", 20)
-            if "token" in made:
-                remote.run(f"rm -f {shlex.quote(made['token'])}", 20)
+            if files := [made[k] for k in ("token", "transit", "tls") if k in made]:
+                remote.run(f"rm -rf {shlex.join(files)}", 20)
             if "venv" in made:
                 remote.run(f"rm -rf {shlex.quote(made['venv'])}", 60)
         except (StepFailed, _Timeout, paramiko.SSHException, OSError, EOFError):
@@ -493,7 +493,8 @@ class SSHBackend(NodeBackend):
             remote = _Remote(_connect(target, StepTimeouts().connect), [])
             work = shlex.quote(remote.path(self.workdir))
             py = f"$(for p in python3 python {work}/venv/bin/python; do command -v $p && break; done | head -n 1)"
-            return remote.procs(py, name, "stop", timeout, remote.path(f"{self.workdir}/ray-token-{name}"))
+            return remote.procs(py, name, "stop", timeout, tuple(credentials.node_files(remote, self.workdir,
+                                                                                         name).values()))
         except StepFailed as e:
             raise StepFailed("stop", e.message if e.step == "stop" else str(e)) from None
         except (_Timeout, TimeoutError):

@@ -28,6 +28,7 @@ from ..nodes.base import JoinPlan, NodeBackend, NodeTarget, StepFailed, StepTime
 from ..nodes.own_wheel import OwnWheel, own_wheel
 from .metrics import usage
 from .tables import Job, Node
+from .transit import TRANSIT_ENV
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -155,11 +156,16 @@ class Provisioner:
         token = os.environ.get("RAY_AUTH_TOKEN")
         if token is None and (path := os.environ.get("RAY_AUTH_TOKEN_PATH")):
             token = Path(path).read_text().strip()
+        transit_key = Path(key).read_text().strip() if (key := os.environ.get(TRANSIT_ENV)) else None
+        tls_dir = None  # a TLS cluster: nodes get a certificate of the CA beside the daemon's own (nodes.tls)
+        if os.environ.get("RAY_USE_TLS") == "1" and (ca := os.environ.get("RAY_TLS_CA_CERT")):
+            tls_dir = Path(ca).parent
         timeouts = StepTimeouts(install=self.cfg.install_timeout, join_ray=self.cfg.join_timeout,
                                 verify=self.cfg.join_timeout)
         return JoinPlan(name=name, head_address=head, ray_version=version("ray"),
                         sage_ops_version=wheel.version, sage_ops_wheel=wheel.path,
-                        python=sys.version_info[:2], ray_token=token, resources=dict(req.resources),
+                        python=sys.version_info[:2], ray_token=token, transit_key=transit_key, tls_dir=tls_dir,
+                        resources=dict(req.resources),
                         num_cpus=req.num_cpus, num_gpus=req.num_gpus,
                         wheel_dir=Path(req.wheel_dir) if req.wheel_dir else None, venv=req.venv or self.cfg.venv,
                         python_bin=req.python, node_ip=node_ip, env=env, timeouts=timeouts)
