@@ -123,6 +123,11 @@ def seen() -> Iterator[dict[str, Any]]:
     stranger = Stranger()
     d = Daemon({}, {"ray": {"num_cpus": 1}})  # address: auto (the default)
     planted: list[Path] = []
+    # Ray's default temp dir may be left by an earlier test's node (owned by us or a test user):
+    # the stranger must be the one who makes it, so ours waits aside and comes back after
+    aside = Path(tempfile.mkdtemp(prefix="sgo-ray-aside-", dir="/tmp")) / "ray"
+    if os.path.lexists("/tmp/ray"):
+        os.rename("/tmp/ray", aside)
     try:
         # the stranger's own head, Ray's defaults: /tmp/ray, ray_current_cluster in it
         for _ in range(3):  # a free port can be taken before Ray binds it: try another
@@ -183,6 +188,9 @@ def seen() -> Iterator[dict[str, Any]]:
         with contextlib.suppress(OSError):
             if Path("/tmp/ray").lstat().st_uid == stranger.uid:
                 shutil.rmtree("/tmp/ray")
+        if os.path.lexists(aside) and not os.path.lexists("/tmp/ray"):
+            os.rename(aside, "/tmp/ray")
+        shutil.rmtree(aside.parent, ignore_errors=True)
         for path in planted:
             if path.is_symlink():
                 path.unlink()

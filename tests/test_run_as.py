@@ -190,7 +190,7 @@ def test_a_pipeline_of_a_run_as_tenant_is_refused() -> None:
     """A pipeline drives the shared Ray cluster: only the daemon's own user may (the rule alone)."""
     spec = JobSpec.model_construct(kind=JobKind.PIPELINE, tenant="alpha")
     with pytest.raises(Forbidden, match="pipeline"):
-        RunAs("on").for_job(spec, uid=None, token="a", tenant_users={"alpha": "nobody"})
+        RunAs("on").for_job(spec, uid=None, admin=False, tenant_users={"alpha": "nobody"})
 
 
 def test_root_is_refused_as_run_as(multi: Daemon) -> None:

@@ -20,7 +20,10 @@ from users import request_as
 
 from sage_ops.client import JobManagerClient
 from sage_ops.errors import DaemonUnavailable, Forbidden, NotFound, RateLimited, Unauthorized
+from sage_ops.server.run_as import can_switch
 
+# A multi-user daemon (root) runs a tenant's token jobs as its run_as user: any unprivileged one
+RUN_AS = ("--run-as", "nobody") if can_switch() else ()
 
 def token_for(d: Daemon, *args: str) -> str:
     out = d.run("token", "create", *args, "--json", check=True)
@@ -36,8 +39,8 @@ def as_token(d: Daemon, token: str, **config: Any) -> JobManagerClient:
 def tenants(ray_head: dict[str, str]) -> Any:
     d = Daemon(ray_head)
     d.start()
-    d.run("tenant", "create", "alpha", check=True)
-    d.run("tenant", "create", "beta", check=True)
+    d.run("tenant", "create", "alpha", *RUN_AS, check=True)
+    d.run("tenant", "create", "beta", *RUN_AS, check=True)
     a = as_token(d, token_for(d, "--tenant", "alpha", "--name", "a-bot"))
     b = as_token(d, token_for(d, "--tenant", "beta", "--name", "b-bot"))
     try:
@@ -114,7 +117,7 @@ def test_a_token_over_its_rate_gets_429(tenants: Any) -> None:
 
 def test_quota_holds_the_third_job_with_the_reason_shown(tenants: Any) -> None:
     d, _, _ = tenants
-    d.run("tenant", "create", "quota", "--max-running", "2", "--max-queued", "3", check=True)
+    d.run("tenant", "create", "quota", "--max-running", "2", "--max-queued", "3", *RUN_AS, check=True)
     q = as_token(d, token_for(d, "--tenant", "quota", "--name", "q"))
     ids = [q.submit_command(["sleep", "60"], name=f"q{i}") for i in range(3)]
     wait_until(lambda: sum(q.get_job(i).status == "RUNNING" for i in ids) == 2)

@@ -49,6 +49,8 @@ def request_as(sock_path: Path, uid: int, method: str, path: str, body: Any = No
             while chunk := s.recv(65536):
                 data += chunk
             os.write(w, data)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test with it
+            os.write(w, f"CHILD-FAILED {type(exc).__name__}: {exc}".encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -57,6 +59,8 @@ def request_as(sock_path: Path, uid: int, method: str, path: str, body: Any = No
         data += chunk
     os.close(r)
     os.waitpid(pid, 0)
+    if not data.startswith(b"HTTP/"):
+        raise AssertionError(f"no HTTP answer as uid {uid}: {data[:300]!r}")
     head, _, body_bytes = data.partition(b"\r\n\r\n")
     text = body_bytes.decode()
     return int(head.split()[1]), json.loads(text.split("\r\n")[1] if b"chunked" in head else text)

@@ -112,7 +112,7 @@ def owned(who: Principal, specs: list[JobSpec], run_as: RunAs, tenant_users: Map
             raise Forbidden(f"{who.actor} submits to tenant {who.tenant} only")
         if not who.admin and not spec.tenant:
             spec = spec.model_copy(update={"tenant": who.tenant})
-        user = run_as.for_job(spec, uid=who.uid, token=who.token_name, tenant_users=tenant_users)
+        user = run_as.for_job(spec, uid=who.uid, admin=who.admin, tenant_users=tenant_users)
         out.append(spec if spec.run_as == user else spec.model_copy(update={"run_as": user}))
     return out
 

@@ -61,7 +61,6 @@ class Principal:
     token_id: int | None = None
     rate: float | None = None  # requests/s; None: the daemon's default; 0: unlimited
     uid: int | None = None  # a socket caller's uid (its jobs run as it on a multi-user daemon)
-    token_name: str | None = None
 
     @property
     def admin(self) -> bool:
@@ -111,7 +110,7 @@ class Identities:
         rows, peers, tenants = await self.store.read(
             lambda c: (accounts.live_tokens(c, now), accounts.peers(c), accounts.tenants(c)))
         self.tokens = {r.hash: (r.hash, Principal(f"token:{r.name}#{r.id}", Role(r.role), r.tenant, "token", r.id,
-                                                 r.rate_limit, token_name=r.name), r.expires_at) for r in rows}
+                                                 r.rate_limit), r.expires_at) for r in rows}
         self.users = {p.uid: Principal(f"uid:{p.uid}", Role(p.role), p.tenant, "unix", uid=p.uid) for p in peers}
         self.run_as = {t.name: t.run_as for t in tenants}
 

@@ -3,9 +3,9 @@
 A daemon that can switch users (root, with `setpriv`) is *multi-user*: a job runs as whoever it
 belongs to — the peer uid of a Unix-socket caller, the tenant's `run_as` user for a token
 caller — never as the daemon, whose identity holds the database, the keys and the Ray token. Only
-callers who already are the daemon's identity (its own uid on the socket, its local admin token,
-which only that uid can read) get jobs that run as it. A token of a tenant without `run_as` is
-refused rather than run as the daemon.
+the daemon's own uid on the socket and admin tokens (which can already set any tenant's run_as:
+hand them out like that login) get jobs without a tenant that run as it. A job of a tenant
+without `run_as` submitted with a token is refused rather than run as the daemon.
 
 A daemon that cannot switch users (a laptop, a service user) is *single-user*: every tenant's jobs
 run as its own OS user and tenants are kept apart by the API only; `health` says so.
@@ -22,7 +22,6 @@ from typing import Literal
 from ..errors import Forbidden, Invalid
 from ..schemas import JobKind, JobSpec
 
-LOCAL_ADMIN = "local-admin"  # the token the daemon writes for its own uid (0600): it stands for that uid
 Mode = Literal["auto", "on", "off"]
 
 
@@ -69,22 +68,18 @@ class RunAs:
             raise Invalid(f"run_as: {name} is root or the daemon's own user; jobs must not run as it")
         return name
 
-    def for_job(self, spec: JobSpec, *, uid: int | None, token: str | None, tenant_users: Mapping[str, str | None]
+    def for_job(self, spec: JobSpec, *, uid: int | None, admin: bool, tenant_users: Mapping[str, str | None]
                 ) -> str | None:
         """The user `spec` runs as (None: the daemon's own), for a caller known by its socket `uid`
-        or by the name of its `token`; `tenant_users` maps tenants to their run_as."""
+        or else by a token (an `admin` one or not); `tenant_users` maps tenants to their run_as."""
         if not self.multi_user:
             return None
         if uid is not None:
             who = None if uid == self.owner else user_name(uid)
-        elif token == LOCAL_ADMIN:
-            who = None
-        else:
-            who = tenant_users.get(spec.tenant or "")
-            if who is None:
-                tenant = f"tenant {spec.tenant}" if spec.tenant else "a job without a tenant"
-                raise Forbidden(f"{tenant} has no run_as user, and jobs never run as the daemon's own user: "
-                                f"an admin sets one (sage-ops tenant update {spec.tenant or 'NAME'} --run-as USER)")
+        elif (who := tenant_users.get(spec.tenant or "")) is None and not (admin and not spec.tenant):
+            tenant = f"tenant {spec.tenant}" if spec.tenant else "a job without a tenant"
+            raise Forbidden(f"{tenant} has no run_as user, and jobs of its tokens never run as the daemon's own "
+                            f"user: an admin sets one (sage-ops tenant update {spec.tenant or 'NAME'} --run-as USER)")
         if who is not None and spec.kind is JobKind.PIPELINE:
             raise Forbidden("a pipeline drives the daemon's Ray cluster, which does not isolate its drivers: on a "
                             "multi-user daemon only the daemon's own user submits them (give the tenant a daemon "

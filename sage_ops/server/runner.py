@@ -59,7 +59,7 @@ def _code_version() -> str:
     digest = hashlib.sha1()
     here = os.path.dirname(__file__)
     for name in ("runner.py", "dispatch_actor.py", "job_output.py", "process_group.py", "job_env.py", "containment.py",
-                 "job_user.py"):
+                 "job_user.py", "transit.py"):
         path = os.path.join(here, name)
         with open(path, "rb") as f:
             digest.update(f.read())
