@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import paths
@@ -49,9 +49,20 @@ class RayConfig(_Section):
                                            "of a head the daemon starts, on 127.0.0.1: off unless a port is set")
     metrics_export_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics of a head the "
                                             "daemon starts (no auth; 0: any free port): off unless set")
+    temp_root: Path = Field(Path("/tmp"), description="where a head the daemon starts gets its private 0700 temp "
+                            "dir (a new random name each start); at most 16 bytes, for Ray's socket paths. The "
+                            "systemd unit uses /run/sage-ops, which outlives the service's private /tmp on a restart")
     tls: bool = Field(False, description="mutual TLS on every Ray channel of a head the daemon starts: a cluster "
                       "CA in the state dir signs the head's certificate and each `nodes add` node's (changing it "
                       "restarts the head)")
+
+    @field_validator("temp_root")
+    @classmethod
+    def _short_root(cls, v: Path) -> Path:
+        if not v.is_absolute() or len(str(v).encode()) > 16:
+            raise ValueError("an absolute path of at most 16 bytes (Ray's Unix socket paths under it must fit "
+                             "in 107 bytes)")
+        return v
 
 
 class StorageConfig(_Section):

@@ -20,7 +20,7 @@ KEYS: dict[str, frozenset[str]] = {
                              "kill_grace", "prefetch", "max_connections", "max_connections_per_ip",
                              "header_timeout", "idle_timeout"}),
     "ray": frozenset({"address", "namespace", "include_dashboard", "dashboard_host", "dashboard_port", "num_cpus",
-                      "client_server_port", "metrics_export_port", "tls"}),
+                      "client_server_port", "metrics_export_port", "temp_root", "tls"}),
     "storage": frozenset({"type", "path", "max_log_bytes", "max_result_bytes"}),
     "database": frozenset({"url", "synchronous"}),
     "logging": frozenset({"level", "file", "format", "max_bytes", "backups", "stderr"}),

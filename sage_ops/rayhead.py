@@ -43,26 +43,47 @@ def record_file(state_dir: Path) -> Path:
     return head_dir(state_dir) / "head.json"
 
 
-# Where heads' private dirs are made: /tmp keeps Ray's Unix socket paths short (AF_UNIX allows 107
-# bytes; the longest Ray makes, <temp>/session_<date>_<time>_<usec>_<pid>/sockets/dash_MetricsHead
-# (the dashboard's), is 95 here with a 7-digit pid), and a name made by mkdtemp cannot be predicted or planted.
+# Where heads' private dirs are made by default (ray.temp_root): /tmp keeps Ray's Unix socket paths
+# short (AF_UNIX allows 107 bytes; the longest Ray makes, the dashboard's
+# <temp>/session_<date>_<time>_<usec>_<pid>/sockets/dash_MetricsHead, is 95 here with a 7-digit pid,
+# so a root of up to 16 bytes fits), and a name made by mkdtemp cannot be predicted or planted.
 TEMP_ROOT = Path("/tmp")
 TEMP_PREFIX = "sage-ops-rt-"
 
 
-def new_temp_dir() -> Path:
+def new_temp_dir(root: Path = TEMP_ROOT) -> Path:
     """Ray's temp dir for a new head: `r` inside a fresh private dir (mkdtemp: a random name made
-    with O_EXCL, 0700, ours). Ray chmods its temp and session dirs 0777 (following symlinks) and
-    leaves its sockets there: behind a 0700 parent, no other user reaches any of it."""
-    return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_ROOT)) / "r"
+    with O_EXCL, 0700, ours) under `root` (ray.temp_root). Ray chmods its temp and session dirs 0777
+    (following symlinks) and leaves its sockets there: behind a 0700 parent, no other user reaches
+    any of it."""
+    return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root)) / "r"
+
+
+def _unsafe_root(root: Path) -> str | None:
+    """Why the dir holding a private dir could let another user swap it (None: it cannot): a path
+    with a symlink in it, or a dir others may write to that is not sticky (/tmp is sticky)."""
+    if os.path.realpath(root) != str(root):
+        return f"{root} has a symlink in its path"
+    try:
+        st = root.stat()
+    except OSError as exc:
+        return f"{root}: {exc.strerror}"
+    if st.st_uid not in (0, os.getuid()):
+        return f"{root} belongs to uid {st.st_uid}"
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        return f"{root} may be written by other users and is not sticky"
+    return None
 
 
 def unsafe(temp: Path) -> str | None:
     """Why `temp` is not a head temp dir of ours to use or delete (None: it is): its parent must
-    be a private dir as new_temp_dir makes them, looked at without following links."""
+    be a private dir as new_temp_dir makes them, looked at without following links, in a dir
+    no other user can swap it in."""
     private = temp.parent
-    if temp.name != "r" or private.parent != TEMP_ROOT or not private.name.startswith(TEMP_PREFIX):
+    if temp.name != "r" or not private.name.startswith(TEMP_PREFIX) or not temp.is_absolute():
         return f"{temp} is not a temp dir sage-ops made"
+    if why := _unsafe_root(private.parent):
+        return why
     try:
         st = private.lstat()
     except OSError as exc:

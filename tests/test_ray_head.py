@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,10 @@ def ps() -> dict[int, tuple[int, int, str]]:
 @pytest.fixture(scope="module")
 def seen(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
     """One daemon with a head of its own, through its life: what each step showed."""
-    d = Daemon({}, {"ray": {"num_cpus": 1}})  # no SAGE_OPS_RAY__ADDRESS: it starts its own head
+    root = Path(tempfile.mkdtemp(prefix="s", dir="/tmp"))  # ray.temp_root: at most 16 bytes
+    d = Daemon({}, {"ray": {"num_cpus": 1, "temp_root": str(root)}})  # no SAGE_OPS_RAY__ADDRESS: its own head
     shared_root = Path(ray_head["RAY_AUTH_TOKEN_PATH"]).parent.parent
-    facts: dict[str, Any] = {"shared_before": rayhead.find(shared_root).pids}
+    facts: dict[str, Any] = {"shared_before": rayhead.find(shared_root).pids, "temp_root": root}
     try:
         d.start()
         record = rayhead.load_record(d.state) or {}
@@ -78,6 +80,11 @@ def seen(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
     finally:
         d.run("daemon", "stop", "--ray", timeout=90)
         shutil.rmtree(d.home, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_heads_temp_dir_is_under_ray_temp_root(seen: dict[str, Any]) -> None:
+    assert Path(seen["record"]["temp_dir"]).parent.parent == seen["temp_root"]
 
 
 def test_the_daemon_records_the_session_of_its_head(seen: dict[str, Any]) -> None:

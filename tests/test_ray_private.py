@@ -356,6 +356,29 @@ def test_stop_follows_no_symlink(private: Path) -> None:
     assert (private / "r" / "ray_current_cluster").exists()
 
 
+def test_stop_leaves_a_private_dir_in_a_dir_others_may_swap_it_in(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # writable by all and not sticky: another user could rename ours away
+    temp = rayhead.new_temp_dir(shared)
+    temp.mkdir()
+    state = recorded(temp)
+    rayhead.stop(state)
+    shutil.rmtree(state)
+    assert temp.exists()
+
+
+def test_stop_removes_a_private_dir_under_another_root_of_ours(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    temp = rayhead.new_temp_dir(root)
+    temp.mkdir()
+    state = recorded(temp)
+    rayhead.stop(state)
+    shutil.rmtree(state)
+    assert not temp.parent.exists()
+
+
 def test_stop_leaves_a_dir_of_ours_elsewhere(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir(mode=0o700)
     (tmp_path / "mine" / "r").mkdir()

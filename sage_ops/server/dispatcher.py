@@ -133,7 +133,7 @@ class LocalHead:
             tls.ensure_head(self.dir / "tls")
         rayhead.stop(self.state_dir)  # what is left of an earlier head of ours (it did not answer), its temp dir
         port = _free_port()
-        temp = rayhead.new_temp_dir()
+        temp = rayhead.new_temp_dir(cfg.temp_root)
         cmd, dashboard = self.command(cfg, port, temp)
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env.update({**self.env(), rayhead.HEAD_ENV: str(temp)})
