@@ -90,10 +90,12 @@ def multi(users: dict[str, pwd.struct_passwd]) -> Iterator[Daemon]:
 def beta_job(multi: Daemon) -> Iterator[dict[str, Any]]:
     """Beta's running job: it printed a line, holds a secret in its environment, and sleeps."""
     beta = as_token(multi, token_for(multi, "--tenant", "beta", "--name", "b"))
-    view = beta.submit_job({"command": ["sh", "-c", "echo beta-line; sleep 600"], "secret_env": {"TOKEN": SECRET}})
-    wait_until(lambda: "beta-line" in lines(beta, view.id), timeout=120)
+    script = 'echo beta-line; echo \'{"b": 1}\' > "$SAGE_OPS_RESULT_FILE"; dirname "$SAGE_OPS_RESULT_FILE"; sleep 600'
+    view = beta.submit_job({"kind": "script", "script": {"filename": "beta.sh", "content": script},
+                            "secret_env": {"TOKEN": SECRET}})
+    wait_until(lambda: len(lines(beta, view.id)) >= 2, timeout=120)
     job = beta.get_job(view.id)
-    yield {"id": view.id, "pid": job.attempts[-1].pid, "client": beta}
+    yield {"id": view.id, "pid": job.attempts[-1].pid, "client": beta, "scratch": lines(beta, view.id)[1]}
     beta.cancel_job(view.id)
 
 
@@ -124,6 +126,9 @@ def run_probe(client: JobManagerClient, targets: dict[str, str]) -> dict[str, st
 def targets(multi: Daemon, beta_job: dict[str, Any]) -> dict[str, str]:
     found = files_of(multi, beta_job["id"])
     pid = int((multi.state / "daemon.pid").read_text().split()[0])
+    scratch = beta_job["scratch"]
+    found.update({"beta-scratch": scratch, "beta-script": f"{scratch}/beta.sh",
+                  "beta-result": f"{scratch}/result.json"})
     found.update({"beta-environ": f"/proc/{beta_job['pid']}/environ", "signal-daemon": f"kill:{pid}",
                   "signal-beta": f"kill:{beta_job['pid']}"})
     return found
@@ -208,7 +213,8 @@ def test_tenant_create_without_run_as_says_token_jobs_are_refused(multi: Daemon)
 
 
 @pytest.mark.parametrize("target", ["database", "wal", "state-dir", "sealing-key", "admin-token", "ray-token",
-                                    "beta-log", "beta-environ", "signal-daemon", "signal-beta"])
+                                    "beta-log", "beta-scratch", "beta-script", "beta-result", "beta-environ",
+                                    "signal-daemon", "signal-beta"])
 def test_another_tenants_job_cannot_reach(probe: dict[str, str], target: str) -> None:
     assert probe.get(target) == "denied"
 
