@@ -206,21 +206,25 @@ import os, uuid
 import ray
 ray.init(address=os.environ["SAGE_OPS_RAY__ADDRESS"], namespace="sgo-test-" + uuid.uuid4().hex,
          logging_level="ERROR", log_to_driver=False)
-from sage_ops.server.dispatch_actor import LOG_HELD_MAX, Dispatcher
-d = Dispatcher.options(name="bound").remote()
-epoch = ray.get(d.hello.remote())["epoch"]
+from sage_ops.server.dispatch_actor import LOG_HELD_MAX, Dispatcher, key_hash
+key, cap = b"k" * 32, b"c" * 32
+d = Dispatcher.options(name="bound").remote(key_hash(key))
+epoch = ray.get(d.hello.remote(key))["epoch"]
+never = {"cpu": 0, "gpu": 0, "custom_resources": {"sgo-test-never": 1}}  # dispatched, never runs
+ray.get(d.submit.remote(key, [{"id": "job", "attempt": 1, "spec": {}, "opts": {}, "resources": never, "cap": cap}]))
 blob = b"x" * (1 << 20)
 n = LOG_HELD_MAX // len(blob)
-refs = [d.logs.remote("job", 1, i, blob) for i in range(n + 3)]
+refs = [d.logs.remote("job", 1, i, blob, cap) for i in range(n + 3)]
 ready, waiting = ray.wait(refs, num_returns=n, timeout=60)
 assert len(ready) == n, len(ready)
 assert not ray.wait(waiting, timeout=1)[0]  # the bound is reached: the rest wait
-reply = ray.get(d.poll.remote(epoch, 0, 0, 0))
+reply = ray.get(d.poll.remote(key, epoch, 0, 0, 0))
 assert len(reply["events"]) == n, len(reply["events"])
 last = reply["events"][-1][0]
-reply = ray.get(d.poll.remote(epoch, last, last, 5.0))  # acknowledged: room for the waiting three
+reply = ray.get(d.poll.remote(key, epoch, last, last, 5.0))  # acknowledged: room for the waiting three
 assert len(ray.wait(waiting, num_returns=3, timeout=10)[0]) == 3
-assert len(reply["events"]) + len(ray.get(d.poll.remote(epoch, last, last + len(reply["events"]), 0))["events"]) == 3
+more = ray.get(d.poll.remote(key, epoch, last, last + len(reply["events"]), 0))["events"]
+assert len(reply["events"]) + len(more) == 3
 ray.kill(d)
 print("ok")
 """

@@ -41,6 +41,7 @@ from .metrics import Sampler
 from .provisioning import Provisioner
 from .run_as import RunAs
 from .scheduler import Scheduler
+from .sealing import Sealer
 
 log = logging.getLogger("sage_ops")
 
@@ -171,7 +172,8 @@ class Daemon:
         self.started_at = time.time()
         self.store = st.Store(cfg.database.url, cfg.database.synchronous)
         self.logs = LogStore(Path(cfg.storage.path) / "logs")
-        self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance)
+        self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance,
+                                  sealer=Sealer(cfg.security.secret_key_file))
         self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)
         self.leadership = Leadership(self.store, cfg.jobmanager.heartbeat_interval, None, self._elected,
                                      self._deposed)

@@ -5,11 +5,19 @@ acknowledged a later cursor, so a restarted daemon misses nothing.
 
 The log data it holds for the daemon is bounded: past LOG_HELD_MAX a `logs` call waits, the
 runner waits for its oldest calls, and the job waits on its full pipe. Nothing is dropped.
+
+Any Ray driver can look the actor up by name, so it trusts no caller: the daemon's methods (hello,
+submit, cancel, poll) need the daemon's key (the actor keeps only its hash), and an attempt's own
+calls (started, logs, pipeline) need the capability the daemon gave that attempt at dispatch,
+which reaches its runner as a task argument (never the job's environment). A refused call
+changes nothing; the daemon sees the count in `poll` and audits it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 import uuid
 from collections import deque
@@ -19,11 +27,17 @@ import ray
 
 from .runner import PROTOCOL, run_job_task
 
-__all__ = ["LOG_HELD_MAX", "PROTOCOL", "Dispatcher"]
+__all__ = ["LOG_HELD_MAX", "PROTOCOL", "Dispatcher", "key_hash"]
 
 LOG_HELD_MAX = 24 * 1024 * 1024  # log data the actor holds until the daemon acknowledges it (~0.15 s of it)
 LOG_WAITING_MAX = 4_000  # log calls waiting at once (of 10,000 slots): past this they go through, so
 # poll always finds a slot (thousands of jobs printing faster than the daemon drains)
+LATE_SECONDS = 60.0  # an attempt's capability still opens its calls this long after its `ended`
+
+
+def key_hash(key: bytes) -> bytes:
+    """What the actor keeps of the daemon's key: enough to check it, not to use it."""
+    return hashlib.sha256(b"sage-ops dispatcher key\0" + key).digest()
 
 
 class AttemptCalls:
@@ -55,7 +69,12 @@ class AttemptCalls:
 class Dispatcher:
     """Owns the job tasks and the event log the daemon drains."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_digest: bytes) -> None:
+        self._key_digest = key_digest
+        self.caps: dict[tuple[str, int], bytes] = {}  # attempts in flight, or ended < LATE_SECONDS ago
+        self.late: deque[tuple[float, tuple[str, int]]] = deque()  # (when to forget, attempt) once ended
+        self.refused = 0  # calls refused since the actor started (the daemon audits the increase)
+        self.refused_last = ""  # the latest of them, said in the audit row
         self.epoch = uuid.uuid4().hex
         self.seq = 0
         self.events: deque[tuple[int, str, dict[str, Any]]] = deque()
@@ -68,7 +87,30 @@ class Dispatcher:
         ctx = ray.get_runtime_context()
         self._owner = (ctx.get_actor_name(), ctx.namespace, self.epoch)
 
-    def hello(self) -> dict[str, Any]:
+    def _refuse(self, what: str) -> PermissionError:
+        self.refused += 1
+        self.refused_last = what[:200]
+        return PermissionError(f"dispatcher: {what}: refused")
+
+    def _daemon(self, key: Any, method: str) -> None:
+        """Raise unless `key` is the daemon's."""
+        if not (isinstance(key, bytes) and hmac.compare_digest(key_hash(key), self._key_digest)):
+            raise self._refuse(f"{method} without the daemon's key")
+
+    def _attempt(self, job_id: Any, attempt: Any, cap: Any, method: str) -> None:
+        """Raise unless `cap` is the capability of (job_id, attempt), an attempt dispatched here
+        and in flight or just ended."""
+        want = self.caps.get((job_id, attempt)) if isinstance(job_id, str) and isinstance(attempt, int) else None
+        if want is None or not isinstance(cap, bytes) or not hmac.compare_digest(cap, want):
+            raise self._refuse(f"{method} for job {str(job_id)[:64]} attempt {str(attempt)[:12]}: "
+                               + ("not dispatched here" if want is None else "wrong capability"))
+
+    def busy(self) -> int:
+        """Attempts in flight: all that is told without the key (whether it may be replaced)."""
+        return len(self.inflight)
+
+    def hello(self, key: bytes) -> dict[str, Any]:
+        self._daemon(key, "hello")
         return {"epoch": self.epoch, "protocol": PROTOCOL, "inflight": len(self.inflight)}
 
     def _emit(self, kind: str, payload: dict[str, Any]) -> None:
@@ -79,7 +121,8 @@ class Dispatcher:
         if self._changed is not None:
             self._changed.set()
 
-    async def submit(self, jobs: list[dict[str, Any]]) -> int:
+    async def submit(self, key: bytes, jobs: list[dict[str, Any]]) -> int:
+        self._daemon(key, "submit")
         for job in jobs:
             res = job["resources"]
             options: dict[str, Any] = {"num_cpus": res["cpu"], "num_gpus": res["gpu"],
@@ -88,8 +131,9 @@ class Dispatcher:
                 options["memory"] = res["memory"]
             if res.get("custom_resources"):
                 options["resources"] = res["custom_resources"]
+            self.caps[(job["id"], job["attempt"])] = job["cap"]
             ref = run_job_task.options(**options).remote(job["id"], job["attempt"], job["spec"], self._owner,
-                                                         {**job["opts"], "resources": res})
+                                                         {**job["opts"], "resources": res}, job["cap"])
             self.inflight[job["id"]] = (job["attempt"], ref)
             asyncio.get_running_loop().create_task(self._watch(job["id"], job["attempt"], ref))
         return len(jobs)
@@ -115,14 +159,20 @@ class Dispatcher:
         while calls.waiting:
             await calls.moved()
         if not calls.started and out.get("started"):
-            self.started(job_id, attempt, **out["started"])
+            self._started(job_id, attempt, **out["started"])
         self.seen.pop(key, None)
+        self.late.append((time.monotonic() + LATE_SECONDS, key))
         if self.inflight.get(job_id, (None,))[0] == attempt:
             del self.inflight[job_id]
         out.pop("started", None)
         self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": time.time(), **out})
 
-    def started(self, job_id: str, attempt: int, node: str, pid: int, t: float, node_id: str = "") -> None:
+    def started(self, job_id: str, attempt: int, cap: bytes, node: str, pid: int, t: float,
+                node_id: str = "") -> None:
+        self._attempt(job_id, attempt, cap, "started")
+        self._started(job_id, attempt, str(node)[:256], int(pid), float(t), str(node_id)[:64])
+
+    def _started(self, job_id: str, attempt: int, node: str, pid: int, t: float, node_id: str = "") -> None:
         calls = self.seen.setdefault((job_id, attempt), AttemptCalls())
         if calls.started:
             return
@@ -133,11 +183,15 @@ class Dispatcher:
         self._emit("started", {"job_id": job_id, "attempt": attempt, "node": node, "pid": pid, "t": t,
                                "node_id": node_id})
 
-    async def logs(self, job_id: str, attempt: int, seq: int, data: bytes) -> None:
+    async def logs(self, job_id: str, attempt: int, seq: int, data: bytes, cap: bytes) -> None:
         """Batch `seq` of an attempt's encoded log lines (job_output.encode_lines), emitted after
         the batches before it, and only while the log data the daemon has not acknowledged is
         under LOG_HELD_MAX: a job that prints faster than the daemon drains waits (its runner
-        waits for this call), instead of growing `events` without bound."""
+        waits for this call), instead of growing `events` without bound. The daemon checks the
+        lines again before it stores them (logs.clean_block)."""
+        self._attempt(job_id, attempt, cap, "logs")
+        if not isinstance(seq, int) or not isinstance(data, bytes):
+            raise self._refuse(f"logs for job {job_id[:64]}: malformed call")
         key = (job_id, attempt)
         calls = self.seen.get(key)
         if calls is None and self.inflight.get(job_id, (None,))[0] != attempt:
@@ -169,11 +223,13 @@ class Dispatcher:
             self._room.set()
             self._room = None
 
-    def pipeline(self, job_id: str, attempt: int, metrics: list[Any]) -> None:
+    def pipeline(self, job_id: str, attempt: int, metrics: list[Any], cap: bytes) -> None:
+        self._attempt(job_id, attempt, cap, "pipeline")
         self.seen.setdefault((job_id, attempt), AttemptCalls()).arrived += 1
         self._emit("pipeline", {"job_id": job_id, "attempt": attempt, "t": time.time(), "metrics": metrics})
 
-    async def cancel(self, job_id: str, grace: float) -> bool:
+    async def cancel(self, key: bytes, job_id: str, grace: float) -> bool:
+        self._daemon(key, "cancel")
         entry = self.inflight.get(job_id)
         if entry is None:
             return False
@@ -186,13 +242,20 @@ class Dispatcher:
             ray.cancel(ref, force=True)
         return True
 
-    async def poll(self, epoch: str, ack: int, after: int, timeout: float, limit: int = 20_000) -> dict[str, Any]:
+    async def poll(self, key: bytes, epoch: str, ack: int, after: int, timeout: float,
+                   limit: int = 20_000) -> dict[str, Any]:
         """Events after `after`, dropping those up to `ack` (committed by the daemon), plus the
-        in-flight set.
+        in-flight set and the count of refused calls.
 
         Both come from one synchronous step of the actor, so a job missing from `inflight` has
         its `ended` event in `events` (or in an already acknowledged batch).
         """
+        self._daemon(key, "poll")
+        now = time.monotonic()
+        while self.late and self.late[0][0] <= now:
+            done = self.late.popleft()[1]
+            if self.inflight.get(done[0], (None,))[0] != done[1]:
+                self.caps.pop(done, None)
         if epoch != self.epoch:
             ack = after = 0
         while self.events and self.events[0][0] <= ack:
@@ -214,5 +277,5 @@ class Dispatcher:
                 batch.append(event)
                 if len(batch) >= limit:
                     break
-        return {"epoch": self.epoch, "events": batch,
-                "inflight": {k: v[0] for k, v in self.inflight.items()}}
+        return {"epoch": self.epoch, "events": batch, "inflight": {k: v[0] for k, v in self.inflight.items()},
+                "refused": self.refused, "refused_last": self.refused_last}

@@ -9,6 +9,7 @@ joins that head.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from ..errors import Conflict, DaemonUnavailable
 from ..nodes import tls
 from ..nodes.base import NODE_RESOURCE_PREFIX
 from ..telemetry import RayHealth
+from .sealing import Sealer
 from .transit import TRANSIT_ENV, new_key
 
 log = logging.getLogger(__name__)
@@ -169,10 +171,17 @@ class LocalHead:
 
 
 class RayBackend:
-    """Connection to Ray and to this daemon's dispatcher actor (only this module imports ray)."""
+    """Connection to Ray and to this daemon's dispatcher actor (only this module imports ray).
 
-    def __init__(self, cfg: RayConfig, state_dir: Path, instance: str) -> None:
+    Its calls carry the daemon's dispatcher key, derived from the sealing key (so every daemon of
+    the database, after a restart or a failover, holds the same one); each dispatched attempt
+    gets a capability derived from it (`capability`), for its runner's calls only."""
+
+    def __init__(self, cfg: RayConfig, state_dir: Path, instance: str, sealer: Sealer) -> None:
         self.cfg = cfg
+        self.sealer = sealer
+        self._key: bytes | None = None
+        self.key_args: tuple[bytes, ...] = ()  # what each call to the actor starts with: the key
         self.head = LocalHead(state_dir, cfg.tls)
         self.actor_name = f"dispatcher-{hashlib.sha1(instance.encode()).hexdigest()[:12]}"
         self.address: str | None = None
@@ -222,8 +231,6 @@ class RayBackend:
         os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10 * 365 * 86400))
         import ray
 
-        from . import dispatch_actor
-
         self.address = address
         if not _reachable(address, timeout=5):
             raise DaemonUnavailable(f"Ray at {address} is not reachable")
@@ -236,15 +243,56 @@ class RayBackend:
         options: dict[str, Any] = {"name": self.actor_name, "lifetime": "detached", "get_if_exists": True}
         if head:
             options["resources"] = {"node:__internal_head__": 0.001}
-        self.actor = dispatch_actor.Dispatcher.options(**options).remote()
-        hello = ray.get(self.actor.hello.remote(), timeout=60)
-        if hello.get("protocol") != dispatch_actor.PROTOCOL and not hello.get("inflight"):
-            ray.kill(self.actor)
-            self.actor = dispatch_actor.Dispatcher.options(**options).remote()
+        self.actor = self._attach(options)
         self.refresh_nodes()
         self.connected = True
         self.detail = None
         log.info("connected to Ray at %s (dispatcher %s)", address, self.actor_name)
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = self.sealer.derive(b"dispatcher")
+        return self._key
+
+    def capability(self, job_id: str, attempt: int) -> bytes:
+        """What lets the runner of (job_id, attempt), and no one else, report on it."""
+        return hmac.new(self.key, f"{job_id}:{attempt}".encode(), hashlib.sha256).digest()
+
+    def _attach(self, options: dict[str, Any]) -> Any:
+        """Our dispatcher actor: the one running, if it holds our key and runs this code (or
+        runs older code and is busy), else a new one. A busy actor with another key is refused:
+        its jobs are not ours to take over, nor to kill."""
+        import ray
+
+        from . import dispatch_actor
+
+        def create() -> Any:
+            return dispatch_actor.Dispatcher.options(**options).remote(dispatch_actor.key_hash(self.key))
+
+        actor, self.key_args = create(), (self.key,)
+        try:
+            hello = ray.get(actor.hello.remote(self.key), timeout=60)
+            stale = hello.get("protocol") != dispatch_actor.PROTOCOL and not hello.get("inflight")
+        except PermissionError:
+            busy = ray.get(actor.busy.remote(), timeout=60)
+            if busy:
+                raise DaemonUnavailable(
+                    f"the Ray dispatcher {self.actor_name} (namespace {self.cfg.namespace}) holds another key "
+                    f"(security.secret_key_file changed?) and runs {busy} jobs: it is replaced once they have "
+                    "ended, or restore the key it was created with") from None
+            stale = True
+        except (TypeError, ray.exceptions.RayTaskError):  # an actor of a version before keys
+            hello = ray.get(actor.hello.remote(), timeout=60)
+            stale = not hello.get("inflight")
+            if not stale:
+                log.warning("the Ray dispatcher %s runs older code that checks no caller; it is replaced "
+                            "once idle, at a later start", self.actor_name)
+                self.key_args = ()
+        if stale:
+            ray.kill(actor)
+            actor, self.key_args = create(), (self.key,)
+        return actor
 
     def refresh_nodes(self) -> None:
         import ray
@@ -316,13 +364,15 @@ class RayBackend:
 
     # -- talking to the actor (async) --------------------------------------------------------
     async def submit(self, jobs: list[dict[str, Any]]) -> None:
-        await self.actor.submit.remote(jobs)
+        for job in jobs:
+            job["cap"] = self.capability(job["id"], job["attempt"])
+        await self.actor.submit.remote(*self.key_args, jobs)
 
     async def cancel(self, job_id: str, grace: float) -> bool:
-        return await self.actor.cancel.remote(job_id, grace)
+        return await self.actor.cancel.remote(*self.key_args, job_id, grace)
 
     async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> dict[str, Any]:
-        return await self.actor.poll.remote(epoch, ack, after, timeout)
+        return await self.actor.poll.remote(*self.key_args, epoch, ack, after, timeout)
 
     def health(self) -> RayHealth:
         totals: dict[str, float] = {}

@@ -257,10 +257,11 @@ class Control:
     """The pipe a pipeline job's driver reports on (one JSON object per line): its operators'
     metrics, forwarded to the dispatcher at most once per METRICS_SECONDS, and its error."""
 
-    def __init__(self, job_id: str, attempt: int, dispatcher: Any, refs: list[Any]) -> None:
+    def __init__(self, job_id: str, attempt: int, dispatcher: Any, refs: list[Any], cap: bytes) -> None:
         self.fd, self.child = os.pipe()
         os.set_blocking(self.fd, False)
         self.job_id, self.attempt, self.dispatcher, self.refs = job_id, attempt, dispatcher, refs
+        self.cap = cap  # the attempt's capability: its metrics are accepted with it only
         self.held = b""
         self.metrics: list[Any] | None = None
         self.sent_at = 0.0
@@ -285,7 +286,7 @@ class Control:
     def forward(self, final: bool = False) -> None:
         # Counted with the log batches: the actor reports the end only once it holds them all.
         if self.metrics is not None and (final or time.monotonic() - self.sent_at >= METRICS_SECONDS):
-            self.refs.append(self.dispatcher.pipeline.remote(self.job_id, self.attempt, self.metrics))
+            self.refs.append(self.dispatcher.pipeline.remote(self.job_id, self.attempt, self.metrics, self.cap))
             self.metrics, self.sent_at = None, time.monotonic()
 
     def close(self) -> None:

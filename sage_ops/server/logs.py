@@ -11,6 +11,11 @@ plus LOG_SLACK for the runner's own marker and notes) with a marker line, and a 
 holds a line longer than LINE_MAX: a longer one (written by no runner of this version) is served
 cut, as a valid entry.
 
+Blocks are checked again where they are stored (`clean_block`), whatever sent them: each line a
+log entry of the attempt the block came for, its message at most MAX_LOG_LINE bytes (plus the
+runner's note), nothing else in it; any other line is replaced by a system line saying so. A
+block as the runner writes it passes whole, in a few C-level scans.
+
 Followers wait on a per-job event that is woken by every append and by the job's end; they ask
 for the job's state only when it may have changed (`wake`), not once per block.
 """
@@ -18,16 +23,17 @@ for the job's state only when it may have changed (`wake`), not once per block.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..schemas import LogEntry
-from .job_output import MAX_LOG_LINE, TRUNCATED, encode_lines
+from .job_output import MAX_LOG_LINE, TRUNCATED, cut_line, encode_lines
 
 READ_BLOCK = 1024 * 1024  # bytes per read of a follower (cut at its last complete line)
 LEGACY = b'{"t":'  # how a line of the older format starts
@@ -35,6 +41,13 @@ LINE_MAX = MAX_LOG_LINE + 1024  # a stored line the reader serves whole: a cut o
 LOG_SLACK = 64 * 1024  # past the quota: room for the runner's marker and end-of-attempt notes
 _FRAME = re.compile(rb'\{"timestamp":"([0-9T:.+Z-]{1,40})","stream":"(stdout|stderr|system)","message":"')
 _ATTEMPT = re.compile(rb',"attempt":([0-9]{1,9})\}$')
+# a real UTC time as iso_utc writes it (February 29th is checked in leap years by _valid_times)
+_TIME = (rb"(?!0000)[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+         rb"|(?:0[13578]|1[02])-31|02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?Z")
+_STRING = rb'"(?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+"'  # a JSON string on one line
+_TIMES = re.compile(rb'\{"timestamp":"([^"]*)"')
+STREAMS = frozenset({"stdout", "stderr", "system"})
+MESSAGE_MAX = MAX_LOG_LINE + 64  # a message the runner cut: MAX_LOG_LINE bytes and its note
 
 
 class LogStore:
@@ -55,16 +68,21 @@ class LogStore:
             self._write(job_id, [data], cap)
             self._notify(job_id)
 
-    async def append_blocks(self, blocks: Iterable[tuple[str, bytes]], cap: int | None = None) -> None:
-        """A poll's worth of blocks (job id, data), in order: written in a worker thread, so the
-        event loop serves followers meanwhile (writing 1 GB costs seconds where page cache memory
-        is slow to get), then their followers are woken."""
-        by_job: dict[str, list[bytes]] = {}
-        for job_id, data in blocks:
+    async def append_blocks(self, blocks: Iterable[tuple[str, int, bytes]], cap: int | None = None) -> None:
+        """A poll's worth of blocks (job id, attempt, data), in order: checked (clean_block) and
+        written in a worker thread, so the event loop serves followers meanwhile (writing 1 GB
+        costs seconds where page cache memory is slow to get), then their followers are woken."""
+        by_job: dict[str, list[tuple[int, bytes]]] = {}
+        for job_id, attempt, data in blocks:
             if data:
-                by_job.setdefault(job_id, []).append(data)
+                by_job.setdefault(job_id, []).append((attempt, data))
+
+        def write() -> None:
+            for job_id, parts in by_job.items():
+                self._write(job_id, [clean_block(data, attempt) for attempt, data in parts], cap)
+
         if by_job:
-            await asyncio.to_thread(lambda: [self._write(job_id, parts, cap) for job_id, parts in by_job.items()])
+            await asyncio.to_thread(write)
             for job_id in by_job:
                 self._notify(job_id)
 
@@ -226,6 +244,71 @@ class _Reader:
             pos += len(chunk)
         self.scanned = pos  # not ended yet: go on from here when more is written
         return b""
+
+
+@functools.lru_cache(maxsize=256)
+def _entries(attempt: int) -> re.Pattern[bytes]:
+    """Whole lines as encode_lines writes them for `attempt`, and nothing else."""
+    line = (rb'\{"timestamp":"' + _TIME + rb'","stream":"(?:stdout|stderr|system)","message":' + _STRING
+            + rb',"attempt":' + str(int(attempt)).encode() + rb"\}\n")
+    return re.compile(rb"(?:" + line + rb")*+")
+
+
+def _valid_times(block: bytes) -> bool:
+    """Each February 29th of `block` (whose times match _TIME) is in a leap year."""
+    if block.find(b"-02-29T") < 0:
+        return True
+    try:
+        for ts in set(_TIMES.findall(block)):
+            datetime.fromisoformat(ts[:-1].decode())
+    except ValueError:
+        return False
+    return True
+
+
+def _fits(block: bytes) -> bool:
+    """True when `block` is valid UTF-8 and no line of it is longer than LINE_MAX (C-level finds:
+    a longer line holds a whole aligned stretch of LINE_MAX/2 bytes without a newline)."""
+    half = LINE_MAX // 2
+    if len(block) > LINE_MAX and not all(block.find(b"\n", i, i + half) >= 0
+                                         for i in range(0, len(block) - half + 1, half)):
+        return False
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def clean_block(block: bytes, attempt: int) -> bytes:
+    """`block` as a log may hold it: whole entries of `attempt`, messages cut at MAX_LOG_LINE
+    bytes, no other field; a line that is no entry becomes a system line saying so. The daemon
+    trusts no sender of a block (a job may have reached the dispatcher)."""
+    if _entries(attempt).fullmatch(block) and _fits(block) and _valid_times(block):
+        return block
+    lines = block.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return b"".join(_clean_line(line, attempt) for line in lines if line.strip())
+
+
+def _clean_line(line: bytes, attempt: int) -> bytes:
+    whole = line + b"\n"
+    if _entries(attempt).fullmatch(whole) and len(whole) <= LINE_MAX and _fits(whole) and _valid_times(whole):
+        return whole
+    try:
+        entry = json.loads(line)
+        stream, message = entry["stream"], entry["message"]
+        if stream not in STREAMS or not isinstance(message, str) or not isinstance(entry["timestamp"], str):
+            raise ValueError("not a log entry")
+        when = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+        t = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+        raw = message.encode("utf-8", "replace")
+        return encode_lines([(t, stream, cut_line(raw) if len(raw) > MESSAGE_MAX else message, attempt)])
+    except (ValueError, TypeError, KeyError, OverflowError, OSError, RecursionError):
+        return encode_lines([(time.time(), "system",
+                              f"[sage-ops: a log line of {len(line)} bytes was dropped: not a log entry]", attempt)])
 
 
 def _tail_start(fd: int, size: int, n: int) -> int:

@@ -186,6 +186,8 @@ async def prometheus_text(daemon: Daemon) -> str:
                    [({}, sched.submitted_total)])
     out += _family("sage_ops_started_total", "counter", "attempts that started running since the daemon started",
                    [({}, sched.started_total)])
+    out += _family("sage_ops_dispatcher_refused_total", "counter", "calls the Ray dispatcher actor refused "
+                   "(no daemon key, or not the capability of a dispatched attempt)", [({}, sched.refused)])
     _, per = usage(daemon.backend.node_infos() if daemon.backend.connected else [])
     out += _family("sage_ops_node_resource", "gauge", "resources of each Ray node: total and in use by tasks",
                    [({"node": name, "resource": r, "state": state}, getattr(u, f"{r}_{state}"))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from ..lifecycle import JobStatus, Transition, attempt_outcome, is_terminal, transition
+from . import accounts
 from . import store as st
 
 if TYPE_CHECKING:
@@ -27,6 +28,12 @@ S = JobStatus
 
 
 LOST_AFTER = 5  # failed polls in a row (about 5-10 s) before the Ray connection is rebuilt
+REFUSED_AUDIT_SECONDS = 60.0  # calls the dispatcher refused reach the audit as one row per this much time
+
+
+def _logged(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("cannot write an audit row: %s", done.exception())
 
 
 class RayEvents:
@@ -39,6 +46,8 @@ class RayEvents:
         self.cursor = 0  # last event committed (the actor may forget up to here)
         self.received = 0  # last event taken from the actor
         self._applying: set[asyncio.Future[None]] = set()
+        self.refused = 0  # calls the dispatcher refused (its count since it started: metrics)
+        self._refused_audited = (0, -REFUSED_AUDIT_SECONDS)  # (count in the audit, when)
 
     def load_cursor(self: Scheduler, saved: str | None) -> None:
         if saved:
@@ -92,6 +101,7 @@ class RayEvents:
                     await self._attempts_failed([(d.job, d.attempt) for d in lost],
                                                 "lost: the Ray dispatcher was restarted", self.clock.now())
                 self.recheck_cancels(reply["inflight"])
+                self._audit_refused(reply)
                 # Commits are pipelined: keep polling while this batch is being written.
                 await self.apply_events(reply["events"], wait=False)
                 if time.monotonic() - last_refresh > 2:
@@ -110,6 +120,26 @@ class RayEvents:
                     asyncio.get_running_loop().create_task(self.on_ray_lost())
                     return
                 await asyncio.sleep(1)
+
+    def _audit_refused(self: Scheduler, reply: dict[str, Any]) -> None:
+        """Calls the dispatcher refused (no key, a wrong capability: someone else reached the
+        actor) reach the audit as "dispatcher.refused" with their count: the first at once,
+        then at most one row per REFUSED_AUDIT_SECONDS, so a flood costs no more."""
+        count = reply.get("refused") or 0
+        audited, at = self._refused_audited
+        if count < audited:  # another actor (its count starts again)
+            audited = 0
+        self.refused = count
+        now = time.monotonic()
+        if count == audited or now - at < REFUSED_AUDIT_SECONDS:
+            self._refused_audited = (audited, at)
+            return
+        self._refused_audited = (count, now)
+        detail = f"{count - audited} calls to the Ray dispatcher refused (last: {reply.get('refused_last')})"
+        row = {"time": time.time(), "actor": "ray", "tenant": None, "action": "dispatcher.refused",
+               "target": None, "status": 403, "detail": detail[:500]}
+        asyncio.ensure_future(self.store.write(lambda conn: accounts.add_audit(conn, [row]), fenced=False)
+                              ).add_done_callback(_logged)
 
     async def drain(self) -> None:
         if self._applying:
@@ -135,7 +165,7 @@ class RayEvents:
         # Log blocks first, off the event loop; an attempt's lines come before its `ended`, so
         # they are on disk before its end is committed (and before followers hear of it).
         cancelled = False
-        blocks = [(p["job_id"], p["data"]) for _s, kind, p in events if kind == "logs" and "data" in p]
+        blocks = [(p["job_id"], p["attempt"], p["data"]) for _s, kind, p in events if kind == "logs" and "data" in p]
         if blocks:
             written = asyncio.ensure_future(self.logs.append_blocks(blocks, self.cfg.storage.max_log_bytes))
             while not written.done():

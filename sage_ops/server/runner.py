@@ -101,8 +101,9 @@ def _dispatcher(ref: tuple[str, str, str]) -> Any:
 
 
 def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, str, str],
-            opts: dict[str, Any]) -> dict:
-    """Run one attempt as a process group; stream its lines; return exit code and result."""
+            opts: dict[str, Any], cap: bytes = b"") -> dict:
+    """Run one attempt as a process group; stream its lines; return exit code and result.
+    `cap` (the attempt's capability) opens the dispatcher's calls; the job never sees it."""
     dispatcher = _dispatcher(owner)
     scratch = tempfile.mkdtemp(prefix=f"sage-ops-{job_id}-")
     result_file = os.path.join(scratch, "result.json")
@@ -129,7 +130,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         nonlocal buffered, sent, last_flush
         if pending:
             _wait_calls(calls, LOG_CALLS - 1, deadline)
-            calls.append(dispatcher.logs.remote(job_id, attempt, sent, b"".join(pending)))
+            calls.append(dispatcher.logs.remote(job_id, attempt, sent, b"".join(pending), cap))
             sent += 1
             pending.clear()
             buffered = 0
@@ -163,7 +164,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     mask = masker(secret.values())
     own = {**(spec.get("env") or {}), **secret, "SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
            "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"}
-    control = Control(job_id, attempt, dispatcher, refs) if spec["kind"] == "pipeline" else None
+    control = Control(job_id, attempt, dispatcher, refs, cap) if spec["kind"] == "pipeline" else None
     if control is not None:
         own.update({"SAGE_OPS_CONTROL_FD": str(control.child),
                     "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
@@ -198,7 +199,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     def report_start() -> None:
         nonlocal report_start_at
         report_start_at = None
-        dispatcher.started.remote(job_id, attempt, **started)
+        dispatcher.started.remote(job_id, attempt, cap, **started)
     deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
     outcome: dict[str, Any] = {}
     capture = Capture(attempt, int(opts.get("max_log_bytes") or MAX_LOG_BYTES))

@@ -9,6 +9,8 @@ Idempotency-Key) is recognised as the same request."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -35,6 +37,11 @@ class Sealer:
         if self._box is None:  # only daemons that see a secret need the key
             self._box = AESSIV(load_key(self.key_file))
         return self._box
+
+    def derive(self, label: bytes) -> bytes:
+        """A key for another use (`label`), derived from the sealing key: every daemon of the
+        database holds it, with no file of its own."""
+        return hmac.new(load_key(self.key_file), b"sage-ops " + label, hashlib.sha256).digest()
 
     def seal(self, spec: JobSpec) -> JobSpec:
         if not spec.secret_env:
