@@ -6,17 +6,22 @@ such a job would, trying the call as the actor of each version takes it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Daemon, wait_until
+
+from sage_ops.server.job_output import Output
+from sage_ops.server.logs import LogStore
 
 ATTACKER = r'''
 import json, os, sys, time, uuid
@@ -175,3 +180,45 @@ def test_refused_calls_are_counted_in_the_metrics(fresh: Daemon) -> None:
     settle(fresh)
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(fresh.socket)), base_url="http://x") as h:
         assert "\nsage_ops_dispatcher_refused_total 3\n" in h.get("/metrics").text
+
+
+# -- log blocks are checked where they are stored --------------------------------------------------
+
+LINE = b'{"timestamp":"2024-01-01T00:00:00Z","stream":"stdout","message":"%s","attempt":%d}\n'
+
+
+def store_block(tmp_path: Path, block: bytes, attempt: int = 2) -> bytes:
+    """What the daemon's log store keeps of `block`, sent for `attempt` of a job."""
+    store = LogStore(tmp_path)
+    asyncio.run(store.append_blocks([("job1", attempt, block)]))
+    return b"".join(store.blocks("job1"))
+
+
+def stored(tmp_path: Path, block: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in store_block(tmp_path, block).splitlines()]
+
+
+def test_a_line_claiming_another_attempt_is_stored_as_the_attempt_it_came_for(tmp_path: Path) -> None:
+    assert [e["attempt"] for e in stored(tmp_path, LINE % (b"hi", 7))] == [2]
+
+
+def test_unknown_fields_of_a_line_are_dropped(tmp_path: Path) -> None:
+    block = b'{"timestamp":"2024-01-01T00:00:00Z","stream":"stdout","message":"hi","attempt":2,"admin":true}\n'
+    assert sorted(stored(tmp_path, block)[0]) == ["attempt", "message", "stream", "timestamp"]
+
+
+def test_a_malformed_line_is_replaced_by_a_system_line_saying_so(tmp_path: Path) -> None:
+    block = LINE % (b"before", 2) + b'{"stream":"stdout","message":"no time"}\n' + LINE % (b"after", 2)
+    assert [(e["stream"], e["message"]) for e in stored(tmp_path, block)] == [
+        ("stdout", "before"), ("system", "[sage-ops: a log line of 39 bytes was dropped: not a log entry]"),
+        ("stdout", "after")]
+
+
+def test_a_line_longer_than_64_kib_is_cut(tmp_path: Path) -> None:
+    message = stored(tmp_path, LINE % (b"x" * 200_000, 2))[0]["message"]
+    assert message == "x" * 65536 + " … [line truncated: 200000 bytes]"
+
+
+def test_a_block_as_the_runner_writes_it_is_stored_byte_for_byte(tmp_path: Path) -> None:
+    block = Output("stdout", 2).feed("plain\nquotes \" and \\ tabs\t ünïcode\n".encode(), 1.7e9)
+    assert store_block(tmp_path, block) == block
