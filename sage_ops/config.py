@@ -39,7 +39,8 @@ class JobManagerConfig(_Section):
 
 class RayConfig(_Section):
     address: str = Field("auto", description="'auto' or 'local': this daemon's own head (started when none "
-                         "runs; $RAY_ADDRESS and /tmp/ray are never followed); HOST:PORT joins that head")
+                         "runs; $RAY_ADDRESS and /tmp/ray are never followed); HOST:PORT joins that cluster, with "
+                         "its token (RAY_AUTH_TOKEN_PATH) and only the one expected (ray.cluster_id, else pinned)")
     namespace: str = "sage-ops"
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
@@ -49,6 +50,8 @@ class RayConfig(_Section):
                                            "of a head the daemon starts, on 127.0.0.1: off unless a port is set")
     metrics_export_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics of a head the "
                                             "daemon starts (no auth; 0: any free port): off unless set")
+    cluster_id: str | None = Field(None, pattern=r"^[0-9a-f]{16,64}$", description="with address HOST:PORT: the "
+                                   "id of the cluster expected there (else the first join pins it in the state dir)")
     temp_root: Path = Field(Path("/tmp"), description="where a head the daemon starts gets its private 0700 temp "
                             "dir (a new random name each start); at most 16 bytes, for Ray's socket paths. The "
                             "systemd unit uses /run/sage-ops, which outlives the service's private /tmp on a restart")

@@ -26,9 +26,9 @@ import uvicorn
 from .. import paths
 from ..access import Role
 from ..config import Config, load_config
-from ..errors import Conflict, DaemonUnavailable
+from ..errors import Conflict, DaemonUnavailable, SageOpsError
 from ..exposure import loopback_for, plaintext_exposure
-from . import accounts
+from . import accounts, ray_join
 from . import store as st
 from .api import create_app
 from .auth import AuditLog, Denials, Gate, Identities, RateLimiter, digest_of, new_token
@@ -187,6 +187,7 @@ class Daemon:
         self.sampler = Sampler(self)
         self.events = EventHub(self.store)
         self._stop = asyncio.Event()
+        self.fatal: SageOpsError | None = None  # why the daemon stopped by itself (a Ray cluster refused)
         self._connecting: asyncio.Task[None] | None = None
         self.restart = False  # set when the daemon must start over as a new process
 
@@ -224,6 +225,11 @@ class Daemon:
                 await self.scheduler.recover()
                 await self.provisioner.resume()
                 await self.scheduler.run()
+                return
+            except ray_join.Refused as exc:  # not a cluster to join: retrying cannot help
+                log.error("%s", exc.message)
+                self.fatal = exc
+                self._stop.set()
                 return
             except Exception as exc:  # noqa: BLE001 - keep serving; report in health, retry
                 msg = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
@@ -395,6 +401,8 @@ class JobManagerServer:
                 raise DaemonUnavailable(f"cannot listen on {jm.host}:{jm.port}: {exc.strerror}") from None
         finally:
             lock.release()
+        if daemon.fatal is not None:
+            raise daemon.fatal
         if daemon.restart and "sage_ops.server" in sys.orig_argv:  # the daemon's own command
             os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
         if daemon.restart:

@@ -28,6 +28,7 @@ from ..errors import Conflict, DaemonUnavailable
 from ..nodes import tls
 from ..nodes.base import NODE_RESOURCE_PREFIX
 from ..telemetry import RayHealth
+from . import ray_join
 from .sealing import Sealer
 from .transit import TRANSIT_ENV, new_key
 
@@ -186,6 +187,7 @@ class RayBackend:
         self.actor_name = f"dispatcher-{hashlib.sha1(instance.encode()).hexdigest()[:12]}"
         self.address: str | None = None
         self.started_head = False
+        self.joined = False  # ray.address names a cluster we did not start (ray_join)
         self.actor: Any = None
         self.connected = False
         self.detail: str | None = "connecting"
@@ -200,11 +202,12 @@ class RayBackend:
         want = self.cfg.address
         if want not in ("auto", "local"):
             env = dict(RAY_ENV)
-            if "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ:
-                return want, env
             rec = self.head.load()
-            if rec and rec["address"] == want:
-                env.update(self.head.env())
+            if rec and rec["address"] == want and not any(os.environ.get(k) for k in ray_join.TOKEN_VARS):
+                env.update(self.head.env())  # our own head, named by its address
+            else:
+                ray_join.require_token(want, os.environ)
+                self.joined = True
             return want, env
         # 'auto' (the JobManager docs' value) and 'local': our own head. $RAY_ADDRESS and
         # /tmp/ray are never followed implicitly: any local user can write them, and joining
@@ -239,6 +242,13 @@ class RayBackend:
             kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address=address, namespace=self.cfg.namespace, logging_level=logging.WARNING,
                  log_to_driver=False, configure_logging=False, **kwargs)
+        if self.joined:  # a cluster we did not start: the one expected, or none
+            cluster_id = ray._private.worker.global_worker.node.cluster_id.hex()
+            try:
+                ray_join.check(self.head.dir / "joined.json", address, cluster_id, self.cfg.cluster_id)
+            except DaemonUnavailable:
+                ray.shutdown()
+                raise
         head = [n for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
         options: dict[str, Any] = {"name": self.actor_name, "lifetime": "detached", "get_if_exists": True}
         if head:
