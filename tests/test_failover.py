@@ -25,7 +25,9 @@ def free_port() -> int:
 def pair(new_daemon: Any, url: str, shared: str) -> tuple[Daemon, Daemon]:
     made = []
     for _ in range(2):
+        # daemons of one database share its sealing key (and so the dispatcher's key)
         d: Daemon = new_daemon({"database": {"url": url}, "storage": {"path": shared},
+                                "security": {"secret_key_file": f"{shared}.secret.key"},
                                 "jobmanager": {"host": "127.0.0.1", "port": free_port(), "heartbeat_interval": 3}})
         made.append(d)
     made[0].start()
