@@ -187,6 +187,52 @@ def test_refused_calls_are_counted_in_the_metrics(fresh: Daemon) -> None:
 LINE = b'{"timestamp":"2024-01-01T00:00:00Z","stream":"stdout","message":"%s","attempt":%d}\n'
 
 
+IMPOSTOR = r'''
+import os, sys, uuid
+import ray
+ray.init(address=os.environ["SAGE_OPS_RAY__ADDRESS"], namespace="sgo-impostor-" + uuid.uuid4().hex,
+         logging_level="ERROR", log_to_driver=False)
+name, marker = sys.argv[1], sys.argv[2]
+
+class Boom:  # un-pickled by whoever reads a reply: runs a command there
+    def __reduce__(self):
+        return (os.system, (f"touch {marker}",))
+
+@ray.remote(num_cpus=0)
+class Impostor:
+    def __getattr__(self, _name):
+        return lambda *a, **k: Boom()
+    def hello(self, *a): return Boom()
+    def busy(self, *a): return Boom()
+    def poll(self, *a, **k): return Boom()
+    def submit(self, *a): return Boom()
+
+ray.kill(ray.get_actor(name, namespace="sage-ops"))
+for _ in range(100):  # the name is free once the kill has gone through
+    try:
+        it = Impostor.options(name=name, namespace="sage-ops", lifetime="detached").remote()
+        break
+    except ValueError:
+        import time; time.sleep(0.1)
+print(it._actor_id.hex(), flush=True)
+'''
+
+
+def test_an_impostor_under_the_actors_name_is_never_called(new_daemon: Any, tmp_path: Path) -> None:
+    """A driver ends the dispatcher and registers its own actor under that name, with replies that
+    run a command where they are un-pickled: the daemon, restarted, replaces it unheard."""
+    d = new_daemon()
+    d.start()
+    marker = tmp_path / "ran-in-the-daemon"
+    out = subprocess.run([sys.executable, "-c", IMPOSTOR, actor_name(d), str(marker)], env=d.env,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    d.stop()
+    d.start()
+    assert d.client(timeout=150).wait(d.submit_q("--", "true"), timeout=120).status == "COMPLETED"
+    assert not marker.exists()
+
+
 def store_block(tmp_path: Path, block: bytes, attempt: int = 2) -> bytes:
     """What the daemon's log store keeps of `block`, sent for `attempt` of a job."""
     store = LogStore(tmp_path)

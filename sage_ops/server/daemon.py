@@ -43,6 +43,7 @@ from .run_as import RunAs
 from .scheduler import Scheduler
 from .sealing import Sealer
 
+DISPATCHER_ACTOR = "dispatcher_actor"  # Meta key: the id of the dispatcher actor we made
 log = logging.getLogger("sage_ops")
 
 
@@ -216,12 +217,22 @@ class Daemon:
         old, self.scheduler = self.scheduler, Scheduler(self.cfg, self.store, self.backend, self.logs)
         await old.stop()
 
+    async def _connect_backend(self) -> None:
+        """Connect to Ray and the dispatcher actor this database recorded (by id: an impostor
+        under its name is never called), recording a new one."""
+        known = await self.store.read(lambda c: st.get_meta(c, DISPATCHER_ACTOR))
+        self.backend.known_actor = known
+        await _in_daemon_thread(self.backend.connect)
+        if self.backend.actor_id and self.backend.actor_id != known:
+            actor_id = self.backend.actor_id
+            await self.store.write(lambda c: st.set_meta(c, DISPATCHER_ACTOR, actor_id))
+
     async def _connect_ray(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
             try:
                 if not self.backend.connected:
-                    await _in_daemon_thread(self.backend.connect)
+                    await self._connect_backend()
                 await self.scheduler.recover()
                 await self.provisioner.resume()
                 await self.scheduler.run()

@@ -188,6 +188,10 @@ class RayBackend:
         self.address: str | None = None
         self.started_head = False
         self.joined = False  # ray.address names a cluster we did not start (ray_join)
+        # the dispatcher actor's id as the database recorded it (the daemon sets it before connect)
+        # and as attached: an actor of that name with another id is never called
+        self.known_actor: str | None = None
+        self.actor_id: str | None = None
         self.actor: Any = None
         self.connected = False
         self.detail: str | None = "connecting"
@@ -281,6 +285,13 @@ class RayBackend:
             return dispatch_actor.Dispatcher.options(**options).remote(dispatch_actor.key_hash(self.key))
 
         actor, self.key_args = create(), (self.key,)
+        if self.known_actor and actor._actor_id.hex() != self.known_actor:
+            # Not the actor we made: ours is gone and something else took its name. Never call it
+            # (its replies would be un-pickled here); end it and make ours again.
+            log.warning("the Ray actor named %s is not the dispatcher this database recorded (%s): replacing it",
+                        self.actor_name, self.known_actor)
+            ray.kill(actor)
+            actor = create()
         try:
             hello = ray.get(actor.hello.remote(self.key), timeout=60)
             stale = hello.get("protocol") != dispatch_actor.PROTOCOL and not hello.get("inflight")
@@ -302,6 +313,7 @@ class RayBackend:
         if stale:
             ray.kill(actor)
             actor, self.key_args = create(), (self.key,)
+        self.actor_id = actor._actor_id.hex()
         return actor
 
     def refresh_nodes(self) -> None:
