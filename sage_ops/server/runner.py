@@ -141,6 +141,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         if workdir:
             note(f"working_dir {workdir} does not exist on {socket.gethostname()}; using {scratch}")
         workdir = scratch
+
     def refuse(reason: str, code: int) -> dict:
         """The attempt ends before its job starts, saying why."""
         _rmtree(scratch)
@@ -181,6 +182,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
             )
     except OSError as exc:
         jail.close()
+        _rmtree(scratch)
         note(f"could not start: {exc}")
         flush(final=True)
         if control is not None:
