@@ -53,6 +53,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def _umask_kept() -> Iterator[None]:
+    """A test leaves the process umask as it found it (a daemon started in-process sets 077; left
+    so, every later test's files and dirs would be closed to the other users some tests play)."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    after = os.umask(before)
+    assert after == before, f"the test left the process umask {after:03o} (it was {before:03o})"
+
+
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[dict[str, str]]:
     """A Ray head for the whole session (3-4 s and ~500 MB: never one per test)."""

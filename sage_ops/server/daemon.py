@@ -381,10 +381,11 @@ class JobManagerServer:
         """Serve in this thread until SIGTERM/SIGINT. Raises Conflict (one clear line) when a
         daemon already runs for this state directory, before touching its log or Ray."""
         lock = PidLock(paths.pidfile())
-        os.umask(0o077)  # every file and directory the daemon makes from now on is owner-only
+        old_umask = os.umask(0o077)  # every file and directory the daemon makes is owner-only
         try:
             lock.acquire()
         except Conflict as exc:
+            os.umask(old_umask)  # an embedding program gets its process back as it was
             raise Conflict(f"{exc.message}: connect to it (JobManagerClient()), or stop it first "
                            "(sage-ops daemon stop)") from None
         try:
@@ -412,6 +413,7 @@ class JobManagerServer:
                 raise DaemonUnavailable(f"cannot listen on {jm.host}:{jm.port}: {exc.strerror}") from None
         finally:
             lock.release()
+            os.umask(old_umask)
         if daemon.fatal is not None:
             raise daemon.fatal
         if daemon.restart and "sage_ops.server" in sys.orig_argv:  # the daemon's own command
