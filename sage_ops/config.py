@@ -104,6 +104,9 @@ class SecurityConfig(_Section):
     switch_users: Literal["auto", "on", "off"] = Field(
         "auto", description="multi-user: run each job as its owner's Unix user (auto: when the daemon is root "
         "and setpriv exists); off: every job runs as the daemon's own user, tenants kept apart by the API only")
+    sandbox: Literal["auto", "off"] = Field(
+        "auto", description="single-user: run the daemon's jobs under bubblewrap (where it works) so they do "
+        "not see its state dir, keys, tokens, logs or Ray temp dir")
     secret_key_file: Path = Field(default_factory=lambda: paths.config_dir() / "secret.key",
                                   description="seals --secret-env values at rest; HA daemons share it")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger requests get 413")

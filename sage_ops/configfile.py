@@ -27,7 +27,7 @@ KEYS: dict[str, frozenset[str]] = {
     "logging": frozenset({"level", "file", "format", "max_bytes", "backups", "stderr"}),
     "security": frozenset({"socket_mode", "tls_cert", "tls_key", "secret_key_file", "max_body_bytes", "rate_limit",
                            "rate_burst", "audit_retention_days", "denial_audit_interval", "insecure_plaintext",
-                           "switch_users"}),
+                           "switch_users", "sandbox"}),
     "metrics": frozenset({"interval", "retention_days"}),
     "nodes": frozenset({"head_address", "known_hosts", "venv", "install_timeout", "join_timeout"}),
 }

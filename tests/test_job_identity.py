@@ -33,8 +33,10 @@ PRINT_ENV = "import json, os; json.dump(dict(os.environ), open(os.environ['SAGE_
 @pytest.fixture(scope="module")
 def own(ray_head: dict[str, str]) -> Iterator[Daemon]:
     """A daemon with a Ray head of its own, started from a shell holding the starter's secrets;
-    single-user even as root (switch_users: off), as on a laptop (test_run_as has multi-user)."""
-    d = Daemon({}, {"ray": {"num_cpus": 2}, "security": {"switch_users": "off"}})
+    single-user even as root (switch_users: off), as on a laptop (test_run_as has multi-user), and
+    without the bubblewrap sandbox, whose PID namespace would hide the host pids these tests follow
+    (test_sandbox has it)."""
+    d = Daemon({}, {"ray": {"num_cpus": 2}, "security": {"switch_users": "off", "sandbox": "off"}})
     d.env.update({"SSH_AUTH_SOCK": "/tmp/agent.sock", "XDG_SESSION_ID": "7", "XDG_DATA_HOME": str(d.home),
                   "SAGE_OPS_STORE__URL": f"sqlite:///{d.home}/elsewhere.db"})
     try:

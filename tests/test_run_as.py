@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Daemon, wait_until
+from probe import lines, run_probe
 from users import can_make_users, make_user, remove_user, request_as
 
 from sage_ops.client import JobManagerClient
@@ -28,19 +29,6 @@ pytestmark = pytest.mark.skipif(not can_make_users() or shutil.which("setpriv") 
                                 reason="needs root, useradd and setpriv to run jobs as other users")
 
 SECRET = "beta-secret-7c1e"
-# What alpha's job tries: each NAME=PATH is read (a file) or listed (a directory); each NAME=kill:PID
-# is signalled (signal 0: the kernel's permission check without harm). One line per try.
-PROBE = r"""
-for t in "$@"; do
-  name=${t%%=*}; what=${t#*=}
-  case $what in
-    kill:*) if kill -0 "${what#kill:}" 2>/dev/null; then r=OPEN; else r=denied; fi ;;
-    *) if [ -d "$what" ]; then ls "$what" >/dev/null 2>&1 && r=OPEN || r=denied;
-       else head -c 1 "$what" >/dev/null 2>&1 && r=OPEN || r=denied; fi ;;
-  esac
-  echo "probe $name $r"
-done
-"""
 
 
 def token_for(d: Daemon, *args: str) -> str:
@@ -49,10 +37,6 @@ def token_for(d: Daemon, *args: str) -> str:
 
 def as_token(d: Daemon, token: str) -> JobManagerClient:
     return JobManagerClient(f"unix://{d.socket}", config={"retry_attempts": 1}, token=token)
-
-
-def lines(client: JobManagerClient, job_id: str) -> list[str]:
-    return [e.message for e in client.get_job_logs(job_id)]
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +92,6 @@ def files_of(d: Daemon, beta_id: str) -> dict[str, str]:
             "state-dir": str(state), "sealing-key": str(config / "secret.key"),
             "admin-token": str(config / "token"), "ray-token": str(state / "ray" / "auth_token"),
             "beta-log": str(logs[0])}
-
-
-def run_probe(client: JobManagerClient, targets: dict[str, str]) -> dict[str, str]:
-    """What a job of `client` could reach of `targets`: NAME -> OPEN | denied."""
-    view = client.submit_job({"command": ["sh", "-c", PROBE, "sh", *(f"{k}={v}" for k, v in targets.items())]})
-    assert client.wait(view.id, timeout=120).status == "COMPLETED"
-    found = {}
-    for line in lines(client, view.id):
-        if line.startswith("probe "):
-            _, name, verdict = line.split()
-            found[name] = verdict
-    return found
 
 
 @pytest.fixture(scope="module")

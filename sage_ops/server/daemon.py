@@ -180,7 +180,7 @@ class Daemon:
                                      self._deposed)
         self.identities = Identities(self.store)
         sec = cfg.security
-        self.run_as = RunAs(sec.switch_users)
+        self.run_as = RunAs(sec.switch_users, sec.sandbox)
         self.audit = AuditLog(self.store, self.identities, sec.audit_retention_days * 86400)
         self.denials = Denials(self.audit, sec.denial_audit_interval)
         self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)

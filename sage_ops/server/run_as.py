@@ -17,10 +17,14 @@ import os
 import pwd
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
+from .. import paths, rayhead
+from ..config import Config
 from ..errors import Forbidden, Invalid
 from ..schemas import JobKind, JobSpec
+from . import sandbox
 
 Mode = Literal["auto", "on", "off"]
 
@@ -41,19 +45,42 @@ def user_name(uid: int) -> str:
 class RunAs:
     """The policy: who a new job runs as, and which run_as a tenant may be given."""
 
-    def __init__(self, mode: Mode = "auto") -> None:
+    def __init__(self, mode: Mode = "auto", sandbox_mode: Literal["auto", "off"] = "auto") -> None:
         self.owner = os.getuid()
         self.multi_user = mode == "on" or (mode == "auto" and can_switch())
         if self.multi_user and not can_switch():
             raise Invalid("security.switch_users: on needs a daemon running as root with setpriv (util-linux)")
+        # single-user: where bubblewrap works, the daemon's own jobs do not see its files
+        self.sandboxed = not self.multi_user and sandbox_mode == "auto" and sandbox.bwrap() is not None
+
+    def hidden(self, cfg: Config, kind: JobKind) -> list[str]:
+        """What a job of the daemon's own user must not see (sandbox.wrap hides it), on a
+        single-user daemon: its state, config (keys, tokens), logs and database, and its Ray head's
+        temp dir (a pipeline drives Ray through it: it keeps it)."""
+        if not self.sandboxed:
+            return []
+        hide = [paths.state_dir(), paths.config_dir(), cfg.storage.path, cfg.security.secret_key_file.parent,
+                cfg.logging.file.parent]
+        if cfg.database.url.startswith("sqlite:///"):
+            hide.append(Path(cfg.database.url.removeprefix("sqlite:///")).parent)
+        record = rayhead.load_record(paths.state_dir()) or {}
+        if kind is not JobKind.PIPELINE and record.get("temp_dir"):
+            hide.append(Path(record["temp_dir"]).parent)
+        out: list[str] = []
+        for path in sorted({str(p) for p in hide}):  # a dir inside one already hidden is hidden with it
+            if not any(path.startswith(f"{kept}/") for kept in out):
+                out.append(path)
+        return out
 
     def describe(self) -> str:
         name = user_name(self.owner)
         if self.multi_user:
             return (f"multi-user: each job runs as its owner's Unix user (the socket caller's uid, or its "
                     f"tenant's run_as); never as the daemon's {name}")
+        wall = ("jobs do not see the daemon's files (bubblewrap)" if self.sandboxed else
+                "jobs can read the daemon's files by path (install bubblewrap to hide them)")
         return (f"single-user: every tenant's jobs run as {name} (uid {self.owner}), the daemon's own OS user; "
-                "tenants are kept apart by the API only, not by the OS")
+                f"tenants are kept apart by the API only, not by the OS; {wall}")
 
     def check_user(self, name: str) -> str:
         """A tenant's run_as: a user that exists here and is neither root nor the daemon."""

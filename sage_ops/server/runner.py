@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from ..nodes.base import NODE_ENV
-from . import job_user, transit
+from . import job_user, sandbox, transit
 from .containment import Jail
 from .job_env import job_environment
 from .job_output import (
@@ -59,7 +59,7 @@ def _code_version() -> str:
     digest = hashlib.sha1()
     here = os.path.dirname(__file__)
     for name in ("runner.py", "dispatch_actor.py", "job_output.py", "process_group.py", "job_env.py", "containment.py",
-                 "job_user.py", "transit.py"):
+                 "job_user.py", "transit.py", "sandbox.py"):
         path = os.path.join(here, name)
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -157,6 +157,9 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         if user is not None:
             job_user.hand_over(scratch, user)
             argv = [*job_user.setpriv(user), *argv]
+        elif opts.get("hide"):  # the daemon's own user: its files out of the job's sight
+            ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH", "") if spec["kind"] == "pipeline" else ""
+            argv = sandbox.wrap(argv, opts["hide"], [scratch, workdir, ray_token])
     except LookupError as exc:
         return refuse(str(exc.args[0]), 126)
     secret, sealed_wrong = transit.opened(opts, job_id, attempt)  # sealed for the trip: opened here

@@ -25,7 +25,7 @@ from ..access import Quotas
 from ..config import Config
 from ..errors import Conflict, NotFound, SageOpsError
 from ..lifecycle import ACTIVE, JobStatus, Transition, amend, is_terminal, transition
-from ..schemas import JobSpec, JobView
+from ..schemas import JobKind, JobSpec, JobView
 from . import accounts, transit
 from . import store as st
 from . import submission as sub
@@ -36,6 +36,7 @@ from .logs import LogStore
 from .operations import Operations
 from .quotas import FairQueue, Tally, over_quota
 from .ray_events import RayEvents
+from .run_as import RunAs
 from .sealing import Sealer
 from .submission import Submissions
 
@@ -116,6 +117,8 @@ class Scheduler(RayEvents, Operations, Submissions):
         self.ready_queue = FairQueue()  # runnable now, per tenant
         self.quotas: dict[str, Quotas] = {}
         self.sealer = Sealer(cfg.security.secret_key_file)
+        self.run_as = RunAs(cfg.security.switch_users, cfg.security.sandbox)
+        self.hide: dict[JobKind, list[str]] = {}  # per kind: what the daemon's own jobs must not see
         self.later: list[tuple[float, int, str]] = []  # (not_before, seq, id): retries in backoff
         self.waiting = Waiting()
         self.dispatched: Tally[Dispatched] = Tally()
@@ -288,6 +291,11 @@ class Scheduler(RayEvents, Operations, Submissions):
                                     "max_log_bytes": self.cfg.storage.max_log_bytes,
                                     "max_result_bytes": self.cfg.storage.max_result_bytes,
                                     "run_as": job.spec.run_as}
+            if not job.spec.run_as:
+                kind = job.spec.kind
+                if kind not in self.hide:
+                    self.hide[kind] = self.run_as.hidden(self.cfg, kind)
+                opts["hide"] = self.hide[kind]
             if job.spec.secret_env:
                 try:
                     opts["secret_env"] = transit.seal(self.sealer.unseal(job.spec), job_id, attempt)
