@@ -8,6 +8,7 @@ fail the node with the step named. test_ssh.py installs from a wheelhouse (offli
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,19 @@ def nodes(d: Daemon) -> dict[str, dict[str, Any]]:
     return {n["name"]: n for n in json.loads(d.run("nodes", "--json", check=True).stdout)}
 
 
+def raylets() -> list[str]:
+    """The command lines of the raylets running here."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"raylet"):
+            out.append(b" ".join(cmd).decode(errors="replace"))
+    return out
+
+
 def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     d = cluster
     out = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1", "--accept-new-host-key")
@@ -55,6 +69,10 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     node = nodes(d)["tpu1"]
     assert node["state"] == "UP" and node["managed"] and node["resources"] == {"TPU": 1.0}
     assert node["cpu_total"] == 1 and node["heartbeat_age_s"] is not None
+    # the node's Ray temp dir is private (a fresh 0700 dir, not /tmp/ray), and its raylet uses it
+    temp = Path((sshd.home / ".sage-ops" / "ray-temp-tpu1").read_text())
+    assert temp.parent.name.startswith("sage-ops-rt-") and temp.parent.stat().st_mode & 0o777 == 0o700
+    assert any(f"{temp}/session_" in cmd for cmd in raylets()), raylets()
 
     client = d.client()
     job = client.submit_command(["sh", "-c", "echo on $SAGE_OPS_NODE"], resources={"custom_resources": {"TPU": 1}})
@@ -78,6 +96,7 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     assert "wait jobs" in drained.stderr and "stop ray" in drained.stderr
     assert client.get_job_status(later) == "PENDING"  # it waits; the draining node took nothing new
     assert nodes(d)["tpu1"]["cpu_total"] == 0  # its Ray is stopped
+    assert not temp.parent.exists()  # and its private temp dir is gone
     client.cancel_job(later)
 
     removed = d.run("nodes", "remove", "tpu1")

@@ -18,10 +18,14 @@ if TYPE_CHECKING:
     from .ssh import _Remote
 
 
+RAY_TEMP_RECORD = "ray-temp-"  # + the node's name: where its Ray temp dir is (removed with it, if safe)
+
+
 def node_files(remote: _Remote, workdir: str, name: str) -> dict[str, str]:
     """Where node `name` keeps its credentials (absolute paths on the node)."""
     base = remote.path(workdir)
-    return {"token": f"{base}/ray-token-{name}", "transit": f"{base}/transit-{name}.key", "tls": f"{base}/tls-{name}"}
+    return {"token": f"{base}/ray-token-{name}", "transit": f"{base}/transit-{name}.key", "tls": f"{base}/tls-{name}",
+            "ray_temp": f"{base}/{RAY_TEMP_RECORD}{name}"}
 
 
 def put_secret(remote: _Remote, path: str, value: str) -> None:

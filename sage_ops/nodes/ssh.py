@@ -35,62 +35,15 @@ from .base import (
     StepTimeouts,
     node_resource,
 )
+from .remote_scripts import CHECK_PY as _CHECK_PY
+from .remote_scripts import NEW_TEMP as _NEW_TEMP
+from .remote_scripts import PROCS as _PROCS
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 # Runs on the node with its python (script on stdin): count, or stop, the processes of our uid
 # whose environment holds exactly SAGE_OPS_NODE=<name>; the raylet first (it takes its workers).
-_PROCS = r"""
-import os, shutil, signal, sys, time
-name, action, timeout, files = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
-want, me, uid = ("%s=%s" % (ENV, name)).encode(), os.getpid(), os.getuid()
-
-def find():  # {pid: is the raylet}
-    found = {}
-    for p in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != me):
-        try:
-            if os.stat("/proc/" + p).st_uid == uid:
-                with open("/proc/%s/environ" % p, "rb") as f:
-                    if want in f.read().split(b"\0"):
-                        with open("/proc/%s/cmdline" % p, "rb") as c:
-                            found[int(p)] = b"raylet" in c.read().split(b"\0")[0]
-        except OSError:
-            pass
-    return found
-
-def kill(pids, sig, until):
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    while time.time() < until and set(pids) & set(find()):
-        time.sleep(0.1)
-
-seen = find()
-if action == "stop":
-    start = time.time()
-    kill([p for p, raylet in seen.items() if raylet], signal.SIGTERM, start + timeout / 2)
-    for sig, until in ((signal.SIGTERM, start + timeout), (signal.SIGKILL, start + timeout + 5)):
-        left = find()
-        seen.update(left)
-        kill(list(left), sig, until)
-    for path in files:  # the node's credentials
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.lexists(path):
-            os.remove(path)
-print(len(seen))
-""".replace("ENV", repr(NODE_ENV))
-_CHECK_PY = """import sys, os
-print("%d.%d.%d" % sys.version_info[:3]); print(os.path.exists(os.path.join(sys.argv[1], "bin", "python")))
-try:
-    import venv, ensurepip; print("ok")
-except Exception as e:
-    print(e)"""
-
-
 class _Timeout(Exception):
     pass
 
@@ -442,14 +395,20 @@ class SSHBackend(NodeBackend):
                 progress("join ray", "skip", f"already running ({running} processes)")
                 return node_id
             progress("join ray", "start", f"stopping {running} stale processes of {plan.name}")
-            remote.procs(py, plan.name, "stop", min(30.0, limit / 4), step="join ray")
+            record = credentials.node_files(remote, self.workdir, plan.name)["ray_temp"]
+            remote.procs(py, plan.name, "stop", min(30.0, limit / 4), (record,), step="join ray")
         env = {NODE_ENV: plan.name, "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL": "minor",
                "RAY_USAGE_STATS_ENABLED": "0"}
         env.update(credentials.provision(remote, plan, self.workdir, made, _left(deadline)))
         env.update({k: v for k, v in plan.env.items() if k != NODE_ENV})
         resources = {**plan.resources, node_resource(plan.name): 1}
+        rc, out, err = remote.run(f"{py} -I -c {shlex.quote(_NEW_TEMP)}", 20)
+        if rc != 0 or not out.strip().startswith("/"):
+            raise StepFailed("join ray", f"could not make a private temp dir: {_last_lines(err or out, 1)}")
+        temp = out.strip().splitlines()[-1]
+        credentials.put_secret(remote, credentials.node_files(remote, self.workdir, plan.name)["ray_temp"], temp)
         args = [f"{remote.path(plan.venv)}/bin/ray", "start", f"--address={plan.head_address}",
-                f"--resources={json.dumps(resources)}"]
+                f"--resources={json.dumps(resources)}", f"--temp-dir={temp}"]
         args += [f"--num-cpus={plan.num_cpus}"] if plan.num_cpus is not None else []
         args += [f"--num-gpus={plan.num_gpus}"] if plan.num_gpus is not None else []
         args += [f"--node-ip-address={plan.node_ip}"] if plan.node_ip else []
@@ -477,7 +436,8 @@ class SSHBackend(NodeBackend):
         """Best effort: stop what was started, remove the credentials and a venv this call made."""
         try:
             if "procs" in made:
-                remote.procs(made["procs"], plan.name, "stop", 20)
+                record = credentials.node_files(remote, self.workdir, plan.name)["ray_temp"]
+                remote.procs(made["procs"], plan.name, "stop", 20, (record,))
             if files := [made[k] for k in ("token", "transit", "tls") if k in made]:
                 remote.run(f"rm -rf {shlex.join(files)}", 20)
             if "venv" in made:
