@@ -22,6 +22,9 @@ def test_fuzzing_the_api_finds_no_server_error(ray_head: dict[str, str]) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     d = Daemon({}, {"jobmanager": {"host": "127.0.0.1", "port": port}, "ray": {"address": "127.0.0.1:9"}})
+    token = d.home / "ray-token"  # a cluster not ours is joined with its token only (none answers there)
+    token.write_text("not-a-real-token")
+    d.env["RAY_AUTH_TOKEN_PATH"] = str(token)
     proc = subprocess.Popen([sys.executable, "-m", "sage_ops.server"], env=d.env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
