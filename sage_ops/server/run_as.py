@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from .. import paths, rayhead
-from ..config import Config
+from ..config import Config, config_path
 from ..errors import Forbidden, Invalid
 from ..schemas import JobKind, JobSpec
 from . import sandbox
@@ -55,20 +55,25 @@ class RunAs:
 
     def hidden(self, cfg: Config, kind: JobKind) -> list[str]:
         """What a job of the daemon's own user must not see (sandbox.wrap hides it), on a
-        single-user daemon: its state, config (keys, tokens), logs and database, and its Ray head's
-        temp dir (a pipeline drives Ray through it: it keeps it)."""
+        single-user daemon, as real paths: the dirs that are the daemon's (state, config, socket's,
+        log storage, its Ray head's private temp dir, which a pipeline drives Ray through and keeps)
+        and its files that may live elsewhere (sealing key, TLS key, config file, log file, SQLite
+        database), one by one: hiding their dir could empty /etc or /var/log for the job."""
         if not self.sandboxed:
             return []
-        hide = [paths.state_dir(), paths.config_dir(), cfg.storage.path, cfg.security.secret_key_file.parent,
-                cfg.logging.file.parent]
-        if cfg.database.url.startswith("sqlite:///"):
-            hide.append(Path(cfg.database.url.removeprefix("sqlite:///")).parent)
+        dirs = [paths.state_dir(), paths.config_dir(), paths.runtime_dir(), cfg.storage.path]
         record = rayhead.load_record(paths.state_dir()) or {}
         if kind is not JobKind.PIPELINE and record.get("temp_dir"):
-            hide.append(Path(record["temp_dir"]).parent)
+            dirs.append(Path(record["temp_dir"]).parent)
+        log = cfg.logging.file
+        files = [cfg.jobmanager.socket, cfg.security.secret_key_file, cfg.security.tls_key, config_path()[0], log,
+                 *(log.with_name(f"{log.name}.{i}") for i in range(1, cfg.logging.backups + 1))]
+        if cfg.database.url.startswith("sqlite:///"):
+            db = Path(cfg.database.url.removeprefix("sqlite:///"))
+            files += [db, *(db.with_name(db.name + end) for end in ("-wal", "-shm", "-journal"))]
         out: list[str] = []
-        for path in sorted({str(p) for p in hide}):  # a dir inside one already hidden is hidden with it
-            if not any(path.startswith(f"{kept}/") for kept in out):
+        for path in sorted({os.path.realpath(p) for p in (*dirs, *files) if p is not None}):
+            if not any(path.startswith(f"{kept}/") for kept in out):  # inside one already hidden
                 out.append(path)
         return out
 

@@ -158,8 +158,9 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
             job_user.hand_over(scratch, user)
             argv = [*job_user.setpriv(user), *argv]
         elif opts.get("hide"):  # the daemon's own user: its files out of the job's sight
-            ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH", "") if spec["kind"] == "pipeline" else ""
-            argv = sandbox.wrap(argv, opts["hide"], [scratch, workdir, ray_token])
+            driver = spec["kind"] == "pipeline"  # of Ray: it reads Ray's token, finds its raylet by pid
+            ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH", "") if driver else ""
+            argv = sandbox.wrap(argv, opts["hide"], [scratch, ray_token], own_pids=not driver)
     except LookupError as exc:
         return refuse(str(exc.args[0]), 126)
     secret, sealed_wrong = transit.opened(opts, job_id, attempt)  # sealed for the trip: opened here
