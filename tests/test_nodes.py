@@ -53,8 +53,14 @@ def raylets() -> list[str]:
     return out
 
 
+def tmp_ray() -> list[str] | None:
+    """What Ray's default temp dir holds (None: there is none)."""
+    return sorted(os.listdir("/tmp/ray")) if os.path.lexists("/tmp/ray") else None
+
+
 def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     d = cluster
+    ray_default = tmp_ray()
     out = add(d, sshd, "--name", "tpu1", "--resources", '{"TPU": 1}', "--num-cpus", "1", "--accept-new-host-key")
     assert out.returncode == 0, out.stderr
     for step in ("connect", "check python", "install", "join ray", "verify"):  # not a TTY: plain lines
@@ -72,7 +78,9 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     # the node's Ray temp dir is private (a fresh 0700 dir, not /tmp/ray), and its raylet uses it
     temp = Path((sshd.home / ".sage-ops" / "ray-temp-tpu1").read_text())
     assert temp.parent.name.startswith("sage-ops-rt-") and temp.parent.stat().st_mode & 0o777 == 0o700
+    assert temp.parent.stat().st_uid == os.getuid()  # the node user's (sshd logs in as this user)
     assert any(f"{temp}/session_" in cmd for cmd in raylets()), raylets()
+    assert tmp_ray() == ray_default  # nothing new in Ray's default temp dir
 
     client = d.client()
     job = client.submit_command(["sh", "-c", "echo on $SAGE_OPS_NODE"], resources={"custom_resources": {"TPU": 1}})
@@ -102,6 +110,7 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     removed = d.run("nodes", "remove", "tpu1")
     assert removed.returncode == 0 and "removed tpu1" in removed.stdout
     assert "tpu1" not in nodes(d)
+    assert not temp.parent.exists()
     events = [e.action for e in client.audit(action=None)]
     assert {"node.joining", "node.up", "node.draining", "node.drained", "node.removed"} <= set(events)
 

@@ -4,12 +4,24 @@ credentials, make its private Ray temp dir, check its interpreter."""
 
 from __future__ import annotations
 
-from ..rayhead import TEMP_PREFIX
+import inspect
+
+from .. import rayhead
 from . import credentials
 from .base import NODE_ENV
 
-PROCS = r"""
-import os, shutil, signal, stat, sys, time
+# rayhead (standard library only) as a module on the node, whatever is installed there: the node's
+# Ray temp dir is made and judged by the very functions that make and judge the head's
+_RAYHEAD = f"""
+import sys, types
+rayhead = types.ModuleType("sage_ops_rayhead")
+sys.modules[rayhead.__name__] = rayhead
+exec(compile({inspect.getsource(rayhead)!r}, "sage_ops/rayhead.py", "exec"), rayhead.__dict__)
+"""
+
+PROCS = _RAYHEAD + (r"""
+import os, shutil, signal, sys, time
+from pathlib import Path
 name, action, timeout, files = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
 want, me, uid = ("%s=%s" % (ENV, name)).encode(), os.getpid(), os.getuid()
 
@@ -46,27 +58,16 @@ if action == "stop":
     for path in files:  # the node's credentials, and its Ray temp dir (named in a record)
         if os.path.basename(path).startswith(RECORD) and os.path.isfile(path) and not os.path.islink(path):
             with open(path) as f:
-                private = os.path.dirname(f.read().strip())
-            try:  # ours as new_private_temp made it: a 0700 dir of ours, no link, in a dir none can swap
-                st, up = os.lstat(private), os.stat(os.path.dirname(private))
-                safe = (os.path.basename(private).startswith(PREFIX) and stat.S_ISDIR(st.st_mode)
-                        and st.st_uid == uid and not st.st_mode & 0o077
-                        and os.path.realpath(os.path.dirname(private)) == os.path.dirname(private)
-                        and (up.st_mode & stat.S_ISVTX or not up.st_mode & 0o022))
-            except OSError:
-                safe = False
-            if safe:
-                shutil.rmtree(private, ignore_errors=True)
+                rayhead.remove_temp_dir(Path(f.read().strip()))  # only if ours: rayhead.unsafe
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         elif os.path.lexists(path):
             os.remove(path)
 print(len(seen))
-""".replace("ENV", repr(NODE_ENV)).replace("RECORD", repr(credentials.RAY_TEMP_RECORD)).replace(
-    "PREFIX", repr(TEMP_PREFIX))
-# A private temp dir for the node's Ray, made on the node as the head's is (rayhead.new_temp_dir):
+""".replace("ENV", repr(NODE_ENV)).replace("RECORD", repr(credentials.RAY_TEMP_RECORD)))
+# A private temp dir for the node's Ray, made on the node as the head's is (its path on stdout):
 # Ray's default /tmp/ray is any local user's to plant links in and to read
-NEW_TEMP = f"import tempfile; print(tempfile.mkdtemp(prefix={TEMP_PREFIX!r}, dir='/tmp') + '/r')"
+NEW_TEMP = _RAYHEAD + "print(rayhead.new_temp_dir())"
 CHECK_PY = """import sys, os
 print("%d.%d.%d" % sys.version_info[:3]); print(os.path.exists(os.path.join(sys.argv[1], "bin", "python")))
 try:

@@ -402,7 +402,7 @@ class SSHBackend(NodeBackend):
         env.update(credentials.provision(remote, plan, self.workdir, made, _left(deadline)))
         env.update({k: v for k, v in plan.env.items() if k != NODE_ENV})
         resources = {**plan.resources, node_resource(plan.name): 1}
-        rc, out, err = remote.run(f"{py} -I -c {shlex.quote(_NEW_TEMP)}", 20)
+        rc, out, err = remote.run(f"{py} -I -", 20, stdin=_NEW_TEMP)
         if rc != 0 or not out.strip().startswith("/"):
             raise StepFailed("join ray", f"could not make a private temp dir: {_last_lines(err or out, 1)}")
         temp = out.strip().splitlines()[-1]
