@@ -51,6 +51,7 @@ class RunAs:
         if self.multi_user and not can_switch():
             raise Invalid("security.switch_users: on needs a daemon running as root with setpriv (util-linux)")
         # single-user: where bubblewrap works, the daemon's own jobs do not see its files
+        self.sandbox_mode = sandbox_mode
         self.sandboxed = not self.multi_user and sandbox_mode == "auto" and sandbox.bwrap() is not None
 
     def hidden(self, cfg: Config, kind: JobKind) -> list[str]:
@@ -82,8 +83,13 @@ class RunAs:
         if self.multi_user:
             return (f"multi-user: each job runs as its owner's Unix user (the socket caller's uid, or its "
                     f"tenant's run_as); never as the daemon's {name}")
-        wall = ("jobs do not see the daemon's files (bubblewrap)" if self.sandboxed else
-                "jobs can read the daemon's files by path (install bubblewrap to hide them)")
+        if self.sandboxed:
+            wall = "jobs do not see the daemon's files (bubblewrap)"
+        else:
+            wall = "jobs can read the daemon's files by path " + (
+                "(security.sandbox: off)" if self.sandbox_mode == "off" else
+                "(bubblewrap cannot make namespaces here)" if sandbox.installed() else
+                "(install bubblewrap to hide them)")
         return (f"single-user: every tenant's jobs run as {name} (uid {self.owner}), the daemon's own OS user; "
                 f"tenants are kept apart by the API only, not by the OS; {wall}")
 

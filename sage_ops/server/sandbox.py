@@ -27,6 +27,10 @@ BASE = ["--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc", "--
 OWN_PIDS = "--unshare-pid"
 
 
+def installed() -> bool:
+    return shutil.which("bwrap", path=SYSTEM_PATH) is not None
+
+
 @functools.cache
 def bwrap() -> str | None:
     """bubblewrap's path, if it works here (a container may forbid the namespaces it needs):
