@@ -66,7 +66,8 @@ if action == "stop":
 print(len(seen))
 """.replace("ENV", repr(NODE_ENV)).replace("RECORD", repr(credentials.RAY_TEMP_RECORD)))
 # A private temp dir for the node's Ray, made on the node as the head's is (its path on stdout):
-# Ray's default /tmp/ray is any local user's to plant links in and to read
+# without --temp-dir a node's Ray makes the head's temp-dir path (or /tmp/ray) there, a name known
+# in advance, world-readable, for any local user to plant links in
 NEW_TEMP = _RAYHEAD + "print(rayhead.new_temp_dir())"
 CHECK_PY = """import sys, os
 print("%d.%d.%d" % sys.version_info[:3]); print(os.path.exists(os.path.join(sys.argv[1], "bin", "python")))
