@@ -12,7 +12,6 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,17 +58,13 @@ class Sniffer:
 
 
 @pytest.fixture(scope="module")
-def daemon_sniffed(ray_head: dict[str, str]) -> Iterator[Daemon]:
+def daemon_sniffed(daemon: Daemon) -> Daemon:
+    """conftest's daemon, where the loopback interface can be read."""
     try:
         socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)).close()
     except PermissionError:
         pytest.skip("reading the loopback interface needs CAP_NET_RAW")
-    d = Daemon(ray_head)
-    d.start()
-    try:
-        yield d
-    finally:
-        d.cleanup()
+    return daemon
 
 
 def test_secret_is_not_on_the_wire_but_reaches_the_job(daemon_sniffed: Daemon) -> None:
