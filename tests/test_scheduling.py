@@ -107,19 +107,27 @@ def test_timeout_fails_and_kills_the_process(daemon: Daemon) -> None:
 
 
 def test_high_priority_starts_before_queued_low_priority(new_daemon) -> None:  # noqa: ANN001
-    """The fillers hold every CPU until the whole queue is in, however slow the machine is."""
+    """The whole queue waits on a gate, so nothing is ready before the urgent job is in; each job
+    needs every CPU, so they run one at a time and start order is dispatch order, whatever else
+    the shared test cluster is running."""
     d: Daemon = new_daemon()
     d.start()
     client = d.client()
-    cpus = int(client.health_check().ray.available["CPU"])  # the shared test cluster may be partly busy
-    fillers = [client.submit_job({"command": ["sleep", "300"], "name": f"fill-{i}"}).id for i in range(cpus)]
-    wait_until(lambda: client.get_statistics().running_jobs == cpus)
-    low = [r.id for r in client.submit_batch([{"command": ["true"], "name": f"low-{i}"} for i in range(200)])]
-    high = client.submit_job({"command": ["true"], "name": "urgent", "priority": 10}).id
-    client.cancel_jobs(fillers)
-    finals = {v.id: v for v in wait_all(d, [*low, high])}
+    cpus = client.health_check().ray.resources["CPU"]
+    opened = d.home / "gate-open"
+    gate = client.submit_job({"command": ["sh", "-c", f"while [ ! -e {opened} ]; do sleep 0.05; done"],
+                              "name": "gate"}).id
+    whole = {"cpu": cpus}
+    low = [r.id for r in client.submit_batch([{"command": ["true"], "name": f"low-{i}", "resources": whole,
+                                                 "dependencies": [gate]} for i in range(20)])]
+    high = client.submit_job({"command": ["true"], "name": "urgent", "priority": 10, "resources": whole,
+                              "dependencies": [gate]}).id
+    opened.touch()
+    finals = {v.id: v for v in wait_all(d, [gate, *low, high])}
     assert {v.status for v in finals.values()} == {"COMPLETED"}
     assert all(finals[high].started_at <= finals[j].started_at for j in low)
+    starts = [finals[j].started_at for j in low]
+    assert starts == sorted(starts)  # FIFO within a priority
 
 
 def test_set_priority_while_pending_and_not_after(daemon: Daemon) -> None:
