@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineSpec, PipelineView
+from .units import MAX_MEMORY as MAX_MEMORY  # re-exported: the API's limits and size rule live in units
+from .units import parse_duration
+from .units import parse_memory as parse_memory
 
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # script content, in UTF-8 bytes
 # Hard limits on one job spec, so a hostile or broken request is refused (422) instead of being
@@ -24,7 +27,6 @@ MAX_EXEC_BYTES = 1024 * 1024  # env + secret_env (names and values) + command + 
 MAX_PATH_CHARS = 4096  # `working_dir` (PATH_MAX)
 MAX_DEPENDENCIES = 10_000
 MAX_DEPENDENCY_CHARS = 128  # a job id, or in a batch the name of another job (names: up to 128)
-MAX_MEMORY = 2**60  # bytes: an exabyte is no one's job; beyond, a typo (or an overflow)
 SEALED_PREFIX = "sealed:v1:"  # a secret_env value as stored (server/sealing.py: AES-SIV, urlsafe base64)
 
 
@@ -42,48 +44,7 @@ def _secret_len(value: str) -> int:
     return max(0, len(b64) * 3 // 4 - (len(b64) - len(b64.rstrip("="))) - 16)
 
 
-_UNITS = {
-    "": 1, "B": 1,
-    "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3, "GB": 1000**3, "T": 1000**4, "TB": 1000**4,
-    "KI": 1024, "KIB": 1024, "MI": 1024**2, "MIB": 1024**2, "GI": 1024**3, "GIB": 1024**3,
-    "TI": 1024**4, "TIB": 1024**4,
-}
-_MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
-
-
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SECONDS_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*")
-
-
-def parse_window(text: str) -> float:
-    """'90s', '15m', '1h', '2d', '1w' or plain seconds -> seconds: `stats --window` and the ages of
-    `--since/--until` (the CLI makes a usage error of the ValueError)."""
-    match = _SECONDS_RE.fullmatch(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"bad window {text!r}: use a positive number of seconds or one like 90s, 15m, 1h, 2d, 1w")
-    return float(match.group(1)) * _SECONDS[match.group(2)]
-
-
-def parse_memory(value: str | int | float) -> int:
-    """'8GB', '512MiB', '1.5G' or a byte count -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError("memory must be a size such as 512MiB or 8GB")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("memory must not be negative")
-        return _bytes(value)
-    match = _MEM_RE.match(str(value))
-    unit = match.group(2).upper() if match else None
-    if not match or unit not in _UNITS:
-        raise ValueError(f"bad memory size {value!r}: use a number with B, KB, MB, GB, KiB, MiB, GiB")
-    return _bytes(float(match.group(1)) * _UNITS[unit])
-
-
-def _bytes(value: float) -> int:
-    if value > MAX_MEMORY or (isinstance(value, float) and not math.isfinite(value)):  # int: no float overflow
-        raise ValueError(f"memory must be at most {MAX_MEMORY} bytes")
-    return int(value)
 
 
 class View(BaseModel):
@@ -106,7 +67,7 @@ class Strict(BaseModel):
 
 class Resources(Strict):
     cpu: float = Field(1.0, ge=0, le=100_000, description="CPUs (Ray num_cpus)")
-    memory: int | None = Field(None, description="bytes; accepts '8GB', '512MiB'")
+    memory: int | None = Field(None, description="bytes; text: '8GB', '512MiB', or a bare number of MiB ('512')")
     gpu: float = Field(0.0, ge=0, le=10_000)
     custom_resources: dict[str, float] = Field(default_factory=dict)
 
@@ -138,6 +99,11 @@ class RetryPolicy(Strict):
     retry_delay: float = Field(0.0, ge=0, le=7 * 86400)
     retry_exponential_base: float = Field(1.0, ge=1, le=100)
     max_delay: float = Field(3600.0, ge=0, le=7 * 86400, description="cap on one backoff delay, seconds")
+
+    @field_validator("retry_delay", "max_delay", mode="before")
+    @classmethod
+    def _seconds(cls, v: Any) -> Any:
+        return parse_duration(v, zero=True) if isinstance(v, str) else v
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based) before the next one."""
@@ -191,10 +157,15 @@ class JobSpec(Strict):
     dependencies: list[str] = Field(default_factory=list)
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
-    timeout: float | None = Field(None, gt=0, le=365 * 86400)
+    timeout: float | None = Field(None, gt=0, le=365 * 86400, description="seconds, or '90s', '15m', '1h', '2d'")
     tenant: str | None = Field(None, max_length=64)
     run_as: str | None = Field(None, max_length=33, description="the Unix user it runs as, set by the daemon from "
                                "who submitted it (what a request says is replaced); null: the daemon's own user")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
 
     @field_validator("command", "args")
     @classmethod
@@ -293,6 +264,9 @@ class AttemptView(View):
     reason: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    cpu_seconds: float | None = Field(None, description="user+system CPU time of the attempt's process tree "
+                                      "(what it waited for), as its runner measured it at the end")
+    max_rss_bytes: int | None = Field(None, description="peak resident memory of its largest process (ru_maxrss)")
 
 
 class JobView(View):
@@ -344,7 +318,8 @@ class JobFilter(Strict):
     """Which jobs a bulk operation or a listing touches: every given field must match."""
 
     status: list[JobStatus] = Field(default_factory=list)
-    name: str | None = Field(None, max_length=256, description="glob: * and ?")
+    name: str | None = Field(None, max_length=256, description="text anywhere in the name, or a glob over "
+                             "the whole name when it has * ? or [; case-insensitive")
     tenant: str | None = Field(None, max_length=64)
     since: datetime | None = Field(None, description="created at or after")
     until: datetime | None = Field(None, description="created before")
@@ -358,6 +333,7 @@ class BatchCancel(Strict):
 
     ids: list[str] = Field(default_factory=list, max_length=100_000)
     filter: JobFilter | None = None
+    dry_run: bool = Field(False, description="report what would be touched (in `affected`), touch nothing")
 
     @model_validator(mode="after")
     def _one(self) -> BatchCancel:
@@ -374,6 +350,8 @@ class BulkResult(View):
 
     affected: list[JobRef] = Field(default_factory=list)
     cascaded: list[JobRef] = Field(default_factory=list, description="dependents cancelled as a consequence")
+    unchanged: list[JobRef] = Field(default_factory=list, description="already in the state asked for: a cancel "
+                                    "of a job that has ended (nothing to do, not an error)")
     errors: list[dict[str, str]] = Field(default_factory=list)
 
 

@@ -20,6 +20,7 @@ import click
 from .. import __version__
 from ..errors import DaemonUnavailable, SageOpsError
 from ..lifecycle import JobStatus
+from ..units import parse_duration
 from .completers import status_names, tenant_names
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from ..wire import WireClient
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3  # documented in the README and man sage-ops
+# what a command that waited for a job returns when it has no code of the job's own to pass on
+# (cli/progress.py; README "Exit status"): GNU timeout's, docker run's, the shell's 128+SIGINT/SIGTERM
+EXIT_WAIT_TIMEOUT, EXIT_NO_CODE, EXIT_INTERRUPTED, EXIT_CANCELLED = 124, 125, 130, 143
 
 #: command -> the module of this package that defines it (imported on first use)
 COMMANDS = {
@@ -188,11 +192,9 @@ class When(click.ParamType):
         if isinstance(value, datetime):
             return value
         text = str(value).strip()
-        if text[-1:].isalpha():  # an age: the same units as everywhere (parse_window)
-            from ..schemas import parse_window  # only for ages: the schemas import pydantic
-
+        if text[-1:].isalpha():  # an age: the same units as every duration (units.parse_duration)
             try:
-                return datetime.now().astimezone() - timedelta(seconds=parse_window(text.lower()))
+                return datetime.now().astimezone() - timedelta(seconds=parse_duration(text))
             except ValueError:
                 pass
         for fmt in DATE_FORMATS:
@@ -206,12 +208,33 @@ class When(click.ParamType):
 WHEN = When()
 
 
+class Duration(click.ParamType):
+    """Seconds, as every option that takes a duration reads it: 90, 90s, 15m, 1h, 2d, 1w."""
+
+    name = "DURATION"
+
+    def __init__(self, zero: bool = False) -> None:
+        self.zero = zero  # 0 is a value (no delay), not a mistake
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value, zero=self.zero)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION, DELAY = Duration(), Duration(zero=True)
+
+
 def filter_options(f: Any) -> Any:
     """--status/--name/--tenant/--since/--until: one filter shape for listings and bulk actions."""
     for opt in reversed([
         click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in JobStatus],
                      case_sensitive=False), help="Only these statuses (repeatable).", shell_complete=status_names),
-        click.option("--name", help="Only names matching this glob (e.g. 'sweep-*')."),
+        click.option("--name", help="Only names containing this text, or matching a glob when it has * ? or [ "
+                     "(e.g. 'sweep-*'); case-insensitive."),
         click.option("--tenant", help="Only this tenant's jobs.", shell_complete=tenant_names),
         click.option("--since", type=WHEN, help="Created at or after: local time, or an age such as 1h, 30m, 2d."),
         click.option("--until", type=WHEN, help="Created before (local time, or an age)."),
@@ -244,8 +267,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(EXIT_FAILED)
     except click.exceptions.Abort:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)

@@ -24,8 +24,9 @@ from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import BadRequest, Conflict, DaemonUnavailable, NotFound
+from ..errors import Conflict, DaemonUnavailable, NotFound
 from ..lifecycle import JobStatus, Transition, transition
+from ..name_filter import name_clause, prefix_range
 from ..pipeline.shapes import OperatorMetrics, PipelinePlan, PipelineView
 from ..schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
 from .database import (
@@ -46,6 +47,7 @@ from .database import (
     upgrade,
 )
 from .job_counts import add_counts
+from .job_sort import page_query
 from .sealing import redacted
 
 log = logging.getLogger(__name__)
@@ -331,7 +333,7 @@ def job_view(row: Any, attempts: list[Any] | None = None, with_spec: bool = True
         attempts=[
             AttemptView(number=a.number, status=JobStatus(a.status), node=a.node, pid=a.pid,
                         exit_code=a.exit_code, reason=a.reason, started_at=utc(a.started_at),
-                        ended_at=utc(a.ended_at))
+                        ended_at=utc(a.ended_at), cpu_seconds=a.cpu_seconds, max_rss_bytes=a.max_rss_bytes)
             for a in attempts or []
         ],
     )
@@ -403,8 +405,7 @@ def _filtered(q: Any, f: JobFilter | None) -> Any:
     if f.status:
         q = q.where(JOB.c.status.in_([s.value for s in f.status]))
     if f.name:
-        q = q.where(JOB.c.name.like(f.name.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_"),
-                                    escape="\\"))
+        q = q.where(name_clause(JOB.c.name, f.name))
     if f.tenant:
         q = q.where(JOB.c.tenant == f.tenant)
     if f.since:
@@ -415,34 +416,32 @@ def _filtered(q: Any, f: JobFilter | None) -> Any:
 
 
 def list_jobs(conn: Connection, f: JobFilter | None = None, limit: int = 100, cursor: str | None = None,
-              with_spec: bool = True) -> tuple[list[JobView], str | None]:
-    """Newest first, one page; the cursor is the submission seq where the next page starts."""
+              with_spec: bool = True, *, sort: str | None = None, desc: bool = False
+              ) -> tuple[list[JobView], str | None]:
+    """One page, newest first or by a `sort` column (job_sort); the cursor is where the next starts."""
     q = _filtered(select(JOB), f)
-    if f is not None and f.name and (bounds := _prefix_range(f.name)) and _few_named(conn, *bounds):
+    if f is not None and f.name and (bounds := prefix_range(f.name)) and _few_named(conn, *bounds):
         q = q.where(JOB.c.name >= bounds[0], JOB.c.name < bounds[1])
-    if cursor:
-        try:
-            q = q.where(JOB.c.seq < int(cursor))
-        except ValueError:
-            raise BadRequest(f"bad cursor {cursor!r}") from None
-    rows = conn.execute(q.order_by(JOB.c.seq.desc()).limit(limit + 1)).all()
+    q, cursor_of = page_query(q, cursor, sort, desc)
+    rows = conn.execute(q.limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return [job_view(r, with_spec=with_spec) for r in rows], (str(rows[-1].seq) if more and rows else None)
+    tried = attempts_of(conn, [r.id for r in rows])
+    return ([job_view(r, tried.get(r.id), with_spec=with_spec) for r in rows],
+            cursor_of(rows[-1]) if more and rows else None)
+
+
+def attempts_of(conn: Connection, ids: Sequence[str]) -> dict[str, list[Any]]:
+    """The attempts of each of `ids`, in order: one query per 500 jobs of a page, never one per job."""
+    out: dict[str, list[Any]] = {}
+    for i in range(0, len(ids), 500):
+        q = select(ATTEMPT).where(ATTEMPT.c.job_id.in_(ids[i:i + 500])).order_by(ATTEMPT.c.job_id, ATTEMPT.c.number)
+        for a in conn.execute(q):
+            out.setdefault(a.job_id, []).append(a)
+    return out
 
 
 FEW_NAMED = 2000  # up to this many jobs under a name prefix, the name index finds a page faster
-
-
-def _prefix_range(glob: str) -> tuple[str, str] | None:
-    """[low, high) of the names a glob's literal prefix allows, if it has one."""
-    wild = min((i for i in (glob.find("*"), glob.find("?")) if i >= 0), default=-1)
-    if wild < 0:
-        return glob, glob + "\0"  # no wildcard: just that name
-    prefix = glob[:wild]
-    if not prefix or ord(prefix[-1]) >= 0x10FFFF:
-        return None
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def _few_named(conn: Connection, low: str, high: str) -> bool:

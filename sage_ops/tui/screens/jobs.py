@@ -2,12 +2,11 @@
 
 Pages come from `list_jobs(cursor=...)`; the table holds a window of at most MAX_PAGES pages
 (scrolling on drops pages at the other end), so a queue of 100,000 jobs never sits in the widget.
-The daemon filters (status, name glob); sorting by a column orders the loaded rows."""
+The daemon filters (status, name: sage_ops/name_filter.py); sorting by a column orders the loaded rows."""
 
 from __future__ import annotations
 
 import asyncio
-from fnmatch import fnmatch
 from typing import Any
 
 from textual import on, work
@@ -17,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from ...lifecycle import JobStatus
+from ...name_filter import matches as name_matches
 from ...schemas import JobChange, JobView
 from ..messages import JobsChanged, JobsFetched, JobsPage, Resync
 from ..widgets.header import ClusterHeader
@@ -31,11 +31,9 @@ STATUS_KEYS = {"1": JobStatus.RUNNING, "2": JobStatus.PENDING, "3": JobStatus.FA
 
 
 def name_glob(text: str) -> str | None:
-    """What the user typed after `/`: a glob as is, plain text as a substring."""
-    text = text.strip()
-    if not text:
-        return None
-    return text if any(c in text for c in "*?") else f"*{text}*"
+    """What the user typed after `/`, as `jobs --name` takes it (sage_ops/name_filter.py: text
+    matches anywhere, a glob the whole name, in any case)."""
+    return text.strip() or None
 
 
 class JobsScreen(Screen[None]):
@@ -150,7 +148,7 @@ class JobsScreen(Screen[None]):
         """Would the daemon list this job under the current filter?"""
         if self.statuses and change.to_status not in self.statuses:
             return False
-        return self.glob is None or fnmatch((change.name or "").lower(), self.glob.lower())
+        return self.glob is None or name_matches(change.name or "", self.glob)
 
     def on_jobs_changed(self, msg: JobsChanged) -> None:
         table, gone, missing = self.table, [], {}
