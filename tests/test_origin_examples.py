@@ -144,8 +144,7 @@ def test_a_taken_port_is_one_clear_error(new_daemon: Any) -> None:
                               f"JobManagerServer(host='127.0.0.1', port={port}, ray_address='auto').start()"],
                              env=d.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines()[-1] == (f"sage_ops.errors.DaemonUnavailable: cannot listen on "
-                                                   f"127.0.0.1:{port}: Address already in use")
+    assert out.stderr == f"sage-ops daemon: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
 @pytest.fixture

@@ -340,6 +340,21 @@ class _QuietRay(logging.Filter):
         return not record.getMessage().startswith("SIGTERM handler is not set")
 
 
+def one_line_if_uncaught(exc: SageOpsError) -> None:
+    """Should `exc` end the program uncaught, print `sage-ops daemon: <message>` (as the daemon's
+    own command does) instead of a traceback; any other exception is shown as before, and a
+    caller that catches `exc` sees no difference."""
+    shown = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if value is exc:
+            print(f"sage-ops daemon: {exc.message}", file=sys.stderr)
+        else:
+            shown(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 class JobManagerServer:
     """The Python entry point, with the names from the JobManager docs.
 
@@ -379,7 +394,16 @@ class JobManagerServer:
 
     def start(self) -> None:
         """Serve in this thread until SIGTERM/SIGINT. Raises Conflict (one clear line) when a
-        daemon already runs for this state directory, before touching its log or Ray."""
+        daemon already runs for this state directory, before touching its log or Ray. Any
+        SageOpsError it raises that ends the program uncaught (a script whose last call is this
+        one) is shown as `python -m sage_ops.server` shows it: one line, no traceback."""
+        try:
+            self._serve()
+        except SageOpsError as exc:
+            one_line_if_uncaught(exc)
+            raise
+
+    def _serve(self) -> None:
         lock = PidLock(paths.pidfile())
         old_umask = os.umask(0o077)  # every file and directory the daemon makes is owner-only
         try:

@@ -137,9 +137,11 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         last_flush = time.monotonic()
 
     workdir = spec.get("working_dir")
+    elsewhere = None  # said in the log, and in the reason if it fails: the job's files may be missing
     if not workdir or not os.path.isdir(workdir):
         if workdir:
-            note(f"working_dir {workdir} does not exist on {socket.gethostname()}; using {scratch}")
+            elsewhere = f"working_dir {workdir} does not exist on {_node_name()}: it ran in a scratch directory"
+            note(f"{elsewhere} ({scratch})")
         workdir = scratch
 
     def refuse(reason: str, code: int) -> dict:
@@ -197,8 +199,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
             control.started()
     jail.leader = proc.pid
     Watchdog.tell("+", proc.pid, jail.cgroups())
-    # a node sage-ops added is known by its name (its Ray processes carry it); others by host
-    started = {"node": os.environ.get(NODE_ENV) or socket.gethostname(), "pid": proc.pid, "t": time.time(),
+    started = {"node": _node_name(), "pid": proc.pid, "t": time.time(),
                "node_id": ray.get_runtime_context().get_node_id()}
     report_start_at: float | None = time.monotonic() + STARTED_DELAY
 
@@ -208,6 +209,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         dispatcher.started.remote(job_id, attempt, cap, **started)
     deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
     outcome: dict[str, Any] = {}
+    usage = None  # the leader's rusage once it is reaped: its CPU and peak memory
     capture = Capture(attempt, int(opts.get("max_log_bytes") or MAX_LOG_BYTES))
     try:
         sel = selectors.DefaultSelector()
@@ -252,12 +254,12 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                 outcome["reason"] = "timeout"
                 note(f"timeout: ran longer than {opts['timeout']:g}s; killing its process group")
                 jail.signal(signal.SIGTERM)
-                kill_group(proc, float(opts.get("kill_grace", 5)))
+                usage = kill_group(proc, float(opts.get("kill_grace", 5)))
                 break
-        kill_group(proc, 0)  # the leader has exited: strays of its group die with it
+        usage = kill_group(proc, 0) or usage  # the leader has exited: strays of its group die with it
     except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
         jail.signal(signal.SIGTERM)
-        kill_group(proc, float(opts.get("kill_grace", 5)))
+        usage = kill_group(proc, float(opts.get("kill_grace", 5))) or usage
         outcome["cancelled"] = True
         outcome["reason"] = "cancelled"
     finally:
@@ -284,8 +286,24 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     add(capture.summary(time.time()))
     flush(final=True)
     reason = outcome.get("reason") or (control.error if control and code else None) or signal_reason
+    if elsewhere and code and not outcome:
+        reason = f"{reason or f'exit code {code}'}; {elsewhere}"
     return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
-            "timed_out": reason == "timeout", "batches": sent + len(refs), "started": started}
+            "timed_out": reason == "timeout", "batches": sent + len(refs), "started": started, **_used(usage)}
+
+
+def _used(usage: Any) -> dict[str, Any]:
+    """What an attempt used, from the rusage of its reaped leader: CPU (user + system) of every
+    process of its tree that was waited for (setpriv execs the job; bwrap waits for it), and the
+    peak resident memory of the largest one (ru_maxrss is in KiB on Linux)."""
+    if usage is None:
+        return {}
+    return {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 6), "max_rss_bytes": int(usage.ru_maxrss) * 1024}
+
+
+def _node_name() -> str:
+    """A node sage-ops added is known by its name (its Ray processes carry it); others by host."""
+    return os.environ.get(NODE_ENV) or socket.gethostname()
 
 
 def _wait_calls(calls: deque[Any], room: int, until: float) -> None:
