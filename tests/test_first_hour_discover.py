@@ -8,12 +8,14 @@ no daemon is involved), a real bash and a real `man`, a daemon with a TCP listen
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SAGE, Daemon
 
 from sage_ops.schemas import JobFilter
 
@@ -71,3 +73,35 @@ def test_live_rows_in_the_tui_follow_the_daemons_rule(named_store: Any, pattern:
     from sage_ops.name_filter import matches
 
     assert {n for n in NAMES if matches(n, pattern)} == _listed(named_store, pattern)
+
+
+# -- every error says the next step --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tcp_daemon(ray_head: dict[str, str]) -> Iterator[Daemon]:
+    d = Daemon(ray_head)
+    d.start("--tcp", "127.0.0.1:0")
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+def test_a_tcp_call_without_a_token_says_how_to_get_one(tcp_daemon: Daemon, tmp_path: Path) -> None:
+    tcp = tcp_daemon.client().health_check().tcp
+    env = dict(tcp_daemon.env, XDG_STATE_HOME=str(tmp_path))  # not this daemon's state dir: no token goes
+    out = subprocess.run([*SAGE, "--address", f"tcp://{tcp}", "jobs"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stderr.count("\n")) == (1, 1)
+    assert "sage-ops token create --tenant TENANT --name NAME" in out.stderr
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_token_create_without_a_tenant_names_the_missing_option(role: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sage_ops.cli import cli
+
+    out = CliRunner().invoke(cli, ["--address", f"unix://{tmp_path}/none.sock", "token", "create", "--name", "x",
+                                   "--role", role])
+    assert out.exit_code == 2
+    assert "give --tenant TENANT" in out.output and "--role admin" in out.output

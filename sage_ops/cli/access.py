@@ -146,7 +146,15 @@ def token() -> None:
 @pass_ctx
 def token_create(ctx: Ctx, tenant: str | None, name: str, role: str, rate_limit: float | None,
                  expires_in: float | None, as_json: bool) -> None:
-    """Create a token. It is printed once: only its hash is kept."""
+    """Create a token. It is printed once: only its hash is kept.
+
+    \b
+      sage-ops token create --tenant analytics --name ci-bot > ci-bot.token
+      sage-ops token create --role admin --name ops > ops.token
+    """
+    if tenant is None and role != "admin":
+        raise click.UsageError(f"a {role} token acts for one tenant: give --tenant TENANT "
+                               "(sage-ops tenant list), or --role admin for a token of every tenant")
     t = ctx.client().create_token(name, tenant, role, rate_limit, expires_in)
     if as_json:
         render.print_json(t)

@@ -40,6 +40,9 @@ DENIED = "sage_ops.denied"  # a route refused a job of another tenant (answered 
 TARGET = "sage_ops.target"  # what a route acted on, for the audit (e.g. the job ids it created)
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_PREFIX = "so_"
+# the next step after a 401: where a token comes from (the client adds how to give it)
+GET_ONE = ("an admin creates one on the daemon's machine: sage-ops token create --tenant TENANT --name NAME, "
+           "then give it with --token-file FILE or $SAGE_OPS_TOKEN")
 
 
 def new_token() -> tuple[str, str]:
@@ -131,14 +134,14 @@ class Identities:
             digest = digest_of(value[7:].strip())
             found = self.tokens.get(digest)
             if found is None or not hmac.compare_digest(found[0], digest):
-                return "invalid or revoked token"
+                return f"invalid or revoked token ({GET_ONE})"
             if found[2] is not None and found[2] <= time.time():
-                return "token expired"
+                return f"token expired ({GET_ONE})"
             who = found[1]
             self.used[who.token_id or 0] = time.time()
             return who
         if peer_uid is None:
-            return "a valid bearer token is required"
+            return f"a valid bearer token is required ({GET_ONE})"
         if peer_uid in (self.owner, 0):
             return self._admins.get(peer_uid) or self._admins.setdefault(
                 peer_uid, Principal(f"uid:{peer_uid}", Role.ADMIN, None, "unix", rate=0, uid=peer_uid))
