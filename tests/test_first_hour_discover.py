@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_token_routing
 from conftest import SAGE, Daemon
 
 from sage_ops.schemas import JobFilter
@@ -76,19 +77,12 @@ def test_live_rows_in_the_tui_follow_the_daemons_rule(named_store: Any, pattern:
 
 
 # -- every error says the next step --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tcp_daemon(ray_head: dict[str, str]) -> Iterator[Daemon]:
-    d = Daemon(ray_head)
-    d.start("--tcp", "127.0.0.1:0")
-    try:
-        yield d
-    finally:
-        d.cleanup()
+tcp_listener = test_token_routing.tcp_daemon  # that module's daemon with a TCP listener (the same fixture)
 
 
-def test_a_tcp_call_without_a_token_says_how_to_get_one(tcp_daemon: Daemon, tmp_path: Path) -> None:
-    tcp = tcp_daemon.client().health_check().tcp
-    env = dict(tcp_daemon.env, XDG_STATE_HOME=str(tmp_path))  # not this daemon's state dir: no token goes
+def test_a_tcp_call_without_a_token_says_how_to_get_one(tcp_listener: Daemon, tmp_path: Path) -> None:
+    tcp = tcp_listener.client().health_check().tcp
+    env = dict(tcp_listener.env, XDG_STATE_HOME=str(tmp_path))  # not this daemon's state dir: no token goes
     out = subprocess.run([*SAGE, "--address", f"tcp://{tcp}", "jobs"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert (out.returncode, out.stderr.count("\n")) == (1, 1)
