@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sage_ops.charts import charts, numbers
-from sage_ops.schemas import parse_window
 from sage_ops.telemetry import MetricPoint, MetricsSeries, NodeUsage
+from sage_ops.units import parse_duration as parse_window
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 ANSI = re.compile(r"\x1b\[")
@@ -123,6 +123,6 @@ def test_parse_window(text: str, secs: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "m", "15x", "-5m", "0", "0s", "1e3", "nan", "inf", "15mm", "h1"])
 def test_parse_window_errors(text: str) -> None:
-    with pytest.raises(ValueError, match="bad window") as err:
+    with pytest.raises(ValueError, match="bad duration") as err:
         parse_window(text)
     assert "\n" not in str(err.value)
