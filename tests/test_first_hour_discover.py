@@ -8,12 +8,15 @@ no daemon is involved), a real bash and a real `man`, a daemon with a TCP listen
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import test_token_routing
 from conftest import SAGE, Daemon
@@ -99,3 +102,66 @@ def test_token_create_without_a_tenant_names_the_missing_option(role: str, tmp_p
                                    "--role", role])
     assert out.exit_code == 2
     assert "give --tenant TENANT" in out.output and "--role admin" in out.output
+
+
+# -- every option a message suggests exists ------------------------------------------------------
+# options of other programs that sage-ops's text names on purpose, and why
+FOREIGN = {"--mem": "Slurm's, compared with --memory", "--env-file": "docker's, which --secret-env-file follows",
+           "--input": "a job's own argument in an example", "--epochs": "a job's own argument in an example",
+           "--new-session": "bubblewrap's", "--node-ip-address": "Ray's", "--no-index": "pip's",
+           "--find-links": "pip's", "--disable-pip-version-check": "pip's", "--progress-bar": "pip's"}
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
+COMMAND = re.compile(r"sage-ops((?:\s+[a-z][a-z0-9-]*)*)([^;\n`()]*)")
+
+
+def _commands() -> dict[tuple[str, ...], click.Command]:
+    from sage_ops.cli import cli
+
+    found: dict[tuple[str, ...], click.Command] = {}
+
+    def walk(cmd: click.Command, path: tuple[str, ...]) -> None:
+        found[path] = cmd
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(click.Context(cmd)):
+                sub = cmd.get_command(click.Context(cmd), name)
+                if sub is not None:
+                    walk(sub, (*path, name))
+
+    walk(cli, ())
+    return found
+
+
+def _options(cmd: click.Command) -> set[str]:
+    return {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")} | {"--help"}
+
+
+def _texts() -> Iterator[tuple[str, str]]:
+    """Every string the package could show a person (argv items, which start with --, are not)."""
+    for f in sorted((ROOT / "sage_ops").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and not node.value.startswith("--"):
+                yield f"{f.relative_to(ROOT)}:{node.lineno}", node.value
+
+
+def test_every_option_a_message_names_exists() -> None:
+    commands = _commands()
+    known = set().union(*map(_options, commands.values())) | set(FOREIGN)
+    missing = [(where, opt) for where, text in _texts() if "pip install" not in text
+               for opt in OPTION.findall(text) if opt not in known]
+    assert missing == []
+
+
+def test_an_option_after_a_command_is_that_commands() -> None:
+    """`sage-ops nodes add ... --key`: --key is an option of `nodes add` or of a group above it."""
+    commands = _commands()
+    wrong = []
+    for where, text in _texts():
+        for m in COMMAND.finditer(text):
+            path: tuple[str, ...] = ()
+            for word in m.group(1).split():
+                if (*path, word) not in commands:
+                    break
+                path = (*path, word)
+            allowed = set(FOREIGN).union(*(_options(commands[path[:i]]) for i in range(len(path) + 1)))
+            wrong += [(where, " ".join(path), opt) for opt in OPTION.findall(m.group(2)) if opt not in allowed]
+    assert wrong == []

@@ -182,15 +182,15 @@ def check_disk(p: Probe) -> Check:
 
 # -- ssh agent -----------------------------------------------------------------------------------
 def check_ssh_agent(p: Probe) -> Check:
-    """`nodes add` logs in with the agent's keys unless --key-file is given; only counts keys."""
+    """`nodes add` logs in with the agent's keys unless --key is given; only counts keys."""
     sock = os.environ.get("SSH_AUTH_SOCK")
     if not sock:
-        return bad("ssh-agent", "WARN", "SSH_AUTH_SOCK is not set: needed only for `nodes add` without --key-file",
-                    AGENT_FIX)
+        return bad("ssh-agent", "WARN", "SSH_AUTH_SOCK is not set: needed only for `sage-ops nodes add` without "
+                    "--key", AGENT_FIX)
     path = Path(sock)
     if not path.exists() or not stat.S_ISSOCK(path.stat().st_mode):
         return bad("ssh-agent", "WARN", f"SSH_AUTH_SOCK={sock} is not a socket (agent gone?): needed only for "
-                    "`nodes add` without --key-file", AGENT_FIX)
+                    "`sage-ops nodes add` without --key", AGENT_FIX)
     ssh_add = shutil.which("ssh-add")
     if ssh_add is None:
         return ok("ssh-agent", f"agent socket {sock} (ssh-add not installed: keys not counted)")
@@ -203,7 +203,7 @@ def check_ssh_agent(p: Probe) -> Check:
         keys = sum(1 for line in proc.stdout.splitlines() if line.strip())
         return ok("ssh-agent", f"agent {sock} with {keys} key{'s' if keys != 1 else ''}")
     if proc.returncode == 1:
-        return bad("ssh-agent", "WARN", f"the agent at {sock} holds no keys: needed only for `nodes add` without "
-                    "--key-file", "ssh-add  (or ssh-add ~/.ssh/id_ed25519)")
+        return bad("ssh-agent", "WARN", f"the agent at {sock} holds no keys: needed only for `sage-ops nodes add` "
+                    "without --key", "ssh-add  (or ssh-add ~/.ssh/id_ed25519)")
     return bad("ssh-agent", "WARN", f"cannot talk to the agent at {sock} (ssh-add exit {proc.returncode})",
                 AGENT_FIX)
