@@ -51,8 +51,10 @@ class RateLimited(SageOpsError):
     status, code = 429, "rate_limited"
 
 
-class Rejected(SageOpsError):
-    """A job was recorded but refused admission (its status is REJECTED)."""
+class Rejected(Invalid):
+    """Refused admission as it stands (queue full, quota, resources): a job recorded REJECTED, or
+    a batch refused whole. An Invalid, so callers that catch Invalid still do; the CLI tells them
+    apart (exit 1, where a bad request is a usage error, 2)."""
 
     status, code = 422, "rejected"
 

@@ -36,7 +36,7 @@ def test_illegal_transition_is_a_conflict() -> None:
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("8GB", 8 * 10**9), ("512MiB", 512 * 2**20), ("1.5G", int(1.5 * 10**9)), ("100", 100), (2048, 2048),
+    ("8GB", 8 * 10**9), ("512MiB", 512 * 2**20), ("1.5G", int(1.5 * 10**9)), ("100", 100 * 2**20), (2048, 2048),
     ("4 KiB", 4096),
 ])
 def test_parse_memory(text: str | int, expected: int) -> None:

@@ -18,7 +18,12 @@ FAILED_DEP = frozenset({S.FAILED, S.CANCELLED, S.REJECTED})
 
 
 class GraphError(ValueError):
-    """A dependency problem found at submit: the job is rejected with this message."""
+    """A dependency problem found at submit: the job is rejected with this message; `cycle`, the
+    batch indexes around a cycle (its first one again at the end), when that is the problem."""
+
+    def __init__(self, message: str, cycle: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.cycle = list(cycle)
 
 
 def resolve_batch_names(names: Sequence[str | None], deps: Sequence[Sequence[str]]) -> list[list[int | str]]:
@@ -63,9 +68,26 @@ def topological_order(deps: Mapping[int, Sequence[int]], n: int) -> list[int]:
             if indegree[c] == 0:
                 ready.append(c)
     if len(order) < n:
-        stuck = next(i for i in range(n) if indegree[i] > 0)
-        raise GraphError(f"jobs[{stuck}]: its dependencies form a cycle")
+        cycle = _cycle(deps, indegree)
+        raise GraphError(f"jobs[{cycle[0]}]: its dependencies form a cycle", cycle)
     return order
+
+
+def _cycle(deps: Mapping[int, Sequence[int]], indegree: Sequence[int]) -> list[int]:
+    """One cycle among the jobs Kahn's algorithm left (each still has a parent left): walk up
+    through such parents until a job comes again. In run order (each before the next), from its
+    first job in the batch, closed: [0, 1, 0]."""
+    path: list[int] = []
+    at: dict[int, int] = {}
+    i = next(j for j in range(len(indegree)) if indegree[j] > 0)
+    while i not in at:
+        at[i] = len(path)
+        path.append(i)
+        i = next(p for p in deps.get(i, ()) if indegree[p] > 0)
+    loop = path[at[i]:][::-1]  # each runs before the next
+    first = loop.index(min(loop))
+    loop = loop[first:] + loop[:first]
+    return [*loop, loop[0]]
 
 
 @dataclass

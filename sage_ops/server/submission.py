@@ -10,14 +10,16 @@ dependency statuses they see are exactly the ones committed before the new jobs.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from ..errors import Invalid, NotFound
+from ..errors import Invalid, NotFound, Rejected
 from ..lifecycle import JobStatus, Transition, is_terminal, transition
 from ..schemas import JobSpec
 from . import store as st
@@ -71,6 +73,8 @@ def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[list
         resolved = resolve_batch_names([s.name for s in specs], [s.dependencies for s in specs])
         topological_order({i: [d for d in row if isinstance(d, int)] for i, row in enumerate(resolved)}, len(specs))
     except GraphError as exc:
+        if exc.cycle:  # its members by name, as the batch file calls them
+            raise Invalid("cycle: " + " -> ".join(specs[i].name or f"jobs[{i}]" for i in exc.cycle)) from None
         raise Invalid(str(exc)) from None
     return [list(dict.fromkeys(ids[d] if isinstance(d, int) else d for d in row)) for row in resolved]
 
@@ -92,8 +96,8 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
         reason = f"unknown dependency: {unknown}" if unknown else None
         if admit and reason is None:
             reason = admission(p)
-        if reason is not None and batch:
-            raise Invalid(f"jobs[{i}] ({p.spec.display_name()}): {reason}")
+        if reason is not None and batch:  # what was sent is wrong (Invalid), or it is refused as it stands
+            raise (Invalid if unknown else Rejected)(f"jobs[{i}] ({p.spec.display_name()}): {reason}")
         if reason is not None:
             p.transitions.append(transition(p.id, S.SUBMITTED, S.REJECTED, reason))
             p.status, p.reason = S.REJECTED, reason
@@ -109,6 +113,31 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
             p.status = S.CANCELLED
             continue
         p.waiting = {d for d in p.deps if d in new or known[d][0] is not S.COMPLETED}
+
+
+def queue_full(active: int, asked: int, limit: int) -> str:
+    """Why the queue takes no more: the real count (the jobs of this request too) and the
+    setting to raise, where the daemon reads it."""
+    more = f" + {asked} in this batch" if asked > 1 else ""
+    return (f"queue full: {active} active jobs{more}, jobmanager.max_jobs is {limit} (raise it in the daemon's "
+            "config file, `jobmanager: {max_jobs: N}`, or with SAGE_OPS_JOBMANAGER__MAX_JOBS=N, then restart the "
+            "daemon)")
+
+
+def check_working_dirs(specs: Sequence[JobSpec], batch: bool) -> None:
+    """A working_dir that is not a directory here is refused at submit, not found missing at run
+    time. Asked only for a caller on this machine (the Unix socket): the path is the caller's own,
+    made absolute where it was typed. A TCP caller's path may be another machine's (a node's)."""
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        wd = spec.working_dir
+        if not wd or wd in seen:
+            continue
+        if not os.path.isdir(wd):
+            what = "not a directory" if os.path.exists(wd) else "no such directory"
+            where = f"jobs[{i}] ({spec.display_name()}): " if batch else ""
+            raise Invalid(f"{where}working dir {wd}: {what} on {socket.gethostname()}")
+        seen.add(wd)
 
 
 def dependency_failed(dep: str, status: JobStatus, name: str) -> str:
@@ -136,12 +165,15 @@ class Submissions:
     """The scheduler's side of a submit (a mixin of the Scheduler)."""
 
     async def submit(self: Scheduler, specs: list[JobSpec], views: bool = True, batch: bool = False,
-                     key: str | None = None) -> tuple[list[Any], bool]:
+                     key: str | None = None, local: bool = False) -> tuple[list[Any], bool]:
         """Admit and durably record jobs; returns their views (or, with views=False, refs) and
         whether they are new (False: a request retried with the same idempotency key).
 
         A batch is one transaction: every job is accepted, or none (the first problem is the
-        error). Dependencies are resolved inside that transaction."""
+        error). Dependencies are resolved inside that transaction. `local`: the caller is on this
+        machine (check_working_dirs)."""
+        if local:
+            check_working_dirs(specs, batch)
         for i, s in enumerate(specs):
             if s.pipeline is not None and not s.pipeline.payload:
                 raise Invalid(f"jobs[{i}]: a pipeline job needs its payload (submit it with RemoteEnvironment)")
@@ -152,7 +184,10 @@ class Submissions:
         digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
         plans = plan(specs, sent, ids, self.seq + 1, batch)
         nodes = self.backend.node_totals()  # once per request, not per job
-        room = self.cfg.jobmanager.max_jobs - self.active
+        limit = self.cfg.jobmanager.max_jobs
+        room = limit - self.active
+        if batch and self.ready and len(specs) > room:  # the batch as a whole, not its job number room+1
+            raise Rejected(queue_full(self.active, len(specs), limit))
         fits: dict[Any, str | None] = {}  # a sweep asks for the same resources 10,000 times
         tenants = {spec.tenant for spec in specs}
         for tenant in tenants:
@@ -168,7 +203,7 @@ class Submissions:
         def admission(p: Planned) -> str | None:
             counter[0] += 1
             if counter[0] > room:
-                return f"queue full: {self.active} active jobs (max_jobs={self.cfg.jobmanager.max_jobs})"
+                return queue_full(self.active, len(plans) if batch else 1, limit)
             r = p.spec.resources
             tenant = p.spec.tenant
             if tenant is not None and (quotas := self.quotas.get(tenant)) is not None:
