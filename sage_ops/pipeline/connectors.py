@@ -1,20 +1,24 @@
 """Sources and sinks that come with sage-ops: files, collections, generators, callables.
 
 Paths are read and written on the node where the operator instance runs: on a cluster, use a
-path every node sees (a shared file system).
+path every node sees (a shared file system). A relative path is the submitter's: a
+RemoteEnvironment makes it absolute (`anchored`) before the pipeline leaves the client.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import inspect
 import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from operator import methodcaller
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
-from .functions import RuntimeContext, SinkFunction, SourceFunction
+from .functions import OperatorDef, RuntimeContext, SinkFunction, SourceFunction
 
 _CHOMP = methodcaller("removesuffix", "\n")
 
@@ -29,6 +33,8 @@ class _Split(SourceFunction):
 class FileSource(_Split):
     """The lines of a text file, without their newline. Parallel instances split the file by byte
     ranges (a line belongs to the range its first byte is in), so each line is read once."""
+
+    path_params: ClassVar[tuple[str, ...]] = ("path",)  # what `anchored` makes absolute
 
     def __init__(self, path: str | os.PathLike[str], encoding: str = "utf-8") -> None:
         self.path, self.encoding = os.fspath(path), encoding
@@ -83,6 +89,8 @@ class FileSink(SinkFunction):
     `<stem>-<i><suffix>` (`out.jsonl` -> `out-0.jsonl`, ...). Each batch is flushed as written,
     so a streaming job's output can be followed."""
 
+    path_params: ClassVar[tuple[str, ...]] = ("path",)
+
     def __init__(self, path: str | os.PathLike[str], encoding: str = "utf-8") -> None:
         self.path, self.encoding = os.fspath(path), encoding
         self._file: TextIO | None = None
@@ -122,3 +130,27 @@ class CallableSink(SinkFunction):
 
     def invoke(self, value: Any) -> None:
         self.fn(value)
+
+
+def anchored(op: OperatorDef, base: str) -> OperatorDef:
+    """`op` with the relative paths of its operator (the parameters its class names in
+    `path_params`, as FileSource and FileSink do) made absolute against `base`, the job's working
+    directory: they mean the submitter's files on whichever node runs the operator, and an error
+    names the file that was meant. `op` itself is left as it was."""
+    names = getattr(op.fn, "path_params", ())
+    if not names:
+        return op
+    if not isinstance(op.fn, type):  # an instance: a copy of it with absolute paths
+        fn = copy.copy(op.fn)
+        for name in names:
+            if isinstance(getattr(fn, name, None), (str, os.PathLike)):
+                setattr(fn, name, os.path.join(base, getattr(fn, name)))
+        return dataclasses.replace(op, fn=fn)
+    try:
+        bound = inspect.signature(op.fn).bind_partial(*op.args, **op.kwargs)
+    except TypeError:  # arguments that do not fit: building the operator says so, where it runs
+        return op
+    for name in names:
+        if isinstance(bound.arguments.get(name), (str, os.PathLike)):
+            bound.arguments[name] = os.path.join(base, bound.arguments[name])
+    return dataclasses.replace(op, args=bound.args, kwargs=bound.kwargs)

@@ -10,10 +10,11 @@ import sys
 import sysconfig
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .connectors import CollectionSource, FileSource, GeneratorSource
+from .. import paths
+from .connectors import CollectionSource, FileSource, GeneratorSource, anchored
 from .execution_graph import ExecutionGraph, compile_graph
 from .runtime import PipelineError
 from .shapes import OperatorMetrics, PipelineOptions, PipelinePlan, PipelineSpec, PipelineView
@@ -171,7 +172,9 @@ class RemoteEnvironment(BaseEnvironment):
     """Submits the pipeline as a sage-ops job (kind `pipeline`): it queues, retries, logs and is
     cancelled like any other job, and runs on Ray with one actor per fused task instance. Its
     operators run in the job's working directory (`working_dir`, by default the directory
-    `submit()` is called from), so FileSource("input.csv") reads the submitter's input.csv."""
+    `submit()` is called from; a relative one is taken from there), and FileSource's and
+    FileSink's relative paths are made absolute against it before the job is sent, so
+    FileSource("input.csv") reads the submitter's input.csv."""
 
     def __init__(self, name: str = "pipeline", jobmanager_address: str | None = None, *,
                  token: str | None = None, config: dict[str, Any] | None = None, working_dir: str | None = None,
@@ -185,11 +188,13 @@ class RemoteEnvironment(BaseEnvironment):
     def spec(self, **job: Any) -> dict[str, Any]:
         """The job spec `submit` sends (plan in plain JSON; code in an opaque payload)."""
         plan = self.plan()
-        payload, size = pack(self.graph, self.options)
+        where = paths.working_dir(job.pop("working_dir", None) or self.working_dir)  # None: cwd is gone
+        graph = LogicalGraph([replace(n, op=anchored(n.op, where)) for n in self.graph.nodes]) if where else self.graph
+        payload, size = pack(graph, self.options)
         pipeline = PipelineSpec(payload=payload, payload_bytes=size, plan=plan, options=self.options,
                                 python=f"{sys.version_info.major}.{sys.version_info.minor}")
-        where = {"working_dir": self.working_dir} if self.working_dir else {}
-        return {"kind": "pipeline", "name": self.name, "pipeline": pipeline.model_dump(mode="json"), **where, **job}
+        return {"kind": "pipeline", "name": self.name, "pipeline": pipeline.model_dump(mode="json"),
+                **({"working_dir": where} if where else {}), **job}
 
     def submit(self, **job: Any) -> str:
         """Submit; returns the job id once the job is committed. Keywords are JobSpec fields:
