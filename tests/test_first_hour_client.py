@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from conftest import Daemon
 
 from sage_ops import FileSink, FileSource, JobStatus, RemoteEnvironment
-from sage_ops.pipeline import PipelineFailed
+from sage_ops.pipeline import PipelineFailed, SourceFunction
 
 READ_INPUT = "import sys\nprint(open(sys.argv[sys.argv.index('--input') + 1]).read())\n"
 
@@ -54,10 +54,24 @@ def test_a_node_without_the_callers_directory_says_what_it_did(daemon: Daemon, t
 
 
 # -- a pipeline's paths ----------------------------------------------------------------------
+class Lines(SourceFunction):
+    """A source of the user's own that names its path parameter, as FileSource does."""
+
+    path_params = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def run(self) -> Iterator[str]:
+        with open(self.where) as f:
+            yield from f
+
+
 SOURCES: dict[str, Callable[[RemoteEnvironment], Any]] = {
     "class and keyword": lambda env: env.source(FileSource, path="missing.csv"),
     "read_text": lambda env: env.read_text("missing.csv"),
     "instance": lambda env: env.source(FileSource("missing.csv")),
+    "a class of the user's own": lambda env: env.source(Lines, "missing.csv"),
 }
 
 
