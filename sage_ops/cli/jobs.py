@@ -19,8 +19,20 @@ import click
 
 from .. import paths, plaintext
 from ..errors import Invalid, SageOpsError
+from ..units import parse_memory
 from ..wire import WireClient, job_path
-from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx, read_secret_file
+from . import (
+    DELAY,
+    DURATION,
+    EXIT_FAILED,
+    Ctx,
+    cli,
+    filter_options,
+    job_filter,
+    json_option,
+    pass_ctx,
+    read_secret_file,
+)
 from .completers import ACTIVE, job_ids, tenant_names
 from .output import Output, output_option
 
@@ -79,6 +91,34 @@ def _float(value: str, what: str) -> float:
         raise click.BadParameter(f"{value!r} is not a number", param_hint=what) from None
 
 
+# a first word with one of these endings (or a /) names a local script, never a command on the node's PATH
+SCRIPT_SUFFIXES = frozenset({".py", ".sh", ".bash", ".zsh", ".ksh", ".r", ".jl", ".pl", ".rb", ".js", ".mjs", ".ts",
+                             ".lua", ".php", ".tcl", ".awk", ".m"})
+
+
+def _is_script(word: str, workdir: str | None) -> bool:
+    """Is the first word a script to ship? A local file is. A directory, or a path (a /, a script's
+    suffix) to nothing, is a mistake said now rather than exit 127 on a node later; a command of
+    the node's (`python`, `--command`, or a path that exists in --workdir) is not checked."""
+    path = Path(word)
+    if path.is_dir():
+        raise click.UsageError(f"{word} is a directory, not a script: give a file, or --command to run {word} as "
+                               "a command on the node")
+    if path.is_file():
+        return True
+    if ("/" in word or path.suffix.lower() in SCRIPT_SUFFIXES) and not (workdir and (Path(workdir) / word).exists()):
+        raise click.UsageError(f"no such script: {word}; --command runs it as a command on the node's PATH")
+    return False
+
+
+def _memory(value: str | None) -> int | None:
+    """--memory in bytes: MiB when bare (`512`, as Slurm's --mem), else with its unit (8GB, 512MiB)."""
+    try:
+        return None if value is None else parse_memory(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory") from None
+
+
 def _script(path: Path) -> dict[str, str]:
     """A script job's file: its content travels with the job, so it runs on any node."""
     try:
@@ -97,12 +137,12 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
         raise click.UsageError("nothing to run: give a script file or a command (after --)")
     resources: dict[str, Any] = {"cpu": 1.0 if cpu is None else cpu, "gpu": gpu or 0.0}
     custom = {k: _float(v, "--resource") for k, v in _kv(resource, "--resource").items()}
-    resources.update({k: v for k, v in (("memory", memory), ("custom_resources", custom)) if v})
+    resources.update({k: v for k, v in (("memory", _memory(memory)), ("custom_resources", custom)) if v})
     spec: dict[str, Any] = {"name": name, "resources": resources, "env": _kv(env, "--env"), "priority": priority,
                             "timeout": timeout, "working_dir": paths.working_dir(workdir),
                             "dependencies": list(dependencies), "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
-    if not command and Path(argv[0]).is_file():
+    if not command and _is_script(argv[0], workdir):
         spec.update(kind="script", script=_script(Path(argv[0])), args=list(argv[1:]))
     else:
         spec.update(kind="command", command=list(argv))
@@ -129,7 +169,7 @@ def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = Non
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT|-- COMMAND [ARGS]...")
 @click.option("--name", help="Job name (default: script or command).")
 @click.option("--cpu", type=float, help="CPUs  [default: 1]")
-@click.option("--memory", metavar="SIZE", help="Memory, e.g. 512MiB or 8GB.")
+@click.option("--memory", metavar="SIZE", help="Memory: MiB when bare (512, as Slurm's --mem), or 512MiB, 8GB, 1G.")
 @click.option("--gpu", type=float, help="GPUs.")
 @click.option("--resource", multiple=True, metavar="NAME=N", help="Custom Ray resource (repeatable).")
 @click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
@@ -140,16 +180,17 @@ def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = Non
               help="Secret environment variables from FILE: NAME=VALUE lines, # comments (repeatable).")
 @click.option("--tenant", help="Submit for this tenant (admins; members submit to their own).",
               shell_complete=tenant_names)
-@click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory].")
+@click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory]; on "
+              "the daemon's own socket it must exist here.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Kill an attempt after this long (FAILED, "
-              "reason timeout)  [default: the daemon's job_timeout]")
+@click.option("--timeout", type=DURATION, help="Kill an attempt after this long: seconds, or 90s, 15m, 1h, 2d "
+              "(FAILED, reason timeout)  [default: the daemon's job_timeout]")
 @click.option("--after", multiple=True, metavar="JOB", help="Start only after JOB completed (repeatable or "
               "comma-separated); if JOB fails or is cancelled, this job is cancelled.")
 @click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True,
               help="Retry a failed attempt this many times.")
-@click.option("--retry-delay", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
-              help="Wait before the first retry.")
+@click.option("--retry-delay", type=DELAY, default=0, show_default=True,
+              help="Wait before the first retry: seconds, or 90s, 15m, 1h.")
 @click.option("--retry-backoff", type=click.FloatRange(1, 100), default=1, show_default=True, metavar="BASE",
               help="Multiply the delay by BASE after each failed attempt (capped at 1h).")
 @click.option("--command", "force_command", is_flag=True, help="Treat the first word as a command even if it "
@@ -279,7 +320,7 @@ def result(ctx: Ctx, job_id: str, out: Output) -> None:
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, required=True, shell_complete=job_ids(ACTIVE))
-@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@click.option("--timeout", type=DURATION, help="Give up after this long: seconds, or 90s, 15m, 1h (exit 1).")
 @output_option(quiet=False)
 @pass_ctx
 def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, out: Output) -> None:
@@ -319,25 +360,20 @@ def health(ctx: Ctx, out: Output) -> None:
 @cli.command()
 @click.option("--chart", is_flag=True, help="Charts of the series: jobs finished/min, queue depth, CPU and memory "
               "use (plain numbers when not on a terminal).")
-@click.option("--window", metavar="AGE", help="How far back the series goes: 90s, 15m, 1h, 2d, 1w [default: 1h].")
+@click.option("--window", type=DURATION, metavar="AGE", help="How far back the series goes: 90s, 15m, 1h, 2d, 1w "
+              "[default: 1h].")
 @click.option("--width", type=click.IntRange(40, 1000), help="Chart width (default: the terminal's).")
 @output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def stats(ctx: Ctx, chart: bool, window: str | None, width: int | None, out: Output) -> None:
+def stats(ctx: Ctx, chart: bool, window: float | None, width: int | None, out: Output) -> None:
     """Job counts by status; with --chart or --window, the sampled series (throughput, queue,
     utilization) over the window."""
     from .. import charts, render
-    from ..schemas import parse_window
-
     if not chart and window is None:
         s = ctx.client().get_statistics()
         out.emit(s, lambda: render.stats(s))
         return
-    try:
-        seconds = parse_window(window or "1h")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--window") from None
-    series = ctx.client().metrics_series(seconds)
+    series = ctx.client().metrics_series(window or 3600.0)
     if out.machine:
         out.emit(series)
     elif sys.stdout.isatty() or width:

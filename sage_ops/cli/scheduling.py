@@ -3,20 +3,18 @@ and retry, priorities. Thin like the rest: parse, call the client, render."""
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
-from pydantic import ValidationError
 
-from .. import paths, render
-from ..client import script_spec
+from .. import render
+from ..errors import Invalid, Rejected
 from ..lifecycle import JobStatus
-from ..schemas import BulkResult, JobSpec
+from ..schemas import BulkResult
 from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
+from .batchfile import load_batch, refused
 from .completers import ACTIVE, RETRYABLE, job_ids
 from .output import Output, output_option
 
@@ -99,53 +97,6 @@ def history(ctx: Ctx, job_id: str, out: Output) -> None:
     out.emit(events, lambda: render.history(client.get_job(job_id), events))
 
 
-def _word(x: Any) -> Any:
-    if isinstance(x, bool):
-        return "true" if x else "false"
-    return str(x) if isinstance(x, (int, float)) else x
-
-
-def load_batch(path: Path) -> list[JobSpec]:
-    """A YAML (or JSON) file: `jobs:` (a list) and optional `defaults:` merged into each job.
-    `after:` is an alias of `dependencies:` (names of jobs in the file, or job ids); `script:` is
-    a file path relative to the file (its content is shipped); `command:` a list or a string."""
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="FILE") from None
-    if isinstance(doc, list):
-        doc = {"jobs": doc}
-    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list) or not doc["jobs"]:
-        raise click.BadParameter(f"{path}: expected a non-empty `jobs:` list", param_hint="FILE")
-    defaults = doc.get("defaults") or {}
-    specs = []
-    for i, raw in enumerate(doc["jobs"]):
-        if not isinstance(raw, dict):
-            raise click.BadParameter(f"{path}: jobs[{i}] is not a mapping", param_hint="FILE")
-        item = {**defaults, **raw}
-        if "after" in item:
-            after = item.pop("after")
-            item["dependencies"] = [after] if isinstance(after, str) else after
-        if isinstance(item.get("command"), str):
-            item["command"] = shlex.split(item["command"])
-        for key in ("command", "args"):  # YAML reads `[true, 3]` as a bool and an int: argv is text
-            if isinstance(item.get(key), list):
-                item[key] = [_word(x) for x in item[key]]
-        item.setdefault("working_dir", paths.working_dir())
-        try:
-            if isinstance(item.get("script"), str):
-                script = (path.parent / item.pop("script")).resolve()
-                specs.append(script_spec(script, item.pop("args", []), **item))
-            else:
-                specs.append(JobSpec.model_validate(item))
-        except (ValidationError, OSError, TypeError) as exc:
-            msg = exc.errors()[0] if isinstance(exc, ValidationError) else None
-            detail = (f"{'.'.join(str(p) for p in msg['loc'])}: {msg['msg']}" if msg else str(exc))
-            raise click.BadParameter(f"{path}: jobs[{i}]: {detail.removeprefix('Value error, ')}",
-                                     param_hint="FILE") from None
-    return specs
-
-
 @cli.command("submit-batch")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job ids, one per line.")
@@ -160,7 +111,12 @@ def submit_batch(ctx: Ctx, file: Path, quiet: bool, as_json: bool) -> None:
         - {name: train, script: train.py, after: [prep], retry_policy: {max_retries: 2}}
         - {name: eval, command: [python, eval.py], after: [train], priority: 10}
     """
-    refs = ctx.client().submit_batch(load_batch(file))
+    try:
+        refs = ctx.client().submit_batch(load_batch(file))
+    except Invalid as exc:  # what the file says (a cycle, an unknown dependency): exit 2; Rejected: 1
+        if isinstance(exc, Rejected):
+            raise
+        raise refused(file, exc.message) from None
     if as_json:
         render.print_json(refs)
         return
