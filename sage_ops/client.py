@@ -181,11 +181,13 @@ class _Api:
 
     def list_jobs(self, status: str | Sequence[str] | None = None, name: str | None = None, limit: int = 100,
                   tenant: str | None = None, since: datetime | str | None = None, until: datetime | str | None = None,
-                  cursor: str | None = None, page: bool = False) -> Any:
-        """Newest first. With `page=True` returns the JobList (jobs + next_cursor) to page on."""
+                  cursor: str | None = None, page: bool = False, sort: str | None = None, desc: bool = False) -> Any:
+        """Newest first, or by `sort` (a column: id, name, status, priority, tenant, node, attempts,
+        exit_code, reason, created, started, ended; `desc` reverses it) over every matching job.
+        With `page=True` returns the JobList (jobs + next_cursor) to page on."""
         statuses = [status] if isinstance(status, str) else list(status or [])
         params = {"status": [s.upper() for s in statuses], "name": name, "limit": limit, "tenant": tenant,
-                  "since": _iso(since), "until": _iso(until), "cursor": cursor}
+                  "since": _iso(since), "until": _iso(until), "cursor": cursor, "sort": sort, "desc": desc}
         return self._run(Call("GET", "/v1/jobs", lambda d: JobList.model_validate(d) if page
                                else JobList.model_validate(d).jobs, params={k: v for k, v in params.items() if v}))
 

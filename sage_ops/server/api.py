@@ -46,6 +46,7 @@ from .auth import DENIED, PRINCIPAL, TARGET, Principal
 from .containment import mode as containment_mode
 from .events import visible_to
 from .job_counts import counts_by_status, failed_since
+from .job_sort import SORTS, check_sort
 from .run_as import RunAs
 
 if TYPE_CHECKING:
@@ -189,11 +190,13 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,
                         tenant: str | None = None, since: datetime | None = None, until: datetime | None = None,
                         limit: int = Query(100, ge=1, le=100_000), cursor: str | None = None,
-                        who: Principal = WHO) -> JobList:
+                        sort: str | None = Query(None, description="a column: " + ", ".join(SORTS)),
+                        desc: bool = False, who: Principal = WHO) -> JobList:
+        check_sort(sort)
         flt = scoped(who, JobFilter(status=status or [], name=name, tenant=tenant, since=since, until=until))
         if flt is None:
             return JobList(jobs=[], next_cursor=None)
-        jobs, nxt = await store.read(lambda c: st.list_jobs(c, flt, limit, cursor))
+        jobs, nxt = await store.read(lambda c: st.list_jobs(c, flt, limit, cursor, sort=sort, desc=desc))
         return JobList(jobs=jobs, next_cursor=nxt)
 
     async def bulk(request: Request, who: Principal, req: BatchCancel, action: str) -> BulkResult:
