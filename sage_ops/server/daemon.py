@@ -340,19 +340,24 @@ class _QuietRay(logging.Filter):
         return not record.getMessage().startswith("SIGTERM handler is not set")
 
 
+_last_error: list[SageOpsError] = []  # the last error start() raised, shown in one line if uncaught
+
+
 def one_line_if_uncaught(exc: SageOpsError) -> None:
     """Should `exc` end the program uncaught, print `sage-ops daemon: <message>` (as the daemon's
     own command does) instead of a traceback; any other exception is shown as before, and a
-    caller that catches `exc` sees no difference."""
-    shown = sys.excepthook
+    caller that catches `exc` sees no difference. The hook is installed once."""
+    if not _last_error:
+        shown = sys.excepthook
 
-    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        if value is exc:
-            print(f"sage-ops daemon: {exc.message}", file=sys.stderr)
-        else:
-            shown(kind, value, tb)
+        def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+            if _last_error and value is _last_error[0]:
+                print(f"sage-ops daemon: {_last_error[0].message}", file=sys.stderr)
+            else:
+                shown(kind, value, tb)
 
-    sys.excepthook = hook
+        sys.excepthook = hook
+    _last_error[:] = [exc]
 
 
 class JobManagerServer:
