@@ -70,6 +70,17 @@ def duration(secs: float | None) -> str:
     return f"{int(secs // 86400)}d{int(secs % 86400 // 3600):02d}h"
 
 
+def binary_size(n: float | None) -> str:
+    """Bytes in binary units, as `status` shows memory (KiB to TiB)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}TiB"
+
+
 def headline(reason: str | None) -> str:
     """A reason's first line, for tables: a pipeline's error carries a whole traceback, which
     belongs in `status`, not in every row of a listing."""
@@ -166,7 +177,7 @@ def _command(spec: dict[str, Any]) -> str:
 
 def _spec_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     res, rp = s["resources"], s["retry_policy"]
-    mem = f", memory={res['memory'] / 2**20:.0f}MiB" if res.get("memory") else ""
+    mem = f", memory={binary_size(res['memory'])}" if res.get("memory") else ""
     custom = "".join(f", {k}={v:g}" for k, v in (res.get("custom_resources") or {}).items())
     retries = (f"{rp['max_retries']} (delay {rp['retry_delay']:g}s x {rp['retry_exponential_base']:g}^n, "
                f"cap {rp['max_delay']:g}s)" if rp["max_retries"] else "0")
@@ -191,11 +202,12 @@ def job_detail(job: dict[str, Any]) -> None:
 
 
 def attempts_table(attempts: Sequence[dict[str, Any]]) -> str:
-    cols = ["#", "STATUS", "NODE", "PID", "STARTED", "RUNTIME", "EXIT", "REASON"]
+    cols = ["#", "STATUS", "NODE", "PID", "STARTED", "RUNTIME", "CPU", "MAX RSS", "EXIT", "REASON"]
     rows = [[str(a["number"]), a["status"], dash(a.get("node")), dash(a.get("pid")), stamp(when(a.get("started_at"))),
-             duration(span(a.get("started_at"), a.get("ended_at"))), dash(a.get("exit_code")),
-             headline(a.get("reason"))] for a in attempts]
-    looks = [["", STATUS_STYLE.get(r[1], ""), *[""] * 6] for r in rows]
+             duration(span(a.get("started_at"), a.get("ended_at"))), duration(a.get("cpu_seconds")),
+             binary_size(a.get("max_rss_bytes")), dash(a.get("exit_code")), headline(a.get("reason"))]
+            for a in attempts]
+    looks = [["", STATUS_STYLE.get(r[1], ""), *[""] * 8] for r in rows]
     return "attempts\n" + table(cols, rows, looks, shrink=("REASON",))
 
 

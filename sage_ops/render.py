@@ -16,7 +16,7 @@ from .cluster import NodeProgress, NodeView
 from .formats import print_json  # noqa: F401 - the CLI's commands print through render
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineView
-from .plaintext import STATUS_STYLE, ago, duration, headline, stamp
+from .plaintext import STATUS_STYLE, ago, binary_size, duration, headline, stamp
 from .schemas import BulkResult, GraphView, JobEventView, JobView
 from .telemetry import Health, Stats
 
@@ -38,12 +38,13 @@ def status_text(status: JobStatus) -> str:
 
 def job_detail_attempts(job: JobView) -> None:
     table = Table(box=None, pad_edge=False, header_style="bold", title="attempts", title_justify="left")
-    for col in ("#", "STATUS", "NODE", "PID", "STARTED", "RUNTIME", "EXIT", "REASON"):
+    for col in ("#", "STATUS", "NODE", "PID", "STARTED", "RUNTIME", "CPU", "MAX RSS", "EXIT", "REASON"):
         table.add_column(col)
     for a in job.attempts:
         secs = ((a.ended_at or datetime.now(timezone.utc)) - a.started_at).total_seconds() if a.started_at else None
         table.add_row(str(a.number), status_text(a.status), a.node or "-", str(a.pid or "-"), stamp(a.started_at),
-                      duration(secs), "-" if a.exit_code is None else str(a.exit_code), headline(a.reason))
+                      duration(secs), duration(a.cpu_seconds), binary_size(a.max_rss_bytes),
+                      "-" if a.exit_code is None else str(a.exit_code), headline(a.reason))
     console().print(table)
 
 

@@ -34,7 +34,7 @@ from . import (
     read_secret_file,
 )
 from .completers import ACTIVE, job_ids, tenant_names
-from .output import Output, output_option
+from .output import Output, output_option, scalars
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
                       "--secret-env-file", "--tenant",
@@ -159,10 +159,35 @@ def wait_for(w: WireClient, job_id: str, timeout: float | None = None) -> dict[s
             return job
 
 
-def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = None) -> Any:
-    """A job's log entries as they come (dicts: timestamp, stream, message, attempt)."""
-    for line in w.stream(job_path(job_id, "/logs"), {"follow": follow, "tail": tail}):
-        yield json.loads(line)
+def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = None,
+                attempt: int | None = None) -> Any:
+    """A job's log entries as they come (dicts: timestamp, stream, message, attempt); of one
+    attempt only, if given (the daemon filters, and so does this, for a daemon that does not)."""
+    for line in w.stream(job_path(job_id, "/logs"), {"follow": follow, "tail": tail, "attempt": attempt}):
+        entry = json.loads(line)
+        if attempt is None or entry.get("attempt") == attempt:
+            yield entry
+
+
+class AttemptMarks:
+    """The line `sage-ops logs` prints where the lines of another attempt begin (a log holds all
+    of a job's attempts, in order). The job's retry policy is read when the first mark is due."""
+
+    def __init__(self, w: WireClient, job_id: str) -> None:
+        self.w, self.job_id = w, job_id
+        self.last = 1  # the first attempt needs no mark, a later one does
+        self.retries: int | None = None
+
+    def before(self, entry: dict[str, Any]) -> str | None:
+        number = entry.get("attempt") or 0
+        if number < 1 or number == self.last:  # 0: the daemon's own note, of no attempt
+            return None
+        self.last = number
+        if self.retries is None:
+            job = self.w.call("GET", job_path(self.job_id))
+            self.retries = int(((job.get("spec") or {}).get("retry_policy") or {}).get("max_retries") or 0)
+        retry = f" (retry {number - 1} of {self.retries})" if 0 < number - 1 <= self.retries else ""
+        return f"── attempt {number}{retry} ──"
 
 
 @cli.command()
@@ -195,7 +220,8 @@ def log_entries(w: WireClient, job_id: str, follow: bool, tail: int | None = Non
               help="Multiply the delay by BASE after each failed attempt (capped at 1h).")
 @click.option("--command", "force_command", is_flag=True, help="Treat the first word as a command even if it "
               "is a local file (do not ship it).")
-@click.option("--wait", is_flag=True, help="Follow the logs and wait; exit 0 only if the job COMPLETED.")
+@click.option("--wait", is_flag=True, help="Follow the logs and wait; exit with the job's own exit code (143 if "
+              "cancelled, 125 if it ended without one). Ctrl-C stops the waiting, not the job.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job id.")
 @json_option
 @pass_ctx
@@ -236,15 +262,17 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
         click.echo(f"submitted job {job['id']} ({job['name']}) {job['status']}", err=wait)
     if job["status"] == "REJECTED":
         raise SageOpsError(f"job {job['id']} rejected: {job['reason']}")
-    if wait:
-        if not (quiet or as_json):
-            for entry in log_entries(w, job["id"], follow=True):
-                click.echo(plaintext.log_line(entry, timestamps=False))
-        final = wait_for(w, job["id"])
+    if wait:  # as srun and `docker run`: the job's own exit code (README "Exit status")
+        from .progress import exit_status, keeps_running
+
+        with keeps_running(ctx, lambda: [job["id"]]):
+            if not (quiet or as_json):
+                for entry in log_entries(w, job["id"], follow=True):
+                    click.echo(plaintext.log_line(entry, timestamps=False))
+            final = wait_for(w, job["id"])
         click.echo(f"job {final['id']} {final['status']}" + (f": {final['reason']}" if final["reason"] else ""),
                    err=True)
-        if final["status"] != "COMPLETED":
-            sys.exit(EXIT_FAILED)
+        sys.exit(exit_status(final))
 
 
 @cli.command()
@@ -266,9 +294,18 @@ def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | No
     params = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in params.items() if v}
     page = ctx.wire().call("GET", "/v1/jobs", params)
     # a plain list, as scripts expect; the cursor goes to stderr
-    out.emit(page["jobs"], lambda: plaintext.jobs_table(page["jobs"], wide=out.wide))
+    out.emit(page["jobs"], lambda: plaintext.jobs_table(page["jobs"], wide=out.wide), flat=job_csv)
     if page.get("next_cursor"):
         click.echo(f"more: sage-ops jobs --cursor {page['next_cursor']} ...", err=True)
+
+
+def job_csv(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as one CSV row: its own fields, then the CPU seconds of all its attempts and the
+    largest peak memory among them (as sacct's TotalCPU and MaxRSS); its attempts in `status`."""
+    tried = job.get("attempts") or []
+    cpu = [a["cpu_seconds"] for a in tried if a.get("cpu_seconds") is not None]
+    rss = [a["max_rss_bytes"] for a in tried if a.get("max_rss_bytes") is not None]
+    return {**scalars(job), "cpu_seconds": round(sum(cpu), 6) if cpu else None, "max_rss_bytes": max(rss, default=None)}
 
 
 @cli.command()
@@ -278,7 +315,7 @@ def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | No
 def status(ctx: Ctx, job_id: str, out: Output) -> None:
     """A job's full record, with its attempts."""
     job = ctx.wire().call("GET", job_path(job_id))
-    out.emit(job, lambda: _detail(job))
+    out.emit(job, lambda: _detail(job), flat=job_csv)
 
 
 def _detail(job: dict[str, Any]) -> None:
@@ -296,12 +333,27 @@ def _detail(job: dict[str, Any]) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
 @click.option("--tail", type=click.IntRange(0), help="Only the last N lines.")
 @click.option("--timestamps/--no-timestamps", default=True, show_default=True)
+@click.option("--attempt", type=click.IntRange(1), metavar="N", help="Only the lines of attempt N (see `status`); "
+              "--tail counts among them.")
 @output_option(quiet=False, formats=("table", "json", "yaml"))
 @pass_ctx
-def logs(ctx: Ctx, job_id: str, follow: bool, tail: int | None, timestamps: bool, out: Output) -> None:
-    """A job's stdout/stderr lines (kept by the daemon); -o json prints one JSON object per line."""
-    for entry in log_entries(ctx.wire(), job_id, follow, tail):
-        out.line(entry) if out.machine else click.echo(plaintext.log_line(entry, timestamps))
+def logs(ctx: Ctx, job_id: str, follow: bool, tail: int | None, timestamps: bool, attempt: int | None,
+         out: Output) -> None:
+    """A job's stdout/stderr lines (kept by the daemon), a marked line where each retry's begin;
+    -o json prints one JSON object per line, with its `attempt`."""
+    from .progress import keeps_running
+
+    with keeps_running(ctx, lambda: [job_id] if follow else []):  # Ctrl-C on -f: the job runs on
+        w = ctx.wire()
+        marks = AttemptMarks(w, job_id)
+        for entry in log_entries(w, job_id, follow, tail, attempt):
+            if out.machine:
+                out.line(entry)
+                continue
+            mark = None if attempt else marks.before(entry)
+            if mark:
+                click.echo(mark)
+            click.echo(plaintext.log_line(entry, timestamps))
 
 
 @cli.command()
@@ -320,17 +372,21 @@ def result(ctx: Ctx, job_id: str, out: Output) -> None:
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, required=True, shell_complete=job_ids(ACTIVE))
-@click.option("--timeout", type=DURATION, help="Give up after this long: seconds, or 90s, 15m, 1h (exit 1).")
+@click.option("--timeout", type=DURATION, help="Give up after this long (seconds, or 90s, 15m, 1h): exit 124, "
+              "the jobs run on.")
 @output_option(quiet=False)
 @pass_ctx
 def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, out: Output) -> None:
-    """Wait for jobs to end: exit 0 if all COMPLETED, 1 otherwise."""
+    """Wait for jobs to end. Exit 0 if all COMPLETED; else the status of the first job, in the
+    order given, that did not: its own exit code, 143 if cancelled, 125 if it ended without a
+    code, 124 if --timeout passed first (it runs on). Ctrl-C stops the waiting, not the jobs."""
     w = ctx.wire()
     deadline = None if timeout is None else time.monotonic() + timeout
     views: list[dict[str, Any]] = []
-    from .progress import Progress
+    from .progress import Progress, first_failure, keeps_running
 
-    with Progress(len(job_ids), tty=None if len(job_ids) > 1 else False) as bar:
+    with keeps_running(ctx, lambda: list(job_ids[len(views):])), \
+            Progress(len(job_ids), tty=None if len(job_ids) > 1 else False) as bar:
         for job_id in job_ids:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             views.append(wait_for(w, job_id, left))
@@ -339,9 +395,12 @@ def wait(ctx: Ctx, job_ids: tuple[str, ...], timeout: float | None, out: Output)
                 bar.update("jobs", f"{v['id']} {v['status']}", len(views),
                            line=f"wait: {len(views)}/{len(job_ids)} ended ({v['id']} {v['status']})")
     out.emit(views, lambda: [click.echo(f"{v['id']} {v['status']}" + (f" ({v['reason']})" if v["reason"] else ""))
-                             for v in views])
-    if not all(v["status"] == "COMPLETED" for v in views):
-        sys.exit(EXIT_FAILED)
+                             for v in views], flat=job_csv)
+    late = [f"{v['id']} {v['status']}" for v in views if v["status"] not in TERMINAL]
+    if late:
+        click.echo(f"error: timed out after {timeout:g}s; still running: {', '.join(late)} (the wait ended, not the "
+                   "job: wait again, or cancel it)", err=True)
+    sys.exit(first_failure(views))
 
 
 @cli.command()

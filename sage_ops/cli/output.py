@@ -1,11 +1,15 @@
-"""`-o json|yaml|wide|name|table` of every read command: one option, one printer.
+"""`-o json|yaml|csv|wide|name|table` of every read command: one option, one printer.
 
 Machine formats print the API's own schemas (the pydantic models), times as ISO-8601 UTC, on
-stdout only; tables are for people (relative ages, colour on a terminal unless NO_COLOR)."""
+stdout only; tables are for people (relative ages, colour on a terminal unless NO_COLOR). CSV is
+one row per object under a header row: its scalar fields (nested ones are left out unless the
+command flattens them), quoted by the csv module, times as in JSON, null as an empty cell."""
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,8 +18,8 @@ import click
 
 from ..formats import dumps, name_of, plain
 
-FORMATS = ("table", "wide", "json", "yaml", "name")
-MACHINE = ("json", "yaml", "name")
+FORMATS = ("table", "wide", "json", "yaml", "csv", "name")
+MACHINE = ("json", "yaml", "csv", "name")
 
 
 class Output:
@@ -32,9 +36,13 @@ class Output:
     def wide(self) -> bool:
         return self.format == "wide"
 
-    def emit(self, obj: Any, table: Callable[[], Any] | None = None) -> None:
-        """Print `obj` in the machine format, or call `table` (the human form)."""
-        if self.machine or table is None:
+    def emit(self, obj: Any, table: Callable[[], Any] | None = None,
+             flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        """Print `obj` in the machine format, or call `table` (the human form); `flat` makes a
+        CSV row of one object (by default its scalar fields)."""
+        if self.format == "csv":
+            click.echo(csv_text(obj, flat), nl=False)
+        elif self.machine or table is None:
             text = dumps(obj, self.format if self.machine else "json")
             if text:
                 click.echo(text)
@@ -49,6 +57,34 @@ class Output:
             click.echo(name_of(obj))
         else:
             click.echo(json.dumps(plain(obj), ensure_ascii=False))
+
+
+def csv_text(obj: Any, flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> str:
+    """`obj` (an object or a list of them) as CSV: a header row, then one row per object; the
+    columns are the union of the rows' keys in the order they first appear."""
+    data = plain(obj)
+    rows = [flat(r) if flat else scalars(r) for r in (data if isinstance(data, list) else [data])]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_cell(r.get(c)) for c in columns] for r in rows)
+    return buf.getvalue()
+
+
+def scalars(row: Any) -> dict[str, Any]:
+    """The fields of `row` that fit in a cell (nested objects and lists left out)."""
+    if not isinstance(row, dict):
+        return {"value": row}
+    return {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
 
 def output_option(quiet: bool = True, formats: Sequence[str] = FORMATS) -> Callable[[Any], Any]:

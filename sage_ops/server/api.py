@@ -204,7 +204,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         flt = scoped(who, req.filter)
         if not ids and (flt is None or req.ids):
             return BulkResult(errors=errors)
-        result = await getattr(daemon.scheduler, action)(ids, flt)
+        result = await getattr(daemon.scheduler, action)(ids, flt, dry_run=req.dry_run)
         result.errors.extend(errors)
         return result
 
@@ -239,6 +239,7 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/logs")
     async def logs(request: Request, job_id: str, follow: bool = False, tail: int | None = Query(None, ge=0),
+                   attempt: int | None = Query(None, ge=1, description="only this attempt's lines"),
                    who: Principal = WHO) -> StreamingResponse:
         await job_or_404(request, who, job_id)
 
@@ -249,10 +250,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         async def body() -> AsyncIterator[bytes]:
             # The log file holds these very NDJSON lines: blocks of it go out as they are.
             if follow:
-                async for block in daemon.logs.follow(job_id, done, tail):
+                async for block in daemon.logs.follow(job_id, done, tail, attempt=attempt):
                     yield block
             else:
-                for block in daemon.logs.blocks(job_id, tail):
+                for block in daemon.logs.blocks(job_id, tail, attempt):
                     yield block
 
         return StreamingResponse(body(), media_type="application/x-ndjson")

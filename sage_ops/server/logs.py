@@ -16,6 +16,9 @@ log entry of the attempt the block came for, its message at most MAX_LOG_LINE by
 runner's note), nothing else in it; any other line is replaced by a system line saying so. A
 block as the runner writes it passes whole, in a few C-level scans.
 
+Each line says which attempt wrote it (`attempt`): a reader may ask for one attempt's lines only,
+its tail counted among them (`only_attempt`).
+
 Followers wait on a per-job event that is woken by every append and by the job's end; they ask
 for the job's state only when it may have changed (`wake`), not once per block.
 """
@@ -133,15 +136,16 @@ class LogStore:
             data = b"".join(iter(reader.block, b""))
             return [LogEntry.model_validate_json(line) for line in data.split(b"\n") if line], reader.offset
 
-    def blocks(self, job_id: str, tail: int | None = None) -> Iterator[bytes]:
-        """The log as it is now, in blocks of whole NDJSON lines (the last `tail` lines only)."""
-        with _Reader(self.path(job_id), tail=tail) as reader:
+    def blocks(self, job_id: str, tail: int | None = None, attempt: int | None = None) -> Iterator[bytes]:
+        """The log as it is now, in blocks of whole NDJSON lines (the last `tail` lines only; of
+        `attempt` only)."""
+        with _Reader(self.path(job_id), tail=tail, attempt=attempt) as reader:
             end = reader.size()
             while block := reader.block(end):
                 yield block
 
     async def follow(self, job_id: str, is_done: Callable[[], object], tail: int | None = None,
-                     poll: float = 1.0) -> AsyncIterator[bytes]:
+                     poll: float = 1.0, attempt: int | None = None) -> AsyncIterator[bytes]:
         """Every line in blocks of whole NDJSON lines, then new ones as they come, until the job
         has ended and all are read.
 
@@ -150,7 +154,7 @@ class LogStore:
         """
         self._following[job_id] = self._following.get(job_id, 0) + 1
         try:
-            with _Reader(self.path(job_id), tail=tail) as reader:
+            with _Reader(self.path(job_id), tail=tail, attempt=attempt) as reader:
                 asked, done = -1, False
                 while True:
                     ev = self._waiters.setdefault(job_id, asyncio.Event())
@@ -181,8 +185,9 @@ class LogStore:
 class _Reader:
     """Blocks of whole lines of one job's log from an offset (the file may not exist yet)."""
 
-    def __init__(self, path: Path, offset: int = 0, tail: int | None = None) -> None:
+    def __init__(self, path: Path, offset: int = 0, tail: int | None = None, attempt: int | None = None) -> None:
         self.path, self.offset, self.tail = path, offset, tail
+        self.attempt = attempt  # only this attempt's lines
         self.fd: int | None = None
         self.legacy: bool | None = None  # unknown until the file has a first line
         self.scanned = 0  # how far a line longer than LINE_MAX was searched for its end
@@ -203,7 +208,8 @@ class _Reader:
                 self.tail = None  # no lines yet: any that come are after the tail
                 return False
             if self.tail is not None:
-                self.offset = _tail_start(self.fd, os.fstat(self.fd).st_size, self.tail)
+                self.offset = _tail_start(self.fd, os.fstat(self.fd).st_size, self.tail,
+                                          None if self.attempt is None else _attempt_end(self.attempt))
         if self.legacy is None:
             head = os.pread(self.fd, len(LEGACY), 0)
             if len(head) == len(LEGACY):
@@ -214,7 +220,18 @@ class _Reader:
         return os.fstat(self.fd).st_size if self._open() and self.fd is not None else 0
 
     def block(self, end: int | None = None) -> bytes:
-        """The next whole lines (about READ_BLOCK bytes, up to `end`), or b"" if none are there yet."""
+        """The next whole lines (about READ_BLOCK bytes, up to `end`) of the attempt asked for, or
+        b"" if none are there yet."""
+        while True:
+            before = self.offset
+            block = self._block(end)
+            if self.attempt is None or not block:
+                return block
+            block = only_attempt(block, self.attempt)
+            if block or self.offset == before:
+                return block
+
+    def _block(self, end: int | None = None) -> bytes:
         if not self._open() or self.fd is None:
             return b""
         room = float("inf") if end is None else end - self.offset
@@ -311,17 +328,35 @@ def _clean_line(line: bytes, attempt: int) -> bytes:
                               f"[sage-ops: a log line of {len(line)} bytes was dropped: not a log entry]", attempt)])
 
 
-def _tail_start(fd: int, size: int, n: int) -> int:
-    """Where the last `n` complete lines start, found reading back from the end."""
+def _attempt_end(attempt: int) -> bytes:
+    """How each line of `attempt` ends (a message cannot hold it: its quotes are escaped)."""
+    return b',"attempt":%d}' % int(attempt)
+
+
+def only_attempt(block: bytes, attempt: int) -> bytes:
+    """The lines of `block` (whole entries) that `attempt` wrote; all of it, at memory speed,
+    when they all are."""
+    end = _attempt_end(attempt) + b"\n"
+    if block.count(end) == block.count(b"\n"):
+        return block
+    return b"".join(line + b"\n" for line in block.split(b"\n") if line.endswith(end[:-1]))
+
+
+def _tail_start(fd: int, size: int, n: int, end: bytes | None = None) -> int:
+    """Where the last `n` complete lines start (of those ending with `end`, if given), found
+    reading back from the end."""
     pos, seen = size, 0
     while pos > 0:
         start = max(0, pos - READ_BLOCK)
         chunk = os.pread(fd, pos - start, start)
         at = len(chunk)
         while (at := chunk.rfind(b"\n", 0, at)) >= 0:
-            seen += 1  # the first one ends the last complete line; the (n+1)th ends the line before them
-            if seen == n + 1:
+            if seen == n:  # it ends the line before the n counted ones
                 return start + at + 1
+            # the first one ends the last complete line
+            if end is None or (chunk[at - len(end):at] if at >= len(end) else
+                               os.pread(fd, len(end), max(0, start + at - len(end)))) == end:
+                seen += 1
         pos = start
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -140,10 +141,11 @@ def exited(pid: int, timeout: float) -> bool:
         pause = min(pause * 2, 0.02)
 
 
-def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """TERM the whole group, KILL whatever is left after `grace`, then reap the leader."""
+def kill_group(proc: subprocess.Popen[bytes], grace: float) -> resource.struct_rusage | None:
+    """TERM the whole group, KILL whatever is left after `grace`, then reap the leader; its
+    resource use (with all it waited for), or None if it was reaped already."""
     if proc.returncode is not None:  # reaped already: its pid may belong to someone else now
-        return
+        return None
     if grace > 0:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -151,4 +153,10 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     exited(proc.pid, 5)
-    proc.wait()
+    try:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped elsewhere (not by this module)
+        proc.wait()
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage

@@ -36,6 +36,17 @@ def _logged(done: asyncio.Future[None]) -> None:
         log.error("cannot write an audit row: %s", done.exception())
 
 
+def _usage(p: dict[str, Any]) -> dict[str, Any]:
+    """An attempt's CPU seconds and peak memory from its `ended` event, when its runner measured
+    them (not when its worker died); anything but a finite non-negative number is left out."""
+    out: dict[str, Any] = {}
+    for key, kind in (("cpu_seconds", float), ("max_rss_bytes", int)):
+        value = p.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2**62:
+            out[key] = kind(value)
+    return out
+
+
 class RayEvents:
     CURSOR_KEY = "dispatcher_cursor"
 
@@ -208,7 +219,7 @@ class RayEvents:
                 trs.append((main, alt, {"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
                                         "started_at": p["t"]}))
                 attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
-                                                          "reason": reason, "ended_at": p["t"]}))
+                                                          "reason": reason, "ended_at": p["t"], **_usage(p)}))
                 if d is not None and d.attempt == attempt:
                     gone[job_id] = self.dispatched.pop(job_id)
                     self.capacity.release(d.node, d.need)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 
@@ -60,6 +60,8 @@ class Attempt(SQLModel, table=True):
     reason: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    cpu_seconds: float | None = Field(default=None, description="user+system CPU of the job's process tree")
+    max_rss_bytes: int | None = Field(default=None, sa_type=BigInteger, description="peak resident memory (ru_maxrss)")
 
 
 class JobEvent(SQLModel, table=True):
