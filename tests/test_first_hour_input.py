@@ -196,3 +196,8 @@ def test_every_batch_file_mistake_exits_2(daemon: Daemon) -> None:
     out = daemon.run("submit-batch", "bad.yaml")
     assert (out.returncode, "bad.yaml:2: jobs[0] (a): unknown dependency: nosuchjob" in out.stderr) == (2, True), \
         out.stderr
+
+
+def test_a_token_expiry_takes_a_unit(daemon: Daemon) -> None:
+    out = daemon.run("token", "create", "--name", "units", "--role", "admin", "--expires-in", "30d", "--json")
+    assert out.returncode == 0, out.stderr

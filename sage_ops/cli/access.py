@@ -11,7 +11,7 @@ import click
 
 from .. import render
 from ..errors import SageOpsError
-from . import WHEN, Ctx, cli, json_option, pass_ctx
+from . import DURATION, WHEN, Ctx, cli, json_option, pass_ctx
 from .completers import tenant_names
 from .output import Output, output_option
 
@@ -141,7 +141,7 @@ def token() -> None:
 @click.option("--name", required=True, help="What it is for, e.g. ci-bot.")
 @click.option("--role", type=ROLES, default="member", show_default=True)
 @click.option("--rate-limit", type=click.FloatRange(0), help="Requests/s (0: unlimited) [default: the daemon's].")
-@click.option("--expires-in", type=click.FloatRange(0, min_open=True), metavar="SECONDS", help="Expire after.")
+@click.option("--expires-in", type=DURATION, help="Expire after this long: seconds, or 15m, 1h, 30d.")
 @json_option
 @pass_ctx
 def token_create(ctx: Ctx, tenant: str | None, name: str, role: str, rate_limit: float | None,

@@ -19,7 +19,7 @@ import click
 from .. import paths, rayhead
 from ..errors import DaemonUnavailable, SageOpsError
 from ..exposure import plaintext_exposure
-from . import EXIT_UNREACHABLE, Ctx, cli, pass_ctx
+from . import DURATION, EXIT_UNREACHABLE, Ctx, cli, pass_ctx
 from .output import Output, output_option
 
 if TYPE_CHECKING:
@@ -90,7 +90,8 @@ def _read_pid() -> int | None:
 @click.option("--insecure-plaintext", is_flag=True, help="Allow --tcp on a host that is not loopback without TLS "
               "(bearer tokens then cross the network in clear).")
 @click.option("--foreground", is_flag=True, help="Run in this terminal (for systemd and debugging).")
-@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until the daemon is healthy.")
+@click.option("--timeout", type=DURATION, default=180.0, show_default=True, help="How long to wait until the daemon is "
+              "healthy (seconds, or 90s, 5m).")
 @pass_ctx
 def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | None, tls_cert: str | None,
                  tls_key: str | None, insecure_plaintext: bool, foreground: bool, timeout: float) -> None:
@@ -149,7 +150,8 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
 @click.option("--ray", "with_ray", is_flag=True,
               help="Also stop the local Ray head this daemon started: all its processes (and the jobs running "
                    "on it), and its temp dir. Done even when the daemon is not running.")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon to exit.")
+@click.option("--timeout", type=DURATION, default=60.0, show_default=True, help="How long to wait for the daemon to "
+              "exit (seconds, or 90s, 5m).")
 @pass_ctx
 def daemon_stop(ctx: Ctx, with_ray: bool, timeout: float) -> None:
     """Stop the daemon. Running jobs keep running in Ray and are picked up on the next start: the
