@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..plaintext import binary_size
+
 PREFETCH = "<prefetch>"  # a dispatched job not charged to a node: it waits in Ray's queue
 SHORT_JOB = 0.2  # seconds: below this recent average runtime, prefetching pays
 Need = dict[str, float]
@@ -67,5 +69,5 @@ class Capacity:
 def fmt(need: Need) -> str:
     parts = []
     for k, v in need.items():
-        parts.append(f"memory={v / 2**20:.0f}MiB" if k == "memory" else f"{k}={v:g}")
+        parts.append(f"memory={binary_size(v)}" if k == "memory" else f"{k}={v:g}")
     return ", ".join(parts) or "nothing"

@@ -22,6 +22,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from ...lifecycle import is_terminal
+from ...plaintext import binary_size
 from ...render import duration, headline
 from ...schemas import JobEventView, JobView, LogEntry
 from ..messages import JobLoaded, JobsChanged, LogEnded, LogLines, Resync
@@ -55,7 +56,7 @@ def overview(job: JobView, now: datetime, plain: bool = False) -> Table:
         what = f"{s.script.filename} {' '.join(s.args)}".strip() if s.script else " ".join(s.command)
         rp = s.retry_policy
         rows += [("command", Text(what)),
-                 ("resources", Text(resources_cell(job) + (f" {s.resources.memory / 2**20:.0f}MiB"
+                 ("resources", Text(resources_cell(job) + (f" {binary_size(s.resources.memory)}"
                                                            if s.resources.memory else ""))),
                  ("retries", Text(f"{rp.max_retries} (delay {rp.retry_delay:g}s x{rp.retry_exponential_base:g})"
                                   if rp.max_retries else "0")),
