@@ -27,8 +27,8 @@ def parse(proc: subprocess.CompletedProcess[str]) -> dict[str, Check]:
     """The --json report by check name (validated against the model scripts rely on)."""
     assert "Traceback" not in proc.stderr, proc.stderr
     checks = [Check.model_validate(c) for c in json.loads(proc.stdout)]
-    assert [c.check for c in checks] == ["python", "ray", "config", "daemon", "ray-head", "database", "disk",
-                                         "ssh-agent"]
+    assert [c.check for c in checks] == ["python", "ray", "features", "config", "daemon", "ray-head", "database",
+                                         "disk", "ssh-agent"]
     for c in checks:
         assert (c.fix is None) == (c.status == "OK"), c
     return {c.check: c for c in checks}
@@ -90,7 +90,8 @@ def test_daemon_not_running(tmp_path: Path) -> None:
     assert report["database"].status == "OK" and "not created yet" in report["database"].detail
     assert report["ray-head"].detail == "no Ray head of this state dir is running"
     agent = report["ssh-agent"]
-    assert agent.status == "WARN" and "--key-file" in agent.detail and agent.fix == "eval $(ssh-agent) && ssh-add"
+    assert agent.status == "WARN" and agent.detail.endswith("without --key")  # the option nodes add has
+    assert agent.fix == "eval $(ssh-agent) && ssh-add"
     table = run(tmp_path, "--address", f"unix://{tmp_path}/nope.sock", "doctor")
     assert table.returncode == 1 and "Traceback" not in table.stderr
     assert "fix: sage-ops daemon start" in table.stdout

@@ -9,6 +9,8 @@ no daemon is involved), a real bash and a real `man`, a daemon with a TCP listen
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
 import subprocess
 import time
@@ -165,3 +167,18 @@ def test_an_option_after_a_command_is_that_commands() -> None:
             allowed = set(FOREIGN).union(*(_options(commands[path[:i]]) for i in range(len(path) + 1)))
             wrong += [(where, " ".join(path), opt) for opt in OPTION.findall(m.group(2)) if opt not in allowed]
     assert wrong == []
+
+
+# -- doctor fails when a feature cannot import ---------------------------------------------------
+def test_doctor_fails_naming_a_feature_that_cannot_import(tcp_listener: Daemon, tmp_path: Path) -> None:
+    assert tcp_listener.run("doctor", "--json").returncode == 0  # the same machine, textual intact
+    (tmp_path / "textual").mkdir()  # a broken textual ahead of the real one: a real failure to import
+    (tmp_path / "textual" / "__init__.py").write_text("import _textual_is_broken_here\n")
+    env = dict(tcp_listener.env, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path),
+                                                                          os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([*SAGE, "doctor", "--json"], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tcp_listener.home)
+    assert out.returncode == 1
+    features = next(c for c in json.loads(out.stdout) if c["check"] == "features")
+    assert features["detail"] == ("the TUI (sage-ops tui) cannot import: ModuleNotFoundError: No module named "
+                                  "'_textual_is_broken_here'")

@@ -7,14 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import Check, Probe, Target, bad
+from .features import check_features
 from .machine import check_config, check_disk, check_python, check_ray, check_ssh_agent
 from .service import check_daemon, check_database, check_ray_head
 
 __all__ = ["CHECKS", "Check", "run_checks"]
 
 CHECKS: list[tuple[str, Callable[[Probe], Check]]] = [
-    ("python", check_python), ("ray", check_ray), ("config", check_config), ("daemon", check_daemon),
-    ("ray-head", check_ray_head), ("database", check_database), ("disk", check_disk), ("ssh-agent", check_ssh_agent),
+    ("python", check_python), ("ray", check_ray), ("features", check_features), ("config", check_config),
+    ("daemon", check_daemon), ("ray-head", check_ray_head), ("database", check_database), ("disk", check_disk),
+    ("ssh-agent", check_ssh_agent),
 ]
 
 

@@ -38,7 +38,8 @@ AGENT_FIX = "eval $(ssh-agent) && ssh-add"
 class Check(BaseModel):
     """One line of the report (the JSON shape scripts read: a list of these)."""
 
-    check: str = Field(description="python, ray, config, daemon, ray-head, database, disk or ssh-agent")
+    check: str = Field(description="python, ray, features, config, daemon, ray-head, database, disk or "
+                       "ssh-agent")
     status: Status
     detail: str = Field(description="one line: what was found")
     fix: str | None = Field(None, description="for WARN/FAIL: a command or step that fixes it")

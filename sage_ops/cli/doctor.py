@@ -39,8 +39,9 @@ def show(checks: list[Check]) -> None:
 @json_option
 @pass_ctx
 def doctor(ctx: Ctx, as_json: bool) -> None:
-    """Check Python, Ray, the config, the daemon, a Ray head it left behind, the database, disk
-    space and the SSH agent, and say how to fix what is wrong (exit 1 if any check FAILs)."""
+    """Check Python, Ray, that the TUI, charts, pipelines and SSH nodes import, the config, the
+    daemon, a Ray head it left behind, the database, disk space and the SSH agent, and say how to
+    fix what is wrong (exit 1 if any check FAILs)."""
     checks = run_checks(ctx)
     if as_json:
         render.print_json(checks)
