@@ -33,7 +33,7 @@ from . import (
     pass_ctx,
     read_secret_file,
 )
-from .completers import ACTIVE, job_ids, tenant_names
+from .completers import ACTIVE, file_names, job_ids, tenant_names
 from .output import Output, output_option, scalars
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
@@ -191,7 +191,8 @@ class AttemptMarks:
 
 
 @cli.command()
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT|-- COMMAND [ARGS]...")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT|-- COMMAND [ARGS]...",
+                shell_complete=file_names)
 @click.option("--name", help="Job name (default: script or command).")
 @click.option("--cpu", type=float, help="CPUs  [default: 1]")
 @click.option("--memory", metavar="SIZE", help="Memory: MiB when bare (512, as Slurm's --mem), or 512MiB, 8GB, 1G.")
@@ -339,8 +340,8 @@ def _detail(job: dict[str, Any]) -> None:
 @pass_ctx
 def logs(ctx: Ctx, job_id: str, follow: bool, tail: int | None, timestamps: bool, attempt: int | None,
          out: Output) -> None:
-    """A job's stdout/stderr lines (kept by the daemon), a marked line where each retry's begin;
-    -o json prints one JSON object per line, with its `attempt`."""
+    """A job's stdout/stderr lines (kept by the daemon), with a marker line where a later
+    attempt's lines begin; -o json prints one JSON object per line, with its `attempt`."""
     from .progress import keeps_running
 
     with keeps_running(ctx, lambda: [job_id] if follow else []):  # Ctrl-C on -f: the job runs on
