@@ -93,7 +93,8 @@ def test_a_bad_memory_size_is_a_usage_error(nowhere: Path, capsys: pytest.Captur
 
 def test_a_small_memory_is_never_shown_as_0mib(capsys: pytest.CaptureFixture[str]) -> None:
     spec = JobSpec(command=["true"], resources={"memory": 512})
-    job_detail(JobView(id="j", name="j", status="PENDING", created_at=datetime.now(), spec=spec).model_dump(mode="json"))
+    view = JobView(id="j", name="j", status="PENDING", created_at=datetime.now(), spec=spec)
+    job_detail(view.model_dump(mode="json"))
     assert "memory=512B" in capsys.readouterr().out
 
 
