@@ -203,19 +203,22 @@ class _Api:
     def cancel_job(self, job_id: str) -> Any:
         return self._run(Call("POST", f"/v1/jobs/{job_id}/cancel", JobView.model_validate, timeout=120))
 
-    def cancel_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, **filter: Any) -> Any:
+    def cancel_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
+                    dry_run: bool = False, **filter: Any) -> Any:
         """Cancel by ids, or by filter (`status`, `name` glob, `tenant`, `since`, `until`): a
-        BulkResult with the jobs affected, the dependents cancelled with them, and errors."""
+        BulkResult with the jobs affected, the dependents cancelled with them, the jobs that had
+        already ended (`unchanged`: not an error) and errors. `dry_run`: only say what it would touch."""
         return self._run(Call("POST", "/v1/jobs/cancel", BulkResult.model_validate,
-                               json=_bulk(job_ids, filter), timeout=300))
+                               json={**_bulk(job_ids, filter), "dry_run": dry_run}, timeout=300))
 
     def retry_job(self, job_id: str) -> Any:
         """A finished job again, as a new attempt."""
         return self._run(Call("POST", f"/v1/jobs/{job_id}/retry", JobView.model_validate, idempotent=False))
 
-    def retry_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, **filter: Any) -> Any:
-        return self._run(Call("POST", "/v1/jobs/retry", BulkResult.model_validate, json=_bulk(job_ids, filter),
-                               idempotent=False, timeout=300))
+    def retry_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
+                   dry_run: bool = False, **filter: Any) -> Any:
+        return self._run(Call("POST", "/v1/jobs/retry", BulkResult.model_validate,
+                               json={**_bulk(job_ids, filter), "dry_run": dry_run}, idempotent=dry_run, timeout=300))
 
     def set_priority(self, job_id: str, priority: int) -> Any:
         return self._run(Call("POST", f"/v1/jobs/{job_id}/priority", JobView.model_validate,

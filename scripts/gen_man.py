@@ -33,6 +33,13 @@ EXIT_STATUS = [
           "a degraded health check)."),
     ("2", "Usage error: bad options or arguments, or a request the daemon refused as invalid."),
     ("3", "The daemon could not be reached."),
+    ("N", "submit --wait and wait: the job's own exit code (a job killed by signal S: 128+S), as srun and "
+          "docker run pass theirs on; wait on several jobs: the first, in the order given, that did not complete."),
+    ("124", "wait --timeout: the time ran out before the job ended (it runs on), as GNU timeout."),
+    ("125", "submit --wait and wait: the job ended without an exit code of its own (rejected, could not be "
+            "placed, its node lost)."),
+    ("130", "Interrupted (Ctrl-C); a job being followed or waited for runs on."),
+    ("143", "submit --wait and wait: the job was cancelled (128+SIGTERM, as docker run after docker stop)."),
 ]
 ENVIRONMENT = [
     ("SAGE_OPS_ADDRESS", "Daemon address when --address is not given (unix:///path.sock, HOST:PORT or "

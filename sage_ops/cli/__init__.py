@@ -41,7 +41,7 @@ COMMANDS = {
     "graph": "scheduling", "submit-batch": "scheduling",
     "tenant": "access", "token": "access", "whoami": "access", "audit": "access",
     "daemon": "daemon", "nodes": "nodes", "doctor": "doctor", "config": "settings", "completion": "completion",
-    "tui": "tui",
+    "man": "completion", "tui": "tui",
 }
 
 

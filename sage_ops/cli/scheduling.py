@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .. import render
-from ..errors import Invalid, Rejected
+from ..errors import Invalid, Rejected, SageOpsError
 from ..lifecycle import JobStatus
 from ..schemas import BulkResult
 from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
@@ -18,30 +18,75 @@ from .batchfile import load_batch, refused
 from .completers import ACTIVE, RETRYABLE, job_ids
 from .output import Output, output_option
 
+#: a bulk action on a terminal asks first when it would touch more jobs than this (--yes skips)
+CONFIRM_OVER = 5
 
-def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], as_json: bool) -> None:
+
+def bulk_options(f: Any) -> Any:
+    """--dry-run and --yes: every bulk action shows what it would touch, and asks on a terminal."""
+    f = click.option("-y", "--yes", is_flag=True, help=f"Do not ask before touching more than {CONFIRM_OVER} jobs "
+                     "(only a terminal is asked; piped or scripted use never is).")(f)
+    return click.option("--dry-run", is_flag=True, help="List the jobs it would touch; touch nothing.")(f)
+
+
+def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], as_json: bool,
+          dry_run: bool = False, yes: bool = False) -> None:
+    """Cancel or retry by ids or filter. The daemon decides what is touched; on a terminal, more
+    than CONFIRM_OVER jobs are listed and asked about first, and then exactly those are touched.
+    Without a terminal nothing is asked (as kubectl and rm): a pipe or a script must not hang."""
     if job_ids and any(flt.values()):
         raise click.UsageError("give job ids or filter options, not both")
     if not job_ids and not any(flt.values()):
         raise click.UsageError("give job ids, or a filter such as --status/--name/--tenant")
     client = ctx.client()
     call = client.cancel_jobs if action == "cancel" else client.retry_jobs
-    out: BulkResult = call(list(job_ids)) if job_ids else call(**{k: v for k, v in flt.items() if v})
-    if as_json:
-        render.print_json(out)
-    else:
-        render.bulk(out, "cancelled" if action == "cancel" else "retried")
+    given = {k: v for k, v in flt.items() if v}
+    ids: list[str] = list(job_ids)
+    done = "cancelled" if action == "cancel" else "retried"
+    out: BulkResult | None = None
+    if dry_run or (not yes and sys.stdin.isatty() and not 0 < len(ids) <= CONFIRM_OVER):
+        plan: BulkResult = call(ids or None, dry_run=True, **({} if ids else given))
+        if dry_run or len(plan.affected) > CONFIRM_OVER:
+            _report(plan, f"would {action}" if dry_run else "", as_json and dry_run)
+        if dry_run:
+            sys.exit(EXIT_FAILED if plan.errors else 0)
+        if len(plan.affected) > CONFIRM_OVER and not click.confirm(
+                f"{action} these {len(plan.affected)} jobs?", err=True):
+            raise SageOpsError(f"not confirmed: no job was {done}")
+        if not ids:  # exactly the jobs listed (asked about), not what the filter matches by now
+            ids = [r.id for r in plan.affected]
+            out = None if ids else plan
+    if out is None:
+        out = call(ids) if ids else call(**given)
+    _report(out, done, as_json)
     if out.errors:
         sys.exit(EXIT_FAILED)
+
+
+def _report(out: BulkResult, verb: str, as_json: bool) -> None:
+    """The jobs touched (or that would be), then a note per job that had already ended (not an
+    error: a cancel is idempotent, as scripts want), then the errors. An empty verb: the list only."""
+    if as_json:
+        render.print_json(out)
+        return
+    if not verb:
+        for ref in out.affected:
+            click.echo(f"  {ref.id} {ref.name} {ref.status.value}", err=True)
+        return
+    if out.affected or out.errors or not out.unchanged:
+        render.bulk(out, verb)
+    for ref in out.unchanged:
+        click.echo(f"note: job {ref.id} ({ref.name}) is already {ref.status.value}: nothing to cancel", err=True)
 
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, shell_complete=job_ids(ACTIVE))
 @filter_options
+@bulk_options
 @json_option
 @pass_ctx
 def cancel(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: str | None, tenant: str | None,
-           since: Any, until: Any, as_json: bool) -> None:
+           since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Cancel jobs by id, or every active job matching a filter. A running job's whole process
     tree is killed; jobs waiting on a cancelled job are cancelled too.
 
@@ -49,19 +94,20 @@ def cancel(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: 
       sage-ops cancel 3f2a9c01d2e4
       sage-ops cancel --status PENDING --name 'sweep-*'
     """
-    _bulk(ctx, "cancel", job_ids, job_filter(statuses, name, tenant, since, until), as_json)
+    _bulk(ctx, "cancel", job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes)
 
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, shell_complete=job_ids(RETRYABLE))
 @filter_options
+@bulk_options
 @json_option
 @pass_ctx
 def retry(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: str | None, tenant: str | None,
-          since: Any, until: Any, as_json: bool) -> None:
+          since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Run finished jobs again, as a new attempt (by id, or by filter: FAILED and CANCELLED
     jobs unless --status says otherwise)."""
-    _bulk(ctx, "retry", job_ids, job_filter(statuses, name, tenant, since, until), as_json)
+    _bulk(ctx, "retry", job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes)
 
 
 @cli.command("set-priority")
