@@ -15,12 +15,13 @@ never in neither."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -30,6 +31,7 @@ from textual.timer import Timer
 
 from ..client import AsyncJobManagerClient
 from ..schemas import JobChange
+from .keys import resolve_first
 from .messages import ClusterInfo, JobsChanged, Reconnected, Reconnecting, Resync
 from .screens.job_detail import JobDetailScreen
 from .screens.jobs import STATUS_KEYS, JobsScreen
@@ -45,7 +47,7 @@ class SageOpsCommands(Provider):
     def commands(self) -> Iterator[tuple[str, Callable[[], Any], str]]:
         app: Any = self.app
         screen = self.screen
-        yield from [("Jobs: the jobs table", app.action_jobs, "j"), ("Nodes: the cluster's machines",
+        yield from [("Jobs: the jobs table", app.action_jobs, ":jobs"), ("Nodes: the cluster's machines",
                     app.action_nodes, "n"), ("Charts: throughput, queue, utilization", app.action_charts, "t"),
                     ("Submit a job", app.action_submit, "s"), ("Help: every key", app.action_help, "?"),
                     ("Quit", app.exit, "q")]
@@ -84,15 +86,22 @@ class SageOpsApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "sage-ops"
     COMMANDS = App.COMMANDS | {SageOpsCommands}
+    # the footer shows a few keys (80 columns hold them); help (?) lists every key
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("colon", "command_line", "Cmd"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
-        Binding("n", "nodes", "Nodes"),
-        Binding("t", "charts", "Charts"),
-        Binding("s", "submit", "Submit"),
-        Binding("j", "jobs", "Jobs", show=False),
+        Binding("n", "nodes", "Nodes", show=False),
+        Binding("t", "charts", "Charts", show=False),
+        Binding("s", "submit", "Submit", show=False),
+        Binding("j", "cursor('down')", "Down", show=False),
+        Binding("k", "cursor('up')", "Up", show=False),
         Binding("ctrl+p", "command_palette", "Commands", show=False),
     ]
+    #: the `:` command line's words (any unique start of one will do: `:no`, `:q`)
+    COMMAND_LINE: ClassVar[dict[str, str]] = {
+        "jobs": "the jobs table", "nodes": "the cluster's machines", "charts": "throughput, queue, utilization",
+        "submit": "submit a job", "help": "every key", "cancel": "cancel the selected job(s)", "quit": "leave"}
 
     cluster: reactive[ClusterInfo | None] = reactive(None, always_update=True)
     link: reactive[str] = reactive("")  # why the daemon is unreachable ("" while connected)
@@ -118,6 +127,10 @@ class SageOpsApp(App[None]):
 
     def get_default_screen(self) -> Screen[Any]:
         return JobsScreen()
+
+    async def on_event(self, event: events.Event) -> None:
+        if not await resolve_first(self, event):  # keys in the order typed (keys.py)
+            await super().on_event(event)
 
     def on_mount(self) -> None:
         self.follow_events()
@@ -248,6 +261,41 @@ class SageOpsApp(App[None]):
         if job_id:
             self.notify(f"submitted {job_id}")
 
+    def action_cursor(self, way: str) -> None:
+        """`j`/`k` move like down/up (as in vi and k9s) in whatever has the focus."""
+        widget: Any = self.focused
+        move = getattr(widget, f"action_cursor_{way}", None) or getattr(widget, f"action_scroll_{way}", None)
+        if move is not None:
+            move()
+
+    def action_command_line(self) -> None:
+        from .screens.command import CommandLine
+
+        self.push_screen(CommandLine(list(self.COMMAND_LINE)), self.run_command_line)
+
+    def run_command_line(self, line: str | None) -> None:
+        """`jobs`, `nodes`, `charts`, `submit`, `help`, `cancel` (the selected jobs), `quit`."""
+        word = (line or "").strip().lstrip(":").strip().lower()
+        if not word:
+            return
+        found = [c for c in self.COMMAND_LINE if c.startswith(word)]
+        if len(found) != 1:
+            what = "ambiguous" if found else "unknown command"
+            self.notify(f"{what} :{word} — one of " + " ".join(f":{c}" for c in found or self.COMMAND_LINE),
+                        severity="error")
+            return
+        action = found[0]
+        if action == "cancel":
+            cancel = getattr(self.screen, "action_cancel", None)
+            if cancel is None:
+                self.notify(":cancel works on the jobs table and a job's detail", severity="warning")
+                return
+            cancel()
+        elif action == "quit":
+            self.exit()
+        else:
+            getattr(self, f"action_{action}")()
+
     def action_help(self) -> None:
         """Every key active here: the focused widget's, the screen's and the app's."""
         from .screens.help import HelpScreen
@@ -261,4 +309,11 @@ class SageOpsApp(App[None]):
             where = "app" if node is self else "screen" if node is screen else type(node).__name__
             rows.append((rank, where, self.get_key_display(b), b.description or b.action))
         rows.sort(key=lambda r: r[0])
-        self.push_screen(HelpScreen(type(screen).__name__, [r[1:] for r in rows]))
+        rows += [(4, "command line", f":{word}", what) for word, what in self.COMMAND_LINE.items()]
+        self.push_screen(HelpScreen(human_name(type(screen).__name__), [r[1:] for r in rows]))
+
+
+def human_name(cls_name: str) -> str:
+    """A screen's class name as a title: `JobDetailScreen` -> `Job detail`."""
+    words = re.sub(r"(?<!^)(?=[A-Z])", " ", cls_name.removesuffix("Screen")).lower()
+    return words[:1].upper() + words[1:]

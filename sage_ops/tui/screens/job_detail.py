@@ -1,12 +1,16 @@
 """One job: its spec, attempts, events timeline and result, over a live log pane.
 
 The log follows `stream_job_logs(follow=True)` in a worker that batches lines (~100 ms) into
-LogLines messages; a dropped stream resumes by skipping the lines already shown."""
+LogLines messages; a dropped stream resumes by skipping the lines already shown. The log pane's
+keys are k9s's where it has them: `w` wrap, `f` full screen, `t` timestamps, ctrl+s save (the
+whole log from the daemon, not only the loaded lines); `a` picks the attempt whose lines show.
+The details above scroll (`e`); their bottom border says how much is below."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +26,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from ...lifecycle import is_terminal
-from ...plaintext import binary_size
+from ...plaintext import binary_size, log_line
 from ...render import duration, headline
 from ...schemas import JobEventView, JobView, LogEntry
 from ..messages import JobLoaded, JobsChanged, LogEnded, LogLines, Resync
@@ -31,6 +35,7 @@ from ..widgets.job_table import resources_cell, status_cell
 from ..widgets.log_view import LogView
 
 FLUSH = 0.1  # seconds a log line may wait to be drawn with the ones after it
+LOG_KEYS = "w wrap · f full · t time · a attempt · ^s save"  # on the log pane's bottom border
 RETRY = (0.5, 5.0)  # backoff while the log stream cannot be resumed: first and longest wait, seconds
 
 
@@ -109,6 +114,13 @@ class JobDetailScreen(Screen[None]):
         Binding("c", "cancel", "Cancel"),
         Binding("r", "retry", "Retry", show=False),
         Binding("g", "graph", "Graph", show=False),
+        # the log pane's own keys, named on its bottom border (the footer has no room left at 80 columns)
+        Binding("w", "wrap", "Log: wrap", show=False),
+        Binding("f", "full", "Log: full screen", show=False),
+        Binding("t", "timestamps", "Log: timestamps", show=False),  # k9s's key; Charts stay on `:charts` here
+        Binding("a", "attempt", "Log: next attempt", show=False),
+        Binding("ctrl+s", "save", "Log: save all to ./JOB.log", show=False),
+        Binding("e", "details", "Scroll the details (events)", show=False),
     ]
 
     def __init__(self, job_id: str) -> None:
@@ -120,6 +132,8 @@ class JobDetailScreen(Screen[None]):
         self.streaming = False
         self._buffer: list[LogEntry] = []
         self._flush: Timer | None = None
+        self.events: list[JobEventView] = []
+        self.full = False
 
     @property
     def client(self) -> Any:
@@ -141,7 +155,8 @@ class JobDetailScreen(Screen[None]):
         self._title()
         self.load()
         self.follow_logs()
-        self.query_one(LogView).focus()
+        self.set_focus(self.query_one(LogView))
+        self.watch(self.query_one("#info"), "scroll_y", self._hint, init=False)
 
     # -- the record ----------------------------------------------------------------------------------
     @work(exclusive=True, group="detail")
@@ -163,6 +178,8 @@ class JobDetailScreen(Screen[None]):
         self.query_one("#attempts", Static).update(attempts(msg.job, now, plain))
         self.query_one("#timeline", Static).update(timeline(msg.events, plain))
         self.query_one("#result", Static).update(result_text(msg.job, msg.result))
+        self.events = msg.events
+        self.call_after_refresh(self._hint)
         if not self.streaming and not is_terminal(msg.job.status):
             self.follow_logs()  # a retried job writes a new attempt's lines
 
@@ -226,7 +243,10 @@ class JobDetailScreen(Screen[None]):
         log = self.query_one(LogView)
         paused = "" if log.following else " · paused (p follows)"
         found = f" · {len(log.matches)} match(es) for {log.pattern!r}" if log.pattern else ""
-        log.border_title = f"logs · {self.log_state}{paused}{found}"
+        shown = "" if log.attempt is None else f" · attempt {log.attempt} (a: next)"
+        flags = "".join(f" · {f}" for f, on in (("wrap", log.wrap), ("no timestamps", not log.timestamps)) if on)
+        log.border_title = f"logs · {self.log_state}{paused}{shown}{flags}{found}"
+        log.border_subtitle = LOG_KEYS
 
     def action_pause(self) -> None:
         log = self.query_one(LogView)
@@ -236,7 +256,55 @@ class JobDetailScreen(Screen[None]):
     def action_search(self) -> None:
         box = self.query_one("#log-search", Input)
         box.display = True
-        box.focus()
+        self.set_focus(box)  # now: the keys typed after `/` go to the box
+
+    def action_wrap(self) -> None:
+        log = self.query_one(LogView)
+        log.set_wrap(not log.wrap)
+        self._title()
+
+    def action_timestamps(self) -> None:
+        log = self.query_one(LogView)
+        log.set_timestamps(not log.timestamps)
+        self._title()
+
+    def action_attempt(self) -> None:
+        """Every attempt's lines, then attempt 1, 2, ... of those loaded, then every one again."""
+        log = self.query_one(LogView)
+        choices: list[int | None] = [None, *log.attempts]
+        log.show_attempt(choices[(choices.index(log.attempt) + 1) % len(choices)] if log.attempt in choices
+                         else None)
+        self._title()
+        if log.attempt is None and len(choices) == 1:
+            self.notify("no attempt has written a line yet")
+
+    def action_full(self) -> None:
+        """The log alone (header and details hidden), or back; escape leaves it too."""
+        self.full = not self.full
+        self.query_one("#header").display = not self.full
+        self.query_one("#info").display = not self.full
+
+    def action_details(self) -> None:
+        info = self.query_one("#info", VerticalScroll)
+        if self.full:
+            self.action_full()
+        self.set_focus(info)
+
+    def _hint(self) -> None:
+        """The details' bottom border: how many events (or lines) are below what shows."""
+        info = self.query_one("#info", VerticalScroll)
+        below = int(info.max_scroll_y - info.scroll_y)
+        if below <= 0:
+            info.border_subtitle = ""
+            return
+        top = self.query_one("#timeline", Static).virtual_region.y + 1  # the "events" heading's line
+        bottom = int(info.scroll_y) + info.scrollable_content_region.height
+        hidden = min(len(self.events), max(0, top + len(self.events) - bottom))
+        what = f"{hidden} more event{'s' if hidden != 1 else ''}" if hidden else f"{below} more line{'s' * (below > 1)}"
+        info.border_subtitle = f"… {what} (e, then ↓ scrolls)"
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._hint)
 
     @on(Input.Submitted, "#log-search")
     def search(self, event: Input.Submitted) -> None:
@@ -256,9 +324,48 @@ class JobDetailScreen(Screen[None]):
         box = self.query_one("#log-search", Input)
         if box.display:
             box.display = False
-            self.query_one(LogView).focus()
+            self.set_focus(self.query_one(LogView))
+        elif self.full:
+            self.action_full()
+        elif self.focused is self.query_one("#info"):
+            self.set_focus(self.query_one(LogView))
         else:
             self.dismiss(None)
+
+    def action_save(self) -> None:
+        self.save_log(self.query_one(LogView).attempt)
+
+    @work(group="save")
+    async def save_log(self, attempt: int | None) -> None:
+        """The whole log (every line the daemon holds, of the attempt shown or all) into a new file
+        of the current directory, as `sage-ops logs` prints it; the notification names the file."""
+        stem = self.job_id if attempt is None else f"{self.job_id}.attempt{attempt}"
+        try:
+            path, fd = _new_file(stem)
+        except OSError as exc:
+            self.notify(f"cannot save the log here: {exc.strerror}", severity="error")
+            return
+        lines, last, chunk = 0, 1, []
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                async for entry in self.client.stream_job_logs(self.job_id, follow=False):
+                    if attempt is not None and entry.attempt != attempt:
+                        continue
+                    if attempt is None and entry.attempt > 0 and entry.attempt != last:
+                        chunk.append(f"── attempt {entry.attempt} ──")
+                    last = entry.attempt or last
+                    chunk.append(log_line(entry.model_dump()))
+                    lines += 1
+                    if len(chunk) >= 10_000:  # big logs: written off the UI's loop, a chunk at a time
+                        await asyncio.to_thread(out.write, "\n".join(chunk) + "\n")
+                        chunk = []
+                if chunk:
+                    await asyncio.to_thread(out.write, "\n".join(chunk) + "\n")
+        except Exception as exc:  # noqa: BLE001 - the daemon went away or the disk is full: say so
+            self.notify(f"{path}: saving stopped after {lines} lines: {getattr(exc, 'message', exc)}",
+                        title="log not saved whole", severity="error")
+            return
+        self.notify(f"{lines} lines saved to {path}", title="log saved")
 
     def action_cancel(self) -> None:
         from .confirm import ConfirmScreen
@@ -285,3 +392,14 @@ class JobDetailScreen(Screen[None]):
         if action == "retry" and not self.streaming:
             self.follow_logs()
 
+
+def _new_file(stem: str) -> tuple[str, int]:
+    """A file of the current directory that did not exist (JOB.log, else JOB-2.log, ...), made
+    private (a log may hold what a job printed of its secrets), never through a planted link."""
+    for n in range(1, 1000):
+        path = os.path.abspath(f"{stem}.log" if n == 1 else f"{stem}-{n}.log")
+        try:
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, f"{stem}.log and 998 others exist")

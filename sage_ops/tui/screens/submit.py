@@ -4,6 +4,7 @@ daemon); any refusal shows as one line in the form so the user fixes a field and
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 from typing import Any
 
@@ -91,7 +92,13 @@ class SubmitScreen(ModalScreen[str | None]):
     """Dismissed with the new job's id, or None when closed."""
 
     CSS_PATH = "../views.tcss"
-    BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+s", "submit", "Submit")]
+    # tab and shift+tab move between fields when the app reads the key, not after it has bubbled up
+    # from the field: a key typed after a tab goes to the next field even in a burst (a paste, a fast
+    # typist, a busy app), where the non-priority tab of Screen moved the focus only after the next
+    # keys had gone to the old field
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+s", "submit", "Submit"),
+                Binding("tab", "move(1)", "Next field", show=False, priority=True),
+                Binding("shift+tab", "move(-1)", "Previous field", show=False, priority=True)]
 
     class Submitted(Message):
         def __init__(self, job_id: str) -> None:
@@ -114,11 +121,27 @@ class SubmitScreen(ModalScreen[str | None]):
                 yield Button("Close", id="close", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#command", Input).focus()
+        self.set_focus(self.query_one("#command", Input))  # now, not later: the next key goes there
+
+    def action_move(self, step: int) -> None:
+        self.focus_next() if step > 0 else self.focus_previous()
+
+    async def _settled(self) -> None:
+        """Wait until every field has taken the keys already sent to it: each field reads its keys
+        in its own task, so a submit key may be handled before the key typed just ahead of it in
+        another field."""
+        loop = asyncio.get_running_loop()
+        done = []
+        for box in self.query(Input):
+            future: asyncio.Future[None] = loop.create_future()
+            box.call_later(future.set_result, None)
+            done.append(future)
+        await asyncio.gather(*done)
 
     @on(Button.Pressed, "#do-submit")
     @on(Input.Submitted)
-    def action_submit(self) -> None:
+    async def action_submit(self) -> None:
+        await self._settled()
         form = {field: self.query_one(f"#{field}", Input).value.strip() for field, _, _ in FIELDS}
         try:
             spec = build_spec(form)
