@@ -2,7 +2,9 @@
 
 Pages come from `list_jobs(cursor=...)`; the table holds a window of at most MAX_PAGES pages
 (scrolling on drops pages at the other end), so a queue of 100,000 jobs never sits in the widget.
-The daemon filters (status, name: sage_ops/name_filter.py); sorting by a column orders the loaded rows."""
+The daemon filters (status, name: sage_ops/name_filter.py) and sorts (a column, over every job,
+not only the rows held: server/job_sort.py); a new filter or order reloads from the first page.
+Live jobs land where the current order puts them among the rows held (while the top is held)."""
 
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ class JobsScreen(Screen[None]):
         Binding("0", "status('')", "Every status", show=False),
         Binding("space", "select", "Select", show=False),
         Binding("c", "cancel", "Cancel"),
-        Binding("r", "retry", "Retry"),
+        Binding("r", "retry", "Retry", show=False),
         Binding("plus", "priority(1)", "Priority +1", show=False),
         Binding("minus", "priority(-1)", "Priority -1", show=False),
         Binding("g", "graph", "Graph", show=False),
@@ -94,11 +96,16 @@ class JobsScreen(Screen[None]):
         self.window, self.loading = PageWindow(), True
         self.load_page(0, None, self.generation)
 
+    def order(self) -> dict[str, Any]:
+        """The listing's order: the table's sort column, as the daemon's sort key and direction."""
+        sort, desc = self.table.daemon_sort()
+        return {"sort": sort, "desc": desc} if sort else {}
+
     @work(group="pages")
     async def load_page(self, index: int, cursor: str | None, generation: int) -> None:
         try:
             page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob, limit=PAGE,
-                                               cursor=cursor, page=True)
+                                               cursor=cursor, page=True, **self.order())
         except Exception as exc:  # noqa: BLE001 - unreachable, refused: say so, never crash the UI
             self.loading = False
             self.notify(getattr(exc, "message", str(exc)), title="cannot list jobs", severity="error")
@@ -176,10 +183,10 @@ class JobsScreen(Screen[None]):
         if len(ids) > FETCH_ONE_BY_ONE:
             try:
                 page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob,
-                                                   limit=PAGE, page=True)
+                                                   limit=PAGE, page=True, **self.order())
             except Exception:  # noqa: BLE001 - the next change or reload brings them
                 return
-            jobs = [j for j in page.jobs if j.id in set(ids)]
+            jobs = [j for j in reversed(page.jobs) if j.id in set(ids)]  # oldest first, as events come
         else:
             got = await asyncio.gather(*(self.client.get_job(i) for i in ids), return_exceptions=True)
             jobs = [j for j in got if isinstance(j, JobView)]
@@ -195,11 +202,13 @@ class JobsScreen(Screen[None]):
             table.update_job(job)
         if self.statuses:
             fresh = [j for j in fresh if j.status in self.statuses]
-        if self.window.below() and table.order:
-            oldest = table.jobs[table.order[-1]].created_at  # older jobs come with their page
-            fresh = [j for j in fresh if j.created_at >= oldest]
         if 0 in self.window.pages:
-            self.window.pages[0] += table.insert(fresh)
+            below = self.window.below() is not None  # a job after the last row held comes with its page
+
+            def fits(at: int, rows: int) -> bool:
+                return at < rows or not below
+
+            self.window.place(table.insert(fresh, fits), table.order)
         if table.row_count > PAGE * (MAX_PAGES + 1):
             self.reload()
         self._bar()
@@ -261,21 +270,25 @@ class JobsScreen(Screen[None]):
             box.value = ""
             self.reload()
 
-    def action_sort_next(self) -> None:
-        order: list[str | None] = [None, *SORTABLE]
-        self.table.sort_on(order[(order.index(self.table.sort_column) + 1) % len(order)], self.table.sort_reverse)
+    def sort(self, column: str | None, reverse: bool) -> None:
+        """A new order: the daemon sorts every job, and the table reloads from its first page."""
+        if not self.table.sort_on(column, reverse):
+            self.notify(f"cannot sort by {column}: one of {', '.join(SORTABLE)}", severity="warning")
+            return
+        self.reload()
         self._bar()
 
+    def action_sort_next(self) -> None:
+        order: list[str | None] = [None, *SORTABLE]
+        self.sort(order[(order.index(self.table.sort_column) + 1) % len(order)], self.table.sort_reverse)
+
     def action_sort_flip(self) -> None:
-        self.table.sort_on(self.table.sort_column, not self.table.sort_reverse)
-        self._bar()
+        self.sort(self.table.sort_column, not self.table.sort_reverse)
 
     @on(DataTable.HeaderSelected, "#jobs")
     def header_clicked(self, event: DataTable.HeaderSelected) -> None:
         column = str(event.column_key.value)
-        flip = column == self.table.sort_column and not self.table.sort_reverse
-        self.table.sort_on(column, flip)
-        self._bar()
+        self.sort(column, column == self.table.sort_column and not self.table.sort_reverse)
 
     def action_cancel(self) -> None:
         ids = self.table.targets()

@@ -1,13 +1,14 @@
-"""The jobs table: one row per loaded job, newest first, updated in place as events arrive.
+"""The jobs table: one row per loaded job, in the daemon's order (newest first, or sorted by a
+column over every job: the daemon sorts, see server/job_sort.py), updated in place as events arrive.
 
 It holds only the rows the jobs screen has paged in (a PageWindow of pages, never the whole
-queue), and keeps the JobView of each row so changes, sorting and ages need no request."""
+queue), and keeps the JobView of each row so changes, placing a new job and ages need no request."""
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from rich.style import Style
@@ -15,6 +16,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from ...lifecycle import JobStatus, is_terminal
+from ...plaintext import binary_size, headline
 from ...render import STATUS_STYLE, duration
 from ...schemas import JobChange, JobView
 from .columns import fit
@@ -27,19 +29,21 @@ STATUS_SYMBOL: dict[JobStatus, str] = {
 #: (key, label, width); the first column marks the multi-selection
 COLUMNS: list[tuple[str, str, int]] = [
     ("sel", " ", 1), ("id", "ID", 12), ("name", "NAME", 18), ("status", "STATUS", 11), ("priority", "PRI", 4),
-    ("tenant", "TENANT", 8), ("res", "RES", 7), ("node", "NODE", 10), ("attempts", "ATT", 3), ("age", "AGE", 6),
-    ("duration", "DUR", 6),
+    ("tenant", "TENANT", 8), ("res", "RES", 11), ("node", "NODE", 10), ("attempts", "ATT", 3), ("exit", "EXIT", 4),
+    ("age", "AGE", 6), ("duration", "DUR", 6), ("reason", "REASON", 20),
 ]
-SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
-    "id": lambda j: j.id, "name": lambda j: j.name.lower(), "status": lambda j: j.status.value,
-    "priority": lambda j: j.priority, "tenant": lambda j: j.tenant or "", "node": lambda j: j.node or "",
-    "attempts": lambda j: j.attempts_made, "age": lambda j: -j.created_at.timestamp(),
-    "duration": lambda j: (j.ended_at or datetime.max.replace(tzinfo=timezone.utc)) - (j.started_at or j.created_at),
-    "res": lambda j: (j.spec.resources.cpu, j.spec.resources.gpu) if j.spec else (0.0, 0.0),
+#: column -> (the daemon's sort key, whether the column's ascending order is the daemon's descending
+#: one) and the value the row holds for it (None: missing, sorts lowest, as on the daemon)
+DAEMON_SORT: dict[str, tuple[str, bool, Callable[[JobView], Any]]] = {
+    "id": ("id", False, lambda j: j.id), "name": ("name", False, lambda j: j.name),
+    "status": ("status", False, lambda j: j.status.value), "priority": ("priority", False, lambda j: j.priority),
+    "tenant": ("tenant", False, lambda j: j.tenant), "node": ("node", False, lambda j: j.node),
+    "attempts": ("attempts", False, lambda j: j.attempts_made), "exit": ("exit_code", False, lambda j: j.exit_code),
+    "age": ("created", True, lambda j: j.created_at.timestamp()), "reason": ("reason", False, lambda j: j.reason),
 }
-SORTABLE = [key for key, _, _ in COLUMNS if key in SORT_KEYS]
+SORTABLE = [key for key, _, _ in COLUMNS if key in DAEMON_SORT]
 #: what a narrow terminal hides first (the rest of a job is one `enter` away, in its detail)
-HIDE_FIRST = ["tenant", "res", "attempts", "priority", "node", "duration"]
+HIDE_FIRST = ["reason", "tenant", "res", "attempts", "exit", "priority", "node", "duration"]
 
 
 def columns_for(width: int) -> list[tuple[str, str, int]]:
@@ -60,10 +64,26 @@ def status_cell(status: JobStatus, plain: bool = False) -> Text:
 
 
 def resources_cell(job: JobView) -> str:
+    """CPUs and GPUs asked for: `2c 1g`."""
     if job.spec is None:
         return "-"
     res = job.spec.resources
     return f"{res.cpu:g}c" + (f" {res.gpu:g}g" if res.gpu else "")
+
+
+def resources_with_memory(job: JobView) -> str:
+    """The table's RES cell: CPUs, GPUs and memory asked for (`2c 1g 8G`, binary units as `status`)."""
+    memory = job.spec.resources.memory if job.spec else None
+    return resources_cell(job) + (f" {binary_size(memory).removesuffix('iB')}" if memory else "")
+
+
+def sort_value(job: JobView, column: str | None) -> tuple[Any, ...]:
+    """Where a job sorts under `column` (None: the daemon's default, by creation): missing values
+    lowest and the id breaking ties, as the daemon does."""
+    if column is None:
+        return (job.created_at.timestamp(),)
+    value = DAEMON_SORT[column][2](job)
+    return (value is not None, 0 if value is None else value, job.id)
 
 
 def with_change(job: JobView, change: JobChange) -> JobView:
@@ -120,9 +140,10 @@ class JobTable(DataTable[Any]):
         run = None if job.started_at is None else ((job.ended_at or now) - job.started_at).total_seconds()
         return {"sel": "*" if job.id in self.selected else " ", "id": job.id, "name": job.name,
                 "status": status_cell(job.status, self.app.no_color), "priority": str(job.priority),
-                "tenant": job.tenant or "-", "res": resources_cell(job), "node": job.node or "-",
+                "tenant": job.tenant or "-", "res": resources_with_memory(job), "node": job.node or "-",
                 "attempts": str(job.attempts_made), "age": duration((now - job.created_at).total_seconds()),
-                "duration": duration(run)}
+                "duration": duration(run), "exit": "-" if job.exit_code is None else str(job.exit_code),
+                "reason": headline(job.reason)}
 
     def row(self, job: JobView) -> list[Any]:
         cells = self.cells(job)
@@ -146,22 +167,40 @@ class JobTable(DataTable[Any]):
             self.add_row(*self.row(job), key=job.id)
         ids = [j.id for j in added]
         self.order = ids + self.order if front else self.order + ids
-        if front or self.sort_column:
+        if front:
             self._arrange(keep)
         return ids
 
-    def insert(self, jobs: Iterable[JobView]) -> list[str]:
-        """Add jobs where their creation time puts them (newest first); returns their ids."""
+    def descending(self) -> bool:
+        """Whether the rows run from the highest sort value down (the default order: newest first)."""
+        if self.sort_column is None:
+            return True
+        return self.sort_reverse != DAEMON_SORT[self.sort_column][1]
+
+    def insert(self, jobs: Iterable[JobView], fits: Callable[[int, int], bool] = lambda _, __: True) -> list[str]:
+        """Add jobs, given oldest first, where the current order puts them (those `fits(position,
+        rows)` accepts); returns their ids. A new job lands before the jobs created in the same
+        instant, so a batch shows newest first, as the daemon lists it."""
         keep = self.highlighted_id()
-        added = [j for j in jobs if j.id not in self.jobs]
-        for job in sorted(added, key=lambda j: j.created_at):
-            keys = [-self.jobs[i].created_at.timestamp() for i in self.order]
-            self.order.insert(bisect_left(keys, -job.created_at.timestamp()), job.id)
+        added: list[str] = []
+        down = self.descending()
+        keys = [sort_value(self.jobs[i], self.sort_column) for i in self.order]
+        if down:
+            keys.reverse()  # ascending, to bisect; a position p in it is len - p in the rows
+        for job in sorted((j for j in jobs if j.id not in self.jobs), key=lambda j: j.created_at):
+            key = sort_value(job, self.sort_column)
+            found = bisect_right(keys, key)
+            at = len(keys) - found if down else found
+            if not fits(at, len(self.order)):
+                continue
+            keys.insert(found, key)
+            self.order.insert(at, job.id)
             self.jobs[job.id] = job
             self.add_row(*self.row(job), key=job.id)
+            added.append(job.id)
         if added:
             self._arrange(keep)
-        return [j.id for j in added]
+        return added
 
     def drop(self, ids: Iterable[str]) -> None:
         gone = {i for i in ids if i in self.jobs}
@@ -239,19 +278,25 @@ class JobTable(DataTable[Any]):
             self.update_cell(job_id, "sel", " ")
         self.selected.clear()
 
-    def sort_on(self, column: str | None, reverse: bool = False) -> None:
-        """Sort the loaded rows by a column (None: the daemon's order, newest first)."""
-        self.sort_column, self.sort_reverse = (column if column in SORT_KEYS else None), reverse
-        self._arrange(self.highlighted_id())
+    def sort_on(self, column: str | None, reverse: bool = False) -> bool:
+        """Order by a column from now on (None: newest first); the screen asks the daemon for the
+        rows in that order. False for a column the daemon cannot sort by."""
+        if column is not None and column not in DAEMON_SORT:
+            return False
+        self.sort_column, self.sort_reverse = column, reverse if column else False
+        return True
+
+    def daemon_sort(self) -> tuple[str | None, bool]:
+        """The listing's `sort` and `desc` for the current order."""
+        if self.sort_column is None:
+            return None, False
+        key, flipped, _ = DAEMON_SORT[self.sort_column]
+        return key, self.sort_reverse != flipped
 
     def _arrange(self, keep: str | None) -> None:
-        """Rows in `order` (or by the sort column); the cursor stays on the job it was on."""
-        if self.sort_column is None:
-            rank = {job_id: n for n, job_id in enumerate(self.order)}
-            self.sort("id", key=lambda job_id: rank[job_id], reverse=self.sort_reverse)
-        else:
-            by = SORT_KEYS[self.sort_column]
-            self.sort("id", key=lambda job_id: by(self.jobs[job_id]), reverse=self.sort_reverse)
+        """Rows in `order`; the cursor stays on the job it was on."""
+        rank = {job_id: n for n, job_id in enumerate(self.order)}
+        self.sort("id", key=lambda job_id: rank[job_id])
         self._keep(keep)
 
     def _keep(self, job_id: str | None) -> None:
@@ -290,6 +335,17 @@ class PageWindow:
             return first_page_cursor is None or (old is not None and int(first_page_cursor) <= int(old))
         except ValueError:
             return False
+
+    def place(self, ids: list[str], order: list[str]) -> None:
+        """Jobs that arrived live join the page of the row above them (the first page at the top)."""
+        if not ids:
+            return
+        page_of = {job_id: n for n, held in self.pages.items() for job_id in held}
+        for job_id in ids:
+            at = order.index(job_id)
+            above = next((page_of[i] for i in reversed(order[:at]) if i in page_of), min(self.pages))
+            self.pages[above].append(job_id)
+            page_of[job_id] = above
 
     def excess(self, limit: int, bottom: bool, keep: str | None) -> list[str]:
         """Over `limit` pages: drop the one at the bottom (or top) end, unless it holds `keep`."""
