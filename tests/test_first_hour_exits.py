@@ -48,6 +48,11 @@ def test_submit_wait_exits_with_the_jobs_own_code(daemon: Daemon) -> None:
     assert out.returncode == 3, out.stderr
 
 
+def test_a_job_killed_by_its_timeout_exits_as_a_shell_does_128_plus_sigterm(daemon: Daemon) -> None:
+    out = daemon.run("submit", "--wait", "--timeout", "1", "--", "sleep", "300")
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr
+
+
 def test_wait_on_a_cancelled_job_exits_143(daemon: Daemon) -> None:
     job_id = _running(daemon)
     daemon.run("cancel", job_id, check=True)
