@@ -18,9 +18,11 @@ from conftest import Daemon, until
 from textual import events
 from textual.app import _character_to_key
 from textual.keys import REPLACED_KEYS, _get_unicode_name_from_key
+from textual.widgets import Static
 
 from sage_ops.lifecycle import JobStatus
 from sage_ops.tui.app import SageOpsApp
+from sage_ops.tui.screens.graph import GraphScreen
 from sage_ops.tui.screens.job_detail import JobDetailScreen
 from sage_ops.tui.screens.submit import SubmitScreen
 from sage_ops.tui.widgets.log_view import MAX_LINES, LogView
@@ -205,3 +207,24 @@ async def test_the_events_list_says_what_is_below_it(daemon: Daemon, retried: st
         await pilot.press("e", "end")
         await pilot.pause()
         assert not info.border_subtitle
+
+
+# -- 4. the graph follows the event stream -----------------------------------------------------
+WAIT_FOR = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)"
+
+
+async def test_the_graph_follows_the_event_stream(daemon: Daemon, tmp_path: Path) -> None:
+    client = daemon.client(timeout=60)
+    flag = tmp_path / "go"
+    a = client.submit_job({"name": "gate", "command": [sys.executable, "-c", WAIT_FOR, str(flag)]}).id
+    b = client.submit_job({"name": "after-gate", "command": ["true"], "dependencies": [a]}).id
+    app = app_for(daemon)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = GraphScreen(b, refresh_s=3600)  # no polling: only the event stream can change it
+        await app.push_screen(screen)
+        await until(pilot, lambda: screen.graph is not None and {n.id for n in screen.graph.nodes} == {a, b})
+        c = (await app.client.submit_job({"name": "after-that", "command": ["true"], "dependencies": [b]})).id
+        await until(pilot, lambda: {n.id for n in screen.graph.nodes} == {a, b, c}, timeout=30)
+        flag.touch()
+        await until(pilot, lambda: screen.graph.done == 3, timeout=60)
+        assert "3/3 done" in str(screen.query_one("#graph-counts", Static).render())

@@ -1,5 +1,8 @@
 """A job's DAG as a tree from its roots, with status colours, the critical path marked and the
-progress done/total; refreshed every 2 s so a running pipeline can be watched. Drawn like
+progress done/total. It follows the daemon's event stream as the jobs screen does (the app hands
+every screen its JobsChanged): a change of one of its jobs, or a new job (it may depend on one of
+them), loads the graph again at once; a reload every 2 s keeps a pipeline's operator counts and
+running times moving. Drawn like
 `sage-ops graph`: a job with several dependencies hangs under the first and names the others.
 A pipeline job adds its operators with their records and rates (an OperatorTable); on its own,
 without dependencies, its operators are the graph and the tree is hidden."""
@@ -22,7 +25,7 @@ from ...errors import SageOpsError
 from ...lifecycle import JobStatus
 from ...render import STATUS_STYLE, duration
 from ...schemas import GraphNode, GraphView
-from ..messages import Failed
+from ..messages import Failed, JobsChanged, Resync
 from ..widgets.operator_table import OperatorTable
 
 CRITICAL = "bold yellow"
@@ -83,6 +86,7 @@ class GraphScreen(Screen):
         self.graph: GraphView | None = None
         self._shape: list[tuple[str, str | None]] = []
         self._items: dict[str, TreeNode[str]] = {}
+        self._stale = self._loading = False
 
     @property
     def source(self) -> GraphSource:
@@ -104,12 +108,33 @@ class GraphScreen(Screen):
         self.reload()
         self.set_interval(self.refresh_s, self.reload)
 
-    @work(exclusive=True, group="graph-refresh")
-    async def reload(self) -> None:
+    def on_jobs_changed(self, msg: JobsChanged) -> None:
+        ids = {n.id for n in self.graph.nodes} if self.graph else {self.job_id}
+        if any(c.job_id in ids or c.from_status is None for c in msg.changes):
+            self.reload()
+
+    def on_resync(self, _: Resync) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """Load the graph again; asked while a load is on its way, once more after it (a steady
+        stream of changes is never a load cut short and begun again, as an exclusive worker's)."""
+        self._stale = True
+        if not self._loading:
+            self._loading = True
+            self._load()
+
+    @work(group="graph-refresh")
+    async def _load(self) -> None:
         try:
-            self.post_message(self.Loaded(await self.source.get_job_graph(self.job_id)))
-        except SageOpsError as exc:
-            self.post_message(Failed(exc.message))
+            while self._stale:
+                self._stale = False
+                try:
+                    self.post_message(self.Loaded(await self.source.get_job_graph(self.job_id)))
+                except SageOpsError as exc:
+                    self.post_message(Failed(exc.message))
+        finally:
+            self._loading = False
 
     @on(Loaded)
     def _show(self, message: Loaded) -> None:
