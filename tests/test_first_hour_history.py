@@ -29,6 +29,7 @@ RETRIED = ["--retries", "1", "--", "sh", "-c", 'echo "run $SAGE_OPS_ATTEMPT"; [ 
 # CPU burnt and memory held by a grandchild the job waits for: the whole tree is measured
 BURN = textwrap.dedent("""
     import subprocess, sys
+    print("pid 1 here:", open("/proc/1/comm").read().strip())
     child = ("b = bytearray(160 * 2**20)\\nimport time\\nt = time.process_time()\\n"
              "while time.process_time() - t < 0.6: pass")
     sys.exit(subprocess.run([sys.executable, "-c", child]).returncode)
@@ -111,6 +112,18 @@ def test_an_attempt_records_the_cpu_time_and_peak_memory_of_its_tree(daemon: Dae
     job = _ended(daemon, daemon.submit_q("--name", "hist-burn", str(script)))
     attempt = job["attempts"][0]
     assert job["status"] == JobStatus.COMPLETED.value
+    assert attempt["cpu_seconds"] >= 0.6
+    assert attempt["max_rss_bytes"] >= 160 * 2**20
+
+
+def test_a_sandboxed_attempt_is_measured_through_its_own_pid_namespace(new_daemon: Any) -> None:
+    d = new_daemon({"security": {"switch_users": "off", "sandbox": "auto"}})  # bwrap --unshare-pid
+    d.start()
+    script = d.home / "burn.py"
+    script.write_text(BURN)
+    job = _ended(d, d.submit_q("--name", "hist-sandboxed", str(script)))
+    attempt = job["attempts"][0]
+    assert "pid 1 here: bwrap" in d.run("logs", job["id"], "--no-timestamps", check=True).stdout
     assert attempt["cpu_seconds"] >= 0.6
     assert attempt["max_rss_bytes"] >= 160 * 2**20
 

@@ -7,7 +7,6 @@ command flattens them), quoted by the csv module, times as in JSON, null as an e
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import json
@@ -62,6 +61,8 @@ class Output:
 def csv_text(obj: Any, flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> str:
     """`obj` (an object or a list of them) as CSV: a header row, then one row per object; the
     columns are the union of the rows' keys in the order they first appear."""
+    import csv  # only when asked for: every command imports this module
+
     data = plain(obj)
     rows = [flat(r) if flat else scalars(r) for r in (data if isinstance(data, list) else [data])]
     columns = list(dict.fromkeys(k for r in rows for k in r))

@@ -41,6 +41,7 @@ from .job_output import (
     split_lines,
 )
 from .process_group import Watchdog, exited, kill_group, signal_exit
+from .usage import Usage
 
 __all__ = ["MAX_LOG_LINE", "cut_line", "run_job", "split_lines"]
 
@@ -59,7 +60,7 @@ def _code_version() -> str:
     digest = hashlib.sha1()
     here = os.path.dirname(__file__)
     for name in ("runner.py", "dispatch_actor.py", "job_output.py", "process_group.py", "job_env.py", "containment.py",
-                 "job_user.py", "transit.py", "sandbox.py"):
+                 "job_user.py", "transit.py", "sandbox.py", "usage.py"):
         path = os.path.join(here, name)
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -175,10 +176,12 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     if control is not None:
         own.update({"SAGE_OPS_CONTROL_FD": str(control.child),
                     "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
+    own_pids = bool(opts.get("hide")) and user is None and spec["kind"] != "pipeline"  # bwrap --unshare-pid
     uid = user.pw_uid if user else os.getuid()
     env = job_environment(os.environ, uid, own, ray=control is not None)  # never the worker's own
     res = opts.get("resources") or {}
     Watchdog.ready()
+    usage = Usage(adopt=own_pids)
     jail = Jail(f"{job_id}-{attempt}", float(res.get("cpu") or 0), int(res.get("memory") or 0))
     try:
         with jail.spawning():  # born in its cgroup: every descendant is the job's
@@ -188,6 +191,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
             )
     except OSError as exc:
         jail.close()
+        usage.close()
         _rmtree(scratch)
         note(f"could not start: {exc}")
         flush(final=True)
@@ -209,7 +213,6 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         dispatcher.started.remote(job_id, attempt, cap, **started)
     deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
     outcome: dict[str, Any] = {}
-    usage = None  # the leader's rusage once it is reaped: its CPU and peak memory
     capture = Capture(attempt, int(opts.get("max_log_bytes") or MAX_LOG_BYTES))
     try:
         sel = selectors.DefaultSelector()
@@ -254,16 +257,18 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                 outcome["reason"] = "timeout"
                 note(f"timeout: ran longer than {opts['timeout']:g}s; killing its process group")
                 jail.signal(signal.SIGTERM)
-                usage = kill_group(proc, float(opts.get("kill_grace", 5)))
+                usage.add(kill_group(proc, float(opts.get("kill_grace", 5))))
                 break
-        usage = kill_group(proc, 0) or usage  # the leader has exited: strays of its group die with it
+        usage.add(kill_group(proc, 0))  # the leader has exited: strays of its group die with it
     except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
         jail.signal(signal.SIGTERM)
-        usage = kill_group(proc, float(opts.get("kill_grace", 5))) or usage
+        usage.add(kill_group(proc, float(opts.get("kill_grace", 5))))
         outcome["cancelled"] = True
         outcome["reason"] = "cancelled"
     finally:
+        usage.reap_adopted()  # before the jail reaps them without their rusage
         jail.close()  # whatever is left of the job, also what left its session (setsid)
+        usage.close()
         Watchdog.tell("-", proc.pid)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
@@ -289,16 +294,7 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
     if elsewhere and code and not outcome:
         reason = f"{reason or f'exit code {code}'}; {elsewhere}"
     return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
-            "timed_out": reason == "timeout", "batches": sent + len(refs), "started": started, **_used(usage)}
-
-
-def _used(usage: Any) -> dict[str, Any]:
-    """What an attempt used, from the rusage of its reaped leader: CPU (user + system) of every
-    process of its tree that was waited for (setpriv execs the job; bwrap waits for it), and the
-    peak resident memory of the largest one (ru_maxrss is in KiB on Linux)."""
-    if usage is None:
-        return {}
-    return {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 6), "max_rss_bytes": int(usage.ru_maxrss) * 1024}
+            "timed_out": reason == "timeout", "batches": sent + len(refs), "started": started, **usage.fields()}
 
 
 def _node_name() -> str:
