@@ -362,6 +362,8 @@ class JobDetailScreen(Screen[None]):
                 if chunk:
                     await asyncio.to_thread(out.write, "\n".join(chunk) + "\n")
         except Exception as exc:  # noqa: BLE001 - the daemon went away or the disk is full: say so
+            if not lines:
+                os.unlink(path)
             self.notify(f"{path}: saving stopped after {lines} lines: {getattr(exc, 'message', exc)}",
                         title="log not saved whole", severity="error")
             return

@@ -141,6 +141,8 @@ class SubmitScreen(ModalScreen[str | None]):
     @on(Button.Pressed, "#do-submit")
     @on(Input.Submitted)
     async def action_submit(self) -> None:
+        if self.query_one("#do-submit", Button).disabled:
+            return  # one is on its way (enter pressed twice): not a second job
         await self._settled()
         form = {field: self.query_one(f"#{field}", Input).value.strip() for field, _, _ in FIELDS}
         try:
