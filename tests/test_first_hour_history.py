@@ -155,6 +155,13 @@ def test_jobs_csv_has_a_header_and_a_row_per_job_with_its_usage(daemon: Daemon) 
     assert float(rows[0]["cpu_seconds"]) >= 0
 
 
+def test_an_empty_jobs_csv_has_the_same_header(daemon: Daemon) -> None:
+    job_id = daemon.submit_q("--name", "hist-header", "--", "true")
+    _ended(daemon, job_id)
+    full = daemon.run("jobs", "-o", "csv", "--name", "hist-header", check=True).stdout.splitlines()[0]
+    assert daemon.run("jobs", "-o", "csv", "--name", "no-such-job-name", check=True).stdout == full + "\n"
+
+
 # -- 4. logs of one attempt, and marks between attempts ---------------------------------------------------
 def test_logs_attempt_shows_only_that_attempts_lines(daemon: Daemon) -> None:
     job_id = daemon.submit_q("--name", "hist-logs", *RETRIED)

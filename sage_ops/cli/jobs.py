@@ -34,7 +34,7 @@ from . import (
     read_secret_file,
 )
 from .completers import ACTIVE, file_names, job_ids, tenant_names
-from .output import Output, output_option, scalars
+from .output import Output, output_option
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
                       "--secret-env-file", "--tenant",
@@ -295,9 +295,13 @@ def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | No
     params = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in params.items() if v}
     page = ctx.wire().call("GET", "/v1/jobs", params)
     # a plain list, as scripts expect; the cursor goes to stderr
-    out.emit(page["jobs"], lambda: plaintext.jobs_table(page["jobs"], wide=out.wide), flat=job_csv)
+    out.emit(page["jobs"], lambda: plaintext.jobs_table(page["jobs"], wide=out.wide), flat=job_csv, header=JOB_CSV)
     if page.get("next_cursor"):
         click.echo(f"more: sage-ops jobs --cursor {page['next_cursor']} ...", err=True)
+
+
+JOB_CSV = ("id", "name", "status", "reason", "priority", "tenant", "kind", "exit_code", "attempts_made", "node",
+           "created_at", "started_at", "ended_at", "cpu_seconds", "max_rss_bytes")  # also an empty list's header
 
 
 def job_csv(job: dict[str, Any]) -> dict[str, Any]:
@@ -306,7 +310,9 @@ def job_csv(job: dict[str, Any]) -> dict[str, Any]:
     tried = job.get("attempts") or []
     cpu = [a["cpu_seconds"] for a in tried if a.get("cpu_seconds") is not None]
     rss = [a["max_rss_bytes"] for a in tried if a.get("max_rss_bytes") is not None]
-    return {**scalars(job), "cpu_seconds": round(sum(cpu), 6) if cpu else None, "max_rss_bytes": max(rss, default=None)}
+    row = {k: job.get(k) for k in JOB_CSV}
+    row.update(cpu_seconds=round(sum(cpu), 6) if cpu else None, max_rss_bytes=max(rss, default=None))
+    return row
 
 
 @cli.command()

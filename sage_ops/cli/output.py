@@ -36,11 +36,12 @@ class Output:
         return self.format == "wide"
 
     def emit(self, obj: Any, table: Callable[[], Any] | None = None,
-             flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+             flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None, header: Sequence[str] = ()) -> None:
         """Print `obj` in the machine format, or call `table` (the human form); `flat` makes a
-        CSV row of one object (by default its scalar fields)."""
+        CSV row of one object (by default its scalar fields), `header` its first columns (the
+        header of an empty list)."""
         if self.format == "csv":
-            click.echo(csv_text(obj, flat), nl=False)
+            click.echo(csv_text(obj, flat, header), nl=False)
         elif self.machine or table is None:
             text = dumps(obj, self.format if self.machine else "json")
             if text:
@@ -58,14 +59,15 @@ class Output:
             click.echo(json.dumps(plain(obj), ensure_ascii=False))
 
 
-def csv_text(obj: Any, flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> str:
+def csv_text(obj: Any, flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+             header: Sequence[str] = ()) -> str:
     """`obj` (an object or a list of them) as CSV: a header row, then one row per object; the
-    columns are the union of the rows' keys in the order they first appear."""
+    columns are `header`, then the rows' other keys in the order they first appear."""
     import csv  # only when asked for: every command imports this module
 
     data = plain(obj)
     rows = [flat(r) if flat else scalars(r) for r in (data if isinstance(data, list) else [data])]
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = list(dict.fromkeys([*header, *(k for r in rows for k in r)]))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
