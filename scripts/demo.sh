@@ -11,6 +11,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV" || { echo "demo: cannot create $VENV (on Debian/Ubuntu: apt install python3-venv)" >&2; exit 1; }
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check .
+# TAB completion for your login shell (bash-completion's, or fish's, user directory); the man pages
+# came with the install, in $VENV/share/man, where `man` looks once $VENV/bin is on PATH
+case "${SHELL##*/}" in zsh|fish) COMPLETION_SHELL="${SHELL##*/}" ;; *) COMPLETION_SHELL=bash ;; esac
+"$VENV/bin/sage-ops" completion "$COMPLETION_SHELL" --install
 export PATH="$VENV/bin:$PATH"
 hash -r
 set -x
@@ -47,6 +51,7 @@ The daemon is still running, with its Ray head. To use sage-ops from your shell:
 
     export PATH="$VENV/bin:\$PATH"      # or: source $VENV/bin/activate
     sage-ops jobs ; sage-ops tui
+    sage-ops <TAB> ; man sage-ops          # in a new shell: completion and man pages are installed
 
 To stop everything (the daemon, its Ray head and all of Ray's processes):
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 import ast
 import json
 import os
+import pty
 import re
+import select
+import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +187,80 @@ def test_doctor_fails_naming_a_feature_that_cannot_import(tcp_listener: Daemon, 
     features = next(c for c in json.loads(out.stdout) if c["check"] == "features")
     assert features["detail"] == ("the TUI (sage-ops tui) cannot import: ModuleNotFoundError: No module named "
                                   "'_textual_is_broken_here'")
+
+
+# -- TAB and man in a real shell -----------------------------------------------------------------
+BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")  # what Debian's ~/.bashrc sources
+
+
+def _shell_env(home: Path) -> dict[str, str]:
+    """A user with nothing set up: `sage-ops` on PATH (as an install puts it), no MANPATH."""
+    (home / "bin").mkdir(parents=True, exist_ok=True)
+    exe = home / "bin" / "sage-ops"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m sage_ops \"$@\"\n")
+    exe.chmod(0o755)
+    keep = {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "LANG")}
+    return {**keep, "HOME": str(home), "PATH": f"{home / 'bin'}:/usr/bin:/bin", "TERM": "dumb",
+            "SAGE_OPS_ADDRESS": f"unix://{home}/none.sock"}
+
+
+def _tab(env: dict[str, str], cwd: Path, setup: str, typed: str, want: str, then: str = "") -> str:
+    """Type `typed` and TAB into an interactive bash (on a pty, as a terminal would), wait for
+    `want` to appear, then run `then`; everything the terminal showed after the setup."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a login-less interactive bash
+        os.chdir(cwd)
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
+    seen = b""
+
+    def until(token: str, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while token.encode() not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    return
+
+    try:
+        os.write(fd, f"PS1='ready> '; {setup}; echo set-up\n".encode())
+        until("set-up\r\nready> ")
+        seen = b""
+        os.write(fd, f"{typed}\t".encode())
+        until(want)
+        if then:
+            os.write(fd, f"\x15{then}; echo done-$((6*7))\n".encode())  # ctrl-u: the typed line goes
+            until("done-42\r\n")
+        return seen.decode(errors="replace")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def test_submit_tab_completes_file_names(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "train_model.py").write_text("print('hi')\n")
+    screen = _tab(_shell_env(tmp_path), tmp_path / "work", f"source {ROOT / 'completions' / 'sage-ops.bash'}",
+                  "sage-ops submit tra", "train_model.py", then="complete -p sage-ops")
+    assert "complete -o nosort -F _sage_ops_completion sage-ops" in screen  # bash asked sage-ops itself
+    assert "sage-ops submit train_model.py" in screen
+
+
+@pytest.mark.skipif(not BASH_COMPLETION.is_file(), reason="the bash-completion package is not installed")
+def test_completion_install_is_what_bash_completion_loads(tmp_path: Path) -> None:
+    env = _shell_env(tmp_path)
+    subprocess.run(["sage-ops", "completion", "bash", "--install"], env=env, check=True, capture_output=True,
+                   timeout=60)
+    screen = _tab(env, tmp_path, f"source {BASH_COMPLETION}", "sage-ops submit-b", "submit-batch",
+                  then="complete -p sage-ops")
+    assert "complete -o nosort -F _sage_ops_completion sage-ops" in screen
+
+
+@pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
+def test_man_install_is_where_man_looks_without_manpath(tmp_path: Path) -> None:
+    env = _shell_env(tmp_path)
+    subprocess.run(["sage-ops", "man", "--install"], env=env, check=True, capture_output=True, timeout=60)
+    found = subprocess.run(["man", "-w", "sage-ops-submit"], env=env, capture_output=True, text=True, timeout=60)
+    assert found.stdout.strip() == str(tmp_path / "share" / "man" / "man1" / "sage-ops-submit.1")

@@ -83,3 +83,9 @@ def status_names(ctx: click.Context, param: click.Parameter, incomplete: str) ->
 
     return [CompletionItem(s.value) for s in JobStatus if s.value.startswith(incomplete.upper())]
 
+
+
+def file_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The shell's own file-name completion (a script to submit, or a file a command takes): the
+    shell lists the directory, so nothing is asked of the daemon."""
+    return [CompletionItem(incomplete, type="file")]
