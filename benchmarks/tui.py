@@ -1,9 +1,10 @@
 """The TUI against a big store: start-up to the first painted jobs table with N jobs in the
-daemon, key-press latency while quiet and while a burst of 10,000 job events arrives, and the
-TUI's memory.
+daemon, key-press latency while quiet and while a burst of 10,000 job events arrives, screen
+switches (jobs -> nodes -> jobs) while quiet and while a batch of 1,000 short jobs runs through
+(its rows arriving live), and the TUI's memory.
 
     python benchmarks/tui.py               # 100,000 jobs, a burst of 10,000 cancellations
-    python benchmarks/tui.py -n 20000 --burst 1000
+    python benchmarks/tui.py -n 20000 --burst 1000 --run 1000
 
 Starts a private daemon (its own HOME and Ray head), fills it with N jobs that wait on one gate job
 (so nothing runs), then runs the real app headless (`App.run_test`) in this process. Figures are
@@ -18,7 +19,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from submit_throughput import Bench, pct, rss_mb  # noqa: E402
@@ -51,7 +54,37 @@ async def key_latency(app: object, table: object) -> float:
     return time.perf_counter() - t
 
 
-async def measure(address: str, ids: list[str], burst_size: int) -> None:
+async def switch(app: Any, key: str) -> float:
+    """Seconds from a key that changes screens to the new screen painted (its first refresh)."""
+    before = app.screen
+    painted = asyncio.Event()
+    t = time.perf_counter()
+    app.simulate_key(key)
+    while app.screen is before:
+        await asyncio.sleep(0.0005)
+    app.screen.call_after_refresh(painted.set)
+    await painted.wait()
+    return time.perf_counter() - t
+
+
+async def switches(app: Any, until: Callable[[], bool], limit: float = 120) -> list[float]:
+    """Jobs -> nodes -> jobs, again and again (a key every 50 ms) until `until()` or `limit` s."""
+    lat: list[float] = []
+    t = time.perf_counter()
+    while time.perf_counter() - t < limit:
+        lat += [await switch(app, "n"), await switch(app, "escape")]
+        await asyncio.sleep(0.05)
+        if until():
+            break
+    return lat
+
+
+def line(what: str, lat: list[float]) -> str:
+    return (f"{what}: {len(lat)} switches, p50 {statistics.median(lat) * 1000:.0f} ms, "
+            f"p99 {pct(lat, 99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms")
+
+
+async def measure(address: str, ids: list[str], burst_size: int, run: int) -> None:
     import os
 
     from sage_ops.tui.app import SageOpsApp
@@ -82,6 +115,18 @@ async def measure(address: str, ids: list[str], burst_size: int) -> None:
                 seen = time.perf_counter() - t_burst
                 break
         await cancel
+        quiet_switch = [x for _ in range(10) for x in await switches(app, lambda: True)]
+        await app.client.submit_batch([{"command": ["true"], "name": f"run-{i}"} for i in range(run)])
+        t_run = time.perf_counter()
+
+        async def drained() -> None:
+            while await app.client.list_jobs(name="run-*", status=["SUBMITTED", "PENDING", "RUNNING"], limit=1):
+                await asyncio.sleep(0.5)
+
+        waiter = asyncio.create_task(drained())
+        busy_switch = await switches(app, waiter.done)
+        ran = time.perf_counter() - t_run
+        waiter.cancel()
         peak = rss_mb(os.getpid())
         print(f"start-up to the first painted jobs table: {first * 1000:.0f} ms")
         print(f"key press handled (cursor moved), quiet: p50 {statistics.median(quiet) * 1000:.1f} ms, "
@@ -89,6 +134,9 @@ async def measure(address: str, ids: list[str], burst_size: int) -> None:
         print(f"burst of {len(burst):,} cancellations (one bulk request, {len(burst):,} events): shown in the table "
               f"after {seen:.2f} s; {len(lat)} key presses during it: p50 {statistics.median(lat) * 1000:.1f} ms, "
               f"p99 {pct(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+        print(line("screen switch (jobs -> nodes -> jobs, painted), quiet", quiet_switch))
+        print(line(f"screen switch while a batch of {run:,} short jobs runs (rows live)", busy_switch)
+              + f" (the batch ran {ran:.1f} s)")
         print(f"TUI process memory: {loaded:.0f} MB RSS with the table loaded, {peak:.0f} MB after the burst "
               f"({before:.0f} MB before the app)")
 
@@ -97,13 +145,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=100_000)
     ap.add_argument("--burst", type=int, default=10_000, help="jobs cancelled in one request during the key presses")
+    ap.add_argument("--run", type=int, default=1000, help="short jobs run through during the screen switches")
     args = ap.parse_args()
     bench = Bench(Path(tempfile.mkdtemp(prefix="sgo-bench-tui-", dir="/tmp")))
     bench.start()
     try:
         client = JobManagerClient(bench.address, config={"timeout": 600})
         gate, ids = fill(client, args.n)
-        asyncio.run(measure(bench.address, ids, args.burst))
+        asyncio.run(measure(bench.address, ids, args.burst, args.run))
         client.cancel_jobs(status=["SUBMITTED", "PENDING", "RUNNING"])
     finally:
         bench.stop()

@@ -127,7 +127,8 @@ async def test_a_live_batch_lands_in_the_tables_order(daemon: Daemon, gated: tup
         assert [n for n in shown_names(t) if n in batch] == listed
 
 
-async def test_a_live_job_lands_where_the_sort_puts_it(daemon: Daemon, gated: tuple[JobManagerClient, str, str]) -> None:
+async def test_a_live_job_lands_where_the_sort_puts_it(daemon: Daemon,
+                                                      gated: tuple[JobManagerClient, str, str]) -> None:
     client, tag, gate = gated
     await asyncio.to_thread(waiting, client, gate, [f"pos-{tag}-{c}" for c in "bdf"])
     app = SageOpsApp(f"unix://{daemon.socket}")

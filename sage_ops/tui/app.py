@@ -2,7 +2,9 @@
 event stream, and the poller of the header's figures; screens only draw and ask.
 
 Event flow: `follow_events` reads `client.stream_events()`; job changes wait in a buffer for at
-most FLUSH seconds and go out as one JobsChanged, which the app hands to every screen on the stack.
+most FLUSH seconds (BURST_FLUSH while a burst lasts: each batch redraws every visible row of the
+jobs table, so fewer batches leave the UI free for keys and screen switches) and go out as one
+JobsChanged, which the app hands to every screen on the stack.
 If the UI falls behind, queued JobsChanged merge (`can_replace`), so 1,000 events in a burst cost a
 few redraws. When the daemon is away the worker posts Reconnecting, retries with backoff, and
 resumes after the last seq it saw (a restart loses nothing); on reconnecting, and on a "resync" line
@@ -37,6 +39,8 @@ from .screens.job_detail import JobDetailScreen
 from .screens.jobs import STATUS_KEYS, JobsScreen
 
 FLUSH = 0.1  # seconds a job change may wait to be drawn with the ones after it
+BURST = 100  # a batch of at least this many changes: a burst, and the next batch waits longer
+BURST_FLUSH = 0.5  # seconds a change may wait during a burst
 RETRY = (0.5, 5.0)  # backoff of the event worker: first and longest wait, seconds
 POLL = 3.0  # seconds between two refreshes of the header's figures
 
@@ -120,6 +124,7 @@ class SageOpsApp(App[None]):
         self.live = False  # the event stream has started: views may load (no change can fall between)
         self._changes: list[JobChange] = []
         self._flush: Timer | None = None
+        self._bursting = False  # the last batch was a burst's
         self._polling = False
 
     def now(self) -> datetime:
@@ -162,7 +167,8 @@ class SageOpsApp(App[None]):
                     elif change.kind == "job":
                         self._changes.append(change)
                         if self._flush is None:
-                            self._flush = self.set_timer(FLUSH, self._post_changes)
+                            wait = BURST_FLUSH if self._bursting else FLUSH
+                            self._flush = self.set_timer(wait, self._post_changes)
                 reason = "the daemon closed the event stream"
             except Exception as exc:  # noqa: BLE001 - any failure of the stream: back off and resume
                 reason = getattr(exc, "message", None) or f"event stream lost ({exc.__class__.__name__})"
@@ -178,6 +184,7 @@ class SageOpsApp(App[None]):
 
     def _post_changes(self) -> None:
         self._flush = None
+        self._bursting = len(self._changes) >= BURST
         if self._changes:
             self.post_message(JobsChanged(self._changes))
             self._changes = []
@@ -224,10 +231,25 @@ class SageOpsApp(App[None]):
         self.cluster = msg
 
     # -- navigation ---------------------------------------------------------------------------------
-    def _push(self, cls: type[Screen[Any]], *args: Any, callback: Callable[[Any], Any] | None = None) -> None:
-        """Push a screen, never a second copy of the one on top."""
-        if not isinstance(self.screen, cls):
+    def _push(self, cls: type[Screen[Any]], *args: Any, callback: Callable[[Any], Any] | None = None,
+              keep: bool = False) -> None:
+        """Push a screen, never a second copy of the one on top. `keep`: one instance, made once
+        and kept mounted when left, so going back to it is a switch, not a new compose and mount
+        (under a burst of job events those cost most of a screen switch)."""
+        if isinstance(self.screen, cls):
+            return
+        if not keep:
             self.push_screen(cls(*args), callback)
+            return
+        name = cls.__name__
+        if not self.is_screen_installed(name):
+            self.install_screen(cls(*args), name)
+        kept = self.get_screen(name)
+        if kept in self.screen_stack:  # under other screens: back down to it
+            while self.screen is not kept:
+                self.pop_screen()
+        else:
+            self.push_screen(kept, callback)
 
     def _unavailable(self, exc: ImportError) -> None:
         self.notify(f"not available: {exc}", severity="error")
@@ -241,7 +263,7 @@ class SageOpsApp(App[None]):
             from .screens.nodes import NodesScreen
         except ImportError as exc:
             return self._unavailable(exc)
-        self._push(NodesScreen)
+        self._push(NodesScreen, keep=True)
 
     def action_charts(self) -> None:
         try:

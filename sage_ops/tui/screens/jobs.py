@@ -15,12 +15,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from ...lifecycle import JobStatus
 from ...name_filter import matches as name_matches
 from ...schemas import JobChange, JobView
 from ..messages import JobsChanged, JobsFetched, JobsPage, Resync
+from ..widgets.footer import KeysFooter
 from ..widgets.header import ClusterHeader
 from ..widgets.job_table import SORTABLE, JobTable, PageWindow
 
@@ -28,6 +29,7 @@ PAGE = 200
 MAX_PAGES = 10  # rows held: at most PAGE * MAX_PAGES (+ live arrivals until the next reload)
 AHEAD = 20  # rows from an end of the window that trigger the next page
 FETCH_ONE_BY_ONE = 20  # more new jobs than this in one batch: re-read the first page instead
+HOLD = 5000  # changes kept while another screen is on top; more: reload when back
 STATUS_KEYS = {"1": JobStatus.RUNNING, "2": JobStatus.PENDING, "3": JobStatus.FAILED, "4": JobStatus.COMPLETED,
                "5": JobStatus.CANCELLED}
 
@@ -65,6 +67,10 @@ class JobsScreen(Screen[None]):
         self.generation = 0
         self.window = PageWindow()
         self.loading = False
+        self._summary = ""
+        self._held: list[JobChange] | None = []  # changes that came under another screen (None: too many)
+        self._wanted: dict[str, None] = {}  # jobs to fetch, in the order their changes came
+        self._fetching = False
 
     @property
     def client(self) -> Any:
@@ -79,7 +85,7 @@ class JobsScreen(Screen[None]):
         yield Static("", id="jobs-bar")
         yield JobTable(clock=self.app.now, id="jobs")  # type: ignore[attr-defined]
         yield Input(placeholder="name: text or glob (sweep-*); enter applies, escape closes", id="filter")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
@@ -94,6 +100,7 @@ class JobsScreen(Screen[None]):
         """From the first page again (a new filter, a resync, a reconnect)."""
         self.generation += 1
         self.window, self.loading = PageWindow(), True
+        self._wanted.clear()
         self.load_page(0, None, self.generation)
 
     def order(self) -> dict[str, Any]:
@@ -158,6 +165,12 @@ class JobsScreen(Screen[None]):
         return self.glob is None or name_matches(change.name or "", self.glob)
 
     def on_jobs_changed(self, msg: JobsChanged) -> None:
+        if not self.is_current:  # under another screen: applied when it is back on top, not meanwhile
+            if self._held is not None:
+                self._held.extend(msg.changes)
+                if len(self._held) > HOLD:
+                    self._held = None
+            return
         table, gone, missing = self.table, [], {}
         for change in msg.changes:
             if change.kind != "job" or not change.job_id:
@@ -171,26 +184,46 @@ class JobsScreen(Screen[None]):
                 missing.pop(change.job_id, None)
         table.drop(gone)
         if missing:
-            self.fetch(list(missing), self.generation)
+            self._wanted.update(missing)
+            if not self._fetching:
+                self._fetching = True
+                self.fetch()
         self._bar()
+
+    def on_screen_resume(self) -> None:
+        """Back on top: the changes held meanwhile, at once (a switch back draws the table once)."""
+        held, self._held = self._held, []
+        if held is None:
+            self.reload()
+        elif held:
+            self.on_jobs_changed(JobsChanged(held))
 
     def on_resync(self, _: Resync) -> None:
         self.reload()
 
     @work(group="fetch")
-    async def fetch(self, ids: list[str], generation: int) -> None:
-        """Jobs the table should now show: one by one when few, else the first page again."""
-        if len(ids) > FETCH_ONE_BY_ONE:
-            try:
-                page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob,
-                                                   limit=PAGE, page=True, **self.order())
-            except Exception:  # noqa: BLE001 - the next change or reload brings them
-                return
-            jobs = [j for j in reversed(page.jobs) if j.id in set(ids)]  # oldest first, as events come
-        else:
-            got = await asyncio.gather(*(self.client.get_job(i) for i in ids), return_exceptions=True)
-            jobs = [j for j in got if isinstance(j, JobView)]
-        self.post_message(JobsFetched(generation, jobs))
+    async def fetch(self) -> None:
+        """Jobs the table should now show: one by one when few, else the first page again. One
+        request at a time: jobs wanted meanwhile go together in the next (a burst of 1,000 new
+        jobs is a few reads, not one per 100 ms batch)."""
+        try:
+            while self._wanted:
+                ids, generation = list(self._wanted), self.generation
+                self._wanted.clear()
+                if len(ids) > FETCH_ONE_BY_ONE:
+                    try:
+                        page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob,
+                                                           limit=PAGE, page=True, **self.order())
+                    except Exception:  # noqa: BLE001 - the next change or reload brings them
+                        continue
+                    wanted = set(ids)
+                    jobs = [j for j in reversed(page.jobs) if j.id in wanted]  # oldest first, as events come
+                else:
+                    got = await asyncio.gather(*(self.client.get_job(i) for i in ids), return_exceptions=True)
+                    jobs = [j for j in got if isinstance(j, JobView)]
+                self.post_message(JobsFetched(generation, jobs))
+        finally:
+            self._fetching = False
 
     @on(JobsFetched)
     def fetched(self, msg: JobsFetched) -> None:
@@ -219,7 +252,12 @@ class JobsScreen(Screen[None]):
         table.tick([str(row.key.value) for row in table.ordered_rows[first:first + table.size.height]])
 
     def _bar(self) -> None:
-        self.query_one("#jobs-bar", Static).update(self.table.summary(self.statuses, self.glob, self.window))
+        """The summary line: redrawn only when it changes, and never a new layout (its size is
+        fixed), which during a burst would reflow and repaint the whole screen every 100 ms."""
+        text = self.table.summary(self.statuses, self.glob, self.window)
+        if text != self._summary:
+            self._summary = text
+            self.query_one("#jobs-bar", Static).update(text, layout=False)
 
     # -- actions ---------------------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#jobs")

@@ -13,12 +13,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Label, Static
+from textual.timer import Timer
+from textual.widgets import Button, DataTable, Label, Static
 
 from ...cluster import NodeView
 from ...errors import SageOpsError
 from ...render import NODE_STYLE, duration
 from ..widgets.bars import UsageBar, usage_text
+from ..widgets.footer import KeysFooter
 from .add_node import AddNodeScreen
 
 COLUMNS = ("NODE", "STATE", "CPU", "MEMORY", "GPU", "JOBS", "HEARTBEAT", "DETAIL")
@@ -92,6 +94,7 @@ class NodesScreen(Screen):
         self._given = source
         self.refresh_s = refresh_s
         self.nodes: list[NodeView] = []
+        self._timer: Timer | None = None
 
     @property
     def source(self) -> NodeSource:
@@ -105,12 +108,22 @@ class NodesScreen(Screen):
             yield UsageBar("GPU", id="total-gpu")
         yield DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
         yield Static("", id="nodes-status", classes="status-line")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(*COLUMNS)
         self.reload()
-        self.set_interval(self.refresh_s, self.reload)
+        self._timer = self.set_interval(self.refresh_s, self.reload)
+
+    def on_screen_suspend(self) -> None:
+        """The app keeps this screen when it is left: it stops asking the daemon meanwhile."""
+        if self._timer is not None:
+            self._timer.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._timer is not None:
+            self._timer.resume()
+            self.reload()
 
     @work(exclusive=True, group="nodes-refresh")
     async def reload(self) -> None:

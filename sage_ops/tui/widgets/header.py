@@ -89,4 +89,4 @@ class ClusterHeader(Static):
         info: ClusterInfo | None = getattr(app, "cluster", None)
         one = cluster_line(info, getattr(app, "address", ""), app.no_color)
         two = jobs_line(info, getattr(app, "link", ""), app.no_color)
-        self.update(Text("\n").join([one, two]))
+        self.update(Text("\n").join([one, two]), layout=False)  # two lines always: no reflow

@@ -216,11 +216,14 @@ class JobTable(DataTable[Any]):
 
     def update_job(self, job: JobView) -> None:
         """Redraw a known job's row from a fresher view (in place: the row keeps its place)."""
-        if job.id not in self.jobs:
+        old = self.jobs.get(job.id)
+        if old is None:
             return
         self.jobs[job.id] = job
-        for key, value in zip(self.shown, self.row(job)):
-            self.update_cell(job.id, key, value)
+        # only the cells that changed: each update makes the table draw every visible row anew
+        for key, before, value in zip(self.shown, self.row(old), self.row(job)):
+            if value != before:
+                self.update_cell(job.id, key, value)
 
     def apply(self, change: JobChange) -> JobView | None:
         """Apply a change of state to its row if shown; returns the updated view."""
