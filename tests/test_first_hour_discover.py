@@ -113,10 +113,8 @@ def test_token_create_without_a_tenant_names_the_missing_option(role: str, tmp_p
 
 # -- every option a message suggests exists ------------------------------------------------------
 # options of other programs that sage-ops's text names on purpose, and why
-FOREIGN = {"--mem": "Slurm's, compared with --memory", "--env-file": "docker's, which --secret-env-file follows",
-           "--input": "a job's own argument in an example", "--epochs": "a job's own argument in an example",
-           "--new-session": "bubblewrap's", "--node-ip-address": "Ray's", "--no-index": "pip's",
-           "--find-links": "pip's", "--disable-pip-version-check": "pip's", "--progress-bar": "pip's"}
+FOREIGN = {"--mem": "Slurm's, compared with --memory", "--input": "a job's own argument in an example",
+           "--epochs": "a job's own argument in an example", "--no-index": "pip's", "--find-links": "pip's"}
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
 COMMAND = re.compile(r"sage-ops((?:\s+[a-z][a-z0-9-]*)*)([^;\n`()]*)")
 
@@ -143,11 +141,20 @@ def _options(cmd: click.Command) -> set[str]:
 
 
 def _texts() -> Iterator[tuple[str, str]]:
-    """Every string the package could show a person (argv items, which start with --, are not)."""
+    """Every message the package could show a person: its string literals (not argv items, which
+    start with --, nor docstrings, which are notes for readers of the code) and the CLI's help."""
     for f in sorted((ROOT / "sage_ops").rglob("*.py")):
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and not node.value.startswith("--"):
+        tree = ast.parse(f.read_text())
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+                and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs \
+                    and not node.value.startswith("--"):
                 yield f"{f.relative_to(ROOT)}:{node.lineno}", node.value
+    for path, cmd in _commands().items():
+        for text in [cmd.help or "", *(getattr(p, "help", None) or "" for p in cmd.params)]:
+            yield f"sage-ops {' '.join(path)} --help", text
 
 
 def test_every_option_a_message_names_exists() -> None:
