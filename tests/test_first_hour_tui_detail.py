@@ -203,7 +203,7 @@ async def test_the_events_list_says_what_is_below_it(daemon: Daemon, retried: st
         screen, _ = await detail(app, pilot, retried)
         info = screen.query_one("#info")
         events = await app.client.get_job_events(retried)  # 80x24: the overview alone fills the pane
-        assert f"… {len(events)} more events" in str(info.border_subtitle)
+        await until(pilot, lambda: f"… {len(events)} more events" in str(info.border_subtitle), timeout=10)
         await pilot.press("e", "end")
         await pilot.pause()
         assert not info.border_subtitle

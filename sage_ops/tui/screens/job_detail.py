@@ -156,7 +156,9 @@ class JobDetailScreen(Screen[None]):
         self.load()
         self.follow_logs()
         self.set_focus(self.query_one(LogView))
-        self.watch(self.query_one("#info"), "scroll_y", self._hint, init=False)
+        info = self.query_one("#info")
+        for what in ("scroll_y", "virtual_size"):  # the hint follows scrolling and the content
+            self.watch(info, what, self._hint, init=False)
 
     # -- the record ----------------------------------------------------------------------------------
     @work(exclusive=True, group="detail")
