@@ -13,8 +13,9 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check .
 # TAB completion for your login shell (bash-completion's, or fish's, user directory); the man pages
 # came with the install, in $VENV/share/man, where `man` looks once $VENV/bin is on PATH
-case "${SHELL##*/}" in zsh|fish) COMPLETION_SHELL="${SHELL##*/}" ;; *) COMPLETION_SHELL=bash ;; esac
-"$VENV/bin/sage-ops" completion "$COMPLETION_SHELL" --install
+LOGIN_SHELL="${SHELL:-bash}"
+case "${LOGIN_SHELL##*/}" in zsh|fish) COMPLETION_SHELL="${LOGIN_SHELL##*/}" ;; *) COMPLETION_SHELL=bash ;; esac
+"$VENV/bin/sage-ops" completion "$COMPLETION_SHELL" --install || echo "demo: no TAB completion (see above); the demo goes on" >&2
 export PATH="$VENV/bin:$PATH"
 hash -r
 set -x
