@@ -146,6 +146,14 @@ def test_csv_quotes_what_needs_quoting() -> None:
     assert back == [{"id": "a", "reason": 'said "no", twice\nthen stopped', "exit_code": ""}]
 
 
+def test_csv_cells_that_start_like_a_formula_stay_text() -> None:
+    """Another tenant's job name must not become a formula in the spreadsheet of whoever exports."""
+    from sage_ops.cli.output import csv_text
+
+    back = list(csv.DictReader(io.StringIO(csv_text([{"name": '=HYPERLINK("http://x")', "exit_code": -9}]))))
+    assert back == [{"name": '\'=HYPERLINK("http://x")', "exit_code": "-9"}]
+
+
 def test_jobs_csv_has_a_header_and_a_row_per_job_with_its_usage(daemon: Daemon) -> None:
     job_id = daemon.submit_q("--name", "hist-csv", "--", "true")
     _ended(daemon, job_id)

@@ -82,12 +82,20 @@ def scalars(row: Any) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: job names and reasons are other users' text, and one
+    starting like a formula (=HYPERLINK(...)) would run in whoever opens the export (OWASP's
+    CSV-injection rule: a leading apostrophe)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False)
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 def output_option(quiet: bool = True, formats: Sequence[str] = FORMATS) -> Callable[[Any], Any]:
