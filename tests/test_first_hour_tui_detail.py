@@ -24,6 +24,7 @@ from sage_ops.lifecycle import JobStatus
 from sage_ops.tui.app import SageOpsApp
 from sage_ops.tui.screens.graph import GraphScreen
 from sage_ops.tui.screens.job_detail import JobDetailScreen
+from sage_ops.tui.screens.jobs import JobsScreen, name_glob
 from sage_ops.tui.screens.submit import SubmitScreen
 from sage_ops.tui.widgets.log_view import MAX_LINES, LogView
 
@@ -88,6 +89,16 @@ async def test_a_burst_that_opens_the_form_lands_in_it(daemon: Daemon) -> None:
         await until(pilot, lambda: app.live)
         burst(app, ["s", *typed(name)])  # `s` and the form's keys in one go: none reaches the jobs table
         assert await submitted(pilot, name) == (*EXPECTED[:1], name, *EXPECTED[2:])
+
+
+async def test_a_burst_after_slash_is_the_filter_not_table_keys(daemon: Daemon) -> None:
+    """`/sweep` typed fast filters by `sweep`; before, `s` reached the table and opened the form."""
+    app = app_for(daemon)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.live)
+        burst(app, ["/", *"sweep", "enter"])
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.glob is not None)
+        assert app.screen.glob == name_glob("sweep")
 
 
 # -- 2. the log pane: wrap, full screen, timestamps, attempts, save --------------------------------
