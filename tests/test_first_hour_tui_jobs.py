@@ -84,6 +84,20 @@ def test_a_sort_by_a_column_that_can_be_missing_puts_missing_first(gated: tuple[
     assert [j.exit_code for j in jobs.jobs + rest.jobs] == [None, None, None, 4]
 
 
+def test_the_cli_sorts_on_the_daemon_too(gated: tuple[JobManagerClient, str, str], daemon: Daemon) -> None:
+    client, tag, gate = gated
+    ids = dict(zip((1, 3, 2), waiting(client, gate, [f"sortc-{tag}-{n}" for n in range(3)]), strict=True))
+    for prio, job_id in ids.items():
+        client.set_priority(job_id, prio)
+    out = daemon.run("jobs", "-q", "--name", f"sortc-{tag}-", "--sort", "priority", "--desc", check=True).stdout
+    assert out.split() == [ids[3], ids[2], ids[1]]
+
+
+def test_the_cli_says_a_bad_sort_key_in_one_line(daemon: Daemon) -> None:
+    out = daemon.run("jobs", "--sort", "bogus")
+    assert (out.returncode, out.stderr.count("\n")) == (1, 1)
+
+
 def test_an_unknown_sort_key_is_a_one_line_error_naming_the_keys(daemon: Daemon) -> None:
     with pytest.raises(SageOpsError) as err:
         daemon.client().list_jobs(sort="bogus")

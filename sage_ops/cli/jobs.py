@@ -280,24 +280,32 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
 @filter_options
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Jobs per page.")
 @click.option("--cursor", help="Start after this page cursor (printed at the end of a full page).")
+@click.option("--sort", "sort", metavar="COLUMN", help="Order every matching job by id, name, status, priority, "
+              "tenant, node, attempts, exit_code, reason, created, started or ended [default: newest first].")
+@click.option("--desc", is_flag=True, help="With --sort: largest first.")
 @output_option()
 @pass_ctx
 def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | None, since: Any, until: Any,
-         limit: int, cursor: str | None, out: Output) -> None:
+         limit: int, cursor: str | None, sort: str | None, desc: bool, out: Output) -> None:
     """List jobs, newest first, one page at a time.
 
     \b
       sage-ops jobs --status RUNNING -o wide
       sage-ops jobs -o json | jq -r '.[].id'
       sage-ops jobs -q --status FAILED --since 1h | xargs sage-ops retry
+      sage-ops jobs --sort priority --desc
     """
-    params = {**job_filter(statuses, name, tenant, since, until), "limit": limit, "cursor": cursor}
+    if desc and not sort:
+        raise click.UsageError("--desc orders a --sort column; without --sort the newest come first")
+    params = {**job_filter(statuses, name, tenant, since, until), "limit": limit, "cursor": cursor, "sort": sort,
+              "desc": desc}
     params = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in params.items() if v}
     page = ctx.wire().call("GET", "/v1/jobs", params)
     # a plain list, as scripts expect; the cursor goes to stderr
     out.emit(page["jobs"], lambda: plaintext.jobs_table(page["jobs"], wide=out.wide), flat=job_csv, header=JOB_CSV)
     if page.get("next_cursor"):
-        click.echo(f"more: sage-ops jobs --cursor {page['next_cursor']} ...", err=True)
+        again = f" --sort {sort}{' --desc' if desc else ''}" if sort else ""
+        click.echo(f"more: sage-ops jobs{again} --cursor {page['next_cursor']} ...", err=True)
 
 
 JOB_CSV = ("id", "name", "status", "reason", "priority", "tenant", "kind", "exit_code", "attempts_made", "node",
