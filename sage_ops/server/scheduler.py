@@ -106,7 +106,8 @@ class Clock:
 
 class Scheduler(RayEvents, Operations, Submissions):
     def __init__(self, cfg: Config, store: st.Store, backend: RayBackend, logs: LogStore,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, *, run_as: RunAs | None = None, sealer: Sealer | None = None) -> None:
+        """`run_as` and `sealer` default to the ones `cfg` describes; a test passes its own."""
         super().__init__()
         self.cfg = cfg
         self.store = store
@@ -116,8 +117,8 @@ class Scheduler(RayEvents, Operations, Submissions):
         self.queued: Tally[Queued] = Tally()  # not in Ray: waiting, in backoff or runnable
         self.ready_queue = FairQueue()  # runnable now, per tenant
         self.quotas: dict[str, Quotas] = {}
-        self.sealer = Sealer(cfg.security.secret_key_file)
-        self.run_as = RunAs(cfg.security.switch_users, cfg.security.sandbox)
+        self.sealer = sealer or Sealer(cfg.security.secret_key_file)
+        self.run_as = run_as or RunAs(cfg.security.switch_users, cfg.security.sandbox)
         self.hide: dict[JobKind, list[str]] = {}  # per kind: what the daemon's own jobs must not see
         self.later: list[tuple[float, int, str]] = []  # (not_before, seq, id): retries in backoff
         self.waiting = Waiting()
@@ -227,26 +228,32 @@ class Scheduler(RayEvents, Operations, Submissions):
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
-            if not self.ready or not self.backend.connected:
-                continue
-            t0 = time.perf_counter()
-            self._due()
-            batch = self._take_runnable()
-            self.decision_seconds += time.perf_counter() - t0
-            self.decisions += len(batch)
-            if not batch:
-                continue
-            try:
-                await self.backend.submit(batch)
-            except Exception as exc:  # noqa: BLE001 - Ray trouble: put the jobs back, try later
-                log.error("dispatch of %d jobs failed: %s", len(batch), exc)
-                for item in batch:
-                    d = self.dispatched.pop(item["id"])
-                    self.capacity.release(d.node, d.need)
-                    self.queued[d.id] = d.job
-                    self._queue(d.job)
-                await asyncio.sleep(1)
-                self.wake.set()
+            await self.dispatch_once()
+
+    async def dispatch_once(self) -> list[dict[str, Any]]:
+        """One pass: release the retries now due, hand what can start to the backend (the batch)."""
+        if not self.ready or not self.backend.connected:
+            return []
+        t0 = time.perf_counter()
+        self._due()
+        batch = self._take_runnable()
+        self.decision_seconds += time.perf_counter() - t0
+        self.decisions += len(batch)
+        if not batch:
+            return batch
+        try:
+            await self.backend.submit(batch)
+            return batch
+        except Exception as exc:  # noqa: BLE001 - Ray trouble: put the jobs back, try later
+            log.error("dispatch of %d jobs failed: %s", len(batch), exc)
+            for item in batch:
+                d = self.dispatched.pop(item["id"])
+                self.capacity.release(d.node, d.need)
+                self.queued[d.id] = d.job
+                self._queue(d.job)
+            await asyncio.sleep(1)
+            self.wake.set()
+            return []
 
     def _due(self) -> None:
         now = self.clock.now()

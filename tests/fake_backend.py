@@ -1,0 +1,109 @@
+"""A stand-in for `RayBackend` and a clock the test moves, so the real Scheduler runs its rules in
+milliseconds: no Ray, no daemon, no subprocess (the dramatiq StubBroker idea).
+
+`FakeBackend` has the surface the scheduler uses (`connected`, `node_totals`, `submit`,
+`cancel`, `poll`, `refresh_nodes`). What the dispatcher actor would report, the test says
+(`started`, `ended`, `timed_out`): each becomes the event tuple the actor emits
+(dispatch_actor.Dispatcher._emit, its `ended` payload being runner.run_job's outcome), and
+`deliver` hands them over the way the daemon's poll loop does: `poll`, then `apply_events`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sage_ops.server.scheduler import Clock
+
+if TYPE_CHECKING:
+    from sage_ops.server.scheduler import Scheduler
+
+SIGTERM_EXIT = 143  # what the runner reports for a process group it ended with SIGTERM (128 + 15)
+
+
+class FakeClock(Clock):
+    """A `Clock` whose time moves only when the test says so."""
+
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        super().__init__(now=lambda: self.t)
+        self.t = t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FakeBackend:
+    """One Ray cluster of `nodes` (Ray node id -> resources) and its dispatcher actor, in memory.
+    The actor outlives a daemon restart: a new Scheduler may be given the same FakeBackend."""
+
+    def __init__(self, clock: FakeClock, nodes: dict[str, dict[str, float]] | None = None,
+                 epoch: str = "fake-epoch-1") -> None:
+        self.clock = clock
+        self.nodes = nodes if nodes is not None else {"ray-node-1": {"CPU": 4.0}}
+        self.draining: set[str] = set()
+        self.connected = True
+        self.detail: str | None = None
+        self.epoch = epoch
+        self.batches: list[list[dict[str, Any]]] = []  # every submit, in order
+        self.inflight: dict[str, int] = {}  # job id -> attempt, as the actor's `inflight`
+        self.cancels: list[tuple[str, float]] = []  # (job id, grace) of every cancel asked for
+        self.events: list[tuple[int, str, dict[str, Any]]] = []  # (seq, kind, payload) not yet acknowledged
+        self.seq = 0
+
+    # -- the RayBackend surface --------------------------------------------------------------
+    def node_totals(self, open_only: bool = False) -> list[tuple[str, dict[str, float]]]:
+        return [(n, dict(r)) for n, r in self.nodes.items() if not (open_only and n in self.draining)]
+
+    def refresh_nodes(self) -> None:
+        """Nothing to ask: `nodes` is the truth."""
+
+    async def submit(self, jobs: list[dict[str, Any]]) -> None:
+        self.batches.append(jobs)
+        for job in jobs:
+            self.inflight[job["id"]] = job["attempt"]
+
+    async def cancel(self, job_id: str, grace: float) -> bool:
+        """As the actor: an attempt in flight is interrupted; its runner reports it cancelled."""
+        self.cancels.append((job_id, grace))
+        if job_id not in self.inflight:
+            return False
+        self.ended(job_id, SIGTERM_EXIT, "cancelled", cancelled=True)
+        return True
+
+    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> dict[str, Any]:
+        """The actor's poll: forget what is acknowledged, return what is after `after`."""
+        if epoch != self.epoch:
+            ack = after = 0
+        self.events = [e for e in self.events if e[0] > ack]
+        return {"epoch": self.epoch, "events": [e for e in self.events if e[0] > after],
+                "inflight": dict(self.inflight), "refused": 0, "refused_last": None}
+
+    # -- what the test makes happen on the cluster -------------------------------------------
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        self.seq += 1
+        self.events.append((self.seq, kind, payload))
+
+    def started(self, job_id: str, host: str = "host-1", pid: int = 4242) -> None:
+        node_id = next(iter(self.nodes), "")
+        self._emit("started", {"job_id": job_id, "attempt": self.inflight[job_id], "node": host, "pid": pid,
+                               "t": self.clock.now(), "node_id": node_id})
+
+    def ended(self, job_id: str, exit_code: int | None, reason: str | None = None, *, cancelled: bool = False,
+              timed_out: bool = False, result: Any = None) -> None:
+        """The attempt in flight ended: the payload run_job returns, as the actor reports it."""
+        attempt = self.inflight.pop(job_id)
+        self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": self.clock.now(), "exit_code": exit_code,
+                             "reason": reason, "result": result, "cancelled": cancelled, "timed_out": timed_out,
+                             "batches": 0, "cpu_seconds": 0.5, "max_rss_bytes": 1 << 20})
+
+    def timed_out(self, job_id: str) -> None:
+        """The runner's deadline passed: it ended the process group and said so."""
+        self.ended(job_id, SIGTERM_EXIT, "timeout", timed_out=True)
+
+    def dispatched_ids(self) -> list[str]:
+        return [job["id"] for batch in self.batches for job in batch]
+
+    async def deliver(self, scheduler: Scheduler) -> None:
+        """What the daemon's poll loop does with one reply: apply its events (and commit them)."""
+        reply = await self.poll(scheduler.epoch, scheduler.cursor, scheduler.received, 0)
+        await scheduler.apply_events(reply["events"])
+        await scheduler.drain()

@@ -1,0 +1,385 @@
+"""The queue's rules, on the real Scheduler (with its submission, operations and event mixins,
+capacity and quotas) over a real SQLite store, with a fake cluster and a fake clock
+(tests/fake_backend.py): each test runs in milliseconds, without Ray, a daemon or a subprocess.
+What only Ray can show (process groups, dead workers, nodes, reattach to a live actor) stays in
+the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_backend import SIGTERM_EXIT, FakeBackend, FakeClock
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from sage_ops.access import Quotas
+from sage_ops.config import Config
+from sage_ops.lifecycle import JobStatus
+from sage_ops.schemas import JobSpec, JobView
+from sage_ops.server import store as st
+from sage_ops.server.logs import LogStore
+from sage_ops.server.run_as import RunAs
+from sage_ops.server.scheduler import Scheduler
+from sage_ops.server.sealing import Sealer
+
+S = JobStatus
+
+
+def open_store(root: Path) -> st.Store:
+    return st.Store(f"sqlite:///{root / 'sage-ops.db'}", "OFF")
+
+
+class Rig:
+    """One daemon's queue: a Scheduler over `store`, its fake cluster and clock. The test moves
+    it step by step: `step` is one pass of the dispatch loop, `end` one poll of the actor."""
+
+    def __init__(self, root: Path, store: st.Store, backend: FakeBackend, **jobmanager: Any) -> None:
+        key = root / "secret.key"
+        self.cfg = Config(jobmanager={"prefetch": 0, **jobmanager}, storage={"path": root / "storage"},
+                          security={"switch_users": "off", "sandbox": "off", "secret_key_file": key})
+        self.store, self.backend, self.clock = store, backend, backend.clock
+        self.sched = Scheduler(self.cfg, store, backend, LogStore(root / "logs"), backend.clock,  # type: ignore[arg-type]
+                               run_as=RunAs("off", "off"), sealer=Sealer(key))
+
+    async def start(self, load: bool = True) -> Rig:
+        """As the daemon when elected: load the queue, then recover once Ray is there."""
+        if load:
+            await self.sched.load()
+        await self.sched.recover()
+        return self
+
+    async def submit(self, **spec: Any) -> str:
+        views, _ = await self.sched.submit([JobSpec(command=["true"], **spec)])
+        return str(views[0].id)
+
+    async def step(self) -> list[str]:
+        """One pass of the dispatch loop: the ids it handed to the cluster."""
+        batch = await self.sched.dispatch_once()
+        await asyncio.gather(*self.sched._background)  # reasons of the jobs a quota holds
+        return [job["id"] for job in batch]
+
+    async def end(self, job_id: str, code: int | None = 0, reason: str | None = None) -> None:
+        self.backend.ended(job_id, code, reason)
+        await self.backend.deliver(self.sched)
+
+    async def view(self, job_id: str) -> JobView:
+        return await self.store.read(lambda c: st.get_job(c, job_id))
+
+    async def status(self, job_id: str) -> JobStatus:
+        return (await self.view(job_id)).status
+
+    async def reason(self, job_id: str) -> str | None:
+        return (await self.view(job_id)).reason
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[st.Store]:
+    s = open_store(tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def cluster() -> FakeBackend:
+    return FakeBackend(FakeClock(), {"ray-node-1": {"CPU": 4.0}})
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, store: st.Store, cluster: FakeBackend) -> AsyncIterator[Rig]:
+    yield await Rig(tmp_path, store, cluster).start()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st.Store]]:
+    """One store for all examples of a property: each example's scheduler starts without loading
+    it, so it sees only its own jobs (a store per example would cost 30 ms each)."""
+    root = tmp_path_factory.mktemp("rules")
+    s = open_store(root)
+    yield root, s
+    s.close()
+
+
+def fresh(shared: tuple[Path, st.Store], nodes: dict[str, dict[str, float]], **jobmanager: Any) -> Rig:
+    root, s = shared
+    return Rig(root, s, FakeBackend(FakeClock(), nodes), **jobmanager)
+
+
+async def drain_one_at_a_time(rig: Rig) -> list[str]:
+    """Dispatch and complete until nothing is left: the order the jobs were handed to Ray."""
+    order: list[str] = []
+    while ids := await rig.step():
+        order += ids
+        for job_id in ids:
+            await rig.end(job_id)
+    return order
+
+
+# -- priority order and reservation --------------------------------------------------------
+async def test_higher_priority_first_then_first_come_first_served(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}})).start()
+    low1 = await rig.submit(priority=0)
+    high = await rig.submit(priority=5)
+    low2 = await rig.submit(priority=0)
+    assert await drain_one_at_a_time(rig) == [high, low1, low2]
+
+
+@settings(max_examples=30, deadline=None)
+@given(hs.lists(hs.integers(-3, 3), min_size=1, max_size=8))
+def test_any_priorities_dispatch_sorted_by_priority_then_submission(shared: tuple[Path, st.Store],
+                                                                    priorities: list[int]) -> None:
+    async def run() -> None:
+        rig = await fresh(shared, {"n": {"CPU": 1.0}}).start(load=False)
+        ids = [await rig.submit(priority=p) for p in priorities]
+        expected = [ids[i] for i in sorted(range(len(ids)), key=lambda i: (-priorities[i], i))]
+        assert await drain_one_at_a_time(rig) == expected
+
+    asyncio.run(run())
+
+
+async def test_the_next_job_reserves_its_resources_so_small_ones_do_not_starve_a_big_one(rig: Rig) -> None:
+    a, b = await rig.submit(), await rig.submit()
+    assert await rig.step() == [a, b]  # 2 of 4 CPUs in use
+    big = await rig.submit(priority=5, resources={"cpu": 4})
+    small = await rig.submit(priority=0)
+    assert await rig.step() == []  # 2 CPUs free: the small one could run, but the big one is next
+    await rig.end(a)
+    assert await rig.step() == []
+    await rig.end(b)
+    assert await rig.step() == [big]
+    await rig.end(big)
+    assert await rig.step() == [small]
+
+
+async def test_a_job_that_no_node_can_ever_hold_is_rejected_at_once(rig: Rig) -> None:
+    job = await rig.submit(resources={"cpu": 64})
+    assert await rig.reason(job) == "no node can ever hold CPU=64 (largest node has CPU=4)"
+
+
+# -- quotas and fair share -----------------------------------------------------------------
+async def test_max_running_holds_a_tenants_next_job_with_the_quota_as_its_reason(rig: Rig) -> None:
+    rig.sched.set_quotas({"a": Quotas(max_running=2)})
+    ids = [await rig.submit(tenant="a", resources={"cpu": 0.5}) for _ in range(3)]
+    assert await rig.step() == ids[:2]
+    assert await rig.reason(ids[2]) == "quota: tenant a runs 2 jobs (max-running 2)"
+    await rig.end(ids[0])
+    assert await rig.step() == ids[2:]
+
+
+async def test_max_cpu_holds_a_tenants_next_job_with_the_quota_as_its_reason(rig: Rig) -> None:
+    rig.sched.set_quotas({"a": Quotas(max_cpu=2)})
+    ids = [await rig.submit(tenant="a") for _ in range(3)]
+    assert await rig.step() == ids[:2]
+    assert await rig.reason(ids[2]) == "quota: tenant a uses 2 of 2 CPUs (max-cpu)"
+
+
+async def test_a_tenant_at_its_quota_does_not_hold_up_another(rig: Rig) -> None:
+    rig.sched.set_quotas({"a": Quotas(max_running=1), "b": Quotas()})
+    a1, a2 = await rig.submit(tenant="a"), await rig.submit(tenant="a")
+    b1 = await rig.submit(tenant="b")
+    assert sorted(await rig.step()) == sorted([a1, b1])
+    assert await rig.status(a2) is S.PENDING
+
+
+async def test_free_slots_go_to_tenants_in_proportion_to_their_weights(rig: Rig) -> None:
+    rig.sched.set_quotas({"a": Quotas(weight=1), "b": Quotas(weight=3)})
+    for _ in range(4):
+        await rig.submit(tenant="a")
+    for _ in range(4):
+        await rig.submit(tenant="b")
+    started = await rig.step()  # 4 CPUs: one for a, three for b
+    tenants = [rig.sched.dispatched[j].tenant for j in started]
+    assert sorted(tenants) == ["a", "b", "b", "b"]
+
+
+quota = hs.builds(Quotas, max_running=hs.none() | hs.integers(1, 3),
+                  max_cpu=hs.none() | hs.sampled_from([1.0, 1.5, 3.0]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(hs.fixed_dictionaries({"a": quota, "b": quota}),
+       hs.lists(hs.tuples(hs.sampled_from(["a", "b"]), hs.sampled_from([0.25, 0.5, 1.0, 2.0])), min_size=1,
+                max_size=10),
+       hs.randoms(use_true_random=False))
+def test_any_quotas_and_job_mix_never_run_over_quota_and_run_every_job_once(
+        shared: tuple[Path, st.Store], quotas: dict[str, Quotas], jobs: list[tuple[str, float]],
+        rnd: random.Random) -> None:
+    async def run() -> None:
+        rig = await fresh(shared, {"n": {"CPU": 16.0}}).start(load=False)
+        rig.sched.set_quotas(quotas)
+        need: dict[str, tuple[str, float]] = {}
+        for tenant, cpu in jobs:
+            job = await rig.submit(tenant=tenant, resources={"cpu": cpu})
+            if await rig.status(job) is S.PENDING:  # not refused (more CPUs than its quota ever allows)
+                need[job] = (tenant, cpu)
+        while await rig.step() or rig.backend.inflight:
+            for tenant, q in quotas.items():
+                mine = [need[j][1] for j in rig.backend.inflight if need[j][0] == tenant]
+                assert q.max_running is None or len(mine) <= q.max_running
+                assert q.max_cpu is None or sum(mine) <= q.max_cpu + 1e-9
+            await rig.end(rnd.choice(sorted(rig.backend.inflight)))
+        assert sorted(rig.backend.dispatched_ids()) == sorted(need)
+
+    asyncio.run(run())
+
+
+# -- retries with backoff ------------------------------------------------------------------
+async def test_a_failed_attempt_waits_for_its_backoff_then_runs_again(rig: Rig) -> None:
+    job = await rig.submit(retry_policy={"max_retries": 3, "retry_delay": 10, "retry_exponential_base": 2})
+    await rig.step()
+    await rig.end(job, 3)
+    assert await rig.reason(job) == "attempt 1 failed (exit code 3); retry 1 of 3 in 10s"
+    rig.clock.advance(9.9)
+    assert await rig.step() == []
+    rig.clock.advance(0.1)
+    assert await rig.step() == [job]
+
+
+async def test_retries_exhausted_end_failed_with_the_last_reason(rig: Rig) -> None:
+    job = await rig.submit(retry_policy={"max_retries": 1, "retry_delay": 1})
+    await rig.step()
+    await rig.end(job, 3)
+    rig.clock.advance(1)
+    await rig.step()
+    await rig.end(job, 4)
+    view = await rig.view(job)
+    assert (view.status, view.reason, view.exit_code, view.attempts_made) == (S.FAILED, "exit code 4", 4, 2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(hs.floats(0.5, 100), hs.sampled_from([1.0, 1.5, 2.0, 3.0]), hs.sampled_from([60.0, 7 * 86400.0]),
+       hs.integers(1, 4))
+def test_the_nth_retry_waits_delay_times_base_to_the_n_minus_1_capped(shared: tuple[Path, st.Store], delay: float,
+                                                                      base: float, cap: float, retries: int) -> None:
+    async def run() -> None:
+        rig = await fresh(shared, {"n": {"CPU": 1.0}}).start(load=False)
+        job = await rig.submit(retry_policy={"max_retries": retries, "retry_delay": delay,
+                                             "retry_exponential_base": base, "max_delay": cap})
+        await rig.step()
+        for n in range(1, retries + 1):
+            await rig.end(job, 1)
+            due = rig.clock.t + min(delay * base ** (n - 1), cap)
+            rig.clock.t = due - 0.01
+            assert await rig.step() == []
+            rig.clock.t = due
+            assert await rig.step() == [job]
+        await rig.end(job, 1)
+        assert await rig.status(job) is S.FAILED
+
+    asyncio.run(run())
+
+
+# -- timeouts ------------------------------------------------------------------------------
+async def test_the_timeout_travels_with_the_attempt_spec_first_then_the_default(tmp_path: Path,
+                                                                                store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock()), job_timeout=600).start()
+    own, default = await rig.submit(timeout=30), await rig.submit()
+    await rig.step()
+    timeouts = {job["id"]: job["opts"]["timeout"] for job in rig.backend.batches[0]}
+    assert timeouts == {own: 30, default: 600}
+
+
+async def test_a_timed_out_attempt_fails_the_job_with_timeout_as_its_reason(rig: Rig) -> None:
+    job = await rig.submit(timeout=30)
+    await rig.step()
+    rig.backend.started(job)
+    rig.backend.timed_out(job)
+    await rig.backend.deliver(rig.sched)
+    view = await rig.view(job)
+    assert (view.status, view.reason, view.exit_code) == (S.FAILED, "timeout", SIGTERM_EXIT)
+    assert view.attempts[0].reason == "timeout"
+
+
+async def test_a_timed_out_attempt_is_retried_by_policy(rig: Rig) -> None:
+    job = await rig.submit(timeout=30, retry_policy={"max_retries": 1})
+    await rig.step()
+    rig.backend.timed_out(job)
+    await rig.backend.deliver(rig.sched)
+    assert await rig.step() == [job]
+
+
+# -- dependencies: release, cascades, cancel of a tree -------------------------------------
+async def test_a_child_runs_only_after_its_parent_completed(rig: Rig) -> None:
+    parent = await rig.submit()
+    child = await rig.submit(dependencies=[parent])
+    assert await rig.step() == [parent]
+    await rig.end(parent)
+    assert await rig.step() == [child]
+
+
+async def test_a_failed_dependency_cancels_every_descendant_naming_it(rig: Rig) -> None:
+    a = await rig.submit(name="prep")
+    b = await rig.submit(dependencies=[a])
+    c = await rig.submit(dependencies=[b])
+    await rig.step()
+    await rig.end(a, 2)
+    assert [await rig.status(j) for j in (b, c)] == [S.CANCELLED, S.CANCELLED]
+    assert {await rig.reason(j) for j in (b, c)} == {f"dependency {a} (prep) ended FAILED"}
+    assert rig.backend.dispatched_ids() == [a]
+
+
+async def test_a_dependency_that_failed_before_the_submit_cancels_the_new_job(rig: Rig) -> None:
+    a = await rig.submit(name="prep")
+    await rig.step()
+    await rig.end(a, 2)
+    b = await rig.submit(dependencies=[a])
+    assert await rig.reason(b) == f"dependency {a} (prep) ended FAILED"
+
+
+async def test_cancelling_a_running_parent_cancels_its_tree_and_stops_the_attempt(rig: Rig) -> None:
+    a = await rig.submit(name="root")
+    b = await rig.submit(dependencies=[a])
+    c = await rig.submit(dependencies=[b])
+    await rig.step()
+    rig.backend.started(a)
+    await rig.backend.deliver(rig.sched)
+    result = await rig.sched.cancel([a])
+    assert sorted(r.id for r in result.cascaded) == sorted([b, c])
+    assert rig.backend.cancels == [(a, rig.cfg.jobmanager.kill_grace)]
+    await rig.backend.deliver(rig.sched)  # the attempt's `ended` (cancelled) changes nothing
+    assert [await rig.status(j) for j in (a, b, c)] == [S.CANCELLED] * 3
+
+
+# -- restart recovery ----------------------------------------------------------------------
+async def test_a_new_scheduler_on_the_same_store_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
+    cluster = FakeBackend(FakeClock(), {"n": {"CPU": 2.0}})
+    first = await Rig(tmp_path, open_store(tmp_path), cluster).start()
+    ids = [await first.submit(name=f"j{i}") for i in range(5)]
+    assert await first.step() == ids[:2]
+    cluster.started(ids[0])
+    await cluster.deliver(first.sched)
+    cluster.ended(ids[1], 0)  # ends while the daemon is down: the actor keeps the event
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), cluster).start()
+    try:
+        assert await second.status(ids[1]) is S.COMPLETED
+        assert await second.step() == [ids[2]]  # j0 still holds one of the two CPUs
+        for job in ids[0], ids[2]:
+            await second.end(job)
+        await drain_one_at_a_time(second)
+        assert cluster.dispatched_ids() == ids
+        assert [await second.status(j) for j in ids] == [S.COMPLETED] * 5
+    finally:
+        second.store.close()
+
+
+async def test_a_new_actor_fails_the_running_attempts_it_lost_and_runs_the_rest_again(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 2.0}})).start()
+    running = await first.submit(retry_policy={"max_retries": 1})
+    handed = await first.submit()
+    await first.step()
+    first.backend.started(running)
+    await first.backend.deliver(first.sched)
+    first.store.close()
+    new_actor = FakeBackend(first.clock, {"n": {"CPU": 2.0}}, epoch="fake-epoch-2")
+    second = await Rig(tmp_path, open_store(tmp_path), new_actor).start()
+    try:
+        assert await second.reason(running) == ("attempt 1 failed (lost: the Ray dispatcher no longer knows this "
+                                                "job); retry 1 of 1 in 0s")
+        assert sorted(await second.step()) == sorted([running, handed])
+    finally:
+        second.store.close()
