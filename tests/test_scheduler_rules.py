@@ -160,6 +160,22 @@ async def test_a_job_that_no_node_can_ever_hold_is_rejected_at_once(rig: Rig) ->
     assert await rig.reason(job) == "no node can ever hold CPU=64 (largest node has CPU=4)"
 
 
+async def test_a_new_priority_moves_a_waiting_job_ahead(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}})).start()
+    first, second = await rig.submit(), await rig.submit()
+    await rig.sched.set_priority(second, 50)
+    assert await drain_one_at_a_time(rig) == [second, first]
+
+
+async def test_a_cancelled_waiting_job_is_never_dispatched(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}})).start()
+    running, waiting = await rig.submit(), await rig.submit()
+    await rig.step()
+    await rig.sched.cancel([waiting])
+    await rig.end(running)
+    assert await rig.step() == []
+
+
 # -- quotas and fair share -----------------------------------------------------------------
 async def test_max_running_holds_a_tenants_next_job_with_the_quota_as_its_reason(rig: Rig) -> None:
     rig.sched.set_quotas({"a": Quotas(max_running=2)})
@@ -175,6 +191,28 @@ async def test_max_cpu_holds_a_tenants_next_job_with_the_quota_as_its_reason(rig
     ids = [await rig.submit(tenant="a") for _ in range(3)]
     assert await rig.step() == ids[:2]
     assert await rig.reason(ids[2]) == "quota: tenant a uses 2 of 2 CPUs (max-cpu)"
+
+
+async def test_a_zero_cpu_job_counts_as_min_cpu_against_max_cpu(rig: Rig) -> None:
+    rig.sched.set_quotas({"a": Quotas(max_cpu=1)})
+    for _ in range(6):
+        await rig.submit(tenant="a", resources={"cpu": 0})
+    assert len(await rig.step()) == 4  # 1 CPU / MIN_CPU 0.25
+
+
+async def test_max_queued_rejects_the_job_past_it_with_the_quota_as_its_reason(rig: Rig) -> None:
+    rig.sched.set_quotas({"a": Quotas(max_queued=2)})
+    ids = [await rig.submit(tenant="a") for _ in range(3)]
+    assert await rig.reason(ids[2]) == "quota: tenant a has 2 queued jobs (max-queued 2)"
+
+
+async def test_a_tenant_without_max_queued_holds_at_most_its_share_of_max_jobs(tmp_path: Path,
+                                                                               store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock()), max_jobs=6).start()
+    rig.sched.set_quotas({"a": Quotas(), "b": Quotas(), "c": Quotas()})
+    ids = [await rig.submit(tenant="a") for _ in range(3)]
+    other = await rig.submit(tenant="b")
+    assert [await rig.status(j) for j in [*ids, other]] == [S.PENDING, S.PENDING, S.REJECTED, S.PENDING]
 
 
 async def test_a_tenant_at_its_quota_does_not_hold_up_another(rig: Rig) -> None:
@@ -271,6 +309,16 @@ def test_the_nth_retry_waits_delay_times_base_to_the_n_minus_1_capped(shared: tu
         assert await rig.status(job) is S.FAILED
 
     asyncio.run(run())
+
+
+async def test_a_dead_worker_is_a_failed_attempt_retried_with_its_node_named(rig: Rig) -> None:
+    job = await rig.submit(retry_policy={"max_retries": 1})
+    await rig.step()
+    rig.backend.started(job, host="host-7")
+    await rig.backend.deliver(rig.sched)
+    await rig.end(job, None, "RayTaskError: the worker died")
+    assert await rig.reason(job) == ("attempt 1 failed (node host-7 (Ray node ray-node): RayTaskError: the worker "
+                                     "died); retry 1 of 1 in 0s")
 
 
 # -- timeouts ------------------------------------------------------------------------------
@@ -381,5 +429,24 @@ async def test_a_new_actor_fails_the_running_attempts_it_lost_and_runs_the_rest_
         assert await second.reason(running) == ("attempt 1 failed (lost: the Ray dispatcher no longer knows this "
                                                 "job); retry 1 of 1 in 0s")
         assert sorted(await second.step()) == sorted([running, handed])
+    finally:
+        second.store.close()
+
+
+async def test_a_restart_keeps_who_waits_for_whom_and_each_backoff(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    blocker = await first.submit()
+    child = await first.submit(dependencies=[blocker])
+    flaky = await first.submit(retry_policy={"max_retries": 1, "retry_delay": 3})
+    await first.step()
+    await first.end(flaky, 1)
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend).start()
+    try:
+        assert await second.step() == []  # the child waits, the flaky one is in its backoff
+        await second.end(blocker)
+        assert await second.step() == [child]
+        second.clock.advance(3)
+        assert await second.step() == [flaky]
     finally:
         second.store.close()
