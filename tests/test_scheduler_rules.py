@@ -155,6 +155,18 @@ async def test_the_next_job_reserves_its_resources_so_small_ones_do_not_starve_a
     assert await rig.step() == [small]
 
 
+async def test_the_dispatch_loop_hands_a_job_over_as_soon_as_a_submit_wakes_it(rig: Rig) -> None:
+    loop = asyncio.create_task(rig.sched.dispatch_loop())
+    job = await rig.submit()
+    for _ in range(100):  # yields to the loop's task; no time passes
+        if rig.backend.batches:
+            break
+        await asyncio.sleep(0)
+    await rig.sched.stop()
+    await loop
+    assert rig.backend.dispatched_ids() == [job]
+
+
 async def test_a_job_that_no_node_can_ever_hold_is_rejected_at_once(rig: Rig) -> None:
     job = await rig.submit(resources={"cpu": 64})
     assert await rig.reason(job) == "no node can ever hold CPU=64 (largest node has CPU=4)"
