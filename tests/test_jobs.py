@@ -99,7 +99,7 @@ def test_cancel_pending_job(daemon: Daemon) -> None:
 
 
 def test_unsatisfiable_resources_are_rejected_with_reason(daemon: Daemon) -> None:
-    out = daemon.run("submit", "--json", "--gpu", "1", "--resource", "TPU=1", "--", "./train.sh")
+    out = daemon.run("submit", "--json", "--gpu", "1", "--resource", "TPU=1", "--command", "--", "./train.sh")
     assert out.returncode == 1 and "rejected" in out.stderr and "no node can ever hold" in out.stderr
     job = json.loads(out.stdout)
     assert job["status"] == "REJECTED" and "GPU=1" in job["reason"]
