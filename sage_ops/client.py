@@ -175,9 +175,10 @@ class _Api:
         return self._run(Call("GET", f"/v1/jobs/{job_id}/events",
                                lambda d: [JobEventView.model_validate(e) for e in d]))
 
-    def get_job_logs(self, job_id: str, tail: int | None = None) -> Any:
-        params = {"tail": tail} if tail is not None else None
-        return self._run(Call("GET", f"/v1/jobs/{job_id}/logs", _parse_ndjson, params=params))
+    def get_job_logs(self, job_id: str, tail: int | None = None, attempt: int | None = None) -> Any:
+        """The log so far (LogEntry: .timestamp, .message, .attempt); of one attempt if given."""
+        params = {k: v for k, v in (("tail", tail), ("attempt", attempt)) if v is not None}
+        return self._run(Call("GET", f"/v1/jobs/{job_id}/logs", _parse_ndjson, params=params or None))
 
     def list_jobs(self, status: str | Sequence[str] | None = None, name: str | None = None, limit: int = 100,
                   tenant: str | None = None, since: datetime | str | None = None, until: datetime | str | None = None,
@@ -326,9 +327,11 @@ class JobManagerClient(SyncTransport, _Api):
                  token: str | None = None) -> None:
         SyncTransport.__init__(self, address, config, token)
 
-    def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> Iterator[LogEntry]:
-        """Log entries (.timestamp, .message) as they come; ends when the job ends."""
-        return self._stream(f"/v1/jobs/{job_id}/logs", self._logs_params(follow, tail), LogEntry.model_validate_json)
+    def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None,
+                        attempt: int | None = None) -> Iterator[LogEntry]:
+        """Log entries (.timestamp, .message, .attempt) as they come; ends when the job ends."""
+        return self._stream(f"/v1/jobs/{job_id}/logs", self._logs_params(follow, tail, attempt),
+                            LogEntry.model_validate_json)
 
     def node_progress(self, name: str) -> Iterator[NodeProgress]:
         """The steps of a node's add or drain as they happen; the last line has step "end"."""
@@ -384,8 +387,10 @@ class AsyncJobManagerClient(Transport, _Api):
             await asyncio.sleep(self._backoff(attempt))
         raise self._gave_up(last)
 
-    def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None) -> AsyncIterator[LogEntry]:
-        return self._stream(f"/v1/jobs/{job_id}/logs", self._logs_params(follow, tail), LogEntry.model_validate_json)
+    def stream_job_logs(self, job_id: str, follow: bool = True, tail: int | None = None,
+                        attempt: int | None = None) -> AsyncIterator[LogEntry]:
+        return self._stream(f"/v1/jobs/{job_id}/logs", self._logs_params(follow, tail, attempt),
+                            LogEntry.model_validate_json)
 
     def node_progress(self, name: str) -> AsyncIterator[NodeProgress]:
         return self._stream(f"/v1/nodes/{name}/progress", {}, NodeProgress.model_validate_json)

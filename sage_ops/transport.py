@@ -92,10 +92,9 @@ class Transport(Failover):
         return self.config.timeout
 
     @staticmethod
-    def _logs_params(follow: bool, tail: int | None) -> dict[str, Any]:
+    def _logs_params(follow: bool, tail: int | None, attempt: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"follow": str(follow).lower()}
-        if tail is not None:
-            params["tail"] = tail
+        params.update({k: v for k, v in (("tail", tail), ("attempt", attempt)) if v is not None})
         return params
 
     @staticmethod

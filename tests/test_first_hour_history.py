@@ -194,6 +194,14 @@ def test_logs_json_says_each_lines_attempt_and_filters_by_it(daemon: Daemon) -> 
     assert {e["attempt"] for e in entries} == {1}
 
 
+def test_the_python_client_reads_one_attempts_lines(daemon: Daemon) -> None:
+    job_id = daemon.submit_q("--name", "hist-client", *RETRIED)
+    _ended(daemon, job_id)
+    client = daemon.client()
+    assert [e.message for e in client.get_job_logs(job_id, attempt=2) if e.message.startswith("run ")] == ["run 2"]
+    assert {e.attempt for e in client.stream_job_logs(job_id, follow=False, attempt=1)} == {1}
+
+
 def test_tail_of_one_attempt_counts_among_its_lines(tmp_path: Path) -> None:
     logs = LogStore(tmp_path)
     for n in range(6):
