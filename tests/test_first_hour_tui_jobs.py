@@ -170,6 +170,22 @@ async def test_exit_code_reason_and_memory_have_columns(daemon: Daemon) -> None:
 
 
 # -- keys ------------------------------------------------------------------------------------------------
+async def test_a_reason_that_looks_like_markup_is_shown_as_written(daemon: Daemon) -> None:
+    """A reason quotes users' words (here the command that could not start): `[/x]` made the
+    table's markup parser raise while drawing, and `[red]…` would restyle the row."""
+    client = daemon.client()
+    words = [f"[/x]-{uuid.uuid4().hex[:6]}", f"[red]evil-{uuid.uuid4().hex[:6]}"]
+    jobs = [client.wait(client.submit_command([word]), 60) for word in words]
+    assert all(word in (job.reason or "") for word, job in zip(words, jobs, strict=True))
+    app = SageOpsApp(f"unix://{daemon.socket}")
+    async with app.run_test(size=(200, 30)) as pilot:
+        await until(pilot, lambda: all(job.id in table(app).jobs for job in jobs))
+        await pilot.pause(0.2)  # drawn: a markup error would have ended the app
+        assert app.is_running
+        drawn = [table(app).render_line(y).text for y in range(table(app).size.height)]
+        assert [w for w in words if any(w in line for line in drawn)] == words
+
+
 async def test_j_and_k_move_down_and_up(daemon: Daemon, gated: tuple[JobManagerClient, str, str]) -> None:
     client, tag, gate = gated
     await asyncio.to_thread(waiting, client, gate, [f"jk-{tag}-{n}" for n in range(3)])

@@ -187,11 +187,11 @@ async def test_pages_load_as_the_cursor_nears_the_end_and_the_window_stays_bound
                 assert t.row_count <= 60
             await pilot.press("o", "o")  # sort by the next columns: id, then name
             assert t.sort_column == "name"
-            shown = [t.get_row_at(n)[2] for n in range(t.row_count)]
+            shown = [str(t.get_row_at(n)[2]) for n in range(t.row_count)]
             assert shown == sorted(shown)
             await pilot.click("#jobs", offset=(22, 0))  # the NAME header again: descending
             await pilot.pause(0.3)
-            shown = [t.get_row_at(n)[2] for n in range(t.row_count)]
+            shown = [str(t.get_row_at(n)[2]) for n in range(t.row_count)]
             assert t.sort_reverse and shown == sorted(shown, reverse=True)
     finally:
         await asyncio.to_thread(client.cancel_job, anchor)  # its dependents are cancelled with it

@@ -101,6 +101,11 @@ def with_change(job: JobView, change: JobChange) -> JobView:
     return job.model_copy(update=update)
 
 
+def literal(value: Any) -> Any:
+    """A str as Text shown as written (no markup); other renderables as they are."""
+    return Text(value, no_wrap=True, end="") if isinstance(value, str) else value
+
+
 class JobTable(DataTable[Any]):
     """A DataTable keyed by job id; `order` is the daemon's order (newest first)."""
 
@@ -136,8 +141,14 @@ class JobTable(DataTable[Any]):
 
     # -- rows -------------------------------------------------------------------------------
     def cells(self, job: JobView) -> dict[str, Any]:
+        """Each cell as Text: a job's name and reason are other users' words, never Rich markup
+        (a name like `[/x]` made DataTable's markup parser raise while drawing; `[red]…` restyled the
+        row), and a Text is drawn without parsing."""
         now = self.clock()
         run = None if job.started_at is None else ((job.ended_at or now) - job.started_at).total_seconds()
+        return {k: literal(v) for k, v in self._cells(job, now, run).items()}
+
+    def _cells(self, job: JobView, now: datetime, run: float | None) -> dict[str, Any]:
         return {"sel": "*" if job.id in self.selected else " ", "id": job.id, "name": job.name,
                 "status": status_cell(job.status, self.app.no_color), "priority": str(job.priority),
                 "tenant": job.tenant or "-", "res": resources_with_memory(job), "node": job.node or "-",
@@ -299,7 +310,7 @@ class JobTable(DataTable[Any]):
     def _arrange(self, keep: str | None) -> None:
         """Rows in `order`; the cursor stays on the job it was on."""
         rank = {job_id: n for n, job_id in enumerate(self.order)}
-        self.sort("id", key=lambda job_id: rank[job_id])
+        self.sort("id", key=lambda cell: rank[str(cell)])
         self._keep(keep)
 
     def _keep(self, job_id: str | None) -> None:
