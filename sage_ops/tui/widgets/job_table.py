@@ -141,9 +141,9 @@ class JobTable(DataTable[Any]):
 
     # -- rows -------------------------------------------------------------------------------
     def cells(self, job: JobView) -> dict[str, Any]:
-        """Each cell as Text: a job's name and reason are other users' words, never Rich markup
-        (a name like `[/x]` made DataTable's markup parser raise while drawing; `[red]…` restyled the
-        row), and a Text is drawn without parsing."""
+        """Each cell as Text: a reason quotes users' words (a command that could not start), never
+        Rich markup (`[/x]` made DataTable's markup parser raise while drawing; `[red]…` restyled
+        the row), and a Text is drawn without parsing."""
         now = self.clock()
         run = None if job.started_at is None else ((job.ended_at or now) - job.started_at).total_seconds()
         return {k: literal(v) for k, v in self._cells(job, now, run).items()}
