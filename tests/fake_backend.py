@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sage_ops.server.scheduler import Clock
+from sage_ops.server.queue_items import Clock
 
 if TYPE_CHECKING:
     from sage_ops.server.scheduler import Scheduler

@@ -18,6 +18,7 @@ from ..lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
 from ..schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobView
 from . import store as st
 from .execution_graph import FAILED_DEP, Node, graph_view
+from .queue_items import Queued
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -94,8 +95,6 @@ class Operations:
             return out
 
         outcome = await self.store.write(op)
-        from .scheduler import Queued
-
         jobs = [Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S.PENDING, r.attempts_made, r.attempts_made,
                        r.priority) for r in outcome if not isinstance(r, SageOpsError)]
         for job in jobs:

@@ -19,9 +19,10 @@ from sqlalchemy import Connection
 from ..lifecycle import JobStatus, Transition, attempt_outcome, is_terminal, transition
 from . import accounts
 from . import store as st
+from .queue_items import Dispatched
 
 if TYPE_CHECKING:
-    from .scheduler import Dispatched, Scheduler
+    from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 S = JobStatus
@@ -84,8 +85,6 @@ class RayEvents:
                 break
 
     def _take_back(self: Scheduler, inflight: dict[str, int], events: list[Any]) -> None:
-        from .scheduler import Dispatched
-
         ended = {p["job_id"]: p["attempt"] for _s, kind, p in events if kind == "ended"}
         for job_id, attempt in [*inflight.items(), *ended.items()]:
             job = self.queued.pop(job_id, None)

@@ -15,8 +15,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -34,6 +33,7 @@ from .dispatcher import RayBackend
 from .execution_graph import FAILED_DEP, Waiting
 from .logs import LogStore
 from .operations import Operations
+from .queue_items import Clock, Dispatched, Queued
 from .quotas import FairQueue, Tally, over_quota
 from .ray_events import RayEvents
 from .run_as import RunAs
@@ -43,65 +43,6 @@ from .submission import Submissions
 log = logging.getLogger(__name__)
 RECHECK_AFTER = 15.0  # seconds past kill_grace before a cancelled job still in flight is stopped again
 S = JobStatus
-
-
-@dataclass
-class Queued:
-    """A job the daemon holds in memory, waiting (for dependencies, a backoff or resources)."""
-
-    id: str
-    seq: int
-    spec: JobSpec
-    status: JobStatus
-    attempts_made: int = 0
-    retry_base: int = 0
-    priority: int = 0
-    not_before: float | None = None
-    blocked: str | None = None  # the quota it last waited for (shown as its reason)
-
-    @property
-    def need(self) -> dict[str, float]:
-        return self.spec.resources.as_ray()
-
-    @property
-    def tenant(self) -> str | None:
-        return self.spec.tenant
-
-
-@dataclass
-class Dispatched:
-    """A job handed to Ray, with what a retry needs to queue it again."""
-
-    job: Queued
-    attempt: int
-    node: str
-    started: bool = False
-    started_at: float = 0.0
-    cancelling: bool = False
-    ran_on: str | None = None  # the node the runner reported
-
-    @property
-    def id(self) -> str:
-        return self.job.id
-
-    @property
-    def need(self) -> dict[str, float]:
-        return self.job.need
-
-    @property
-    def spec(self) -> JobSpec:
-        return self.job.spec
-
-    @property
-    def tenant(self) -> str | None:
-        return self.job.spec.tenant
-
-
-@dataclass
-class Clock:
-    """Injectable time source."""
-
-    now: Callable[[], float] = field(default=time.time)
 
 
 class Scheduler(RayEvents, Operations, Submissions):

@@ -24,6 +24,7 @@ from ..lifecycle import JobStatus, Transition, is_terminal, transition
 from ..schemas import JobSpec
 from . import store as st
 from .execution_graph import FAILED_DEP, GraphError, resolve_batch_names, topological_order
+from .queue_items import Queued
 from .quotas import never_within, share_of_queue, with_min_cpu
 
 if TYPE_CHECKING:
@@ -245,8 +246,6 @@ class Submissions:
         seen = await self.store.write(op)  # durable before acknowledged
         if seen is not None:
             return await self._existing(seen, views), False
-        from .scheduler import Queued
-
         self.seq += len(plans)
         self.submitted_total += len(plans)
         for p in plans:
