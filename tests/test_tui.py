@@ -5,6 +5,7 @@ the pictures are deterministic: fixed ids, times and a frozen clock)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -388,6 +389,16 @@ async def test_a_burst_of_1000_events_is_a_few_redraws(monkeypatch: pytest.Monke
         last = {app.client.jobs[seq % 7].id: [S.PENDING, S.RUNNING, S.COMPLETED, S.FAILED][seq % 4]
                 for seq in range(1, 1001)}
         assert {job_id: t.jobs[job_id].status for job_id in last} == last
+
+
+async def test_the_app_keeps_what_it_is_made_of_out_of_full_collections() -> None:
+    """Full garbage collections scanned the whole app and made the slowest screen switches."""
+    gc.unfreeze()
+    app = fixed_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(pilot)
+        assert await until(pilot, lambda: gc.get_freeze_count() > 0, 10)
+    gc.unfreeze()
 
 
 class GatedClient(FixedClient):

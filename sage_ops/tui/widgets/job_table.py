@@ -9,11 +9,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from itertools import count
 from typing import Any
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.cache import LRUCache
 from textual.widgets import DataTable
+from textual.widgets.data_table import CellType, ColumnKey, RowKey
 
 from ...lifecycle import JobStatus, is_terminal
 from ...plaintext import binary_size, headline
@@ -106,7 +110,55 @@ def literal(value: Any) -> Any:
     return Text(value, no_wrap=True, end="") if isinstance(value, str) else value
 
 
-class JobTable(DataTable[Any]):
+class CellCachedTable(DataTable[Any]):
+    """A DataTable that redraws only the cells that changed.
+
+    DataTable keys its drawn-cell cache on a table-wide update count, so one `update_cell` (a live
+    change, an age moving) made the next paint draw every visible cell anew: 400 cells at ~0.3 ms,
+    the tail of a screen switch during a batch. Here a cell's drawing is keyed on when that cell
+    (or its row) was last set instead; everything else DataTable keys on is kept."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._set_at: dict[Any, int] = {}  # (row key, column key) or row key -> when last set
+        self._clock = count(1)
+        self._drawn: LRUCache[tuple[Any, ...], list[list[Segment]]] = LRUCache(10_000)
+        super().__init__(*args, **kwargs)  # last: DataTable's watchers clear the caches above
+
+    def add_row(self, *cells: CellType, height: int | None = 1, key: str | None = None,
+                label: Any = None) -> RowKey:
+        row_key = super().add_row(*cells, height=height, key=key, label=label)
+        self._set_at[row_key] = next(self._clock)  # a key used again is a new row
+        return row_key
+
+    def update_cell(self, row_key: RowKey | str, column_key: ColumnKey | str, value: CellType, *,
+                    update_width: bool = False) -> None:
+        super().update_cell(row_key, column_key, value, update_width=update_width)
+        self._set_at[(row_key, column_key)] = next(self._clock)
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._drawn.clear()
+
+    def notify_style_update(self) -> None:
+        self._drawn.clear()
+        super().notify_style_update()
+
+    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+        if row_index < 0 or column_index < 0:  # the header and row labels: as DataTable does
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        key = (row_key, column_key, row_index, base_style, width, cursor, hover, self._show_hover_cursor,
+               self._pseudo_class_state, self._set_at.get(row_key), self._set_at.get((row_key, column_key)))
+        lines = self._drawn.get(key)
+        if lines is None:
+            lines = self._drawn[key] = super()._render_cell(row_index, column_index, base_style, width,
+                                                            cursor, hover)
+        return lines
+
+
+class JobTable(CellCachedTable):
     """A DataTable keyed by job id; `order` is the daemon's order (newest first)."""
 
     def __init__(self, clock: Callable[[], datetime], **kwargs: Any) -> None:
@@ -251,7 +303,8 @@ class JobTable(DataTable[Any]):
         for job_id in self.jobs if ids is None else ids:
             cells = self.cells(self.jobs[job_id])
             for key in moving:
-                self.update_cell(job_id, key, cells[key])
+                if cells[key] != self.get_cell(job_id, key):  # an unchanged cell is not drawn again
+                    self.update_cell(job_id, key, cells[key])
 
     def summary(self, statuses: set[JobStatus], glob: str | None, window: PageWindow) -> str:
         """The line above the table: filter, sort, rows held (and whether there are more), selection."""
