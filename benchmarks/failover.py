@@ -28,7 +28,7 @@ from submit_throughput import Bench  # noqa: E402
 from sage_ops.client import JobManagerClient  # noqa: E402
 from sage_ops.config import RayConfig  # noqa: E402
 from sage_ops.errors import SageOpsError  # noqa: E402
-from sage_ops.server.dispatcher import LocalHead  # noqa: E402
+from sage_ops.server.backend.ray_backend import LocalHead  # noqa: E402
 
 
 def free_port() -> int:

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sage_ops.config import MetricsConfig  # noqa: E402
-from sage_ops.server import metrics  # noqa: E402
-from sage_ops.server.store import Store  # noqa: E402
+from sage_ops.server.services import metrics  # noqa: E402
+from sage_ops.server.storage.store import Store  # noqa: E402
 from sage_ops.telemetry import MetricPoint, NodeUsage
 
 

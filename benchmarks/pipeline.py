@@ -273,7 +273,7 @@ def main() -> None:
         sys.exit(1)
 
     from sage_ops.config import RayConfig
-    from sage_ops.server.dispatcher import LocalHead
+    from sage_ops.server.backend.ray_backend import LocalHead
 
     root = Path(tempfile.mkdtemp(prefix="sgo-pipeline-", dir="/tmp"))
     head = LocalHead(root)

@@ -96,8 +96,8 @@ def populate_postgres(url: str, n: int) -> None:
 
 def recount(url: str) -> None:
     """The rows were written behind the daemon's back: count them as it would have."""
-    from sage_ops.server.database import make_engine
-    from sage_ops.server.job_counts import recount
+    from sage_ops.server.storage.database import make_engine
+    from sage_ops.server.storage.job_counts import recount
 
     engine = make_engine(url)
     with engine.begin() as conn:

@@ -11,7 +11,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "JobManagerServer": "sage_ops.server.daemon",
+    "JobManagerServer": "sage_ops.server.daemon.daemon",
     "JobManagerClient": "sage_ops.client",
     "AsyncJobManagerClient": "sage_ops.client",
     "JobStatus": "sage_ops.lifecycle",

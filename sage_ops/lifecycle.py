@@ -97,7 +97,7 @@ def attempt_outcome(exit_code: int | None, cancelled: bool, reason: str | None) 
     return S.FAILED, reason or f"exit code {exit_code}"
 
 
-# -- nodes: the machines sage-ops added (server/provisioning.py applies these) ----------------
+# -- nodes: the machines sage-ops added (server/services/provisioning.py applies these) ----------------
 class NodeStatus(str, Enum):
     JOINING = "JOINING"  # bootstrap under way
     UP = "UP"  # a Ray node that takes jobs

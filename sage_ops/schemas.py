@@ -27,7 +27,7 @@ MAX_EXEC_BYTES = 1024 * 1024  # env + secret_env (names and values) + command + 
 MAX_PATH_CHARS = 4096  # `working_dir` (PATH_MAX)
 MAX_DEPENDENCIES = 10_000
 MAX_DEPENDENCY_CHARS = 128  # a job id, or in a batch the name of another job (names: up to 128)
-SEALED_PREFIX = "sealed:v1:"  # a secret_env value as stored (server/sealing.py: AES-SIV, urlsafe base64)
+SEALED_PREFIX = "sealed:v1:"  # a secret_env value as stored (server/storage/sealing.py: AES-SIV, urlsafe base64)
 
 
 def _utf8_len(text: str) -> int:

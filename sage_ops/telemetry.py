@@ -1,5 +1,5 @@
 """What the daemon reports about itself and the cluster: health, job counts, and the sampled
-metrics series (server/metrics.py samples it; `stats --chart` and the TUI draw it). API shapes,
+metrics series (server/services/metrics.py samples it; `stats --chart` and the TUI draw it). API shapes,
 like schemas.py (jobs) and cluster.py (machines); no heavy imports here."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import pytest
 from sage_ops import rayhead
 from sage_ops.client import JobManagerClient
 from sage_ops.config import RayConfig
-from sage_ops.server.dispatcher import LocalHead
+from sage_ops.server.backend.ray_backend import LocalHead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from harness import TempPostgres, sweep  # noqa: E402 - shared with the benchmarks

@@ -4,7 +4,7 @@ milliseconds: no Ray, no daemon, no subprocess (the dramatiq StubBroker idea).
 `FakeBackend` has the surface the scheduler uses (`connected`, `node_totals`, `submit`,
 `cancel`, `poll`, `refresh_nodes`). What the dispatcher actor would report, the test says
 (`started`, `ended`, `timed_out`): each becomes the event tuple the actor emits
-(dispatch_actor.Dispatcher._emit, its `ended` payload being runner.run_job's outcome), and
+(backend/actor.py Dispatcher._emit, its `ended` payload being backend/attempt.py run_job's outcome), and
 `deliver` hands them over the way the daemon's poll loop does: `poll`, then `apply_events`.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sage_ops.server.queue_items import Clock
+from sage_ops.server.scheduling.queue_items import Clock
 
 if TYPE_CHECKING:
-    from sage_ops.server.scheduler import Scheduler
+    from sage_ops.server.scheduling.scheduler import Scheduler
 
 SIGTERM_EXIT = 143  # what the runner reports for a process group it ended with SIGTERM (128 + 15)
 

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from conftest import Daemon, wait_until
 
-from sage_ops.server.job_output import Output
-from sage_ops.server.logs import LogStore
+from sage_ops.server.storage.job_output import Output
+from sage_ops.server.storage.logs import LogStore
 
 ATTACKER = r'''
 import json, os, sys, time, uuid

@@ -39,7 +39,7 @@ NAMES = ["analysis", "Analysis-2", "my-analytics", "train", "an_x", "a%b", "swee
 
 @pytest.fixture(scope="module")
 def named_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from sage_ops.server import store as st
+    from sage_ops.server.storage import store as st
 
     store = st.Store(f"sqlite:///{tmp_path_factory.mktemp('names') / 'n.db'}")
     now = time.time()
@@ -54,7 +54,7 @@ def named_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def _listed(store: Any, pattern: str) -> set[str]:
-    from sage_ops.server import store as st
+    from sage_ops.server.storage import store as st
 
     with store.engine.connect() as conn:
         return {j.name for j in st.list_jobs(conn, JobFilter(name=pattern), limit=100)[0]}

@@ -18,10 +18,10 @@ from conftest import Daemon
 from sqlalchemy import event
 
 from sage_ops.lifecycle import JobStatus
-from sage_ops.server import store as st
-from sage_ops.server.job_output import encode_lines
-from sage_ops.server.logs import LogStore
-from sage_ops.server.store import Store
+from sage_ops.server.storage import store as st
+from sage_ops.server.storage.job_output import encode_lines
+from sage_ops.server.storage.logs import LogStore
+from sage_ops.server.storage.store import Store
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # a job that fails its first attempt and completes its second, saying which one it is
@@ -225,7 +225,7 @@ def test_a_job_gets_no_variable_of_the_submitters_shell(daemon: Daemon) -> None:
 
 
 def test_readme_names_every_variable_a_job_gets() -> None:
-    from sage_ops.server import job_env
+    from sage_ops.server.backend import job_env
 
     section = README.read_text().split("### Inside a job", 1)[1].split("\n### ", 1)[0]
     names = [*job_env.PASSED, *job_env.login(os.getuid()), "SAGE_OPS_JOB_ID", "SAGE_OPS_ATTEMPT",

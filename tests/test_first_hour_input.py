@@ -19,7 +19,7 @@ from sage_ops.cli.jobs import build_spec
 from sage_ops.errors import Invalid, Rejected
 from sage_ops.plaintext import job_detail
 from sage_ops.schemas import JobSpec, JobView, RetryPolicy
-from sage_ops.server.submission import queue_full
+from sage_ops.server.scheduling.admission import queue_full
 from sage_ops.units import parse_duration, parse_memory
 
 MiB = 2**20

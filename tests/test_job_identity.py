@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from conftest import Daemon, pid_alive, wait_until
 
-from sage_ops.server import containment
-from sage_ops.server.dispatcher import LocalHead
+from sage_ops.server.backend import containment
+from sage_ops.server.backend.ray_backend import LocalHead
 
 DOCUMENTED = {"SAGE_OPS_JOB_ID", "SAGE_OPS_ATTEMPT", "SAGE_OPS_RESULT_FILE"}
 MARKS = {"SAGE_OPS_RAY_HEAD", "SAGE_OPS_NODE"}  # process marks the leftover sweeps need: not secrets
@@ -157,7 +157,7 @@ def test_a_memory_request_is_the_jobs_memory_limit(own: Daemon) -> None:
 # The fallback where no cgroup is writable, run in a process of its own (it becomes a subreaper).
 SUBREAPER = textwrap.dedent("""
     import os, subprocess, sys, time
-    from sage_ops.server import containment
+    from sage_ops.server.backend import containment
     containment.Layout.kind, containment.Layout.bases = "subreaper", {}
     containment._set_subreaper()
     jail = containment.Jail("t-1")
@@ -199,8 +199,8 @@ def test_tenant_add_user_says_all_tenants_share_the_daemons_os_user(own: Daemon)
 # A stand-in Ray worker that dies under its job: its watchdog ends the job's cgroup and removes it.
 DYING_WORKER = textwrap.dedent("""
     import json, os, subprocess, sys
-    from sage_ops.server.containment import Jail
-    from sage_ops.server.process_group import Watchdog
+    from sage_ops.server.backend.containment import Jail
+    from sage_ops.server.backend.process_group import Watchdog
     Watchdog.ready()
     jail = Jail("dying-1", cpu=1.0)
     with jail.spawning():

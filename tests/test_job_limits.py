@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from conftest import Daemon, wait_until
 
-from sage_ops.server.job_output import MAX_LOG_LINE, TRUNCATED, Capture, Output, encode_lines, read_result
-from sage_ops.server.logs import LINE_MAX, LOG_SLACK, LogStore
-from sage_ops.server.quotas import MIN_CPU
+from sage_ops.server.scheduling.quotas import MIN_CPU
+from sage_ops.server.storage.job_output import MAX_LOG_LINE, TRUNCATED, Capture, Output, encode_lines, read_result
+from sage_ops.server.storage.logs import LINE_MAX, LOG_SLACK, LogStore
 
 CAP = 1024 * 1024  # storage.max_log_bytes of the test daemon
 MARKER = TRUNCATED.format(CAP)

@@ -185,7 +185,7 @@ def test_a_job_group_dies_when_ray_kills_its_worker_and_the_workers_children(tmp
     and itself are killed the way Ray does it; the job's whole group must die."""
     worker = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "from sage_ops.server.process_group import Watchdog\n"
+        "from sage_ops.server.backend.process_group import Watchdog\n"
         "job = subprocess.Popen(['sh', '-c', 'sleep 300 & echo $!; sleep 300'], stdout=subprocess.PIPE,"
         " start_new_session=True, text=True)\n"
         "Watchdog.tell('+', job.pid)\n"

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sage_ops.schemas import LogEntry
-from sage_ops.server.job_output import Output, cut_line, encode_lines, masker, split_lines
-from sage_ops.server.logs import READ_BLOCK, LogStore
+from sage_ops.server.storage.job_output import Output, cut_line, encode_lines, masker, split_lines
+from sage_ops.server.storage.logs import READ_BLOCK, LogStore
 
 T = 1_700_000_000.123456
 MESSAGES = ["plain", "", 'quote " and \\ backslash \\n not a newline', "tab\tcr\rnul\x00 esc\x1b del\x7f",
@@ -206,7 +206,7 @@ import os, uuid
 import ray
 ray.init(address=os.environ["SAGE_OPS_RAY__ADDRESS"], namespace="sgo-test-" + uuid.uuid4().hex,
          logging_level="ERROR", log_to_driver=False)
-from sage_ops.server.dispatch_actor import LOG_HELD_MAX, Dispatcher, key_hash
+from sage_ops.server.backend.actor import LOG_HELD_MAX, Dispatcher, key_hash
 key, cap = b"k" * 32, b"c" * 32
 d = Dispatcher.options(name="bound").remote(key_hash(key))
 epoch = ray.get(d.hello.remote(key))["epoch"]

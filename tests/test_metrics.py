@@ -79,8 +79,8 @@ def test_samples_roll_up_and_expire_so_a_week_stays_small(tmp_path) -> None:  # 
     from types import SimpleNamespace
 
     from sage_ops.config import MetricsConfig
-    from sage_ops.server import metrics
-    from sage_ops.server.store import Store
+    from sage_ops.server.services import metrics
+    from sage_ops.server.storage.store import Store
     from sage_ops.telemetry import MetricPoint, NodeUsage
 
     store = Store(f"sqlite:///{tmp_path / 'm.db'}")

@@ -32,7 +32,7 @@ from sage_ops import (
 )
 from sage_ops.errors import Conflict
 from sage_ops.schemas import Resources, RetryPolicy
-from sage_ops.server.dispatcher import LocalHead
+from sage_ops.server.backend.ray_backend import LocalHead
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sage_ops.errors import Conflict
 from sage_ops.lifecycle import TERMINAL, TRANSITIONS, JobStatus, is_legal, transition
 from sage_ops.schemas import RetryPolicy
-from sage_ops.server.execution_graph import GraphError, Node, Waiting, critical_path, topological_order
+from sage_ops.server.scheduling.execution_graph import GraphError, Node, Waiting, critical_path, topological_order
 
 S = JobStatus
 statuses = st.sampled_from(list(S))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon
 
-from sage_ops.server import ray_join
+from sage_ops.server.backend import ray_join
 
 ONE, OTHER = "a1" * 28, "b2" * 28
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import Daemon
 
 from sage_ops.nodes import tls
-from sage_ops.server import transit
+from sage_ops.server.backend import transit
 
 NODE = "tlsnode"
 

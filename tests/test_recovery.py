@@ -131,7 +131,7 @@ def test_a_dead_worker_is_a_failed_attempt_and_is_retried(daemon: Daemon) -> Non
 def test_the_daemon_outlives_its_ray_head_and_reconnects(new_daemon) -> None:  # noqa: ANN001
     """The head dies under a running job: the daemon stays up, reports it, starts a new head
     (ray.address: local), and the lost attempt is retried there."""
-    from sage_ops.server.dispatcher import LocalHead
+    from sage_ops.server.backend.ray_backend import LocalHead
 
     d: Daemon = new_daemon({"ray": {"address": "local", "include_dashboard": False, "num_cpus": 1}})
     d.env.pop("SAGE_OPS_RAY__ADDRESS", None)

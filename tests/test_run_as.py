@@ -23,7 +23,7 @@ from users import can_make_users, make_user, remove_user, request_as
 from sage_ops.client import JobManagerClient
 from sage_ops.errors import Forbidden, Invalid
 from sage_ops.schemas import JobKind, JobSpec
-from sage_ops.server.run_as import RunAs
+from sage_ops.server.scheduling.run_as import RunAs
 
 pytestmark = pytest.mark.skipif(not can_make_users() or shutil.which("setpriv") is None,
                                 reason="needs root, useradd and setpriv to run jobs as other users")

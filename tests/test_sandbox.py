@@ -20,7 +20,7 @@ from probe import lines, run_probe
 
 from sage_ops import rayhead
 from sage_ops.pipeline import FileSink, FileSource, RemoteEnvironment
-from sage_ops.server import sandbox
+from sage_ops.server.backend import sandbox
 
 pytestmark = pytest.mark.skipif(sandbox.bwrap() is None, reason="bubblewrap is not installed or cannot run here")
 

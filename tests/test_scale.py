@@ -29,7 +29,7 @@ def _recounted(db: Path) -> dict[str, int]:
 
 
 def test_a_name_filter_returns_the_same_page_whichever_index_it_uses(tmp_path: Path) -> None:
-    from sage_ops.server import store as st
+    from sage_ops.server.storage import store as st
 
     store = st.Store(f"sqlite:///{tmp_path / 'n.db'}")
     try:
@@ -48,8 +48,8 @@ def test_a_name_filter_returns_the_same_page_whichever_index_it_uses(tmp_path: P
 
 def test_kept_counts_equal_a_count_of_every_job(tmp_path: Path) -> None:
     from sage_ops.lifecycle import JobStatus, transition
-    from sage_ops.server import store as st
-    from sage_ops.server.job_counts import counts_by_status
+    from sage_ops.server.storage import store as st
+    from sage_ops.server.storage.job_counts import counts_by_status
 
     store = st.Store(f"sqlite:///{tmp_path / 'c.db'}")
     try:
@@ -95,8 +95,8 @@ def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: 
     import json
 
     from sage_ops.lifecycle import JobStatus, transition
-    from sage_ops.server import events
-    from sage_ops.server import store as st
+    from sage_ops.server.services import event_stream as events
+    from sage_ops.server.storage import store as st
 
     monkeypatch.setattr(events, "QUEUE", 5)
 
@@ -143,7 +143,7 @@ def test_an_event_page_is_sent_whole_to_an_admin_and_filtered_for_a_member() -> 
     import json
 
     from sage_ops.schemas import JobChange
-    from sage_ops.server import events
+    from sage_ops.server.services import event_stream as events
 
     page = events._Page([JobChange(seq=s, job_id=f"j{s}", tenant=t) for s, t in [(1, "a"), (2, "b"), (3, "a")]])
     ids = lambda data: [json.loads(x)["job_id"] for x in data.splitlines()]  # noqa: E731

@@ -21,11 +21,11 @@ from sage_ops.access import Quotas
 from sage_ops.config import Config
 from sage_ops.lifecycle import JobStatus
 from sage_ops.schemas import JobSpec, JobView
-from sage_ops.server import store as st
-from sage_ops.server.logs import LogStore
-from sage_ops.server.run_as import RunAs
-from sage_ops.server.scheduler import Scheduler
-from sage_ops.server.sealing import Sealer
+from sage_ops.server.scheduling.run_as import RunAs
+from sage_ops.server.scheduling.scheduler import Scheduler
+from sage_ops.server.storage import store as st
+from sage_ops.server.storage.logs import LogStore
+from sage_ops.server.storage.sealing import Sealer
 
 S = JobStatus
 

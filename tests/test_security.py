@@ -20,7 +20,7 @@ from users import request_as
 
 from sage_ops.client import JobManagerClient
 from sage_ops.errors import DaemonUnavailable, Forbidden, NotFound, RateLimited, Unauthorized
-from sage_ops.server.run_as import can_switch
+from sage_ops.server.scheduling.run_as import can_switch
 
 # A multi-user daemon (root) runs a tenant's token jobs as its run_as user: any unprivileged one
 RUN_AS = ("--run-as", "nobody") if can_switch() else ()

@@ -30,7 +30,7 @@ from sage_ops.schemas import (
     JobSpec,
     parse_memory,
 )
-from sage_ops.server.runner import MAX_LOG_LINE, cut_line, split_lines
+from sage_ops.server.backend.attempt import MAX_LOG_LINE, cut_line, split_lines
 
 FAST = settings(
     max_examples=250,
@@ -307,7 +307,10 @@ def test_total_exec_size_counts_env_secret_env_command_and_args_together() -> No
 def test_a_sealed_secret_is_measured_as_the_value_it_opens_to(tmp_path: Path) -> None:
     # The daemon stores secret_env sealed (a third larger) and validates the stored spec on every
     # read: a secret at the limit must still load, or one job could break reads and recovery.
-    from sage_ops.server.sealing import PREFIX, Sealer  # lazily: a half-edited sealing module fails this test only
+    from sage_ops.server.storage.sealing import (  # lazily: a half-edited sealing module fails this test only
+        PREFIX,
+        Sealer,
+    )
 
     assert PREFIX == SEALED_PREFIX
     sealer = Sealer(tmp_path / "key")
@@ -328,7 +331,7 @@ def test_a_sealed_secret_is_measured_as_the_value_it_opens_to(tmp_path: Path) ->
 
 def test_a_secret_that_looks_sealed_is_refused_when_sent(tmp_path: Path) -> None:
     from sage_ops.errors import Invalid
-    from sage_ops.server.sealing import Sealer
+    from sage_ops.server.storage.sealing import Sealer
 
     try:
         spec = JobSpec.model_validate(_cmd(secret_env={"X": SEALED_PREFIX + "A" * 174_700}))
@@ -380,7 +383,7 @@ def _api_message(data: Any) -> tuple[int, str, str]:
     so a half-edited api module fails this test only)."""
     from fastapi.exceptions import RequestValidationError
 
-    from sage_ops.server.api import _validation_message
+    from sage_ops.server.http.api import _validation_message
 
     with pytest.raises(ValidationError) as info:
         JobSpec.model_validate(data)
@@ -440,7 +443,7 @@ def test_an_infinite_custom_resource_is_refused() -> None:
 
 def test_runner_imports_without_ray_running() -> None:
     # In a fresh interpreter: in a whole test session another test may have started Ray already.
-    code = "import ray, sage_ops.server.runner as r; assert not ray.is_initialized(); print(r.MAX_LOG_LINE)"
+    code = "import ray, sage_ops.server.backend.attempt as r; assert not ray.is_initialized(); print(r.MAX_LOG_LINE)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(MAX_LOG_LINE) == str(64 * 1024)

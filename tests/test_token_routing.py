@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sage_ops.client import JobManagerClient
 from sage_ops.errors import SageOpsError
 from sage_ops.exposure import is_loopback, local_daemon, plaintext_exposure
-from sage_ops.server.daemon import JobManagerServer
+from sage_ops.server.daemon.daemon import JobManagerServer
 
 
 class Catcher:

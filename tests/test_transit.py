@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon
 
-from sage_ops.server import transit
+from sage_ops.server.backend import transit
 
 ETH_P_ALL = 0x0003
 

@@ -93,7 +93,7 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(tmp_path) -> Non
 
     from sqlalchemy import inspect
 
-    from sage_ops.server.store import Store
+    from sage_ops.server.storage.store import Store
 
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as c:  # the job table as issue 2 made it, with a job in it
@@ -120,7 +120,7 @@ def test_fair_share_gives_free_slots_to_the_least_served_tenant_by_weight() -> N
     from types import SimpleNamespace
 
     from sage_ops.access import Quotas
-    from sage_ops.server.quotas import FairQueue, Tally, over_quota
+    from sage_ops.server.scheduling.quotas import FairQueue, Tally, over_quota
 
     def job(tenant: str) -> SimpleNamespace:
         return SimpleNamespace(tenant=tenant, spec=SimpleNamespace(resources=SimpleNamespace(cpu=1.0, gpu=0.0)))
@@ -154,7 +154,7 @@ def test_the_migrations_make_exactly_the_schema_of_the_models(tmp_path) -> None:
     from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
-    from sage_ops.server.store import Store
+    from sage_ops.server.storage.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
     try:

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-stderr", action="store_true", help="also log to stderr (systemd's journal)")
     a = p.parse_args(argv)
     try:
-        from .daemon import JobManagerServer
+        from .daemon.daemon import JobManagerServer
 
         tune_gc()
         JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,

@@ -3,7 +3,7 @@
 Pages come from `list_jobs(cursor=...)`; the table holds a window of at most MAX_PAGES pages
 (scrolling on drops pages at the other end), so a queue of 100,000 jobs never sits in the widget.
 The daemon filters (status, name: sage_ops/name_filter.py) and sorts (a column, over every job,
-not only the rows held: server/job_sort.py); a new filter or order reloads from the first page.
+not only the rows held: server/storage/job_sort.py); a new filter or order reloads from the first page.
 Live jobs land where the current order puts them among the rows held (while the top is held)."""
 
 from __future__ import annotations

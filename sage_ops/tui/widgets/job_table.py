@@ -1,5 +1,5 @@
 """The jobs table: one row per loaded job, in the daemon's order (newest first, or sorted by a
-column over every job: the daemon sorts, see server/job_sort.py), updated in place as events arrive.
+column over every job: the daemon sorts, see server/storage/job_sort.py), updated in place as events arrive.
 
 It holds only the rows the jobs screen has paged in (a PageWindow of pages, never the whole
 queue), and keeps the JobView of each row so changes, placing a new job and ages need no request."""

@@ -1,0 +1,270 @@
+"""Submission: turning validated specs into job rows — admission (queue size, tenant quotas,
+resources that no node could ever hold) and dependency resolution (unknown, of another tenant,
+already failed, already done, still running) — and the scheduler's `submit`, which runs them in
+one durable transaction.
+
+The planning functions are pure: `submit` calls them inside the writer's transaction, so the
+dependency statuses they see are exactly the ones committed before the new jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from ...errors import Invalid, NotFound, Rejected
+from ...lifecycle import JobStatus, Transition, is_terminal, transition
+from ...schemas import JobSpec
+from ..storage import store as st
+from .execution_graph import FAILED_DEP, GraphError, resolve_batch_names, topological_order
+from .queue_items import Queued
+from .quotas import never_within, share_of_queue, with_min_cpu
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+S = JobStatus
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass
+class Planned:
+    """One job of a submission: its row and what the scheduler must remember about it."""
+
+    id: str
+    seq: int
+    spec: JobSpec
+    deps: list[str]  # job ids
+    status: JobStatus = S.SUBMITTED
+    reason: str | None = None
+    waiting: set[str] = field(default_factory=set)
+    transitions: list[Transition] = field(default_factory=list)
+    spec_json: str = ""
+
+
+def plan(specs: Sequence[JobSpec], sent: Sequence[str], ids: Sequence[str], first_seq: int,
+         batch: bool) -> list[Planned]:
+    """One plan per job, its dependencies as ids. The stored spec names them by id, also where
+    the batch named them by name; otherwise it is stored exactly as it was sent (`sent`)."""
+    out = []
+    for n, (job_id, spec, js, deps) in enumerate(zip(ids, specs, sent, link(specs, ids, batch))):
+        if deps != spec.dependencies:
+            spec = spec.model_copy(update={"dependencies": deps})
+            js = spec.model_dump_json()
+        out.append(Planned(job_id, first_seq + n, spec, deps, spec_json=js))
+    return out
+
+
+def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[list[str]]:
+    """Each job's dependencies as ids. In a batch a dependency may be the name of another job of
+    the batch; a cycle or an ambiguous name refuses the whole batch."""
+    if not batch or not any(s.dependencies for s in specs):
+        return [list(dict.fromkeys(s.dependencies)) if s.dependencies else s.dependencies for s in specs]
+    try:
+        resolved = resolve_batch_names([s.name for s in specs], [s.dependencies for s in specs])
+        topological_order({i: [d for d in row if isinstance(d, int)] for i, row in enumerate(resolved)}, len(specs))
+    except GraphError as exc:
+        if exc.cycle:  # its members by name, as the batch file calls them
+            raise Invalid("cycle: " + " -> ".join(specs[i].name or f"jobs[{i}]" for i in exc.cycle)) from None
+        raise Invalid(str(exc)) from None
+    return [list(dict.fromkeys(ids[d] if isinstance(d, int) else d for d in row)) for row in resolved]
+
+
+def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], admission: Callable[[Planned], str | None],
+           batch: bool, admit: bool, owners: Mapping[str, str | None] | None = None) -> None:
+    """Settle each job's status. `known` holds the existing jobs among the dependencies (and
+    `owners` their tenants: a job of another tenant is as unknown as a missing one); the jobs
+    of this submission are known to be waiting. A batch is all or nothing: the first problem
+    refuses it. With `admit` False (Ray not connected yet) jobs stay SUBMITTED."""
+    new = {p.id for p in plans}
+    owners = owners or {}
+    for i, p in enumerate(plans):
+        # (idempotent: the writer may run this again, alone, if its group commit failed)
+        p.status, p.reason, p.waiting = S.SUBMITTED, None, set()
+        p.transitions = [transition(p.id, None, S.SUBMITTED, "submitted")]
+        unknown = p.deps and next((d for d in p.deps if d not in new and (d not in known or
+                                                                         owners.get(d) != p.spec.tenant)), None)
+        reason = f"unknown dependency: {unknown}" if unknown else None
+        if admit and reason is None:
+            reason = admission(p)
+        if reason is not None and batch:  # what was sent is wrong (Invalid), or it is refused as it stands
+            raise (Invalid if unknown else Rejected)(f"jobs[{i}] ({p.spec.display_name()}): {reason}")
+        if reason is not None:
+            p.transitions.append(transition(p.id, S.SUBMITTED, S.REJECTED, reason))
+            p.status, p.reason = S.REJECTED, reason
+            continue
+        if not admit:
+            continue
+        p.transitions.append(transition(p.id, S.SUBMITTED, S.PENDING, "admitted"))
+        p.status = S.PENDING
+        failed = next((d for d in p.deps if d in known and known[d][0] in FAILED_DEP), None)
+        if failed is not None:
+            p.reason = dependency_failed(failed, *known[failed])
+            p.transitions.append(transition(p.id, S.PENDING, S.CANCELLED, p.reason))
+            p.status = S.CANCELLED
+            continue
+        p.waiting = {d for d in p.deps if d in new or known[d][0] is not S.COMPLETED}
+
+
+def queue_full(active: int, asked: int, limit: int) -> str:
+    """Why the queue takes no more: the real count (the jobs of this request too) and the
+    setting to raise, where the daemon reads it."""
+    more = f" + {asked} in this batch" if asked > 1 else ""
+    return (f"queue full: {active} active jobs{more}, jobmanager.max_jobs is {limit} (raise it in the daemon's "
+            "config file, `jobmanager: {max_jobs: N}`, or with SAGE_OPS_JOBMANAGER__MAX_JOBS=N, then restart the "
+            "daemon)")
+
+
+def check_working_dirs(specs: Sequence[JobSpec], batch: bool) -> None:
+    """A working_dir that is not a directory here is refused at submit, not found missing at run
+    time. Asked only for a caller on this machine (the Unix socket): the path is the caller's own,
+    made absolute where it was typed. A TCP caller's path may be another machine's (a node's)."""
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        wd = spec.working_dir
+        if not wd or wd in seen:
+            continue
+        if not os.path.isdir(wd):
+            what = "not a directory" if os.path.exists(wd) else "no such directory"
+            where = f"jobs[{i}] ({spec.display_name()}): " if batch else ""
+            raise Invalid(f"{where}working dir {wd}: {what} on {socket.gethostname()}")
+        seen.add(wd)
+
+
+def dependency_failed(dep: str, status: JobStatus, name: str) -> str:
+    return f"dependency {dep} ({name}) ended {status.value}"
+
+
+def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Job rows, audit events and dependency edges, ready for one executemany each."""
+    jobs, events, edges = [], [], []
+    for p in plans:
+        spec = p.spec
+        ended = p.status in (S.REJECTED, S.CANCELLED)
+        jobs.append({
+            "id": p.id, "seq": p.seq, "name": spec.display_name(), "tenant": spec.tenant, "status": p.status.value,
+            "reason": p.reason, "priority": spec.priority, "kind": spec.kind.value, "spec": p.spec_json,
+            "exit_code": None, "result": None, "attempts_made": 0, "node": None, "created_at": now,
+            "updated_at": now, "started_at": None, "ended_at": now if ended else None,
+        })
+        events.extend(st.event_row(t, now) for t in p.transitions)
+        edges.extend({"job_id": p.id, "depends_on": d} for d in p.deps)
+    return jobs, events, edges
+
+
+class Submissions:
+    """The scheduler's side of a submit (a mixin of the Scheduler)."""
+
+    async def submit(self: Scheduler, specs: list[JobSpec], views: bool = True, batch: bool = False,
+                     key: str | None = None, local: bool = False) -> tuple[list[Any], bool]:
+        """Admit and durably record jobs; returns their views (or, with views=False, refs) and
+        whether they are new (False: a request retried with the same idempotency key).
+
+        A batch is one transaction: every job is accepted, or none (the first problem is the
+        error). Dependencies are resolved inside that transaction. `local`: the caller is on this
+        machine (check_working_dirs)."""
+        if local:
+            check_working_dirs(specs, batch)
+        for i, s in enumerate(specs):
+            if s.pipeline is not None and not s.pipeline.payload:
+                raise Invalid(f"jobs[{i}]: a pipeline job needs its payload (submit it with RemoteEnvironment)")
+        now = self.clock.now()
+        ids = [new_job_id() for _ in specs]
+        specs = [with_min_cpu(self.sealer.seal(s) if s.secret_env else s) for s in specs]  # never stored in clear
+        sent = [s.model_dump_json() for s in specs]  # once: the request's digest and the stored specs
+        digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
+        plans = plan(specs, sent, ids, self.seq + 1, batch)
+        nodes = self.backend.node_totals()  # once per request, not per job
+        limit = self.cfg.jobmanager.max_jobs
+        room = limit - self.active
+        if batch and self.ready and len(specs) > room:  # the batch as a whole, not its job number room+1
+            raise Rejected(queue_full(self.active, len(specs), limit))
+        fits: dict[Any, str | None] = {}  # a sweep asks for the same resources 10,000 times
+        tenants = {spec.tenant for spec in specs}
+        for tenant in tenants:
+            if tenant is not None and tenant not in self.quotas:
+                raise NotFound(f"no such tenant: {tenant} (sage-ops tenant create {tenant})")
+        before = {t: self.queued.use[t].jobs for t in tenants if t in self.queued.use}
+        share = share_of_queue(self.cfg.jobmanager.max_jobs, len(self.quotas))
+        held = {t: self.queued.use[t].jobs + self.dispatched.use[t].jobs for t in tenants
+                if t in self.queued.use or t in self.dispatched.use}
+        queued: dict[str | None, int] = {}
+        counter = [0]
+
+        def admission(p: Planned) -> str | None:
+            counter[0] += 1
+            if counter[0] > room:
+                return queue_full(self.active, len(plans) if batch else 1, limit)
+            r = p.spec.resources
+            tenant = p.spec.tenant
+            if tenant is not None and (quotas := self.quotas.get(tenant)) is not None:
+                if why := never_within(tenant, quotas, r.cpu, r.gpu):
+                    return why
+                if quotas.max_queued is not None:
+                    mine = queued.get(tenant, before.get(tenant, 0))
+                    if mine >= quotas.max_queued:
+                        return f"quota: tenant {tenant} has {mine} queued jobs (max-queued {quotas.max_queued})"
+                    queued[tenant] = mine + 1
+                elif share is not None:
+                    mine = queued.get(tenant, held.get(tenant, 0))
+                    if mine >= share:
+                        return (f"quota: tenant {tenant} holds {mine} active jobs, its share of max_jobs="
+                                f"{self.cfg.jobmanager.max_jobs} among {len(self.quotas)} tenants (set --max-queued)")
+                    queued[tenant] = mine + 1
+            shape = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
+            if shape not in fits:
+                fits[shape] = self.capacity.never_fits(r.as_ray(), nodes)
+            return fits[shape]
+
+        external = {d for p in plans for d in p.deps} - set(ids)
+
+        first: list[dict[str, Any]] = []
+
+        def op(conn: Connection) -> list[str] | None:
+            if key and (seen := st.claim_key(conn, key, digest, ids, now)) is not None:
+                return seen  # the same request again: nothing new
+            owners: dict[str, str | None] = {}
+            known = st.statuses_of(conn, external, owners) if external else {}
+            queued.clear()
+            counter[0] = 0
+            decide(plans, known, admission, batch, admit=self.ready, owners=owners)
+            jobs, events, edges = rows(plans, now)
+            st.insert_jobs(conn, jobs, events, edges)
+            first[:] = jobs[:1]
+            return None
+
+        seen = await self.store.write(op)  # durable before acknowledged
+        if seen is not None:
+            return await self._existing(seen, views), False
+        self.seq += len(plans)
+        self.submitted_total += len(plans)
+        for p in plans:
+            if is_terminal(p.status):
+                continue
+            self.active += 1
+            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority)
+            self.queued[p.id] = job
+            if p.status is S.PENDING and not self.waiting.add(p.id, p.waiting):
+                self._queue(job)
+        if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
+            return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}
+                    for p in plans], True
+        if len(plans) == 1:
+            return [st.fresh_view(first[0], plans[0].spec)], True
+        return await self._existing([p.id for p in plans], True), True
+
+    async def _existing(self: Scheduler, ids: list[str], views: bool) -> list[Any]:
+        if views:
+            return await self.store.read(lambda c: [st.get_job(c, i) for i in ids])
+        known = await self.store.read(lambda c: st.statuses_of(c, ids))
+        return [{"id": i, "name": known[i][1], "status": known[i][0].value, "reason": None} for i in ids]

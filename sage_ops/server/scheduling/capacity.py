@@ -1,0 +1,73 @@
+"""What the cluster can hold: ever (admission) and now (dispatch), from Ray's node totals minus
+what this daemon has dispatched. Kept apart from the queue so the rules live in one place."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ...plaintext import binary_size
+
+PREFETCH = "<prefetch>"  # a dispatched job not charged to a node: it waits in Ray's queue
+SHORT_JOB = 0.2  # seconds: below this recent average runtime, prefetching pays
+Need = dict[str, float]
+
+
+class NodeSource(Protocol):
+    def node_totals(self, open_only: bool = False) -> list[tuple[str, dict[str, float]]]: ...
+
+
+class Capacity:
+    def __init__(self, nodes: NodeSource, prefetch: int) -> None:
+        self.nodes = nodes
+        self.prefetch = prefetch
+        self.used: dict[str, Need] = {}
+        self.prefetched = 0
+        self.recent_runtime = 1.0  # EWMA of attempt runtimes, seconds (starts "long": no prefetch)
+
+    def never_fits(self, need: Need, nodes: list[tuple[str, dict[str, float]]] | None = None) -> str | None:
+        """The rejection reason if no alive node could ever hold `need`, else None."""
+        nodes = self.nodes.node_totals() if nodes is None else nodes
+        if any(all(total.get(k, 0) + 1e-9 >= v for k, v in need.items()) for _, total in nodes):
+            return None
+        biggest = max(nodes, key=lambda n: n[1].get("CPU", 0))[1] if nodes else {}
+        have = {k: biggest.get(k, 0) for k in need}
+        return f"no node can ever hold {fmt(need)} (largest node has {fmt(have)})"
+
+    def charge(self, need: Need) -> str | None:
+        """Reserve `need` on the first node that can start it now; else, for short jobs, a
+        prefetch slot; None if neither."""
+        for node, total in self.nodes.node_totals(open_only=True):
+            used = self.used.setdefault(node, {})
+            if all(total.get(k, 0) - used.get(k, 0) + 1e-9 >= v for k, v in need.items()):
+                for k, v in need.items():
+                    used[k] = used.get(k, 0) + v
+                return node
+        if self._prefetch_ok(need):
+            self.prefetched += 1
+            return PREFETCH
+        return None
+
+    def _prefetch_ok(self, need: Need) -> bool:
+        """Short jobs may queue a few deep in Ray, so its worker leases are reused instead of
+        renegotiated per job (~10 ms each). Only while recent jobs ran short, so the most a
+        higher-priority arrival waits for is a few short starts; long jobs keep strict order."""
+        return (self.prefetch > 0 and self.recent_runtime <= SHORT_JOB and bool(need.get("CPU"))
+                and self.prefetched < self.prefetch)
+
+    def release(self, node: str, need: Need) -> None:
+        if node == PREFETCH:
+            self.prefetched = max(0, self.prefetched - 1)
+            return
+        used = self.used.get(node, {})
+        for k, v in need.items():
+            used[k] = max(0.0, used.get(k, 0) - v)
+
+    def observe_runtime(self, seconds: float) -> None:
+        self.recent_runtime = 0.8 * self.recent_runtime + 0.2 * max(0.0, seconds)
+
+
+def fmt(need: Need) -> str:
+    parts = []
+    for k, v in need.items():
+        parts.append(f"memory={binary_size(v)}" if k == "memory" else f"{k}={v:g}")
+    return ", ".join(parts) or "nothing"

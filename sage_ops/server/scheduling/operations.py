@@ -1,0 +1,164 @@
+"""What operators do to queued and finished jobs: cancel and retry (by ids or by filter, reported
+as a BulkResult), change a waiting job's priority, and read a job's execution graph.
+
+A mixin of the Scheduler, kept apart so each file has one job: the scheduler runs the queue;
+this file is the operator's side of it, with its rules (what may be retried, when a priority may
+change) stated once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from ...errors import Conflict, NotFound, SageOpsError
+from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
+from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobView
+from ..storage import store as st
+from .execution_graph import FAILED_DEP, Node, graph_view
+from .queue_items import Queued
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+S = JobStatus
+RETRYABLE = (S.FAILED, S.CANCELLED, S.COMPLETED)
+
+
+class Operations:
+    async def _select(self: Scheduler, ids: list[str], flt: JobFilter | None,
+                      statuses: Iterable[JobStatus]) -> list[str]:
+        if ids:
+            return ids
+        assert flt is not None
+        return await self.store.read(lambda c: st.matching_ids(c, flt, statuses))
+
+    async def cancel(self: Scheduler, ids: list[str], flt: JobFilter | None = None,
+                     reason: str = "cancelled by user", dry_run: bool = False) -> BulkResult:
+        """Cancel jobs by id (each one reported) or by filter (the active jobs that match).
+        Idempotent, as `kubectl delete` of what is already gone should be for scripts: a job that
+        has already ended is reported `unchanged`, not an error; an unknown id stays an error.
+        `dry_run`: what it would cancel (`affected`), touching nothing."""
+        targets = await self._select(ids, flt, ACTIVE)
+        if dry_run:
+            known = await self.store.read(lambda c: st.statuses_of(c, targets))
+            plan: list[Any] = [NotFound(f"no such job: {j}") if j not in known else
+                               j if known[j][0] in ACTIVE else Conflict(f"job {j} has ended") for j in targets]
+            return await self._bulk_result(targets, plan, [])
+        outcome, cascaded = await self._cancel_ids(targets, reason, strict=True)
+        return await self._bulk_result(targets, outcome, cascaded)
+
+    async def _bulk_result(self: Scheduler, targets: list[str], outcome: list[Any], cascaded: list[str],
+                           ended_ok: bool = True) -> BulkResult:
+        """Per target: done (its id), or an error; with `ended_ok` (cancel), a Conflict on a job
+        that has ended is no error but `unchanged`."""
+        done = [r for r in outcome if isinstance(r, str)]
+        conflicts = [j for j, r in zip(targets, outcome) if ended_ok and isinstance(r, Conflict)]
+        refs = await self.store.read(lambda c: st.statuses_of(c, done + cascaded + conflicts))
+
+        def ref(j: str) -> JobRef:
+            return JobRef(id=j, name=refs[j][1], status=refs[j][0])
+
+        unchanged = [j for j in conflicts if j in refs and refs[j][0] in TERMINAL]
+        errors = [{"id": j, **r.to_body()["error"]} for j, r in zip(targets, outcome)
+                  if isinstance(r, SageOpsError) and j not in unchanged]
+        return BulkResult(affected=[ref(j) for j in done if j in refs],
+                          cascaded=[ref(j) for j in cascaded if j in refs],
+                          unchanged=[ref(j) for j in unchanged], errors=errors)
+
+    async def retry(self: Scheduler, ids: list[str], flt: JobFilter | None = None,
+                    dry_run: bool = False) -> BulkResult:
+        """A finished job again, as a new attempt (with its retry budget anew). Its dependencies
+        must not have failed: retry those first. `dry_run`: what it would retry, touching nothing."""
+        targets = await self._select(ids, flt, (S.FAILED, S.CANCELLED) if flt and not flt.status else RETRYABLE)
+        now = self.clock.now()
+        if dry_run:
+            plan = await self.store.read(lambda c: _retryable(c, targets))
+            return await self._bulk_result(targets, _ids(plan), [], ended_ok=False)
+
+        def op(conn: Connection) -> list[Any]:
+            out: list[Any] = []
+            for job_id, row in zip(targets, _retryable(conn, targets)):
+                if isinstance(row, SageOpsError):
+                    out.append(row)
+                    continue
+                try:
+                    tr = transition(job_id, S(row.status), S.PENDING, "retried by user", row.attempts_made, retry=True,
+                                    retry_base=row.attempts_made, not_before=None, ended_at=None, exit_code=None,
+                                    result=None)
+                except Conflict as exc:
+                    out.append(Conflict(f"{exc.message}: only a finished job can be retried"))
+                    continue
+                out.append(row if st.apply_transitions(conn, [tr], now)[0] else Conflict(f"job {job_id} changed"))
+            return out
+
+        outcome = await self.store.write(op)
+        jobs = [Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S.PENDING, r.attempts_made, r.attempts_made,
+                       r.priority) for r in outcome if not isinstance(r, SageOpsError)]
+        for job in jobs:
+            self.active += 1
+            self.queued[job.id] = job
+        await self._enqueue(jobs)
+        return await self._bulk_result(targets, _ids(outcome), [], ended_ok=False)
+
+    async def set_priority(self: Scheduler, job_id: str, priority: int) -> JobView:
+        """A waiting job's priority; it takes its new place in the queue at once."""
+        now = self.clock.now()
+
+        def op(conn: Connection) -> JobView:
+            status = st.current_status(conn, job_id)
+            if status is None:
+                raise NotFound(f"no such job: {job_id}")
+            if status not in (S.SUBMITTED, S.PENDING):
+                raise Conflict(f"job {job_id} is {status.value}: a priority changes only while the job waits")
+            old = st.get_job_row(conn, job_id).priority
+            st.apply_transitions(conn, [amend(job_id, status, f"priority {old} -> {priority}", priority=priority)], now)
+            return st.get_job(conn, job_id)
+
+        view = await self.store.write(op)
+        job = self.queued.get(job_id)
+        if job is not None:
+            job.priority = priority
+            if job.status is S.PENDING and not job.not_before and not self.waiting.is_waiting(job_id):
+                self._queue(job)
+        return view
+
+    async def graph(self: Scheduler, job_id: str) -> GraphView:
+        rows, edges = await self.store.read(lambda c: st.graph_rows(c, job_id))
+        nodes = {r.id: Node(r.id, r.name, S(r.status), [], r.started_at, r.ended_at, r.priority) for r in rows}
+        for child, parent in edges:
+            if child in nodes:
+                nodes[child].deps.append(parent)
+        view = graph_view(job_id, nodes, self.clock.now())
+        view.pipeline = await self.store.read(lambda c: st.pipeline_of(c, job_id))
+        return view
+
+
+def _ids(outcome: list[Any]) -> list[Any]:
+    """Rows as their ids, errors as they are: the shape _bulk_result reads."""
+    return [r if isinstance(r, SageOpsError) else r.id for r in outcome]
+
+
+def _retryable(conn: Connection, targets: list[str]) -> list[Any]:
+    """Per target, its row if it may be retried now, else the error that says why not: the one
+    check of a retry and of its dry run."""
+    deps = st.dependencies_of(conn, targets)
+    known = st.statuses_of(conn, set(targets) | {d for ds in deps.values() for d in ds})
+    out: list[Any] = []
+    for job_id in targets:
+        if job_id not in known:
+            out.append(NotFound(f"no such job: {job_id}"))
+            continue
+        row = st.get_job_row(conn, job_id)
+        if S(row.status) not in RETRYABLE:  # REJECTED (a bad spec) and active jobs
+            out.append(Conflict(f"job {job_id} is {row.status}: only a finished job can be retried"))
+            continue
+        bad = next((d for d in deps.get(job_id, []) if d not in known or known[d][0] in FAILED_DEP), None)
+        if bad is not None:
+            state = known[bad][0].value if bad in known else "gone"
+            out.append(Conflict(f"job {job_id}: its dependency {bad} is {state}; retry it first"))
+            continue
+        out.append(row)
+    return out

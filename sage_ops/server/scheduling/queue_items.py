@@ -1,0 +1,70 @@
+"""What the scheduler holds of a job: waiting in memory (Queued) or handed to Ray (Dispatched),
+and the clock it reads. Plain values, imported by the scheduler and its parts alike (no cycle)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ...lifecycle import JobStatus
+from ...schemas import JobSpec
+
+
+@dataclass
+class Queued:
+    """A job the daemon holds in memory, waiting (for dependencies, a backoff or resources)."""
+
+    id: str
+    seq: int
+    spec: JobSpec
+    status: JobStatus
+    attempts_made: int = 0
+    retry_base: int = 0
+    priority: int = 0
+    not_before: float | None = None
+    blocked: str | None = None  # the quota it last waited for (shown as its reason)
+
+    @property
+    def need(self) -> dict[str, float]:
+        return self.spec.resources.as_ray()
+
+    @property
+    def tenant(self) -> str | None:
+        return self.spec.tenant
+
+
+@dataclass
+class Dispatched:
+    """A job handed to Ray, with what a retry needs to queue it again."""
+
+    job: Queued
+    attempt: int
+    node: str
+    started: bool = False
+    started_at: float = 0.0
+    cancelling: bool = False
+    ran_on: str | None = None  # the node the runner reported
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def need(self) -> dict[str, float]:
+        return self.job.need
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.job.spec
+
+    @property
+    def tenant(self) -> str | None:
+        return self.job.spec.tenant
+
+
+@dataclass
+class Clock:
+    """Injectable time source."""
+
+    now: Callable[[], float] = field(default=time.time)

@@ -1,0 +1,278 @@
+"""The events the Ray dispatcher actor reports (started / logs / ended), turned into guarded
+transitions and committed in order, with the cursor that lets the actor forget them.
+
+A mixin of the Scheduler: it shares the scheduler's queues, and is kept apart so each file has
+one job: this one speaks the actor's protocol, the scheduler decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from ...lifecycle import JobStatus, Transition, attempt_outcome, is_terminal, transition
+from ..storage import accounts
+from ..storage import store as st
+from .queue_items import Dispatched
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+S = JobStatus
+
+
+LOST_AFTER = 5  # failed polls in a row (about 5-10 s) before the Ray connection is rebuilt
+REFUSED_AUDIT_SECONDS = 60.0  # calls the dispatcher refused reach the audit as one row per this much time
+
+
+def _logged(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("cannot write an audit row: %s", done.exception())
+
+
+def _usage(p: dict[str, Any]) -> dict[str, Any]:
+    """An attempt's CPU seconds and peak memory from its `ended` event, when its runner measured
+    them (not when its worker died); anything but a finite non-negative number is left out."""
+    out: dict[str, Any] = {}
+    for key, kind in (("cpu_seconds", float), ("max_rss_bytes", int)):
+        value = p.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2**62:
+            out[key] = kind(value)
+    return out
+
+
+class RayEvents:
+    CURSOR_KEY = "dispatcher_cursor"
+
+    def __init__(self) -> None:
+        #: called when the dispatcher stays unreachable (the head died or restarted)
+        self.on_ray_lost: Callable[[], Awaitable[None]] | None = None
+        self.epoch = ""
+        self.cursor = 0  # last event committed (the actor may forget up to here)
+        self.received = 0  # last event taken from the actor
+        self._applying: set[asyncio.Future[None]] = set()
+        self.refused = 0  # calls the dispatcher refused (its count since it started: metrics)
+        self._refused_audited = (0, -REFUSED_AUDIT_SECONDS)  # (count in the audit, when)
+
+    def load_cursor(self: Scheduler, saved: str | None) -> None:
+        if saved:
+            data = json.loads(saved)
+            self.epoch, self.cursor = data["epoch"], data["seq"]
+            self.received = self.cursor
+
+    async def reattach(self: Scheduler) -> None:
+        """At start-up: take back the jobs still in flight, and drain what ended meanwhile."""
+        first = True
+        while True:
+            reply = await self.backend.poll(self.epoch, self.cursor, self.cursor, 0)
+            if reply["epoch"] != self.epoch:
+                if self.epoch:
+                    log.warning("the Ray dispatcher was restarted; jobs it ran are lost")
+                self.epoch, self.cursor = reply["epoch"], 0
+            if first:
+                self._take_back(reply["inflight"], reply["events"])
+                first = False
+            await self.apply_events(reply["events"])
+            self.received = self.cursor
+            if len(reply["events"]) < 20_000:
+                break
+
+    def _take_back(self: Scheduler, inflight: dict[str, int], events: list[Any]) -> None:
+        ended = {p["job_id"]: p["attempt"] for _s, kind, p in events if kind == "ended"}
+        for job_id, attempt in [*inflight.items(), *ended.items()]:
+            job = self.queued.pop(job_id, None)
+            if job is None:
+                continue
+            node = self.capacity.charge(job.need) if job_id in inflight else None
+            self.dispatched[job_id] = Dispatched(job, attempt, node or "?", started=job.status is S.RUNNING)
+
+    async def poll_loop(self: Scheduler) -> None:
+        last_refresh = 0.0
+        failures = 0
+        while not self._stopping:
+            try:
+                reply = await self.backend.poll(self.epoch, self.cursor, self.received, 1.0)
+                failures = 0
+                if reply["epoch"] != self.epoch:
+                    log.warning("the Ray dispatcher changed; failing the jobs it had")
+                    await self.drain()
+                    self.epoch, self.cursor, self.received = reply["epoch"], 0, 0
+                    lost = [d for d in self.dispatched.values() if d.id not in reply["inflight"]]
+                    for d in lost:
+                        self.dispatched.pop(d.id, None)
+                        self.capacity.release(d.node, d.need)
+                    await self._attempts_failed([(d.job, d.attempt) for d in lost],
+                                                "lost: the Ray dispatcher was restarted", self.clock.now())
+                self.recheck_cancels(reply["inflight"])
+                self._audit_refused(reply)
+                # Commits are pipelined: keep polling while this batch is being written.
+                await self.apply_events(reply["events"], wait=False)
+                if time.monotonic() - last_refresh > 2:
+                    last_refresh = time.monotonic()
+                    await asyncio.to_thread(self.backend.refresh_nodes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the daemon up through Ray hiccups
+                if self._stopping:
+                    return
+                failures += 1
+                log.error("polling the Ray dispatcher failed (%d): %s", failures, str(exc).splitlines()[0][:300])
+                self.backend.detail = f"dispatcher unreachable: {exc.__class__.__name__}"
+                if failures >= LOST_AFTER and self.on_ray_lost is not None:
+                    self.backend.connected = False  # health says so at once
+                    asyncio.get_running_loop().create_task(self.on_ray_lost())
+                    return
+                await asyncio.sleep(1)
+
+    def _audit_refused(self: Scheduler, reply: dict[str, Any]) -> None:
+        """Calls the dispatcher refused (no key, a wrong capability: someone else reached the
+        actor) reach the audit as "dispatcher.refused" with their count: the first at once,
+        then at most one row per REFUSED_AUDIT_SECONDS, so a flood costs no more."""
+        count = reply.get("refused") or 0
+        audited, at = self._refused_audited
+        if count < audited:  # another actor (its count starts again)
+            audited = 0
+        self.refused = count
+        now = time.monotonic()
+        if count == audited or now - at < REFUSED_AUDIT_SECONDS:
+            self._refused_audited = (audited, at)
+            return
+        self._refused_audited = (count, now)
+        detail = f"{count - audited} calls to the Ray dispatcher refused (last: {reply.get('refused_last')})"
+        row = {"time": time.time(), "actor": "ray", "tenant": None, "action": "dispatcher.refused",
+               "target": None, "status": 403, "detail": detail[:500]}
+        asyncio.ensure_future(self.store.write(lambda conn: accounts.add_audit(conn, [row]), fenced=False)
+                              ).add_done_callback(_logged)
+
+    async def drain(self) -> None:
+        if self._applying:
+            await asyncio.gather(*self._applying, return_exceptions=True)
+
+    def _ended_transition(self: Scheduler, d: Dispatched | None, job_id: str, attempt: int, p: dict[str, Any],
+                          status: JobStatus, reason: str) -> Transition:
+        fields = {"exit_code": p.get("exit_code"),
+                  "result": json.dumps(p["result"]) if p.get("result") is not None else None}
+        if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
+            return self.failure(d.job, S.RUNNING, attempt, reason, p["t"], **fields)
+        return transition(job_id, S.RUNNING, status, reason, attempt, ended_at=p["t"], **fields)
+
+    async def apply_events(self: Scheduler, events: list[Any], wait: bool = True) -> None:
+        """Apply a batch of the actor's events: memory at once, the database in order.
+
+        The writer commits operations in the order they were queued, so batches stay ordered
+        even when the caller does not wait; the cursor (what the actor may forget) moves only
+        after the commit that holds the batch.
+        """
+        if not events:
+            return
+        # Log blocks first, off the event loop; an attempt's lines come before its `ended`, so
+        # they are on disk before its end is committed (and before followers hear of it).
+        cancelled = False
+        blocks = [(p["job_id"], p["attempt"], p["data"]) for _s, kind, p in events if kind == "logs" and "data" in p]
+        if blocks:
+            written = asyncio.ensure_future(self.logs.append_blocks(blocks, self.cfg.storage.max_log_bytes))
+            while not written.done():
+                try:
+                    await asyncio.shield(written)
+                except asyncio.CancelledError:  # stopping: lines on disk must be committed too
+                    cancelled = True
+            written.result()
+        trs: list[tuple[Transition, Transition | None, dict[str, Any] | None]] = []
+        attempt_updates: list[tuple[str, int, dict[str, Any]]] = []
+        gone: dict[str, Dispatched] = {}
+        stats: dict[str, dict[str, Any]] = {}
+        for _seq, kind, p in events:
+            job_id, attempt = p["job_id"], p["attempt"]
+            d = self.dispatched.get(job_id)
+            if kind == "logs":
+                if "lines" in p:  # from an actor of an older version (replaced once idle)
+                    self.logs.append(job_id, [tuple(x) for x in p["lines"]], self.cfg.storage.max_log_bytes)
+            elif kind == "pipeline":  # the latest operator metrics of a pipeline job
+                stats[job_id] = {"job_id": job_id, "attempt": attempt, "data": json.dumps(p["metrics"]),
+                                 "updated_at": p["t"]}
+            elif kind == "started":
+                if d is not None and d.attempt == attempt:
+                    self.started_total += not d.started
+                    ray_node = p.get("node_id", "")[:8]
+                    d.started, d.started_at = True, p["t"]
+                    d.ran_on = f"{p['node']} (Ray node {ray_node})" if ray_node else p["node"]
+                row = {"job_id": job_id, "number": attempt, "status": S.RUNNING.value, "node": p["node"],
+                       "pid": p["pid"], "started_at": p["t"]}
+                trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,
+                                       started_at=p["t"], node=p["node"], attempts_made=attempt), None, row))
+            elif kind == "ended":
+                status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
+                if p.get("exit_code") is None and not p.get("cancelled") and d is not None and d.ran_on:
+                    reason = f"node {d.ran_on}: {reason}"  # its worker or node died: say where
+                main = self._ended_transition(d, job_id, attempt, p, status, reason)
+                # if its `started` never arrived (it could not start), it still ran as an attempt
+                alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=p["t"],
+                                 attempts_made=attempt)
+                trs.append((main, alt, {"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
+                                        "started_at": p["t"]}))
+                attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
+                                                          "reason": reason, "ended_at": p["t"], **_usage(p)}))
+                if d is not None and d.attempt == attempt:
+                    gone[job_id] = self.dispatched.pop(job_id)
+                    self.capacity.release(d.node, d.need)
+                    if d.started_at:
+                        self.capacity.observe_runtime(p["t"] - d.started_at)
+        cursor = json.dumps({"epoch": self.epoch, "seq": events[-1][0]})
+
+        def op(conn: Connection) -> list[Transition]:
+            moved = []
+            for main, alt, row in trs:
+                ok = st.apply_transitions(conn, [main])[0]
+                if ok and alt is None and row is not None:
+                    st.insert_attempt(conn, row)  # a `started` event
+                if not ok and alt is not None and st.apply_transitions(conn, [alt])[0]:
+                    assert row is not None
+                    st.insert_attempt(conn, row)  # ended without a `started`: still an attempt
+                    ok = st.apply_transitions(conn, [main])[0]
+                if ok and main.old is S.RUNNING:
+                    moved.append(main)
+            for job_id, number, values in attempt_updates:
+                st.update_attempt(conn, job_id, number, values)
+            for row in stats.values():
+                st.put_pipeline_stats(conn, row)
+            st.set_meta(conn, self.CURSOR_KEY, cursor)
+            return moved
+
+        last = events[-1][0]
+        self.received = max(self.received, last)
+        if gone:
+            self.wake.set()  # their resources are free now; the commit can follow
+        write = asyncio.ensure_future(self.store.write(op))
+
+        async def committed() -> None:
+            try:
+                moved = await write
+            except Exception as exc:  # noqa: BLE001 - fetch the batch again from the actor
+                log.error("recording %d dispatcher events failed: %s", len(events), exc)
+                self.received = self.cursor
+                return
+            self.cursor = max(self.cursor, last)
+            ended = []
+            for tr in moved:
+                if is_terminal(tr.new):
+                    ended.append((tr.job_id, tr.new))
+                elif tr.new is S.PENDING and tr.job_id in gone:
+                    self.requeue(gone[tr.job_id].job, tr)
+            await self._finish(ended)
+            for job_id in gone:
+                self.logs.wake(job_id)
+
+        task = asyncio.ensure_future(committed())
+        self._applying.add(task)
+        task.add_done_callback(self._applying.discard)
+        if cancelled:
+            raise asyncio.CancelledError
+        if wait:
+            await task

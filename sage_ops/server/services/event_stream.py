@@ -1,0 +1,174 @@
+"""The daemon's event stream: every job's changes of state in commit order, for live views (the
+TUI, scripts). One tailer reads the audit table (JobEvent) for all followers — so a standby
+serves the stream too, and a restart loses nothing: a follower resumes `after` the last seq it
+saw. A follower that falls too far behind is told so (a `resync` line), never dropped silently."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from ...schemas import JobChange
+from ..storage.store import Store
+from ..storage.tables import Job, JobEvent
+
+E, J = JobEvent.__table__, Job.__table__
+PAGE = 5000
+QUEUE = 20_000  # events a follower may lag behind before it is told to resync
+HEARTBEAT = 15.0
+Visible = Callable[[JobChange], bool] | None  # which events a follower may see; None: all
+
+
+def _page(conn: Connection, after: int, limit: int = PAGE) -> list[JobChange]:
+    q = (select(E.c.id, E.c.job_id, E.c.time, E.c.from_status, E.c.to_status, E.c.reason, E.c.attempt, J.c.name,
+                J.c.tenant, J.c.priority, J.c.node, J.c.exit_code)
+         .select_from(E.join(J, J.c.id == E.c.job_id)).where(E.c.id > after).order_by(E.c.id).limit(limit))
+    return [JobChange(seq=r.id, job_id=r.job_id, name=r.name, tenant=r.tenant,
+                      time=datetime.fromtimestamp(r.time, timezone.utc), from_status=r.from_status,
+                      to_status=r.to_status, reason=r.reason, attempt=r.attempt, priority=r.priority, node=r.node,
+                      exit_code=r.exit_code) for r in conn.execute(q)]
+
+
+class _Page:
+    """A page of events as the hub read it: each row with its encoded line, and all the lines
+    joined once, so a follower that sees every event sends the page as it is."""
+
+    __slots__ = ("data", "first", "last", "rows")
+
+    def __init__(self, rows: list[JobChange]) -> None:
+        self.rows = [(row, encode(row)) for row in rows]
+        self.data = b"".join(line for _, line in self.rows)
+        self.first, self.last = rows[0].seq, rows[-1].seq
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def after(self, cursor: int, visible: Visible) -> bytes:
+        """The lines of this page past `cursor` that `visible` lets through."""
+        if visible is None and self.first > cursor:
+            return self.data
+        return b"".join(line for row, line in self.rows if row.seq > cursor and (visible is None or visible(row)))
+
+
+class _Follower:
+    """One follower's backlog: pages shared with every other follower. Bounded: past QUEUE
+    events it is marked lost and told to resync."""
+
+    __slots__ = ("lost", "pages", "pending", "ready")
+
+    def __init__(self) -> None:
+        self.pages: deque[_Page] = deque()
+        self.pending = 0
+        self.lost = False
+        self.ready = asyncio.Event()
+
+    def put(self, page: _Page) -> None:
+        if not self.lost:
+            if self.pending + len(page) > QUEUE:
+                self.lost = True
+                self.pages.clear()
+                self.pending = 0
+            else:
+                self.pages.append(page)
+                self.pending += len(page)
+        self.ready.set()
+
+
+class EventHub:
+    def __init__(self, store: Store, interval: float = 0.1) -> None:
+        self.store = store
+        self.interval = interval
+        self.last = -1  # the newest seq fanned out (-1: not read yet)
+        self.followers: set[_Follower] = set()
+        self.wake = asyncio.Event()
+
+    async def newest(self) -> int:
+        """The newest committed event's seq, from the table (the hub's own may lag a poll)."""
+        return int(await self.store.read(lambda c: c.execute(select(func.max(E.c.id))).scalar() or 0))
+
+    async def tail(self) -> int:
+        if self.last < 0:
+            self.last = await self.newest()
+        return self.last
+
+    async def run(self) -> None:
+        """Read new events while someone follows, and hand each follower the page: each event is
+        encoded once here, not once per follower, and a follower takes a page per wake-up."""
+        while True:
+            if not self.followers:
+                self.last = -1  # nobody read on meanwhile: the next follower's "now" is read afresh
+                self.wake.clear()
+                await self.wake.wait()
+            after = await self.tail()
+            rows = await self.store.read(lambda c, a=after: _page(c, a))
+            if rows:
+                self.last = rows[-1].seq
+                page = _Page(rows)
+                for follower in list(self.followers):
+                    follower.put(page)
+            if len(rows) < PAGE:
+                await asyncio.sleep(self.interval)
+
+    async def follow(self, after: int | None, visible: Visible, follow: bool = True) -> AsyncIterator[bytes]:
+        """NDJSON lines of the events after `after` (None: from now on), then of live ones if
+        `follow`; as many lines per chunk as are ready (a burst costs a send per page, not per
+        event)."""
+        me = _Follower()
+        if follow:
+            self.followers.add(me)
+            self.wake.set()
+        try:
+            cursor = await self.newest() if after is None else after  # rows up to it are skipped below
+            while True:  # catch up from the table
+                rows = await self.store.read(lambda c, a=cursor: _page(c, a))
+                if data := b"".join(encode(row) for row in rows if visible is None or visible(row)):
+                    yield data
+                if rows:
+                    cursor = rows[-1].seq
+                if len(rows) < PAGE:
+                    break
+            if not follow:
+                return
+            # "live from here": a reader that loads a view now and applies what follows misses nothing
+            yield encode(JobChange(seq=cursor, kind="heartbeat", time=datetime.now(timezone.utc)))
+            while True:
+                if not me.pages and not me.lost:
+                    me.ready.clear()
+                    try:
+                        await asyncio.wait_for(me.ready.wait(), timeout=HEARTBEAT)
+                    except asyncio.TimeoutError:
+                        yield encode(JobChange(seq=cursor, kind="heartbeat", time=datetime.now(timezone.utc)))
+                        continue
+                if me.lost:  # this follower lost events: say so, and go on from the newest
+                    me.lost = False
+                    cursor = self.last
+                    yield encode(JobChange(seq=cursor, kind="resync", time=datetime.now(timezone.utc)))
+                    continue
+                out = []
+                while me.pages:
+                    page = me.pages.popleft()
+                    me.pending -= len(page)
+                    if page.last > cursor:  # else: already sent while catching up
+                        if data := page.after(cursor, visible):
+                            out.append(data)
+                        cursor = page.last
+                if out:
+                    yield b"".join(out)
+        finally:
+            self.followers.discard(me)
+
+
+def visible_to(tenant: str | None, admin: bool) -> Visible:
+    """None for an admin, who sees every event (and so takes whole pages as they are)."""
+    if admin:
+        return None
+    return lambda row: row.tenant == tenant
+
+
+def encode(row: Any) -> bytes:
+    return row.model_dump_json(exclude_none=True).encode() + b"\n"
