@@ -49,7 +49,7 @@ class Rig:
     async def start(self, load: bool = True) -> Rig:
         """As the daemon when elected: load the queue, then recover once Ray is there."""
         if load:
-            await self.sched.load()
+            await self.sched.begin_term()
         await self.sched.recover()
         return self
 
@@ -462,3 +462,28 @@ async def test_a_restart_keeps_who_waits_for_whom_and_each_backoff(tmp_path: Pat
         assert await second.step() == [flaky]
     finally:
         second.store.close()
+
+
+# -- terms of leadership: one Scheduler for the daemon's life ------------------------------
+async def test_a_term_that_ends_holds_no_queue(rig: Rig) -> None:
+    await rig.submit(dependencies=[await rig.submit()])
+    await rig.sched.end_term()
+    assert len(rig.sched.queued) == 0
+
+
+async def test_the_next_term_of_the_same_scheduler_picks_the_queue_up_from_the_database(rig: Rig) -> None:
+    parent = await rig.submit()
+    child = await rig.submit(dependencies=[parent])
+    await rig.step()
+    await rig.sched.end_term()
+    rig.backend.ended(parent, 0)  # while another daemon led: the actor keeps the event
+    await rig.start()
+    assert await rig.step() == [child]
+
+
+async def test_the_metrics_counters_count_since_the_process_started_across_terms(rig: Rig) -> None:
+    await rig.submit()
+    await rig.sched.end_term()
+    await rig.start()
+    await rig.submit()
+    assert rig.sched.submitted_total == 2

@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..server.transit import TRANSIT_ENV
+from ..server.backend.transit import TRANSIT_ENV
 from . import tls
 from .base import JoinPlan, StepFailed
 

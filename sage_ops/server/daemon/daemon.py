@@ -176,7 +176,8 @@ class Daemon:
         self.logs = LogStore(Path(cfg.storage.path) / "logs")
         self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance,
                                   sealer=Sealer(cfg.security.secret_key_file))
-        self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)
+        self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)  # for the process's life
+        self.scheduler.on_ray_lost = self._ray_lost
         self.leadership = Leadership(self.store, cfg.jobmanager.heartbeat_interval, None, self._elected,
                                      self._deposed)
         self.identities = Identities(self.store)
@@ -195,10 +196,7 @@ class Daemon:
 
     async def _elected(self) -> None:
         """This daemon leads: load the queue, then (in the background) reach Ray and resume."""
-        scheduler = Scheduler(self.cfg, self.store, self.backend, self.logs)
-        scheduler.on_ray_lost = self._ray_lost
-        await scheduler.load()
-        self.scheduler = scheduler
+        await self.scheduler.begin_term()
         self._connecting = asyncio.create_task(self._connect_ray())
 
     async def _ray_lost(self) -> None:
@@ -215,8 +213,7 @@ class Daemon:
         """Another daemon leads now: stop scheduling at once (our writes are fenced off anyway)."""
         if self._connecting is not None:
             self._connecting.cancel()
-        old, self.scheduler = self.scheduler, Scheduler(self.cfg, self.store, self.backend, self.logs)
-        await old.stop()
+        await self.scheduler.end_term()
 
     async def _connect_backend(self) -> None:
         """Connect to Ray and the dispatcher actor this database recorded (by id: an impostor

@@ -54,12 +54,16 @@ class RayEvents:
     def __init__(self) -> None:
         #: called when the dispatcher stays unreachable (the head died or restarted)
         self.on_ray_lost: Callable[[], Awaitable[None]] | None = None
+        self.refused = 0  # calls the dispatcher refused (its count since it started: metrics)
+        self._refused_audited = (0, -REFUSED_AUDIT_SECONDS)  # (count in the audit, when)
+        self._new_reconcile_term()
+
+    def _new_reconcile_term(self) -> None:
+        """Where this term reads the actor's events from: set by `load_cursor`."""
         self.epoch = ""
         self.cursor = 0  # last event committed (the actor may forget up to here)
         self.received = 0  # last event taken from the actor
         self._applying: set[asyncio.Future[None]] = set()
-        self.refused = 0  # calls the dispatcher refused (its count since it started: metrics)
-        self._refused_audited = (0, -REFUSED_AUDIT_SECONDS)  # (count in the audit, when)
 
     def load_cursor(self: Scheduler, saved: str | None) -> None:
         if saved:

@@ -49,37 +49,54 @@ S = JobStatus
 class Scheduler(RayEvents, Operations, Submissions):
     def __init__(self, cfg: Config, store: st.Store, backend: RayBackend, logs: LogStore,
                  clock: Clock | None = None, *, run_as: RunAs | None = None, sealer: Sealer | None = None) -> None:
-        """`run_as` and `sealer` default to the ones `cfg` describes; a test passes its own."""
+        """`run_as` and `sealer` default to the ones `cfg` describes; a test passes its own. One
+        Scheduler lives as long as the daemon: it holds a queue only during a term of leadership
+        (`begin_term` .. `end_term`), so its holders never see it replaced."""
         super().__init__()
         self.cfg = cfg
         self.store = store
         self.backend = backend
         self.logs = logs
         self.clock = clock or Clock()
-        self.queued: Tally[Queued] = Tally()  # not in Ray: waiting, in backoff or runnable
-        self.ready_queue = FairQueue()  # runnable now, per tenant
-        self.quotas: dict[str, Quotas] = {}
         self.sealer = sealer or Sealer(cfg.security.secret_key_file)
         self.run_as = run_as or RunAs(cfg.security.switch_users, cfg.security.sandbox)
         self.hide: dict[JobKind, list[str]] = {}  # per kind: what the daemon's own jobs must not see
-        self.later: list[tuple[float, int, str]] = []  # (not_before, seq, id): retries in backoff
-        self.waiting = Waiting()
-        self.dispatched: Tally[Dispatched] = Tally()
-        self.cancels: dict[str, float] = {}  # job id -> time.monotonic() of its last kill asked for
-        self.capacity = Capacity(backend, cfg.jobmanager.prefetch)
-        self.active = 0
-        self.seq = 0
-        self.ready = False
         self.decision_seconds = 0.0  # time spent choosing what to run (stats, benchmarks)
         self.decisions = 0
         self.ended_counts: dict[str, int] = {}  # jobs ended since start, by status (metrics)
         self.submitted_total = 0  # jobs accepted since start (metrics)
         self.started_total = 0  # attempts that started running since start (metrics)
+        self._new_term()
+
+    def _new_term(self) -> None:
+        """The queue of one term of leadership, empty: a daemon that does not lead holds none."""
+        self._new_reconcile_term()
+        self.queued: Tally[Queued] = Tally()  # not in Ray: waiting, in backoff or runnable
+        self.ready_queue = FairQueue()  # runnable now, per tenant
+        self.quotas: dict[str, Quotas] = {}
+        self.later: list[tuple[float, int, str]] = []  # (not_before, seq, id): retries in backoff
+        self.waiting = Waiting()
+        self.dispatched: Tally[Dispatched] = Tally()
+        self.cancels: dict[str, float] = {}  # job id -> time.monotonic() of its last kill asked for
+        self.capacity = Capacity(self.backend, self.cfg.jobmanager.prefetch)
+        self.active = 0
+        self.seq = 0
+        self.ready = False
         self.wake = asyncio.Event()
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+
+    async def begin_term(self) -> None:
+        """This daemon leads: the queue as the database holds it (before Ray is connected)."""
+        self._new_term()
+        await self.load()
+
+    async def end_term(self) -> None:
+        """Another daemon leads: stop dispatching and forget the queue (its writes are fenced)."""
+        await self.stop()
+        self._new_term()
 
     # -- start-up ----------------------------------------------------------------------------
     async def load(self) -> None:
