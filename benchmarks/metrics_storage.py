@@ -17,7 +17,6 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sage_ops.config import MetricsConfig  # noqa: E402
@@ -35,7 +34,7 @@ def main() -> None:
     cfg = MetricsConfig(interval=args.interval)
     tmp = Path(tempfile.mkdtemp(prefix="sgo-metrics-", dir="/tmp"))
     store = Store(f"sqlite:///{tmp / 'm.db'}")
-    sampler = metrics.Sampler(SimpleNamespace(cfg=SimpleNamespace(metrics=cfg)))  # type: ignore[arg-type]
+    sampler = metrics.Rollups(cfg)
     start = time.time() - args.days * 86400
     start -= start % 600
     samples = int(args.days * 86400 / args.interval)

@@ -76,7 +76,6 @@ def test_the_series_show_a_burst_and_the_cli_charts_it(new_daemon) -> None:  # n
 
 def test_samples_roll_up_and_expire_so_a_week_stays_small(tmp_path) -> None:  # noqa: ANN001
     from datetime import datetime, timezone
-    from types import SimpleNamespace
 
     from sage_ops.config import MetricsConfig
     from sage_ops.server.services import metrics
@@ -85,7 +84,7 @@ def test_samples_roll_up_and_expire_so_a_week_stays_small(tmp_path) -> None:  # 
 
     store = Store(f"sqlite:///{tmp_path / 'm.db'}")
     cfg = MetricsConfig(interval=5)
-    sampler = metrics.Sampler(SimpleNamespace(cfg=SimpleNamespace(metrics=cfg)))  # type: ignore[arg-type]
+    sampler = metrics.Rollups(cfg)
     start = 1_700_000_000.0 - 1_700_000_000.0 % 600
     hours = 5
     try:

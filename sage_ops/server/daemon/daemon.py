@@ -32,6 +32,7 @@ from ..access.auth import AuditLog, Denials, Gate, Identities, RateLimiter, dige
 from ..backend import ray_join
 from ..backend.ray_backend import RayBackend
 from ..http.api import create_app
+from ..http.services import Listening, Services
 from ..scheduling.run_as import RunAs
 from ..scheduling.scheduler import Scheduler
 from ..services.event_stream import EventHub
@@ -169,9 +170,7 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.state_dir = paths.state_dir()
-        self.socket_path = Path(cfg.jobmanager.socket)
-        self.tcp_address: str | None = None
-        self.started_at = time.time()
+        self.listening = Listening(Path(cfg.jobmanager.socket), time.time())
         self.store = st.Store(cfg.database.url, cfg.database.synchronous)
         self.logs = LogStore(Path(cfg.storage.path) / "logs")
         self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance,
@@ -186,8 +185,9 @@ class Daemon:
         self.audit = AuditLog(self.store, self.identities, sec.audit_retention_days * 86400)
         self.denials = Denials(self.audit, sec.denial_audit_interval)
         self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)
-        self.provisioner = Provisioner(self)
-        self.sampler = Sampler(self)
+        self.provisioner = Provisioner(cfg.nodes, self.store, self.backend, self.audit.record, self.state_dir,
+                                       self.scheduler.wake_up)
+        self.sampler = Sampler(cfg.metrics, self.scheduler, self.backend, self.leadership, self.store)
         self.events = EventHub(self.store)
         self._stop = asyncio.Event()
         self.fatal: SageOpsError | None = None  # why the daemon stopped by itself (a Ray cluster refused)
@@ -249,12 +249,16 @@ class Daemon:
 
     async def serve(self) -> None:
         sec, jm = self.cfg.security, self.cfg.jobmanager
-        app = Gate(create_app(self), self.identities, self.limiter, self.audit, sec, self.denials)
+        services = Services(cfg=self.cfg, store=self.store, scheduler=self.scheduler, logs=self.logs,
+                            events=self.events, run_as=self.run_as, identities=self.identities, audit=self.audit,
+                            ray=self.backend, leadership=self.leadership, provisioner=self.provisioner,
+                            listening=self.listening)
+        app = Gate(create_app(services), self.identities, self.limiter, self.audit, sec, self.denials)
         common = {"lifespan": "off", "access_log": False, "log_level": "warning", "timeout_graceful_shutdown": 3,
                   "timeout_keep_alive": jm.idle_timeout}
         unix = Guard("unix socket", None, None, jm.header_timeout)  # local users: no cap, a head deadline
         servers = [_Server(uvicorn.Config(app, http=guarded(unix), **common))]
-        sockets = [[bind_unix(self.socket_path, int(sec.socket_mode, 8))]]
+        sockets = [[bind_unix(self.listening.socket, int(sec.socket_mode, 8))]]
         files = open_files_limit()
         if jm.host:
             digest = digest_of(local_admin_token())
@@ -262,7 +266,7 @@ class Daemon:
                                    fenced=False)
             tcp = bind_tcp(self.cfg.jobmanager.host, self.cfg.jobmanager.port)
             host, port = tcp.getsockname()[:2]
-            self.tcp_address = f"{host}:{port}"
+            self.listening.tcp = f"{host}:{port}"
             tls = {"ssl_certfile": str(sec.tls_cert), "ssl_keyfile": str(sec.tls_key)} if sec.tls_cert else {}
             cap = tcp_cap(jm.max_connections, files)
             if cap < jm.max_connections:
@@ -278,16 +282,16 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        if self.tcp_address:
-            host, port = self.tcp_address.rsplit(":", 1)
+        if self.listening.tcp:
+            host, port = self.listening.tcp.rsplit(":", 1)
             shown = socket.gethostname() if host in ("0.0.0.0", "::") else host  # noqa: S104
             self.leadership.address = f"{shown}:{port}"
         if not self.leadership.shared:
             await self.leadership.run()  # SQLite: this daemon leads; load before serving
         leading = asyncio.create_task(self.leadership.run()) if self.leadership.shared else None
         serving = [asyncio.create_task(s.serve(sockets=socks)) for s, socks in zip(servers, sockets)]
-        log.info("daemon %d serving on %s%s (%s)", os.getpid(), self.socket_path,
-                 f" and tcp {self.tcp_address}" if self.tcp_address else "", self.leadership.role)
+        log.info("daemon %d serving on %s%s (%s)", os.getpid(), self.listening.socket,
+                 f" and tcp {self.listening.tcp}" if self.listening.tcp else "", self.leadership.role)
         await self._stop.wait()
         log.info("shutting down (running jobs keep running in Ray)")
         refreshing.cancel()
@@ -309,7 +313,7 @@ class Daemon:
         if self.backend.connected:
             await _in_daemon_thread(self.backend.disconnect)
         with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+            self.listening.socket.unlink()
 
 
 async def _in_daemon_thread(fn: Any) -> Any:

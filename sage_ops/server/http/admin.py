@@ -30,7 +30,7 @@ from ..storage import accounts
 from ..storage.store import utc
 
 if TYPE_CHECKING:
-    from ..daemon.daemon import Daemon
+    from .services import Services
 
 
 def admin_only(caller: Callable[[Request], Principal]) -> Any:
@@ -44,24 +44,24 @@ def admin_only(caller: Callable[[Request], Principal]) -> Any:
     return Depends(admin)
 
 
-def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIRouter:
+def admin_routes(services: Services, caller: Callable[[Request], Principal]) -> APIRouter:
     router = APIRouter()
-    store = daemon.store
+    store, scheduler = services.store, services.scheduler
     who_dep = Depends(caller)
     admin_dep = admin_only(caller)
 
     def view(row: Any) -> TenantView:
-        use = daemon.scheduler.usage(row.name)
+        use = scheduler.usage(row.name)
         return TenantView(name=row.name, quotas=accounts.quotas_of(row), created_at=utc(row.created_at),
                           run_as=row.run_as,
-                          users=sorted(uid for uid, p in daemon.identities.users.items() if p.tenant == row.name),
+                          users=sorted(uid for uid, p in services.identities.users.items() if p.tenant == row.name),
                           **use)
 
     async def changed() -> None:
         """Tenants or tokens changed: the scheduler's quotas and the daemon's identities follow."""
         rows = await store.read(accounts.tenants)
-        daemon.scheduler.set_quotas({r.name: accounts.quotas_of(r) for r in rows})
-        await daemon.identities.refresh()
+        scheduler.set_quotas({r.name: accounts.quotas_of(r) for r in rows})
+        await services.identities.refresh()
 
     @router.get("/v1/whoami", response_model=Identity)
     async def whoami(who: Principal = who_dep) -> Identity:
@@ -82,7 +82,7 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
     async def create_tenant(request: Request, req: TenantCreate, _: Principal = admin_dep) -> TenantView:
         request.scope[TARGET] = req.name
         if req.run_as is not None:
-            daemon.run_as.check_user(req.run_as)
+            services.run_as.check_user(req.run_as)
         row = await store.write(lambda c: accounts.create_tenant(c, req, time.time()))
         await changed()
         return view(row)
@@ -90,7 +90,7 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
     @router.patch("/v1/tenants/{name}", response_model=TenantView)
     async def update_tenant(name: str, req: QuotaChange, _: Principal = admin_dep) -> TenantView:
         if req.run_as is not None:
-            daemon.run_as.check_user(req.run_as)
+            services.run_as.check_user(req.run_as)
         row = await store.write(lambda c: accounts.update_tenant(c, name, req))
         await changed()
         return view(row)
@@ -103,7 +103,7 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
 
     @router.post("/v1/tenants/{name}/users", response_model=TenantView)
     async def map_user(name: str, req: UserMap, _: Principal = admin_dep) -> TenantView:
-        if req.uid in (daemon.identities.owner, 0):
+        if req.uid in (services.identities.owner, 0):
             raise Invalid(f"uid {req.uid} owns the daemon: it is always an admin")
         await store.write(lambda c: accounts.map_user(c, name, req.uid, req.role))
         await changed()
@@ -151,8 +151,8 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
                     action: str | None = None, limit: int = Query(1000, ge=1, le=100_000),
                     _: Principal = admin_dep) -> AuditList:
         """Admins only: a denial's row says what the denied caller must not learn."""
-        if daemon.audit.pending:  # what just happened is part of the answer
-            await daemon.audit.flush()
+        if services.audit.pending:  # what just happened is part of the answer
+            await services.audit.flush()
         rows = await store.read(lambda c: accounts.audit_rows(c, since.timestamp() if since else None, tenant,
                                                               actor, action, limit))
         return AuditList(events=rows)
@@ -160,6 +160,7 @@ def admin_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIR
     @router.get("/metrics", response_class=Response, include_in_schema=False)
     async def prometheus(_: Principal = admin_dep) -> Response:
         """Prometheus text format (admins: it covers every tenant)."""
-        return Response(await metrics.prometheus_text(daemon), media_type=metrics.CONTENT_TYPE)
+        text = await metrics.prometheus_text(scheduler, store, services.ray, services.leadership)
+        return Response(text, media_type=metrics.CONTENT_TYPE)
 
     return router

@@ -50,7 +50,7 @@ from .admin import admin_routes
 from .cluster import cluster_routes
 
 if TYPE_CHECKING:
-    from ..daemon.daemon import Daemon
+    from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,9 @@ def owned(who: Principal, specs: list[JobSpec], run_as: RunAs, tenant_users: Map
     return out
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="sage-ops", version=__version__, docs_url=None, redoc_url=None)
-    store = daemon.store
+    store, scheduler = services.store, services.scheduler
 
     @app.exception_handler(SageOpsError)
     async def _sage(_req: Request, exc: SageOpsError) -> JSONResponse:
@@ -141,7 +141,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         return _error(500, "internal", f"internal error ({exc.__class__.__name__}); see the daemon log")
 
     def mine(who: Principal, specs: list[JobSpec]) -> list[JobSpec]:
-        return owned(who, specs, daemon.run_as, daemon.identities.run_as)
+        return owned(who, specs, services.run_as, services.identities.run_as)
 
     def hidden(request: Request, job_id: str) -> NotFound:
         request.scope[DENIED] = f"job {job_id} belongs to another tenant"
@@ -174,14 +174,14 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
     async def submit(request: Request, spec: JobSpec, key: str | None = IDEMPOTENCY_KEY) -> Response:
         who = caller(request)  # not a Depends: on the hottest route its resolution is a measurable cost
-        views, new = await daemon.scheduler.submit(mine(who, [spec]), key=key, local=who.via == "unix")
+        views, new = await scheduler.submit(mine(who, [spec]), key=key, local=who.via == "unix")
         request.scope[TARGET] = views[0].id
         return _json(views[0], 201 if new else 200)
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(request: Request, batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY,
                            who: Principal = WHO) -> Response:
-        refs, new = await daemon.scheduler.submit(mine(who, batch.jobs), views=False, batch=True, key=key,
+        refs, new = await scheduler.submit(mine(who, batch.jobs), views=False, batch=True, key=key,
                                                   local=who.via == "unix")
         request.scope[TARGET] = f"{len(refs)} jobs: {refs[0]['id']}..{refs[-1]['id']}"
         return Response(json.dumps({"jobs": refs}), status_code=201 if new else 200, media_type="application/json")
@@ -204,7 +204,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         flt = scoped(who, req.filter)
         if not ids and (flt is None or req.ids):
             return BulkResult(errors=errors)
-        result = await getattr(daemon.scheduler, action)(ids, flt, dry_run=req.dry_run)
+        result = await getattr(scheduler, action)(ids, flt, dry_run=req.dry_run)
         result.errors.extend(errors)
         return result
 
@@ -235,7 +235,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def wait(request: Request, job_id: str, timeout: float = Query(30, ge=0, le=300),
                    who: Principal = WHO) -> JobView:
         await guard(request, who, job_id)
-        return await daemon.scheduler.wait(job_id, timeout)
+        return await scheduler.wait(job_id, timeout)
 
     @app.get("/v1/jobs/{job_id}/logs")
     async def logs(request: Request, job_id: str, follow: bool = False, tail: int | None = Query(None, ge=0),
@@ -250,10 +250,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         async def body() -> AsyncIterator[bytes]:
             # The log file holds these very NDJSON lines: blocks of it go out as they are.
             if follow:
-                async for block in daemon.logs.follow(job_id, done, tail, attempt=attempt):
+                async for block in services.logs.follow(job_id, done, tail, attempt=attempt):
                     yield block
             else:
-                for block in daemon.logs.blocks(job_id, tail, attempt):
+                for block in services.logs.blocks(job_id, tail, attempt):
                     yield block
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
@@ -263,12 +263,12 @@ def create_app(daemon: Daemon) -> FastAPI:
                      follow: bool = True, who: Principal = WHO) -> StreamingResponse:
         """Jobs' changes of state as NDJSON `JobChange` lines, in commit order; the caller's
         tenant only (admins: all)."""
-        lines = daemon.events.follow(after, visible_to(who.tenant, who.admin), follow)
+        lines = services.events.follow(after, visible_to(who.tenant, who.admin), follow)
         return StreamingResponse(lines, media_type="application/x-ndjson")
 
     async def one(request: Request, who: Principal, action: str, job_id: str) -> JobView:
         await guard(request, who, job_id)
-        result = await getattr(daemon.scheduler, action)([job_id])
+        result = await getattr(scheduler, action)([job_id])
         if result.errors:
             raise from_body(result.errors[0])
         return await job_or_404(request, who, job_id)
@@ -284,12 +284,12 @@ def create_app(daemon: Daemon) -> FastAPI:
     @app.post("/v1/jobs/{job_id}/priority", response_model=JobView)
     async def set_priority(request: Request, job_id: str, req: PriorityChange, who: Principal = WHO) -> JobView:
         await guard(request, who, job_id)
-        return await daemon.scheduler.set_priority(job_id, req.priority)
+        return await scheduler.set_priority(job_id, req.priority)
 
     @app.get("/v1/jobs/{job_id}/graph", response_model=GraphView)
     async def graph(request: Request, job_id: str, who: Principal = WHO) -> GraphView:
         await guard(request, who, job_id)
-        return await daemon.scheduler.graph(job_id)
+        return await scheduler.graph(job_id)
 
     @app.get("/v1/stats", response_model=Stats)
     async def stats(who: Principal = WHO) -> Stats:
@@ -299,10 +299,10 @@ def create_app(daemon: Daemon) -> FastAPI:
         total = sum(counts.values())
         active = sum(n for s, n in counts.items() if not is_terminal(s))
         by_status = {s.value: counts.get(s.value, 0) for s in JobStatus}
-        sched = daemon.scheduler
+        sched = scheduler
         return Stats(total_jobs=total, active_jobs=active, by_status=by_status,
                      queue_depth=sched.queue_depth(None if who.admin else who.tenant),
-                     running_jobs=counts.get("RUNNING", 0), max_jobs=daemon.cfg.jobmanager.max_jobs,
+                     running_jobs=counts.get("RUNNING", 0), max_jobs=services.cfg.jobmanager.max_jobs,
                      waiting_jobs=len(sched.waiting.blockers) if who.admin else 0,
                      retrying_jobs=len(sched.later) if who.admin else 0, failed_last_hour=failed_hour,
                      scheduled_jobs=sched.decisions,
@@ -315,15 +315,16 @@ def create_app(daemon: Daemon) -> FastAPI:
             db = {"ok": True, "url": redact_url(store.url), "latency_ms": round(latency, 2)}
         except SageOpsError as exc:
             db = {"ok": False, "url": redact_url(store.url), "detail": exc.message}
-        ray = daemon.backend.health()
-        lead = daemon.leadership
-        ok = db["ok"] and (not lead.is_leader or (ray.connected and daemon.scheduler.ready))
+        ray = services.ray.health()
+        lead = services.leadership
+        ok = db["ok"] and (not lead.is_leader or (ray.connected and scheduler.ready))
         return Health(status="ok" if ok else "degraded", version=__version__, pid=os.getpid(),
-                      uptime_s=round(time.time() - daemon.started_at, 3), socket=str(daemon.socket_path),
-                      tcp=daemon.tcp_address, database=db, ray=ray, role=lead.role,
+                      uptime_s=round(time.time() - services.listening.started_at, 3),
+                      socket=str(services.listening.socket), tcp=services.listening.tcp, database=db, ray=ray,
+                      role=lead.role,
                       leader=lead.describe()["leader"], containment=containment_mode(),
-                      identity=daemon.run_as.describe())
+                      identity=services.run_as.describe())
 
-    app.include_router(admin_routes(daemon, caller))
-    app.include_router(cluster_routes(daemon, caller))
+    app.include_router(admin_routes(services, caller))
+    app.include_router(cluster_routes(services, caller))
     return app

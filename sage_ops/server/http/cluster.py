@@ -18,16 +18,16 @@ from ..services import metrics
 from .admin import admin_only
 
 if TYPE_CHECKING:
-    from ..daemon.daemon import Daemon
+    from .services import Services
 
 NODE = Path(pattern=NAME_PATTERN, max_length=63)
 MAX_WINDOW = 366 * 86400.0
 
 
-def cluster_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> APIRouter:
+def cluster_routes(services: Services, caller: Callable[[Request], Principal]) -> APIRouter:
     router = APIRouter()
     who_dep, admin_dep = Depends(caller), admin_only(caller)
-    nodes = daemon.provisioner
+    nodes = services.provisioner
 
     @router.get("/v1/nodes", response_model=list[NodeView])
     async def list_nodes(_: Principal = who_dep) -> list[NodeView]:
@@ -67,6 +67,6 @@ def cluster_routes(daemon: Daemon, caller: Callable[[Request], Principal]) -> AP
                      _: Principal = who_dep) -> MetricsSeries:
         """Cluster-wide figures (no job names or tenants): every caller may chart them."""
         now = time.time()
-        return await daemon.store.read(lambda c: metrics.series(c, daemon.cfg.metrics, window, now))
+        return await services.store.read(lambda c: metrics.series(c, services.cfg.metrics, window, now))
 
     return router

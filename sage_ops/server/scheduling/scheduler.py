@@ -88,6 +88,10 @@ class Scheduler(RayEvents, Operations, Submissions):
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
+    def wake_up(self) -> None:
+        """Something outside the queue changed (a node joined or left): look at the queue again."""
+        self.wake.set()
+
     async def begin_term(self) -> None:
         """This daemon leads: the queue as the database holds it (before Ray is connected)."""
         self._new_term()

@@ -20,9 +20,10 @@ from ..storage.job_counts import counts_by_status
 from ..storage.tables import MetricSample
 
 if TYPE_CHECKING:
-    from ..backend.ray_backend import NodeInfo
-    from ..daemon.daemon import Daemon
+    from ..backend.ray_backend import NodeInfo, RayBackend
     from ..scheduling.scheduler import Scheduler
+    from ..storage.store import Store
+    from .leadership import Leadership
 
 log = logging.getLogger(__name__)
 COUNTERS = ("submitted", "started", "finished", "failed")
@@ -74,40 +75,13 @@ def series(conn: Connection, cfg: MetricsConfig, window: float, now: float) -> M
                          points=[MetricPoint.model_validate_json(r) for r in rows])
 
 
-class Sampler:
-    """Samples the leader's scheduler every `interval` seconds and writes the point, its
-    roll-ups and the pruning in one transaction. A standby samples nothing (the leader does)."""
+class Rollups:
+    """Writes a sampled point and its roll-ups, and prunes each level past its retention."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.cfg = daemon.cfg.metrics
-        self.tiers = levels(self.cfg)
-        self._sched: Scheduler | None = None
-        self._base: dict[str, int] = {}
-        self._last = 0.0
+    def __init__(self, cfg: MetricsConfig) -> None:
+        self.tiers = levels(cfg)
         self._rolled: dict[int, float] = {}  # level -> start of the last bucket written
         self._pruned = 0.0
-
-    def counters(self, sched: Scheduler) -> dict[str, int]:
-        ended = sched.ended_counts
-        return {"submitted": sched.submitted_total, "started": sched.started_total,
-                "finished": ended.get(JobStatus.COMPLETED.value, 0), "failed": ended.get(JobStatus.FAILED.value, 0)}
-
-    def sample(self, now: float) -> MetricPoint | None:
-        """The point of the interval that ends now (None for the first call: no baseline yet)."""
-        sched = self.daemon.scheduler
-        counts = self.counters(sched)
-        if sched is not self._sched:  # first call, or a new term as leader: start counting afresh
-            self._sched, self._base, self._last = sched, counts, now
-            return None
-        nodes = self.daemon.backend.node_infos() if self.daemon.backend.connected else []
-        cluster, per = usage(nodes)
-        running = sum(1 for d in sched.dispatched.values() if d.started)
-        point = MetricPoint(time=datetime.fromtimestamp(self._last, timezone.utc), seconds=round(now - self._last, 3),
-                            queue_depth=sched.queue_depth(), running=running, nodes=per,
-                            **{k: counts[k] - self._base[k] for k in COUNTERS}, **cluster.model_dump())
-        self._base, self._last = counts, now
-        return point
 
     def record(self, conn: Connection, point: MetricPoint, now: float) -> None:
         conn.execute(insert(T), [{"level": 0, "time": point.time.timestamp(), "data": point.model_dump_json()}])
@@ -129,18 +103,56 @@ class Sampler:
             for level, (_, keep) in enumerate(self.tiers):
                 conn.execute(delete(T).where(T.c.level == level, T.c.time < now - keep))
 
+
+class Sampler:
+    """Samples the leader's scheduler every `interval` seconds and writes the point, its
+    roll-ups and the pruning in one transaction. A standby samples nothing (the leader does)."""
+
+    def __init__(self, cfg: MetricsConfig, scheduler: Scheduler, ray: RayBackend, leadership: Leadership,
+                 store: Store) -> None:
+        self.cfg = cfg
+        self.scheduler = scheduler
+        self.ray = ray
+        self.leadership = leadership
+        self.store = store
+        self.rollups = Rollups(cfg)
+        self._leading = False
+        self._base: dict[str, int] = {}
+        self._last = 0.0
+
+    def counters(self, sched: Scheduler) -> dict[str, int]:
+        ended = sched.ended_counts
+        return {"submitted": sched.submitted_total, "started": sched.started_total,
+                "finished": ended.get(JobStatus.COMPLETED.value, 0), "failed": ended.get(JobStatus.FAILED.value, 0)}
+
+    def sample(self, now: float) -> MetricPoint | None:
+        """The point of the interval that ends now (None for the first call: no baseline yet)."""
+        sched = self.scheduler
+        counts = self.counters(sched)
+        if not self._leading:  # first call, or a new term as leader: start counting afresh
+            self._leading, self._base, self._last = True, counts, now
+            return None
+        nodes = self.ray.node_infos() if self.ray.connected else []
+        cluster, per = usage(nodes)
+        running = sum(1 for d in sched.dispatched.values() if d.started)
+        point = MetricPoint(time=datetime.fromtimestamp(self._last, timezone.utc), seconds=round(now - self._last, 3),
+                            queue_depth=sched.queue_depth(), running=running, nodes=per,
+                            **{k: counts[k] - self._base[k] for k in COUNTERS}, **cluster.model_dump())
+        self._base, self._last = counts, now
+        return point
+
     async def run(self) -> None:
         interval = self.cfg.interval
         while True:
             await asyncio.sleep(interval - time.time() % interval)  # on the clock's boundaries
             try:
-                if self.daemon.leadership.role != "leader":
-                    self._sched = None
+                if self.leadership.role != "leader":
+                    self._leading = False
                     continue
                 now = time.time()
                 point = self.sample(now)
                 if point is not None:
-                    await self.daemon.store.write(lambda c, p=point, t=now: self.record(c, p, t))
+                    await self.store.write(lambda c, p=point, t=now: self.rollups.record(c, p, t))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a missed sample is not worth the daemon
@@ -161,13 +173,12 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[s
     return lines
 
 
-async def prometheus_text(daemon: Daemon) -> str:
-    sched = daemon.scheduler
-    counts = await daemon.store.read(counts_by_status)
-    ray = daemon.backend.health()
+async def prometheus_text(sched: Scheduler, store: Store, backend: RayBackend, leadership: Leadership) -> str:
+    counts = await store.read(counts_by_status)
+    ray = backend.health()
     out: list[str] = []
     out += _family("sage_ops_up", "gauge", "1 while this daemon answers; role in the label",
-                   [({"role": daemon.leadership.role}, 1)])
+                   [({"role": leadership.role}, 1)])
     out += _family("sage_ops_jobs", "gauge", "jobs in the database by status",
                    [({"status": s.value}, counts.get(s.value, 0)) for s in JobStatus])
     out += _family("sage_ops_queue_depth", "gauge", "jobs waiting to run (pending)", [({}, sched.queue_depth())])
@@ -188,7 +199,7 @@ async def prometheus_text(daemon: Daemon) -> str:
                    [({}, sched.started_total)])
     out += _family("sage_ops_dispatcher_refused_total", "counter", "calls the Ray dispatcher actor refused "
                    "(no daemon key, or not the capability of a dispatched attempt)", [({}, sched.refused)])
-    _, per = usage(daemon.backend.node_infos() if daemon.backend.connected else [])
+    _, per = usage(backend.node_infos() if backend.connected else [])
     out += _family("sage_ops_node_resource", "gauge", "resources of each Ray node: total and in use by tasks",
                    [({"node": name, "resource": r, "state": state}, getattr(u, f"{r}_{state}"))
                     for name, u in sorted(per.items()) for r in ("cpu", "memory", "gpu")

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -31,7 +31,12 @@ from ..storage.tables import Job, Node
 from .metrics import usage
 
 if TYPE_CHECKING:
-    from ..daemon.daemon import Daemon
+    from ...config import NodesConfig
+    from ..backend.ray_backend import RayBackend
+    from ..storage.store import Store
+
+#: the audit's `record(actor, action, status, target, detail)`: who changed which node, and how
+Audit = Callable[[Any, str, int, str, "str | None"], None]
 
 log = logging.getLogger(__name__)
 N, J = Node.__table__, Job.__table__
@@ -65,9 +70,16 @@ def _target(node: Any, known_hosts: Path | None, accept: bool = False) -> NodeTa
 
 
 class Provisioner:
-    def __init__(self, daemon: Daemon, backend: NodeBackend | None = None) -> None:
-        self.daemon = daemon
-        self.cfg = daemon.cfg.nodes
+    def __init__(self, cfg: NodesConfig, store: Store, ray: RayBackend, audit: Audit, state_dir: Path,
+                 woken: Callable[[], None], backend: NodeBackend | None = None) -> None:
+        """`woken`: a node joined or left, so the queue may move; `backend`: how nodes are
+        reached (SSH unless a test says otherwise)."""
+        self.cfg = cfg
+        self.store = store
+        self.ray = ray
+        self.audit = audit
+        self.state_dir = state_dir
+        self.woken = woken
         self._backend = backend
         self.ops: dict[str, Operation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,11 +108,11 @@ class Provisioner:
                 if not done:
                     raise Conflict(f"node {name} changed meanwhile; try again")
 
-        await self.daemon.store.write(op)
-        self.daemon.audit.record(None, f"node.{new.value.lower()}", 200, name, detail)
+        await self.store.write(op)
+        self.audit(None, f"node.{new.value.lower()}", 200, name, detail)
 
     async def _row(self, name: str) -> Any:
-        return await self.daemon.store.read(lambda c: c.execute(select(N).where(N.c.name == name)).first())
+        return await self.store.read(lambda c: c.execute(select(N).where(N.c.name == name)).first())
 
     def _post(self, op: Operation, name: str, step: str, state: str, detail: str = "",
               node_state: NodeStatus | None = None) -> None:
@@ -116,7 +128,7 @@ class Provisioner:
         name = req.node_name()
         if (op := self.ops.get(name)) is not None and not op.done:
             raise Conflict(f"node {name} is being {'added' if op.kind == 'add' else 'drained'}; wait for it")
-        if not self.daemon.backend.connected:
+        if not self.ray.connected:
             raise Conflict("Ray is not connected yet; try again in a moment")
         row = await self._row(name)
         old = NodeStatus(row.status) if row else None
@@ -135,7 +147,7 @@ class Provisioner:
         """This sage-ops as a wheel for the node (built once per version and source, then cached
         in the state dir): it is on no package index."""
         try:
-            wheel = own_wheel(self.daemon.state_dir / "cache" / "wheels")
+            wheel = own_wheel(self.state_dir / "cache" / "wheels")
         except (SageOpsError, OSError) as exc:
             raise StepFailed("install", f"cannot build the sage-ops wheel for the node: {exc}") from None
         if wheel.built:
@@ -143,7 +155,7 @@ class Provisioner:
         return wheel
 
     def plan(self, req: NodeAdd, name: str, wheel: OwnWheel) -> JoinPlan:
-        ray_address = self.daemon.backend.address or ""
+        ray_address = self.ray.address or ""
         head = self.cfg.head_address or ray_address
         host, _, port = head.rpartition(":")
         if host.startswith(LOOPBACK):  # a node can't reach the head at 127.0.0.1 (Ray rewrites it)
@@ -180,7 +192,7 @@ class Provisioner:
         started = time.monotonic()
         try:
             plan = self.plan(req, name, await asyncio.to_thread(self.own_wheel))
-            result = await asyncio.to_thread(self.backend.join, target, plan, progress, self.daemon.backend.listed)
+            result = await asyncio.to_thread(self.backend.join, target, plan, progress, self.ray.listed)
         except Exception as exc:  # noqa: BLE001 - any failure is the node's FAILED state, in one line
             detail = str(exc) if isinstance(exc, StepFailed) else f"internal error: {exc.__class__.__name__}: {exc}"
             if not isinstance(exc, StepFailed):
@@ -191,8 +203,8 @@ class Provisioner:
         took = time.monotonic() - started
         detail = "already up" if result.already_joined else f"joined in {took:.1f} s"
         await self._set(name, NodeStatus.JOINING, NodeStatus.UP, detail, ray_node_id=result.ray_node_id)
-        await asyncio.to_thread(self.daemon.backend.refresh_nodes)
-        self.daemon.scheduler.wake.set()  # new room: the queue may move
+        await asyncio.to_thread(self.ray.refresh_nodes)
+        self.woken()  # new room: the queue may move
         self._post(op, name, "end", "done", detail, NodeStatus.UP)
 
     async def follow(self, name: str) -> AsyncIterator[NodeProgress]:
@@ -236,7 +248,7 @@ class Provisioner:
             self._post(op, name, "drain", "start", "telling Ray to place nothing more there")
             ray_id = await self._listed(name)
             if ray_id is not None:
-                await asyncio.to_thread(self.daemon.backend.drain, ray_id, f"sage-ops nodes drain {name}")
+                await asyncio.to_thread(self.ray.drain, ray_id, f"sage-ops nodes drain {name}")
             self._post(op, name, "drain", "done", "draining" if ray_id else "not in Ray")
             if not force:
                 shown = -1
@@ -252,22 +264,22 @@ class Provisioner:
             self._post(op, name, "stop ray", "done", f"{stopped} process(es) stopped")
         except Exception as exc:  # noqa: BLE001 - stays DRAINING; drain again or remove --force
             detail = str(exc) if isinstance(exc, StepFailed) else f"{exc.__class__.__name__}: {exc}"
-            await self.daemon.store.write(lambda c: c.execute(update(N).where(N.c.name == name)
+            await self.store.write(lambda c: c.execute(update(N).where(N.c.name == name)
                                                               .values(detail=f"drain failed: {detail}"[:500])))
             self._post(op, name, "end", "fail", detail, NodeStatus.DRAINING)
             return
         await self._set(name, NodeStatus.DRAINING, NodeStatus.DRAINED, "Ray stopped; `nodes remove` forgets it")
-        await asyncio.to_thread(self.daemon.backend.refresh_nodes)
+        await asyncio.to_thread(self.ray.refresh_nodes)
         self._post(op, name, "end", "done", "drained", NodeStatus.DRAINED)
 
     async def _listed(self, name: str) -> str | None:
-        if not self.daemon.backend.connected:
+        if not self.ray.connected:
             return None
-        return await asyncio.to_thread(self.daemon.backend.listed, name, 0)
+        return await asyncio.to_thread(self.ray.listed, name, 0)
 
     async def running_on(self, name: str) -> int:
         q = select(func.count()).select_from(J).where(J.c.status == JobStatus.RUNNING.value, J.c.node == name)
-        return int(await self.daemon.store.read(lambda c: c.execute(q).scalar() or 0))
+        return int(await self.store.read(lambda c: c.execute(q).scalar() or 0))
 
     async def remove(self, name: str, force: bool) -> dict[str, Any]:
         row = await self._row(name)
@@ -282,29 +294,29 @@ class Provisioner:
                                f"or remove it with --force")
             ray_id = await self._listed(name)
             if ray_id is not None:
-                await asyncio.to_thread(self.daemon.backend.drain, ray_id, f"sage-ops nodes remove --force {name}")
+                await asyncio.to_thread(self.ray.drain, ray_id, f"sage-ops nodes remove --force {name}")
                 try:
                     await asyncio.to_thread(self.backend.stop, _target(row, self.cfg.known_hosts),
                                             name, StepTimeouts().stop)
                 except StepFailed as exc:
                     raise Conflict(f"could not stop Ray on node {name}: {exc}") from None
-        await self.daemon.store.write(lambda c: c.execute(delete(N).where(N.c.name == name)))
-        self.daemon.audit.record(None, "node.removed", 200, name, f"was {status.value}")
+        await self.store.write(lambda c: c.execute(delete(N).where(N.c.name == name)))
+        self.audit(None, "node.removed", 200, name, f"was {status.value}")
         self.ops.pop(name, None)
-        await asyncio.to_thread(self.daemon.backend.refresh_nodes)
+        await asyncio.to_thread(self.ray.refresh_nodes)
         return {"removed": name, "was": status.value}
 
     def _unmanaged(self, name: str) -> Exception:
-        if any(n.name == name for n in self.daemon.backend.node_infos()):
+        if any(n.name == name for n in self.ray.node_infos()):
             return Conflict(f"node {name} was not added by sage-ops; stop Ray on that machine yourself")
         return NotFound(f"no such node: {name}")
 
     # -- reading ------------------------------------------------------------------------------
     async def nodes(self) -> list[NodeView]:
-        rows = await self.daemon.store.read(lambda c: c.execute(select(N).order_by(N.c.name)).all())
-        running = await self.daemon.store.read(lambda c: dict(c.execute(
+        rows = await self.store.read(lambda c: c.execute(select(N).order_by(N.c.name)).all())
+        running = await self.store.read(lambda c: dict(c.execute(
             select(J.c.node, func.count()).where(J.c.status == JobStatus.RUNNING.value).group_by(J.c.node)).all()))
-        infos = self.daemon.backend.node_infos() if self.daemon.backend.connected else []
+        infos = self.ray.node_infos() if self.ray.connected else []
         _, per = usage(infos)
         by_name = {i.name: i for i in infos}
         views: list[NodeView] = []
@@ -319,7 +331,7 @@ class Provisioner:
 
     def _view(self, name: str, state: str, managed: bool, info: Any, per: dict[str, Any],
               running: dict[str | None, int], row: Any) -> NodeView:
-        seen = self.daemon.backend.last_seen.get(name)
+        seen = self.ray.last_seen.get(name)
         extra: dict[str, Any] = {}
         if row is not None:
             opts = json.loads(row.options or "{}")
@@ -345,7 +357,7 @@ class Provisioner:
     async def resume(self) -> None:
         """At start-up: a bootstrap the daemon was running is gone with it (FAILED, add again);
         a drain goes on."""
-        rows = await self.daemon.store.read(lambda c: c.execute(select(N).where(
+        rows = await self.store.read(lambda c: c.execute(select(N).where(
             N.c.status.in_([NodeStatus.JOINING.value, NodeStatus.DRAINING.value]))).all())
         for row in rows:
             if row.status == NodeStatus.JOINING.value:
