@@ -1,8 +1,8 @@
 """A stand-in for `RayBackend` and a clock the test moves, so the real Scheduler runs its rules in
 milliseconds: no Ray, no daemon, no subprocess (the dramatiq StubBroker idea).
 
-`FakeBackend` has the surface the scheduler uses (`connected`, `node_totals`, `submit`,
-`cancel`, `poll`, `refresh_nodes`). What the dispatcher actor would report, the test says
+`FakeBackend` is a `Backend` (scheduling/ports.py): `connected`, `node_totals`, `submit`,
+`cancel`, `poll`, `refresh_nodes`. What the dispatcher actor would report, the test says
 (`started`, `ended`, `timed_out`): each becomes the event tuple the actor emits
 (backend/actor.py Dispatcher._emit, its `ended` payload being backend/attempt.py run_job's outcome), and
 `deliver` hands them over the way the daemon's poll loop does: `poll`, then `apply_events`.
@@ -104,6 +104,7 @@ class FakeBackend:
 
     async def deliver(self, scheduler: Scheduler) -> None:
         """What the daemon's poll loop does with one reply: apply its events (and commit them)."""
-        reply = await self.poll(scheduler.epoch, scheduler.cursor, scheduler.received, 0)
-        await scheduler.apply_events(reply["events"])
-        await scheduler.drain()
+        reconcile = scheduler.term.reconcile
+        reply = await self.poll(reconcile.epoch, reconcile.cursor, reconcile.received, 0)
+        await reconcile.apply_events(reply["events"])
+        await reconcile.drain()

@@ -1,5 +1,5 @@
-"""The queue's rules, on the real Scheduler (with its submission, operations and event mixins,
-capacity and quotas) over a real SQLite store, with a fake cluster and a fake clock
+"""The queue's rules, on the real Scheduler (its admission, dispatch, reconcile, outcomes and
+operations, capacity and quotas) over a real SQLite store, with a fake cluster and a fake clock
 (tests/fake_backend.py): each test runs in milliseconds, without Ray, a daemon or a subprocess.
 What only Ray can show (process groups, dead workers, nodes, reattach to a live actor) stays in
 the end-to-end tests."""
@@ -59,8 +59,8 @@ class Rig:
 
     async def step(self) -> list[str]:
         """One pass of the dispatch loop: the ids it handed to the cluster."""
-        batch = await self.sched.dispatch_once()
-        await asyncio.gather(*self.sched._background)  # reasons of the jobs a quota holds
+        batch = await self.sched.term.dispatch.once()
+        await asyncio.gather(*self.sched.state.background)  # reasons of the jobs a quota holds
         return [job["id"] for job in batch]
 
     async def end(self, job_id: str, code: int | None = 0, reason: str | None = None) -> None:
@@ -156,7 +156,7 @@ async def test_the_next_job_reserves_its_resources_so_small_ones_do_not_starve_a
 
 
 async def test_the_dispatch_loop_hands_a_job_over_as_soon_as_a_submit_wakes_it(rig: Rig) -> None:
-    loop = asyncio.create_task(rig.sched.dispatch_loop())
+    loop = asyncio.create_task(rig.sched.term.dispatch.loop())
     job = await rig.submit()
     for _ in range(100):  # yields to the loop's task; no time passes
         if rig.backend.batches:
@@ -242,7 +242,7 @@ async def test_free_slots_go_to_tenants_in_proportion_to_their_weights(rig: Rig)
     for _ in range(4):
         await rig.submit(tenant="b")
     started = await rig.step()  # 4 CPUs: one for a, three for b
-    tenants = [rig.sched.dispatched[j].tenant for j in started]
+    tenants = [rig.sched.state.dispatched[j].tenant for j in started]
     assert sorted(tenants) == ["a", "b", "b", "b"]
 
 
@@ -468,7 +468,7 @@ async def test_a_restart_keeps_who_waits_for_whom_and_each_backoff(tmp_path: Pat
 async def test_a_term_that_ends_holds_no_queue(rig: Rig) -> None:
     await rig.submit(dependencies=[await rig.submit()])
     await rig.sched.end_term()
-    assert len(rig.sched.queued) == 0
+    assert len(rig.sched.state.queued) == 0
 
 
 async def test_the_next_term_of_the_same_scheduler_picks_the_queue_up_from_the_database(rig: Rig) -> None:
@@ -486,4 +486,4 @@ async def test_the_metrics_counters_count_since_the_process_started_across_terms
     await rig.sched.end_term()
     await rig.start()
     await rig.submit()
-    assert rig.sched.submitted_total == 2
+    assert rig.sched.counters.submitted == 2

@@ -303,10 +303,10 @@ def create_app(services: Services) -> FastAPI:
         return Stats(total_jobs=total, active_jobs=active, by_status=by_status,
                      queue_depth=sched.queue_depth(None if who.admin else who.tenant),
                      running_jobs=counts.get("RUNNING", 0), max_jobs=services.cfg.jobmanager.max_jobs,
-                     waiting_jobs=len(sched.waiting.blockers) if who.admin else 0,
-                     retrying_jobs=len(sched.later) if who.admin else 0, failed_last_hour=failed_hour,
-                     scheduled_jobs=sched.decisions,
-                     scheduler_seconds=round(sched.decision_seconds, 6))
+                     waiting_jobs=len(sched.state.waiting.blockers) if who.admin else 0,
+                     retrying_jobs=len(sched.state.later) if who.admin else 0, failed_last_hour=failed_hour,
+                     scheduled_jobs=sched.counters.decisions,
+                     scheduler_seconds=round(sched.counters.decision_seconds, 6))
 
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
@@ -317,7 +317,7 @@ def create_app(services: Services) -> FastAPI:
             db = {"ok": False, "url": redact_url(store.url), "detail": exc.message}
         ray = services.ray.health()
         lead = services.leadership
-        ok = db["ok"] and (not lead.is_leader or (ray.connected and scheduler.ready))
+        ok = db["ok"] and (not lead.is_leader or (ray.connected and scheduler.state.ready))
         return Health(status="ok" if ok else "degraded", version=__version__, pid=os.getpid(),
                       uptime_s=round(time.time() - services.listening.started_at, 3),
                       socket=str(services.listening.socket), tcp=services.listening.tcp, database=db, ray=ray,

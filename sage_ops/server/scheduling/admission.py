@@ -1,7 +1,7 @@
-"""Submission: turning validated specs into job rows — admission (queue size, tenant quotas,
+"""Admission: turning validated specs into job rows — the checks (queue size, tenant quotas,
 resources that no node could ever hold) and dependency resolution (unknown, of another tenant,
-already failed, already done, still running) — and the scheduler's `submit`, which runs them in
-one durable transaction.
+already failed, already done, still running) — and `submit`, which runs them in one durable
+transaction; also the admission of jobs submitted while Ray was away, once it is back.
 
 The planning functions are pure: `submit` calls them inside the writer's transaction, so the
 dependency statuses they see are exactly the ones committed before the new jobs.
@@ -9,13 +9,14 @@ dependency statuses they see are exactly the ones committed before the new jobs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -23,12 +24,13 @@ from ...errors import Invalid, NotFound, Rejected
 from ...lifecycle import JobStatus, Transition, is_terminal, transition
 from ...schemas import JobSpec
 from ..storage import store as st
+from ..storage.sealing import Sealer
 from .execution_graph import FAILED_DEP, GraphError, resolve_batch_names, topological_order
+from .outcomes import Outcomes, dependency_failed
+from .ports import Backend
 from .queue_items import Queued
+from .queue_state import TermPart
 from .quotas import never_within, share_of_queue, with_min_cpu
-
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
 
 S = JobStatus
 
@@ -141,10 +143,6 @@ def check_working_dirs(specs: Sequence[JobSpec], batch: bool) -> None:
         seen.add(wd)
 
 
-def dependency_failed(dep: str, status: JobStatus, name: str) -> str:
-    return f"dependency {dep} ({name}) ended {status.value}"
-
-
 def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Job rows, audit events and dependency edges, ready for one executemany each."""
     jobs, events, edges = [], [], []
@@ -162,10 +160,13 @@ def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[d
     return jobs, events, edges
 
 
-class Submissions:
-    """The scheduler's side of a submit (a mixin of the Scheduler)."""
+@dataclass(eq=False)
+class Admission(TermPart):
+    backend: Backend
+    outcomes: Outcomes
+    sealer: Sealer
 
-    async def submit(self: Scheduler, specs: list[JobSpec], views: bool = True, batch: bool = False,
+    async def submit(self, specs: list[JobSpec], views: bool = True, batch: bool = False,
                      key: str | None = None, local: bool = False) -> tuple[list[Any], bool]:
         """Admit and durably record jobs; returns their views (or, with views=False, refs) and
         whether they are new (False: a request retried with the same idempotency key).
@@ -173,8 +174,8 @@ class Submissions:
         A batch is one transaction: every job is accepted, or none (the first problem is the
         error). Dependencies are resolved inside that transaction. `local`: the caller is on this
         machine (check_working_dirs)."""
-        if local:
-            check_working_dirs(specs, batch)
+        if local:  # the file system may be slow (NFS): not on the event loop
+            await asyncio.to_thread(check_working_dirs, specs, batch)
         for i, s in enumerate(specs):
             if s.pipeline is not None and not s.pipeline.payload:
                 raise Invalid(f"jobs[{i}]: a pipeline job needs its payload (submit it with RemoteEnvironment)")
@@ -183,31 +184,31 @@ class Submissions:
         specs = [with_min_cpu(self.sealer.seal(s) if s.secret_env else s) for s in specs]  # never stored in clear
         sent = [s.model_dump_json() for s in specs]  # once: the request's digest and the stored specs
         digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
-        plans = plan(specs, sent, ids, self.seq + 1, batch)
+        plans = plan(specs, sent, ids, self.state.seq + 1, batch)
         nodes = self.backend.node_totals()  # once per request, not per job
         limit = self.cfg.jobmanager.max_jobs
-        room = limit - self.active
-        if batch and self.ready and len(specs) > room:  # the batch as a whole, not its job number room+1
-            raise Rejected(queue_full(self.active, len(specs), limit))
+        room = limit - self.state.active
+        if batch and self.state.ready and len(specs) > room:  # the batch as a whole, not its job number room+1
+            raise Rejected(queue_full(self.state.active, len(specs), limit))
         fits: dict[Any, str | None] = {}  # a sweep asks for the same resources 10,000 times
         tenants = {spec.tenant for spec in specs}
         for tenant in tenants:
-            if tenant is not None and tenant not in self.quotas:
+            if tenant is not None and tenant not in self.state.quotas:
                 raise NotFound(f"no such tenant: {tenant} (sage-ops tenant create {tenant})")
-        before = {t: self.queued.use[t].jobs for t in tenants if t in self.queued.use}
-        share = share_of_queue(self.cfg.jobmanager.max_jobs, len(self.quotas))
-        held = {t: self.queued.use[t].jobs + self.dispatched.use[t].jobs for t in tenants
-                if t in self.queued.use or t in self.dispatched.use}
+        before = {t: self.state.queued.use[t].jobs for t in tenants if t in self.state.queued.use}
+        share = share_of_queue(self.cfg.jobmanager.max_jobs, len(self.state.quotas))
+        held = {t: self.state.queued.use[t].jobs + self.state.dispatched.use[t].jobs for t in tenants
+                if t in self.state.queued.use or t in self.state.dispatched.use}
         queued: dict[str | None, int] = {}
         counter = [0]
 
         def admission(p: Planned) -> str | None:
             counter[0] += 1
             if counter[0] > room:
-                return queue_full(self.active, len(plans) if batch else 1, limit)
+                return queue_full(self.state.active, len(plans) if batch else 1, limit)
             r = p.spec.resources
             tenant = p.spec.tenant
-            if tenant is not None and (quotas := self.quotas.get(tenant)) is not None:
+            if tenant is not None and (quotas := self.state.quotas.get(tenant)) is not None:
                 if why := never_within(tenant, quotas, r.cpu, r.gpu):
                     return why
                 if quotas.max_queued is not None:
@@ -219,11 +220,11 @@ class Submissions:
                     mine = queued.get(tenant, held.get(tenant, 0))
                     if mine >= share:
                         return (f"quota: tenant {tenant} holds {mine} active jobs, its share of max_jobs="
-                                f"{self.cfg.jobmanager.max_jobs} among {len(self.quotas)} tenants (set --max-queued)")
+                                f"{limit} among {len(self.state.quotas)} tenants (set --max-queued)")
                     queued[tenant] = mine + 1
             shape = (r.cpu, r.gpu, r.memory, tuple(sorted(r.custom_resources.items())))
             if shape not in fits:
-                fits[shape] = self.capacity.never_fits(r.as_ray(), nodes)
+                fits[shape] = self.state.capacity.never_fits(r.as_ray(), nodes)
             return fits[shape]
 
         external = {d for p in plans for d in p.deps} - set(ids)
@@ -237,7 +238,7 @@ class Submissions:
             known = st.statuses_of(conn, external, owners) if external else {}
             queued.clear()
             counter[0] = 0
-            decide(plans, known, admission, batch, admit=self.ready, owners=owners)
+            decide(plans, known, admission, batch, admit=self.state.ready, owners=owners)
             jobs, events, edges = rows(plans, now)
             st.insert_jobs(conn, jobs, events, edges)
             first[:] = jobs[:1]
@@ -246,16 +247,16 @@ class Submissions:
         seen = await self.store.write(op)  # durable before acknowledged
         if seen is not None:
             return await self._existing(seen, views), False
-        self.seq += len(plans)
-        self.submitted_total += len(plans)
+        self.state.seq += len(plans)
+        self.counters.submitted += len(plans)
         for p in plans:
             if is_terminal(p.status):
                 continue
-            self.active += 1
+            self.state.active += 1
             job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority)
-            self.queued[p.id] = job
-            if p.status is S.PENDING and not self.waiting.add(p.id, p.waiting):
-                self._queue(job)
+            self.state.queued[p.id] = job
+            if p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting):
+                self.state.queue(job)
         if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
             return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}
                     for p in plans], True
@@ -263,8 +264,28 @@ class Submissions:
             return [st.fresh_view(first[0], plans[0].spec)], True
         return await self._existing([p.id for p in plans], True), True
 
-    async def _existing(self: Scheduler, ids: list[str], views: bool) -> list[Any]:
+    async def _existing(self, ids: list[str], views: bool) -> list[Any]:
         if views:
             return await self.store.read(lambda c: [st.get_job(c, i) for i in ids])
         known = await self.store.read(lambda c: st.statuses_of(c, ids))
         return [{"id": i, "name": known[i][1], "status": known[i][0].value, "reason": None} for i in ids]
+
+    async def admit_recovered(self, jobs: list[Queued]) -> None:
+        """Jobs submitted while Ray was unreachable: check them against the cluster now."""
+        if not jobs:
+            return
+        now = self.clock.now()
+        nodes = self.backend.node_totals()
+        trs: list[Transition] = []
+        for job in jobs:
+            reason = self.state.capacity.never_fits(job.need, nodes)
+            trs.append(transition(job.id, S.SUBMITTED, S.REJECTED if reason else S.PENDING, reason or "admitted",
+                                  **({"ended_at": now} if reason else {})))
+        applied = await self.store.write(lambda c: st.apply_transitions(c, trs, now))
+        ended = []
+        for tr, ok in zip(trs, applied):
+            if ok:
+                self.state.queued[tr.job_id].status = tr.new
+                if tr.new is S.REJECTED:
+                    ended.append((self.state.queued.pop(tr.job_id).id, S.REJECTED))
+        await self.outcomes.finish(ended)

@@ -1,15 +1,15 @@
 """What operators do to queued and finished jobs: cancel and retry (by ids or by filter, reported
 as a BulkResult), change a waiting job's priority, and read a job's execution graph.
 
-A mixin of the Scheduler, kept apart so each file has one job: the scheduler runs the queue;
-this file is the operator's side of it, with its rules (what may be retried, when a priority may
-change) stated once.
+The operator's side of the queue, with its rules (what may be retried, when a priority may
+change) stated once; what a cancel does to the queue is outcomes.py's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -18,24 +18,26 @@ from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
 from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobView
 from ..storage import store as st
 from .execution_graph import FAILED_DEP, Node, graph_view
+from .outcomes import Outcomes
 from .queue_items import Queued
-
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
+from .queue_state import TermPart
 
 S = JobStatus
 RETRYABLE = (S.FAILED, S.CANCELLED, S.COMPLETED)
 
 
-class Operations:
-    async def _select(self: Scheduler, ids: list[str], flt: JobFilter | None,
+@dataclass(eq=False)
+class Operations(TermPart):
+    outcomes: Outcomes
+
+    async def _select(self, ids: list[str], flt: JobFilter | None,
                       statuses: Iterable[JobStatus]) -> list[str]:
         if ids:
             return ids
         assert flt is not None
         return await self.store.read(lambda c: st.matching_ids(c, flt, statuses))
 
-    async def cancel(self: Scheduler, ids: list[str], flt: JobFilter | None = None,
+    async def cancel(self, ids: list[str], flt: JobFilter | None = None,
                      reason: str = "cancelled by user", dry_run: bool = False) -> BulkResult:
         """Cancel jobs by id (each one reported) or by filter (the active jobs that match).
         Idempotent, as `kubectl delete` of what is already gone should be for scripts: a job that
@@ -47,10 +49,10 @@ class Operations:
             plan: list[Any] = [NotFound(f"no such job: {j}") if j not in known else
                                j if known[j][0] in ACTIVE else Conflict(f"job {j} has ended") for j in targets]
             return await self._bulk_result(targets, plan, [])
-        outcome, cascaded = await self._cancel_ids(targets, reason, strict=True)
+        outcome, cascaded = await self.outcomes.cancel_ids(targets, reason, strict=True)
         return await self._bulk_result(targets, outcome, cascaded)
 
-    async def _bulk_result(self: Scheduler, targets: list[str], outcome: list[Any], cascaded: list[str],
+    async def _bulk_result(self, targets: list[str], outcome: list[Any], cascaded: list[str],
                            ended_ok: bool = True) -> BulkResult:
         """Per target: done (its id), or an error; with `ended_ok` (cancel), a Conflict on a job
         that has ended is no error but `unchanged`."""
@@ -68,7 +70,7 @@ class Operations:
                           cascaded=[ref(j) for j in cascaded if j in refs],
                           unchanged=[ref(j) for j in unchanged], errors=errors)
 
-    async def retry(self: Scheduler, ids: list[str], flt: JobFilter | None = None,
+    async def retry(self, ids: list[str], flt: JobFilter | None = None,
                     dry_run: bool = False) -> BulkResult:
         """A finished job again, as a new attempt (with its retry budget anew). Its dependencies
         must not have failed: retry those first. `dry_run`: what it would retry, touching nothing."""
@@ -98,12 +100,12 @@ class Operations:
         jobs = [Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S.PENDING, r.attempts_made, r.attempts_made,
                        r.priority) for r in outcome if not isinstance(r, SageOpsError)]
         for job in jobs:
-            self.active += 1
-            self.queued[job.id] = job
-        await self._enqueue(jobs)
+            self.state.active += 1
+            self.state.queued[job.id] = job
+        await self.outcomes.enqueue(jobs)
         return await self._bulk_result(targets, _ids(outcome), [], ended_ok=False)
 
-    async def set_priority(self: Scheduler, job_id: str, priority: int) -> JobView:
+    async def set_priority(self, job_id: str, priority: int) -> JobView:
         """A waiting job's priority; it takes its new place in the queue at once."""
         now = self.clock.now()
 
@@ -118,14 +120,14 @@ class Operations:
             return st.get_job(conn, job_id)
 
         view = await self.store.write(op)
-        job = self.queued.get(job_id)
+        job = self.state.queued.get(job_id)
         if job is not None:
             job.priority = priority
-            if job.status is S.PENDING and not job.not_before and not self.waiting.is_waiting(job_id):
-                self._queue(job)
+            if job.status is S.PENDING and not job.not_before and not self.state.waiting.is_waiting(job_id):
+                self.state.queue(job)
         return view
 
-    async def graph(self: Scheduler, job_id: str) -> GraphView:
+    async def graph(self, job_id: str) -> GraphView:
         rows, edges = await self.store.read(lambda c: st.graph_rows(c, job_id))
         nodes = {r.id: Node(r.id, r.name, S(r.status), [], r.started_at, r.ended_at, r.priority) for r in rows}
         for child, parent in edges:

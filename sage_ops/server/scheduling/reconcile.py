@@ -1,8 +1,7 @@
 """The events the Ray dispatcher actor reports (started / logs / ended), turned into guarded
 transitions and committed in order, with the cursor that lets the actor forget them.
 
-A mixin of the Scheduler: it shares the scheduler's queues, and is kept apart so each file has
-one job: this one speaks the actor's protocol, the scheduler decides.
+This part speaks the actor's protocol; what a job's end means for the queue is outcomes.py's.
 """
 
 from __future__ import annotations
@@ -11,18 +10,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection
 
 from ...lifecycle import JobStatus, Transition, attempt_outcome, is_terminal, transition
 from ..storage import accounts
 from ..storage import store as st
+from ..storage.logs import LogStore
+from .outcomes import Outcomes, failure
+from .ports import Backend
 from .queue_items import Dispatched
-
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
+from .queue_state import TermPart
 
 log = logging.getLogger(__name__)
 S = JobStatus
@@ -48,30 +49,28 @@ def _usage(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class RayEvents:
-    CURSOR_KEY = "dispatcher_cursor"
+@dataclass(eq=False)
+class Reconcile(TermPart):
+    CURSOR_KEY: ClassVar[str] = "dispatcher_cursor"
+    backend: Backend
+    logs: LogStore
+    outcomes: Outcomes
+    lost: Callable[[], None]  # the dispatcher stays unreachable (the head died or restarted)
 
-    def __init__(self) -> None:
-        #: called when the dispatcher stays unreachable (the head died or restarted)
-        self.on_ray_lost: Callable[[], Awaitable[None]] | None = None
-        self.refused = 0  # calls the dispatcher refused (its count since it started: metrics)
-        self._refused_audited = (0, -REFUSED_AUDIT_SECONDS)  # (count in the audit, when)
-        self._new_reconcile_term()
-
-    def _new_reconcile_term(self) -> None:
-        """Where this term reads the actor's events from: set by `load_cursor`."""
+    def __post_init__(self) -> None:
         self.epoch = ""
         self.cursor = 0  # last event committed (the actor may forget up to here)
         self.received = 0  # last event taken from the actor
         self._applying: set[asyncio.Future[None]] = set()
+        self._refused_audited = (0, -REFUSED_AUDIT_SECONDS)  # (count in the audit, when)
 
-    def load_cursor(self: Scheduler, saved: str | None) -> None:
+    def load_cursor(self, saved: str | None) -> None:
         if saved:
             data = json.loads(saved)
             self.epoch, self.cursor = data["epoch"], data["seq"]
             self.received = self.cursor
 
-    async def reattach(self: Scheduler) -> None:
+    async def reattach(self) -> None:
         """At start-up: take back the jobs still in flight, and drain what ended meanwhile."""
         first = True
         while True:
@@ -88,19 +87,19 @@ class RayEvents:
             if len(reply["events"]) < 20_000:
                 break
 
-    def _take_back(self: Scheduler, inflight: dict[str, int], events: list[Any]) -> None:
+    def _take_back(self, inflight: dict[str, int], events: list[Any]) -> None:
         ended = {p["job_id"]: p["attempt"] for _s, kind, p in events if kind == "ended"}
         for job_id, attempt in [*inflight.items(), *ended.items()]:
-            job = self.queued.pop(job_id, None)
+            job = self.state.queued.pop(job_id, None)
             if job is None:
                 continue
-            node = self.capacity.charge(job.need) if job_id in inflight else None
-            self.dispatched[job_id] = Dispatched(job, attempt, node or "?", started=job.status is S.RUNNING)
+            node = self.state.capacity.charge(job.need) if job_id in inflight else None
+            self.state.dispatched[job_id] = Dispatched(job, attempt, node or "?", started=job.status is S.RUNNING)
 
-    async def poll_loop(self: Scheduler) -> None:
+    async def poll_loop(self) -> None:
         last_refresh = 0.0
         failures = 0
-        while not self._stopping:
+        while not self.state.stopping:
             try:
                 reply = await self.backend.poll(self.epoch, self.cursor, self.received, 1.0)
                 failures = 0
@@ -108,13 +107,13 @@ class RayEvents:
                     log.warning("the Ray dispatcher changed; failing the jobs it had")
                     await self.drain()
                     self.epoch, self.cursor, self.received = reply["epoch"], 0, 0
-                    lost = [d for d in self.dispatched.values() if d.id not in reply["inflight"]]
+                    lost = [d for d in self.state.dispatched.values() if d.id not in reply["inflight"]]
                     for d in lost:
-                        self.dispatched.pop(d.id, None)
-                        self.capacity.release(d.node, d.need)
-                    await self._attempts_failed([(d.job, d.attempt) for d in lost],
+                        self.state.dispatched.pop(d.id, None)
+                        self.state.capacity.release(d.node, d.need)
+                    await self.outcomes.attempts_failed([(d.job, d.attempt) for d in lost],
                                                 "lost: the Ray dispatcher was restarted", self.clock.now())
-                self.recheck_cancels(reply["inflight"])
+                self.outcomes.recheck_cancels(reply["inflight"])
                 self._audit_refused(reply)
                 # Commits are pipelined: keep polling while this batch is being written.
                 await self.apply_events(reply["events"], wait=False)
@@ -124,18 +123,18 @@ class RayEvents:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep the daemon up through Ray hiccups
-                if self._stopping:
+                if self.state.stopping:
                     return
                 failures += 1
                 log.error("polling the Ray dispatcher failed (%d): %s", failures, str(exc).splitlines()[0][:300])
                 self.backend.detail = f"dispatcher unreachable: {exc.__class__.__name__}"
-                if failures >= LOST_AFTER and self.on_ray_lost is not None:
+                if failures >= LOST_AFTER:
                     self.backend.connected = False  # health says so at once
-                    asyncio.get_running_loop().create_task(self.on_ray_lost())
+                    self.lost()
                     return
                 await asyncio.sleep(1)
 
-    def _audit_refused(self: Scheduler, reply: dict[str, Any]) -> None:
+    def _audit_refused(self, reply: dict[str, Any]) -> None:
         """Calls the dispatcher refused (no key, a wrong capability: someone else reached the
         actor) reach the audit as "dispatcher.refused" with their count: the first at once,
         then at most one row per REFUSED_AUDIT_SECONDS, so a flood costs no more."""
@@ -143,7 +142,7 @@ class RayEvents:
         audited, at = self._refused_audited
         if count < audited:  # another actor (its count starts again)
             audited = 0
-        self.refused = count
+        self.counters.refused = count
         now = time.monotonic()
         if count == audited or now - at < REFUSED_AUDIT_SECONDS:
             self._refused_audited = (audited, at)
@@ -159,15 +158,15 @@ class RayEvents:
         if self._applying:
             await asyncio.gather(*self._applying, return_exceptions=True)
 
-    def _ended_transition(self: Scheduler, d: Dispatched | None, job_id: str, attempt: int, p: dict[str, Any],
+    def _ended_transition(self, d: Dispatched | None, job_id: str, attempt: int, p: dict[str, Any],
                           status: JobStatus, reason: str) -> Transition:
         fields = {"exit_code": p.get("exit_code"),
                   "result": json.dumps(p["result"]) if p.get("result") is not None else None}
         if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
-            return self.failure(d.job, S.RUNNING, attempt, reason, p["t"], **fields)
+            return failure(d.job, S.RUNNING, attempt, reason, p["t"], **fields)
         return transition(job_id, S.RUNNING, status, reason, attempt, ended_at=p["t"], **fields)
 
-    async def apply_events(self: Scheduler, events: list[Any], wait: bool = True) -> None:
+    async def apply_events(self, events: list[Any], wait: bool = True) -> None:
         """Apply a batch of the actor's events: memory at once, the database in order.
 
         The writer commits operations in the order they were queued, so batches stay ordered
@@ -194,7 +193,7 @@ class RayEvents:
         stats: dict[str, dict[str, Any]] = {}
         for _seq, kind, p in events:
             job_id, attempt = p["job_id"], p["attempt"]
-            d = self.dispatched.get(job_id)
+            d = self.state.dispatched.get(job_id)
             if kind == "logs":
                 if "lines" in p:  # from an actor of an older version (replaced once idle)
                     self.logs.append(job_id, [tuple(x) for x in p["lines"]], self.cfg.storage.max_log_bytes)
@@ -203,7 +202,7 @@ class RayEvents:
                                  "updated_at": p["t"]}
             elif kind == "started":
                 if d is not None and d.attempt == attempt:
-                    self.started_total += not d.started
+                    self.counters.started += not d.started
                     ray_node = p.get("node_id", "")[:8]
                     d.started, d.started_at = True, p["t"]
                     d.ran_on = f"{p['node']} (Ray node {ray_node})" if ray_node else p["node"]
@@ -224,10 +223,10 @@ class RayEvents:
                 attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
                                                           "reason": reason, "ended_at": p["t"], **_usage(p)}))
                 if d is not None and d.attempt == attempt:
-                    gone[job_id] = self.dispatched.pop(job_id)
-                    self.capacity.release(d.node, d.need)
+                    gone[job_id] = self.state.dispatched.pop(job_id)
+                    self.state.capacity.release(d.node, d.need)
                     if d.started_at:
-                        self.capacity.observe_runtime(p["t"] - d.started_at)
+                        self.state.capacity.observe_runtime(p["t"] - d.started_at)
         cursor = json.dumps({"epoch": self.epoch, "seq": events[-1][0]})
 
         def op(conn: Connection) -> list[Transition]:
@@ -252,7 +251,7 @@ class RayEvents:
         last = events[-1][0]
         self.received = max(self.received, last)
         if gone:
-            self.wake.set()  # their resources are free now; the commit can follow
+            self.state.wake.set()  # their resources are free now; the commit can follow
         write = asyncio.ensure_future(self.store.write(op))
 
         async def committed() -> None:
@@ -268,8 +267,8 @@ class RayEvents:
                 if is_terminal(tr.new):
                     ended.append((tr.job_id, tr.new))
                 elif tr.new is S.PENDING and tr.job_id in gone:
-                    self.requeue(gone[tr.job_id].job, tr)
-            await self._finish(ended)
+                    self.outcomes.requeue(gone[tr.job_id].job, tr)
+            await self.outcomes.finish(ended)
             for job_id in gone:
                 self.logs.wake(job_id)
 

@@ -121,8 +121,8 @@ class Sampler:
         self._last = 0.0
 
     def counters(self, sched: Scheduler) -> dict[str, int]:
-        ended = sched.ended_counts
-        return {"submitted": sched.submitted_total, "started": sched.started_total,
+        ended = sched.counters.ended
+        return {"submitted": sched.counters.submitted, "started": sched.counters.started,
                 "finished": ended.get(JobStatus.COMPLETED.value, 0), "failed": ended.get(JobStatus.FAILED.value, 0)}
 
     def sample(self, now: float) -> MetricPoint | None:
@@ -134,7 +134,7 @@ class Sampler:
             return None
         nodes = self.ray.node_infos() if self.ray.connected else []
         cluster, per = usage(nodes)
-        running = sum(1 for d in sched.dispatched.values() if d.started)
+        running = sum(1 for d in sched.state.dispatched.values() if d.started)
         point = MetricPoint(time=datetime.fromtimestamp(self._last, timezone.utc), seconds=round(now - self._last, 3),
                             queue_depth=sched.queue_depth(), running=running, nodes=per,
                             **{k: counts[k] - self._base[k] for k in COUNTERS}, **cluster.model_dump())
@@ -183,28 +183,28 @@ async def prometheus_text(sched: Scheduler, store: Store, backend: RayBackend, l
                    [({"status": s.value}, counts.get(s.value, 0)) for s in JobStatus])
     out += _family("sage_ops_queue_depth", "gauge", "jobs waiting to run (pending)", [({}, sched.queue_depth())])
     out += _family("sage_ops_dispatched_total", "counter", "attempts handed to Ray since the daemon started",
-                   [({}, sched.decisions)])
+                   [({}, sched.counters.decisions)])
     out += _family("sage_ops_finished_total", "counter", "jobs that ended since the daemon started, by status",
-                   [({"status": s}, n) for s, n in sorted(sched.ended_counts.items())])
+                   [({"status": s}, n) for s, n in sorted(sched.counters.ended.items())])
     out += _family("sage_ops_scheduler_seconds_total", "counter", "time spent choosing what to run",
-                   [({}, round(sched.decision_seconds, 6))])
+                   [({}, round(sched.counters.decision_seconds, 6))])
     out += _family("sage_ops_cluster_resource", "gauge", "Ray cluster resources (total and available)",
                    [({"resource": r, "state": state}, v) for state, res in (("total", ray.resources),
                                                                             ("available", ray.available))
                     for r, v in sorted(res.items()) if r in ("CPU", "GPU", "memory")])
     out += _family("sage_ops_cluster_nodes", "gauge", "Ray nodes alive", [({}, ray.nodes)])
     out += _family("sage_ops_submitted_total", "counter", "jobs accepted since the daemon started",
-                   [({}, sched.submitted_total)])
+                   [({}, sched.counters.submitted)])
     out += _family("sage_ops_started_total", "counter", "attempts that started running since the daemon started",
-                   [({}, sched.started_total)])
+                   [({}, sched.counters.started)])
     out += _family("sage_ops_dispatcher_refused_total", "counter", "calls the Ray dispatcher actor refused "
-                   "(no daemon key, or not the capability of a dispatched attempt)", [({}, sched.refused)])
+                   "(no daemon key, or not the capability of a dispatched attempt)", [({}, sched.counters.refused)])
     _, per = usage(backend.node_infos() if backend.connected else [])
     out += _family("sage_ops_node_resource", "gauge", "resources of each Ray node: total and in use by tasks",
                    [({"node": name, "resource": r, "state": state}, getattr(u, f"{r}_{state}"))
                     for name, u in sorted(per.items()) for r in ("cpu", "memory", "gpu")
                     for state in ("total", "used")])
-    tenants = sorted(sched.quotas)
+    tenants = sorted(sched.state.quotas)
     for key, help_text in (("running_jobs", "jobs a tenant runs"), ("queued_jobs", "jobs a tenant has waiting"),
                            ("cpu_in_use", "CPUs a tenant's running jobs hold")):
         out += _family(f"sage_ops_tenant_{key}", "gauge", help_text,

@@ -1,0 +1,142 @@
+"""Dispatch: what the cluster can start now, handed to the backend in one batch per pass. Within
+a tenant, highest priority first and FIFO within a priority; across tenants, the least served
+first; a tenant at its quota waits without holding up the others; the job chosen next reserves
+its resources. Event driven (a submit, a job end, a due retry wakes it), never a fixed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import SageOpsError
+from ...lifecycle import JobStatus, amend
+from ...schemas import JobKind
+from ..backend import transit
+from ..storage import store as st
+from ..storage.sealing import Sealer
+from .ports import Backend
+from .queue_items import Dispatched, Queued
+from .queue_state import TermPart
+from .quotas import over_quota
+from .run_as import RunAs
+
+log = logging.getLogger(__name__)
+S = JobStatus
+
+
+@dataclass(eq=False)
+class Dispatch(TermPart):
+    backend: Backend
+    run_as: RunAs
+    sealer: Sealer
+    hide: dict[JobKind, list[str]]  # per kind, what the daemon's own jobs must not see (the scheduler's cache)
+
+    async def loop(self) -> None:
+        state = self.state
+        while not state.stopping:
+            timeout = max(0.0, state.later[0][0] - self.clock.now()) if state.later else None
+            try:
+                await asyncio.wait_for(state.wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            state.wake.clear()
+            await self.once()
+
+    async def once(self) -> list[dict[str, Any]]:
+        """One pass: release the retries now due, hand what can start to the backend (the batch)."""
+        state = self.state
+        if not state.ready or not self.backend.connected:
+            return []
+        t0 = time.perf_counter()
+        self._due()
+        batch = self._take_runnable()
+        self.counters.decision_seconds += time.perf_counter() - t0
+        self.counters.decisions += len(batch)
+        if not batch:
+            return batch
+        try:
+            await self.backend.submit(batch)
+            return batch
+        except Exception as exc:  # noqa: BLE001 - Ray trouble: put the jobs back, try later
+            log.error("dispatch of %d jobs failed: %s", len(batch), exc)
+            for item in batch:
+                d = state.dispatched.pop(item["id"])
+                state.capacity.release(d.node, d.need)
+                state.queued[d.id] = d.job
+                state.queue(d.job)
+            await asyncio.sleep(1)
+            state.wake.set()
+            return []
+
+    def _due(self) -> None:
+        state, now = self.state, self.clock.now()
+        while state.later and state.later[0][0] <= now:
+            _, seq, job_id = heapq.heappop(state.later)
+            job = state.queued.get(job_id)
+            if job is not None and job.status is S.PENDING:
+                job.not_before = None
+                state.ready_queue.push(job.tenant, job.priority, seq, job_id)
+
+    def _take_runnable(self) -> list[dict[str, Any]]:
+        """The jobs to start now, in order (see the module's docstring): a big job is never
+        starved by small ones, since nothing behind it jumps ahead."""
+        state = self.state
+        batch = []
+        at_quota: set[str | None] = set()
+        while (tenant := state.ready_queue.order(state.dispatched, state.quotas, at_quota)) is not False:
+            heap = state.ready_queue.heaps[tenant]
+            prio, _, job_id = heap[0]
+            job = state.queued.get(job_id)
+            if (job is None or job.status is not S.PENDING or -prio != job.priority or job.not_before
+                    or state.waiting.is_waiting(job_id)):
+                heapq.heappop(heap)  # stale: gone, re-prioritised, delayed or waiting
+                continue
+            if tenant is not None and tenant in state.quotas:
+                res = job.spec.resources
+                why = over_quota(tenant, state.quotas[tenant], state.dispatched.use[tenant], res.cpu, res.gpu)
+                if why is not None:
+                    at_quota.add(tenant)
+                    self._blocked(job, why)
+                    continue
+            node = state.capacity.charge(job.need)
+            if node is None:
+                break
+            heapq.heappop(heap)
+            del state.queued[job_id]
+            attempt = job.attempts_made + 1
+            state.dispatched[job_id] = Dispatched(job, attempt, node)
+            batch.append({"id": job_id, "attempt": attempt, "resources": job.spec.resources.model_dump(),
+                          "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)})
+        return batch
+
+    def _options(self, job: Queued, attempt: int) -> dict[str, Any]:
+        """How the attempt runs: limits, the user it runs as (or what it must not see), its secrets
+        sealed for this attempt alone."""
+        jm, storage = self.cfg.jobmanager, self.cfg.storage
+        opts: dict[str, Any] = {"timeout": job.spec.timeout or jm.job_timeout, "kill_grace": jm.kill_grace,
+                                "max_log_bytes": storage.max_log_bytes, "max_result_bytes": storage.max_result_bytes,
+                                "run_as": job.spec.run_as}
+        if not job.spec.run_as:
+            kind = job.spec.kind
+            if kind not in self.hide:
+                self.hide[kind] = self.run_as.hidden(self.cfg, kind)
+            opts["hide"] = self.hide[kind]
+        if job.spec.secret_env:
+            try:
+                opts["secret_env"] = transit.seal(self.sealer.unseal(job.spec), job.id, attempt)
+            except (SageOpsError, transit.TransitError) as exc:
+                opts["secret_error"] = exc.message  # the attempt fails, saying why
+        return opts
+
+    def _blocked(self, job: Queued, why: str) -> None:
+        """Show why a job waits (once per reason): its reason says which quota holds it."""
+        if job.blocked == why:
+            return
+        job.blocked = why
+        now = self.clock.now()
+        self.state.in_background(self.store.write(lambda c: st.apply_transitions(c, [amend(job.id, S.PENDING, why)],
+                                                                                 now)))

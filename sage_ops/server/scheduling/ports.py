@@ -1,0 +1,27 @@
+"""What the scheduling layer needs from the cluster, as a Protocol: the Ray backend provides it
+in the daemon, tests/fake_backend.py in the fast tests of the rules. Nothing here imports Ray."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Backend(Protocol):
+    connected: bool
+    detail: str | None
+
+    def node_totals(self, open_only: bool = False) -> list[tuple[str, dict[str, float]]]:
+        """Each live node's resources (open: not draining)."""
+        ...
+
+    def refresh_nodes(self) -> None: ...
+
+    async def submit(self, jobs: list[dict[str, Any]]) -> None:
+        """Hand attempts to the dispatcher actor (one item per attempt)."""
+        ...
+
+    async def cancel(self, job_id: str, grace: float) -> bool: ...
+
+    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> dict[str, Any]:
+        """The actor's events after `after` (and what is in flight); `ack`: what it may forget."""
+        ...
