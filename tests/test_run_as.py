@@ -78,7 +78,8 @@ def beta_job(multi: Daemon) -> Iterator[dict[str, Any]]:
     view = beta.submit_job({"kind": "script", "script": {"filename": "beta.sh", "content": script},
                             "secret_env": {"TOKEN": SECRET}})
     wait_until(lambda: len(lines(beta, view.id)) >= 2, timeout=120)
-    job = beta.get_job(view.id)
+    # its lines are on disk before its start is committed: wait for the attempt's row too
+    job = wait_until(lambda: (j := beta.get_job(view.id)).attempts and j, timeout=60)
     yield {"id": view.id, "pid": job.attempts[-1].pid, "client": beta, "scratch": lines(beta, view.id)[1]}
     beta.cancel_job(view.id)
 

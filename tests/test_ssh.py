@@ -370,7 +370,7 @@ def test_own_wheel_is_a_wheel_pip_installs_and_an_installed_copy_rebuilds_it(tmp
         names = z.namelist()
         meta = z.read(f"sage_ops-{wheel.version}.dist-info/METADATA").decode()
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    assert {"sage_ops/tui/app.tcss", "sage_ops/server/migrations/script.py.mako"} <= set(names)  # package data
+    assert {"sage_ops/tui/app.tcss", "sage_ops/server/storage/migrations/script.py.mako"} <= set(names)  # package data
     assert f"Version: {wheel.version}\n" in meta
     assert f"Requires-Dist: ray[default]=={metadata.version('ray')}\n" in meta
     target = tmp_path / "site"

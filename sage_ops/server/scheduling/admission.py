@@ -149,12 +149,9 @@ def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[d
     for p in plans:
         spec = p.spec
         ended = p.status in (S.REJECTED, S.CANCELLED)
-        jobs.append({
-            "id": p.id, "seq": p.seq, "name": spec.display_name(), "tenant": spec.tenant, "status": p.status.value,
-            "reason": p.reason, "priority": spec.priority, "kind": spec.kind.value, "spec": p.spec_json,
-            "exit_code": None, "result": None, "attempts_made": 0, "node": None, "created_at": now,
-            "updated_at": now, "started_at": None, "ended_at": now if ended else None,
-        })
+        jobs.append(st.new_job_row(id=p.id, seq=p.seq, name=spec.display_name(), tenant=spec.tenant,
+                                   status=p.status.value, reason=p.reason, priority=spec.priority, kind=spec.kind.value,
+                                   spec=p.spec_json, created_at=now, updated_at=now, ended_at=now if ended else None))
         events.extend(st.event_row(t, now) for t in p.transitions)
         edges.extend({"job_id": p.id, "depends_on": d} for d in p.deps)
     return jobs, events, edges

@@ -10,17 +10,18 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection
 
-from ...lifecycle import JobStatus, Transition, attempt_outcome, is_terminal, transition
+from ...lifecycle import JobStatus, Transition, is_terminal
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore
-from .outcomes import Outcomes, failure
+from .decode import Decoded, decode
+from .outcomes import Outcomes
 from .ports import Backend
 from .queue_items import Dispatched
 from .queue_state import TermPart
@@ -36,17 +37,6 @@ REFUSED_AUDIT_SECONDS = 60.0  # calls the dispatcher refused reach the audit as 
 def _logged(done: asyncio.Future[None]) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.error("cannot write an audit row: %s", done.exception())
-
-
-def _usage(p: dict[str, Any]) -> dict[str, Any]:
-    """An attempt's CPU seconds and peak memory from its `ended` event, when its runner measured
-    them (not when its worker died); anything but a finite non-negative number is left out."""
-    out: dict[str, Any] = {}
-    for key, kind in (("cpu_seconds", float), ("max_rss_bytes", int)):
-        value = p.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2**62:
-            out[key] = kind(value)
-    return out
 
 
 @dataclass(eq=False)
@@ -158,14 +148,6 @@ class Reconcile(TermPart):
         if self._applying:
             await asyncio.gather(*self._applying, return_exceptions=True)
 
-    def _ended_transition(self, d: Dispatched | None, job_id: str, attempt: int, p: dict[str, Any],
-                          status: JobStatus, reason: str) -> Transition:
-        fields = {"exit_code": p.get("exit_code"),
-                  "result": json.dumps(p["result"]) if p.get("result") is not None else None}
-        if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
-            return failure(d.job, S.RUNNING, attempt, reason, p["t"], **fields)
-        return transition(job_id, S.RUNNING, status, reason, attempt, ended_at=p["t"], **fields)
-
     async def apply_events(self, events: list[Any], wait: bool = True) -> None:
         """Apply a batch of the actor's events: memory at once, the database in order.
 
@@ -175,107 +157,98 @@ class Reconcile(TermPart):
         """
         if not events:
             return
-        # Log blocks first, off the event loop; an attempt's lines come before its `ended`, so
-        # they are on disk before its end is committed (and before followers hear of it).
-        cancelled = False
-        blocks = [(p["job_id"], p["attempt"], p["data"]) for _s, kind, p in events if kind == "logs" and "data" in p]
-        if blocks:
-            written = asyncio.ensure_future(self.logs.append_blocks(blocks, self.cfg.storage.max_log_bytes))
-            while not written.done():
-                try:
-                    await asyncio.shield(written)
-                except asyncio.CancelledError:  # stopping: lines on disk must be committed too
-                    cancelled = True
-            written.result()
-        trs: list[tuple[Transition, Transition | None, dict[str, Any] | None]] = []
-        attempt_updates: list[tuple[str, int, dict[str, Any]]] = []
-        gone: dict[str, Dispatched] = {}
-        stats: dict[str, dict[str, Any]] = {}
-        for _seq, kind, p in events:
-            job_id, attempt = p["job_id"], p["attempt"]
-            d = self.state.dispatched.get(job_id)
-            if kind == "logs":
-                if "lines" in p:  # from an actor of an older version (replaced once idle)
-                    self.logs.append(job_id, [tuple(x) for x in p["lines"]], self.cfg.storage.max_log_bytes)
-            elif kind == "pipeline":  # the latest operator metrics of a pipeline job
-                stats[job_id] = {"job_id": job_id, "attempt": attempt, "data": json.dumps(p["metrics"]),
-                                 "updated_at": p["t"]}
-            elif kind == "started":
-                if d is not None and d.attempt == attempt:
-                    self.counters.started += not d.started
-                    ray_node = p.get("node_id", "")[:8]
-                    d.started, d.started_at = True, p["t"]
-                    d.ran_on = f"{p['node']} (Ray node {ray_node})" if ray_node else p["node"]
-                row = {"job_id": job_id, "number": attempt, "status": S.RUNNING.value, "node": p["node"],
-                       "pid": p["pid"], "started_at": p["t"]}
-                trs.append((transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt} on {p['node']}", attempt,
-                                       started_at=p["t"], node=p["node"], attempts_made=attempt), None, row))
-            elif kind == "ended":
-                status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
-                if p.get("exit_code") is None and not p.get("cancelled") and d is not None and d.ran_on:
-                    reason = f"node {d.ran_on}: {reason}"  # its worker or node died: say where
-                main = self._ended_transition(d, job_id, attempt, p, status, reason)
-                # if its `started` never arrived (it could not start), it still ran as an attempt
-                alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=p["t"],
-                                 attempts_made=attempt)
-                trs.append((main, alt, {"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
-                                        "started_at": p["t"]}))
-                attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
-                                                          "reason": reason, "ended_at": p["t"], **_usage(p)}))
-                if d is not None and d.attempt == attempt:
-                    gone[job_id] = self.state.dispatched.pop(job_id)
-                    self.state.capacity.release(d.node, d.need)
-                    if d.started_at:
-                        self.state.capacity.observe_runtime(p["t"] - d.started_at)
-        cursor = json.dumps({"epoch": self.epoch, "seq": events[-1][0]})
-
-        def op(conn: Connection) -> list[Transition]:
-            moved = []
-            for main, alt, row in trs:
-                ok = st.apply_transitions(conn, [main])[0]
-                if ok and alt is None and row is not None:
-                    st.insert_attempt(conn, row)  # a `started` event
-                if not ok and alt is not None and st.apply_transitions(conn, [alt])[0]:
-                    assert row is not None
-                    st.insert_attempt(conn, row)  # ended without a `started`: still an attempt
-                    ok = st.apply_transitions(conn, [main])[0]
-                if ok and main.old is S.RUNNING:
-                    moved.append(main)
-            for job_id, number, values in attempt_updates:
-                st.update_attempt(conn, job_id, number, values)
-            for row in stats.values():
-                st.put_pipeline_stats(conn, row)
-            st.set_meta(conn, self.CURSOR_KEY, cursor)
-            return moved
-
+        decoded = decode(events, self.state.dispatched)
+        cancelled = await self._store_logs(decoded)
+        gone = self._remember(decoded)
         last = events[-1][0]
         self.received = max(self.received, last)
-        if gone:
-            self.state.wake.set()  # their resources are free now; the commit can follow
-        write = asyncio.ensure_future(self.store.write(op))
-
-        async def committed() -> None:
-            try:
-                moved = await write
-            except Exception as exc:  # noqa: BLE001 - fetch the batch again from the actor
-                log.error("recording %d dispatcher events failed: %s", len(events), exc)
-                self.received = self.cursor
-                return
-            self.cursor = max(self.cursor, last)
-            ended = []
-            for tr in moved:
-                if is_terminal(tr.new):
-                    ended.append((tr.job_id, tr.new))
-                elif tr.new is S.PENDING and tr.job_id in gone:
-                    self.outcomes.requeue(gone[tr.job_id].job, tr)
-            await self.outcomes.finish(ended)
-            for job_id in gone:
-                self.logs.wake(job_id)
-
-        task = asyncio.ensure_future(committed())
+        write = asyncio.ensure_future(self.store.write(self._transaction(decoded, last)))  # queued in order
+        task = asyncio.ensure_future(self._committed(write, gone, last, len(events)))
         self._applying.add(task)
         task.add_done_callback(self._applying.discard)
         if cancelled:
             raise asyncio.CancelledError
         if wait:
             await task
+
+    async def _store_logs(self, decoded: Decoded) -> bool:
+        """Log blocks first, off the event loop; an attempt's lines come before its `ended`, so
+        they are on disk before its end is committed (and before followers hear of it). Returns
+        whether the caller was cancelled meanwhile (stopping: lines on disk must be committed too)."""
+        max_bytes = self.cfg.storage.max_log_bytes
+        cancelled = False
+        if decoded.blocks:
+            written = asyncio.ensure_future(self.logs.append_blocks(decoded.blocks, max_bytes))
+            while not written.done():
+                try:
+                    await asyncio.shield(written)
+                except asyncio.CancelledError:
+                    cancelled = True
+            written.result()
+        for job_id, lines in decoded.old_lines:
+            self.logs.append(job_id, lines, max_bytes)
+        return cancelled
+
+    def _remember(self, decoded: Decoded) -> dict[str, Dispatched]:
+        """The dispatched attempts that started or ended, in memory at once: an ended one frees
+        its resources before its end is committed. Returns those that ended."""
+        state = self.state
+        for job_id, t, where in decoded.started:
+            d = state.dispatched[job_id]
+            self.counters.started += not d.started
+            d.started, d.started_at, d.ran_on = True, t, where
+        gone: dict[str, Dispatched] = {}
+        for job_id, t in decoded.ended:
+            d = gone[job_id] = state.dispatched.pop(job_id)
+            state.capacity.release(d.node, d.need)
+            if d.started_at:
+                state.capacity.observe_runtime(t - d.started_at)
+        if gone:
+            state.wake.set()  # their resources are free now; the commit can follow
+        return gone
+
+    def _transaction(self, decoded: Decoded, last: int) -> Callable[[Connection], list[Transition]]:
+        """One transaction for the batch and the cursor; it returns the transitions that moved a
+        running attempt."""
+        cursor = json.dumps({"epoch": self.epoch, "seq": last})
+
+        def op(conn: Connection) -> list[Transition]:
+            moved = []
+            for m in decoded.moves:
+                ok = st.apply_transitions(conn, [m.main])[0]
+                if ok and m.alt is None and m.row is not None:
+                    st.insert_attempt(conn, m.row)  # a `started` event
+                if not ok and m.alt is not None and st.apply_transitions(conn, [m.alt])[0]:
+                    assert m.row is not None
+                    st.insert_attempt(conn, m.row)  # ended without a `started`: still an attempt
+                    ok = st.apply_transitions(conn, [m.main])[0]
+                if ok and m.main.old is S.RUNNING:
+                    moved.append(m.main)
+            for job_id, number, values in decoded.attempt_updates:
+                st.update_attempt(conn, job_id, number, values)
+            for row in decoded.stats.values():
+                st.put_pipeline_stats(conn, row)
+            st.set_meta(conn, self.CURSOR_KEY, cursor)
+            return moved
+
+        return op
+
+    async def _committed(self, write: Awaitable[list[Transition]], gone: dict[str, Dispatched], last: int,
+                         count: int) -> None:
+        """After the commit: the cursor moves, and the ends take effect on the queue."""
+        try:
+            moved = await write
+        except Exception as exc:  # noqa: BLE001 - fetch the batch again from the actor
+            log.error("recording %d dispatcher events failed: %s", count, exc)
+            self.received = self.cursor
+            return
+        self.cursor = max(self.cursor, last)
+        ended = []
+        for tr in moved:
+            if is_terminal(tr.new):
+                ended.append((tr.job_id, tr.new))
+            elif tr.new is S.PENDING and tr.job_id in gone:
+                self.outcomes.requeue(gone[tr.job_id].job, tr)
+        await self.outcomes.finish(ended)
+        for job_id in gone:
+            self.logs.wake(job_id)

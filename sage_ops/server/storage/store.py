@@ -49,6 +49,10 @@ from .database import (
 from .job_counts import add_counts
 from .job_sort import page_query
 from .sealing import redacted
+from .tables import Job
+
+#: the job row's optional columns and their defaults, from the table's model (tables.Job)
+JOB_DEFAULTS = {name: f.default for name, f in Job.model_fields.items() if not f.is_required()}
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -322,13 +326,23 @@ def get_meta(conn: Connection, key: str) -> str | None:
 
 
 # -- queries ---------------------------------------------------------------------------------
+def new_job_row(**values: Any) -> dict[str, Any]:
+    """A job row to insert: the columns given, the others at the table's defaults."""
+    return {**JOB_DEFAULTS, **values}
+
+
+def _view_fields(m: Any) -> dict[str, Any]:
+    """The JobView fields a job row holds as they are: the one place the row maps to the view."""
+    return {"id": m["id"], "name": m["name"], "status": JobStatus(m["status"]), "reason": m["reason"],
+            "priority": m["priority"], "tenant": m["tenant"], "kind": JobKind(m["kind"]), "exit_code": m["exit_code"],
+            "attempts_made": m["attempts_made"], "node": m["node"], "created_at": utc(m["created_at"]),
+            "started_at": utc(m["started_at"]), "ended_at": utc(m["ended_at"])}
+
+
 def job_view(row: Any, attempts: list[Any] | None = None, with_spec: bool = True) -> JobView:
     m = row._mapping if hasattr(row, "_mapping") else row
     return JobView(
-        id=m["id"], name=m["name"], status=JobStatus(m["status"]), reason=m["reason"],
-        priority=m["priority"], tenant=m["tenant"], kind=m["kind"], exit_code=m["exit_code"],
-        attempts_made=m["attempts_made"], node=m["node"], created_at=utc(m["created_at"]),
-        started_at=utc(m["started_at"]), ended_at=utc(m["ended_at"]),
+        **_view_fields(m),
         spec=redacted(JobSpec.model_validate_json(m["spec"])) if with_spec and m["spec"] else None,
         attempts=[
             AttemptView(number=a.number, status=JobStatus(a.status), node=a.node, pid=a.pid,
@@ -341,13 +355,7 @@ def job_view(row: Any, attempts: list[Any] | None = None, with_spec: bool = True
 
 def fresh_view(row: dict[str, Any], spec: JobSpec | None) -> JobView:
     """The view of a row just inserted, without re-validating what was just validated."""
-    return JobView.model_construct(
-        id=row["id"], name=row["name"], status=JobStatus(row["status"]), reason=row["reason"],
-        priority=row["priority"], tenant=row["tenant"], kind=JobKind(row["kind"]), exit_code=None, attempts_made=0,
-        node=None, created_at=utc(row["created_at"]), started_at=None, ended_at=utc(row["ended_at"]),
-        spec=spec and redacted(spec),
-        attempts=[],
-    )
+    return JobView.model_construct(**_view_fields(row), spec=spec and redacted(spec), attempts=[])
 
 
 def get_job_row(conn: Connection, job_id: str) -> Any:
