@@ -3,8 +3,8 @@ milliseconds: no Ray, no daemon, no subprocess (the dramatiq StubBroker idea).
 
 `FakeBackend` is a `Backend` (scheduling/ports.py): `connected`, `node_totals`, `submit`,
 `cancel`, `poll`, `refresh_nodes`. What the dispatcher actor would report, the test says
-(`started`, `ended`, `timed_out`): each becomes the event tuple the actor emits
-(backend/actor.py Dispatcher._emit, its `ended` payload being backend/attempt.py run_job's outcome), and
+(`started`, `ended`, `timed_out`): each becomes the event the actor emits, typed as in
+backend/protocol.py (its `ended` payload being backend/attempt.py run_job's outcome), and
 `deliver` hands them over the way the daemon's poll loop does: `poll`, then `apply_events`.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sage_ops.server.backend.protocol import AttemptItem, Ended, Event, EventKind, PollReply, Started
 from sage_ops.server.scheduling.queue_items import Clock
 
 if TYPE_CHECKING:
@@ -43,10 +44,10 @@ class FakeBackend:
         self.connected = True
         self.detail: str | None = None
         self.epoch = epoch
-        self.batches: list[list[dict[str, Any]]] = []  # every submit, in order
+        self.batches: list[list[AttemptItem]] = []  # every submit, in order
         self.inflight: dict[str, int] = {}  # job id -> attempt, as the actor's `inflight`
         self.cancels: list[tuple[str, float]] = []  # (job id, grace) of every cancel asked for
-        self.events: list[tuple[int, str, dict[str, Any]]] = []  # (seq, kind, payload) not yet acknowledged
+        self.events: list[Event] = []  # (seq, kind, payload) not yet acknowledged
         self.seq = 0
 
     # -- the RayBackend surface --------------------------------------------------------------
@@ -56,7 +57,7 @@ class FakeBackend:
     def refresh_nodes(self) -> None:
         """Nothing to ask: `nodes` is the truth."""
 
-    async def submit(self, jobs: list[dict[str, Any]]) -> None:
+    async def submit(self, jobs: list[AttemptItem]) -> None:
         self.batches.append(jobs)
         for job in jobs:
             self.inflight[job["id"]] = job["attempt"]
@@ -69,31 +70,31 @@ class FakeBackend:
         self.ended(job_id, SIGTERM_EXIT, "cancelled", cancelled=True)
         return True
 
-    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> dict[str, Any]:
+    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
         """The actor's poll: forget what is acknowledged, return what is after `after`."""
         if epoch != self.epoch:
             ack = after = 0
         self.events = [e for e in self.events if e[0] > ack]
         return {"epoch": self.epoch, "events": [e for e in self.events if e[0] > after],
-                "inflight": dict(self.inflight), "refused": 0, "refused_last": None}
+                "inflight": dict(self.inflight), "refused": 0, "refused_last": ""}
 
     # -- what the test makes happen on the cluster -------------------------------------------
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+    def _emit(self, kind: EventKind, payload: Started | Ended) -> None:
         self.seq += 1
         self.events.append((self.seq, kind, payload))
 
     def started(self, job_id: str, host: str = "host-1", pid: int = 4242) -> None:
-        node_id = next(iter(self.nodes), "")
-        self._emit("started", {"job_id": job_id, "attempt": self.inflight[job_id], "node": host, "pid": pid,
-                               "t": self.clock.now(), "node_id": node_id})
+        payload: Started = {"job_id": job_id, "attempt": self.inflight[job_id], "node": host, "pid": pid,
+                            "t": self.clock.now(), "node_id": next(iter(self.nodes), "")}
+        self._emit("started", payload)
 
     def ended(self, job_id: str, exit_code: int | None, reason: str | None = None, *, cancelled: bool = False,
               timed_out: bool = False, result: Any = None) -> None:
         """The attempt in flight ended: the payload run_job returns, as the actor reports it."""
-        attempt = self.inflight.pop(job_id)
-        self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": self.clock.now(), "exit_code": exit_code,
-                             "reason": reason, "result": result, "cancelled": cancelled, "timed_out": timed_out,
-                             "batches": 0, "cpu_seconds": 0.5, "max_rss_bytes": 1 << 20})
+        payload: Ended = {"job_id": job_id, "attempt": self.inflight.pop(job_id), "t": self.clock.now(),
+                          "exit_code": exit_code, "reason": reason, "result": result, "cancelled": cancelled,
+                          "timed_out": timed_out, "batches": 0, "cpu_seconds": 0.5, "max_rss_bytes": 1 << 20}
+        self._emit("ended", payload)
 
     def timed_out(self, job_id: str) -> None:
         """The runner's deadline passed: it ended the process group and said so."""

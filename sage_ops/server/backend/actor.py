@@ -26,6 +26,18 @@ from typing import Any
 import ray
 
 from .attempt import PROTOCOL, run_job_task
+from .protocol import (
+    AttemptOutcome,
+    Ended,
+    Event,
+    EventKind,
+    HelloReply,
+    Logs,
+    Pipeline,
+    PollReply,
+    Started,
+    SubmittedAttempt,
+)
 
 __all__ = ["LOG_HELD_MAX", "PROTOCOL", "Dispatcher", "key_hash"]
 
@@ -77,15 +89,14 @@ class Dispatcher:
         self.refused_last = ""  # the latest of them, said in the audit row
         self.epoch = uuid.uuid4().hex
         self.seq = 0
-        self.events: deque[tuple[int, str, dict[str, Any]]] = deque()
+        self.events: deque[Event] = deque()
         self.inflight: dict[str, tuple[int, Any]] = {}
         self.seen: dict[tuple[str, int], AttemptCalls] = {}
         self.log_bytes = 0  # log data in `events` the daemon has not acknowledged
         self.log_waiting = 0  # log calls waiting (each holds one of the actor's max_concurrency slots)
         self._changed: asyncio.Event | None = None
         self._room: asyncio.Event | None = None  # set when log_bytes falls under LOG_HELD_MAX
-        ctx = ray.get_runtime_context()
-        self._owner = (ctx.get_actor_name(), ctx.namespace, self.epoch)
+        self._owner: tuple[str, str, str] | None = None  # how runners find it (attempt._dispatcher)
 
     def _refuse(self, what: str) -> PermissionError:
         self.refused += 1
@@ -109,36 +120,37 @@ class Dispatcher:
         """Attempts in flight: all that is told without the key (whether it may be replaced)."""
         return len(self.inflight)
 
-    def hello(self, key: bytes) -> dict[str, Any]:
+    def hello(self, key: bytes) -> HelloReply:
         self._daemon(key, "hello")
         return {"epoch": self.epoch, "protocol": PROTOCOL, "inflight": len(self.inflight)}
 
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+    def _emit(self, kind: EventKind, payload: Started | Logs | Ended | Pipeline) -> None:
         self.seq += 1
         self.events.append((self.seq, kind, payload))
-        if kind == "logs":
-            self.log_bytes += len(payload["data"])
         if self._changed is not None:
             self._changed.set()
 
-    async def submit(self, key: bytes, jobs: list[dict[str, Any]]) -> int:
+    async def submit(self, key: bytes, jobs: list[SubmittedAttempt]) -> int:
         self._daemon(key, "submit")
+        if self._owner is None:  # asked of Ray at the first use: the class is tested without it
+            ctx = ray.get_runtime_context()
+            self._owner = (ctx.get_actor_name(), ctx.namespace, self.epoch)
         for job in jobs:
-            res = job["resources"]
-            options: dict[str, Any] = {"num_cpus": res["cpu"], "num_gpus": res["gpu"],
-                                       "name": f"sage-ops:{job['id']}"}
+            job_id, attempt, res, cap = job["id"], job["attempt"], job["resources"], job["cap"]
+            options: dict[str, Any] = {"num_cpus": res["cpu"], "num_gpus": res["gpu"], "name": f"sage-ops:{job_id}"}
             if res.get("memory"):
                 options["memory"] = res["memory"]
             if res.get("custom_resources"):
                 options["resources"] = res["custom_resources"]
-            self.caps[(job["id"], job["attempt"])] = job["cap"]
-            ref = run_job_task.options(**options).remote(job["id"], job["attempt"], job["spec"], self._owner,
-                                                         {**job["opts"], "resources": res}, job["cap"])
-            self.inflight[job["id"]] = (job["attempt"], ref)
-            asyncio.get_running_loop().create_task(self._watch(job["id"], job["attempt"], ref))
+            self.caps[(job_id, attempt)] = cap
+            ref = run_job_task.options(**options).remote(job_id, attempt, job["spec"], self._owner,
+                                                         {**job["opts"], "resources": res}, cap)
+            self.inflight[job_id] = (attempt, ref)
+            asyncio.get_running_loop().create_task(self._watch(job_id, attempt, ref))
         return len(jobs)
 
     async def _watch(self, job_id: str, attempt: int, ref: Any) -> None:
+        out: AttemptOutcome
         try:
             out = await ref
         except ray.exceptions.TaskCancelledError:
@@ -158,13 +170,13 @@ class Dispatcher:
             calls.move()
         while calls.waiting:
             await calls.moved()
-        if not calls.started and out.get("started"):
-            self._started(job_id, attempt, **out["started"])
+        where = out.pop("started", None)
+        if not calls.started and where:
+            self._started(job_id, attempt, **where)
         self.seen.pop(key, None)
         self.late.append((time.monotonic() + LATE_SECONDS, key))
         if self.inflight.get(job_id, (None,))[0] == attempt:
             del self.inflight[job_id]
-        out.pop("started", None)
         self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": time.time(), **out})
 
     def started(self, job_id: str, attempt: int, cap: bytes, node: str, pid: int, t: float,
@@ -215,6 +227,7 @@ class Dispatcher:
             self.log_waiting -= 1
         calls.next_log = max(calls.next_log, seq + 1)
         if data:
+            self.log_bytes += len(data)
             self._emit("logs", {"job_id": job_id, "attempt": attempt, "data": data})
         calls.move()
 
@@ -243,7 +256,7 @@ class Dispatcher:
         return True
 
     async def poll(self, key: bytes, epoch: str, ack: int, after: int, timeout: float,
-                   limit: int = 20_000) -> dict[str, Any]:
+                   limit: int = 20_000) -> PollReply:
         """Events after `after`, dropping those up to `ack` (committed by the daemon), plus the
         in-flight set and the count of refused calls.
 
@@ -271,7 +284,7 @@ class Dispatcher:
                 await asyncio.wait_for(self._changed.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-        batch = []
+        batch: list[Event] = []
         for event in self.events:
             if event[0] > after:
                 batch.append(event)

@@ -1,11 +1,6 @@
 """What runs inside Ray for each job: the task that starts one attempt as a process group, streams
-its output to the dispatcher actor (actor.py) and returns its exit code and result.
-
-Log lines travel as blocks: the job's runner encodes them (job_output: the API's NDJSON, the
-daemon stores and serves them as they are) and sends FLUSH_BYTES per call. Past the actor's bound
-a `logs` call waits, the runner waits for its oldest calls, and the job waits on its full pipe.
-Nothing is dropped.
-"""
+its output to the dispatcher actor (actor.py; the batches: log_calls.py) and returns its outcome
+(protocol.py: the messages)."""
 
 from __future__ import annotations
 
@@ -18,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -32,7 +27,6 @@ from ..storage.job_output import (
     Control,
     Output,
     cut_line,
-    encode_lines,
     masker,
     read_result,
     split_lines,
@@ -40,14 +34,13 @@ from ..storage.job_output import (
 from . import job_user, sandbox, transit
 from .containment import Jail
 from .job_env import job_environment
+from .log_calls import FLUSH_SECONDS, LogCalls
 from .process_group import Watchdog, exited, kill_group, signal_exit
+from .protocol import AttemptOptions, AttemptOutcome, Where
 from .usage import Usage
 
-__all__ = ["MAX_LOG_LINE", "cut_line", "run_job", "split_lines"]
+__all__ = ["MAX_LOG_LINE", "Attempt", "cut_line", "run_job", "split_lines"]
 
-FLUSH_SECONDS = 0.05
-FLUSH_BYTES = 4 * 1024 * 1024  # encoded log data per call: a call costs ~1 ms of CPU along the way, few big ones
-LOG_CALLS = 2  # a job's unfinished log calls: past this it waits for the oldest (backpressure)
 READ_SIZE = 65536  # at most MAX_LOG_LINE: then only a read's first line can need cutting
 STARTED_DELAY = 0.02  # a job that ends sooner reports its start with its end: one call fewer
 
@@ -59,9 +52,9 @@ def _code_version() -> str:
 
     digest = hashlib.sha1()
     server = os.path.dirname(os.path.dirname(__file__))
-    for name in ("backend/attempt.py", "backend/actor.py", "storage/job_output.py", "backend/process_group.py",
-                 "backend/job_env.py", "backend/containment.py", "backend/job_user.py", "backend/transit.py",
-                 "backend/sandbox.py", "backend/usage.py"):
+    for name in ("backend/attempt.py", "backend/actor.py", "backend/protocol.py", "backend/log_calls.py",
+                 "storage/job_output.py", "backend/process_group.py", "backend/job_env.py", "backend/containment.py",
+                 "backend/job_user.py", "backend/transit.py", "backend/sandbox.py", "backend/usage.py"):
         path = os.path.join(server, name)
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -102,134 +95,156 @@ def _dispatcher(ref: tuple[str, str, str]) -> Any:
     return handle
 
 
-def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, str, str],
-            opts: dict[str, Any], cap: bytes = b"") -> dict:
-    """Run one attempt as a process group; stream its lines; return exit code and result.
+class _Refused(Exception):
+    """The attempt cannot start: (reason, exit code)."""
+
+
+class Attempt:
+    """One attempt of a job on this worker, as named steps (`run`): its working directory, its
+    command (user or sandbox, secrets), its environment, the process group spawned in its cgroup,
+    its output streamed to the dispatcher, its leader waited for (timeout, cancel), then its
+    result collected and its outcome reported. Its log lines leave in batches (`log`, LogCalls).
     `cap` (the attempt's capability) opens the dispatcher's calls; the job never sees it."""
-    dispatcher = _dispatcher(owner)
-    scratch = tempfile.mkdtemp(prefix=f"sage-ops-{job_id}-")
-    result_file = os.path.join(scratch, "result.json")
-    pending: list[bytes] = []  # encoded lines not sent yet
-    buffered = sent = 0  # bytes in `pending`; log calls made (each one's sequence number)
-    last_flush = time.monotonic()
-    deadline = float("inf")  # the job's timeout, once it has started
-    calls: deque[Any] = deque()  # log calls that may be unfinished
-    refs: list[Any] = []  # the pipeline's metrics calls
 
-    def add(data: bytes) -> None:
-        nonlocal buffered
-        if data:
-            pending.append(data)
-            buffered += len(data)
+    def __init__(self, job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, str, str],
+                 opts: AttemptOptions, cap: bytes) -> None:
+        self.job_id, self.attempt, self.spec, self.opts, self.cap = job_id, attempt, spec, opts, cap
+        self.dispatcher = _dispatcher(owner)
+        self.scratch = tempfile.mkdtemp(prefix=f"sage-ops-{job_id}-")
+        self.result_file = os.path.join(self.scratch, "result.json")
+        self.log = LogCalls(self.dispatcher, job_id, attempt, cap)
+        self.deadline = float("inf")  # the job's timeout, once it has started
+        self.refs: list[Any] = []  # the pipeline's metrics calls
+        self.capture = Capture(attempt, int(opts.get("max_log_bytes") or MAX_LOG_BYTES))
+        self.elsewhere: str | None = None  # said in the log, and in the reason if it fails: files may be missing
+        self.user: Any = None  # the job's own OS user (its pwd entry), when it runs as one
+        self.secret: dict[str, str] = {}
+        self.mask: Callable[[str], str] = masker(())
+        self.control: Control | None = None  # a pipeline's pipe for metrics and its error
+        self.ended_by: str | None = None  # "timeout" or "cancelled": the runner ended it
+        self.started: Where | None = None
+        self.report_start_at: float | None = None  # when to report the start (None: reported)
 
-    def note(message: str) -> None:
-        add(encode_lines([(time.time(), "system", message, attempt)]))
+    def run(self) -> AttemptOutcome:
+        """The steps, in order; an attempt that cannot start ends at once, saying why in its log."""
+        workdir = self.workdir()
+        try:
+            argv = self.command()
+            proc, jail, usage = self.spawn(argv, workdir, self.environment())
+        except _Refused as refused:
+            reason, code = refused.args
+            _rmtree(self.scratch)
+            self.log.note(reason)
+            self.log.flush()
+            return {"exit_code": code, "reason": reason, "result": None, "batches": self.log.sent + len(self.refs)}
+        try:
+            self.stream(proc)
+            self.wait_leader(proc, jail, usage)
+        except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
+            self.kill(proc, jail, usage)
+            self.ended_by = "cancelled"
+        finally:
+            self.release(proc, jail, usage)
+        code, signal_reason = signal_exit(proc.returncode if proc.returncode is not None else -9)
+        result = self.collect()
+        return self.report(code, signal_reason, result, usage)
 
-    def flush(final: bool = False) -> None:
-        # The return value says how many calls were made, and the actor reports the end only once
-        # it holds all of them (no round trip per call). Only LOG_CALLS may be unfinished: a
-        # dispatcher that holds too much for the daemon keeps them waiting, and so the job.
-        nonlocal buffered, sent, last_flush
-        if pending:
-            _wait_calls(calls, LOG_CALLS - 1, deadline)
-            calls.append(dispatcher.logs.remote(job_id, attempt, sent, b"".join(pending), cap))
-            sent += 1
-            pending.clear()
-            buffered = 0
-        last_flush = time.monotonic()
-
-    workdir = spec.get("working_dir")
-    elsewhere = None  # said in the log, and in the reason if it fails: the job's files may be missing
-    if not workdir or not os.path.isdir(workdir):
+    def workdir(self) -> str:
+        """The job's working_dir if this node has it, else its scratch directory (said in its log)."""
+        workdir = self.spec.get("working_dir")
+        if workdir and os.path.isdir(workdir):
+            return workdir
         if workdir:
-            elsewhere = f"working_dir {workdir} does not exist on {_node_name()}: it ran in a scratch directory"
-            note(f"{elsewhere} ({scratch})")
-        workdir = scratch
+            self.elsewhere = f"working_dir {workdir} does not exist on {_node_name()}: it ran in a scratch directory"
+            self.log.note(f"{self.elsewhere} ({self.scratch})")
+        return self.scratch
 
-    def refuse(reason: str, code: int) -> dict:
-        """The attempt ends before its job starts, saying why."""
-        _rmtree(scratch)
-        note(reason)
-        flush(final=True)
-        return {"exit_code": code, "reason": reason, "result": None, "batches": sent}
+    def command(self) -> list[str]:
+        """The job's argv as its user (setpriv) or in a sandbox, and its secrets opened; _Refused
+        when it cannot run (no such user, secrets that cannot be opened)."""
+        opts = self.opts
+        if opts.get("secret_error"):
+            raise _Refused(opts["secret_error"], 127)
+        try:
+            self.user = job_user.resolve(opts["run_as"]) if opts.get("run_as") else None
+            argv = _argv(self.spec, self.scratch)
+            if self.user is not None:
+                job_user.hand_over(self.scratch, self.user)
+                argv = [*job_user.setpriv(self.user), *argv]
+            elif opts.get("hide"):  # the daemon's own user: its files out of the job's sight
+                driver = self.spec["kind"] == "pipeline"  # of Ray: it reads Ray's token, finds its raylet by pid
+                ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH", "") if driver else ""
+                argv = sandbox.wrap(argv, opts["hide"], [self.scratch, ray_token], own_pids=not driver)
+        except LookupError as exc:
+            raise _Refused(str(exc.args[0]), 126) from None
+        self.secret, sealed_wrong = transit.opened(opts, self.job_id, self.attempt)  # sealed for the trip
+        if sealed_wrong:
+            raise _Refused(sealed_wrong, 127)
+        self.mask = masker(self.secret.values())
+        return argv
 
-    if opts.get("secret_error"):
-        return refuse(opts["secret_error"], 127)
-    try:
-        user = job_user.resolve(opts["run_as"]) if opts.get("run_as") else None
-        argv = _argv(spec, scratch)
-        if user is not None:
-            job_user.hand_over(scratch, user)
-            argv = [*job_user.setpriv(user), *argv]
-        elif opts.get("hide"):  # the daemon's own user: its files out of the job's sight
-            driver = spec["kind"] == "pipeline"  # of Ray: it reads Ray's token, finds its raylet by pid
-            ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH", "") if driver else ""
-            argv = sandbox.wrap(argv, opts["hide"], [scratch, ray_token], own_pids=not driver)
-    except LookupError as exc:
-        return refuse(str(exc.args[0]), 126)
-    secret, sealed_wrong = transit.opened(opts, job_id, attempt)  # sealed for the trip: opened here
-    if sealed_wrong:
-        return refuse(sealed_wrong, 127)
-    mask = masker(secret.values())
-    own = {**(spec.get("env") or {}), **secret, "SAGE_OPS_JOB_ID": job_id, "SAGE_OPS_ATTEMPT": str(attempt),
-           "SAGE_OPS_RESULT_FILE": result_file, "PYTHONUNBUFFERED": "1"}
-    control = Control(job_id, attempt, dispatcher, refs, cap) if spec["kind"] == "pipeline" else None
-    if control is not None:
-        own.update({"SAGE_OPS_CONTROL_FD": str(control.child),
-                    "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
-    own_pids = bool(opts.get("hide")) and user is None and spec["kind"] != "pipeline"  # bwrap --unshare-pid
-    uid = user.pw_uid if user else os.getuid()
-    env = job_environment(os.environ, uid, own, ray=control is not None)  # never the worker's own
-    res = opts.get("resources") or {}
-    Watchdog.ready()
-    usage = Usage(adopt=own_pids)
-    jail = Jail(f"{job_id}-{attempt}", float(res.get("cpu") or 0), int(res.get("memory") or 0))
-    try:
-        with jail.spawning():  # born in its cgroup: every descendant is the job's
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=workdir, env=env, start_new_session=True, pass_fds=(control.child,) if control else (),
-            )
-    except OSError as exc:
-        jail.close()
-        usage.close()
-        _rmtree(scratch)
-        note(f"could not start: {exc}")
-        flush(final=True)
-        if control is not None:
-            control.close()
-        return {"exit_code": 127, "reason": f"could not start: {exc}", "result": None, "batches": sent + len(refs)}
-    finally:
+    def environment(self) -> dict[str, str]:
+        """The job's environment: its own, its secrets, what sage-ops tells it (never the worker's)."""
+        own = {**(self.spec.get("env") or {}), **self.secret, "SAGE_OPS_JOB_ID": self.job_id,
+               "SAGE_OPS_ATTEMPT": str(self.attempt), "SAGE_OPS_RESULT_FILE": self.result_file,
+               "PYTHONUNBUFFERED": "1"}
+        if self.spec["kind"] == "pipeline":
+            self.control = Control(self.job_id, self.attempt, self.dispatcher, self.refs, self.cap)
+            own.update({"SAGE_OPS_CONTROL_FD": str(self.control.child),
+                        "SAGE_OPS_RAY_ADDRESS": ray.get_runtime_context().gcs_address})
+        uid = self.user.pw_uid if self.user else os.getuid()
+        return job_environment(os.environ, uid, own, ray=self.control is not None)
+
+    def spawn(self, argv: list[str], workdir: str, env: dict[str, str]
+              ) -> tuple[subprocess.Popen[bytes], Jail, Usage]:
+        """The job's process group, born in its cgroup (every descendant is the job's), watched
+        by the node's watchdog; its timeout starts now."""
+        control, res = self.control, self.opts.get("resources") or {}
+        own_pids = bool(self.opts.get("hide")) and self.user is None and self.spec["kind"] != "pipeline"  # bwrap
+        Watchdog.ready()
+        usage = Usage(adopt=own_pids)
+        jail = Jail(f"{self.job_id}-{self.attempt}", float(res.get("cpu") or 0), int(res.get("memory") or 0))
+        try:
+            with jail.spawning():
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
+                    env=env, start_new_session=True, pass_fds=(control.child,) if control else (),
+                )
+        except OSError as exc:
+            jail.close()
+            usage.close()
+            if control is not None:
+                control.started()
+                control.close()
+            raise _Refused(f"could not start: {exc}", 127) from None
         if control is not None:
             control.started()
-    jail.leader = proc.pid
-    Watchdog.tell("+", proc.pid, jail.cgroups())
-    started = {"node": _node_name(), "pid": proc.pid, "t": time.time(),
-               "node_id": ray.get_runtime_context().get_node_id()}
-    report_start_at: float | None = time.monotonic() + STARTED_DELAY
+        jail.leader = proc.pid
+        Watchdog.tell("+", proc.pid, jail.cgroups())
+        self.started = {"node": _node_name(), "pid": proc.pid, "t": time.time(),
+                        "node_id": ray.get_runtime_context().get_node_id()}
+        self.report_start_at = time.monotonic() + STARTED_DELAY
+        self.deadline = time.monotonic() + float(self.opts.get("timeout") or 1e12)
+        return proc, jail, usage
 
-    def report_start() -> None:
-        nonlocal report_start_at
-        report_start_at = None
-        dispatcher.started.remote(job_id, attempt, cap, **started)
-    deadline = time.monotonic() + float(opts.get("timeout") or 1e12)
-    outcome: dict[str, Any] = {}
-    capture = Capture(attempt, int(opts.get("max_log_bytes") or MAX_LOG_BYTES))
-    try:
+    def stream(self, proc: subprocess.Popen[bytes]) -> None:
+        """Read its stdout and stderr (and a pipeline's control pipe) until they close or its
+        timeout; flush a batch every FLUSH_SECONDS or FLUSH_BYTES; report its start once."""
+        control = self.control
         sel = selectors.DefaultSelector()
         outputs: dict[int, Output] = {}
         for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
             assert stream is not None
             os.set_blocking(stream.fileno(), False)
             sel.register(stream.fileno(), selectors.EVENT_READ, name)
-            outputs[stream.fileno()] = Output(name, attempt, mask if secret else None)
+            outputs[stream.fileno()] = Output(name, self.attempt, self.mask if self.secret else None)
         if control is not None:
             sel.register(control.fd, selectors.EVENT_READ, "control")
         while sel.get_map():
-            timeout = FLUSH_SECONDS if pending else 0.25
-            if report_start_at is not None:
-                timeout = min(timeout, report_start_at - time.monotonic())
-            for key, _ in sel.select(max(0.0, min(timeout, deadline - time.monotonic()))):
+            timeout = FLUSH_SECONDS if self.log.pending else 0.25
+            if self.report_start_at is not None:
+                timeout = min(timeout, self.report_start_at - time.monotonic())
+            for key, _ in sel.select(max(0.0, min(timeout, self.deadline - time.monotonic()))):
                 fd = key.fd
                 chunk = os.read(fd, READ_SIZE)
                 now = time.time()
@@ -240,33 +255,39 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
                     control.read(chunk)
                     continue
                 if not chunk:
-                    add(capture.close(outputs[fd], now))
+                    self.log.add(self.capture.close(outputs[fd], now))
                     sel.unregister(fd)
                     continue
-                add(capture.feed(outputs[fd], chunk, now))
-            if report_start_at is not None and time.monotonic() >= report_start_at:
-                report_start()
-            if pending and (buffered >= FLUSH_BYTES or time.monotonic() - last_flush >= FLUSH_SECONDS):
-                flush()
+                self.log.add(self.capture.feed(outputs[fd], chunk, now))
+            if self.report_start_at is not None and time.monotonic() >= self.report_start_at:
+                self.report_start_at = None
+                assert self.started is not None
+                self.dispatcher.started.remote(self.job_id, self.attempt, self.cap, **self.started)
+            if self.log.due():
+                self.log.flush(self.deadline)
             if control is not None:
                 control.forward()
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= self.deadline:
                 break
-        # Its output is closed; wait for the leader itself (it may live on without output).
-        while not exited(proc.pid, max(0.0, min(0.25, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                outcome["reason"] = "timeout"
-                note(f"timeout: ran longer than {opts['timeout']:g}s; killing its process group")
-                jail.signal(signal.SIGTERM)
-                usage.add(kill_group(proc, float(opts.get("kill_grace", 5))))
+
+    def wait_leader(self, proc: subprocess.Popen[bytes], jail: Jail, usage: Usage) -> None:
+        """Its output is closed: wait for the leader itself (it may live on without output) until
+        its timeout; then the strays of its group die with it."""
+        while not exited(proc.pid, max(0.0, min(0.25, self.deadline - time.monotonic()))):
+            if time.monotonic() >= self.deadline:
+                self.ended_by = "timeout"
+                self.log.note(f"timeout: ran longer than {self.opts['timeout']:g}s; killing its process group")
+                self.kill(proc, jail, usage)
                 break
-        usage.add(kill_group(proc, 0))  # the leader has exited: strays of its group die with it
-    except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
+        usage.add(kill_group(proc, 0))
+
+    def kill(self, proc: subprocess.Popen[bytes], jail: Jail, usage: Usage) -> None:
+        """End the whole tree: SIGTERM, then SIGKILL after its grace."""
         jail.signal(signal.SIGTERM)
-        usage.add(kill_group(proc, float(opts.get("kill_grace", 5))))
-        outcome["cancelled"] = True
-        outcome["reason"] = "cancelled"
-    finally:
+        usage.add(kill_group(proc, float(self.opts.get("kill_grace", 5))))
+
+    def release(self, proc: subprocess.Popen[bytes], jail: Jail, usage: Usage) -> None:
+        """Whatever happened: its cgroup, its adopted processes, its pipes closed."""
         usage.reap_adopted()  # before the jail reaps them without their rusage
         jail.close()  # whatever is left of the job, also what left its session (setsid)
         usage.close()
@@ -274,43 +295,50 @@ def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, s
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-        if control is not None:
-            control.close()
-    code, signal_reason = signal_exit(proc.returncode if proc.returncode is not None else -9)
-    result = None
-    try:
-        raw, why = read_result(scratch, os.path.basename(result_file), int(opts.get("max_result_bytes") or MAX_RESULT),
-                               owner=user.pw_uid if user else None)
-        if why:
-            note(why)
-        if raw is not None:
-            result = json.loads(mask(raw.decode("utf-8"))) if secret else json.loads(raw)
-    except ValueError as exc:
-        note(f"result file is not valid JSON: {exc}")
-    finally:
-        _rmtree(scratch)
-    add(capture.summary(time.time()))
-    flush(final=True)
-    reason = outcome.get("reason") or (control.error if control and code else None) or signal_reason
-    if elsewhere and code and not outcome:
-        reason = f"{reason or f'exit code {code}'}; {elsewhere}"
-    return {"exit_code": code, "reason": reason, "result": result, "cancelled": outcome.get("cancelled", False),
-            "timed_out": reason == "timeout", "batches": sent + len(refs), "started": started, **usage.fields()}
+        if self.control is not None:
+            self.control.close()
+
+    def collect(self) -> Any:
+        """The job's result file, parsed (masked), and its scratch directory removed."""
+        try:
+            raw, why = read_result(self.scratch, os.path.basename(self.result_file),
+                                   int(self.opts.get("max_result_bytes") or MAX_RESULT),
+                                   owner=self.user.pw_uid if self.user else None)
+            if why:
+                self.log.note(why)
+            if raw is not None:
+                return json.loads(self.mask(raw.decode("utf-8"))) if self.secret else json.loads(raw)
+        except ValueError as exc:
+            self.log.note(f"result file is not valid JSON: {exc}")
+        finally:
+            _rmtree(self.scratch)
+        return None
+
+    def report(self, code: int, signal_reason: str | None, result: Any, usage: Usage) -> AttemptOutcome:
+        """The last log batch (with the capture's summary), and the outcome the actor reports."""
+        self.log.add(self.capture.summary(time.time()))
+        self.log.flush(self.deadline)
+        control = self.control
+        reason = self.ended_by or (control.error if control and code else None) or signal_reason
+        if self.elsewhere and code and not self.ended_by:
+            reason = f"{reason or f'exit code {code}'}; {self.elsewhere}"
+        out: AttemptOutcome = {"exit_code": code, "reason": reason, "result": result,
+                               "cancelled": self.ended_by == "cancelled", "timed_out": reason == "timeout",
+                               "batches": self.log.sent + len(self.refs), **usage.fields()}
+        if self.started is not None:
+            out["started"] = self.started
+        return out
+
+
+def run_job(job_id: str, attempt: int, spec: dict[str, Any], owner: tuple[str, str, str],
+            opts: AttemptOptions, cap: bytes = b"") -> AttemptOutcome:
+    """Run one attempt as a process group; stream its lines; return its outcome (the Ray task)."""
+    return Attempt(job_id, attempt, spec, owner, opts, cap).run()
 
 
 def _node_name() -> str:
     """A node sage-ops added is known by its name (its Ray processes carry it); others by host."""
     return os.environ.get(NODE_ENV) or socket.gethostname()
-
-
-def _wait_calls(calls: deque[Any], room: int, until: float) -> None:
-    """Wait until at most `room` of the log calls are unfinished (oldest first), or `until`.
-
-    Short waits, so a cancel (KeyboardInterrupt) gets through; a failed call counts as finished.
-    """
-    while len(calls) > room and time.monotonic() < until:
-        if ray.wait([calls[0]], timeout=0.25, fetch_local=False)[0]:
-            calls.popleft()
 
 
 def _rmtree(path: str) -> None:

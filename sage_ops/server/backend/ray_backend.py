@@ -30,6 +30,7 @@ from ...nodes.base import NODE_RESOURCE_PREFIX
 from ...telemetry import RayHealth
 from ..storage.sealing import Sealer
 from . import ray_join
+from .protocol import AttemptItem, HelloReply, PollReply, SubmittedAttempt
 from .transit import TRANSIT_ENV, new_key
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,7 @@ class RayBackend:
                         self.actor_name, self.known_actor)
             ray.kill(actor)
             actor = create()
+        hello: HelloReply
         try:
             hello = ray.get(actor.hello.remote(self.key), timeout=60)
             stale = hello.get("protocol") != actor_code.PROTOCOL and not hello.get("inflight")
@@ -385,15 +387,14 @@ class RayBackend:
         self.connected = False
 
     # -- talking to the actor (async) --------------------------------------------------------
-    async def submit(self, jobs: list[dict[str, Any]]) -> None:
-        for job in jobs:
-            job["cap"] = self.capability(job["id"], job["attempt"])
-        await self.actor.submit.remote(*self.key_args, jobs)
+    async def submit(self, jobs: list[AttemptItem]) -> None:
+        sent: list[SubmittedAttempt] = [{**job, "cap": self.capability(job["id"], job["attempt"])} for job in jobs]
+        await self.actor.submit.remote(*self.key_args, sent)
 
     async def cancel(self, job_id: str, grace: float) -> bool:
         return await self.actor.cancel.remote(*self.key_args, job_id, grace)
 
-    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> dict[str, Any]:
+    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
         return await self.actor.poll.remote(*self.key_args, epoch, ack, after, timeout)
 
     def health(self) -> RayHealth:

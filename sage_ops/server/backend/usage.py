@@ -20,6 +20,8 @@ import resource
 import time
 from typing import Any
 
+from .protocol import Measured
+
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 ADOPTED_WAIT = 0.2  # seconds to wait for the adopted processes to end (the init dies with its monitor)
@@ -84,6 +86,6 @@ class Usage:
         if self.adopt and not self.was_subreaper:
             _prctl(PR_SET_CHILD_SUBREAPER, 0)
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> Measured:
         """What the attempt's end reports: nothing when nothing was measured (it never started)."""
         return {"cpu_seconds": round(self.cpu, 6), "max_rss_bytes": self.rss} if self.measured else {}

@@ -1,9 +1,12 @@
 """What the scheduling layer needs from the cluster, as a Protocol: the Ray backend provides it
-in the daemon, tests/fake_backend.py in the fast tests of the rules. Nothing here imports Ray."""
+in the daemon, tests/fake_backend.py in the fast tests of the rules. Nothing here imports Ray; the
+messages are typed in backend/protocol.py (standard library only)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+from ..backend.protocol import AttemptItem, PollReply
 
 
 class Backend(Protocol):
@@ -16,12 +19,12 @@ class Backend(Protocol):
 
     def refresh_nodes(self) -> None: ...
 
-    async def submit(self, jobs: list[dict[str, Any]]) -> None:
+    async def submit(self, jobs: list[AttemptItem]) -> None:
         """Hand attempts to the dispatcher actor (one item per attempt)."""
         ...
 
     async def cancel(self, job_id: str, grace: float) -> bool: ...
 
-    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> dict[str, Any]:
+    async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
         """The actor's events after `after` (and what is in flight); `ack`: what it may forget."""
         ...
