@@ -42,5 +42,6 @@ echo "test environment: $VENV ($("$VENV/bin/python" -c 'import sys; print(sys.ve
 deptry . >/dev/null 2>&1 || deptry .
 ruff check sage_ops tests benchmarks
 lint-imports --no-cache >/dev/null || lint-imports --no-cache
+mypy --cache-dir=/dev/null
 # `pytest`, not `python -m pytest`: the installed package is tested, not the source tree
 pytest -q -p no:cacheprovider "$@"

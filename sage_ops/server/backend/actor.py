@@ -21,7 +21,7 @@ import hmac
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import ray
 
@@ -126,7 +126,7 @@ class Dispatcher:
 
     def _emit(self, kind: EventKind, payload: Started | Logs | Ended | Pipeline) -> None:
         self.seq += 1
-        self.events.append((self.seq, kind, payload))
+        self.events.append(cast(Event, (self.seq, kind, payload)))
         if self._changed is not None:
             self._changed.set()
 
@@ -177,7 +177,7 @@ class Dispatcher:
         self.late.append((time.monotonic() + LATE_SECONDS, key))
         if self.inflight.get(job_id, (None,))[0] == attempt:
             del self.inflight[job_id]
-        self._emit("ended", {"job_id": job_id, "attempt": attempt, "t": time.time(), **out})
+        self._emit("ended", cast(Ended, {"job_id": job_id, "attempt": attempt, "t": time.time(), **out}))
 
     def started(self, job_id: str, attempt: int, cap: bytes, node: str, pid: int, t: float,
                 node_id: str = "") -> None:
@@ -274,7 +274,7 @@ class Dispatcher:
         while self.events and self.events[0][0] <= ack:
             _seq, kind, payload = self.events.popleft()
             if kind == "logs":
-                self.log_bytes -= len(payload["data"])
+                self.log_bytes -= len(cast(Logs, payload)["data"])
         if self.log_bytes < LOG_HELD_MAX:
             self._room_made()
         if (not self.events or self.events[-1][0] <= after) and timeout > 0:

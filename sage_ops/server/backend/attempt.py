@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
@@ -166,7 +166,8 @@ class Attempt:
         if opts.get("secret_error"):
             raise _Refused(opts["secret_error"], 127)
         try:
-            self.user = job_user.resolve(opts["run_as"]) if opts.get("run_as") else None
+            run_as = opts.get("run_as")
+            self.user = job_user.resolve(run_as) if run_as else None
             argv = _argv(self.spec, self.scratch)
             if self.user is not None:
                 job_user.hand_over(self.scratch, self.user)
@@ -199,7 +200,8 @@ class Attempt:
               ) -> tuple[subprocess.Popen[bytes], Jail, Usage]:
         """The job's process group, born in its cgroup (every descendant is the job's), watched
         by the node's watchdog; its timeout starts now."""
-        control, res = self.control, self.opts.get("resources") or {}
+        control = self.control
+        res: Mapping[str, Any] = self.opts.get("resources") or {}
         own_pids = bool(self.opts.get("hide")) and self.user is None and self.spec["kind"] != "pipeline"  # bwrap
         Watchdog.ready()
         usage = Usage(adopt=own_pids)

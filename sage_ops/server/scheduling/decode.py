@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ...lifecycle import JobStatus, Transition, attempt_outcome, transition
+from ..backend.protocol import Ended, Event, Logs, Pipeline, Started
 from .outcomes import failure
 from .queue_items import Dispatched
 
@@ -49,33 +50,36 @@ def usage(p: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def ended_transition(d: Dispatched | None, job_id: str, attempt: int, p: Mapping[str, Any], status: JobStatus,
+def ended_transition(d: Dispatched | None, job_id: str, attempt: int, p: Ended, status: JobStatus,
                      reason: str) -> Transition:
     """A failed attempt of the dispatched job is retried by its policy; anything else ends it."""
-    fields = {"exit_code": p.get("exit_code"),
+    fields: dict[str, Any] = {"exit_code": p.get("exit_code"),
               "result": json.dumps(p["result"]) if p.get("result") is not None else None}
     if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
         return failure(d.job, S.RUNNING, attempt, reason, p["t"], **fields)
     return transition(job_id, S.RUNNING, status, reason, attempt, ended_at=p["t"], **fields)
 
 
-def decode(events: list[Any], dispatched: Mapping[str, Dispatched]) -> Decoded:
+def decode(events: list[Event], dispatched: Mapping[str, Dispatched]) -> Decoded:
     out = Decoded()
     ran_on: dict[str, str] = {}  # where an attempt started, reported in this batch
     done: set[str] = set()  # dispatched attempts that ended in this batch: no longer in flight
-    for _seq, kind, p in events:
-        job_id, attempt = p["job_id"], p["attempt"]
+    for _seq, kind, payload in events:
+        job_id, attempt = payload["job_id"], payload["attempt"]
         d = None if job_id in done else dispatched.get(job_id)
         ours = d is not None and d.attempt == attempt
         if kind == "logs":
-            if "data" in p:
-                out.blocks.append((job_id, attempt, p["data"]))
-            elif "lines" in p:  # from an actor of an older version (replaced once idle)
-                out.old_lines.append((job_id, [tuple(x) for x in p["lines"]]))
+            logs = cast(Logs, payload)
+            if "data" in logs:
+                out.blocks.append((job_id, attempt, logs["data"]))
+            elif "lines" in logs:  # from an actor of an older version (replaced once idle)
+                out.old_lines.append((job_id, [tuple(x) for x in cast(dict[str, Any], logs)["lines"]]))
         elif kind == "pipeline":
-            out.stats[job_id] = {"job_id": job_id, "attempt": attempt, "data": json.dumps(p["metrics"]),
-                                 "updated_at": p["t"]}
+            pipe = cast(Pipeline, payload)
+            out.stats[job_id] = {"job_id": job_id, "attempt": attempt, "data": json.dumps(pipe["metrics"]),
+                                 "updated_at": pipe["t"]}
         elif kind == "started":
+            p = cast(Started, payload)
             if ours:
                 ray_node = p.get("node_id", "")[:8]
                 ran_on[job_id] = f"{p['node']} (Ray node {ray_node})" if ray_node else p["node"]
@@ -86,19 +90,20 @@ def decode(events: list[Any], dispatched: Mapping[str, Dispatched]) -> Decoded:
                                              attempt, started_at=p["t"], node=p["node"], attempts_made=attempt),
                                   None, row))
         elif kind == "ended":
-            status, reason = attempt_outcome(p.get("exit_code"), bool(p.get("cancelled")), p.get("reason"))
+            e = cast(Ended, payload)
+            status, reason = attempt_outcome(e.get("exit_code"), bool(e.get("cancelled")), e.get("reason"))
             where = ran_on.get(job_id) or (d.ran_on if d is not None else None)
-            if p.get("exit_code") is None and not p.get("cancelled") and where:
+            if e.get("exit_code") is None and not e.get("cancelled") and where:
                 reason = f"node {where}: {reason}"  # its worker or node died: say where
             # if its `started` never arrived (it could not start), it still ran as an attempt
-            alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=p["t"],
+            alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=e["t"],
                              attempts_made=attempt)
-            out.moves.append(Move(ended_transition(d, job_id, attempt, p, status, reason), alt,
+            out.moves.append(Move(ended_transition(d, job_id, attempt, e, status, reason), alt,
                                   {"job_id": job_id, "number": attempt, "status": S.RUNNING.value,
-                                   "started_at": p["t"]}))
-            out.attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": p.get("exit_code"),
-                                                          "reason": reason, "ended_at": p["t"], **usage(p)}))
+                                   "started_at": e["t"]}))
+            out.attempt_updates.append((job_id, attempt, {"status": status.value, "exit_code": e.get("exit_code"),
+                                                          "reason": reason, "ended_at": e["t"], **usage(e)}))
             if ours:
-                out.ended.append((job_id, p["t"]))
+                out.ended.append((job_id, e["t"]))
                 done.add(job_id)
     return out

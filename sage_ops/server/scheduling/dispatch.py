@@ -10,12 +10,13 @@ import heapq
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from ...errors import SageOpsError
 from ...lifecycle import JobStatus, amend
 from ...schemas import JobKind
 from ..backend import transit
+from ..backend.protocol import AttemptItem, AttemptOptions, AttemptResources
 from ..storage import store as st
 from ..storage.sealing import Sealer
 from .ports import Backend
@@ -46,7 +47,7 @@ class Dispatch(TermPart):
             state.wake.clear()
             await self.once()
 
-    async def once(self) -> list[dict[str, Any]]:
+    async def once(self) -> list[AttemptItem]:
         """One pass: release the retries now due, hand what can start to the backend (the batch)."""
         state = self.state
         if not state.ready or not self.backend.connected:
@@ -81,11 +82,11 @@ class Dispatch(TermPart):
                 job.not_before = None
                 state.ready_queue.push(job.tenant, job.priority, seq, job_id)
 
-    def _take_runnable(self) -> list[dict[str, Any]]:
+    def _take_runnable(self) -> list[AttemptItem]:
         """The jobs to start now, in order (see the module's docstring): a big job is never
         starved by small ones, since nothing behind it jumps ahead."""
         state = self.state
-        batch = []
+        batch: list[AttemptItem] = []
         at_quota: set[str | None] = set()
         while (tenant := state.ready_queue.order(state.dispatched, state.quotas, at_quota)) is not False:
             heap = state.ready_queue.heaps[tenant]
@@ -109,15 +110,16 @@ class Dispatch(TermPart):
             del state.queued[job_id]
             attempt = job.attempts_made + 1
             state.dispatched[job_id] = Dispatched(job, attempt, node)
-            batch.append({"id": job_id, "attempt": attempt, "resources": job.spec.resources.model_dump(),
+            batch.append({"id": job_id, "attempt": attempt,
+                          "resources": cast(AttemptResources, job.spec.resources.model_dump()),
                           "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)})
         return batch
 
-    def _options(self, job: Queued, attempt: int) -> dict[str, Any]:
+    def _options(self, job: Queued, attempt: int) -> AttemptOptions:
         """How the attempt runs: limits, the user it runs as (or what it must not see), its secrets
         sealed for this attempt alone."""
         jm, storage = self.cfg.jobmanager, self.cfg.storage
-        opts: dict[str, Any] = {"timeout": job.spec.timeout or jm.job_timeout, "kill_grace": jm.kill_grace,
+        opts: AttemptOptions = {"timeout": job.spec.timeout or jm.job_timeout, "kill_grace": jm.kill_grace,
                                 "max_log_bytes": storage.max_log_bytes, "max_result_bytes": storage.max_result_bytes,
                                 "run_as": job.spec.run_as}
         if not job.spec.run_as:

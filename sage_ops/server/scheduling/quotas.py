@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ...access import Quotas
 from ...schemas import JobSpec
@@ -122,11 +122,12 @@ class FairQueue:
     def __len__(self) -> int:
         return sum(len(h) for h in self.heaps.values())
 
-    def order(self, running: Tally[Any], quotas: dict[str, Quotas], skip: set[str | None]) -> str | None | bool:
+    def order(self, running: Tally[Any], quotas: dict[str, Quotas],
+              skip: set[str | None]) -> str | None | Literal[False]:
         """The tenant whose head job goes next (False: none). Ties (equal shares) go by the head
         jobs' priority and age, as with one queue."""
         best: tuple[float, tuple[int, int, str]] | None = None
-        chosen: str | None | bool = False
+        chosen: str | None | Literal[False] = False
         for tenant, heap in self.heaps.items():
             if not heap or tenant in skip:
                 continue

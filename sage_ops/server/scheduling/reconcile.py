@@ -12,11 +12,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sqlalchemy import Connection
 
 from ...lifecycle import JobStatus, Transition, is_terminal
+from ..backend.protocol import Event, PollReply
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore
@@ -77,7 +78,7 @@ class Reconcile(TermPart):
             if len(reply["events"]) < 20_000:
                 break
 
-    def _take_back(self, inflight: dict[str, int], events: list[Any]) -> None:
+    def _take_back(self, inflight: dict[str, int], events: list[Event]) -> None:
         ended = {p["job_id"]: p["attempt"] for _s, kind, p in events if kind == "ended"}
         for job_id, attempt in [*inflight.items(), *ended.items()]:
             job = self.state.queued.pop(job_id, None)
@@ -124,11 +125,11 @@ class Reconcile(TermPart):
                     return
                 await asyncio.sleep(1)
 
-    def _audit_refused(self, reply: dict[str, Any]) -> None:
+    def _audit_refused(self, reply: PollReply) -> None:
         """Calls the dispatcher refused (no key, a wrong capability: someone else reached the
         actor) reach the audit as "dispatcher.refused" with their count: the first at once,
         then at most one row per REFUSED_AUDIT_SECONDS, so a flood costs no more."""
-        count = reply.get("refused") or 0
+        count = reply.get("refused") or 0  # `get`: an older actor, still busy, may not count them
         audited, at = self._refused_audited
         if count < audited:  # another actor (its count starts again)
             audited = 0
@@ -148,7 +149,7 @@ class Reconcile(TermPart):
         if self._applying:
             await asyncio.gather(*self._applying, return_exceptions=True)
 
-    async def apply_events(self, events: list[Any], wait: bool = True) -> None:
+    async def apply_events(self, events: list[Event], wait: bool = True) -> None:
         """Apply a batch of the actor's events: memory at once, the database in order.
 
         The writer commits operations in the order they were queued, so batches stay ordered
