@@ -1,7 +1,8 @@
 """Abuse has limits, on the job side: a job's log stops at its quota with a marker (and the job runs
-on), a reader never holds a line longer than LINE_MAX whatever the writer did, no tenant fills the
-global queue, `--cpu 0` counts as MIN_CPU against `--max-cpu`, and the result file is read without
-following links, from a regular file only, bounded. Each one failed on the code before it."""
+on), a reader never holds a line longer than LINE_MAX whatever the writer did, and the result file
+is read without following links, from a regular file only, bounded. Each one failed on the code
+before it. (That no tenant fills the global queue and that `--cpu 0` counts as MIN_CPU against
+`--max-cpu` are scheduling rules: tests/test_scheduler_rules.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, wait_until
+from conftest import Daemon
 
-from sage_ops.server.scheduling.quotas import MIN_CPU
 from sage_ops.server.storage.job_output import MAX_LOG_LINE, TRUNCATED, Capture, Output, encode_lines, read_result
 from sage_ops.server.storage.logs import LINE_MAX, LOG_SLACK, LogStore
 
@@ -152,28 +152,3 @@ def test_a_planted_result_file_neither_blocks_nor_leaks(limited: Daemon, plant: 
     view = limited.client().wait(jid, timeout=60)
     assert view.status == "COMPLETED"
     assert limited.client().get_job_result(jid) is None
-
-
-def test_one_tenant_cannot_fill_the_global_queue(limited: Daemon) -> None:
-    client = limited.client()
-    for name in ("alpha", "beta", "gamma"):
-        limited.run("tenant", "create", name, check=True)
-    try:
-        views = [client.submit_job({"command": ["sleep", "60"], "tenant": "alpha"}) for _ in range(30)]
-        assert sum(v.status != "REJECTED" for v in views) == 10  # max_jobs 30 / 3 tenants
-        assert "its share of max_jobs=30" in views[-1].reason
-        assert client.submit_job({"command": ["true"], "tenant": "beta"}).status == "PENDING"
-    finally:
-        client.cancel_jobs(status=["PENDING", "RUNNING"])
-
-
-def test_zero_cpu_jobs_count_against_max_cpu(limited: Daemon) -> None:
-    client = limited.client()
-    limited.run("tenant", "create", "tiny", "--max-cpu", "1", "--max-queued", "100", check=True)
-    try:
-        ids = [limited.submit_q("--tenant", "tiny", "--cpu", "0", "--", "sleep", "60") for _ in range(10)]
-        wait_until(lambda: any("max-cpu" in (client.get_job(i).reason or "") for i in ids))
-        running = sum(client.get_job(i).status == "RUNNING" for i in ids)
-        assert running <= 1 / MIN_CPU
-    finally:
-        client.cancel_jobs(status=["PENDING", "RUNNING"])

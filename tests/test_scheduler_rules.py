@@ -225,6 +225,7 @@ async def test_a_tenant_without_max_queued_holds_at_most_its_share_of_max_jobs(t
     ids = [await rig.submit(tenant="a") for _ in range(3)]
     other = await rig.submit(tenant="b")
     assert [await rig.status(j) for j in [*ids, other]] == [S.PENDING, S.PENDING, S.REJECTED, S.PENDING]
+    assert "its share of max_jobs=6" in (await rig.reason(ids[2]) or "")
 
 
 async def test_a_tenant_at_its_quota_does_not_hold_up_another(rig: Rig) -> None:

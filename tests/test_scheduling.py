@@ -1,5 +1,7 @@
-"""Scheduling with a real daemon and real Ray: dependencies, retries, timeouts, priorities,
-batches, bulk actions, the graph. Assertions are on recorded times and states, never on sleeps."""
+"""Scheduling with a real daemon and real Ray, end to end: dependencies, retries, timeouts,
+batches, bulk actions, the graph, through the CLI and the client. The rules themselves (priority
+order, reservation, quotas, backoff, cascades, restart recovery) are tested in milliseconds in
+tests/test_scheduler_rules.py. Assertions are on recorded times and states, never on sleeps."""
 
 from __future__ import annotations
 
@@ -92,42 +94,12 @@ def test_retries_with_backoff_then_success(daemon: Daemon) -> None:
     assert all(f"attempt {n}" in logs for n in (1, 2, 3))
 
 
-def test_retries_exhausted_end_failed(daemon: Daemon) -> None:
-    job_id = daemon.client().submit_job({"command": ["false"], "retry_policy": {"max_retries": 1}}).id
-    final = daemon.client().wait(job_id, 60)
-    assert final.status == "FAILED" and final.attempts_made == 2 and final.exit_code == 1
-
-
 def test_timeout_fails_and_kills_the_process(daemon: Daemon) -> None:
     job_id = daemon.submit_q("--timeout", "1", "--", "sh", "-c", "echo pid=$$; sleep 300")
     final = daemon.client().wait(job_id, 60)
     assert final.status == "FAILED" and final.reason == "timeout"
     pid = final.attempts[0].pid
     assert pid and not pid_alive(pid)
-
-
-def test_high_priority_starts_before_queued_low_priority(new_daemon) -> None:  # noqa: ANN001
-    """The whole queue waits on a gate, so nothing is ready before the urgent job is in; each job
-    needs every CPU, so they run one at a time and start order is dispatch order, whatever else
-    the shared test cluster is running."""
-    d: Daemon = new_daemon()
-    d.start()
-    client = d.client()
-    cpus = client.health_check().ray.resources["CPU"]
-    opened = d.home / "gate-open"
-    gate = client.submit_job({"command": ["sh", "-c", f"while [ ! -e {opened} ]; do sleep 0.05; done"],
-                              "name": "gate"}).id
-    whole = {"cpu": cpus}
-    low = [r.id for r in client.submit_batch([{"command": ["true"], "name": f"low-{i}", "resources": whole,
-                                                 "dependencies": [gate]} for i in range(20)])]
-    high = client.submit_job({"command": ["true"], "name": "urgent", "priority": 10, "resources": whole,
-                              "dependencies": [gate]}).id
-    opened.touch()
-    finals = {v.id: v for v in wait_all(d, [gate, *low, high])}
-    assert {v.status for v in finals.values()} == {"COMPLETED"}
-    assert all(finals[high].started_at <= finals[j].started_at for j in low)
-    starts = [finals[j].started_at for j in low]
-    assert starts == sorted(starts)  # FIFO within a priority
 
 
 def test_set_priority_while_pending_and_not_after(daemon: Daemon) -> None:
@@ -248,25 +220,6 @@ def test_jobs_filters_and_cursor_pages(daemon: Daemon) -> None:
     assert "--cursor" in out.stderr
     assert client.list_jobs(name="page-*", since="2000-01-01T00:00:00") and not client.list_jobs(
         name="page-*", until="2000-01-01T00:00:00")
-
-
-def test_restart_keeps_dependencies_and_retry_backoff(new_daemon) -> None:  # noqa: ANN001
-    """The waiting index and the backoff timers are rebuilt from the store at start-up."""
-    d: Daemon = new_daemon()
-    d.start()
-    marker = d.home / "go"
-    blocker = d.submit_q("--", "sh", "-c", f"while [ ! -e {marker} ]; do sleep 0.1; done")
-    child = d.submit_q("--after", blocker, "--", "true")
-    flaky = d.client().submit_job({"command": ["sh", "-c", 'test "$SAGE_OPS_ATTEMPT" -ge 2'],
-                                   "retry_policy": {"max_retries": 1, "retry_delay": 3}}).id
-    wait_until(lambda: view(d, flaky)["attempts_made"] == 1 and view(d, flaky)["status"] == "PENDING")
-    d.stop()
-    d.start()
-    marker.touch()
-    vb, vc, vf = wait_all(d, [blocker, child, flaky])
-    assert (vb.status, vc.status, vf.status) == ("COMPLETED", "COMPLETED", "COMPLETED")
-    assert vb.ended_at <= vc.started_at
-    assert (vf.attempts[1].started_at - vf.attempts[0].ended_at).total_seconds() >= 3
 
 
 def test_retry_of_a_rejected_job_is_a_clear_conflict(daemon: Daemon) -> None:
