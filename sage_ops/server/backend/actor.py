@@ -134,7 +134,7 @@ class Dispatcher:
         self._daemon(key, "submit")
         if self._owner is None:  # asked of Ray at the first use: the class is tested without it
             ctx = ray.get_runtime_context()
-            self._owner = (ctx.get_actor_name(), ctx.namespace, self.epoch)
+            self._owner = (ctx.get_actor_name() or "", ctx.namespace, self.epoch)
         for job in jobs:
             job_id, attempt, res, cap = job["id"], job["attempt"], job["resources"], job["cap"]
             options: dict[str, Any] = {"num_cpus": res["cpu"], "num_gpus": res["gpu"], "name": f"sage-ops:{job_id}"}
