@@ -54,7 +54,7 @@ def ended_transition(d: Dispatched | None, job_id: str, attempt: int, p: Ended, 
                      reason: str) -> Transition:
     """A failed attempt of the dispatched job is retried by its policy; anything else ends it."""
     fields: dict[str, Any] = {"exit_code": p.get("exit_code"),
-              "result": json.dumps(p["result"]) if p.get("result") is not None else None}
+                              "result": json.dumps(p["result"]) if p.get("result") is not None else None}
     if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
         return failure(d.job, S.RUNNING, attempt, reason, p["t"], **fields)
     return transition(job_id, S.RUNNING, status, reason, attempt, ended_at=p["t"], **fields)
