@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from conftest import Daemon
+from conftest import Daemon, wait_until
 
 
 def test_jobs_on_postgresql(new_daemon, postgres) -> None:  # noqa: ANN001
     url = postgres()
-    d: Daemon = new_daemon({"database": {"url": url}})
+    # a lease far longer than the test: only a stop that releases it lets the restart lead
+    d: Daemon = new_daemon({"database": {"url": url}, "jobmanager": {"heartbeat_interval": 600}})
     d.start()
     health = json.loads(d.run("health", "--json", check=True).stdout)
     assert health["database"]["ok"] and health["database"]["url"].startswith("postgresql+psycopg://")
@@ -21,6 +22,7 @@ def test_jobs_on_postgresql(new_daemon, postgres) -> None:  # noqa: ANN001
     out = d.run("cancel", "--name", "nothing-*")
     assert out.returncode == 0
     d.stop()
-    d.start()  # restart on the same database: everything is there
+    d.start()  # restart on the same database: it leads at once, and everything is there
+    wait_until(lambda: json.loads(d.run("health", "--json", check=True).stdout)["role"] == "leader")
     names = {j["name"] for j in json.loads(d.run("jobs", "--json", check=True).stdout)}
     assert "pg-a" in names

@@ -309,6 +309,7 @@ class Daemon:
         if self.audit.pending:
             await self.audit.flush()
         await self.scheduler.stop()
+        await self.leadership.resign()
         self.store.close()
         if self.backend.connected:
             await _in_daemon_thread(self.backend.disconnect)

@@ -53,6 +53,10 @@ def renew_lease(conn: Connection, name: str, holder: str, epoch: int, now: float
                   {"name": name, "holder": holder, "epoch": epoch}, "expires_at > ?", [now]) == 1
 
 
+def release_lease(conn: Connection, name: str, holder: str, epoch: int, now: float) -> bool:
+    return update(conn, LEASE, {"expires_at": now}, {"name": name, "holder": holder, "epoch": epoch}) == 1
+
+
 def lease_held(conn: Connection, name: str, holder: str, epoch: int) -> bool:
     """Is the lease ours and alive? On PostgreSQL the row stays share-locked until commit, so a
     takeover waits for this transaction instead of overlapping it."""
@@ -150,6 +154,21 @@ class Leadership:
                 await self.on_elected()  # loads the queue (reads only) before any write is allowed
                 self.store.fence = self.fence
         self.leader = await self.store.read(self.view)
+
+    async def resign(self) -> None:
+        """On a clean stop, after the last write: end our lease now, so a standby (or this daemon
+        restarted) leads at its next step instead of waiting out the lease."""
+        if not (self.shared and self.is_leader):
+            return
+        self.is_leader = False
+        self.store.fence = self._refuse
+        try:
+            await self.store.write(lambda conn: release_lease(conn, NAME, self.me, self.epoch, db_now(conn)),
+                                   fenced=False)
+        except Exception as exc:  # noqa: BLE001 - the lease then simply expires
+            log.warning("lease not released (it expires in %.0f s): %s", self.heartbeat, exc)
+        else:
+            log.info("lease released (epoch %d)", self.epoch)
 
     async def _lose(self, why: str) -> None:
         log.warning("no longer the leader (epoch %d): %s", self.epoch, why)
