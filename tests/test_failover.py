@@ -50,7 +50,8 @@ def test_standby_takes_over_and_jobs_finish_once(new_daemon, postgres, tmp_path)
     assert hb.leader["address"] == ha.tcp and hb.leader["epoch"] == ha.leader["epoch"]
     token = (a.home / "config" / "sage-ops" / "token").read_text().strip()
     client = JobManagerClient(f"tcp://{ha.tcp},tcp://{hb.tcp}", token=token, config={"timeout": 10})
-    refused = b.client(retry_attempts=1).submit_job  # a standby refuses writes, naming the leader
+    # a standby refuses writes, naming the leader (asked once: no failover to ride out)
+    refused = b.client(retry_attempts=0, failover_timeout=0).submit_job
     try:
         refused({"command": ["true"]})
         raise AssertionError("the standby accepted a write")
@@ -97,7 +98,7 @@ def test_a_deposed_leader_does_not_write(new_daemon, postgres, tmp_path) -> None
         os.kill(pid_of(a), signal.SIGCONT)
     wait_until(lambda: health(a).role == "standby", timeout=30)
     try:
-        a.client(retry_attempts=1).cancel_job(job.id)
+        a.client(retry_attempts=0, failover_timeout=0).cancel_job(job.id)
         raise AssertionError("the deposed leader wrote")
     except SageOpsError as exc:
         assert exc.code == "not_leader"
