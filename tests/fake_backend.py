@@ -49,6 +49,9 @@ class FakeBackend:
         self.cancels: list[tuple[str, float]] = []  # (job id, grace) of every cancel asked for
         self.events: list[Event] = []  # (seq, kind, payload) not yet acknowledged
         self.seq = 0
+        self.polls = 0
+        self.poll_error: Exception | None = None  # set: every poll raises it (the actor is unreachable)
+        self.refusing = False  # the head's address refuses connections (the head is gone)
 
     # -- the RayBackend surface --------------------------------------------------------------
     def node_totals(self, open_only: bool = False) -> list[tuple[str, dict[str, float]]]:
@@ -56,6 +59,9 @@ class FakeBackend:
 
     def refresh_nodes(self) -> None:
         """Nothing to ask: `nodes` is the truth."""
+
+    def head_refuses(self) -> bool:
+        return self.refusing
 
     async def submit(self, jobs: list[AttemptItem]) -> None:
         self.batches.append(jobs)
@@ -72,6 +78,9 @@ class FakeBackend:
 
     async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
         """The actor's poll: forget what is acknowledged, return what is after `after`."""
+        self.polls += 1
+        if self.poll_error is not None:
+            raise self.poll_error
         if epoch != self.epoch:
             ack = after = 0
         self.events = [e for e in self.events if e[0] > ack]

@@ -21,6 +21,7 @@ from sage_ops.access import Quotas
 from sage_ops.config import Config
 from sage_ops.lifecycle import JobStatus
 from sage_ops.schemas import JobSpec, JobView
+from sage_ops.server.scheduling.reconcile import LOST_AFTER, LOST_AFTER_REFUSED
 from sage_ops.server.scheduling.run_as import RunAs
 from sage_ops.server.scheduling.scheduler import Scheduler
 from sage_ops.server.storage import store as st
@@ -488,3 +489,37 @@ async def test_the_metrics_counters_count_since_the_process_started_across_terms
     await rig.start()
     await rig.submit()
     assert rig.sched.counters.submitted == 2
+
+
+# -- the dispatcher out of reach ------------------------------------------------------------
+async def polls_until_lost(rig: Rig) -> int:
+    """Run the poll loop against an actor that cannot be reached: the polls made before the
+    scheduler gives the connection up (and asks for a new one)."""
+    lost: list[bool] = []
+
+    async def on_lost() -> None:
+        lost.append(True)
+
+    rig.sched.on_ray_lost = on_lost
+    rig.backend.poll_error = ConnectionError("the actor is out of reach")
+    reconcile = rig.sched.term.reconcile
+    reconcile.retry_pause = 0  # type: ignore[misc]  # seconds in the daemon
+    rig.backend.polls = 0
+    await reconcile.poll_loop()
+    await asyncio.sleep(0)  # the lost callback is a task of its own
+    assert lost, "the connection was never given up"
+    return rig.backend.polls
+
+
+async def test_an_unreachable_dispatcher_is_given_up_after_a_few_failed_polls(rig: Rig) -> None:
+    assert await polls_until_lost(rig) == LOST_AFTER
+
+
+async def test_a_head_that_refuses_connections_is_given_up_sooner(rig: Rig) -> None:
+    rig.backend.refusing = True
+    assert await polls_until_lost(rig) == LOST_AFTER_REFUSED
+
+
+async def test_a_lost_dispatcher_reads_as_disconnected_in_health(rig: Rig) -> None:
+    await polls_until_lost(rig)
+    assert rig.backend.connected is False

@@ -48,13 +48,21 @@ class NodeInfo(NamedTuple):
     draining: bool
 
 
-def _reachable(address: str, timeout: float = 1.0) -> bool:
+def _knock(address: str, timeout: float = 1.0) -> bool | None:
+    """Does something accept connections at `address`: True, False (refused: nothing listens), or
+    None (slow, unroutable, malformed: it says neither)."""
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
             return True
-    except (OSError, ValueError):
+    except ConnectionRefusedError:
         return False
+    except (OSError, ValueError):
+        return None
+
+
+def _reachable(address: str, timeout: float = 1.0) -> bool:
+    return _knock(address, timeout) is True
 
 
 def _free_port() -> int:
@@ -396,6 +404,9 @@ class RayBackend:
 
     async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
         return await self.actor.poll.remote(*self.key_args, epoch, ack, after, timeout)
+
+    def head_refuses(self) -> bool:
+        return self.address is not None and _knock(self.address) is False
 
     def health(self) -> RayHealth:
         totals: dict[str, float] = {}

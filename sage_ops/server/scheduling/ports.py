@@ -19,6 +19,10 @@ class Backend(Protocol):
 
     def refresh_nodes(self) -> None: ...
 
+    def head_refuses(self) -> bool:
+        """The head's address refuses connections: it is gone, not slow (a timeout says neither)."""
+        ...
+
     async def submit(self, jobs: list[AttemptItem]) -> None:
         """Hand attempts to the dispatcher actor (one item per attempt)."""
         ...

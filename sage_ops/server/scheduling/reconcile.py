@@ -32,6 +32,7 @@ S = JobStatus
 
 
 LOST_AFTER = 5  # failed polls in a row (about 5-10 s) before the Ray connection is rebuilt
+LOST_AFTER_REFUSED = 2  # ... when the head's address refuses connections (it is gone)
 REFUSED_AUDIT_SECONDS = 60.0  # calls the dispatcher refused reach the audit as one row per this much time
 
 
@@ -43,6 +44,7 @@ def _logged(done: asyncio.Future[None]) -> None:
 @dataclass(eq=False)
 class Reconcile(TermPart):
     CURSOR_KEY: ClassVar[str] = "dispatcher_cursor"
+    retry_pause: ClassVar[float] = 1.0  # seconds between failed polls
     backend: Backend
     logs: LogStore
     outcomes: Outcomes
@@ -119,11 +121,12 @@ class Reconcile(TermPart):
                 failures += 1
                 log.error("polling the Ray dispatcher failed (%d): %s", failures, str(exc).splitlines()[0][:300])
                 self.backend.detail = f"dispatcher unreachable: {exc.__class__.__name__}"
-                if failures >= LOST_AFTER:
+                if failures >= LOST_AFTER or (failures >= LOST_AFTER_REFUSED
+                                              and await asyncio.to_thread(self.backend.head_refuses)):
                     self.backend.connected = False  # health says so at once
                     self.lost()
                     return
-                await asyncio.sleep(1)
+                await asyncio.sleep(self.retry_pause)
 
     def _audit_refused(self, reply: PollReply) -> None:
         """Calls the dispatcher refused (no key, a wrong capability: someone else reached the
