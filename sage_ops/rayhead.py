@@ -142,6 +142,24 @@ def _proc(pid: int) -> Proc | None:
         return None
 
 
+def alive(pid: int) -> bool:
+    """Is `pid` running? A zombie is not: it has let go of everything and only waits for a parent
+    (an orphan's, pid 1, may take a second or more to reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:  # gone since
+        return False
+    except (OSError, IndexError):  # there, but not ours to read
+        return True
+    return state not in ("Z", "X")
+
+
 def processes() -> dict[int, Proc]:
     """Every live process this user may see, by pid."""
     out: dict[int, Proc] = {}

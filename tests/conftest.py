@@ -168,15 +168,7 @@ def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> A
     raise AssertionError("condition not reached")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+pid_alive = rayhead.alive  # a zombie is dead for our purposes
 
 
 @pytest.fixture(scope="session")

@@ -202,3 +202,17 @@ def test_stop_ray_with_nothing_left_is_fine(seen: dict[str, Any]) -> None:
 
 def test_another_state_dirs_head_is_never_touched(seen: dict[str, Any]) -> None:
     assert seen["shared_after"] == seen["shared_before"]
+
+
+def test_a_process_that_exited_is_not_alive_while_it_waits_to_be_reaped() -> None:
+    """`daemon stop` waits for this: an orphaned daemon's zombie may wait seconds for pid 1."""
+    child = subprocess.Popen(["true"])
+    wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+    try:
+        assert rayhead.alive(child.pid) is False
+    finally:
+        child.wait()
+
+
+def test_a_running_process_is_alive() -> None:
+    assert rayhead.alive(os.getpid()) is True

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import Daemon, wait_until
+from conftest import Daemon, pid_alive, wait_until
 
 from sage_ops.errors import SageOpsError
 from sage_ops.lifecycle import TERMINAL
@@ -20,7 +20,7 @@ from sage_ops.lifecycle import TERMINAL
 def kill9(d: Daemon) -> None:
     pid = int((d.state / "daemon.pid").read_text().strip())
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])
+    wait_until(lambda: not pid_alive(pid))
 
 
 def test_kill9_with_200_jobs_in_flight_each_runs_once(new_daemon) -> None:  # noqa: ANN001

@@ -165,7 +165,7 @@ def daemon_stop(ctx: Ctx, with_ray: bool, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while rayhead.alive(pid):
             if time.monotonic() > deadline:
                 raise SageOpsError(f"the daemon (pid {pid}) did not stop within {timeout:.0f}s{with_head}")
             time.sleep(0.1)
@@ -184,16 +184,6 @@ def daemon_stop(ctx: Ctx, with_ray: bool, timeout: float) -> None:
         click.echo(f"Ray head stopped ({where}, {len(head.pids)} processes); removed {head.temp_dir}")
     else:
         click.echo("no Ray head of this state dir was running")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @daemon.command("status")
