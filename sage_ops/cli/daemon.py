@@ -131,7 +131,7 @@ def daemon_start(ctx: Ctx, tcp: str | None, db: str | None, ray_address: str | N
                 break
         except DaemonUnavailable:
             pass
-        time.sleep(0.2)
+        time.sleep(0.1)
     else:
         detail = f": {health.ray.detail}" if health and health.ray.detail else ""
         raise SageOpsError(f"the daemon (pid {proc.pid}) is up but not ready after {timeout:.0f}s{detail}; "
