@@ -175,6 +175,13 @@ def _command(spec: dict[str, Any]) -> str:
     return " ".join(spec.get("command") or [])
 
 
+def after_text(ok: Sequence[str], notok: Sequence[str] = (), any_: Sequence[str] = ()) -> str:
+    """What a job waits for, by condition: `A, B · not ok: C · any: D` (`-`: nothing)."""
+    parts = [", ".join(ok)] if ok else []
+    parts += [f"{label}: {', '.join(ids)}" for label, ids in (("not ok", notok), ("any", any_)) if ids]
+    return " · ".join(parts) or "-"
+
+
 def _spec_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     res, rp = s["resources"], s["retry_policy"]
     mem = f", memory={binary_size(res['memory'])}" if res.get("memory") else ""
@@ -182,7 +189,8 @@ def _spec_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     retries = (f"{rp['max_retries']} (delay {rp['retry_delay']:g}s x {rp['retry_exponential_base']:g}^n, "
                f"cap {rp['max_delay']:g}s)" if rp["max_retries"] else "0")
     return [("command", _command(s)), ("resources", f"cpu={res['cpu']:g}, gpu={res['gpu']:g}{mem}{custom}"),
-            ("working dir", s.get("working_dir") or "-"), ("after", ", ".join(s.get("dependencies") or []) or "-"),
+            ("working dir", s.get("working_dir") or "-"),
+            ("after", after_text(s.get("dependencies") or [], s.get("after_notok") or [], s.get("after_any") or [])),
             ("retries", retries), ("timeout", f"{s['timeout']:g}s" if s.get("timeout") else "daemon default")]
 
 

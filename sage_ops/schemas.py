@@ -26,6 +26,7 @@ MAX_ENV_NAME = 256  # characters in one variable name
 MAX_EXEC_BYTES = 1024 * 1024  # env + secret_env (names and values) + command + args together (ARG_MAX)
 MAX_PATH_CHARS = 4096  # `working_dir` (PATH_MAX)
 MAX_DEPENDENCIES = 10_000
+Condition = Literal["ok", "notok", "any"]  # what a dependency must end as: completed, not completed, either
 MAX_DEPENDENCY_CHARS = 128  # a job id, or in a batch the name of another job (names: up to 128)
 SEALED_PREFIX = "sealed:v1:"  # a secret_env value as stored (server/storage/sealing.py: AES-SIV, urlsafe base64)
 
@@ -154,7 +155,12 @@ class JobSpec(Strict):
         default_factory=dict, description="like env, but sealed at rest, shown as *** and masked in logs")
     working_dir: str | None = None
     resources: Resources = Field(default_factory=Resources)
-    dependencies: list[str] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list, description="start after each of these completed "
+                                    "(Slurm's afterok); if one fails or is cancelled, this job is cancelled")
+    after_notok: list[str] = Field(default_factory=list, description="start after each of these ended without "
+                                   "completing (failed, cancelled, rejected: afternotok); cancelled if one completes")
+    after_any: list[str] = Field(default_factory=list, description="start after each of these ended, however "
+                                 "(afterany)")
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(None, gt=0, le=365 * 86400, description="seconds, or '90s', '15m', '1h', '2d'")
@@ -206,7 +212,7 @@ class JobSpec(Strict):
             raise ValueError("must not contain a NUL character")
         return v
 
-    @field_validator("dependencies")
+    @field_validator("dependencies", "after_notok", "after_any")
     @classmethod
     def _dependencies(cls, v: list[str]) -> list[str]:
         if len(v) > MAX_DEPENDENCIES:
@@ -234,6 +240,38 @@ class JobSpec(Strict):
         if self.kind is not JobKind.PIPELINE and self.pipeline is not None:
             raise ValueError(f"a {self.kind.value} job takes no `pipeline`")
         return self
+
+    @model_validator(mode="after")
+    def _conditions(self) -> JobSpec:
+        if self.after_notok or self.after_any:
+            lists = (self.dependencies, self.after_notok, self.after_any)
+            if sum(len(set(x)) for x in lists) != len(self.waits_for()):
+                raise ValueError("a dependency is listed under two conditions (dependencies, after_notok, after_any)")
+            if len(self.waits_for()) > MAX_DEPENDENCIES:
+                raise ValueError(f"at most {MAX_DEPENDENCIES} dependencies")
+        return self
+
+    def waits_for(self) -> list[str]:
+        """Every job this one waits for, whatever the condition, each once."""
+        if not (self.after_notok or self.after_any):
+            return self.dependencies
+        return list(dict.fromkeys([*self.dependencies, *self.after_notok, *self.after_any]))
+
+    def condition(self, dependency: str) -> Condition:
+        """What `dependency` must end as for this job to start."""
+        if self.after_notok and dependency in self.after_notok:
+            return "notok"
+        if self.after_any and dependency in self.after_any:
+            return "any"
+        return "ok"
+
+    def with_dependencies(self, ids: dict[str, str]) -> JobSpec:
+        """The same spec with each dependency as `ids` maps it (a batch's names to job ids)."""
+        def each(deps: list[str]) -> list[str]:
+            return list(dict.fromkeys(ids.get(d, d) for d in deps))
+
+        return self.model_copy(update={"dependencies": each(self.dependencies),
+                                       "after_notok": each(self.after_notok), "after_any": each(self.after_any)})
 
     @model_validator(mode="after")
     def _exec_size(self) -> JobSpec:

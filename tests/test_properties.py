@@ -73,26 +73,58 @@ def test_waiting_frees_each_job_once_after_all_its_dependencies(dag: dict[int, l
         j = int(ready.pop(rnd.randrange(len(ready))))
         assert all(d in done for d in dag[j])  # never runs before its dependencies
         done.add(j)
-        for f in w.completed(str(j)):
+        freed, doomed = w.ended(str(j), S.COMPLETED)
+        assert doomed == []
+        for f in freed:
             freed_count[int(f)] += 1
             ready.append(f)
-        w.forget(str(j))
     assert done == set(dag)  # every job ran
     assert all(n == (1 if dag[j] else 0) for j, n in freed_count.items())  # freed once
     assert not w.blockers and not w.children
 
 
-@given(dags(), st.integers(0, 39))
-def test_a_failure_dooms_exactly_its_descendants(dag: dict[int, list[int]], pick: int) -> None:
+conditions = st.sampled_from(["ok", "notok", "any"])
+ENDS = (S.COMPLETED, S.FAILED)
+
+
+def reference_fates(dag: dict[int, list[int]], cond: dict[tuple[int, int], str],
+                    outcome: dict[int, JobStatus]) -> dict[int, JobStatus]:
+    """Slurm's rules, stated plainly: in dependency order, a job whose every dependency ended as
+    its condition asks runs (and ends as `outcome` says); any other is cancelled."""
+    fate: dict[int, JobStatus] = {}
+    for j in sorted(dag):  # edges go to lower numbers: this is a topological order
+        ok = all({"ok": fate[d] is S.COMPLETED, "notok": fate[d] is not S.COMPLETED, "any": True}[cond[j, d]]
+                 for d in dag[j])
+        fate[j] = outcome[j] if ok else S.CANCELLED
+    return fate
+
+
+@given(dags(), st.data(), st.randoms(use_true_random=False))
+def test_dependency_conditions_agree_with_the_reference_model(dag: dict[int, list[int]], data: Any,
+                                                             rnd: random.Random) -> None:
+    """Waiting, driven as the scheduler drives it (a doomed job is cancelled, and its cancel is an
+    end too), reaches the fates the reference model gives, in any order of running jobs."""
+    cond = {(j, d): data.draw(conditions) for j, ds in dag.items() for d in ds}
+    outcome = {j: data.draw(st.sampled_from(ENDS)) for j in dag}
     w = Waiting()
-    for j, ds in dag.items():
-        w.add(str(j), [str(d) for d in ds])
-    failed = pick % len(dag)
-    expect: set[int] = set()
-    for j in sorted(dag):
-        if any(d == failed or d in expect for d in dag[j]):
-            expect.add(j)
-    assert {int(x) for x in w.doomed(str(failed))} == expect
+    ready = [j for j, ds in dag.items()
+             if not w.add(str(j), [str(d) for d in ds], {str(d): cond[j, d] for d in ds})]
+    fate: dict[int, JobStatus] = {}
+
+    def end(j: int, status: JobStatus) -> None:
+        assert j not in fate, f"job {j} ended twice"
+        fate[j] = status
+        freed, doomed = w.ended(str(j), status)
+        ready.extend(int(f) for f in freed)
+        for child, _ in doomed:
+            if int(child) not in fate:  # doomed twice (two of its dependencies): the store's guard cancels it once
+                end(int(child), S.CANCELLED)
+
+    while ready:
+        j = ready.pop(rnd.randrange(len(ready)))
+        end(j, outcome[j])
+    assert fate == reference_fates(dag, cond, outcome)
+    assert not w.blockers and not w.children and not w.conditions
 
 
 @given(dags(), st.lists(st.floats(0, 100), min_size=40, max_size=40))

@@ -392,6 +392,94 @@ async def test_a_dependency_that_failed_before_the_submit_cancels_the_new_job(ri
     assert await rig.reason(b) == f"dependency {a} (prep) ended FAILED"
 
 
+# -- dependency conditions (Slurm's afterok, afternotok, afterany) --------------------------
+async def test_an_after_notok_job_runs_when_its_dependency_fails(rig: Rig) -> None:
+    a = await rig.submit(name="train")
+    cleanup = await rig.submit(after_notok=[a])
+    await rig.step()
+    await rig.end(a, 1)
+    assert await rig.step() == [cleanup]
+
+
+async def test_an_after_notok_job_is_cancelled_when_its_dependency_completes(rig: Rig) -> None:
+    a = await rig.submit(name="train")
+    cleanup = await rig.submit(after_notok=[a])
+    await rig.step()
+    await rig.end(a, 0)
+    assert await rig.reason(cleanup) == f"dependency {a} (train) ended COMPLETED; after-notok waits for it to fail"
+
+
+@pytest.mark.parametrize("code", [1, 0], ids=["fails", "completes"])
+async def test_an_after_any_job_runs_however_its_dependency_ends(rig: Rig, code: int) -> None:
+    a = await rig.submit()
+    report = await rig.submit(after_any=[a])
+    await rig.step()
+    await rig.end(a, code)
+    assert await rig.step() == [report]
+
+
+async def test_a_job_cancelled_in_cascade_lets_an_after_notok_dependent_run(rig: Rig) -> None:
+    a = await rig.submit(name="prep")
+    b = await rig.submit(dependencies=[a])
+    on_failure = await rig.submit(after_notok=[b])
+    await rig.step()
+    await rig.end(a, 2)
+    assert await rig.status(b) is S.CANCELLED
+    assert await rig.step() == [on_failure]
+
+
+async def test_a_job_waits_for_every_condition_it_names(rig: Rig) -> None:
+    ok, bad = await rig.submit(), await rig.submit()
+    last = await rig.submit(dependencies=[ok], after_notok=[bad])
+    await rig.step()
+    await rig.end(bad, 1)
+    assert await rig.step() == []  # `ok` has not ended yet
+    await rig.end(ok, 0)
+    assert await rig.step() == [last]
+
+
+async def test_a_dependency_that_failed_before_the_submit_lets_an_after_notok_job_start(rig: Rig) -> None:
+    a = await rig.submit()
+    await rig.step()
+    await rig.end(a, 1)
+    cleanup = await rig.submit(after_notok=[a])
+    assert await rig.step() == [cleanup]
+
+
+async def test_a_dependency_that_completed_before_the_submit_cancels_an_after_notok_job(rig: Rig) -> None:
+    a = await rig.submit(name="prep")
+    await rig.step()
+    await rig.end(a, 0)
+    cleanup = await rig.submit(after_notok=[a])
+    assert await rig.status(cleanup) is S.CANCELLED
+
+
+async def test_a_batch_names_its_jobs_under_any_condition(rig: Rig) -> None:
+    views, _ = await rig.sched.submit([JobSpec(command=["true"], name="train"),
+                                       JobSpec(command=["true"], name="report", after_any=["train"])], batch=True)
+    train, report = (str(v.id) for v in views)
+    assert (await rig.view(report)).spec.after_any == [train]
+
+
+async def test_a_restart_keeps_each_condition(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    a = await first.submit()
+    cleanup = await first.submit(after_notok=[a])
+    await first.step()
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend).start()
+    try:
+        await second.end(a, 1)
+        assert await second.step() == [cleanup]
+    finally:
+        second.store.close()
+
+
+def test_a_dependency_under_two_conditions_is_refused() -> None:
+    with pytest.raises(ValueError, match="under two conditions"):
+        JobSpec(command=["true"], dependencies=["a"], after_any=["a"])
+
+
 async def test_cancelling_a_running_parent_cancels_its_tree_and_stops_the_attempt(rig: Rig) -> None:
     a = await rig.submit(name="root")
     b = await rig.submit(dependencies=[a])

@@ -55,6 +55,29 @@ def test_failed_dependency_cancels_descendants_with_reason(daemon: Daemon) -> No
     assert late.status == "CANCELLED" and b in late.reason
 
 
+def test_after_notok_and_after_any_on_the_command_line(daemon: Daemon, tmp_path: Path) -> None:
+    """One failing step: its --after-notok alert and its --after-any teardown run, its --after
+    successor is cancelled; the batch file takes the same conditions by name."""
+    step = daemon.submit_q("--name", "cond-step", "--", "false")
+    alert = daemon.submit_q("--after-notok", step, "--", "echo", "alert")
+    teardown = daemon.submit_q("--after-any", step, "--", "true")
+    nxt = daemon.submit_q("--after-ok", step, "--", "true")
+    v_step, v_alert, v_teardown, v_next = wait_all(daemon, [step, alert, teardown, nxt])
+    assert (v_step.status, v_alert.status, v_teardown.status, v_next.status) == (
+        "FAILED", "COMPLETED", "COMPLETED", "CANCELLED")
+    assert "alert" in daemon.run("logs", alert, check=True).stdout
+    mixed = daemon.submit_q("--after", nxt, "--after-notok", alert, "--after-any", step, "--", "true")
+    assert f"after        {nxt} · not ok: {alert} · any: {step}" in daemon.run("status", mixed, check=True).stdout
+    (tmp_path / "cond.yaml").write_text(textwrap.dedent("""
+        jobs:
+          - {name: cond-ok, command: [true]}
+          - {name: cond-alert, command: [true], after_notok: cond-ok}
+    """))
+    ok, never = daemon.run("submit-batch", str(tmp_path / "cond.yaml"), "-q", check=True).stdout.split()
+    v_ok, v_never = wait_all(daemon, [ok, never])
+    assert v_never.status == "CANCELLED" and "after-notok waits for it to fail" in v_never.reason
+
+
 def test_unknown_dependency_and_cycle_are_rejected(daemon: Daemon) -> None:
     out = daemon.run("submit", "--after", "doesnotexist", "--", "true")
     assert out.returncode == 1 and "unknown dependency: doesnotexist" in out.stderr

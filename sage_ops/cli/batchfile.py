@@ -5,7 +5,8 @@ the command's input, as an option's value is. What the daemon refuses as it stan
 quota) is exit 1, as for `submit`.
 
 The file: `jobs:` (a list) and optional `defaults:` merged into each job. `after:` is an alias of
-`dependencies:` (names of jobs in the file, or job ids); `script:` a file path relative to the
+`dependencies:` (names of jobs in the file, or job ids; `after_notok:` and `after_any:` wait for a
+job to fail, or to end however it ends); `script:` a file path relative to the
 file (its content is shipped); `command:` a list or a string. Sizes and durations follow the
 CLI's rule (units.py): `memory: 512` is MiB, `timeout: 1h`."""
 
@@ -105,8 +106,10 @@ def _validation(exc: ValidationError) -> tuple[str, str | None]:
 def _item(raw: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     item = {**defaults, **raw}
     if "after" in item:
-        after = item.pop("after")
-        item["dependencies"] = [after] if isinstance(after, str) else after
+        item["dependencies"] = item.pop("after")
+    for key in ("dependencies", "after_notok", "after_any"):  # one job may be named without a list
+        if isinstance(item.get(key), str):
+            item[key] = [item[key]]
     if isinstance(item.get("command"), str):
         item["command"] = shlex.split(item["command"])
     for key in ("command", "args"):  # YAML reads `[true, 3]` as a bool and an int: argv is text

@@ -37,8 +37,8 @@ from .completers import ACTIVE, file_names, job_ids, tenant_names
 from .output import Output, output_option
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
-                      "--secret-env-file", "--tenant",
-                      "--priority", "--timeout", "--after", "--retries", "--retry-delay", "--retry-backoff"}
+                      "--secret-env-file", "--tenant", "--priority", "--timeout", "--after", "--after-ok",
+                      "--after-notok", "--after-any", "--retries", "--retry-delay", "--retry-backoff"}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
 
@@ -119,6 +119,11 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(str(exc), param_hint="--memory") from None
 
 
+def job_list(values: Sequence[str]) -> list[str]:
+    """Job ids (or names) from repeated and comma-separated option values."""
+    return [j.strip() for v in values for j in v.split(",") if j.strip()]
+
+
 def _script(path: Path) -> dict[str, str]:
     """A script job's file: its content travels with the job, so it runs on any node."""
     try:
@@ -130,6 +135,7 @@ def _script(path: Path) -> dict[str, str]:
 def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
+               after_notok: Sequence[str] = (), after_any: Sequence[str] = (),
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
@@ -140,7 +146,8 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
     resources.update({k: v for k, v in (("memory", _memory(memory)), ("custom_resources", custom)) if v})
     spec: dict[str, Any] = {"name": name, "resources": resources, "env": _kv(env, "--env"), "priority": priority,
                             "timeout": timeout, "working_dir": paths.working_dir(workdir),
-                            "dependencies": list(dependencies), "retry_policy": retry_policy,
+                            "dependencies": list(dependencies), "after_notok": list(after_notok),
+                            "after_any": list(after_any), "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):
         spec.update(kind="script", script=_script(Path(argv[0])), args=list(argv[1:]))
@@ -211,8 +218,13 @@ class AttemptMarks:
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--timeout", type=DURATION, help="Kill an attempt after this long: seconds, or 90s, 15m, 1h, 2d "
               "(FAILED, reason timeout)  [default: the daemon's job_timeout]")
-@click.option("--after", multiple=True, metavar="JOB", help="Start only after JOB completed (repeatable or "
-              "comma-separated); if JOB fails or is cancelled, this job is cancelled.")
+@click.option("--after", "--after-ok", "after", multiple=True, metavar="JOB", help="Start only after JOB "
+              "completed (repeatable or comma-separated); if JOB fails or is cancelled, this job is cancelled "
+              "(Slurm's afterok).")
+@click.option("--after-notok", multiple=True, metavar="JOB", help="Start only after JOB ended without completing: "
+              "failed, cancelled or rejected (a cleanup or alert step); if JOB completes, this job is cancelled.")
+@click.option("--after-any", multiple=True, metavar="JOB", help="Start after JOB ended, however it ended (a "
+              "report, a teardown).")
 @click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True,
               help="Retry a failed attempt this many times.")
 @click.option("--retry-delay", type=DELAY, default=0, show_default=True,
@@ -229,7 +241,7 @@ class AttemptMarks:
 def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None, memory: str | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
            secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
-           timeout: float | None, after: tuple[str, ...],
+           timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
            retries: int, retry_delay: float, retry_backoff: float, force_command: bool, wait: bool, quiet: bool,
            as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
@@ -238,6 +250,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
       sage-ops submit analysis.py --cpu 2 -- --input data.csv
       sage-ops submit --memory 512MiB --wait -- python -c 'print("hi")'
       sage-ops submit --after $A --retries 3 --retry-delay 60 --retry-backoff 2 train.py
+      sage-ops submit --after-notok $A -- notify.sh "training failed"
     Options go before `--`; everything after it is the job's own argv.
     """
     stray = [a for a in argv[1:] if a.split("=", 1)[0] in SUBMIT_OPTION_NAMES]
@@ -247,7 +260,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
     spec = build_spec(argv, command=force_command, name=name, cpu=cpu, memory=memory, gpu=gpu, resource=resource,
                       env=env, secret_env=secret_values(secret_env, secret_env_file), tenant=tenant,
                       workdir=workdir, priority=priority, timeout=timeout,
-                      dependencies=[j.strip() for a in after for j in a.split(",") if j.strip()],
+                      dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
     w = ctx.wire()

@@ -22,11 +22,11 @@ from sqlalchemy import Connection
 
 from ...errors import Invalid, NotFound, Rejected
 from ...lifecycle import JobStatus, Transition, is_terminal, transition
-from ...schemas import JobSpec
+from ...schemas import Condition, JobSpec
 from ..storage import store as st
 from ..storage.sealing import Sealer
-from .execution_graph import FAILED_DEP, GraphError, resolve_batch_names, topological_order
-from .outcomes import Outcomes, dependency_failed
+from .execution_graph import GraphError, met, resolve_batch_names, topological_order
+from .outcomes import Outcomes, dependency_unmet
 from .ports import Backend
 from .queue_items import Queued
 from .queue_state import TermPart
@@ -47,6 +47,7 @@ class Planned:
     seq: int
     spec: JobSpec
     deps: list[str]  # job ids
+    conditions: dict[str, Condition]  # what a dependency must end as, where not "ok" (completed)
     status: JobStatus = S.SUBMITTED
     reason: str | None = None
     waiting: set[str] = field(default_factory=set)
@@ -59,27 +60,32 @@ def plan(specs: Sequence[JobSpec], sent: Sequence[str], ids: Sequence[str], firs
     """One plan per job, its dependencies as ids. The stored spec names them by id, also where
     the batch named them by name; otherwise it is stored exactly as it was sent (`sent`)."""
     out = []
-    for n, (job_id, spec, js, deps) in enumerate(zip(ids, specs, sent, link(specs, ids, batch))):
-        if deps != spec.dependencies:
-            spec = spec.model_copy(update={"dependencies": deps})
+    for n, (job_id, spec, js, named) in enumerate(zip(ids, specs, sent, link(specs, ids, batch))):
+        if named:
+            spec = spec.with_dependencies(named)
             js = spec.model_dump_json()
-        out.append(Planned(job_id, first_seq + n, spec, deps, spec_json=js))
+        deps = spec.waits_for()
+        conditions: dict[str, Condition] = {d: c for d in deps if (c := spec.condition(d)) != "ok"} \
+            if spec.after_notok or spec.after_any else {}
+        out.append(Planned(job_id, first_seq + n, spec, list(dict.fromkeys(deps)), conditions, spec_json=js))
     return out
 
 
-def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[list[str]]:
-    """Each job's dependencies as ids. In a batch a dependency may be the name of another job of
-    the batch; a cycle or an ambiguous name refuses the whole batch."""
-    if not batch or not any(s.dependencies for s in specs):
-        return [list(dict.fromkeys(s.dependencies)) if s.dependencies else s.dependencies for s in specs]
+def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[dict[str, str]]:
+    """The batch's names each job's dependencies use, mapped to job ids (empty: all are ids). In
+    a batch a dependency may be the name of another job of the batch; a cycle or an ambiguous
+    name refuses the whole batch."""
+    waits = [s.waits_for() for s in specs]
+    if not batch or not any(waits):
+        return [{} for _ in specs]
     try:
-        resolved = resolve_batch_names([s.name for s in specs], [s.dependencies for s in specs])
+        resolved = resolve_batch_names([s.name for s in specs], waits)
         topological_order({i: [d for d in row if isinstance(d, int)] for i, row in enumerate(resolved)}, len(specs))
     except GraphError as exc:
         if exc.cycle:  # its members by name, as the batch file calls them
             raise Invalid("cycle: " + " -> ".join(specs[i].name or f"jobs[{i}]" for i in exc.cycle)) from None
         raise Invalid(str(exc)) from None
-    return [list(dict.fromkeys(ids[d] if isinstance(d, int) else d for d in row)) for row in resolved]
+    return [{raw: ids[d] for raw, d in zip(deps, row) if isinstance(d, int)} for deps, row in zip(waits, resolved)]
 
 
 def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], admission: Callable[[Planned], str | None],
@@ -94,8 +100,8 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
         # (idempotent: the writer may run this again, alone, if its group commit failed)
         p.status, p.reason, p.waiting = S.SUBMITTED, None, set()
         p.transitions = [transition(p.id, None, S.SUBMITTED, "submitted")]
-        unknown = p.deps and next((d for d in p.deps if d not in new and (d not in known or
-                                                                         owners.get(d) != p.spec.tenant)), None)
+        unknown = next((d for d in p.deps if d not in new and (d not in known or owners.get(d) != p.spec.tenant)),
+                       None)
         reason = f"unknown dependency: {unknown}" if unknown else None
         if admit and reason is None:
             reason = admission(p)
@@ -109,13 +115,14 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
             continue
         p.transitions.append(transition(p.id, S.SUBMITTED, S.PENDING, "admitted"))
         p.status = S.PENDING
-        failed = next((d for d in p.deps if d in known and known[d][0] in FAILED_DEP), None)
-        if failed is not None:
-            p.reason = dependency_failed(failed, *known[failed])
+        unmet = next((d for d in p.deps if d in known and d not in new
+                      and met(p.conditions.get(d, "ok"), known[d][0]) is False), None)
+        if unmet is not None:
+            p.reason = dependency_unmet(unmet, *known[unmet], p.conditions.get(unmet, "ok"))
             p.transitions.append(transition(p.id, S.PENDING, S.CANCELLED, p.reason))
             p.status = S.CANCELLED
             continue
-        p.waiting = {d for d in p.deps if d in new or known[d][0] is not S.COMPLETED}
+        p.waiting = {d for d in p.deps if d in new or met(p.conditions.get(d, "ok"), known[d][0]) is None}
 
 
 def queue_full(active: int, asked: int, limit: int) -> str:
@@ -145,7 +152,9 @@ def check_working_dirs(specs: Sequence[JobSpec], batch: bool) -> None:
 
 def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Job rows, audit events and dependency edges, ready for one executemany each."""
-    jobs, events, edges = [], [], []
+    jobs: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
     for p in plans:
         spec = p.spec
         ended = p.status in (S.REJECTED, S.CANCELLED)
@@ -252,7 +261,7 @@ class Admission(TermPart):
             self.state.active += 1
             job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority)
             self.state.queued[p.id] = job
-            if p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting):
+            if p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting, p.conditions):
                 self.state.queue(job)
         if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
             return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}
@@ -276,8 +285,9 @@ class Admission(TermPart):
         trs: list[Transition] = []
         for job in jobs:
             reason = self.state.capacity.never_fits(job.need, nodes)
+            ended_at: dict[str, Any] = {"ended_at": now} if reason else {}
             trs.append(transition(job.id, S.SUBMITTED, S.REJECTED if reason else S.PENDING, reason or "admitted",
-                                  **({"ended_at": now} if reason else {})))
+                                  **ended_at))
         applied = await self.store.write(lambda c: st.apply_transitions(c, trs, now))
         ended = []
         for tr, ok in zip(trs, applied):

@@ -11,10 +11,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ...lifecycle import JobStatus, is_terminal
-from ...schemas import GraphNode, GraphView
+from ...schemas import Condition, GraphNode, GraphView
 
 S = JobStatus
-FAILED_DEP = frozenset({S.FAILED, S.CANCELLED, S.REJECTED})
+
+
+def met(condition: Condition, status: JobStatus) -> bool | None:
+    """Is a dependency that is now `status` met for `condition`? None while it has not ended;
+    False when it never will be (Slurm's afterok, afternotok, afterany)."""
+    if not is_terminal(status):
+        return None
+    return condition == "any" or (status is S.COMPLETED) == (condition == "ok")
 
 
 class GraphError(ValueError):
@@ -114,23 +121,6 @@ def component(start: str, parents: Mapping[str, Iterable[str]], children: Mappin
     return seen
 
 
-def descendants(roots: Iterable[str], children: Mapping[str, Iterable[str]]) -> list[str]:
-    """Jobs that depend on `roots`, directly or not, each once, nearest first."""
-    seen: set[str] = set(roots)
-    order: list[str] = []
-    todo = list(roots)
-    while todo:
-        nxt: list[str] = []
-        for cur in todo:
-            for c in children.get(cur, ()):
-                if c not in seen:
-                    seen.add(c)
-                    order.append(c)
-                    nxt.append(c)
-        todo = nxt
-    return order
-
-
 def _duration(node: Node, now: float) -> float:
     if node.started_at is None:
         return 0.0
@@ -186,14 +176,15 @@ def graph_view(root: str, nodes: Mapping[str, Node], now: float) -> GraphView:
 
 class Waiting:
     """The live part of the DAG the scheduler keeps in memory: which pending jobs wait for which
-    unfinished jobs. Rebuilt from the store at start-up; every operation is O(edges touched),
-    never O(all jobs)."""
+    unfinished jobs, and on what condition. Rebuilt from the store at start-up; every operation
+    is O(edges touched), never O(all jobs)."""
 
     def __init__(self) -> None:
         self.blockers: dict[str, set[str]] = {}  # waiting job -> unfinished dependencies
         self.children: dict[str, set[str]] = {}  # unfinished job -> jobs waiting for it
+        self.conditions: dict[tuple[str, str], Condition] = {}  # (job, dependency) -> condition, where not "ok"
 
-    def add(self, job_id: str, unfinished: Iterable[str]) -> bool:
+    def add(self, job_id: str, unfinished: Iterable[str], conditions: Mapping[str, Condition] | None = None) -> bool:
         """Record that `job_id` waits for `unfinished`; False if it waits for nothing."""
         deps = set(unfinished)
         if not deps:
@@ -201,36 +192,40 @@ class Waiting:
         self.blockers[job_id] = deps
         for d in deps:
             self.children.setdefault(d, set()).add(job_id)
+        for d, c in (conditions or {}).items():
+            if d in deps and c != "ok":
+                self.conditions[job_id, d] = c
         return True
 
     def is_waiting(self, job_id: str) -> bool:
         return job_id in self.blockers
 
-    def completed(self, job_id: str) -> list[str]:
-        """`job_id` completed: the jobs that wait for nothing any more."""
-        freed = []
+    def ended(self, job_id: str, status: JobStatus) -> tuple[list[str], list[tuple[str, Condition]]]:
+        """`job_id` ended as `status`: the jobs that now wait for nothing (freed), and those whose
+        condition on it can never be met (doomed, with that condition). It waits for nothing now."""
+        freed: list[str] = []
+        doomed: list[tuple[str, Condition]] = []
         for child in self.children.pop(job_id, ()):
             deps = self.blockers.get(child)
             if deps is None:
+                continue
+            condition = self.conditions.pop((child, job_id), "ok")
+            if not met(condition, status):
+                doomed.append((child, condition))
                 continue
             deps.discard(job_id)
             if not deps:
                 del self.blockers[child]
                 freed.append(child)
-        return freed
-
-    def doomed(self, job_id: str) -> list[str]:
-        """`job_id` ended without completing: every job waiting on it, directly or not."""
-        out = descendants([job_id], self.children)
         self.forget(job_id)
-        return out
+        return freed, doomed
 
     def forget(self, job_id: str) -> None:
-        """`job_id` left the queue (cancelled, ended): drop its edges both ways."""
+        """`job_id` waits for nothing any more (it ended, or left the queue): drop those edges."""
         for d in self.blockers.pop(job_id, ()):
+            self.conditions.pop((job_id, d), None)
             kids = self.children.get(d)
             if kids is not None:
                 kids.discard(job_id)
                 if not kids:
                     del self.children[d]
-        self.children.pop(job_id, None)

@@ -17,7 +17,7 @@ from ...errors import Conflict, NotFound, SageOpsError
 from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
 from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobView
 from ..storage import store as st
-from .execution_graph import FAILED_DEP, Node, graph_view
+from .execution_graph import Node, graph_view, met
 from .outcomes import Outcomes
 from .queue_items import Queued
 from .queue_state import TermPart
@@ -157,7 +157,11 @@ def _retryable(conn: Connection, targets: list[str]) -> list[Any]:
         if S(row.status) not in RETRYABLE:  # REJECTED (a bad spec) and active jobs
             out.append(Conflict(f"job {job_id} is {row.status}: only a finished job can be retried"))
             continue
-        bad = next((d for d in deps.get(job_id, []) if d not in known or known[d][0] in FAILED_DEP), None)
+        mine = deps.get(job_id, [])
+        bad = next((d for d in mine if d not in known), None)
+        if bad is None and mine:
+            spec = JobSpec.model_validate_json(row.spec)
+            bad = next((d for d in mine if met(spec.condition(d), known[d][0]) is False), None)
         if bad is not None:
             state = known[bad][0].value if bad in known else "gone"
             out.append(Conflict(f"job {job_id}: its dependency {bad} is {state}; retry it first"))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +17,10 @@ from sqlalchemy import Connection
 
 from ...errors import Conflict, NotFound, SageOpsError
 from ...lifecycle import JobStatus, Transition, is_terminal, transition
-from ...schemas import JobView
+from ...schemas import Condition, JobView
 from ..storage import store as st
 from ..storage.logs import LogStore
-from .execution_graph import FAILED_DEP
+from .execution_graph import met
 from .ports import Backend
 from .queue_items import Queued
 from .queue_state import TermPart
@@ -29,7 +30,10 @@ RECHECK_AFTER = 15.0  # seconds past kill_grace before a cancelled job still in 
 S = JobStatus
 
 
-def dependency_failed(dep: str, status: JobStatus, name: str) -> str:
+def dependency_unmet(dep: str, status: JobStatus, name: str, condition: Condition = "ok") -> str:
+    """Why a job is cancelled: a dependency ended as its condition can never accept."""
+    if condition == "notok":
+        return f"dependency {dep} ({name}) ended {status.value}; after-notok waits for it to fail"
     return f"dependency {dep} ({name}) ended {status.value}"
 
 
@@ -71,12 +75,18 @@ class Outcomes(TermPart):
         deps, known = await self.store.read(q)
         doomed: dict[str, str] = {}
         for job in jobs:
-            mine = deps.get(job.id, [])
-            bad = next((d for d in mine if d in known and known[d][0] in FAILED_DEP), None)
-            if bad is not None:
-                doomed[job.id] = dependency_failed(bad, *known[bad])
-            elif not self.state.waiting.add(job.id, [d for d in mine if d in known and known[d][0] is not S.COMPLETED]):
-                self.state.queue(job)
+            spec, unfinished = job.spec, []
+            for d in deps.get(job.id, []):
+                ok = met(spec.condition(d), known[d][0]) if d in known else None
+                if ok is False:
+                    doomed[job.id] = dependency_unmet(d, *known[d], spec.condition(d))
+                    break
+                if ok is None and d in known:
+                    unfinished.append(d)
+            else:
+                conditions = {d: spec.condition(d) for d in unfinished} if spec.after_notok or spec.after_any else None
+                if not self.state.waiting.add(job.id, unfinished, conditions):
+                    self.state.queue(job)
         for job_id, reason in doomed.items():
             await self.cancel_ids([job_id], reason)
 
@@ -115,38 +125,63 @@ class Outcomes(TermPart):
 
     async def finish(self, ended: Iterable[tuple[str, JobStatus]]) -> list[str]:
         """Jobs that reached a terminal state (each reported once, by whoever moved it): wake
-        their waiters, free their dependents, cancel the dependents of failures. Returns the ids
-        cancelled as a consequence."""
+        their waiters, free the dependents whose condition is met, cancel those whose condition
+        never can be, and so on down the graph (a cancelled job is an ended one too). A job
+        cancelled in cascade passes its reason on, so the whole tree names the first cause.
+        Returns the ids cancelled as a consequence."""
         state = self.state
         cascaded: list[str] = []
         t0 = time.perf_counter()
-        for job_id, status in ended:
+        todo: deque[tuple[str, JobStatus, str | None]] = deque((j, s, None) for j, s in ended)
+        while todo:
+            job_id, status, cause = todo.popleft()
             state.active -= 1
             self.counters.ended[status.value] = self.counters.ended.get(status.value, 0) + 1
             for fut in state.done_waiters.pop(job_id, []):
                 if not fut.done():
                     fut.set_result(None)
             self.logs.wake(job_id)
-            if status is S.COMPLETED:
-                for child in state.waiting.completed(job_id):
-                    job = state.queued.get(child)
-                    if job is not None and job.status is S.PENDING:
-                        state.queue(job)
-                state.waiting.forget(job_id)
-            else:
-                doomed = state.waiting.doomed(job_id)
-                if doomed:
-                    name = await self.store.read(lambda c, j=job_id: st.statuses_of(c, [j]))
-                    reason = dependency_failed(job_id, status, name.get(job_id, (status, job_id))[1])
-                    done, more = await self.cancel_ids(doomed, reason)
-                    cascaded += [j for j in done if isinstance(j, str)] + more
+            freed, doomed = state.waiting.ended(job_id, status)
+            for child in freed:
+                job = state.queued.get(child)
+                if job is not None and job.status is S.PENDING:
+                    state.queue(job)
+            if not doomed:
+                continue
+            label = job_id if cause is not None else await self._name(job_id)
+            for condition in ("ok", "notok"):
+                ids = [child for child, c in doomed if c == condition]
+                if not ids:
+                    continue
+                why = cause if cause is not None and condition == "ok" else \
+                    dependency_unmet(job_id, status, label, condition)
+                outcome, kills = await self._cancel(ids, why, strict=False)
+                done = [j for j in outcome if isinstance(j, str)]
+                cascaded += done
+                todo.extend((j, S.CANCELLED, why) for j in done)
+                if kills:
+                    await asyncio.gather(*kills)
         self.counters.decision_seconds += time.perf_counter() - t0  # dependency bookkeeping is scheduling work
         state.wake.set()
         return cascaded
 
+    async def _name(self, job_id: str) -> str:
+        """How a reason names a job: its name (its id when it has none)."""
+        known = await self.store.read(lambda c: st.statuses_of(c, [job_id]))
+        return known[job_id][1] if job_id in known else job_id
+
     async def cancel_ids(self, ids: list[str], reason: str,
                          strict: bool = False) -> tuple[list[str | SageOpsError], list[str]]:
         """Cancel `ids`; returns each one's outcome and the dependents cancelled with them."""
+        outcome, kills = await self._cancel(ids, reason, strict)
+        cascaded = await self.finish((j, S.CANCELLED) for j in outcome if isinstance(j, str))
+        if kills:
+            await asyncio.gather(*kills)
+        return outcome, cascaded
+
+    async def _cancel(self, ids: list[str], reason: str,
+                      strict: bool) -> tuple[list[str | SageOpsError], list[Awaitable[None]]]:
+        """One write: `ids` CANCELLED (each one's outcome), and the kills of those in flight, to await."""
         now = self.clock.now()
 
         def op(conn: Connection) -> list[str | SageOpsError]:
@@ -160,22 +195,17 @@ class Outcomes(TermPart):
             return out
 
         outcome = await self.store.write(op)
-        done = [r for r in outcome if isinstance(r, str)]
-        kills = []
-        for job_id in done:
+        kills: list[Awaitable[None]] = []
+        for job_id in outcome:
+            if not isinstance(job_id, str):
+                continue
             self.state.queued.pop(job_id, None)
             d = self.state.dispatched.get(job_id)
             if d is not None:
                 d.cancelling = True
                 self.state.cancels[job_id] = time.monotonic()
                 kills.append(self.kill(job_id, self.cfg.jobmanager.kill_grace))
-        if not strict:  # a cascade already holds every descendant: nothing more to doom
-            for job_id in done:
-                self.state.waiting.forget(job_id)
-        cascaded = await self.finish((j, S.CANCELLED) for j in done)
-        if kills:
-            await asyncio.gather(*kills)
-        return outcome, cascaded
+        return outcome, kills
 
     async def kill(self, job_id: str, grace: float) -> None:
         """Stop a dispatched job's process group; a failure is logged (the poll loop asks again)."""

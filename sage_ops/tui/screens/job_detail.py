@@ -26,7 +26,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from ...lifecycle import is_terminal
-from ...plaintext import binary_size, log_line
+from ...plaintext import after_text, binary_size, log_line
 from ...render import duration, headline
 from ...schemas import JobEventView, JobView, LogEntry
 from ..messages import JobLoaded, JobsChanged, LogEnded, LogLines, Resync
@@ -65,7 +65,7 @@ def overview(job: JobView, now: datetime, plain: bool = False) -> Table:
                                                            if s.resources.memory else ""))),
                  ("retries", Text(f"{rp.max_retries} (delay {rp.retry_delay:g}s x{rp.retry_exponential_base:g})"
                                   if rp.max_retries else "0")),
-                 ("after", Text(", ".join(s.dependencies) or "-"))]
+                 ("after", Text(after_text(s.dependencies, s.after_notok, s.after_any)))]
     for key, value in rows:
         grid.add_row(key, value)
     return grid
