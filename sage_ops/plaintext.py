@@ -191,7 +191,8 @@ def _spec_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     return [("command", _command(s)), ("resources", f"cpu={res['cpu']:g}, gpu={res['gpu']:g}{mem}{custom}"),
             ("working dir", s.get("working_dir") or "-"),
             ("after", after_text(s.get("dependencies") or [], s.get("after_notok") or [], s.get("after_any") or [])),
-            ("retries", retries), ("timeout", f"{s['timeout']:g}s" if s.get("timeout") else "daemon default")]
+            ("retries", retries), ("timeout", f"{s['timeout']:g}s" if s.get("timeout") else "daemon default")] + (
+            [("begin", stamp(datetime.fromtimestamp(s["begin_at"], timezone.utc)))] if s.get("begin_at") else [])
 
 
 def job_detail(job: dict[str, Any]) -> None:

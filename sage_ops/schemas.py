@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineSpec, PipelineView
 from .units import MAX_MEMORY as MAX_MEMORY  # re-exported: the API's limits and size rule live in units
-from .units import parse_duration
+from .units import parse_duration, parse_moment
 from .units import parse_memory as parse_memory
 
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # script content, in UTF-8 bytes
@@ -164,6 +164,8 @@ class JobSpec(Strict):
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(None, gt=0, le=365 * 86400, description="seconds, or '90s', '15m', '1h', '2d'")
+    begin_at: float | None = Field(None, ge=0, description="do not start before this moment (Slurm's --begin): "
+                                   "epoch seconds, or 'now+1h', '14:30', 'tomorrow 02:00', '2026-12-06T02:00'")
     tenant: str | None = Field(None, max_length=64)
     run_as: str | None = Field(None, max_length=33, description="the Unix user it runs as, set by the daemon from "
                                "who submitted it (what a request says is replaced); null: the daemon's own user")
@@ -172,6 +174,11 @@ class JobSpec(Strict):
     @classmethod
     def _timeout(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str) else v
+
+    @field_validator("begin_at", mode="before")
+    @classmethod
+    def _begin_at(cls, v: Any) -> Any:
+        return parse_moment(v) if isinstance(v, str) else v
 
     @field_validator("command", "args")
     @classmethod

@@ -4,12 +4,15 @@ common commands import it. (Shown: plaintext.size.)
 
 Durations: `90`, `90s`, `15m`, `1h`, `2d`, `1w` (a bare number is seconds). Memory: `512MiB`,
 `8GB`, `1G`, `1.5GiB`; a bare number is MiB, as Slurm's `--mem` (whose M is 1024² bytes).
+Moments (`--begin`), as Slurm's: `now+1h` or `+1h`, `14:30` (its next occurrence), `tomorrow
+02:00`, `midnight`, `noon`, `2026-12-06T02:00` (local time unless it carries a zone).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timedelta
 
 MIB = 2**20
 MAX_MEMORY = 2**60  # bytes: an exabyte is no one's job; beyond, a typo (or an overflow)
@@ -34,6 +37,37 @@ def parse_duration(text: str, zero: bool = False) -> float:
         least = "a number of seconds" if zero else "a positive number of seconds"
         raise ValueError(f"bad duration {text!r}: use {least} or one like 90s, 15m, 1h, 2d, 1w")
     return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+
+
+_CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
+_NAMED = {"midnight": (0, 0), "noon": (12, 0), "teatime": (16, 0)}
+
+
+def parse_moment(text: str, now: datetime | None = None) -> float:
+    """A moment as a user types it (see the module's docstring) -> epoch seconds. A time of day
+    alone is its next occurrence. A ValueError of one line; the CLI makes a usage error of it."""
+    now = (now or datetime.now()).astimezone()
+    raw = " ".join(str(text).split()).lower()
+    if raw == "now":
+        return now.timestamp()
+    if raw.startswith(("now+", "+")):
+        return now.timestamp() + parse_duration(raw.split("+", 1)[1])
+    day, clock = ("tomorrow", raw[8:].strip() or "00:00") if raw.startswith("tomorrow") else ("", raw)
+    if clock in _NAMED or (m := _CLOCK_RE.fullmatch(clock)):
+        h, mi, sec = (*_NAMED[clock], 0) if clock in _NAMED else (int(m.group(1)), int(m.group(2)),
+                                                                   int(m.group(3) or 0))
+        if h > 23 or mi > 59 or sec > 59:
+            raise ValueError(f"bad time {text!r}: hours 0-23, minutes and seconds 0-59")
+        at = now.replace(hour=h, minute=mi, second=sec, microsecond=0)
+        if day == "tomorrow" or at <= now:
+            at += timedelta(days=1)
+        return at.timestamp()
+    try:
+        at = datetime.fromisoformat(raw.upper().replace("Z", "+00:00") if raw.endswith("z") else raw)
+    except ValueError:
+        raise ValueError(f"bad time {text!r}: use one like now+1h, 14:30, tomorrow 02:00, midnight or "
+                         "2026-12-06T02:00") from None
+    return (at if at.tzinfo else at.astimezone()).timestamp()
 
 
 def parse_memory(value: str | int | float) -> int:

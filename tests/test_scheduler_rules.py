@@ -392,6 +392,51 @@ async def test_a_dependency_that_failed_before_the_submit_cancels_the_new_job(ri
     assert await rig.reason(b) == f"dependency {a} (prep) ended FAILED"
 
 
+# -- --begin: not before a moment ----------------------------------------------------------
+async def test_a_job_does_not_start_before_its_begin_time(rig: Rig) -> None:
+    await rig.submit(begin_at=rig.clock.now() + 60)
+    assert await rig.step() == []
+
+
+async def test_a_job_starts_once_its_begin_time_has_come(rig: Rig) -> None:
+    job = await rig.submit(begin_at=rig.clock.now() + 60)
+    rig.clock.advance(60)
+    assert await rig.step() == [job]
+
+
+async def test_a_job_waiting_for_its_begin_time_says_so(rig: Rig) -> None:
+    job = await rig.submit(begin_at=1_700_003_600.0)
+    assert await rig.reason(job) == "begins at 2023-11-14T23:13:20Z"
+
+
+async def test_a_begin_time_in_the_past_is_no_wait(rig: Rig) -> None:
+    job = await rig.submit(begin_at=rig.clock.now() - 1)
+    assert await rig.step() == [job]
+
+
+async def test_a_job_freed_by_its_dependency_still_waits_for_its_begin_time(rig: Rig) -> None:
+    a = await rig.submit()
+    b = await rig.submit(dependencies=[a], begin_at=rig.clock.now() + 60)
+    await rig.step()
+    await rig.end(a)
+    assert await rig.step() == []
+    rig.clock.advance(60)
+    assert await rig.step() == [b]
+
+
+async def test_a_restart_keeps_each_begin_time(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    job = await first.submit(begin_at=first.clock.now() + 60)
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend).start()
+    try:
+        assert await second.step() == []
+        second.clock.advance(60)
+        assert await second.step() == [job]
+    finally:
+        second.store.close()
+
+
 # -- dependency conditions (Slurm's afterok, afternotok, afterany) --------------------------
 async def test_an_after_notok_job_runs_when_its_dependency_fails(rig: Rig) -> None:
     a = await rig.submit(name="train")

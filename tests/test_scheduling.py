@@ -78,6 +78,18 @@ def test_after_notok_and_after_any_on_the_command_line(daemon: Daemon, tmp_path:
     assert v_never.status == "CANCELLED" and "after-notok waits for it to fail" in v_never.reason
 
 
+def test_begin_holds_a_job_until_its_moment(daemon: Daemon) -> None:
+    job = daemon.submit_q("--begin", "now+3s", "--", "true")
+    client = daemon.client()
+    pending = client.get_job(job)
+    assert (pending.status, pending.reason[:9]) == ("PENDING", "begins at")
+    done = client.wait(job, 60)
+    assert done.status == "COMPLETED" and done.started_at.timestamp() >= done.spec.begin_at
+    assert "begin " in daemon.run("status", job, check=True).stdout
+    bad = daemon.run("submit", "--begin", "soonish", "--", "true")
+    assert bad.returncode == 2 and "bad time 'soonish'" in bad.stderr
+
+
 def test_unknown_dependency_and_cycle_are_rejected(daemon: Daemon) -> None:
     out = daemon.run("submit", "--after", "doesnotexist", "--", "true")
     assert out.returncode == 1 and "unknown dependency: doesnotexist" in out.stderr

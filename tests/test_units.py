@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from sage_ops.client import parse_addresses
@@ -9,6 +11,7 @@ from sage_ops.config import load_config
 from sage_ops.errors import Conflict, Invalid, NotFound, Rejected, from_response
 from sage_ops.lifecycle import TERMINAL, JobStatus, is_legal, is_terminal, transition
 from sage_ops.schemas import JobSpec, Resources, parse_memory
+from sage_ops.units import parse_moment
 
 S = JobStatus
 
@@ -163,3 +166,24 @@ def test_the_migrations_make_exactly_the_schema_of_the_models(tmp_path) -> None:
         assert diff == []
     finally:
         store.close()
+
+
+NOON_BEFORE = datetime(2026, 12, 5, 11, 0).astimezone()  # local time, as the CLI reads --begin
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("now", datetime(2026, 12, 5, 11, 0)), ("+90m", datetime(2026, 12, 5, 12, 30)),
+    ("now+1h", datetime(2026, 12, 5, 12, 0)), ("14:30", datetime(2026, 12, 5, 14, 30)),
+    ("10:00", datetime(2026, 12, 6, 10, 0)),  # passed today: its next occurrence
+    ("tomorrow", datetime(2026, 12, 6, 0, 0)), ("tomorrow 02:00", datetime(2026, 12, 6, 2, 0)),
+    ("midnight", datetime(2026, 12, 6, 0, 0)), ("noon", datetime(2026, 12, 5, 12, 0)),
+    ("2026-12-24T18:00", datetime(2026, 12, 24, 18, 0)), ("2026-12-24", datetime(2026, 12, 24, 0, 0)),
+])
+def test_parse_moment(text: str, expected: datetime) -> None:
+    assert parse_moment(text, NOON_BEFORE) == expected.astimezone().timestamp()
+
+
+@pytest.mark.parametrize("bad", ["25:00", "soon", "+x", "tomorrow 7pm"])
+def test_parse_moment_rejects_garbage_in_one_line(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^bad (time|duration) '.*'"):
+        parse_moment(bad, NOON_BEFORE)

@@ -19,7 +19,7 @@ import click
 
 from .. import paths, plaintext
 from ..errors import Invalid, SageOpsError
-from ..units import parse_memory
+from ..units import parse_memory, parse_moment
 from ..wire import WireClient, job_path
 from . import (
     DELAY,
@@ -38,7 +38,7 @@ from .output import Output, output_option
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
                       "--secret-env-file", "--tenant", "--priority", "--timeout", "--after", "--after-ok",
-                      "--after-notok", "--after-any", "--retries", "--retry-delay", "--retry-backoff"}
+                      "--after-notok", "--after-any", "--begin", "--retries", "--retry-delay", "--retry-backoff"}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
 
@@ -119,6 +119,16 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(str(exc), param_hint="--memory") from None
 
 
+def _moment(text: str | None) -> float | None:
+    """--begin as epoch seconds, read here: `14:30` and `tomorrow` are the caller's local time."""
+    if text is None:
+        return None
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--begin'") from None
+
+
 def job_list(values: Sequence[str]) -> list[str]:
     """Job ids (or names) from repeated and comma-separated option values."""
     return [j.strip() for v in values for j in v.split(",") if j.strip()]
@@ -135,7 +145,7 @@ def _script(path: Path) -> dict[str, str]:
 def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
-               after_notok: Sequence[str] = (), after_any: Sequence[str] = (),
+               after_notok: Sequence[str] = (), after_any: Sequence[str] = (), begin: str | None = None,
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
@@ -147,7 +157,8 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
     spec: dict[str, Any] = {"name": name, "resources": resources, "env": _kv(env, "--env"), "priority": priority,
                             "timeout": timeout, "working_dir": paths.working_dir(workdir),
                             "dependencies": list(dependencies), "after_notok": list(after_notok),
-                            "after_any": list(after_any), "retry_policy": retry_policy,
+                            "after_any": list(after_any), "begin_at": _moment(begin),
+                            "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):
         spec.update(kind="script", script=_script(Path(argv[0])), args=list(argv[1:]))
@@ -225,6 +236,8 @@ class AttemptMarks:
               "failed, cancelled or rejected (a cleanup or alert step); if JOB completes, this job is cancelled.")
 @click.option("--after-any", multiple=True, metavar="JOB", help="Start after JOB ended, however it ended (a "
               "report, a teardown).")
+@click.option("--begin", metavar="WHEN", help="Do not start before WHEN: now+1h, 14:30 (its next occurrence), "
+              "tomorrow 02:00, midnight, 2026-12-06T02:00 (local time). It waits PENDING, its reason `begins at`.")
 @click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True,
               help="Retry a failed attempt this many times.")
 @click.option("--retry-delay", type=DELAY, default=0, show_default=True,
@@ -242,8 +255,8 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
            secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
            timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
-           retries: int, retry_delay: float, retry_backoff: float, force_command: bool, wait: bool, quiet: bool,
-           as_json: bool) -> None:
+           begin: str | None, retries: int, retry_delay: float, retry_backoff: float, force_command: bool,
+           wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
 
     \b
@@ -251,6 +264,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
       sage-ops submit --memory 512MiB --wait -- python -c 'print("hi")'
       sage-ops submit --after $A --retries 3 --retry-delay 60 --retry-backoff 2 train.py
       sage-ops submit --after-notok $A -- notify.sh "training failed"
+      sage-ops submit --begin 'tomorrow 02:00' nightly.sh
     Options go before `--`; everything after it is the job's own argv.
     """
     stray = [a for a in argv[1:] if a.split("=", 1)[0] in SUBMIT_OPTION_NAMES]
@@ -261,6 +275,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
                       env=env, secret_env=secret_values(secret_env, secret_env_file), tenant=tenant,
                       workdir=workdir, priority=priority, timeout=timeout,
                       dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
+                      begin=begin,
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
     w = ctx.wire()

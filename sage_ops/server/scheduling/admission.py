@@ -16,6 +16,7 @@ import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection
@@ -89,7 +90,7 @@ def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[dict
 
 
 def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], admission: Callable[[Planned], str | None],
-           batch: bool, admit: bool, owners: Mapping[str, str | None] | None = None) -> None:
+           batch: bool, admit: bool, owners: Mapping[str, str | None] | None = None, now: float = 0.0) -> None:
     """Settle each job's status. `known` holds the existing jobs among the dependencies (and
     `owners` their tenants: a job of another tenant is as unknown as a missing one); the jobs
     of this submission are known to be waiting. A batch is all or nothing: the first problem
@@ -113,8 +114,9 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
             continue
         if not admit:
             continue
-        p.transitions.append(transition(p.id, S.SUBMITTED, S.PENDING, "admitted"))
-        p.status = S.PENDING
+        begins = begins_at(p.spec, now)
+        p.transitions.append(transition(p.id, S.SUBMITTED, S.PENDING, f"admitted; {begins}" if begins else "admitted"))
+        p.status, p.reason = S.PENDING, begins
         unmet = next((d for d in p.deps if d in known and d not in new
                       and met(p.conditions.get(d, "ok"), known[d][0]) is False), None)
         if unmet is not None:
@@ -123,6 +125,17 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
             p.status = S.CANCELLED
             continue
         p.waiting = {d for d in p.deps if d in new or met(p.conditions.get(d, "ok"), known[d][0]) is None}
+
+
+def later(spec: JobSpec, now: float) -> float | None:
+    """When a job asked to begin later than `now` (--begin), that moment."""
+    return spec.begin_at if spec.begin_at is not None and spec.begin_at > now else None
+
+
+def begins_at(spec: JobSpec, now: float) -> str | None:
+    """A pending job's reason while it waits for its --begin time."""
+    at = later(spec, now)
+    return None if at is None else f"begins at {datetime.fromtimestamp(at, timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def queue_full(active: int, asked: int, limit: int) -> str:
@@ -160,7 +173,8 @@ def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[d
         ended = p.status in (S.REJECTED, S.CANCELLED)
         jobs.append(st.new_job_row(id=p.id, seq=p.seq, name=spec.display_name(), tenant=spec.tenant,
                                    status=p.status.value, reason=p.reason, priority=spec.priority, kind=spec.kind.value,
-                                   spec=p.spec_json, created_at=now, updated_at=now, ended_at=now if ended else None))
+                                   spec=p.spec_json, created_at=now, updated_at=now, ended_at=now if ended else None,
+                                   not_before=None if ended else later(p.spec, now)))
         events.extend(st.event_row(t, now) for t in p.transitions)
         edges.extend({"job_id": p.id, "depends_on": d} for d in p.deps)
     return jobs, events, edges
@@ -244,7 +258,7 @@ class Admission(TermPart):
             known = st.statuses_of(conn, external, owners) if external else {}
             queued.clear()
             counter[0] = 0
-            decide(plans, known, admission, batch, admit=self.state.ready, owners=owners)
+            decide(plans, known, admission, batch, admit=self.state.ready, owners=owners, now=now)
             jobs, events, edges = rows(plans, now)
             st.insert_jobs(conn, jobs, events, edges)
             first[:] = jobs[:1]
@@ -259,7 +273,7 @@ class Admission(TermPart):
             if is_terminal(p.status):
                 continue
             self.state.active += 1
-            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority)
+            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority, not_before=later(p.spec, now))
             self.state.queued[p.id] = job
             if p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting, p.conditions):
                 self.state.queue(job)
