@@ -100,6 +100,13 @@ def _bulk(ids: Sequence[str] | JobFilter | dict[str, Any] | None, filter: dict[s
     return {"filter": flt.model_dump(mode="json", exclude_defaults=True)}
 
 
+def _bulk_call(action: str, ids: Sequence[str] | JobFilter | dict[str, Any] | None, filter: dict[str, Any],
+               dry_run: bool, idempotent: bool = True) -> Call[Any]:
+    """A bulk action (cancel, retry, hold, release) on ids or a filter: a BulkResult."""
+    return Call("POST", f"/v1/jobs/{action}", BulkResult.model_validate,
+                json={**_bulk(ids, filter), "dry_run": dry_run}, idempotent=idempotent, timeout=300)
+
+
 def _refs(body: dict[str, Any]) -> list[JobRef]:
     """The daemon's own answer, built without re-validation (100,000 refs in a few ms)."""
     return [JobRef.model_construct(id=j["id"], name=j["name"], status=JobStatus(j["status"]), reason=j["reason"])
@@ -209,8 +216,7 @@ class _Api:
         """Cancel by ids, or by filter (`status`, `name` glob, `tenant`, `since`, `until`): a
         BulkResult with the jobs affected, the dependents cancelled with them, the jobs that had
         already ended (`unchanged`: not an error) and errors. `dry_run`: only say what it would touch."""
-        return self._run(Call("POST", "/v1/jobs/cancel", BulkResult.model_validate,
-                               json={**_bulk(job_ids, filter), "dry_run": dry_run}, timeout=300))
+        return self._run(_bulk_call("cancel", job_ids, filter, dry_run))
 
     def retry_job(self, job_id: str) -> Any:
         """A finished job again, as a new attempt."""
@@ -218,8 +224,17 @@ class _Api:
 
     def retry_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
                    dry_run: bool = False, **filter: Any) -> Any:
-        return self._run(Call("POST", "/v1/jobs/retry", BulkResult.model_validate,
-                               json={**_bulk(job_ids, filter), "dry_run": dry_run}, idempotent=dry_run, timeout=300))
+        return self._run(_bulk_call("retry", job_ids, filter, dry_run, idempotent=dry_run))
+
+    def hold_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
+                  dry_run: bool = False, **filter: Any) -> Any:
+        """Keep waiting jobs (by ids or filter) from starting until released: a BulkResult."""
+        return self._run(_bulk_call("hold", job_ids, filter, dry_run))
+
+    def release_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
+                     dry_run: bool = False, **filter: Any) -> Any:
+        """Let held jobs (by ids or filter) start again: a BulkResult."""
+        return self._run(_bulk_call("release", job_ids, filter, dry_run))
 
     def set_priority(self, job_id: str, priority: int) -> Any:
         return self._run(Call("POST", f"/v1/jobs/{job_id}/priority", JobView.model_validate,

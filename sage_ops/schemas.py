@@ -164,6 +164,7 @@ class JobSpec(Strict):
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(None, gt=0, le=365 * 86400, description="seconds, or '90s', '15m', '1h', '2d'")
+    hold: bool = Field(False, description="submitted held: it waits until released (Slurm's --hold)")
     begin_at: float | None = Field(None, ge=0, description="do not start before this moment (Slurm's --begin): "
                                    "epoch seconds, or 'now+1h', '14:30', 'tomorrow 02:00', '2026-12-06T02:00'")
     tenant: str | None = Field(None, max_length=64)
@@ -325,6 +326,7 @@ class JobView(View):
     exit_code: int | None = None
     attempts_made: int = 0
     node: str | None = None
+    held: bool = Field(False, description="kept from starting until released (hold / release)")
     created_at: datetime
     started_at: datetime | None = None
     ended_at: datetime | None = None

@@ -437,6 +437,74 @@ async def test_a_restart_keeps_each_begin_time(tmp_path: Path) -> None:
         second.store.close()
 
 
+# -- hold and release -----------------------------------------------------------------------
+async def test_a_held_job_does_not_start(rig: Rig) -> None:
+    job = await rig.submit()
+    await rig.sched.hold([job])
+    assert await rig.step() == []
+
+
+async def test_a_released_job_starts(rig: Rig) -> None:
+    job = await rig.submit()
+    await rig.sched.hold([job])
+    await rig.sched.release([job])
+    assert await rig.step() == [job]
+
+
+async def test_a_job_submitted_held_says_so_and_waits(rig: Rig) -> None:
+    job = await rig.submit(hold=True)
+    assert (await rig.reason(job), await rig.step()) == ("held by user", [])
+
+
+async def test_holding_a_running_job_is_an_error_naming_its_status(rig: Rig) -> None:
+    job = await rig.submit()
+    await rig.step()
+    rig.backend.started(job)
+    await rig.backend.deliver(rig.sched)
+    result = await rig.sched.hold([job])
+    assert result.errors[0]["message"] == f"job {job} is RUNNING: only a waiting job can be held"
+
+
+async def test_a_held_job_freed_by_its_dependency_stays_held(rig: Rig) -> None:
+    a = await rig.submit()
+    b = await rig.submit(dependencies=[a])
+    await rig.sched.hold([b])
+    await rig.step()
+    await rig.end(a)
+    assert await rig.step() == []
+    await rig.sched.release([b])
+    assert await rig.step() == [b]
+
+
+async def test_hold_and_release_are_audited(rig: Rig) -> None:
+    job = await rig.submit()
+    await rig.sched.hold([job])
+    await rig.sched.release([job])
+    events = await rig.store.read(lambda c: st.job_events(c, job))
+    assert [e.reason for e in events][-2:] == ["held by user", "released by user"]
+
+
+async def test_a_restart_keeps_a_job_held(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    job = await first.submit()
+    await first.sched.hold([job])
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend).start()
+    try:
+        assert await second.step() == []
+        await second.sched.release([job])
+        assert await second.step() == [job]
+    finally:
+        second.store.close()
+
+
+async def test_a_retried_job_is_not_held(rig: Rig) -> None:
+    job = await rig.submit(hold=True)
+    await rig.sched.cancel([job])
+    await rig.sched.retry([job])
+    assert (await rig.view(job)).held is False
+
+
 # -- dependency conditions (Slurm's afterok, afternotok, afterany) --------------------------
 async def test_an_after_notok_job_runs_when_its_dependency_fails(rig: Rig) -> None:
     a = await rig.submit(name="train")

@@ -90,6 +90,17 @@ def test_begin_holds_a_job_until_its_moment(daemon: Daemon) -> None:
     assert bad.returncode == 2 and "bad time 'soonish'" in bad.stderr
 
 
+def test_hold_and_release_on_the_command_line(daemon: Daemon) -> None:
+    job = daemon.submit_q("--hold", "--name", "hold-me", "--", "true")
+    assert json.loads(daemon.run("status", "--json", job, check=True).stdout)["reason"] == "held by user"
+    planned = daemon.run("release", "--name", "hold-me", "--dry-run", check=True)
+    assert job in planned.stdout + planned.stderr
+    assert daemon.run("release", job).returncode == 0
+    assert daemon.client().wait(job, 60).status == "COMPLETED"
+    late = daemon.run("hold", job)
+    assert late.returncode == 1 and f"job {job} is COMPLETED: only a waiting job can be held" in late.stderr
+
+
 def test_unknown_dependency_and_cycle_are_rejected(daemon: Daemon) -> None:
     out = daemon.run("submit", "--after", "doesnotexist", "--", "true")
     assert out.returncode == 1 and "unknown dependency: doesnotexist" in out.stderr

@@ -38,7 +38,7 @@ COMMANDS = {
     "submit": "jobs", "jobs": "jobs", "status": "jobs", "logs": "jobs", "result": "jobs", "wait": "jobs",
     "health": "jobs", "stats": "jobs",
     "cancel": "scheduling", "retry": "scheduling", "set-priority": "scheduling", "history": "scheduling",
-    "graph": "scheduling", "submit-batch": "scheduling",
+    "graph": "scheduling", "submit-batch": "scheduling", "hold": "scheduling", "release": "scheduling",
     "tenant": "access", "token": "access", "whoami": "access", "audit": "access",
     "daemon": "daemon", "nodes": "nodes", "doctor": "doctor", "config": "settings", "completion": "completion",
     "man": "completion", "tui": "tui",

@@ -18,6 +18,7 @@ from click.shell_completion import CompletionItem
 TIMEOUT = 0.2  # seconds per request to the daemon while completing
 ACTIVE = ("SUBMITTED", "PENDING", "RUNNING")
 RETRYABLE = ("FAILED", "CANCELLED")
+WAITING = ("SUBMITTED", "PENDING")
 
 
 def _wire(ctx: click.Context) -> Any:

@@ -38,7 +38,8 @@ from .output import Output, output_option
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
                       "--secret-env-file", "--tenant", "--priority", "--timeout", "--after", "--after-ok",
-                      "--after-notok", "--after-any", "--begin", "--retries", "--retry-delay", "--retry-backoff"}
+                      "--after-notok", "--after-any", "--begin", "--hold", "--retries", "--retry-delay",
+                      "--retry-backoff"}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
 
@@ -146,6 +147,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
                after_notok: Sequence[str] = (), after_any: Sequence[str] = (), begin: str | None = None,
+               hold: bool = False,
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
@@ -157,7 +159,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
     spec: dict[str, Any] = {"name": name, "resources": resources, "env": _kv(env, "--env"), "priority": priority,
                             "timeout": timeout, "working_dir": paths.working_dir(workdir),
                             "dependencies": list(dependencies), "after_notok": list(after_notok),
-                            "after_any": list(after_any), "begin_at": _moment(begin),
+                            "after_any": list(after_any), "begin_at": _moment(begin), "hold": hold or None,
                             "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):
@@ -236,6 +238,7 @@ class AttemptMarks:
               "failed, cancelled or rejected (a cleanup or alert step); if JOB completes, this job is cancelled.")
 @click.option("--after-any", multiple=True, metavar="JOB", help="Start after JOB ended, however it ended (a "
               "report, a teardown).")
+@click.option("--hold", is_flag=True, help="Submit it held: it waits PENDING until `sage-ops release`.")
 @click.option("--begin", metavar="WHEN", help="Do not start before WHEN: now+1h, 14:30 (its next occurrence), "
               "tomorrow 02:00, midnight, 2026-12-06T02:00 (local time). It waits PENDING, its reason `begins at`.")
 @click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True,
@@ -255,7 +258,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
            secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
            timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
-           begin: str | None, retries: int, retry_delay: float, retry_backoff: float, force_command: bool,
+           hold: bool, begin: str | None, retries: int, retry_delay: float, retry_backoff: float, force_command: bool,
            wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
 
@@ -275,7 +278,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
                       env=env, secret_env=secret_values(secret_env, secret_env_file), tenant=tenant,
                       workdir=workdir, priority=priority, timeout=timeout,
                       dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
-                      begin=begin,
+                      begin=begin, hold=hold,
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
     w = ctx.wire()

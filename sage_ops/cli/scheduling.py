@@ -1,5 +1,5 @@
-"""Commands for work with structure: batches with dependencies, the graph, history, bulk cancel
-and retry, priorities. Thin like the rest: parse, call the client, render."""
+"""Commands for work with structure: batches with dependencies, the graph, history, bulk cancel,
+retry, hold and release, priorities. Thin like the rest: parse, call the client, render."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..lifecycle import JobStatus
 from ..schemas import BulkResult
 from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
 from .batchfile import load_batch, refused
-from .completers import ACTIVE, RETRYABLE, job_ids
+from .completers import ACTIVE, RETRYABLE, WAITING, job_ids
 from .output import Output, output_option
 
 #: a bulk action on a terminal asks first when it would touch more jobs than this (--yes skips)
@@ -29,20 +29,22 @@ def bulk_options(f: Any) -> Any:
     return click.option("--dry-run", is_flag=True, help="List the jobs it would touch; touch nothing.")(f)
 
 
+DONE = {"cancel": "cancelled", "retry": "retried", "hold": "held", "release": "released"}
+
+
 def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], as_json: bool,
           dry_run: bool = False, yes: bool = False) -> None:
-    """Cancel or retry by ids or filter. The daemon decides what is touched; on a terminal, more
+    """Cancel, retry, hold or release by ids or filter. The daemon decides what is touched; on a terminal, more
     than CONFIRM_OVER jobs are listed and asked about first, and then exactly those are touched.
     Without a terminal nothing is asked (as kubectl and rm): a pipe or a script must not hang."""
     if job_ids and any(flt.values()):
         raise click.UsageError("give job ids or filter options, not both")
     if not job_ids and not any(flt.values()):
         raise click.UsageError("give job ids, or a filter such as --status/--name/--tenant")
-    client = ctx.client()
-    call = client.cancel_jobs if action == "cancel" else client.retry_jobs
+    call = getattr(ctx.client(), f"{action}_jobs")
     given = {k: v for k, v in flt.items() if v}
     ids: list[str] = list(job_ids)
-    done = "cancelled" if action == "cancel" else "retried"
+    done = DONE[action]
     out: BulkResult | None = None
     if dry_run or (not yes and sys.stdin.isatty() and not 0 < len(ids) <= CONFIRM_OVER):
         plan: BulkResult = call(ids or None, dry_run=True, **({} if ids else given))
@@ -79,35 +81,37 @@ def _report(out: BulkResult, verb: str, as_json: bool) -> None:
         click.echo(f"note: job {ref.id} ({ref.name}) is already {ref.status.value}: nothing to cancel", err=True)
 
 
-@cli.command()
-@click.argument("job_ids", nargs=-1, shell_complete=job_ids(ACTIVE))
-@filter_options
-@bulk_options
-@json_option
-@pass_ctx
-def cancel(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: str | None, tenant: str | None,
-           since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Cancel jobs by id, or every active job matching a filter. A running job's whole process
-    tree is killed; jobs waiting on a cancelled job are cancelled too.
+def bulk_command(action: str, completes: tuple[str, ...], doc: str) -> None:
+    """`sage-ops ACTION [JOB_IDS...] [filters] [--dry-run] [--yes]`: one shape for every bulk action."""
+
+    @cli.command(action, help=doc)
+    @click.argument("job_ids", nargs=-1, shell_complete=job_ids(completes))
+    @filter_options
+    @bulk_options
+    @json_option
+    @pass_ctx
+    def command(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: str | None, tenant: str | None,
+                since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool) -> None:
+        _bulk(ctx, action, job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes)
+
+
+bulk_command("cancel", ACTIVE, """Cancel jobs by id, or every active job matching a filter. A running job's whole
+    process tree is killed; jobs waiting on a cancelled job are cancelled too.
 
     \b
       sage-ops cancel 3f2a9c01d2e4
       sage-ops cancel --status PENDING --name 'sweep-*'
-    """
-    _bulk(ctx, "cancel", job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes)
+    """)
+bulk_command("retry", RETRYABLE, """Run finished jobs again, as a new attempt (by id, or by filter: FAILED and CANCELLED
+    jobs unless --status says otherwise).""")
+bulk_command("hold", WAITING, """Keep waiting jobs from starting until released (by id, or every waiting job matching a
+    filter). A held job stays PENDING, its reason `held by user`; `submit --hold` submits one held.
 
-
-@cli.command()
-@click.argument("job_ids", nargs=-1, shell_complete=job_ids(RETRYABLE))
-@filter_options
-@bulk_options
-@json_option
-@pass_ctx
-def retry(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: str | None, tenant: str | None,
-          since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Run finished jobs again, as a new attempt (by id, or by filter: FAILED and CANCELLED
-    jobs unless --status says otherwise)."""
-    _bulk(ctx, "retry", job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes)
+    \b
+      sage-ops hold --name 'sweep-*'      # the cluster is needed for something else
+      sage-ops release --name 'sweep-*'   # they take their places in the queue again
+    """)
+bulk_command("release", WAITING, """Let held jobs start again, in their places in the queue (by id or filter).""")
 
 
 @cli.command("set-priority")

@@ -25,7 +25,6 @@ from ...errors import Forbidden, NotFound, SageOpsError, from_body
 from ...lifecycle import JobStatus, is_terminal
 from ...schemas import (
     BatchCancel,
-    BatchRetry,
     BatchSubmit,
     BulkResult,
     GraphView,
@@ -208,13 +207,15 @@ def create_app(services: Services) -> FastAPI:
         result.errors.extend(errors)
         return result
 
-    @app.post("/v1/jobs/cancel", response_model=BulkResult)
-    async def cancel_many(request: Request, req: BatchCancel, who: Principal = WHO) -> BulkResult:
-        return await bulk(request, who, req, "cancel")
+    def bulk_route(action: str) -> None:
+        """POST /v1/jobs/ACTION: ids or a filter -> BulkResult (cancel, retry, hold, release)."""
+        async def route(request: Request, req: BatchCancel, who: Principal = WHO) -> BulkResult:
+            return await bulk(request, who, req, action)
 
-    @app.post("/v1/jobs/retry", response_model=BulkResult)
-    async def retry_many(request: Request, req: BatchRetry, who: Principal = WHO) -> BulkResult:
-        return await bulk(request, who, req, "retry")
+        app.post(f"/v1/jobs/{action}", response_model=BulkResult, name=f"{action}_many")(route)
+
+    for action in ("cancel", "retry", "hold", "release"):
+        bulk_route(action)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)
     async def get_job(request: Request, job_id: str, who: Principal = WHO) -> JobView:
@@ -273,13 +274,15 @@ def create_app(services: Services) -> FastAPI:
             raise from_body(result.errors[0])
         return await job_or_404(request, who, job_id)
 
-    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView)
-    async def cancel(request: Request, job_id: str, who: Principal = WHO) -> JobView:
-        return await one(request, who, "cancel", job_id)
+    def one_route(action: str) -> None:
+        """POST /v1/jobs/ID/ACTION: that job afterwards, or the one error."""
+        async def route(request: Request, job_id: str, who: Principal = WHO) -> JobView:
+            return await one(request, who, action, job_id)
 
-    @app.post("/v1/jobs/{job_id}/retry", response_model=JobView)
-    async def retry(request: Request, job_id: str, who: Principal = WHO) -> JobView:
-        return await one(request, who, "retry", job_id)
+        app.post(f"/v1/jobs/{{job_id}}/{action}", response_model=JobView, name=action)(route)
+
+    for action in ("cancel", "retry", "hold", "release"):
+        one_route(action)
 
     @app.post("/v1/jobs/{job_id}/priority", response_model=JobView)
     async def set_priority(request: Request, job_id: str, req: PriorityChange, who: Principal = WHO) -> JobView:

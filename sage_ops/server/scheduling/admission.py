@@ -114,9 +114,9 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
             continue
         if not admit:
             continue
-        begins = begins_at(p.spec, now)
-        p.transitions.append(transition(p.id, S.SUBMITTED, S.PENDING, f"admitted; {begins}" if begins else "admitted"))
-        p.status, p.reason = S.PENDING, begins
+        waits = HELD if p.spec.hold else begins_at(p.spec, now)
+        p.transitions.append(transition(p.id, S.SUBMITTED, S.PENDING, f"admitted; {waits}" if waits else "admitted"))
+        p.status, p.reason = S.PENDING, waits
         unmet = next((d for d in p.deps if d in known and d not in new
                       and met(p.conditions.get(d, "ok"), known[d][0]) is False), None)
         if unmet is not None:
@@ -125,6 +125,9 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
             p.status = S.CANCELLED
             continue
         p.waiting = {d for d in p.deps if d in new or met(p.conditions.get(d, "ok"), known[d][0]) is None}
+
+
+HELD = "held by user"  # a held job's reason (Slurm's JobHeldUser)
 
 
 def later(spec: JobSpec, now: float) -> float | None:
@@ -174,7 +177,7 @@ def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[d
         jobs.append(st.new_job_row(id=p.id, seq=p.seq, name=spec.display_name(), tenant=spec.tenant,
                                    status=p.status.value, reason=p.reason, priority=spec.priority, kind=spec.kind.value,
                                    spec=p.spec_json, created_at=now, updated_at=now, ended_at=now if ended else None,
-                                   not_before=None if ended else later(p.spec, now)))
+                                   not_before=None if ended else later(p.spec, now), held=p.spec.hold))
         events.extend(st.event_row(t, now) for t in p.transitions)
         edges.extend({"job_id": p.id, "depends_on": d} for d in p.deps)
     return jobs, events, edges
@@ -273,7 +276,8 @@ class Admission(TermPart):
             if is_terminal(p.status):
                 continue
             self.state.active += 1
-            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority, not_before=later(p.spec, now))
+            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority, not_before=later(p.spec, now),
+                         held=p.spec.hold)
             self.state.queued[p.id] = job
             if p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting, p.conditions):
                 self.state.queue(job)

@@ -93,8 +93,8 @@ class Dispatch(TermPart):
             prio, _, job_id = heap[0]
             job = state.queued.get(job_id)
             if (job is None or job.status is not S.PENDING or -prio != job.priority or job.not_before
-                    or state.waiting.is_waiting(job_id)):
-                heapq.heappop(heap)  # stale: gone, re-prioritised, delayed or waiting
+                    or job.held or state.waiting.is_waiting(job_id)):
+                heapq.heappop(heap)  # stale: gone, re-prioritised, delayed, held or waiting
                 continue
             if tenant is not None and tenant in state.quotas:
                 res = job.spec.resources

@@ -24,6 +24,7 @@ from .queue_state import TermPart
 
 S = JobStatus
 RETRYABLE = (S.FAILED, S.CANCELLED, S.COMPLETED)
+WAITING = (S.SUBMITTED, S.PENDING)  # what hold and release act on
 
 
 @dataclass(eq=False)
@@ -89,7 +90,7 @@ class Operations(TermPart):
                 try:
                     tr = transition(job_id, S(row.status), S.PENDING, "retried by user", row.attempts_made, retry=True,
                                     retry_base=row.attempts_made, not_before=None, ended_at=None, exit_code=None,
-                                    result=None)
+                                    result=None, held=False)
                 except Conflict as exc:
                     out.append(Conflict(f"{exc.message}: only a finished job can be retried"))
                     continue
@@ -104,6 +105,45 @@ class Operations(TermPart):
             self.state.queued[job.id] = job
         await self.outcomes.enqueue(jobs)
         return await self._bulk_result(targets, _ids(outcome), [], ended_ok=False)
+
+    async def hold(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
+        """Keep waiting jobs from starting until released (Slurm's hold): each stays PENDING,
+        its reason `held by user`; its dependencies and begin time still count. Holding a held
+        job changes nothing; a job that is running or has ended is an error saying so."""
+        return await self._set_held(ids, flt, True, dry_run)
+
+    async def release(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
+        """Let held jobs start again, in their place in the queue."""
+        return await self._set_held(ids, flt, False, dry_run)
+
+    async def _set_held(self, ids: list[str], flt: JobFilter | None, held: bool, dry_run: bool) -> BulkResult:
+        targets = await self._select(ids, flt, WAITING)
+        word, now = "held" if held else "released", self.clock.now()
+
+        def op(conn: Connection) -> list[str | SageOpsError]:
+            out: list[str | SageOpsError] = []
+            for job_id in targets:
+                status = st.current_status(conn, job_id)
+                if status is None:
+                    out.append(NotFound(f"no such job: {job_id}"))
+                elif status not in WAITING:
+                    out.append(Conflict(f"job {job_id} is {status.value}: only a waiting job can be {word}"))
+                else:
+                    if not dry_run and st.get_job_row(conn, job_id).held is not held:
+                        st.apply_transitions(conn, [amend(job_id, status, f"{word} by user", held=held)], now)
+                    out.append(job_id)
+            return out
+
+        outcome = await (self.store.read(op) if dry_run else self.store.write(op))
+        for job_id in [] if dry_run else [j for j in outcome if isinstance(j, str)]:
+            job = self.state.queued.get(job_id)
+            if job is None or job.held is held:
+                continue
+            job.held = held
+            if not held and job.status is S.PENDING and not self.state.waiting.is_waiting(job_id) and not (
+                    job.not_before and job.not_before > now):  # one in its backoff or begin wait is queued already
+                self.state.queue(job)
+        return await self._bulk_result(targets, list(outcome), [], ended_ok=False)
 
     async def set_priority(self, job_id: str, priority: int) -> JobView:
         """A waiting job's priority; it takes its new place in the queue at once."""

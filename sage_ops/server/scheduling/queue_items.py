@@ -24,6 +24,7 @@ class Queued:
     priority: int = 0
     not_before: float | None = None
     blocked: str | None = None  # the quota it last waited for (shown as its reason)
+    held: bool = False  # kept from starting until released
 
     @property
     def need(self) -> dict[str, float]:

@@ -42,7 +42,10 @@ class QueueState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def queue(self, job: Queued) -> None:
-        """A pending job with nothing to wait for: runnable now, or after its backoff."""
+        """A pending job with nothing to wait for: runnable now, or after its backoff. A held
+        job waits for its release instead (Operations.release queues it)."""
+        if job.held:
+            return
         if job.not_before and job.not_before > self.clock.now():
             heapq.heappush(self.later, (job.not_before, job.seq, job.id))
         else:

@@ -118,7 +118,8 @@ class Scheduler:
         term.reconcile.load_cursor(cursor)
         for r in rows:
             term.state.queued[r.id] = Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S(r.status),
-                                             r.attempts_made, r.retry_base or 0, r.priority, r.not_before)
+                                             r.attempts_made, r.retry_base or 0, r.priority, r.not_before,
+                                             held=bool(r.held))
         term.state.active = len(rows)
 
     async def recover(self) -> None:
@@ -164,6 +165,12 @@ class Scheduler:
 
     async def retry(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
         return await self.term.operations.retry(ids, flt, dry_run)
+
+    async def hold(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
+        return await self.term.operations.hold(ids, flt, dry_run)
+
+    async def release(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
+        return await self.term.operations.release(ids, flt, dry_run)
 
     async def set_priority(self, job_id: str, priority: int) -> JobView:
         return await self.term.operations.set_priority(job_id, priority)

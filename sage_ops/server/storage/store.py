@@ -335,7 +335,8 @@ def _view_fields(m: Any) -> dict[str, Any]:
     """The JobView fields a job row holds as they are: the one place the row maps to the view."""
     return {"id": m["id"], "name": m["name"], "status": JobStatus(m["status"]), "reason": m["reason"],
             "priority": m["priority"], "tenant": m["tenant"], "kind": JobKind(m["kind"]), "exit_code": m["exit_code"],
-            "attempts_made": m["attempts_made"], "node": m["node"], "created_at": utc(m["created_at"]),
+            "attempts_made": m["attempts_made"], "node": m["node"], "held": bool(m["held"]),
+            "created_at": utc(m["created_at"]),
             "started_at": utc(m["started_at"]), "ended_at": utc(m["ended_at"])}
 
 

@@ -30,6 +30,7 @@ class Job(SQLModel, table=True):
     started_at: float | None = None
     ended_at: float | None = None
     not_before: float | None = Field(default=None, description="a retry waits until then (backoff)")
+    held: bool = Field(default=False, description="kept from starting until released (hold, submit --hold)")
     retry_base: int | None = Field(default=None, description="attempts made before the current run (user retry)")
 
 
