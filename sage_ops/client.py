@@ -101,10 +101,10 @@ def _bulk(ids: Sequence[str] | JobFilter | dict[str, Any] | None, filter: dict[s
 
 
 def _bulk_call(action: str, ids: Sequence[str] | JobFilter | dict[str, Any] | None, filter: dict[str, Any],
-               dry_run: bool, idempotent: bool = True) -> Call[Any]:
+               dry_run: bool, idempotent: bool = True, **options: Any) -> Call[Any]:
     """A bulk action (cancel, retry, hold, release) on ids or a filter: a BulkResult."""
     return Call("POST", f"/v1/jobs/{action}", BulkResult.model_validate,
-                json={**_bulk(ids, filter), "dry_run": dry_run}, idempotent=idempotent, timeout=300)
+                json={**_bulk(ids, filter), "dry_run": dry_run, **options}, idempotent=idempotent, timeout=300)
 
 
 def _refs(body: dict[str, Any]) -> list[JobRef]:
@@ -223,8 +223,10 @@ class _Api:
         return self._run(Call("POST", f"/v1/jobs/{job_id}/retry", JobView.model_validate, idempotent=False))
 
     def retry_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
-                   dry_run: bool = False, **filter: Any) -> Any:
-        return self._run(_bulk_call("retry", job_ids, filter, dry_run, idempotent=dry_run))
+                   dry_run: bool = False, with_dependents: bool = False, **filter: Any) -> Any:
+        """Finished jobs again (by ids or filter); `with_dependents`: also what their failure cancelled."""
+        return self._run(_bulk_call("retry", job_ids, filter, dry_run, idempotent=dry_run,
+                                    **({"with_dependents": True} if with_dependents else {})))
 
     def hold_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
                   dry_run: bool = False, **filter: Any) -> Any:

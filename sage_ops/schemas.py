@@ -389,7 +389,9 @@ class BatchCancel(Strict):
         return self
 
 
-BatchRetry = BatchCancel
+class BatchRetry(BatchCancel):
+    with_dependents: bool = Field(False, description="also the jobs these jobs' failure cancelled (and theirs), "
+                                  "which wait for them again")
 
 
 class BulkResult(View):

@@ -437,6 +437,47 @@ async def test_a_restart_keeps_each_begin_time(tmp_path: Path) -> None:
         second.store.close()
 
 
+# -- retry --with-dependents -----------------------------------------------------------------
+async def failed_chain(rig: Rig) -> tuple[str, str, str]:
+    """a -> b -> c, where a failed: b and c were cancelled in cascade."""
+    a = await rig.submit(name="prep")
+    b = await rig.submit(dependencies=[a])
+    c = await rig.submit(dependencies=[b])
+    await rig.step()
+    await rig.end(a, 1)
+    return a, b, c
+
+
+async def test_retry_with_dependents_revives_what_the_failure_cancelled(rig: Rig) -> None:
+    a, b, c = await failed_chain(rig)
+    result = await rig.sched.retry([a], with_dependents=True)
+    assert [r.id for r in result.affected] == [a, b, c]
+
+
+async def test_revived_dependents_wait_for_the_retried_job_again(rig: Rig) -> None:
+    a, b, c = await failed_chain(rig)
+    await rig.sched.retry([a], with_dependents=True)
+    assert await rig.step() == [a]
+    await rig.end(a)
+    assert await rig.step() == [b]
+
+
+async def test_retry_without_dependents_leaves_them_cancelled(rig: Rig) -> None:
+    a, b, c = await failed_chain(rig)
+    await rig.sched.retry([a])
+    assert await rig.status(b) is S.CANCELLED
+
+
+async def test_a_dependent_cancelled_by_a_user_is_not_revived(rig: Rig) -> None:
+    a = await rig.submit()
+    b = await rig.submit(dependencies=[a])
+    await rig.sched.cancel([b])
+    await rig.step()
+    await rig.end(a, 1)
+    result = await rig.sched.retry([a], with_dependents=True)
+    assert [r.id for r in result.affected] == [a]
+
+
 # -- hold and release -----------------------------------------------------------------------
 async def test_a_held_job_does_not_start(rig: Rig) -> None:
     job = await rig.submit()

@@ -101,6 +101,16 @@ def test_hold_and_release_on_the_command_line(daemon: Daemon) -> None:
     assert late.returncode == 1 and f"job {job} is COMPLETED: only a waiting job can be held" in late.stderr
 
 
+def test_retry_with_dependents_on_the_command_line(daemon: Daemon, tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    step = daemon.submit_q("--", "sh", "-c", f"test -e {fixed}")
+    after = daemon.submit_q("--after", step, "--", "true")
+    assert [v.status for v in wait_all(daemon, [step, after])] == ["FAILED", "CANCELLED"]
+    fixed.touch()
+    daemon.run("retry", step, "--with-dependents", check=True)
+    assert [v.status for v in wait_all(daemon, [step, after])] == ["COMPLETED", "COMPLETED"]
+
+
 def test_unknown_dependency_and_cycle_are_rejected(daemon: Daemon) -> None:
     out = daemon.run("submit", "--after", "doesnotexist", "--", "true")
     assert out.returncode == 1 and "unknown dependency: doesnotexist" in out.stderr

@@ -33,7 +33,7 @@ DONE = {"cancel": "cancelled", "retry": "retried", "hold": "held", "release": "r
 
 
 def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], as_json: bool,
-          dry_run: bool = False, yes: bool = False) -> None:
+          dry_run: bool = False, yes: bool = False, **options: Any) -> None:
     """Cancel, retry, hold or release by ids or filter. The daemon decides what is touched; on a terminal, more
     than CONFIRM_OVER jobs are listed and asked about first, and then exactly those are touched.
     Without a terminal nothing is asked (as kubectl and rm): a pipe or a script must not hang."""
@@ -47,7 +47,7 @@ def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], 
     done = DONE[action]
     out: BulkResult | None = None
     if dry_run or (not yes and sys.stdin.isatty() and not 0 < len(ids) <= CONFIRM_OVER):
-        plan: BulkResult = call(ids or None, dry_run=True, **({} if ids else given))
+        plan: BulkResult = call(ids or None, dry_run=True, **options, **({} if ids else given))
         if dry_run or len(plan.affected) > CONFIRM_OVER:
             _report(plan, f"would {action}" if dry_run else "", as_json and dry_run)
         if dry_run:
@@ -59,7 +59,7 @@ def _bulk(ctx: Ctx, action: str, job_ids: tuple[str, ...], flt: dict[str, Any], 
             ids = [r.id for r in plan.affected]
             out = None if ids else plan
     if out is None:
-        out = call(ids) if ids else call(**given)
+        out = call(ids, **options) if ids else call(**options, **given)
     _report(out, done, as_json)
     if out.errors:
         sys.exit(EXIT_FAILED)
@@ -81,18 +81,19 @@ def _report(out: BulkResult, verb: str, as_json: bool) -> None:
         click.echo(f"note: job {ref.id} ({ref.name}) is already {ref.status.value}: nothing to cancel", err=True)
 
 
-def bulk_command(action: str, completes: tuple[str, ...], doc: str) -> None:
-    """`sage-ops ACTION [JOB_IDS...] [filters] [--dry-run] [--yes]`: one shape for every bulk action."""
+def bulk_command(action: str, completes: tuple[str, ...], doc: str, *flags: Any) -> None:
+    """`sage-ops ACTION [JOB_IDS...] [filters] [--dry-run] [--yes]`: one shape for every bulk
+    action; `flags`, click options of its own, go to the client's call as they are named."""
 
-    @cli.command(action, help=doc)
-    @click.argument("job_ids", nargs=-1, shell_complete=job_ids(completes))
-    @filter_options
-    @bulk_options
-    @json_option
-    @pass_ctx
     def command(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: str | None, tenant: str | None,
-                since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool) -> None:
-        _bulk(ctx, action, job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes)
+                since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool, **options: Any) -> None:
+        _bulk(ctx, action, job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes,
+              **{k: v for k, v in options.items() if v})
+
+    for flag in flags:
+        command = flag(command)
+    cli.command(action, help=doc)(click.argument("job_ids", nargs=-1, shell_complete=job_ids(completes))(
+        filter_options(bulk_options(json_option(pass_ctx(command))))))
 
 
 bulk_command("cancel", ACTIVE, """Cancel jobs by id, or every active job matching a filter. A running job's whole
@@ -102,8 +103,13 @@ bulk_command("cancel", ACTIVE, """Cancel jobs by id, or every active job matchin
       sage-ops cancel 3f2a9c01d2e4
       sage-ops cancel --status PENDING --name 'sweep-*'
     """)
-bulk_command("retry", RETRYABLE, """Run finished jobs again, as a new attempt (by id, or by filter: FAILED and CANCELLED
-    jobs unless --status says otherwise).""")
+bulk_command("retry", RETRYABLE, """Run finished jobs again, as a new attempt (by id, or by filter: FAILED and
+    CANCELLED jobs unless --status says otherwise).
+
+    \b
+      sage-ops retry $B --with-dependents   # B again, and the jobs its failure cancelled
+    """, click.option("--with-dependents", is_flag=True, help="Also the jobs their failure cancelled (and theirs, "
+                                                              "down the graph): they wait for them again."))
 bulk_command("hold", WAITING, """Keep waiting jobs from starting until released (by id, or every waiting job matching a
     filter). A held job stays PENDING, its reason `held by user`; `submit --hold` submits one held.
 

@@ -25,6 +25,7 @@ from ...errors import Forbidden, NotFound, SageOpsError, from_body
 from ...lifecycle import JobStatus, is_terminal
 from ...schemas import (
     BatchCancel,
+    BatchRetry,
     BatchSubmit,
     BulkResult,
     GraphView,
@@ -203,19 +204,22 @@ def create_app(services: Services) -> FastAPI:
         flt = scoped(who, req.filter)
         if not ids and (flt is None or req.ids):
             return BulkResult(errors=errors)
-        result = await getattr(scheduler, action)(ids, flt, dry_run=req.dry_run)
+        options = req.model_dump(exclude={"ids", "filter"})  # dry_run, and what the action's shape adds
+        result = await getattr(scheduler, action)(ids, flt, **options)
         result.errors.extend(errors)
         return result
 
-    def bulk_route(action: str) -> None:
+    def bulk_route(action: str, shape: type[BatchCancel]) -> None:
         """POST /v1/jobs/ACTION: ids or a filter -> BulkResult (cancel, retry, hold, release)."""
         async def route(request: Request, req: BatchCancel, who: Principal = WHO) -> BulkResult:
             return await bulk(request, who, req, action)
 
+        route.__annotations__["req"] = shape  # the body FastAPI validates: the class itself, not its name
         app.post(f"/v1/jobs/{action}", response_model=BulkResult, name=f"{action}_many")(route)
 
-    for action in ("cancel", "retry", "hold", "release"):
-        bulk_route(action)
+    for action, shape in (("cancel", BatchCancel), ("retry", BatchRetry), ("hold", BatchCancel),
+                          ("release", BatchCancel)):
+        bulk_route(action, shape)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)
     async def get_job(request: Request, job_id: str, who: Principal = WHO) -> JobView:

@@ -72,10 +72,14 @@ class Operations(TermPart):
                           unchanged=[ref(j) for j in unchanged], errors=errors)
 
     async def retry(self, ids: list[str], flt: JobFilter | None = None,
-                    dry_run: bool = False) -> BulkResult:
+                    dry_run: bool = False, with_dependents: bool = False) -> BulkResult:
         """A finished job again, as a new attempt (with its retry budget anew). Its dependencies
-        must not have failed: retry those first. `dry_run`: what it would retry, touching nothing."""
+        must not have failed: retry those first. `with_dependents`: also the jobs its failure
+        cancelled (and theirs), which wait for it again. `dry_run`: what it would retry, touching
+        nothing."""
         targets = await self._select(ids, flt, (S.FAILED, S.CANCELLED) if flt and not flt.status else RETRYABLE)
+        if with_dependents:
+            targets += await self.store.read(lambda c: _cancelled_in_cascade(c, targets))
         now = self.clock.now()
         if dry_run:
             plan = await self.store.read(lambda c: _retryable(c, targets))
@@ -183,11 +187,24 @@ def _ids(outcome: list[Any]) -> list[Any]:
     return [r if isinstance(r, SageOpsError) else r.id for r in outcome]
 
 
+def _cancelled_in_cascade(conn: Connection, roots: list[str]) -> list[str]:
+    """The jobs cancelled because `roots` ended badly, and those cancelled because of them in
+    turn, nearest first."""
+    seen, order, todo = set(roots), [], list(roots)
+    while todo:
+        kids = [k for ks in st.dependents_of(conn, todo).values() for k in ks if k not in seen]
+        todo = st.cancelled_by_dependency(conn, kids)
+        seen.update(kids)
+        order += todo
+    return order
+
+
 def _retryable(conn: Connection, targets: list[str]) -> list[Any]:
     """Per target, its row if it may be retried now, else the error that says why not: the one
-    check of a retry and of its dry run."""
+    check of a retry and of its dry run. A dependency retried with it counts as waiting."""
     deps = st.dependencies_of(conn, targets)
     known = st.statuses_of(conn, set(targets) | {d for ds in deps.values() for d in ds})
+    retried = set(targets)
     out: list[Any] = []
     for job_id in targets:
         if job_id not in known:
@@ -201,7 +218,7 @@ def _retryable(conn: Connection, targets: list[str]) -> list[Any]:
         bad = next((d for d in mine if d not in known), None)
         if bad is None and mine:
             spec = JobSpec.model_validate_json(row.spec)
-            bad = next((d for d in mine if met(spec.condition(d), known[d][0]) is False), None)
+            bad = next((d for d in mine if d not in retried and met(spec.condition(d), known[d][0]) is False), None)
         if bad is not None:
             state = known[bad][0].value if bad in known else "gone"
             out.append(Conflict(f"job {job_id}: its dependency {bad} is {state}; retry it first"))

@@ -163,8 +163,9 @@ class Scheduler:
                      dry_run: bool = False) -> BulkResult:
         return await self.term.operations.cancel(ids, flt, reason, dry_run)
 
-    async def retry(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
-        return await self.term.operations.retry(ids, flt, dry_run)
+    async def retry(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False,
+                    with_dependents: bool = False) -> BulkResult:
+        return await self.term.operations.retry(ids, flt, dry_run, with_dependents)
 
     async def hold(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
         return await self.term.operations.hold(ids, flt, dry_run)

@@ -256,6 +256,13 @@ def dependents_of(conn: Connection, ids: Iterable[str]) -> dict[str, list[str]]:
     return _edges(conn, ids, reverse=True)
 
 
+def cancelled_by_dependency(conn: Connection, ids: Iterable[str]) -> list[str]:
+    """Those of `ids` cancelled because a dependency ended as they could not accept (the reason
+    outcomes.dependency_unmet gives them): what retry --with-dependents revives."""
+    return [i for i, status, reason in _rows_by_id(conn, ids, "status", "reason")
+            if status == JobStatus.CANCELLED.value and (reason or "").startswith("dependency ")]
+
+
 def event_row(tr: Transition, now: float) -> dict[str, Any]:
     return {"job_id": tr.job_id, "time": now, "from_status": tr.old.value if tr.old else None,
             "to_status": tr.new.value, "reason": tr.reason or None, "attempt": tr.attempt}
