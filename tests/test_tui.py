@@ -100,6 +100,20 @@ async def test_cancel_through_the_confirm_modal(daemon: Daemon) -> None:
     assert daemon.client().get_job_status(job_id) is S.CANCELLED
 
 
+async def test_hold_and_release_keys(daemon: Daemon) -> None:
+    spec = {"command": ["true"], "name": f"held-{uuid.uuid4().hex[:6]}", "hold": True}
+    job_id = (await asyncio.to_thread(daemon.client().submit_job, spec)).id
+    app = app_for(daemon)
+    async with app.run_test(size=(120, 40)) as pilot:
+        t = await highlight(pilot, app, job_id)
+        assert t.jobs[job_id].reason == "held by user"
+        await pilot.press("u")
+        await until(pilot, lambda: t.jobs[job_id].status is S.COMPLETED)
+        await pilot.press("h")  # too late: one line says why
+        await until(pilot, lambda: any("only a waiting job can be held" in str(n.message)
+                                       for n in app._notifications))
+
+
 async def test_new_jobs_appear_live_and_a_selection_is_cancelled_together(daemon: Daemon) -> None:
     tag = uuid.uuid4().hex[:6]
     app = app_for(daemon)

@@ -66,6 +66,8 @@ class SageOpsCommands(Provider):
             yield from [("Filter: all statuses", partial(screen.action_status, ""), "0"),
                         ("Filter by name…", screen.action_filter, "/"), ("Sort by the next column",
                         screen.action_sort_next, "o"), ("Select/unselect the job", screen.action_select, "space"),
+                        ("Hold selected job(s): keep them from starting", screen.action_hold, "h"),
+                        ("Release selected job(s)", screen.action_release, "u"),
                         ("Priority +1", partial(screen.action_priority, 1), "+"),
                         ("Priority -1", partial(screen.action_priority, -1), "-"),
                         ("Reload the jobs", screen.action_reload, "R")]

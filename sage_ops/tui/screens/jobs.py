@@ -51,6 +51,8 @@ class JobsScreen(Screen[None]):
         Binding("space", "select", "Select", show=False),
         Binding("c", "cancel", "Cancel"),
         Binding("r", "retry", "Retry", show=False),
+        Binding("h", "hold", "Hold", show=False),
+        Binding("u", "release", "Release", show=False),
         Binding("plus", "priority(1)", "Priority +1", show=False),
         Binding("minus", "priority(-1)", "Priority -1", show=False),
         Binding("g", "graph", "Graph", show=False),
@@ -341,6 +343,12 @@ class JobsScreen(Screen[None]):
     def action_retry(self) -> None:
         self.act("retry", self.table.targets())
 
+    def action_hold(self) -> None:
+        self.act("hold", self.table.targets())
+
+    def action_release(self) -> None:
+        self.act("release", self.table.targets())
+
     def action_priority(self, delta: int) -> None:
         self.act("priority", self.table.targets(), delta)
 
@@ -353,12 +361,19 @@ class JobsScreen(Screen[None]):
 
     @work(group="actions")
     async def act(self, action: str, ids: list[str], delta: int = 0) -> None:
-        """Cancel, retry or re-prioritize: the answers redraw their rows at once (events follow)."""
+        """Cancel, retry, hold, release or re-prioritize: the answers redraw their rows at once (events
+        follow)."""
         if not ids:
             return
         try:
             if action == "priority":
                 views = [await self.client.set_priority(i, self.table.jobs[i].priority + delta) for i in ids]
+            elif action in ("hold", "release"):
+                bulk = await getattr(self.client, f"{action}_jobs")(ids)
+                if bulk.errors:
+                    self.notify("".join(f"{e.get('message')}\n" for e in bulk.errors[:3]).strip(),
+                                title=f"{action}: {len(bulk.affected)} job(s)", severity="warning")
+                views = [await self.client.get_job(i) for i in ids if i not in {e.get("id") for e in bulk.errors}]
             elif len(ids) == 1:
                 views = [await (self.client.cancel_job if action == "cancel" else self.client.retry_job)(ids[0])]
             else:
