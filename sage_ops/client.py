@@ -32,6 +32,7 @@ from .schemas import (
     JobRef,
     JobResult,
     JobSpec,
+    JobUpdate,
     JobView,
     LogEntry,
     Resources,
@@ -237,6 +238,12 @@ class _Api:
                      dry_run: bool = False, **filter: Any) -> Any:
         """Let held jobs (by ids or filter) start again: a BulkResult."""
         return self._run(_bulk_call("release", job_ids, filter, dry_run))
+
+    def update_job(self, job_id: str, **changes: Any) -> Any:
+        """Change a waiting job: priority, timeout, begin_at, resources (merged), dependencies,
+        after_notok, after_any. The job's view afterwards."""
+        body = JobUpdate.model_validate(changes).changes()
+        return self._run(Call("PATCH", f"/v1/jobs/{job_id}", JobView.model_validate, json=body))
 
     def set_priority(self, job_id: str, priority: int) -> Any:
         return self._run(Call("POST", f"/v1/jobs/{job_id}/priority", JobView.model_validate,

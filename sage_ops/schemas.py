@@ -389,6 +389,23 @@ class BatchCancel(Strict):
         return self
 
 
+class JobUpdate(Strict):
+    """What `update` changes while a job waits (SUBMITTED or PENDING); what is left out stays. The
+    result is checked as a whole spec is at submit, and dependencies as at submit (known, the
+    caller's tenant's, no cycle)."""
+
+    priority: int | None = None
+    timeout: float | str | None = Field(None, description="seconds, or '90s', '15m', '1h'")
+    begin_at: float | str | None = Field(None, description="as JobSpec.begin_at")
+    resources: dict[str, Any] | None = Field(None, description="merged into the job's: {cpu: 2} keeps its memory")
+    dependencies: list[str] | None = None
+    after_notok: list[str] | None = None
+    after_any: list[str] | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class BatchRetry(BatchCancel):
     with_dependents: bool = Field(False, description="also the jobs these jobs' failure cancelled (and theirs), "
                                   "which wait for them again")

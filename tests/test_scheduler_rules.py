@@ -19,8 +19,9 @@ from hypothesis import strategies as hs
 
 from sage_ops.access import Quotas
 from sage_ops.config import Config
+from sage_ops.errors import Conflict, Invalid, Rejected
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import JobSpec, JobView
+from sage_ops.schemas import JobSpec, JobUpdate, JobView
 from sage_ops.server.scheduling.reconcile import LOST_AFTER, LOST_AFTER_REFUSED
 from sage_ops.server.scheduling.run_as import RunAs
 from sage_ops.server.scheduling.scheduler import Scheduler
@@ -476,6 +477,86 @@ async def test_a_dependent_cancelled_by_a_user_is_not_revived(rig: Rig) -> None:
     await rig.end(a, 1)
     result = await rig.sched.retry([a], with_dependents=True)
     assert [r.id for r in result.affected] == [a]
+
+
+# -- update of a waiting job ------------------------------------------------------------------
+async def update(rig: Rig, job_id: str, **changes: Any) -> JobView:
+    return await rig.sched.update(job_id, JobUpdate(**changes))
+
+
+async def test_an_update_of_dependencies_makes_the_job_wait_for_the_new_ones(rig: Rig) -> None:
+    a, b = await rig.submit(), await rig.submit()
+    await rig.step()
+    job = await rig.submit(dependencies=[a])
+    await update(rig, job, dependencies=[b])
+    await rig.end(a)
+    assert await rig.step() == []
+    await rig.end(b)
+    assert await rig.step() == [job]
+
+
+async def test_an_update_that_drops_every_dependency_lets_the_job_start(rig: Rig) -> None:
+    a = await rig.submit(begin_at=rig.clock.now() + 3600)
+    job = await rig.submit(dependencies=[a])
+    await update(rig, job, dependencies=[])
+    assert await rig.step() == [job]
+
+
+async def test_an_update_that_would_close_a_cycle_is_refused(rig: Rig) -> None:
+    a = await rig.submit(hold=True)
+    b = await rig.submit(dependencies=[a])
+    with pytest.raises(Invalid, match=f"cycle: {b} waits for {a}"):
+        await update(rig, a, dependencies=[b])
+
+
+async def test_an_update_to_an_unknown_dependency_is_refused(rig: Rig) -> None:
+    job = await rig.submit(hold=True)
+    with pytest.raises(Invalid, match="unknown dependency: nosuchjob"):
+        await update(rig, job, dependencies=["nosuchjob"])
+
+
+async def test_an_update_of_a_running_job_is_refused(rig: Rig) -> None:
+    job = await rig.submit()
+    await rig.step()
+    rig.backend.started(job)
+    await rig.backend.deliver(rig.sched)
+    with pytest.raises(Conflict, match="only a waiting job can be updated"):
+        await update(rig, job, priority=5)
+
+
+async def test_an_update_to_resources_no_node_holds_is_refused(rig: Rig) -> None:
+    job = await rig.submit(hold=True)
+    with pytest.raises(Rejected):
+        await update(rig, job, resources={"cpu": 64})
+
+
+async def test_an_update_is_audited_with_what_changed(rig: Rig) -> None:
+    job = await rig.submit(hold=True)
+    await update(rig, job, priority=5, timeout="1h")
+    assert await rig.reason(job) == "updated: priority 0 -> 5, timeout - -> 3600s"
+
+
+async def test_an_update_of_the_begin_time_to_now_lets_the_job_start(rig: Rig) -> None:
+    job = await rig.submit(begin_at=rig.clock.now() + 3600)
+    await update(rig, job, begin_at=rig.clock.now())
+    assert await rig.step() == [job]
+
+
+async def test_an_update_keeps_a_restart_s_view_of_the_job(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    a, b = await first.submit(hold=True), await first.submit(hold=True)
+    job = await first.submit(dependencies=[a])
+    await update(first, job, dependencies=[b], priority=7)
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend).start()
+    try:
+        assert (await second.view(job)).spec.dependencies == [b]
+        await second.sched.release([b])
+        assert await second.step() == [b]
+        await second.end(b)
+        assert await second.step() == [job]
+    finally:
+        second.store.close()
 
 
 # -- hold and release -----------------------------------------------------------------------

@@ -111,6 +111,19 @@ def test_retry_with_dependents_on_the_command_line(daemon: Daemon, tmp_path: Pat
     assert [v.status for v in wait_all(daemon, [step, after])] == ["COMPLETED", "COMPLETED"]
 
 
+def test_update_a_waiting_job_on_the_command_line(daemon: Daemon) -> None:
+    first = daemon.submit_q("--hold", "--", "true")
+    other = daemon.submit_q("--", "true")
+    job = daemon.submit_q("--after", first, "--", "true")
+    out = daemon.run("update", job, "--after", other, "--priority", "5", "--timeout", "1h", check=True)
+    assert "updated: priority 0 -> 5, timeout - -> 3600s, dependencies" in out.stdout
+    assert daemon.client().wait(job, 60).status == "COMPLETED"  # `first` is still held: it waited for `other`
+    second = daemon.submit_q("--after", first, "--", "true")
+    cycle = daemon.run("update", first, "--after", second)
+    assert cycle.returncode == 1 and f"cycle: {second} waits for {first}" in cycle.stderr
+    daemon.client().cancel_jobs([first])
+
+
 def test_unknown_dependency_and_cycle_are_rejected(daemon: Daemon) -> None:
     out = daemon.run("submit", "--after", "doesnotexist", "--", "true")
     assert out.returncode == 1 and "unknown dependency: doesnotexist" in out.stderr

@@ -39,6 +39,7 @@ COMMANDS = {
     "health": "jobs", "stats": "jobs",
     "cancel": "scheduling", "retry": "scheduling", "set-priority": "scheduling", "history": "scheduling",
     "graph": "scheduling", "submit-batch": "scheduling", "hold": "scheduling", "release": "scheduling",
+    "update": "scheduling",
     "tenant": "access", "token": "access", "whoami": "access", "audit": "access",
     "daemon": "daemon", "nodes": "nodes", "doctor": "doctor", "config": "settings", "completion": "completion",
     "man": "completion", "tui": "tui",

@@ -112,7 +112,7 @@ def _is_script(word: str, workdir: str | None) -> bool:
     return False
 
 
-def _memory(value: str | None) -> int | None:
+def memory_bytes(value: str | None) -> int | None:
     """--memory in bytes: MiB when bare (`512`, as Slurm's --mem), else with its unit (8GB, 512MiB)."""
     try:
         return None if value is None else parse_memory(value)
@@ -120,7 +120,7 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(str(exc), param_hint="--memory") from None
 
 
-def _moment(text: str | None) -> float | None:
+def moment(text: str | None) -> float | None:
     """--begin as epoch seconds, read here: `14:30` and `tomorrow` are the caller's local time."""
     if text is None:
         return None
@@ -155,11 +155,11 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
         raise click.UsageError("nothing to run: give a script file or a command (after --)")
     resources: dict[str, Any] = {"cpu": 1.0 if cpu is None else cpu, "gpu": gpu or 0.0}
     custom = {k: _float(v, "--resource") for k, v in _kv(resource, "--resource").items()}
-    resources.update({k: v for k, v in (("memory", _memory(memory)), ("custom_resources", custom)) if v})
+    resources.update({k: v for k, v in (("memory", memory_bytes(memory)), ("custom_resources", custom)) if v})
     spec: dict[str, Any] = {"name": name, "resources": resources, "env": _kv(env, "--env"), "priority": priority,
                             "timeout": timeout, "working_dir": paths.working_dir(workdir),
                             "dependencies": list(dependencies), "after_notok": list(after_notok),
-                            "after_any": list(after_any), "begin_at": _moment(begin), "hold": hold or None,
+                            "after_any": list(after_any), "begin_at": moment(begin), "hold": hold or None,
                             "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):

@@ -13,9 +13,10 @@ from .. import render
 from ..errors import Invalid, Rejected, SageOpsError
 from ..lifecycle import JobStatus
 from ..schemas import BulkResult
-from . import EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
+from . import DURATION, EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
 from .batchfile import load_batch, refused
 from .completers import ACTIVE, RETRYABLE, WAITING, job_ids
+from .jobs import job_list, memory_bytes, moment
 from .output import Output, output_option
 
 #: a bulk action on a terminal asks first when it would touch more jobs than this (--yes skips)
@@ -118,6 +119,41 @@ bulk_command("hold", WAITING, """Keep waiting jobs from starting until released 
       sage-ops release --name 'sweep-*'   # they take their places in the queue again
     """)
 bulk_command("release", WAITING, """Let held jobs start again, in their places in the queue (by id or filter).""")
+
+
+@cli.command()
+@click.argument("job_id", shell_complete=job_ids(WAITING))
+@click.option("--priority", type=int, help="Higher runs first.")
+@click.option("--timeout", type=DURATION, help="Kill an attempt after this long: seconds, or 90s, 15m, 1h.")
+@click.option("--begin", metavar="WHEN", help="Do not start before WHEN (as submit --begin; `now` lifts it).")
+@click.option("--cpu", type=float, help="CPUs per attempt.")
+@click.option("--memory", help="Memory per attempt: 512MiB, 8GB (a bare number is MiB).")
+@click.option("--gpu", type=float, help="GPUs per attempt.")
+@click.option("--after", "--after-ok", "after", multiple=True, metavar="JOB",
+              help="Wait for these jobs to complete instead (repeatable or comma-separated; '' for none).")
+@click.option("--after-notok", multiple=True, metavar="JOB", help="Wait for these to end without completing instead.")
+@click.option("--after-any", multiple=True, metavar="JOB", help="Wait for these to end, however, instead.")
+@json_option
+@pass_ctx
+def update(ctx: Ctx, job_id: str, priority: int | None, timeout: float | None, begin: str | None,
+           cpu: float | None, memory: str | None, gpu: float | None, after: tuple[str, ...],
+           after_notok: tuple[str, ...], after_any: tuple[str, ...], as_json: bool) -> None:
+    """Change a waiting job (Slurm's scontrol update): its priority, timeout, begin time,
+    resources or dependencies. A dependency list given replaces that list; a cycle, an unknown job
+    or a dependency that can no longer be met is refused. Audited in its history.
+
+    \b
+      sage-ops update $C --after $B2 --priority 5 --cpu 2 --timeout 1h
+    """
+    resources = {k: v for k, v in (("cpu", cpu), ("memory", memory_bytes(memory)),
+                                   ("gpu", gpu)) if v is not None}
+    changes: dict[str, Any] = {"priority": priority, "timeout": timeout, "begin_at": moment(begin),
+                               "resources": resources or None}
+    for key, given in (("dependencies", after), ("after_notok", after_notok), ("after_any", after_any)):
+        if given:
+            changes[key] = job_list(given)
+    job = ctx.client().update_job(job_id, **{k: v for k, v in changes.items() if v is not None})
+    render.print_json(job) if as_json else click.echo(f"{job.id} {job.name} {job.status.value}: {job.reason}")
 
 
 @cli.command("set-priority")

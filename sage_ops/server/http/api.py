@@ -35,6 +35,7 @@ from ...schemas import (
     JobRefList,
     JobResult,
     JobSpec,
+    JobUpdate,
     JobView,
     PriorityChange,
 )
@@ -287,6 +288,11 @@ def create_app(services: Services) -> FastAPI:
 
     for action in ("cancel", "retry", "hold", "release"):
         one_route(action)
+
+    @app.patch("/v1/jobs/{job_id}", response_model=JobView)
+    async def update(request: Request, job_id: str, req: JobUpdate, who: Principal = WHO) -> JobView:
+        await guard(request, who, job_id)
+        return await scheduler.update(job_id, req)
 
     @app.post("/v1/jobs/{job_id}/priority", response_model=JobView)
     async def set_priority(request: Request, job_id: str, req: PriorityChange, who: Principal = WHO) -> JobView:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Connection
 
-from ...errors import Conflict, NotFound, SageOpsError
+from ...errors import Conflict, Invalid, NotFound, Rejected, SageOpsError
 from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
-from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobView
+from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobUpdate, JobView, Resources
 from ..storage import store as st
+from .admission import later
 from .execution_graph import Node, graph_view, met
 from .outcomes import Outcomes
 from .queue_items import Queued
@@ -149,6 +152,57 @@ class Operations(TermPart):
                 self.state.queue(job)
         return await self._bulk_result(targets, list(outcome), [], ended_ok=False)
 
+    async def update(self, job_id: str, upd: JobUpdate) -> JobView:
+        """Change a waiting job's priority, timeout, begin time, resources or dependencies (Slurm's
+        `scontrol update`). The new spec is checked as a whole, dependencies as at submit and
+        against cycles; audited with what changed. The job then waits for what it now needs."""
+        changes, now = upd.changes(), self.clock.now()
+        if not changes:
+            raise Invalid("nothing to change: give --priority, --timeout, --begin, resources or dependencies")
+        nodes = self.outcomes.backend.node_totals()
+
+        def op(conn: Connection) -> tuple[JobSpec, dict[str, tuple[JobStatus, str]]]:
+            row = st.get_job_row(conn, job_id)
+            status = JobStatus(row.status)
+            if status not in WAITING:
+                raise Conflict(f"job {job_id} is {status.value}: only a waiting job can be updated")
+            old = JobSpec.model_validate_json(row.spec)
+            data = old.model_dump()
+            if "resources" in changes:
+                changes["resources"] = {**data["resources"], **changes["resources"]}
+            try:
+                new = JobSpec.model_validate({**data, **changes})
+            except ValidationError as exc:
+                raise Invalid(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+            if why := self.state.capacity.never_fits(new.resources.as_ray(), nodes):
+                raise Rejected(why)
+            known = _check_dependencies(conn, job_id, row.tenant, new) if new.waits_for() != old.waits_for() \
+                else st.statuses_of(conn, new.waits_for())
+            if new.waits_for() != old.waits_for():
+                st.set_dependencies(conn, job_id, list(dict.fromkeys(new.waits_for())))
+            said = ", ".join(f"{k} {_shown(k, getattr(old, k))} -> {_shown(k, getattr(new, k))}" for k in changes
+                             if getattr(old, k) != getattr(new, k))
+            fields: dict[str, Any] = {"spec": new.model_dump_json(), "priority": new.priority}
+            if "begin_at" in changes:
+                fields["not_before"] = later(new, now)
+            st.apply_transitions(conn, [amend(job_id, status, f"updated: {said or 'nothing new'}", **fields)], now)
+            return new, known
+
+        new, known = await self.store.write(op)
+        job = self.state.queued.pop(job_id, None)  # out and in again: the tenant's tallies follow its new needs
+        if job is None:
+            return await self.store.read(lambda c: st.get_job(c, job_id))
+        job.spec, job.priority = new, new.priority
+        if "begin_at" in changes:
+            job.not_before = later(new, now)
+        self.state.queued[job_id] = job
+        self.state.waiting.forget(job_id)
+        unfinished = [d for d in new.waits_for() if d in known and met(new.condition(d), known[d][0]) is None]
+        if job.status is S.PENDING and not self.state.waiting.add(
+                job_id, unfinished, {d: new.condition(d) for d in unfinished}):
+            self.state.queue(job)
+        return await self.store.read(lambda c: st.get_job(c, job_id))
+
     async def set_priority(self, job_id: str, priority: int) -> JobView:
         """A waiting job's priority; it takes its new place in the queue at once."""
         now = self.clock.now()
@@ -185,6 +239,39 @@ class Operations(TermPart):
 def _ids(outcome: list[Any]) -> list[Any]:
     """Rows as their ids, errors as they are: the shape _bulk_result reads."""
     return [r if isinstance(r, SageOpsError) else r.id for r in outcome]
+
+
+def _shown(key: str, value: Any) -> str:
+    """A spec field as an update's audit line says it."""
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, Resources):
+        return value.model_dump_json(exclude_defaults=True)
+    if key == "timeout":
+        return f"{value:g}s"
+    if key == "begin_at":
+        return f"{datetime.fromtimestamp(value, timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def _check_dependencies(conn: Connection, job_id: str, tenant: str | None,
+                        spec: JobSpec) -> dict[str, tuple[JobStatus, str]]:
+    """New dependencies of a waiting job, checked as at submit (known, of its tenant, not already
+    unmet) and against cycles (none of them may wait for this job, directly or not)."""
+    owners: dict[str, str | None] = {}
+    deps = spec.waits_for()
+    known = st.statuses_of(conn, deps, owners)
+    if (unknown := next((d for d in deps if d not in known or owners.get(d) != tenant), None)) is not None:
+        raise Invalid(f"unknown dependency: {unknown}")
+    below, todo = {job_id}, [job_id]
+    while todo:
+        todo = [k for ks in st.dependents_of(conn, todo).values() for k in ks if k not in below]
+        below.update(todo)
+    if (loop := next((d for d in deps if d in below), None)) is not None:
+        raise Invalid(f"cycle: {loop} waits for {job_id}, directly or not")
+    if (bad := next((d for d in deps if met(spec.condition(d), known[d][0]) is False), None)) is not None:
+        raise Conflict(f"dependency {bad} ended {known[bad][0].value}: the job could never start")
+    return known
 
 
 def _cancelled_in_cascade(conn: Connection, roots: list[str]) -> list[str]:

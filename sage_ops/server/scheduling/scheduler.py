@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from ...access import Quotas
 from ...config import Config
 from ...lifecycle import ACTIVE, JobStatus
-from ...schemas import BulkResult, GraphView, JobFilter, JobKind, JobSpec, JobView
+from ...schemas import BulkResult, GraphView, JobFilter, JobKind, JobSpec, JobUpdate, JobView
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore
@@ -175,6 +175,9 @@ class Scheduler:
 
     async def set_priority(self, job_id: str, priority: int) -> JobView:
         return await self.term.operations.set_priority(job_id, priority)
+
+    async def update(self, job_id: str, upd: JobUpdate) -> JobView:
+        return await self.term.operations.update(job_id, upd)
 
     async def graph(self, job_id: str) -> GraphView:
         return await self.term.operations.graph(job_id)

@@ -256,6 +256,12 @@ def dependents_of(conn: Connection, ids: Iterable[str]) -> dict[str, list[str]]:
     return _edges(conn, ids, reverse=True)
 
 
+def set_dependencies(conn: Connection, job_id: str, deps: Sequence[str]) -> None:
+    """`job_id` waits for exactly `deps` from now on (update of a waiting job)."""
+    conn.execute(DEP.delete().where(DEP.c.job_id == job_id))
+    insert_many(conn, DEP, [{"job_id": job_id, "depends_on": d} for d in deps])
+
+
 def cancelled_by_dependency(conn: Connection, ids: Iterable[str]) -> list[str]:
     """Those of `ids` cancelled because a dependency ended as they could not accept (the reason
     outcomes.dependency_unmet gives them): what retry --with-dependents revives."""
