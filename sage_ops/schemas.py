@@ -273,6 +273,12 @@ class JobSpec(Strict):
             return "any"
         return "ok"
 
+    def conditions(self) -> dict[str, Condition]:
+        """The dependencies whose condition is not "ok" (completed), with it."""
+        if not (self.after_notok or self.after_any):
+            return {}
+        return {**{d: "notok" for d in self.after_notok}, **{d: "any" for d in self.after_any}}
+
     def with_dependencies(self, ids: dict[str, str]) -> JobSpec:
         """The same spec with each dependency as `ids` maps it (a batch's names to job ids)."""
         def each(deps: list[str]) -> list[str]:

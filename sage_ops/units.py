@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 MIB = 2**20
 MAX_MEMORY = 2**60  # bytes: an exabyte is no one's job; beyond, a typo (or an overflow)
@@ -68,6 +68,11 @@ def parse_moment(text: str, now: datetime | None = None) -> float:
         raise ValueError(f"bad time {text!r}: use one like now+1h, 14:30, tomorrow 02:00, midnight or "
                          "2026-12-06T02:00") from None
     return (at if at.tzinfo else at.astimezone()).timestamp()
+
+
+def moment_text(t: float) -> str:
+    """An epoch moment as the daemon's reasons and audit lines show it: ISO-8601 UTC, to the second."""
+    return f"{datetime.fromtimestamp(t, timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def parse_memory(value: str | int | float) -> int:

@@ -16,7 +16,6 @@ import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection
@@ -24,6 +23,7 @@ from sqlalchemy import Connection
 from ...errors import Invalid, NotFound, Rejected
 from ...lifecycle import JobStatus, Transition, is_terminal, transition
 from ...schemas import Condition, JobSpec
+from ...units import moment_text
 from ..storage import store as st
 from ..storage.sealing import Sealer
 from .execution_graph import GraphError, met, resolve_batch_names, topological_order
@@ -65,10 +65,8 @@ def plan(specs: Sequence[JobSpec], sent: Sequence[str], ids: Sequence[str], firs
         if named:
             spec = spec.with_dependencies(named)
             js = spec.model_dump_json()
-        deps = spec.waits_for()
-        conditions: dict[str, Condition] = {d: c for d in deps if (c := spec.condition(d)) != "ok"} \
-            if spec.after_notok or spec.after_any else {}
-        out.append(Planned(job_id, first_seq + n, spec, list(dict.fromkeys(deps)), conditions, spec_json=js))
+        out.append(Planned(job_id, first_seq + n, spec, list(dict.fromkeys(spec.waits_for())), spec.conditions(),
+                           spec_json=js))
     return out
 
 
@@ -138,7 +136,7 @@ def later(spec: JobSpec, now: float) -> float | None:
 def begins_at(spec: JobSpec, now: float) -> str | None:
     """A pending job's reason while it waits for its --begin time."""
     at = later(spec, now)
-    return None if at is None else f"begins at {datetime.fromtimestamp(at, timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+    return None if at is None else f"begins at {moment_text(at)}"
 
 
 def queue_full(active: int, asked: int, limit: int) -> str:

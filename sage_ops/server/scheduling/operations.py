@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +17,8 @@ from sqlalchemy import Connection
 from ...errors import Conflict, Invalid, NotFound, Rejected, SageOpsError
 from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
 from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobUpdate, JobView, Resources
+from ...units import moment_text
+from ..storage import job_graph
 from ..storage import store as st
 from .admission import later
 from .execution_graph import Node, graph_view, met
@@ -82,7 +83,8 @@ class Operations(TermPart):
         nothing."""
         targets = await self._select(ids, flt, (S.FAILED, S.CANCELLED) if flt and not flt.status else RETRYABLE)
         if with_dependents:
-            targets += await self.store.read(lambda c: _cancelled_in_cascade(c, targets))
+            targets += await self.store.read(
+                lambda c: job_graph.descendants(c, targets, keep=job_graph.cancelled_by_dependency))
         now = self.clock.now()
         if dry_run:
             plan = await self.store.read(lambda c: _retryable(c, targets))
@@ -161,7 +163,7 @@ class Operations(TermPart):
             raise Invalid("nothing to change: give --priority, --timeout, --begin, resources or dependencies")
         nodes = self.outcomes.backend.node_totals()
 
-        def op(conn: Connection) -> tuple[JobSpec, dict[str, tuple[JobStatus, str]]]:
+        def op(conn: Connection) -> JobSpec:
             row = st.get_job_row(conn, job_id)
             status = JobStatus(row.status)
             if status not in WAITING:
@@ -176,19 +178,18 @@ class Operations(TermPart):
                 raise Invalid(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
             if why := self.state.capacity.never_fits(new.resources.as_ray(), nodes):
                 raise Rejected(why)
-            known = _check_dependencies(conn, job_id, row.tenant, new) if new.waits_for() != old.waits_for() \
-                else st.statuses_of(conn, new.waits_for())
             if new.waits_for() != old.waits_for():
-                st.set_dependencies(conn, job_id, list(dict.fromkeys(new.waits_for())))
+                _check_dependencies(conn, job_id, row.tenant, new)
+                job_graph.set_dependencies(conn, job_id, list(dict.fromkeys(new.waits_for())))
             said = ", ".join(f"{k} {_shown(k, getattr(old, k))} -> {_shown(k, getattr(new, k))}" for k in changes
                              if getattr(old, k) != getattr(new, k))
             fields: dict[str, Any] = {"spec": new.model_dump_json(), "priority": new.priority}
             if "begin_at" in changes:
                 fields["not_before"] = later(new, now)
             st.apply_transitions(conn, [amend(job_id, status, f"updated: {said or 'nothing new'}", **fields)], now)
-            return new, known
+            return new
 
-        new, known = await self.store.write(op)
+        new = await self.store.write(op)
         job = self.state.queued.pop(job_id, None)  # out and in again: the tenant's tallies follow its new needs
         if job is None:
             return await self.store.read(lambda c: st.get_job(c, job_id))
@@ -197,10 +198,8 @@ class Operations(TermPart):
             job.not_before = later(new, now)
         self.state.queued[job_id] = job
         self.state.waiting.forget(job_id)
-        unfinished = [d for d in new.waits_for() if d in known and met(new.condition(d), known[d][0]) is None]
-        if job.status is S.PENDING and not self.state.waiting.add(
-                job_id, unfinished, {d: new.condition(d) for d in unfinished}):
-            self.state.queue(job)
+        if job.status is S.PENDING:  # waits for what it now needs, as a recovered job does
+            await self.outcomes.enqueue([job])
         return await self.store.read(lambda c: st.get_job(c, job_id))
 
     async def set_priority(self, job_id: str, priority: int) -> JobView:
@@ -226,7 +225,7 @@ class Operations(TermPart):
         return view
 
     async def graph(self, job_id: str) -> GraphView:
-        rows, edges = await self.store.read(lambda c: st.graph_rows(c, job_id))
+        rows, edges = await self.store.read(lambda c: job_graph.graph_rows(c, job_id))
         nodes = {r.id: Node(r.id, r.name, S(r.status), [], r.started_at, r.ended_at, r.priority) for r in rows}
         for child, parent in edges:
             if child in nodes:
@@ -250,12 +249,11 @@ def _shown(key: str, value: Any) -> str:
     if key == "timeout":
         return f"{value:g}s"
     if key == "begin_at":
-        return f"{datetime.fromtimestamp(value, timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+        return moment_text(value)
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
-def _check_dependencies(conn: Connection, job_id: str, tenant: str | None,
-                        spec: JobSpec) -> dict[str, tuple[JobStatus, str]]:
+def _check_dependencies(conn: Connection, job_id: str, tenant: str | None, spec: JobSpec) -> None:
     """New dependencies of a waiting job, checked as at submit (known, of its tenant, not already
     unmet) and against cycles (none of them may wait for this job, directly or not)."""
     owners: dict[str, str | None] = {}
@@ -263,33 +261,17 @@ def _check_dependencies(conn: Connection, job_id: str, tenant: str | None,
     known = st.statuses_of(conn, deps, owners)
     if (unknown := next((d for d in deps if d not in known or owners.get(d) != tenant), None)) is not None:
         raise Invalid(f"unknown dependency: {unknown}")
-    below, todo = {job_id}, [job_id]
-    while todo:
-        todo = [k for ks in st.dependents_of(conn, todo).values() for k in ks if k not in below]
-        below.update(todo)
+    below = {job_id, *job_graph.descendants(conn, [job_id])}
     if (loop := next((d for d in deps if d in below), None)) is not None:
         raise Invalid(f"cycle: {loop} waits for {job_id}, directly or not")
     if (bad := next((d for d in deps if met(spec.condition(d), known[d][0]) is False), None)) is not None:
         raise Conflict(f"dependency {bad} ended {known[bad][0].value}: the job could never start")
-    return known
-
-
-def _cancelled_in_cascade(conn: Connection, roots: list[str]) -> list[str]:
-    """The jobs cancelled because `roots` ended badly, and those cancelled because of them in
-    turn, nearest first."""
-    seen, order, todo = set(roots), [], list(roots)
-    while todo:
-        kids = [k for ks in st.dependents_of(conn, todo).values() for k in ks if k not in seen]
-        todo = st.cancelled_by_dependency(conn, kids)
-        seen.update(kids)
-        order += todo
-    return order
 
 
 def _retryable(conn: Connection, targets: list[str]) -> list[Any]:
     """Per target, its row if it may be retried now, else the error that says why not: the one
     check of a retry and of its dry run. A dependency retried with it counts as waiting."""
-    deps = st.dependencies_of(conn, targets)
+    deps = job_graph.dependencies_of(conn, targets)
     known = st.statuses_of(conn, set(targets) | {d for ds in deps.values() for d in ds})
     retried = set(targets)
     out: list[Any] = []

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from ...errors import Conflict, NotFound, SageOpsError
 from ...lifecycle import JobStatus, Transition, is_terminal, transition
 from ...schemas import Condition, JobView
+from ..storage import job_graph
 from ..storage import store as st
 from ..storage.logs import LogStore
 from .execution_graph import met
@@ -69,7 +70,7 @@ class Outcomes(TermPart):
         ids = [j.id for j in jobs]
 
         def q(conn: Connection) -> tuple[dict[str, list[str]], dict[str, tuple[JobStatus, str]]]:
-            deps = st.dependencies_of(conn, ids)
+            deps = job_graph.dependencies_of(conn, ids)
             return deps, st.statuses_of(conn, {d for ds in deps.values() for d in ds})
 
         deps, known = await self.store.read(q)
@@ -84,8 +85,7 @@ class Outcomes(TermPart):
                 if ok is None and d in known:
                     unfinished.append(d)
             else:
-                conditions = {d: spec.condition(d) for d in unfinished} if spec.after_notok or spec.after_any else None
-                if not self.state.waiting.add(job.id, unfinished, conditions):
+                if not self.state.waiting.add(job.id, unfinished, spec.conditions()):
                     self.state.queue(job)
         for job_id, reason in doomed.items():
             await self.cancel_ids([job_id], reason)

@@ -236,39 +236,6 @@ def tenants_of(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
     return dict(_rows_by_id(conn, ids, "tenant"))
 
 
-def _edges(conn: Connection, ids: Iterable[str], reverse: bool) -> dict[str, list[str]]:
-    key, other = (DEP.c.depends_on, DEP.c.job_id) if reverse else (DEP.c.job_id, DEP.c.depends_on)
-    ids = list(ids)
-    out: dict[str, list[str]] = {}
-    for i in range(0, len(ids), 500):
-        for k, v in conn.execute(select(key, other).where(key.in_(ids[i:i + 500]))):
-            out.setdefault(k, []).append(v)
-    return out
-
-
-def dependencies_of(conn: Connection, ids: Iterable[str]) -> dict[str, list[str]]:
-    """job -> the jobs it waits for."""
-    return _edges(conn, ids, reverse=False)
-
-
-def dependents_of(conn: Connection, ids: Iterable[str]) -> dict[str, list[str]]:
-    """job -> the jobs that wait for it."""
-    return _edges(conn, ids, reverse=True)
-
-
-def set_dependencies(conn: Connection, job_id: str, deps: Sequence[str]) -> None:
-    """`job_id` waits for exactly `deps` from now on (update of a waiting job)."""
-    conn.execute(DEP.delete().where(DEP.c.job_id == job_id))
-    insert_many(conn, DEP, [{"job_id": job_id, "depends_on": d} for d in deps])
-
-
-def cancelled_by_dependency(conn: Connection, ids: Iterable[str]) -> list[str]:
-    """Those of `ids` cancelled because a dependency ended as they could not accept (the reason
-    outcomes.dependency_unmet gives them): what retry --with-dependents revives."""
-    return [i for i, status, reason in _rows_by_id(conn, ids, "status", "reason")
-            if status == JobStatus.CANCELLED.value and (reason or "").startswith("dependency ")]
-
-
 def event_row(tr: Transition, now: float) -> dict[str, Any]:
     return {"job_id": tr.job_id, "time": now, "from_status": tr.old.value if tr.old else None,
             "to_status": tr.new.value, "reason": tr.reason or None, "attempt": tr.attempt}
@@ -481,30 +448,6 @@ def matching_ids(conn: Connection, f: JobFilter, statuses: Iterable[JobStatus]) 
         allowed &= {s.value for s in f.status}
     q = _filtered(select(JOB.c.id), f.model_copy(update={"status": []})).where(JOB.c.status.in_(sorted(allowed)))
     return list(conn.execute(q.order_by(JOB.c.seq)).scalars())
-
-
-def graph_rows(conn: Connection, start: str, cap: int = 100_000) -> tuple[list[Any], list[tuple[str, str]]]:
-    """The jobs connected to `start` by dependencies (either way) and their edges."""
-    get_job_row(conn, start)
-    seen = {start}
-    edges: set[tuple[str, str]] = set()
-    frontier = [start]
-    while frontier and len(seen) < cap:
-        nxt: list[str] = []
-        for reverse in (False, True):
-            for here, others in _edges(conn, frontier, reverse).items():
-                for other in others:
-                    edges.add((other, here) if reverse else (here, other))  # (job, its dependency)
-                    if other not in seen:
-                        seen.add(other)
-                        nxt.append(other)
-        frontier = nxt
-    ids = list(seen)
-    rows = []
-    cols = [JOB.c.id, JOB.c.name, JOB.c.status, JOB.c.priority, JOB.c.started_at, JOB.c.ended_at]
-    for i in range(0, len(ids), 500):
-        rows.extend(conn.execute(select(*cols).where(JOB.c.id.in_(ids[i:i + 500]))).all())
-    return rows, sorted(edges)
 
 
 def job_events(conn: Connection, job_id: str) -> list[JobEventView]:
