@@ -29,6 +29,9 @@ class JobManagerConfig(_Section):
     heartbeat_interval: float = Field(30, gt=0)
     kill_grace: float = Field(5, ge=0, description="seconds between SIGTERM and SIGKILL on cancel")
     prefetch: int = Field(4, ge=0, le=1000, description="short jobs queued in Ray beyond free CPUs (lease reuse)")
+    backfill: bool = Field(True, description="while the head of the queue waits for resources, start a job "
+                           "behind it whose --timeout ends before the head's reserved start (EASY backfill)")
+    backfill_depth: int = Field(100, ge=1, description="jobs behind the reservation tried per dispatch pass")
     max_connections: int = Field(512, ge=1, description="open TCP connections at most (also at most half the "
                                  "daemon's open-file limit); more get 503 and are closed")
     max_connections_per_ip: int = Field(64, ge=1, description="open TCP connections from one address at most")

@@ -141,7 +141,32 @@ def grid(pairs: Sequence[tuple[str, str]], styles: Sequence[str] | None = None, 
 # -- the common commands' output -----------------------------------------------------------------
 JOB_COLUMNS = ["ID", "NAME", "STATUS", "PRI", "NODE", "CREATED", "RUNTIME", "EXIT", "REASON"]
 WIDE_COLUMNS = ["ID", "NAME", "STATUS", "PRI", "TENANT", "RESOURCES", "ATTEMPTS", "NODE", "CREATED", "CREATED AT",
-                "RUNTIME", "EXIT", "REASON"]
+                "RUNTIME", "EXIT", "START", "REASON"]
+
+
+def pending_text(p: Any, now: datetime | None = None) -> str:
+    """Why a pending job waits, in one line: `Resources (needs CPU=4, largest free CPU=2);
+    position 3 of 18; starts in ~12m00s` (the parts it has)."""
+    parts = [f"{p['code']} ({p['text']})"]
+    if p.get("position"):
+        parts.append(f"position {p['position']} of {p['of']}")
+    if p.get("estimated_start"):
+        parts.append("starts " + starts_in(when(p["estimated_start"]), now))
+    return "; ".join(parts)
+
+
+def starts_in(at: datetime | None, now: datetime | None = None) -> str:
+    """An estimated start, from now: `in ~12m00s`, or `now` once it is due."""
+    if at is None:
+        return "-"
+    secs = (at - (now or datetime.now(timezone.utc))).total_seconds()
+    return "now" if secs < 1 else f"in ~{duration(secs)}"
+
+
+def reason_cell(j: Any) -> str:
+    """A listing's reason: a pending job's live one (its code and words), else the stored one."""
+    p = j.get("pending")
+    return f"{p['code']}: {p['text']}" if p else headline(j.get("reason"))
 
 
 def _resources(spec: dict[str, Any] | None) -> str:
@@ -155,7 +180,8 @@ def job_row(j: dict[str, Any]) -> dict[str, str]:
             "TENANT": dash(j.get("tenant")), "RESOURCES": _resources(j.get("spec")),
             "ATTEMPTS": str(j.get("attempts_made", 0)), "NODE": dash(j.get("node")), "CREATED": ago(created),
             "CREATED AT": stamp(created), "RUNTIME": duration(span(j.get("started_at"), j.get("ended_at"))),
-            "EXIT": dash(j.get("exit_code")), "REASON": headline(j.get("reason"))}
+            "EXIT": dash(j.get("exit_code")), "REASON": reason_cell(j),
+            "START": starts_in(when((j.get("pending") or {}).get("estimated_start")))}
 
 
 def jobs_table(jobs: Sequence[dict[str, Any]], wide: bool = False) -> None:
@@ -197,7 +223,8 @@ def _spec_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
 
 def job_detail(job: dict[str, Any]) -> None:
     """`sage-ops status ID`: the record, then its attempts."""
-    rows = [("id", job["id"]), ("name", job["name"]), ("status", job["status"]), ("reason", job.get("reason") or "-"),
+    why = pending_text(job["pending"]) if job.get("pending") else job.get("reason") or "-"
+    rows = [("id", job["id"]), ("name", job["name"]), ("status", job["status"]), ("reason", why),
             ("kind", job["kind"]), ("priority", str(job["priority"])), ("node", dash(job.get("node"))),
             ("exit code", dash(job.get("exit_code"))), ("created", stamp(when(job["created_at"]))),
             ("started", stamp(when(job.get("started_at")))), ("ended", stamp(when(job.get("ended_at")))),

@@ -321,11 +321,44 @@ class AttemptView(View):
     max_rss_bytes: int | None = Field(None, description="peak resident memory of its largest process (ru_maxrss)")
 
 
+class PendingCode(str, Enum):
+    """Why a PENDING job has not started (Slurm's reason codes, where it has one)."""
+
+    DEPENDENCY = "Dependency"  # waits for other jobs to end
+    HELD = "Held"  # held by a user until released
+    BEGIN_TIME = "BeginTime"  # --begin, or a retry's backoff, is still ahead
+    QUOTA_MAX_RUNNING = "QuotaMaxRunning"  # its tenant runs as many jobs as it may
+    QUOTA_MAX_CPU = "QuotaMaxCpu"
+    QUOTA_MAX_GPU = "QuotaMaxGpu"
+    RESOURCES = "Resources"  # next in line; no node has room yet (it holds the reservation)
+    RESERVATION = "Reservation"  # would fit now, but would delay the reserved job (no --timeout, or too long)
+    PRIORITY = "Priority"  # jobs ahead of it go first
+    NODE_DRAINING = "NodeDraining"  # only a draining node could hold it
+    STARTING = "Starting"  # handed to Ray, not running yet
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Pending(View):
+    """Why a PENDING job waits, where it stands and when it may start: worked out by the leader
+    from its queue when asked (never stored)."""
+
+    code: PendingCode
+    text: str = Field(description="the reason in words, e.g. needs CPU=4, largest free CPU=2")
+    position: int | None = Field(None, description="1 = next to start, among the jobs ready to run, in priority "
+                                 "order (fair share may move it between tenants)")
+    of: int | None = Field(None, description="jobs ready to run")
+    estimated_start: datetime | None = Field(None, description="from the running jobs' time limits (as squeue "
+                                             "--start): the latest it should start if no job ends early")
+
+
 class JobView(View):
     id: str
     name: str
     status: JobStatus
     reason: str | None = None
+    pending: Pending | None = Field(None, description="a PENDING job's reason code, position and estimated start")
     priority: int = 0
     tenant: str | None = None
     kind: JobKind = JobKind.COMMAND

@@ -21,7 +21,7 @@ from sage_ops.access import Quotas
 from sage_ops.config import Config
 from sage_ops.errors import Conflict, Invalid, Rejected
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import JobSpec, JobUpdate, JobView
+from sage_ops.schemas import JobSpec, JobUpdate, JobView, Pending, PendingCode
 from sage_ops.server.scheduling.reconcile import LOST_AFTER, LOST_AFTER_REFUSED
 from sage_ops.server.scheduling.run_as import RunAs
 from sage_ops.server.scheduling.scheduler import Scheduler
@@ -77,6 +77,18 @@ class Rig:
 
     async def reason(self, job_id: str) -> str | None:
         return (await self.view(job_id)).reason
+
+    async def pending(self, job_id: str) -> Pending:
+        """Why the job waits, as `status` shows it (the leader's live explanation)."""
+        view = await self.view(job_id)
+        self.sched.explain([view])
+        assert view.pending is not None, f"{job_id} is {view.status}, not explained"
+        return view.pending
+
+    async def run(self, job_id: str) -> None:
+        """The dispatched attempt starts running now."""
+        self.backend.started(job_id)
+        await self.backend.deliver(self.sched)
 
 
 @pytest.fixture
@@ -846,3 +858,178 @@ async def test_a_head_that_refuses_connections_is_given_up_sooner(rig: Rig) -> N
 async def test_a_lost_dispatcher_reads_as_disconnected_in_health(rig: Rig) -> None:
     await polls_until_lost(rig)
     assert rig.backend.connected is False
+
+
+# -- backfill (EASY, as Slurm's sched/backfill) -------------------------------------------------
+async def reserved_big_job(rig: Rig) -> tuple[str, str]:
+    """2 of 4 CPUs run a job limited to 100 s; a 4-CPU job is next: it is reserved the node at +100 s."""
+    running = await rig.submit(resources={"cpu": 2}, timeout=100)
+    assert await rig.step() == [running]
+    await rig.run(running)
+    big = await rig.submit(priority=5, resources={"cpu": 4})
+    assert await rig.step() == []
+    return running, big
+
+
+async def test_a_short_job_starts_around_the_reserved_one_when_its_time_limit_ends_before_the_reservation(
+        rig: Rig) -> None:
+    await reserved_big_job(rig)
+    short = await rig.submit(resources={"cpu": 1}, timeout=60)
+    assert await rig.step() == [short]
+
+
+async def test_a_job_whose_time_limit_outlasts_the_reservation_waits(rig: Rig) -> None:
+    await reserved_big_job(rig)
+    long = await rig.submit(resources={"cpu": 1}, timeout=500)
+    assert await rig.step() == []
+    assert (await rig.pending(long)).code is PendingCode.RESERVATION
+
+
+async def test_a_job_without_a_time_limit_never_backfills(rig: Rig) -> None:
+    await reserved_big_job(rig)
+    await rig.submit(resources={"cpu": 1})
+    assert await rig.step() == []
+
+
+async def test_a_long_job_may_use_what_the_reserved_job_leaves_over_at_its_start(rig: Rig) -> None:
+    running = await rig.submit(resources={"cpu": 2}, timeout=100)
+    await rig.step()
+    await rig.run(running)
+    await rig.submit(priority=5, resources={"cpu": 3})  # reserved at +100 s; 1 CPU to spare then
+    first = await rig.submit(resources={"cpu": 1}, timeout=1000)
+    second = await rig.submit(resources={"cpu": 1}, timeout=1000)
+    assert await rig.step() == [first]
+    assert (await rig.pending(second)).code is PendingCode.RESERVATION
+
+
+async def test_a_long_job_backfills_on_a_node_other_than_the_reserved_one(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"a": {"CPU": 4.0}, "b": {"CPU": 2.0}})).start()
+    running = await rig.submit(resources={"cpu": 4}, timeout=100)
+    await rig.step()
+    await rig.run(running)
+    await rig.submit(priority=5, resources={"cpu": 4})  # only node a can hold it: reserved there
+    long = await rig.submit(resources={"cpu": 2}, timeout=10_000)
+    assert await rig.step() == [long]
+
+
+async def test_backfill_off_keeps_strict_order(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 4.0}}), backfill=False).start()
+    await reserved_big_job(rig)
+    await rig.submit(resources={"cpu": 1}, timeout=60)
+    assert await rig.step() == []
+
+
+async def test_the_reserved_job_starts_when_its_reservation_comes(rig: Rig) -> None:
+    running, big = await reserved_big_job(rig)
+    short = await rig.submit(resources={"cpu": 1}, timeout=60)
+    await rig.step()
+    await rig.run(short)
+    rig.clock.advance(60)
+    await rig.end(short)
+    rig.clock.advance(40)
+    await rig.end(running)
+    assert await rig.step() == [big]
+
+
+@settings(max_examples=40, deadline=None)
+@given(hs.lists(hs.tuples(hs.integers(1, 4), hs.integers(1, 6), hs.integers(0, 2)), min_size=2, max_size=9))
+def test_backfill_never_delays_a_reserved_job_past_its_reservation(shared: tuple[Path, st.Store],
+                                                                   jobs: list[tuple[int, int, int]]) -> None:
+    """Jobs (cpu, time limit in 10 s, priority) on one 4-CPU node, each running its whole limit:
+    every job once reserved starts no later than its first reservation said (EASY's promise)."""
+    async def run() -> None:
+        rig = await fresh(shared, {"n": {"CPU": 4.0}}).start(load=False)
+        limit = {await rig.submit(resources={"cpu": cpu}, timeout=10 * t, priority=p): 10 * t for cpu, t, p in jobs}
+        promised: dict[str, float] = {}
+        ends: list[tuple[float, str]] = []
+        while limit:
+            for job_id in await rig.step():
+                await rig.run(job_id)
+                assert rig.clock.now() <= promised.get(job_id, rig.clock.now()) + 1e-6, (job_id, promised)
+                ends.append((rig.clock.now() + limit.pop(job_id), job_id))
+            r = rig.sched.state.reservation
+            if r is not None:
+                promised.setdefault(r.job_id, r.at)
+            if not ends:
+                break
+            ends.sort()
+            t, job_id = ends.pop(0)
+            rig.clock.t = t
+            await rig.end(job_id)
+        assert not limit
+
+    asyncio.run(run())
+
+
+# -- why pending: reason codes, place in line, estimated start (as squeue --start) ------------------
+async def test_a_held_job_is_pending_for_held(rig: Rig) -> None:
+    job = await rig.submit(hold=True)
+    assert (await rig.pending(job)).code is PendingCode.HELD
+
+
+async def test_a_job_waiting_for_another_is_pending_for_dependency(rig: Rig) -> None:
+    a = await rig.submit()
+    b = await rig.submit(dependencies=[a])
+    assert (await rig.pending(b)).text == f"waits for {a}"
+
+
+async def test_a_job_before_its_begin_time_is_pending_for_begin_time_and_starts_then(rig: Rig) -> None:
+    job = await rig.submit(begin_at=rig.clock.now() + 60)
+    why = await rig.pending(job)
+    assert (why.code, why.estimated_start.timestamp() if why.estimated_start else None) == (
+        PendingCode.BEGIN_TIME, rig.clock.now() + 60)
+
+
+async def test_a_job_held_by_its_tenants_quota_says_which(rig: Rig) -> None:
+    rig.sched.set_quotas({"a": Quotas(max_running=1)})
+    await rig.submit(tenant="a", resources={"cpu": 1})
+    second = await rig.submit(tenant="a", resources={"cpu": 1})
+    await rig.step()
+    assert (await rig.pending(second)).code is PendingCode.QUOTA_MAX_RUNNING
+
+
+async def test_the_reserved_job_is_pending_for_resources_with_what_it_needs_and_what_is_free(rig: Rig) -> None:
+    _, big = await reserved_big_job(rig)
+    assert (await rig.pending(big)).text == "needs CPU=4, largest free CPU=2; reserved from 2023-11-14T22:15:00Z"
+
+
+async def test_the_next_job_starts_when_the_running_jobs_time_limits_say(rig: Rig) -> None:
+    _, big = await reserved_big_job(rig)
+    start = (await rig.pending(big)).estimated_start
+    assert start is not None and start.timestamp() == rig.clock.now() + 100
+
+
+async def test_each_job_in_line_is_estimated_after_the_ones_ahead_of_it(rig: Rig) -> None:
+    _, big = await reserved_big_job(rig)
+    after = await rig.submit(resources={"cpu": 4}, timeout=30)
+    start = (await rig.pending(after)).estimated_start
+    assert start is not None and start.timestamp() == rig.clock.now() + 100 + 3600  # big has the default limit
+
+
+async def test_a_job_behind_others_is_pending_for_priority_with_its_place_in_line(rig: Rig) -> None:
+    await reserved_big_job(rig)
+    after = await rig.submit(resources={"cpu": 4})
+    why = await rig.pending(after)
+    assert (why.code, why.position, why.of) == (PendingCode.PRIORITY, 2, 2)
+
+
+async def test_a_job_only_a_draining_node_could_hold_is_pending_for_node_draining(tmp_path: Path,
+                                                                                  store: st.Store) -> None:
+    cluster = FakeBackend(FakeClock(), {"big": {"CPU": 8.0}, "small": {"CPU": 2.0}})
+    rig = await Rig(tmp_path, store, cluster).start()
+    cluster.draining.add("big")
+    job = await rig.submit(resources={"cpu": 8})
+    assert (await rig.pending(job)).code is PendingCode.NODE_DRAINING
+
+
+async def test_a_dispatched_job_not_yet_running_is_pending_for_starting(rig: Rig) -> None:
+    job = await rig.submit()
+    await rig.step()
+    assert (await rig.pending(job)).code is PendingCode.STARTING
+
+
+async def test_explaining_writes_nothing(rig: Rig) -> None:
+    _, big = await reserved_big_job(rig)
+    before = len(await rig.store.read(lambda c: st.job_events(c, big)))
+    await rig.pending(big)
+    assert len(await rig.store.read(lambda c: st.job_events(c, big))) == before

@@ -90,6 +90,22 @@ def test_begin_holds_a_job_until_its_moment(daemon: Daemon) -> None:
     assert bad.returncode == 2 and "bad time 'soonish'" in bad.stderr
 
 
+def test_backfill_starts_a_short_job_around_a_reserved_one_and_status_says_why_the_big_one_waits(
+        daemon: Daemon) -> None:
+    client = daemon.client()
+    hog = daemon.submit_q("--cpu", "3", "--timeout", "120", "--", "sleep", "60")
+    wait_until(lambda: client.get_job(hog).status == "RUNNING", 60)
+    big = daemon.submit_q("--cpu", "4", "--priority", "5", "--", "true")
+    short = daemon.submit_q("--cpu", "1", "--timeout", "30", "--", "true")
+    assert client.wait(short, 60).status == "COMPLETED"
+    waiting = client.get_job(big)
+    assert (waiting.status, waiting.pending.code if waiting.pending else None) == ("PENDING", "Resources")
+    assert "Resources (needs CPU=4, largest free CPU=1; reserved from" in daemon.run("status", big, check=True).stdout
+    assert "in ~1m" in daemon.run("jobs", "-o", "wide", check=True).stdout  # the hog's limit frees the node
+    daemon.run("cancel", hog, check=True)
+    assert client.wait(big, 60).status == "COMPLETED"
+
+
 def test_hold_and_release_on_the_command_line(daemon: Daemon) -> None:
     job = daemon.submit_q("--hold", "--name", "hold-me", "--", "true")
     assert json.loads(daemon.run("status", "--json", job, check=True).stdout)["reason"] == "held by user"

@@ -198,6 +198,7 @@ def create_app(services: Services) -> FastAPI:
         if flt is None:
             return JobList(jobs=[], next_cursor=None)
         jobs, nxt = await store.read(lambda c: st.list_jobs(c, flt, limit, cursor, sort=sort, desc=desc))
+        scheduler.explain(jobs)
         return JobList(jobs=jobs, next_cursor=nxt)
 
     async def bulk(request: Request, who: Principal, req: BatchCancel, action: str) -> BulkResult:
@@ -224,7 +225,9 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView)
     async def get_job(request: Request, job_id: str, who: Principal = WHO) -> JobView:
-        return await job_or_404(request, who, job_id)
+        view = await job_or_404(request, who, job_id)
+        scheduler.explain([view])
+        return view
 
     @app.get("/v1/jobs/{job_id}/result", response_model=JobResult)
     async def get_result(request: Request, job_id: str, who: Principal = WHO) -> JobResult:

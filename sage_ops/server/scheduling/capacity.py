@@ -3,6 +3,7 @@ what this daemon has dispatched. Kept apart from the queue so the rules live in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ...plaintext import binary_size
@@ -33,16 +34,17 @@ class Capacity:
         have = {k: biggest.get(k, 0) for k in need}
         return f"no node can ever hold {fmt(need)} (largest node has {fmt(have)})"
 
-    def charge(self, need: Need) -> str | None:
-        """Reserve `need` on the first node that can start it now; else, for short jobs, a
-        prefetch slot; None if neither."""
+    def charge(self, need: Need, admits: Callable[[str], bool] | None = None) -> str | None:
+        """Reserve `need` on the first node that can start it now (and `admits` it: a backfill);
+        else, for short jobs outside a backfill, a prefetch slot; None if neither."""
         for node, total in self.nodes.node_totals(open_only=True):
             used = self.used.setdefault(node, {})
-            if all(total.get(k, 0) - used.get(k, 0) + 1e-9 >= v for k, v in need.items()):
+            if (all(total.get(k, 0) - used.get(k, 0) + 1e-9 >= v for k, v in need.items())
+                    and (admits is None or admits(node))):
                 for k, v in need.items():
                     used[k] = used.get(k, 0) + v
                 return node
-        if self._prefetch_ok(need):
+        if admits is None and self._prefetch_ok(need):
             self.prefetched += 1
             return PREFETCH
         return None

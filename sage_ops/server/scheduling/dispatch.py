@@ -1,7 +1,8 @@
 """Dispatch: what the cluster can start now, handed to the backend in one batch per pass. Within
 a tenant, highest priority first and FIFO within a priority; across tenants, the least served
 first; a tenant at its quota waits without holding up the others; the job chosen next reserves
-its resources. Event driven (a submit, a job end, a due retry wakes it), never a fixed sleep."""
+its resources, and only jobs that cannot delay it start around it (backfill). Event driven (a
+submit, a job end, a due retry wakes it), never a fixed sleep."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from ..backend import transit
 from ..backend.protocol import AttemptItem, AttemptOptions, AttemptResources
 from ..storage import store as st
 from ..storage.sealing import Sealer
+from .forecast import Cluster, Reservation
 from .ports import Backend
 from .queue_items import Dispatched, Queued
 from .queue_state import TermPart
-from .quotas import over_quota
+from .quotas import MIN_CPU, over_quota
 from .run_as import RunAs
 
 log = logging.getLogger(__name__)
@@ -83,37 +85,73 @@ class Dispatch(TermPart):
                 state.ready_queue.push(job.tenant, job.priority, seq, job_id)
 
     def _take_runnable(self) -> list[AttemptItem]:
-        """The jobs to start now, in order (see the module's docstring): a big job is never
-        starved by small ones, since nothing behind it jumps ahead."""
-        state = self.state
+        """The jobs to start now, in order (see the module's docstring). A big job is never starved
+        by small ones: the first that cannot start reserves the earliest node and time it could,
+        and a job behind it starts now only if it cannot delay that (EASY backfill, `backfill`)."""
+        state, jm = self.state, self.cfg.jobmanager
         batch: list[AttemptItem] = []
         at_quota: set[str | None] = set()
-        while (tenant := state.ready_queue.order(state.dispatched, state.quotas, at_quota)) is not False:
-            heap = state.ready_queue.heaps[tenant]
-            prio, _, job_id = heap[0]
-            job = state.queued.get(job_id)
-            if (job is None or job.status is not S.PENDING or -prio != job.priority or job.not_before
-                    or job.held or state.waiting.is_waiting(job_id)):
-                heapq.heappop(heap)  # stale: gone, re-prioritised, delayed, held or waiting
-                continue
-            if tenant is not None and tenant in state.quotas:
-                res = job.spec.resources
-                why = over_quota(tenant, state.quotas[tenant], state.dispatched.use[tenant], res.cpu, res.gpu)
-                if why is not None:
-                    at_quota.add(tenant)
-                    self._blocked(job, why)
+        state.reservation = None
+        aside: list[tuple[str | None, tuple[int, int, str]]] = []  # passed over behind the reservation
+        try:
+            while (tenant := state.ready_queue.order(state.dispatched, state.quotas, at_quota)) is not False:
+                heap = state.ready_queue.heaps[tenant]
+                prio, _, job_id = heap[0]
+                job = state.queued.get(job_id)
+                if (job is None or job.status is not S.PENDING or -prio != job.priority or job.not_before
+                        or job.held or state.waiting.is_waiting(job_id)):
+                    heapq.heappop(heap)  # stale: gone, re-prioritised, delayed, held or waiting
                     continue
-            node = state.capacity.charge(job.need)
-            if node is None:
-                break
-            heapq.heappop(heap)
-            del state.queued[job_id]
-            attempt = job.attempts_made + 1
-            state.dispatched[job_id] = Dispatched(job, attempt, node)
-            batch.append({"id": job_id, "attempt": attempt,
-                          "resources": cast(AttemptResources, job.spec.resources.model_dump()),
-                          "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)})
+                if tenant is not None and tenant in state.quotas:
+                    res = job.spec.resources
+                    why = over_quota(tenant, state.quotas[tenant], state.dispatched.use[tenant], res.cpu, res.gpu)
+                    if why is not None:
+                        at_quota.add(tenant)
+                        self._blocked(job, why[1])
+                        continue
+                if state.reservation is None:
+                    node = state.capacity.charge(job.need)
+                    if node is None:
+                        if not jm.backfill:
+                            break
+                        now = self.clock.now()
+                        cluster = self.cluster(now)
+                        state.reservation = Reservation.of(job_id, job.need, cluster, now)
+                        if cluster.fitting({"CPU": MIN_CPU}) is None:
+                            break  # every job asks for MIN_CPU at least: on a full cluster none can backfill
+                else:
+                    if len(aside) >= jm.backfill_depth:
+                        break
+                    node = self._backfill(job, state.reservation)
+                if node is None:
+                    aside.append((tenant, heapq.heappop(heap)))
+                    continue
+                heapq.heappop(heap)
+                del state.queued[job_id]
+                attempt = job.attempts_made + 1
+                state.dispatched[job_id] = Dispatched(job, attempt, node)
+                batch.append({"id": job_id, "attempt": attempt,
+                              "resources": cast(AttemptResources, job.spec.resources.model_dump()),
+                              "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)})
+        finally:
+            for tenant, entry in aside:
+                heapq.heappush(state.ready_queue.heaps[tenant], entry)
         return batch
+
+    def _backfill(self, job: Queued, reservation: Reservation) -> str | None:
+        """The node a job behind the reservation may start on now, or None. A job without its own
+        --timeout never backfills: the daemon's default limit is a guess, not the user's word."""
+        if job.spec.timeout is None:
+            return None
+        ends = self.clock.now() + job.spec.timeout
+        return self.state.capacity.charge(job.need, admits=lambda node: reservation.admits(node, job.need, ends))
+
+    def cluster(self, now: float) -> Cluster:
+        """The open nodes' free resources and when each running job's time limit frees more."""
+        state, default = self.state, self.cfg.jobmanager.job_timeout
+        running = ((d.node, (d.started_at if d.started and d.started_at else now) + (d.spec.timeout or default),
+                    d.need) for d in state.dispatched.values())
+        return Cluster.now(state.capacity.nodes.node_totals(open_only=True), state.capacity.used, running)
 
     def _options(self, job: Queued, attempt: int) -> AttemptOptions:
         """How the attempt runs: limits, the user it runs as (or what it must not see), its secrets

@@ -16,6 +16,7 @@ from ...lifecycle import JobStatus
 from ..storage import store as st
 from .capacity import Capacity
 from .execution_graph import Waiting
+from .forecast import Reservation
 from .queue_items import Clock, Dispatched, Queued
 from .quotas import FairQueue, Tally
 
@@ -31,6 +32,7 @@ class QueueState:
     quotas: dict[str, Quotas] = field(default_factory=dict)
     later: list[tuple[float, int, str]] = field(default_factory=list)  # (not_before, seq, id): retries in backoff
     waiting: Waiting = field(default_factory=Waiting)
+    reservation: Reservation | None = None  # the last pass's: the job that could not start, and when it can
     dispatched: Tally[Dispatched] = field(default_factory=Tally)
     cancels: dict[str, float] = field(default_factory=dict)  # job id -> time.monotonic() of its last kill asked for
     active: int = 0

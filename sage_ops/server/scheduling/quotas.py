@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from ...access import Quotas
-from ...schemas import JobSpec
+from ...schemas import JobSpec, PendingCode
 
 V = TypeVar("V")
 EPS = 1e-9
@@ -85,17 +85,22 @@ class Tally(dict[str, V], Generic[V]):
         self.use.clear()
 
 
-def over_quota(tenant: str | None, quotas: Quotas | None, running: Use, cpu: float, gpu: float) -> str | None:
-    """Why a job needing `cpu`/`gpu` cannot start now for its tenant's quota, or None."""
+def over_quota(tenant: str | None, quotas: Quotas | None, running: Use, cpu: float,
+               gpu: float) -> tuple[PendingCode, str] | None:
+    """Why a job needing `cpu`/`gpu` cannot start now for its tenant's quota (its reason code and
+    words), or None."""
     if quotas is None:
         return None
     cpu = max(cpu, MIN_CPU)
     if quotas.max_running is not None and running.jobs + 1 > quotas.max_running:
-        return f"quota: tenant {tenant} runs {running.jobs} jobs (max-running {quotas.max_running})"
+        return (PendingCode.QUOTA_MAX_RUNNING,
+                f"quota: tenant {tenant} runs {running.jobs} jobs (max-running {quotas.max_running})")
     if quotas.max_cpu is not None and running.cpu + cpu > quotas.max_cpu + EPS:
-        return f"quota: tenant {tenant} uses {running.cpu:g} of {quotas.max_cpu:g} CPUs (max-cpu)"
+        return (PendingCode.QUOTA_MAX_CPU,
+                f"quota: tenant {tenant} uses {running.cpu:g} of {quotas.max_cpu:g} CPUs (max-cpu)")
     if quotas.max_gpu is not None and running.gpu + gpu > quotas.max_gpu + EPS:
-        return f"quota: tenant {tenant} uses {running.gpu:g} of {quotas.max_gpu:g} GPUs (max-gpu)"
+        return (PendingCode.QUOTA_MAX_GPU,
+                f"quota: tenant {tenant} uses {running.gpu:g} of {quotas.max_gpu:g} GPUs (max-gpu)")
     return None
 
 

@@ -14,7 +14,7 @@ both rebuilt when a term begins.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore
 from ..storage.sealing import Sealer
+from . import pending
 from .admission import Admission
 from .capacity import Capacity
 from .dispatch import Dispatch
@@ -184,6 +185,18 @@ class Scheduler:
 
     async def wait(self, job_id: str, timeout: float) -> JobView:
         return await self.term.outcomes.wait(job_id, timeout)
+
+    def explain(self, views: Sequence[JobView]) -> None:
+        """Fill in why each PENDING view waits, its place in line and estimated start, from this
+        leader's queue (a standby's is empty: it leaves them as they are)."""
+        ids = [v.id for v in views if v.status is JobStatus.PENDING]
+        if not ids:
+            return
+        now = self.clock.now()
+        found = pending.explain(self.state, ids, self.term.dispatch.cluster(now), now, self.cfg.jobmanager.job_timeout)
+        for v in views:
+            if v.id in found:
+                v.pending = found[v.id]
 
     def set_quotas(self, quotas: dict[str, Quotas]) -> None:
         self.state.quotas = quotas

@@ -26,7 +26,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from ...lifecycle import is_terminal
-from ...plaintext import after_text, binary_size, log_line
+from ...plaintext import after_text, binary_size, log_line, pending_text
 from ...render import duration, headline
 from ...schemas import JobEventView, JobView, LogEntry
 from ..messages import JobLoaded, JobsChanged, LogEnded, LogLines, Resync
@@ -50,7 +50,7 @@ def overview(job: JobView, now: datetime, plain: bool = False) -> Table:
     run = None if job.started_at is None else ((job.ended_at or now) - job.started_at).total_seconds()
     rows: list[tuple[str, RenderableType]] = [
         ("job", Text(f"{job.id}  {job.name}")), ("status", status_cell(job.status, plain)),
-        ("reason", Text(job.reason or "-")),
+        ("reason", Text(pending_text(job.pending) if job.pending else job.reason or "-")),
         ("priority", Text(f"{job.priority}   tenant {job.tenant or '-'}   node {job.node or '-'}   exit "
                           f"{'-' if job.exit_code is None else job.exit_code}")),
         ("times", Text(f"created {_ts(job.created_at)}  started {_ts(job.started_at)}  ended {_ts(job.ended_at)}"

@@ -20,7 +20,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellType, ColumnKey, RowKey
 
 from ...lifecycle import JobStatus, is_terminal
-from ...plaintext import binary_size, headline
+from ...plaintext import binary_size, reason_cell
 from ...render import STATUS_STYLE, duration
 from ...schemas import JobChange, JobView
 from .columns import fit
@@ -93,7 +93,7 @@ def sort_value(job: JobView, column: str | None) -> tuple[Any, ...]:
 def with_change(job: JobView, change: JobChange) -> JobView:
     """The job as a change of state leaves it: status, times, and the fields the stream carries."""
     status = change.to_status or job.status
-    update: dict[str, Any] = {"status": status, "reason": change.reason,
+    update: dict[str, Any] = {"status": status, "reason": change.reason, "pending": None,
                               "attempts_made": max(job.attempts_made, change.attempt)}
     update.update({k: v for k in ("priority", "node", "exit_code") if (v := getattr(change, k)) is not None})
     if status is JobStatus.RUNNING:
@@ -206,7 +206,7 @@ class JobTable(CellCachedTable):
                 "tenant": job.tenant or "-", "res": resources_with_memory(job), "node": job.node or "-",
                 "attempts": str(job.attempts_made), "age": duration((now - job.created_at).total_seconds()),
                 "duration": duration(run), "exit": "-" if job.exit_code is None else str(job.exit_code),
-                "reason": headline(job.reason)}
+                "reason": reason_cell(job)}
 
     def row(self, job: JobView) -> list[Any]:
         cells = self.cells(job)
