@@ -165,6 +165,10 @@ class JobSpec(Strict):
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(None, gt=0, le=365 * 86400, description="seconds, or '90s', '15m', '1h', '2d'")
     hold: bool = Field(False, description="submitted held: it waits until released (Slurm's --hold)")
+    kill_on_invalid_dep: bool = Field(True, description="cancel this job when a dependency's condition can never "
+                                      "be met (Slurm's --kill-on-invalid-dep); false: it stays PENDING "
+                                      "(DependencyNeverSatisfied) until its dependencies are updated, that "
+                                      "dependency is retried, or it is cancelled")
     begin_at: float | None = Field(None, ge=0, description="do not start before this moment (Slurm's --begin): "
                                    "epoch seconds, or 'now+1h', '14:30', 'tomorrow 02:00', '2026-12-06T02:00'")
     tenant: str | None = Field(None, max_length=64)
@@ -325,6 +329,7 @@ class PendingCode(str, Enum):
     """Why a PENDING job has not started (Slurm's reason codes, where it has one)."""
 
     DEPENDENCY = "Dependency"  # waits for other jobs to end
+    DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"  # kept waiting (--kill-on-invalid-dep no)
     HELD = "Held"  # held by a user until released
     BEGIN_TIME = "BeginTime"  # --begin, or a retry's backoff, is still ahead
     QUOTA_MAX_RUNNING = "QuotaMaxRunning"  # its tenant runs as many jobs as it may

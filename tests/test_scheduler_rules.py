@@ -1033,3 +1033,77 @@ async def test_explaining_writes_nothing(rig: Rig) -> None:
     before = len(await rig.store.read(lambda c: st.job_events(c, big)))
     await rig.pending(big)
     assert len(await rig.store.read(lambda c: st.job_events(c, big))) == before
+
+
+# -- --kill-on-invalid-dep no: kept waiting when a dependency can never be satisfied -------------
+async def kept_after_failure(rig: Rig) -> tuple[str, str]:
+    a = await rig.submit()
+    b = await rig.submit(dependencies=[a], kill_on_invalid_dep=False)
+    await rig.step()
+    await rig.end(a, 1)
+    return a, b
+
+
+async def test_a_job_kept_on_an_unmet_dependency_stays_pending(rig: Rig) -> None:
+    _, b = await kept_after_failure(rig)
+    assert await rig.status(b) is S.PENDING
+
+
+async def test_a_job_kept_on_an_unmet_dependency_says_which_and_why(rig: Rig) -> None:
+    a, b = await kept_after_failure(rig)
+    why = await rig.pending(b)
+    assert (why.code, why.text) == (PendingCode.DEPENDENCY_NEVER_SATISFIED, f"dependency {a} (true) ended FAILED")
+
+
+async def test_a_job_kept_on_an_unmet_dependency_is_audited(rig: Rig) -> None:
+    _, b = await kept_after_failure(rig)
+    assert (await rig.reason(b) or "").endswith("kept waiting (--kill-on-invalid-dep no)")
+
+
+async def test_a_job_kept_on_an_unmet_dependency_never_starts(rig: Rig) -> None:
+    _, b = await kept_after_failure(rig)
+    await rig.sched.hold([b])
+    await rig.sched.release([b])
+    assert await rig.step() == []
+
+
+async def test_a_kept_job_does_not_cancel_its_own_dependents(rig: Rig) -> None:
+    a = await rig.submit()
+    b = await rig.submit(dependencies=[a], kill_on_invalid_dep=False)
+    c = await rig.submit(dependencies=[b])
+    await rig.step()
+    await rig.end(a, 1)
+    assert await rig.status(c) is S.PENDING
+
+
+async def test_a_kept_job_waits_for_its_dependency_again_once_that_is_retried(rig: Rig) -> None:
+    a, b = await kept_after_failure(rig)
+    await rig.sched.retry([a])
+    assert await rig.step() == [a]
+    await rig.end(a)
+    assert await rig.step() == [b]
+
+
+async def test_a_kept_job_runs_once_its_dependencies_are_updated(rig: Rig) -> None:
+    _, b = await kept_after_failure(rig)
+    await rig.sched.update(b, JobUpdate(dependencies=[]))
+    assert await rig.step() == [b]
+
+
+async def test_a_kept_job_is_kept_again_after_a_restart(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    _, b = await kept_after_failure(first)
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend).start()
+    try:
+        assert ((await second.pending(b)).code, await second.step()) == (PendingCode.DEPENDENCY_NEVER_SATISFIED, [])
+    finally:
+        second.store.close()
+
+
+async def test_a_job_submitted_after_its_dependency_failed_is_kept_when_asked(rig: Rig) -> None:
+    a = await rig.submit()
+    await rig.step()
+    await rig.end(a, 1)
+    b = await rig.submit(dependencies=[a], kill_on_invalid_dep=False)
+    assert await rig.status(b) is S.PENDING

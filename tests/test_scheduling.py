@@ -66,6 +66,9 @@ def test_after_notok_and_after_any_on_the_command_line(daemon: Daemon, tmp_path:
     assert (v_step.status, v_alert.status, v_teardown.status, v_next.status) == (
         "FAILED", "COMPLETED", "COMPLETED", "CANCELLED")
     assert "alert" in daemon.run("logs", alert, check=True).stdout
+    kept = daemon.submit_q("--after", step, "--kill-on-invalid-dep", "no", "--", "true")
+    assert f"DependencyNeverSatisfied (dependency {step} (cond-step) ended FAILED)" in daemon.run(
+        "status", kept, check=True).stdout
     mixed = daemon.submit_q("--after", nxt, "--after-notok", alert, "--after-any", step, "--", "true")
     assert f"after        {nxt} · not ok: {alert} · any: {step}" in daemon.run("status", mixed, check=True).stdout
     (tmp_path / "cond.yaml").write_text(textwrap.dedent("""

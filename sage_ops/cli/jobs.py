@@ -38,8 +38,8 @@ from .output import Output, output_option
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
                       "--secret-env-file", "--tenant", "--priority", "--timeout", "--after", "--after-ok",
-                      "--after-notok", "--after-any", "--begin", "--hold", "--retries", "--retry-delay",
-                      "--retry-backoff"}
+                      "--after-notok", "--after-any", "--kill-on-invalid-dep", "--begin", "--hold", "--retries",
+                      "--retry-delay", "--retry-backoff"}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
 
@@ -147,7 +147,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
                after_notok: Sequence[str] = (), after_any: Sequence[str] = (), begin: str | None = None,
-               hold: bool = False,
+               hold: bool = False, kill_on_invalid_dep: bool = True,
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
@@ -160,6 +160,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                             "timeout": timeout, "working_dir": paths.working_dir(workdir),
                             "dependencies": list(dependencies), "after_notok": list(after_notok),
                             "after_any": list(after_any), "begin_at": moment(begin), "hold": hold or None,
+                            "kill_on_invalid_dep": None if kill_on_invalid_dep else False,
                             "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):
@@ -238,6 +239,10 @@ class AttemptMarks:
               "failed, cancelled or rejected (a cleanup or alert step); if JOB completes, this job is cancelled.")
 @click.option("--after-any", multiple=True, metavar="JOB", help="Start after JOB ended, however it ended (a "
               "report, a teardown).")
+@click.option("--kill-on-invalid-dep", type=click.Choice(["yes", "no"]), default="yes", show_default=True,
+              help="When a dependency can never be satisfied (an --after job failed): cancel this job (yes), or "
+              "keep it PENDING as DependencyNeverSatisfied until you update its dependencies, retry that job, or "
+              "cancel it (no).")
 @click.option("--hold", is_flag=True, help="Submit it held: it waits PENDING until `sage-ops release`.")
 @click.option("--begin", metavar="WHEN", help="Do not start before WHEN: now+1h, 14:30 (its next occurrence), "
               "tomorrow 02:00, midnight, 2026-12-06T02:00 (local time). It waits PENDING, its reason `begins at`.")
@@ -258,7 +263,8 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
            secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
            timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
-           hold: bool, begin: str | None, retries: int, retry_delay: float, retry_backoff: float, force_command: bool,
+           kill_on_invalid_dep: str, hold: bool, begin: str | None, retries: int, retry_delay: float,
+           retry_backoff: float, force_command: bool,
            wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
 
@@ -278,7 +284,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
                       env=env, secret_env=secret_values(secret_env, secret_env_file), tenant=tenant,
                       workdir=workdir, priority=priority, timeout=timeout,
                       dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
-                      begin=begin, hold=hold,
+                      begin=begin, hold=hold, kill_on_invalid_dep=kill_on_invalid_dep == "yes",
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
     w = ctx.wire()

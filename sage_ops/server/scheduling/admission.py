@@ -21,13 +21,13 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ...errors import Invalid, NotFound, Rejected
-from ...lifecycle import JobStatus, Transition, is_terminal, transition
+from ...lifecycle import JobStatus, Transition, amend, is_terminal, transition
 from ...schemas import Condition, JobSpec
 from ...units import moment_text
 from ..storage import store as st
 from ..storage.sealing import Sealer
 from .execution_graph import GraphError, met, resolve_batch_names, topological_order
-from .outcomes import Outcomes, dependency_unmet
+from .outcomes import KEPT, Outcomes, dependency_unmet
 from .ports import Backend
 from .queue_items import Queued
 from .queue_state import TermPart
@@ -52,6 +52,7 @@ class Planned:
     status: JobStatus = S.SUBMITTED
     reason: str | None = None
     waiting: set[str] = field(default_factory=set)
+    stuck: tuple[str, str] | None = None  # (dependency, why): never met, and the job asked to be kept
     transitions: list[Transition] = field(default_factory=list)
     spec_json: str = ""
 
@@ -97,7 +98,7 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
     owners = owners or {}
     for i, p in enumerate(plans):
         # (idempotent: the writer may run this again, alone, if its group commit failed)
-        p.status, p.reason, p.waiting = S.SUBMITTED, None, set()
+        p.status, p.reason, p.waiting, p.stuck = S.SUBMITTED, None, set(), None
         p.transitions = [transition(p.id, None, S.SUBMITTED, "submitted")]
         unknown = next((d for d in p.deps if d not in new and (d not in known or owners.get(d) != p.spec.tenant)),
                        None)
@@ -118,7 +119,12 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
         unmet = next((d for d in p.deps if d in known and d not in new
                       and met(p.conditions.get(d, "ok"), known[d][0]) is False), None)
         if unmet is not None:
-            p.reason = dependency_unmet(unmet, *known[unmet], p.conditions.get(unmet, "ok"))
+            why = dependency_unmet(unmet, *known[unmet], p.conditions.get(unmet, "ok"))
+            if not p.spec.kill_on_invalid_dep:
+                p.stuck, p.reason = (unmet, why), f"{why}; {KEPT}"
+                p.transitions.append(amend(p.id, S.PENDING, p.reason))
+                continue
+            p.reason = why
             p.transitions.append(transition(p.id, S.PENDING, S.CANCELLED, p.reason))
             p.status = S.CANCELLED
             continue
@@ -277,7 +283,9 @@ class Admission(TermPart):
             job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority, not_before=later(p.spec, now),
                          held=p.spec.hold)
             self.state.queued[p.id] = job
-            if p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting, p.conditions):
+            if p.stuck is not None:
+                self.state.stuck[p.id] = p.stuck
+            elif p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting, p.conditions):
                 self.state.queue(job)
         if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
             return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}

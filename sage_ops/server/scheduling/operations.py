@@ -113,6 +113,9 @@ class Operations(TermPart):
             self.state.active += 1
             self.state.queued[job.id] = job
         await self.outcomes.enqueue(jobs)
+        again = {j.id for j in jobs}  # the jobs kept waiting for one of these wait for it again
+        kept = [self.state.queued[j] for j, (dep, _) in self.state.stuck.items() if dep in again]
+        await self.outcomes.enqueue(kept)
         return await self._bulk_result(targets, _ids(outcome), [], ended_ok=False)
 
     async def hold(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ...errors import Conflict, NotFound, SageOpsError
-from ...lifecycle import JobStatus, Transition, is_terminal, transition
+from ...lifecycle import JobStatus, Transition, amend, is_terminal, transition
 from ...schemas import Condition, JobView
 from ..storage import job_graph
 from ..storage import store as st
@@ -29,6 +29,9 @@ from .queue_state import TermPart
 log = logging.getLogger(__name__)
 RECHECK_AFTER = 15.0  # seconds past kill_grace before a cancelled job still in flight is stopped again
 S = JobStatus
+
+
+KEPT = "kept waiting (--kill-on-invalid-dep no)"  # a job a dependency can never satisfy, by its wish
 
 
 def dependency_unmet(dep: str, status: JobStatus, name: str, condition: Condition = "ok") -> str:
@@ -74,21 +77,38 @@ class Outcomes(TermPart):
             return deps, st.statuses_of(conn, {d for ds in deps.values() for d in ds})
 
         deps, known = await self.store.read(q)
-        doomed: dict[str, str] = {}
+        doomed: list[tuple[Queued, str, str]] = []
         for job in jobs:
+            self.state.stuck.pop(job.id, None)
             spec, unfinished = job.spec, []
             for d in deps.get(job.id, []):
                 ok = met(spec.condition(d), known[d][0]) if d in known else None
                 if ok is False:
-                    doomed[job.id] = dependency_unmet(d, *known[d], spec.condition(d))
+                    doomed.append((job, d, dependency_unmet(d, *known[d], spec.condition(d))))
                     break
                 if ok is None and d in known:
                     unfinished.append(d)
             else:
                 if not self.state.waiting.add(job.id, unfinished, spec.conditions()):
                     self.state.queue(job)
-        for job_id, reason in doomed.items():
-            await self.cancel_ids([job_id], reason)
+        await self.stick([(j.id, d, why) for j, d, why in doomed if not j.spec.kill_on_invalid_dep])
+        for job, _, reason in doomed:
+            if job.spec.kill_on_invalid_dep:
+                await self.cancel_ids([job.id], reason)
+
+    async def stick(self, items: list[tuple[str, str, str]]) -> None:
+        """(job, dependency, why): jobs a dependency can never satisfy that asked to be kept
+        (--kill-on-invalid-dep no). They stay PENDING, audited with why, until their dependencies
+        are updated, that dependency is retried, or they are cancelled."""
+        if not items:
+            return
+        trs = []
+        for job_id, dep, why in items:
+            self.state.waiting.forget(job_id)
+            self.state.stuck[job_id] = (dep, why)
+            trs.append(amend(job_id, S.PENDING, f"{why}; {KEPT}"))
+        now = self.clock.now()
+        await self.store.write(lambda c: st.apply_transitions(c, trs, now))
 
     async def attempts_failed(self, items: list[tuple[Queued, int]], reason: str, now: float) -> None:
         """Attempts the dispatcher lost (restart, crash). A started one is a failed attempt,
@@ -136,6 +156,7 @@ class Outcomes(TermPart):
         while todo:
             job_id, status, cause = todo.popleft()
             state.active -= 1
+            state.stuck.pop(job_id, None)
             self.counters.ended[status.value] = self.counters.ended.get(status.value, 0) + 1
             for fut in state.done_waiters.pop(job_id, []):
                 if not fut.done():
@@ -149,8 +170,11 @@ class Outcomes(TermPart):
             if not doomed:
                 continue
             label = job_id if cause is not None else await self._name(job_id)
+            kept = {child for child, _ in doomed if (q := state.queued.get(child)) and not q.spec.kill_on_invalid_dep}
+            await self.stick([(child, job_id, dependency_unmet(job_id, status, label, c))
+                              for child, c in doomed if child in kept])
             for condition in ("ok", "notok"):
-                ids = [child for child, c in doomed if c == condition]
+                ids = [child for child, c in doomed if c == condition and child not in kept]
                 if not ids:
                     continue
                 why = cause if cause is not None and condition == "ok" else \

@@ -63,6 +63,8 @@ def _why(state: QueueState, job: Queued, cluster: Cluster, now: float, position:
          estimated: float | None) -> Pending:
     if job.held:
         return Pending(code=P.HELD, text="held by user: sage-ops release " + job.id)
+    if job.id in state.stuck:
+        return Pending(code=P.DEPENDENCY_NEVER_SATISFIED, text=state.stuck[job.id][1])
     if state.waiting.is_waiting(job.id):
         deps = sorted(state.waiting.blockers.get(job.id, ()))
         more = f" and {len(deps) - 3} more" if len(deps) > 3 else ""

@@ -32,6 +32,7 @@ class QueueState:
     quotas: dict[str, Quotas] = field(default_factory=dict)
     later: list[tuple[float, int, str]] = field(default_factory=list)  # (not_before, seq, id): retries in backoff
     waiting: Waiting = field(default_factory=Waiting)
+    stuck: dict[str, tuple[str, str]] = field(default_factory=dict)  # job -> (dependency, why): never met, kept
     reservation: Reservation | None = None  # the last pass's: the job that could not start, and when it can
     dispatched: Tally[Dispatched] = field(default_factory=Tally)
     cancels: dict[str, float] = field(default_factory=dict)  # job id -> time.monotonic() of its last kill asked for
@@ -45,8 +46,8 @@ class QueueState:
 
     def queue(self, job: Queued) -> None:
         """A pending job with nothing to wait for: runnable now, or after its backoff. A held
-        job waits for its release instead (Operations.release queues it)."""
-        if job.held:
+        job waits for its release instead (Operations.release queues it); a stuck one for an update."""
+        if job.held or job.id in self.stuck:
             return
         if job.not_before and job.not_before > self.clock.now():
             heapq.heappush(self.later, (job.not_before, job.seq, job.id))
