@@ -143,6 +143,37 @@ class ScriptFile(Strict):
         return v
 
 
+class ArraySpec(Strict):
+    """One job of many tasks (Slurm's --array): each runs the job's command with its index."""
+
+    indices: str = Field(description="0-999, 0-999:2, 1,3,5-7: ranges with an optional step, in that order")
+    throttle: int | None = Field(None, ge=1, le=1_000_000, description="at most this many tasks at once "
+                                 "(%N); changeable while it runs (update --throttle)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed(cls, v: Any) -> Any:
+        """`0-999%20` as --array takes it, in a batch file or the client, is the same as the object."""
+        if isinstance(v, str):
+            indices, _, throttle = v.partition("%")
+            return {"indices": indices, "throttle": int(throttle) if throttle.isdigit() else throttle or None}
+        return v
+
+    @field_validator("indices")
+    @classmethod
+    def _indices(cls, v: str) -> str:
+        from .arrays import Indices  # the index rules live there, shared with the CLI
+
+        return Indices.parse(v).text()
+
+
+class ArrayTask(Strict):
+    """Which array a task belongs to, and its index: set by the daemon when it makes the task."""
+
+    array_id: str = Field(max_length=20)
+    index: int = Field(ge=0)
+
+
 class JobSpec(Strict):
     kind: JobKind = JobKind.COMMAND
     name: str | None = Field(None, max_length=128)
@@ -165,6 +196,12 @@ class JobSpec(Strict):
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout: float | None = Field(None, gt=0, le=365 * 86400, description="seconds, or '90s', '15m', '1h', '2d'")
     hold: bool = Field(False, description="submitted held: it waits until released (Slurm's --hold)")
+    array: ArraySpec | None = Field(None, description="run as an array of tasks, each with its index in "
+                                    "SAGE_OPS_ARRAY_INDEX and for {index} in its argv")
+    array_task: ArrayTask | None = Field(None, description="set by the daemon on an array's tasks (what a request "
+                                         "says is refused)")
+    after_corr: list[str] = Field(default_factory=list, description="arrays: task N starts after task N of each "
+                                  "of these arrays completed (Slurm's aftercorr)")
     kill_on_invalid_dep: bool = Field(True, description="cancel this job when a dependency's condition can never "
                                       "be met (Slurm's --kill-on-invalid-dep); false: it stays PENDING "
                                       "(DependencyNeverSatisfied) until its dependencies are updated, that "
@@ -251,6 +288,10 @@ class JobSpec(Strict):
             raise ValueError("a pipeline job needs `pipeline` (submit it with sage_ops.RemoteEnvironment)")
         if self.kind is not JobKind.PIPELINE and self.pipeline is not None:
             raise ValueError(f"a {self.kind.value} job takes no `pipeline`")
+        if self.array is not None and self.kind is JobKind.PIPELINE:
+            raise ValueError("a pipeline job cannot be an array")
+        if self.after_corr and self.array is None:
+            raise ValueError("after_corr (index by index) is for an array job: give it `array` too")
         return self
 
     @model_validator(mode="after")
@@ -339,6 +380,7 @@ class PendingCode(str, Enum):
     RESERVATION = "Reservation"  # would fit now, but would delay the reserved job (no --timeout, or too long)
     PRIORITY = "Priority"  # jobs ahead of it go first
     NODE_DRAINING = "NodeDraining"  # only a draining node could hold it
+    ARRAY_THROTTLE = "ArrayThrottle"  # an array with as many tasks at once as its %N allows
     STARTING = "Starting"  # handed to Ray, not running yet
 
     def __str__(self) -> str:
@@ -358,11 +400,30 @@ class Pending(View):
                                              "--start): the latest it should start if no job ends early")
 
 
+class ArrayProgress(View):
+    """An array's tasks by state; `waiting` counts the ones not made yet (made as their turn comes)."""
+
+    size: int
+    throttle: int | None = None
+    waiting: int = Field(0, description="tasks not started: not made yet, or PENDING")
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def ended(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+
 class JobView(View):
     id: str
     name: str
     status: JobStatus
     reason: str | None = None
+    array: ArrayProgress | None = Field(None, description="an array job's progress over its tasks")
+    array_id: str | None = Field(None, description="a task's array")
+    array_index: int | None = Field(None, description="a task's index in its array")
     pending: Pending | None = Field(None, description="a PENDING job's reason code, position and estimated start")
     priority: int = 0
     tenant: str | None = None
@@ -414,9 +475,13 @@ class JobFilter(Strict):
     tenant: str | None = Field(None, max_length=64)
     since: datetime | None = Field(None, description="created at or after")
     until: datetime | None = Field(None, description="created before")
+    array: str | None = Field(None, max_length=20, description="the tasks of this array (without it, arrays "
+                              "are one job each and their tasks are left out)")
+    arrays: bool = Field(False, description="only array jobs")
 
     def is_empty(self) -> bool:
-        return not (self.status or self.name or self.tenant or self.since or self.until)
+        return not (self.status or self.name or self.tenant or self.since or self.until or self.array
+                    or self.arrays)
 
 
 class BatchCancel(Strict):
@@ -445,6 +510,8 @@ class JobUpdate(Strict):
     dependencies: list[str] | None = None
     after_notok: list[str] | None = None
     after_any: list[str] | None = None
+    throttle: int | None = Field(None, ge=1, le=1_000_000, description="an array's tasks at once; its running "
+                                 "tasks go on, no new one starts beyond it")
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -453,6 +520,7 @@ class JobUpdate(Strict):
 class BatchRetry(BatchCancel):
     with_dependents: bool = Field(False, description="also the jobs these jobs' failure cancelled (and theirs), "
                                   "which wait for them again")
+    failed: bool = Field(False, description="an array: only its tasks that did not complete (without it, all)")
 
 
 class BulkResult(View):

@@ -1107,3 +1107,176 @@ async def test_a_job_submitted_after_its_dependency_failed_is_kept_when_asked(ri
     await rig.end(a, 1)
     b = await rig.submit(dependencies=[a], kill_on_invalid_dep=False)
     assert await rig.status(b) is S.PENDING
+
+
+# -- job arrays: made a window at a time, throttled, one job for every action -----------------------
+async def task_rows(rig: Rig, array: str) -> dict[str, str]:
+    """The array's task rows (id -> status), as the store holds them."""
+    tasks = await rig.store.read(lambda c: st.array_tasks(c, [array]))
+    return dict(tasks.get(array, []))
+
+
+async def run_all(rig: Rig, code: Any = 0) -> list[str]:
+    """Dispatch and end (with `code`, or code(job_id)) until nothing is left: the ids handed to Ray."""
+    order: list[str] = []
+    while ids := await rig.step():
+        order += ids
+        for job_id in ids:
+            await rig.end(job_id, code(job_id) if callable(code) else code)
+    return order
+
+
+async def test_an_array_is_one_row_until_its_tasks_turn_comes(tmp_path: Path, store: st.Store, cluster: FakeBackend
+                                                              ) -> None:
+    rig = await Rig(tmp_path, store, cluster, array_window=4).start()
+    array = await rig.submit(array={"indices": "0-99999"})
+    assert await task_rows(rig, array) == {}
+
+
+async def test_an_array_makes_a_window_of_tasks_at_a_time(tmp_path: Path, store: st.Store, cluster: FakeBackend
+                                                          ) -> None:
+    rig = await Rig(tmp_path, store, cluster, array_window=3).start()
+    array = await rig.submit(array={"indices": "0-99999"})
+    assert await rig.step() == [f"{array}_0", f"{array}_1", f"{array}_2"]
+
+
+async def test_a_throttled_array_runs_at_most_n_tasks_at_once(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-9", "throttle": 2})
+    first = await rig.step()
+    await rig.end(first[0])
+    assert (first, await rig.step()) == ([f"{array}_0", f"{array}_1"], [f"{array}_2"])
+
+
+async def test_each_task_gets_its_index_in_its_argv_and_environment(rig: Rig) -> None:
+    views, _ = await rig.sched.submit([JobSpec(command=["echo", "seed={index}"], array={"indices": "5-9:2"})])
+    array = views[0].id
+    sent = {item["id"]: item["spec"] for item in (await rig.sched.term.dispatch.once())}
+    task = sent[f"{array}_7"]
+    assert (task["command"], task["env"]["SAGE_OPS_ARRAY_INDEX"], task["env"]["SAGE_OPS_ARRAY_ID"]) == (
+        ["echo", "seed=7"], "7", array)
+
+
+async def test_an_array_completes_when_every_task_has(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-5"})
+    await run_all(rig)
+    assert await rig.status(array) is S.COMPLETED
+
+
+async def test_an_array_with_a_failed_task_fails_once_all_have_ended(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-5"})
+    ran = await run_all(rig, lambda job_id: 1 if job_id.endswith("_3") else 0)
+    assert (len(ran), await rig.status(array)) == (6, S.FAILED)
+
+
+async def test_a_job_after_an_array_starts_after_all_of_its_tasks(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-5"})
+    after = await rig.submit(dependencies=[array])
+    assert (await run_all(rig))[-1] == after
+
+
+async def test_a_job_submitted_after_an_array_runs_after_its_tasks(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}}), array_window=2).start()
+    array = await rig.submit(array={"indices": "0-3"})
+    late = await rig.submit()
+    assert await run_all(rig) == [f"{array}_{i}" for i in range(4)] + [late]
+
+
+async def test_cancelling_an_array_cancels_its_tasks_and_makes_no_more(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-99"})
+    await rig.step()
+    await rig.sched.cancel([array])
+    tasks = set((await task_rows(rig, array)).values())
+    assert (tasks, await rig.step(), await rig.status(array)) == ({"CANCELLED"}, [], S.CANCELLED)
+
+
+async def test_a_held_array_makes_no_task_until_released(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-3"}, hold=True)
+    assert await rig.step() == []
+    await rig.sched.release([array])
+    assert len(await rig.step()) == 4
+
+
+async def test_holding_a_running_array_holds_its_waiting_tasks(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}}), array_window=3).start()
+    array = await rig.submit(array={"indices": "0-9"})
+    [first] = await rig.step()
+    await rig.run(first)
+    await rig.sched.hold([array])
+    await rig.end(first)
+    assert await rig.step() == []
+
+
+async def test_retry_failed_runs_only_the_tasks_that_did_not_complete(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-5"})
+    await run_all(rig, lambda job_id: 1 if job_id.endswith(("_1", "_4")) else 0)
+    await rig.sched.retry([array], failed=True)
+    assert (await run_all(rig), await rig.status(array)) == ([f"{array}_1", f"{array}_4"], S.COMPLETED)
+
+
+async def test_retry_of_an_array_runs_every_task_again(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-2"})
+    await run_all(rig)
+    await rig.sched.retry([array])
+    assert sorted(await run_all(rig)) == [f"{array}_{i}" for i in range(3)]
+
+
+async def test_a_new_throttle_takes_effect_while_the_array_runs(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-9", "throttle": 1})
+    [first] = await rig.step()
+    await rig.run(first)
+    await rig.sched.update(array, JobUpdate(throttle=3))
+    assert len(await rig.step()) == 2
+
+
+async def test_an_array_goes_on_after_a_restart_where_it_was(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 1.0}}),
+                      array_window=2).start()
+    array = await first.submit(array={"indices": "0-4"})
+    for job_id in await first.step():
+        await first.end(job_id)
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend, array_window=2).start()
+    try:
+        ran = await run_all(second)
+        assert (ran, await second.status(array)) == ([f"{array}_{i}" for i in range(1, 5)], S.COMPLETED)
+    finally:
+        second.store.close()
+
+
+async def test_an_array_at_its_throttle_is_pending_for_array_throttle(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}})).start()
+    blocker = await rig.submit()
+    await rig.step()
+    await rig.run(blocker)
+    array = await rig.submit(array={"indices": "0-9", "throttle": 1})
+    await rig.step()
+    assert (await rig.pending(array)).code is PendingCode.ARRAY_THROTTLE
+
+
+async def test_a_task_id_in_a_request_is_refused(rig: Rig) -> None:
+    with pytest.raises(Invalid, match="array_task is set by the daemon"):
+        await rig.submit(array_task={"array_id": "x", "index": 1})
+
+
+@settings(max_examples=25, deadline=None)
+@given(hs.lists(hs.integers(0, 30), min_size=1, max_size=12, unique=True), hs.integers(1, 4) | hs.none(),
+       hs.sets(hs.integers(0, 30)), hs.integers(1, 5))
+def test_arrays_against_a_reference_model(shared: tuple[Path, st.Store], indices: list[int], throttle: int | None,
+                                          failing: set[int], window: int) -> None:
+    """Any index list, throttle, window and failures: each index runs exactly once, never more
+    tasks at once than the throttle, and the array ends as its tasks say (Slurm's rules)."""
+    async def run() -> None:
+        rig = await fresh(shared, {"n": {"CPU": 3.0}}, array_window=window).start(load=False)
+        array = await rig.submit(array={"indices": ",".join(map(str, indices)), "throttle": throttle},
+                                 resources={"cpu": 1})
+        ran: list[int] = []
+        while batch := await rig.step():
+            running = rig.sched.state.dispatched
+            assert len(running) <= (throttle or 3), (len(running), throttle)
+            for job_id in batch:
+                ran.append(int(job_id.rsplit("_", 1)[1]))
+                await rig.end(job_id, 1 if ran[-1] in failing else 0)
+        expected = S.FAILED if failing & set(indices) else S.COMPLETED
+        assert (sorted(ran), await rig.status(array)) == (sorted(indices), expected)
+
+    asyncio.run(run())

@@ -20,16 +20,18 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from ...arrays import Indices
 from ...errors import Invalid, NotFound, Rejected
 from ...lifecycle import JobStatus, Transition, amend, is_terminal, transition
 from ...schemas import Condition, JobSpec
 from ...units import moment_text
 from ..storage import store as st
 from ..storage.sealing import Sealer
+from . import arrays
 from .execution_graph import GraphError, met, resolve_batch_names, topological_order
 from .outcomes import KEPT, Outcomes, dependency_unmet
 from .ports import Backend
-from .queue_items import Queued
+from .queue_items import ArrayRun, Queued
 from .queue_state import TermPart
 from .quotas import never_within, share_of_queue, with_min_cpu
 
@@ -62,11 +64,13 @@ def plan(specs: Sequence[JobSpec], sent: Sequence[str], ids: Sequence[str], firs
     """One plan per job, its dependencies as ids. The stored spec names them by id, also where
     the batch named them by name; otherwise it is stored exactly as it was sent (`sent`)."""
     out = []
-    for n, (job_id, spec, js, named) in enumerate(zip(ids, specs, sent, link(specs, ids, batch))):
+    seq = first_seq
+    for job_id, spec, js, named in zip(ids, specs, sent, link(specs, ids, batch)):
         if named:
             spec = spec.with_dependencies(named)
             js = spec.model_dump_json()
-        out.append(Planned(job_id, first_seq + n, spec, list(dict.fromkeys(spec.waits_for())), spec.conditions(),
+        seq += arrays.size(spec)  # an array holds its tasks' seqs; its own row the last of them
+        out.append(Planned(job_id, seq - 1, spec, list(dict.fromkeys(spec.waits_for())), spec.conditions(),
                            spec_json=js))
     return out
 
@@ -181,7 +185,8 @@ def rows(plans: list[Planned], now: float) -> tuple[list[dict[str, Any]], list[d
         jobs.append(st.new_job_row(id=p.id, seq=p.seq, name=spec.display_name(), tenant=spec.tenant,
                                    status=p.status.value, reason=p.reason, priority=spec.priority, kind=spec.kind.value,
                                    spec=p.spec_json, created_at=now, updated_at=now, ended_at=now if ended else None,
-                                   not_before=None if ended else later(p.spec, now), held=p.spec.hold))
+                                   not_before=None if ended else later(p.spec, now), held=p.spec.hold,
+                                   array_id=p.id if spec.array is not None else None))
         events.extend(st.event_row(t, now) for t in p.transitions)
         edges.extend({"job_id": p.id, "depends_on": d} for d in p.deps)
     return jobs, events, edges
@@ -204,6 +209,8 @@ class Admission(TermPart):
         if local:  # the file system may be slow (NFS): not on the event loop
             await asyncio.to_thread(check_working_dirs, specs, batch)
         for i, s in enumerate(specs):
+            if s.array_task is not None:
+                raise Invalid(f"jobs[{i}]: array_task is set by the daemon on an array's tasks; submit the array")
             if s.pipeline is not None and not s.pipeline.payload:
                 raise Invalid(f"jobs[{i}]: a pipeline job needs its payload (submit it with RemoteEnvironment)")
         now = self.clock.now()
@@ -274,7 +281,7 @@ class Admission(TermPart):
         seen = await self.store.write(op)  # durable before acknowledged
         if seen is not None:
             return await self._existing(seen, views), False
-        self.state.seq += len(plans)
+        self.state.seq = plans[-1].seq
         self.counters.submitted += len(plans)
         for p in plans:
             if is_terminal(p.status):
@@ -283,6 +290,8 @@ class Admission(TermPart):
             job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority, not_before=later(p.spec, now),
                          held=p.spec.hold)
             self.state.queued[p.id] = job
+            if p.spec.array is not None:
+                self.state.arrays[p.id] = ArrayRun(job, Indices.parse(p.spec.array.indices))
             if p.stuck is not None:
                 self.state.stuck[p.id] = p.stuck
             elif p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting, p.conditions):

@@ -20,6 +20,7 @@ from ..backend import transit
 from ..backend.protocol import AttemptItem, AttemptOptions, AttemptResources
 from ..storage import store as st
 from ..storage.sealing import Sealer
+from .arrays import Arrays
 from .forecast import Cluster, Reservation
 from .ports import Backend
 from .queue_items import Dispatched, Queued
@@ -37,6 +38,7 @@ class Dispatch(TermPart):
     run_as: RunAs
     sealer: Sealer
     hide: dict[JobKind, list[str]]  # per kind, what the daemon's own jobs must not see (the scheduler's cache)
+    arrays: Arrays
 
     async def loop(self) -> None:
         state = self.state
@@ -54,6 +56,8 @@ class Dispatch(TermPart):
         state = self.state
         if not state.ready or not self.backend.connected:
             return []
+        if state.arrays_due:
+            await self.arrays.top_up()  # an array's next tasks, written before any can start
         t0 = time.perf_counter()
         self._due()
         batch = self._take_runnable()

@@ -21,6 +21,7 @@ from ...units import moment_text
 from ..storage import job_graph
 from ..storage import store as st
 from .admission import later
+from .arrays import load_runs
 from .execution_graph import Node, graph_view, met
 from .outcomes import Outcomes
 from .queue_items import Queued
@@ -75,8 +76,8 @@ class Operations(TermPart):
                           cascaded=[ref(j) for j in cascaded if j in refs],
                           unchanged=[ref(j) for j in unchanged], errors=errors)
 
-    async def retry(self, ids: list[str], flt: JobFilter | None = None,
-                    dry_run: bool = False, with_dependents: bool = False) -> BulkResult:
+    async def retry(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False,
+                    with_dependents: bool = False, failed: bool = False) -> BulkResult:
         """A finished job again, as a new attempt (with its retry budget anew). Its dependencies
         must not have failed: retry those first. `with_dependents`: also the jobs its failure
         cancelled (and theirs), which wait for it again. `dry_run`: what it would retry, touching
@@ -85,6 +86,12 @@ class Operations(TermPart):
         if with_dependents:
             targets += await self.store.read(
                 lambda c: job_graph.descendants(c, targets, keep=job_graph.cancelled_by_dependency))
+        again = (S.FAILED.value, S.CANCELLED.value) if failed else tuple(s.value for s in RETRYABLE)
+        tasks = await self.store.read(lambda c: st.array_tasks(c, targets))  # an array's retry is its tasks'
+        chosen = {a: [t for t, status in ts if status in again] for a, ts in tasks.items()}
+        if failed:  # an array whose every task completed has nothing to retry
+            targets = [j for j in targets if j not in chosen or chosen[j]]
+        targets += [t for ts in chosen.values() for t in ts]
         now = self.clock.now()
         if dry_run:
             plan = await self.store.read(lambda c: _retryable(c, targets))
@@ -112,9 +119,10 @@ class Operations(TermPart):
         for job in jobs:
             self.state.active += 1
             self.state.queued[job.id] = job
+        self.state.arrays.update(await load_runs(self.store, [j for j in jobs if j.spec.array is not None]))
         await self.outcomes.enqueue(jobs)
-        again = {j.id for j in jobs}  # the jobs kept waiting for one of these wait for it again
-        kept = [self.state.queued[j] for j, (dep, _) in self.state.stuck.items() if dep in again]
+        retried = {j.id for j in jobs}  # the jobs kept waiting for one of these wait for it again
+        kept = [self.state.queued[j] for j, (dep, _) in self.state.stuck.items() if dep in retried]
         await self.outcomes.enqueue(kept)
         return await self._bulk_result(targets, _ids(outcome), [], ended_ok=False)
 
@@ -128,8 +136,21 @@ class Operations(TermPart):
         """Let held jobs start again, in their place in the queue."""
         return await self._set_held(ids, flt, False, dry_run)
 
+    def _pending_tasks(self, ids: Iterable[str]) -> list[str]:
+        """The made tasks of the arrays among `ids` that wait (not handed to Ray): what acting on
+        an array acts on besides the array itself, which makes its next tasks as told."""
+        queued = self.state.queued
+        return [t for j in ids if (run := self.state.arrays.get(j)) is not None for t in sorted(run.active)
+                if t in queued and queued[t].status is S.PENDING]
+
+    def _waits(self, job_id: str, status: JobStatus) -> bool:
+        """Does it wait (may it be held, released, re-prioritised)? An array does while it has
+        tasks to make, even once some run."""
+        return status in WAITING or (status is S.RUNNING and job_id in self.state.arrays)
+
     async def _set_held(self, ids: list[str], flt: JobFilter | None, held: bool, dry_run: bool) -> BulkResult:
         targets = await self._select(ids, flt, WAITING)
+        targets += self._pending_tasks(targets)
         word, now = "held" if held else "released", self.clock.now()
 
         def op(conn: Connection) -> list[str | SageOpsError]:
@@ -138,7 +159,7 @@ class Operations(TermPart):
                 status = st.current_status(conn, job_id)
                 if status is None:
                     out.append(NotFound(f"no such job: {job_id}"))
-                elif status not in WAITING:
+                elif not self._waits(job_id, status):
                     out.append(Conflict(f"job {job_id} is {status.value}: only a waiting job can be {word}"))
                 else:
                     if not dry_run and st.get_job_row(conn, job_id).held is not held:
@@ -164,15 +185,21 @@ class Operations(TermPart):
         changes, now = upd.changes(), self.clock.now()
         if not changes:
             raise Invalid("nothing to change: give --priority, --timeout, --begin, resources or dependencies")
+        throttle = changes.pop("throttle", None)
         nodes = self.outcomes.backend.node_totals()
 
         def op(conn: Connection) -> JobSpec:
             row = st.get_job_row(conn, job_id)
             status = JobStatus(row.status)
-            if status not in WAITING:
-                raise Conflict(f"job {job_id} is {status.value}: only a waiting job can be updated")
+            if not (status in WAITING or (status is S.RUNNING and job_id in self.state.arrays and not changes)):
+                raise Conflict(f"job {job_id} is {status.value}: only a waiting job can be updated"
+                               + (" (an array's --throttle, while it runs)" if throttle else ""))
             old = JobSpec.model_validate_json(row.spec)
             data = old.model_dump()
+            if throttle is not None:
+                if old.array is None:
+                    raise Invalid(f"job {job_id} is not an array: --throttle limits an array's tasks")
+                data["array"]["throttle"] = throttle
             if "resources" in changes:
                 changes["resources"] = {**data["resources"], **changes["resources"]}
             try:
@@ -186,6 +213,8 @@ class Operations(TermPart):
                 job_graph.set_dependencies(conn, job_id, list(dict.fromkeys(new.waits_for())))
             said = ", ".join(f"{k} {_shown(k, getattr(old, k))} -> {_shown(k, getattr(new, k))}" for k in changes
                              if getattr(old, k) != getattr(new, k))
+            if throttle is not None and old.array is not None:
+                said = ", ".join(filter(None, [said, f"throttle {old.array.throttle or '-'} -> {throttle}"]))
             fields: dict[str, Any] = {"spec": new.model_dump_json(), "priority": new.priority}
             if "begin_at" in changes:
                 fields["not_before"] = later(new, now)
@@ -213,13 +242,16 @@ class Operations(TermPart):
             status = st.current_status(conn, job_id)
             if status is None:
                 raise NotFound(f"no such job: {job_id}")
-            if status not in (S.SUBMITTED, S.PENDING):
+            if not self._waits(job_id, status):
                 raise Conflict(f"job {job_id} is {status.value}: a priority changes only while the job waits")
             old = st.get_job_row(conn, job_id).priority
             st.apply_transitions(conn, [amend(job_id, status, f"priority {old} -> {priority}", priority=priority)], now)
             return st.get_job(conn, job_id)
 
+        tasks = self._pending_tasks([job_id])
         view = await self.store.write(op)
+        for task in tasks:  # an array's: the tasks made and waiting too (the next are made with it)
+            await self.set_priority(task, priority)
         job = self.state.queued.get(job_id)
         if job is not None:
             job.priority = priority

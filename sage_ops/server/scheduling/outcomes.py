@@ -23,7 +23,7 @@ from ..storage import store as st
 from ..storage.logs import LogStore
 from .execution_graph import met
 from .ports import Backend
-from .queue_items import Queued
+from .queue_items import Queued, array_of
 from .queue_state import TermPart
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,11 @@ class Outcomes(TermPart):
                 if not fut.done():
                     fut.set_result(None)
             self.logs.wake(job_id)
+            if job_id in state.arrays:  # an array ended (its last task did, or it was cancelled)
+                del state.arrays[job_id]
+                state.queued.pop(job_id, None)
+            elif (array := await self._task_ended(job_id, status)) is not None:
+                todo.append((*array, None))
             freed, doomed = state.waiting.ended(job_id, status)
             for child in freed:
                 job = state.queued.get(child)
@@ -189,6 +194,28 @@ class Outcomes(TermPart):
         state.wake.set()
         return cascaded
 
+    async def _task_ended(self, job_id: str, status: JobStatus) -> tuple[str, JobStatus] | None:
+        """An array's task ended: count it, make the next, and end the array after its last task
+        (then the array's id and outcome, to finish as any ended job)."""
+        run = self.state.arrays.get(array_of(job_id) or "")
+        if run is None or job_id not in run.active:
+            return None
+        run.active.discard(job_id)
+        run.failed += status in (S.FAILED, S.REJECTED)
+        run.cancelled += status is S.CANCELLED
+        if not run.over():
+            self.state.arrays_due.add(run.id)
+            return None
+        final, now = run.outcome(), self.clock.now()
+        why = f"{len(run.indices) - run.failed - run.cancelled} of {len(run.indices)} tasks completed"
+
+        def op(conn: Connection) -> bool:
+            if st.current_status(conn, run.id) in (S.SUBMITTED, S.PENDING) and final is not S.CANCELLED:
+                st.move_to(conn, run.id, S.RUNNING, "its tasks ran", 0, now)
+            return st.move_to(conn, run.id, final, why, 0, now, ended_at=now)
+
+        return (run.id, final) if await self.store.write(op) else None
+
     async def _name(self, job_id: str) -> str:
         """How a reason names a job: its name (its id when it has none)."""
         known = await self.store.read(lambda c: st.statuses_of(c, [job_id]))
@@ -198,10 +225,15 @@ class Outcomes(TermPart):
                          strict: bool = False) -> tuple[list[str | SageOpsError], list[str]]:
         """Cancel `ids`; returns each one's outcome and the dependents cancelled with them."""
         outcome, kills = await self._cancel(ids, reason, strict)
-        cascaded = await self.finish((j, S.CANCELLED) for j in outcome if isinstance(j, str))
+        done = [j for j in outcome if isinstance(j, str)]
+        tasks = [t for j in done if (run := self.state.arrays.get(j)) is not None for t in sorted(run.active)]
+        if tasks:  # an array's cancel is its tasks' too: reported with what it cascaded to
+            more, also = await self._cancel(tasks, reason, strict=False)
+            tasks, kills = [t for t in more if isinstance(t, str)], kills + also
+        cascaded = await self.finish((j, S.CANCELLED) for j in done + tasks)
         if kills:
             await asyncio.gather(*kills)
-        return outcome, cascaded
+        return outcome, tasks + cascaded
 
     async def _cancel(self, ids: list[str], reason: str,
                       strict: bool) -> tuple[list[str | SageOpsError], list[Awaitable[None]]]:

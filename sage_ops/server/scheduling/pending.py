@@ -13,7 +13,7 @@ from ...schemas import PendingCode as P
 from ...units import moment_text
 from .capacity import fmt
 from .forecast import Cluster, fits, starts
-from .queue_items import Queued
+from .queue_items import ArrayRun, Queued
 from .queue_state import QueueState
 from .quotas import over_quota
 
@@ -55,8 +55,26 @@ def explain(state: QueueState, ids: Iterable[str], cluster: Cluster, now: float,
         job = state.queued[job_id]
         if job.status is not S.PENDING:
             continue
-        out[job_id] = _why(state, job, cluster, now, place.get(job_id), len(order), estimated.get(job_id))
+        why = _why(state, job, cluster, now, place.get(job_id), len(order), estimated.get(job_id))
+        if job_id in state.arrays and why.code is P.PRIORITY:  # an array waits as its next task does
+            why = _array(state, state.arrays[job_id], cluster, now, place, len(order), estimated) or why
+        out[job_id] = why
     return out
+
+
+def _array(state: QueueState, run: ArrayRun, cluster: Cluster, now: float, place: dict[str, int], ready: int,
+           estimated: dict[str, float]) -> Pending | None:
+    """Why an array that may make tasks has none running: its throttle, or what its first waiting
+    task waits for."""
+    throttle = run.job.spec.array.throttle if run.job.spec.array else None
+    if throttle is not None and len(run.active) >= throttle:
+        return Pending(code=P.ARRAY_THROTTLE, text=f"{len(run.active)} tasks made of {throttle} at once (%{throttle})")
+    task = next((state.queued[t] for t in sorted(run.active, key=lambda t: state.queued[t].seq if t in state.queued
+                                                 else 0) if t in state.queued), None)
+    if task is None:
+        return None
+    why = _why(state, task, cluster, now, place.get(task.id), ready, estimated.get(task.id))
+    return why.model_copy(update={"text": f"task {task.id}: {why.text}"})
 
 
 def _why(state: QueueState, job: Queued, cluster: Cluster, now: float, position: int | None, ready: int,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ...arrays import Indices
 from ...lifecycle import JobStatus
 from ...schemas import JobSpec
 
@@ -69,3 +70,44 @@ class Clock:
     """Injectable time source."""
 
     now: Callable[[], float] = field(default=time.time)
+
+
+@dataclass
+class ArrayRun:
+    """An unfinished array: its own entry, its indices, how many tasks are made and which run."""
+
+    job: Queued
+    indices: Indices
+    made: int = 0  # positions 0..made-1 have a task row
+    active: set[str] = field(default_factory=set)  # made, not ended
+    failed: int = 0
+    cancelled: int = 0
+    started: bool = False  # the array's row is RUNNING
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def first_seq(self) -> int:
+        """Its tasks' seqs are the array's (its own row holds the last): FIFO as one submission."""
+        return self.job.seq - len(self.indices) + 1
+
+    def limit(self, window: int) -> int:
+        throttle = self.job.spec.array.throttle if self.job.spec.array else None
+        return throttle or window
+
+    def room(self, window: int) -> int:
+        return max(0, min(self.limit(window) - len(self.active), len(self.indices) - self.made))
+
+    def over(self) -> bool:
+        return self.made >= len(self.indices) and not self.active
+
+    def outcome(self) -> JobStatus:
+        return JobStatus.FAILED if self.failed else JobStatus.CANCELLED if self.cancelled else JobStatus.COMPLETED
+
+
+def array_of(job_id: str) -> str | None:
+    """The array a task id belongs to (`1234abcd5678_7` -> `1234abcd5678`), else None."""
+    head, sep, tail = job_id.rpartition("_")
+    return head if sep and tail.isdigit() else None

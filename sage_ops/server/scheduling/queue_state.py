@@ -17,7 +17,7 @@ from ..storage import store as st
 from .capacity import Capacity
 from .execution_graph import Waiting
 from .forecast import Reservation
-from .queue_items import Clock, Dispatched, Queued
+from .queue_items import ArrayRun, Clock, Dispatched, Queued
 from .quotas import FairQueue, Tally
 
 S = JobStatus
@@ -32,6 +32,8 @@ class QueueState:
     quotas: dict[str, Quotas] = field(default_factory=dict)
     later: list[tuple[float, int, str]] = field(default_factory=list)  # (not_before, seq, id): retries in backoff
     waiting: Waiting = field(default_factory=Waiting)
+    arrays: dict[str, ArrayRun] = field(default_factory=dict)  # unfinished arrays
+    arrays_due: set[str] = field(default_factory=set)  # arrays that may make tasks (Arrays.top_up)
     stuck: dict[str, tuple[str, str]] = field(default_factory=dict)  # job -> (dependency, why): never met, kept
     reservation: Reservation | None = None  # the last pass's: the job that could not start, and when it can
     dispatched: Tally[Dispatched] = field(default_factory=Tally)
@@ -48,6 +50,10 @@ class QueueState:
         """A pending job with nothing to wait for: runnable now, or after its backoff. A held
         job waits for its release instead (Operations.release queues it); a stuck one for an update."""
         if job.held or job.id in self.stuck:
+            return
+        if job.spec.array is not None:  # an array is never run itself: its tasks are made and queued
+            self.arrays_due.add(job.id)
+            self.wake.set()
             return
         if job.not_before and job.not_before > self.clock.now():
             heapq.heappush(self.later, (job.not_before, job.seq, job.id))

@@ -24,7 +24,7 @@ from ..storage.logs import LogStore
 from .decode import Decoded, decode
 from .outcomes import Outcomes
 from .ports import Backend
-from .queue_items import Dispatched
+from .queue_items import Dispatched, array_of
 from .queue_state import TermPart
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,10 @@ class Reconcile(TermPart):
         decoded = decode(events, self.state.dispatched)
         cancelled = await self._store_logs(decoded)
         gone = self._remember(decoded)
+        arrays = self._arrays_started(decoded)
         last = events[-1][0]
         self.received = max(self.received, last)
-        write = asyncio.ensure_future(self.store.write(self._transaction(decoded, last)))  # queued in order
+        write = asyncio.ensure_future(self.store.write(self._transaction(decoded, last, arrays)))  # queued in order
         task = asyncio.ensure_future(self._committed(write, gone, last, len(events)))
         self._applying.add(task)
         task.add_done_callback(self._applying.discard)
@@ -211,12 +212,25 @@ class Reconcile(TermPart):
             state.wake.set()  # their resources are free now; the commit can follow
         return gone
 
-    def _transaction(self, decoded: Decoded, last: int) -> Callable[[Connection], list[Transition]]:
+    def _arrays_started(self, decoded: Decoded) -> list[tuple[str, str, float]]:
+        """(array, task, when) for each array whose first task just started: its row goes RUNNING."""
+        out = []
+        for job_id, t, _ in decoded.started:
+            run = self.state.arrays.get(array_of(job_id) or "")
+            if run is not None and not run.started:
+                run.started = True
+                out.append((run.id, job_id, t))
+        return out
+
+    def _transaction(self, decoded: Decoded, last: int,
+                     arrays: list[tuple[str, str, float]]) -> Callable[[Connection], list[Transition]]:
         """One transaction for the batch and the cursor; it returns the transitions that moved a
         running attempt."""
         cursor = json.dumps({"epoch": self.epoch, "seq": last})
 
         def op(conn: Connection) -> list[Transition]:
+            for array_id, task, t in arrays:
+                st.move_to(conn, array_id, S.RUNNING, f"task {task} started", 0, t, started_at=t)
             moved = []
             for m in decoded.moves:
                 ok = st.apply_transitions(conn, [m.main])[0]

@@ -30,6 +30,7 @@ from ..storage.logs import LogStore
 from ..storage.sealing import Sealer
 from . import pending
 from .admission import Admission
+from .arrays import Arrays, load_runs
 from .capacity import Capacity
 from .dispatch import Dispatch
 from .operations import Operations
@@ -49,6 +50,7 @@ class Term:
 
     state: QueueState
     outcomes: Outcomes
+    arrays: Arrays
     admission: Admission
     dispatch: Dispatch
     reconcile: Reconcile
@@ -80,9 +82,11 @@ class Scheduler:
         common: dict[str, Any] = {"cfg": self.cfg, "store": self.store, "clock": self.clock, "state": state,
                                   "counters": self.counters}
         outcomes = Outcomes(**common, backend=backend, logs=self.logs)
-        return Term(state, outcomes,
+        arrays = Arrays(**common)
+        return Term(state, outcomes, arrays,
                     Admission(**common, backend=backend, outcomes=outcomes, sealer=self.sealer),
-                    Dispatch(**common, backend=backend, run_as=self.run_as, sealer=self.sealer, hide=self._hide),
+                    Dispatch(**common, backend=backend, run_as=self.run_as, sealer=self.sealer, hide=self._hide,
+                             arrays=arrays),
                     Reconcile(**common, backend=backend, logs=self.logs, outcomes=outcomes, lost=self._ray_lost),
                     Operations(**common, outcomes=outcomes))
 
@@ -118,10 +122,13 @@ class Scheduler:
         self.set_quotas({t.name: accounts.quotas_of(t) for t in tenants})
         term.reconcile.load_cursor(cursor)
         for r in rows:
-            term.state.queued[r.id] = Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S(r.status),
-                                             r.attempts_made, r.retry_base or 0, r.priority, r.not_before,
-                                             held=bool(r.held))
+            spec = JobSpec.model_validate_json(r.spec)
+            status = S.PENDING if spec.array is not None else S(r.status)  # an array itself never runs
+            term.state.queued[r.id] = Queued(r.id, r.seq, spec, status, r.attempts_made, r.retry_base or 0,
+                                             r.priority, r.not_before, held=bool(r.held))
         term.state.active = len(rows)
+        term.state.arrays = await load_runs(self.store, [j for j in term.state.queued.values()
+                                                         if j.spec.array is not None])
 
     async def recover(self) -> None:
         """Once Ray is connected: reattach to in-flight work, fail what was lost, admit the rest,
@@ -165,8 +172,8 @@ class Scheduler:
         return await self.term.operations.cancel(ids, flt, reason, dry_run)
 
     async def retry(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False,
-                    with_dependents: bool = False) -> BulkResult:
-        return await self.term.operations.retry(ids, flt, dry_run, with_dependents)
+                    with_dependents: bool = False, failed: bool = False) -> BulkResult:
+        return await self.term.operations.retry(ids, flt, dry_run, with_dependents, failed)
 
     async def hold(self, ids: list[str], flt: JobFilter | None = None, dry_run: bool = False) -> BulkResult:
         return await self.term.operations.hold(ids, flt, dry_run)

@@ -24,11 +24,12 @@ from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from ...arrays import Indices
 from ...errors import Conflict, DaemonUnavailable, NotFound
 from ...lifecycle import JobStatus, Transition, transition
 from ...name_filter import name_clause, prefix_range
 from ...pipeline.shapes import OperatorMetrics, PipelinePlan, PipelineView
-from ...schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
+from ...schemas import ArrayProgress, AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
 from .database import (
     ATTEMPT,
     DEP,
@@ -316,7 +317,8 @@ def _view_fields(m: Any) -> dict[str, Any]:
     return {"id": m["id"], "name": m["name"], "status": JobStatus(m["status"]), "reason": m["reason"],
             "priority": m["priority"], "tenant": m["tenant"], "kind": JobKind(m["kind"]), "exit_code": m["exit_code"],
             "attempts_made": m["attempts_made"], "node": m["node"], "held": bool(m["held"]),
-            "created_at": utc(m["created_at"]),
+            "created_at": utc(m["created_at"]), "array_index": m["array_index"],
+            "array_id": m["array_id"] if m["array_index"] is not None else None,
             "started_at": utc(m["started_at"]), "ended_at": utc(m["ended_at"])}
 
 
@@ -352,7 +354,41 @@ def get_job(conn: Connection, job_id: str) -> JobView:
     view = job_view(row, list(attempts))
     if view.spec is not None and view.spec.pipeline is not None:
         view.pipeline = pipeline_view(conn, job_id, view.spec.pipeline.plan)
+    with_progress(conn, [view])
     return view
+
+
+def array_tasks(conn: Connection, ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """Each array's made tasks: (id, status), in index order."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    q = (select(JOB.c.array_id, JOB.c.id, JOB.c.status).where(JOB.c.array_id.in_(list(ids)),
+                                                              JOB.c.array_index.is_not(None)).order_by(JOB.c.seq))
+    for array_id, job_id, status in conn.execute(q):
+        out.setdefault(array_id, []).append((job_id, status))
+    return out
+
+
+def with_progress(conn: Connection, views: Sequence[JobView]) -> None:
+    """Fill in each array view's progress: its made tasks by status (one grouped query for the
+    page), the rest waiting to be made."""
+    arrays = {v.id: v for v in views if v.spec is not None and v.spec.array is not None}
+    if not arrays:
+        return
+    counts: dict[str, dict[str, int]] = {}
+    q = (select(JOB.c.array_id, JOB.c.status, func.count()).where(JOB.c.array_id.in_(list(arrays)),
+                                                                  JOB.c.array_index.is_not(None))
+         .group_by(JOB.c.array_id, JOB.c.status))
+    for array_id, status, n in conn.execute(q):
+        counts.setdefault(array_id, {})[status] = int(n)
+    for array_id, v in arrays.items():
+        assert v.spec is not None and v.spec.array is not None
+        c = counts.get(array_id, {})
+        total = len(Indices.parse(v.spec.array.indices))
+        progress = ArrayProgress(size=total, throttle=v.spec.array.throttle, running=c.get("RUNNING", 0),
+                                 completed=c.get("COMPLETED", 0), failed=c.get("FAILED", 0) + c.get("REJECTED", 0),
+                                 cancelled=c.get("CANCELLED", 0))
+        progress.waiting = total - progress.running - progress.ended
+        v.array = progress
 
 
 def put_pipeline_stats(conn: Connection, row: dict[str, Any]) -> None:
@@ -391,6 +427,12 @@ def get_result(conn: Connection, job_id: str) -> tuple[JobStatus, Any]:
 def _filtered(q: Any, f: JobFilter | None) -> Any:
     if f is None:
         return q
+    if f.array:  # an array's tasks; else arrays are one job each, their tasks left out
+        q = q.where(JOB.c.array_id == f.array, JOB.c.array_index.is_not(None))
+    else:
+        q = q.where(JOB.c.array_index.is_(None))
+    if f.arrays:
+        q = q.where(JOB.c.array_id.is_not(None))
     if f.status:
         q = q.where(JOB.c.status.in_([s.value for s in f.status]))
     if f.name:
@@ -416,8 +458,9 @@ def list_jobs(conn: Connection, f: JobFilter | None = None, limit: int = 100, cu
     more = len(rows) > limit
     rows = rows[:limit]
     tried = attempts_of(conn, [r.id for r in rows])
-    return ([job_view(r, tried.get(r.id), with_spec=with_spec) for r in rows],
-            cursor_of(rows[-1]) if more and rows else None)
+    views = [job_view(r, tried.get(r.id), with_spec=with_spec) for r in rows]
+    with_progress(conn, views)
+    return views, cursor_of(rows[-1]) if more and rows else None
 
 
 def attempts_of(conn: Connection, ids: Sequence[str]) -> dict[str, list[Any]]:

@@ -10,7 +10,7 @@ class Job(SQLModel, table=True):
     # listings page by seq within a status / tenant, and "failed in the last hour" reads a range of
     # ended_at within a status: these stay fast at millions of rows
     __table_args__ = (Index("ix_job_status_seq", "status", "seq"), Index("ix_job_tenant_seq", "tenant", "seq"),
-                      Index("ix_job_status_ended", "status", "ended_at"))
+                      Index("ix_job_status_ended", "status", "ended_at"), Index("ix_job_array_seq", "array_id", "seq"))
 
     id: str = Field(primary_key=True, max_length=32)
     seq: int = Field(index=True, description="submission order: FIFO within a priority")
@@ -32,6 +32,9 @@ class Job(SQLModel, table=True):
     not_before: float | None = Field(default=None, description="a retry waits until then (backoff)")
     held: bool = Field(default=False, description="kept from starting until released (hold, submit --hold)")
     retry_base: int | None = Field(default=None, description="attempts made before the current run (user retry)")
+    array_id: str | None = Field(default=None, max_length=32, description="a task's array (its tasks are left out "
+                                 "of listings unless asked for)")
+    array_index: int | None = Field(default=None, sa_type=BigInteger, description="a task's index in its array")
 
 
 class JobCount(SQLModel, table=True):
