@@ -92,6 +92,12 @@ def parse_array(text: str) -> tuple[Indices, int | None]:
     return Indices.parse(text), throttle
 
 
+def array_of(job_id: str) -> str | None:
+    """The array a task id belongs to (`1234abcd5678_7` -> `1234abcd5678`), else None."""
+    head, sep, tail = job_id.rpartition("_")
+    return head if sep and tail.isdigit() else None
+
+
 def task_id(array_id: str, index: int) -> str:
     """A task's job id, as Slurm's `1234_7`."""
     return f"{array_id}_{index}"

@@ -190,13 +190,16 @@ class _Api:
 
     def list_jobs(self, status: str | Sequence[str] | None = None, name: str | None = None, limit: int = 100,
                   tenant: str | None = None, since: datetime | str | None = None, until: datetime | str | None = None,
-                  cursor: str | None = None, page: bool = False, sort: str | None = None, desc: bool = False) -> Any:
+                  cursor: str | None = None, page: bool = False, sort: str | None = None, desc: bool = False,
+                  array: str | None = None, arrays: bool = False) -> Any:
         """Newest first, or by `sort` (a column: id, name, status, priority, tenant, node, attempts,
         exit_code, reason, created, started, ended; `desc` reverses it) over every matching job.
-        With `page=True` returns the JobList (jobs + next_cursor) to page on."""
+        An array is one job; `array=ID` lists its tasks, `arrays=True` only arrays. With
+        `page=True` returns the JobList (jobs + next_cursor) to page on."""
         statuses = [status] if isinstance(status, str) else list(status or [])
         params = {"status": [s.upper() for s in statuses], "name": name, "limit": limit, "tenant": tenant,
-                  "since": _iso(since), "until": _iso(until), "cursor": cursor, "sort": sort, "desc": desc}
+                  "since": _iso(since), "until": _iso(until), "cursor": cursor, "sort": sort, "desc": desc,
+                  "array": array, "arrays": arrays}
         return self._run(Call("GET", "/v1/jobs", lambda d: JobList.model_validate(d) if page
                                else JobList.model_validate(d).jobs, params={k: v for k, v in params.items() if v}))
 
@@ -224,10 +227,11 @@ class _Api:
         return self._run(Call("POST", f"/v1/jobs/{job_id}/retry", JobView.model_validate, idempotent=False))
 
     def retry_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
-                   dry_run: bool = False, with_dependents: bool = False, **filter: Any) -> Any:
-        """Finished jobs again (by ids or filter); `with_dependents`: also what their failure cancelled."""
-        return self._run(_bulk_call("retry", job_ids, filter, dry_run, idempotent=dry_run,
-                                    **({"with_dependents": True} if with_dependents else {})))
+                   dry_run: bool = False, with_dependents: bool = False, failed: bool = False, **filter: Any) -> Any:
+        """Finished jobs again (by ids or filter); `with_dependents`: also what their failure cancelled;
+        `failed`: an array's tasks that did not complete, not all of them."""
+        flags = {k: True for k, v in (("with_dependents", with_dependents), ("failed", failed)) if v}
+        return self._run(_bulk_call("retry", job_ids, filter, dry_run, idempotent=dry_run, **flags))
 
     def hold_jobs(self, job_ids: Sequence[str] | JobFilter | dict[str, Any] | None = None, *,
                   dry_run: bool = False, **filter: Any) -> Any:
@@ -241,7 +245,7 @@ class _Api:
 
     def update_job(self, job_id: str, **changes: Any) -> Any:
         """Change a waiting job: priority, timeout, begin_at, resources (merged), dependencies,
-        after_notok, after_any. The job's view afterwards."""
+        after_notok, after_any; an array's throttle (also while it runs). The job's view afterwards."""
         body = JobUpdate.model_validate(changes).changes()
         return self._run(Call("PATCH", f"/v1/jobs/{job_id}", JobView.model_validate, json=body))
 

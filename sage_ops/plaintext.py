@@ -164,9 +164,38 @@ def starts_in(at: datetime | None, now: datetime | None = None) -> str:
 
 
 def reason_cell(j: Any) -> str:
-    """A listing's reason: a pending job's live one (its code and words), else the stored one."""
+    """A listing's reason: a pending job's live one (its code and words), an array's progress,
+    else the stored one."""
     p = j.get("pending")
-    return f"{p['code']}: {p['text']}" if p else headline(j.get("reason"))
+    if p:
+        return f"{p['code']}: {p['text']}"
+    if j.get("array") and not (j["status"] in ("CANCELLED", "REJECTED") and j.get("reason")):
+        return array_counts(j["array"])
+    return headline(j.get("reason"))
+
+
+def array_counts(a: Any) -> str:
+    """`412/1000 done, 20 running, 3 failed` (the parts there are)."""
+    ended = a["completed"] + a["failed"] + a["cancelled"]
+    parts = [f"{ended}/{a['size']} done"] + [f"{a[k]} {k}" for k in ("running", "failed", "cancelled") if a[k]]
+    return ", ".join(parts)
+
+
+def array_bar(a: Any, width: int = 20) -> str:
+    """`[=========>          ]`: the share of an array's tasks that have ended."""
+    ended = a["completed"] + a["failed"] + a["cancelled"]
+    filled = width * ended // max(1, a["size"])
+    return "[" + "=" * filled + (">" if filled < width else "") + " " * max(0, width - filled - 1) + "]"
+
+
+def arrays_table(jobs: Sequence[dict[str, Any]], wide: bool = False) -> None:
+    """`sage-ops jobs --arrays`: each array, its progress bar and counts."""
+    cols = ["ID", "NAME", "STATUS", "TASKS", "PROGRESS"]
+    rows = [[j["id"], j["name"], j["status"], f"{j['array']['size']}" + (f" %{j['array']['throttle']}"
+             if j["array"].get("throttle") else ""), f"{array_bar(j['array'])} {array_counts(j['array'])}"]
+            for j in jobs if j.get("array")]
+    looks = [["", "", STATUS_STYLE.get(r[2], ""), "", ""] for r in rows]
+    print(table(cols, rows, looks, shrink=("NAME",)))
 
 
 def _resources(spec: dict[str, Any] | None) -> str:
@@ -229,6 +258,14 @@ def job_detail(job: dict[str, Any]) -> None:
             ("exit code", dash(job.get("exit_code"))), ("created", stamp(when(job["created_at"]))),
             ("started", stamp(when(job.get("started_at")))), ("ended", stamp(when(job.get("ended_at")))),
             ("runtime", duration(span(job.get("started_at"), job.get("ended_at"))))]
+    if job.get("array"):
+        a, spec = job["array"], job.get("spec") or {}
+        indices = (spec.get("array") or {}).get("indices", "")
+        throttle = f", at most {a['throttle']} at once" if a.get("throttle") else ""
+        rows.append(("array", f"{indices} ({a['size']} tasks{throttle}): {array_counts(a)}, {a['waiting']} waiting "
+                              f"(its tasks: sage-ops jobs --array {job['id']})"))
+    if job.get("array_id"):
+        rows.append(("task", f"index {job['array_index']} of array {job['array_id']}"))
     if job.get("spec"):
         rows += _spec_rows(job["spec"])
     looks = [STATUS_STYLE.get(v, "") if k == "status" else "" for k, v in rows]

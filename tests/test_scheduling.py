@@ -109,6 +109,27 @@ def test_backfill_starts_a_short_job_around_a_reserved_one_and_status_says_why_t
     assert client.wait(big, 60).status == "COMPLETED"
 
 
+def test_an_array_with_a_throttle_its_indices_and_a_finally_job_on_the_command_line(daemon: Daemon) -> None:
+    array = daemon.run("submit", "--array", "0-5%2", "--name", "sweep-e2e", "-q", "--", "sh", "-c",
+                       'echo "index=$SAGE_OPS_ARRAY_INDEX arg={index}"; test "$SAGE_OPS_ARRAY_INDEX" != 3',
+                       check=True).stdout.strip()
+    report = daemon.submit_q("--finally-of", array, "--", "true")
+    client = daemon.client()
+    done = client.wait(array, 120)
+    assert (done.status, done.array.completed if done.array else None, done.array.failed if done.array else None
+            ) == ("FAILED", 5, 1)
+    assert client.wait(report, 60).status == "COMPLETED"
+    tasks = client.list_jobs(array=array)
+    spans = [(t.started_at, t.ended_at) for t in tasks]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert (len(tasks), most <= 2) == (6, True)  # never more than the throttle at once
+    assert "index=4 arg=4" in daemon.run("logs", f"{array}_4", check=True).stdout
+    assert "6/6 done, 1 failed" in daemon.run("jobs", "--arrays", check=True).stdout
+    assert f"{array}_0" not in daemon.run("jobs", check=True).stdout  # an array is one row
+    bad = daemon.run("submit", "--array", "5-1", "--", "true")
+    assert bad.returncode == 2 and "bad array range '5-1'" in bad.stderr
+
+
 def test_hold_and_release_on_the_command_line(daemon: Daemon) -> None:
     job = daemon.submit_q("--hold", "--name", "hold-me", "--", "true")
     assert json.loads(daemon.run("status", "--json", job, check=True).stdout)["reason"] == "held by user"

@@ -239,15 +239,18 @@ def filter_options(f: Any) -> Any:
         click.option("--tenant", help="Only this tenant's jobs.", shell_complete=tenant_names),
         click.option("--since", type=WHEN, help="Created at or after: local time, or an age such as 1h, 30m, 2d."),
         click.option("--until", type=WHEN, help="Created before (local time, or an age)."),
+        click.option("--array", "array", metavar="ARRAY", help="The tasks of this array (a slice with --status "
+                     "etc.); without it an array is one job and its tasks are left out."),
     ]):
         f = opt(f)
     return f
 
 
-def job_filter(statuses: Sequence[str], name: str | None, tenant: str | None, since: Any, until: Any) -> dict[str, Any]:
+def job_filter(statuses: Sequence[str], name: str | None, tenant: str | None, since: Any, until: Any,
+               array: str | None = None) -> dict[str, Any]:
     local = [None if t is None else t.astimezone() for t in (since, until)]
     return {"status": [s.upper() for s in statuses], "name": name, "tenant": tenant, "since": local[0],
-            "until": local[1]}
+            "until": local[1], "array": array}
 
 
 def main(argv: list[str] | None = None) -> None:

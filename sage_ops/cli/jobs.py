@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from .. import paths, plaintext
+from ..arrays import parse_array
 from ..errors import Invalid, SageOpsError
 from ..units import parse_memory, parse_moment
 from ..wire import WireClient, job_path
@@ -143,11 +144,22 @@ def _script(path: Path) -> dict[str, str]:
         raise SageOpsError(f"cannot read script {path}: {exc}", "bad_request") from None
 
 
+def array_option(text: str | None) -> dict[str, Any] | None:
+    """--array as the API's `array`, checked here so a typo is a usage error naming the option."""
+    if text is None:
+        return None
+    try:
+        indices, throttle = parse_array(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--array") from None
+    return {"indices": indices.text(), "throttle": throttle}
+
+
 def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
                gpu: float | None, resource: Sequence[str], env: Sequence[str], workdir: str | None,
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
                after_notok: Sequence[str] = (), after_any: Sequence[str] = (), begin: str | None = None,
-               hold: bool = False, kill_on_invalid_dep: bool = True,
+               hold: bool = False, kill_on_invalid_dep: bool = True, array: str | None = None,
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
@@ -161,6 +173,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                             "dependencies": list(dependencies), "after_notok": list(after_notok),
                             "after_any": list(after_any), "begin_at": moment(begin), "hold": hold or None,
                             "kill_on_invalid_dep": None if kill_on_invalid_dep else False,
+                            "array": array_option(array),
                             "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):
@@ -237,8 +250,12 @@ class AttemptMarks:
               "(Slurm's afterok).")
 @click.option("--after-notok", multiple=True, metavar="JOB", help="Start only after JOB ended without completing: "
               "failed, cancelled or rejected (a cleanup or alert step); if JOB completes, this job is cancelled.")
-@click.option("--after-any", multiple=True, metavar="JOB", help="Start after JOB ended, however it ended (a "
-              "report, a teardown).")
+@click.option("--after-any", "--finally-of", "after_any", multiple=True, metavar="JOB",
+              help="Start after JOB ended, however it ended (a report, a teardown); of an array, once every task "
+              "has (--finally-of reads better there).")
+@click.option("--array", "array", metavar="INDICES[%N]", help="Run as an array of tasks: 0-999, 0-999:2, 1,3,5-7; "
+              "%N runs at most N at once. Each task has its index in $SAGE_OPS_ARRAY_INDEX and for {index} in "
+              "its arguments; the array is one job to list, wait for, cancel, hold or retry.")
 @click.option("--kill-on-invalid-dep", type=click.Choice(["yes", "no"]), default="yes", show_default=True,
               help="When a dependency can never be satisfied (an --after job failed): cancel this job (yes), or "
               "keep it PENDING as DependencyNeverSatisfied until you update its dependencies, retry that job, or "
@@ -263,7 +280,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
            secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
            timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
-           kill_on_invalid_dep: str, hold: bool, begin: str | None, retries: int, retry_delay: float,
+           array: str | None, kill_on_invalid_dep: str, hold: bool, begin: str | None, retries: int, retry_delay: float,
            retry_backoff: float, force_command: bool,
            wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
@@ -274,6 +291,8 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
       sage-ops submit --after $A --retries 3 --retry-delay 60 --retry-backoff 2 train.py
       sage-ops submit --after-notok $A -- notify.sh "training failed"
       sage-ops submit --begin 'tomorrow 02:00' nightly.sh
+      sage-ops submit --array 0-999%20 --name sweep train.py -- --seed '{index}'
+      sage-ops submit --finally-of $SWEEP report.py
     Options go before `--`; everything after it is the job's own argv.
     """
     stray = [a for a in argv[1:] if a.split("=", 1)[0] in SUBMIT_OPTION_NAMES]
@@ -284,7 +303,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
                       env=env, secret_env=secret_values(secret_env, secret_env_file), tenant=tenant,
                       workdir=workdir, priority=priority, timeout=timeout,
                       dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
-                      begin=begin, hold=hold, kill_on_invalid_dep=kill_on_invalid_dep == "yes",
+                      begin=begin, hold=hold, kill_on_invalid_dep=kill_on_invalid_dep == "yes", array=array,
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
     w = ctx.wire()
@@ -320,10 +339,12 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
 @click.option("--sort", "sort", metavar="COLUMN", help="Order every matching job by id, name, status, priority, "
               "tenant, node, attempts, exit_code, reason, created, started or ended [default: newest first].")
 @click.option("--desc", is_flag=True, help="With --sort: largest first.")
+@click.option("--arrays", "only_arrays", is_flag=True, help="Only array jobs, each with a progress bar.")
 @output_option()
 @pass_ctx
 def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | None, since: Any, until: Any,
-         limit: int, cursor: str | None, sort: str | None, desc: bool, out: Output) -> None:
+         array: str | None, limit: int, cursor: str | None, sort: str | None, desc: bool, only_arrays: bool,
+         out: Output) -> None:
     """List jobs, newest first, one page at a time.
 
     \b
@@ -331,15 +352,18 @@ def jobs(ctx: Ctx, statuses: tuple[str, ...], name: str | None, tenant: str | No
       sage-ops jobs -o json | jq -r '.[].id'
       sage-ops jobs -q --status FAILED --since 1h | xargs sage-ops retry
       sage-ops jobs --sort priority --desc
+      sage-ops jobs --arrays                       # sweep [====>   ] 412/1000 done, 20 running, 3 failed
+      sage-ops jobs --array $SWEEP --status FAILED # an array's tasks
     """
     if desc and not sort:
         raise click.UsageError("--desc orders a --sort column; without --sort the newest come first")
-    params = {**job_filter(statuses, name, tenant, since, until), "limit": limit, "cursor": cursor, "sort": sort,
-              "desc": desc}
+    params = {**job_filter(statuses, name, tenant, since, until, array), "limit": limit, "cursor": cursor,
+              "sort": sort, "desc": desc, "arrays": only_arrays}
     params = {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in params.items() if v}
     page = ctx.wire().call("GET", "/v1/jobs", params)
     # a plain list, as scripts expect; the cursor goes to stderr
-    out.emit(page["jobs"], lambda: plaintext.jobs_table(page["jobs"], wide=out.wide), flat=job_csv, header=JOB_CSV)
+    table = plaintext.arrays_table if only_arrays else plaintext.jobs_table
+    out.emit(page["jobs"], lambda: table(page["jobs"], wide=out.wide), flat=job_csv, header=JOB_CSV)
     if page.get("next_cursor"):
         again = f" --sort {sort}{' --desc' if desc else ''}" if sort else ""
         click.echo(f"more: sage-ops jobs{again} --cursor {page['next_cursor']} ...", err=True)

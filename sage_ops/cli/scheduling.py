@@ -87,8 +87,9 @@ def bulk_command(action: str, completes: tuple[str, ...], doc: str, *flags: Any)
     action; `flags`, click options of its own, go to the client's call as they are named."""
 
     def command(ctx: Ctx, job_ids: tuple[str, ...], statuses: tuple[str, ...], name: str | None, tenant: str | None,
-                since: Any, until: Any, dry_run: bool, yes: bool, as_json: bool, **options: Any) -> None:
-        _bulk(ctx, action, job_ids, job_filter(statuses, name, tenant, since, until), as_json, dry_run, yes,
+                since: Any, until: Any, array: str | None, dry_run: bool, yes: bool, as_json: bool,
+                **options: Any) -> None:
+        _bulk(ctx, action, job_ids, job_filter(statuses, name, tenant, since, until, array), as_json, dry_run, yes,
               **{k: v for k, v in options.items() if v})
 
     for flag in flags:
@@ -109,8 +110,11 @@ bulk_command("retry", RETRYABLE, """Run finished jobs again, as a new attempt (b
 
     \b
       sage-ops retry $B --with-dependents   # B again, and the jobs its failure cancelled
+      sage-ops retry $SWEEP --failed        # an array's failed and cancelled tasks only
     """, click.option("--with-dependents", is_flag=True, help="Also the jobs their failure cancelled (and theirs, "
-                                                              "down the graph): they wait for them again."))
+                                                              "down the graph): they wait for them again."),
+    click.option("--failed", is_flag=True, help="An array: only its tasks that did not complete (without it, every "
+                 "task runs again)."))
 bulk_command("hold", WAITING, """Keep waiting jobs from starting until released (by id, or every waiting job matching a
     filter). A held job stays PENDING, its reason `held by user`; `submit --hold` submits one held.
 
@@ -133,22 +137,25 @@ bulk_command("release", WAITING, """Let held jobs start again, in their places i
               help="Wait for these jobs to complete instead (repeatable or comma-separated; '' for none).")
 @click.option("--after-notok", multiple=True, metavar="JOB", help="Wait for these to end without completing instead.")
 @click.option("--after-any", multiple=True, metavar="JOB", help="Wait for these to end, however, instead.")
+@click.option("--throttle", type=click.IntRange(1, 1_000_000), metavar="N",
+              help="An array: at most N tasks at once from now on (also while it runs).")
 @json_option
 @pass_ctx
 def update(ctx: Ctx, job_id: str, priority: int | None, timeout: float | None, begin: str | None,
            cpu: float | None, memory: str | None, gpu: float | None, after: tuple[str, ...],
-           after_notok: tuple[str, ...], after_any: tuple[str, ...], as_json: bool) -> None:
+           after_notok: tuple[str, ...], after_any: tuple[str, ...], throttle: int | None, as_json: bool) -> None:
     """Change a waiting job (Slurm's scontrol update): its priority, timeout, begin time,
     resources or dependencies. A dependency list given replaces that list; a cycle, an unknown job
     or a dependency that can no longer be met is refused. Audited in its history.
 
     \b
       sage-ops update $C --after $B2 --priority 5 --cpu 2 --timeout 1h
+      sage-ops update $SWEEP --throttle 50   # an array, also while it runs
     """
     resources = {k: v for k, v in (("cpu", cpu), ("memory", memory_bytes(memory)),
                                    ("gpu", gpu)) if v is not None}
     changes: dict[str, Any] = {"priority": priority, "timeout": timeout, "begin_at": moment(begin),
-                               "resources": resources or None}
+                               "resources": resources or None, "throttle": throttle}
     for key, given in (("dependencies", after), ("after_notok", after_notok), ("after_any", after_any)):
         if given:
             changes[key] = job_list(given)

@@ -190,11 +190,14 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/v1/jobs", response_model=JobList)
     async def list_jobs(status: list[JobStatus] | None = Query(None), name: str | None = None,
                         tenant: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                        array: str | None = Query(None, max_length=20, description="the tasks of this array"),
+                        arrays: bool = Query(False, description="only array jobs"),
                         limit: int = Query(100, ge=1, le=100_000), cursor: str | None = None,
                         sort: str | None = Query(None, description="a column: " + ", ".join(SORTS)),
                         desc: bool = False, who: Principal = WHO) -> JobList:
         check_sort(sort)
-        flt = scoped(who, JobFilter(status=status or [], name=name, tenant=tenant, since=since, until=until))
+        flt = scoped(who, JobFilter(status=status or [], name=name, tenant=tenant, since=since, until=until,
+                                    array=array, arrays=arrays))
         if flt is None:
             return JobList(jobs=[], next_cursor=None)
         jobs, nxt = await store.read(lambda c: st.list_jobs(c, flt, limit, cursor, sort=sort, desc=desc))

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from ...arrays import array_of
 from ...errors import Conflict, NotFound, SageOpsError
 from ...lifecycle import JobStatus, Transition, amend, is_terminal, transition
 from ...schemas import Condition, JobView
@@ -23,7 +24,7 @@ from ..storage import store as st
 from ..storage.logs import LogStore
 from .execution_graph import met
 from .ports import Backend
-from .queue_items import Queued, array_of
+from .queue_items import Queued
 from .queue_state import TermPart
 
 log = logging.getLogger(__name__)

@@ -105,9 +105,3 @@ class ArrayRun:
 
     def outcome(self) -> JobStatus:
         return JobStatus.FAILED if self.failed else JobStatus.CANCELLED if self.cancelled else JobStatus.COMPLETED
-
-
-def array_of(job_id: str) -> str | None:
-    """The array a task id belongs to (`1234abcd5678_7` -> `1234abcd5678`), else None."""
-    head, sep, tail = job_id.rpartition("_")
-    return head if sep and tail.isdigit() else None

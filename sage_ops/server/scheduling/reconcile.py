@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from sqlalchemy import Connection
 
+from ...arrays import array_of
 from ...lifecycle import JobStatus, Transition, is_terminal
 from ..backend.protocol import Event, PollReply
 from ..storage import accounts
@@ -24,7 +25,7 @@ from ..storage.logs import LogStore
 from .decode import Decoded, decode
 from .outcomes import Outcomes
 from .ports import Backend
-from .queue_items import Dispatched, array_of
+from .queue_items import Dispatched
 from .queue_state import TermPart
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from ...lifecycle import is_terminal
-from ...plaintext import after_text, binary_size, log_line, pending_text
+from ...plaintext import after_text, array_bar, array_counts, binary_size, log_line, pending_text
 from ...render import duration, headline
 from ...schemas import JobEventView, JobView, LogEntry
 from ..messages import JobLoaded, JobsChanged, LogEnded, LogLines, Resync
@@ -51,6 +51,9 @@ def overview(job: JobView, now: datetime, plain: bool = False) -> Table:
     rows: list[tuple[str, RenderableType]] = [
         ("job", Text(f"{job.id}  {job.name}")), ("status", status_cell(job.status, plain)),
         ("reason", Text(pending_text(job.pending) if job.pending else job.reason or "-")),
+        *([("array", Text(f"{array_bar(job.array)} {array_counts(job.array)}, {job.array.waiting} waiting"
+                          f"{f' (at most {job.array.throttle} at once)' if job.array.throttle else ''}"))]
+          if job.array else []),
         ("priority", Text(f"{job.priority}   tenant {job.tenant or '-'}   node {job.node or '-'}   exit "
                           f"{'-' if job.exit_code is None else job.exit_code}")),
         ("times", Text(f"created {_ts(job.created_at)}  started {_ts(job.started_at)}  ended {_ts(job.ended_at)}"

@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
+from ...arrays import array_of
 from ...lifecycle import JobStatus
 from ...name_filter import matches as name_matches
 from ...schemas import JobChange, JobView
@@ -56,14 +57,17 @@ class JobsScreen(Screen[None]):
         Binding("plus", "priority(1)", "Priority +1", show=False),
         Binding("minus", "priority(-1)", "Priority -1", show=False),
         Binding("g", "graph", "Graph", show=False),
+        Binding("t", "tasks", "Array tasks", show=False),
         Binding("o", "sort_next", "Sort"),
         Binding("O", "sort_flip", "Reverse sort", show=False),
         Binding("R", "reload", "Reload", show=False),
         Binding("escape", "clear", "Clear", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, array: str | None = None) -> None:
+        """`array`: this array's tasks (`t` on an array opens them), else the jobs, arrays as one row."""
         super().__init__()
+        self.array = array
         self.statuses: set[JobStatus] = set()
         self.glob: str | None = None
         self.generation = 0
@@ -114,7 +118,7 @@ class JobsScreen(Screen[None]):
     async def load_page(self, index: int, cursor: str | None, generation: int) -> None:
         try:
             page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob, limit=PAGE,
-                                               cursor=cursor, page=True, **self.order())
+                                               cursor=cursor, page=True, array=self.array, **self.order())
         except Exception as exc:  # noqa: BLE001 - unreachable, refused: say so, never crash the UI
             self.loading = False
             self.notify(getattr(exc, "message", str(exc)), title="cannot list jobs", severity="error")
@@ -161,7 +165,10 @@ class JobsScreen(Screen[None]):
 
     # -- live changes --------------------------------------------------------------------------------
     def wants(self, change: JobChange) -> bool:
-        """Would the daemon list this job under the current filter?"""
+        """Would the daemon list this job under the current filter? (An array's task: no, its
+        array is one row.)"""
+        if array_of(change.job_id or "") != self.array:
+            return False
         if self.statuses and change.to_status not in self.statuses:
             return False
         return self.glob is None or name_matches(change.name or "", self.glob)
@@ -176,6 +183,9 @@ class JobsScreen(Screen[None]):
         table, gone, missing = self.table, [], {}
         for change in msg.changes:
             if change.kind != "job" or not change.job_id:
+                continue
+            if (array := array_of(change.job_id)) is not None and array in table.jobs and not self.array:
+                missing[array] = True  # its task moved: the array's progress is read again
                 continue
             job = table.apply(change)
             if job is not None and self.statuses and job.status not in self.statuses:
@@ -215,7 +225,7 @@ class JobsScreen(Screen[None]):
                 if len(ids) > FETCH_ONE_BY_ONE:
                     try:
                         page = await self.client.list_jobs(status=[s.value for s in self.statuses], name=self.glob,
-                                                           limit=PAGE, page=True, **self.order())
+                                                           limit=PAGE, page=True, array=self.array, **self.order())
                     except Exception:  # noqa: BLE001 - the next change or reload brings them
                         continue
                     wanted = set(ids)
@@ -256,7 +266,8 @@ class JobsScreen(Screen[None]):
     def _bar(self) -> None:
         """The summary line: redrawn only when it changes, and never a new layout (its size is
         fixed), which during a burst would reflow and repaint the whole screen every 100 ms."""
-        text = self.table.summary(self.statuses, self.glob, self.window)
+        text = (f"tasks of array {self.array} (escape: back) │ " if self.array else "") + self.table.summary(
+            self.statuses, self.glob, self.window)
         if text != self._summary:
             self._summary = text
             self.query_one("#jobs-bar", Static).update(text, layout=False)
@@ -309,6 +320,8 @@ class JobsScreen(Screen[None]):
             self.statuses, self.glob = set(), None
             box.value = ""
             self.reload()
+        elif self.array:  # an array's tasks: back to the jobs
+            self.app.pop_screen()
 
     def sort(self, column: str | None, reverse: bool) -> None:
         """A new order: the daemon sorts every job, and the table reloads from its first page."""
@@ -351,6 +364,14 @@ class JobsScreen(Screen[None]):
 
     def action_priority(self, delta: int) -> None:
         self.act("priority", self.table.targets(), delta)
+
+    def action_tasks(self) -> None:
+        """An array's tasks, on a screen of their own (escape goes back)."""
+        job = self.table.jobs.get(self.table.highlighted_id() or "")
+        if job is None or job.array is None:
+            self.notify("t opens an array's tasks: this is not an array", severity="warning")
+            return
+        self.app.push_screen(JobsScreen(array=job.id))
 
     def action_graph(self) -> None:
         job_id = self.table.highlighted_id()
