@@ -110,8 +110,9 @@ def substitute(words: list[str], index: int) -> list[str]:
 
 def task_fields(spec: dict[str, Any], array_id: str, index: int) -> dict[str, Any]:
     """A task's spec (as JSON) from its array's: `{index}` substituted in its argv, its index and
-    array in its environment, and no array of its own."""
-    task = {**spec, "array": None, "array_task": {"array_id": array_id, "index": index},
+    array in its environment, no array of its own, and nothing to wait for (its array waited)."""
+    task = {**spec, "array": None, "array_task": {"array_id": array_id, "index": index}, "dependencies": [],
+            "after_notok": [], "after_any": [], "after_corr": [], "hold": False, "begin_at": None,
             "env": {**spec.get("env", {}), "SAGE_OPS_ARRAY_ID": array_id, "SAGE_OPS_ARRAY_INDEX": str(index)},
             "name": f"{spec['name'][:116]}_{index}" if spec.get("name") else None}
     for key in ("command", "args"):

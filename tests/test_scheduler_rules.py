@@ -1280,3 +1280,32 @@ def test_arrays_against_a_reference_model(shared: tuple[Path, st.Store], indices
         assert (sorted(ran), await rig.status(array)) == (sorted(indices), expected)
 
     asyncio.run(run())
+
+
+async def test_after_corr_starts_each_task_after_the_same_index_of_the_other_array(rig: Rig) -> None:
+    first = await rig.submit(array={"indices": "0-2"})
+    second = await rig.submit(array={"indices": "0-2"}, after_corr=[first])
+    ran = await run_all(rig)
+    assert all(ran.index(f"{first}_{i}") < ran.index(f"{second}_{i}") for i in range(3))
+
+
+async def test_after_corr_cancels_only_the_task_whose_counterpart_failed(rig: Rig) -> None:
+    first = await rig.submit(array={"indices": "0-2"})
+    second = await rig.submit(array={"indices": "0-2"}, after_corr=[first])
+    await run_all(rig, lambda job_id: 1 if job_id == f"{first}_1" else 0)
+    tasks = await task_rows(rig, second)
+    assert tasks == {f"{second}_0": "COMPLETED", f"{second}_1": "CANCELLED", f"{second}_2": "COMPLETED"}
+
+
+async def test_after_corr_waits_for_the_other_array_to_make_its_task(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 4.0}}), array_window=1).start()
+    first = await rig.submit(array={"indices": "0-3"})
+    second = await rig.submit(array={"indices": "0-3"}, after_corr=[first])
+    await rig.step()
+    assert set(await task_rows(rig, second)) <= {f"{second}_0"}
+
+
+async def test_after_corr_on_something_not_an_array_is_refused(rig: Rig) -> None:
+    plain = await rig.submit()
+    with pytest.raises(Invalid, match=f"after_corr {plain}: no such array"):
+        await rig.submit(array={"indices": "0-2"}, after_corr=[plain])

@@ -39,8 +39,8 @@ from .output import Output, output_option
 
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
                       "--secret-env-file", "--tenant", "--priority", "--timeout", "--after", "--after-ok",
-                      "--after-notok", "--after-any", "--kill-on-invalid-dep", "--begin", "--hold", "--retries",
-                      "--retry-delay", "--retry-backoff"}
+                      "--after-notok", "--after-any", "--after-corr", "--finally-of", "--array",
+                      "--kill-on-invalid-dep", "--begin", "--hold", "--retries", "--retry-delay", "--retry-backoff"}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
 
@@ -160,6 +160,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
                after_notok: Sequence[str] = (), after_any: Sequence[str] = (), begin: str | None = None,
                hold: bool = False, kill_on_invalid_dep: bool = True, array: str | None = None,
+               after_corr: Sequence[str] = (),
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
@@ -173,7 +174,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                             "dependencies": list(dependencies), "after_notok": list(after_notok),
                             "after_any": list(after_any), "begin_at": moment(begin), "hold": hold or None,
                             "kill_on_invalid_dep": None if kill_on_invalid_dep else False,
-                            "array": array_option(array),
+                            "array": array_option(array), "after_corr": list(after_corr),
                             "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):
@@ -253,6 +254,8 @@ class AttemptMarks:
 @click.option("--after-any", "--finally-of", "after_any", multiple=True, metavar="JOB",
               help="Start after JOB ended, however it ended (a report, a teardown); of an array, once every task "
               "has (--finally-of reads better there).")
+@click.option("--after-corr", multiple=True, metavar="ARRAY", help="With --array: task N starts after task N of "
+              "ARRAY completed, index by index (Slurm's aftercorr).")
 @click.option("--array", "array", metavar="INDICES[%N]", help="Run as an array of tasks: 0-999, 0-999:2, 1,3,5-7; "
               "%N runs at most N at once. Each task has its index in $SAGE_OPS_ARRAY_INDEX and for {index} in "
               "its arguments; the array is one job to list, wait for, cancel, hold or retry.")
@@ -280,8 +283,8 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
            secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
            timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
-           array: str | None, kill_on_invalid_dep: str, hold: bool, begin: str | None, retries: int, retry_delay: float,
-           retry_backoff: float, force_command: bool,
+           after_corr: tuple[str, ...], array: str | None, kill_on_invalid_dep: str, hold: bool, begin: str | None,
+           retries: int, retry_delay: float, retry_backoff: float, force_command: bool,
            wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
 
@@ -304,6 +307,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
                       workdir=workdir, priority=priority, timeout=timeout,
                       dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
                       begin=begin, hold=hold, kill_on_invalid_dep=kill_on_invalid_dep == "yes", array=array,
+                      after_corr=job_list(after_corr),
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
     w = ctx.wire()

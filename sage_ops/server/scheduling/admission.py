@@ -270,6 +270,11 @@ class Admission(TermPart):
                 return seen  # the same request again: nothing new
             owners: dict[str, str | None] = {}
             known = st.statuses_of(conn, external, owners) if external else {}
+            if corr := {a for p in plans for a in p.spec.after_corr}:
+                arrays = st.arrays_among(conn, corr)
+                for i, p in enumerate(plans):
+                    if bad := next((a for a in p.spec.after_corr if arrays.get(a, "?") != p.spec.tenant), None):
+                        raise Invalid(f"jobs[{i}]: after_corr {bad}: no such array")
             queued.clear()
             counter[0] = 0
             decide(plans, known, admission, batch, admit=self.state.ready, owners=owners, now=now)

@@ -17,6 +17,7 @@ from ...arrays import Indices, task_fields, task_id
 from ...lifecycle import JobStatus, transition
 from ...schemas import JobSpec
 from ..storage import store as st
+from .outcomes import Outcomes
 from .queue_items import ArrayRun, Queued
 from .queue_state import TermPart
 
@@ -28,64 +29,90 @@ def size(spec: JobSpec) -> int:
     return len(Indices.parse(spec.array.indices)) if spec.array is not None else 1
 
 
-def task_rows(run: ArrayRun, spec_json: dict[str, Any], positions: range, now: float
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Queued]]:
-    """The rows, audit events and queue entries of the tasks at `positions`."""
-    rows, events, queued = [], [], []
+def corr_deps(conn: Connection, state_arrays: dict[str, ArrayRun], corr: list[str], index: int,
+              specs: dict[str, Indices | None]) -> list[str] | None:
+    """What task `index` of an array `--after-corr` the arrays `corr` waits for: each one's task of
+    the same index (none where it has no such index), or the array itself when that task was never
+    made (it ended first); None while one of those tasks is yet to be made."""
+    deps = []
+    for other in corr:
+        if other not in specs:
+            row = st.spec_of(conn, other)
+            array = JobSpec.model_validate_json(row).array if row else None
+            specs[other] = Indices.parse(array.indices) if array else None
+        indices = specs[other]
+        pos = indices.position(index) if indices is not None else None
+        if pos is None:
+            continue
+        run = state_arrays.get(other)
+        if run is not None and pos >= run.made:
+            return None  # its turn has not come in the other array yet
+        made = run is not None or st.current_status(conn, task_id(other, index)) is not None
+        deps.append(task_id(other, index) if made else other)
+    return deps
+
+
+def task_rows(conn: Connection, run: ArrayRun, state_arrays: dict[str, ArrayRun], n: int, now: float
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[Queued]]:
+    """The rows, audit events, dependency edges and queue entries of the array's next `n` tasks
+    (fewer when an --after-corr array has not made its own yet)."""
+    rows, events, edges, queued = [], [], [], []
     array = run.job
-    for pos in positions:
+    spec_json = json.loads(array.spec.model_dump_json())
+    corr = array.spec.after_corr
+    specs: dict[str, Indices | None] = {}
+    for pos in range(run.made, run.made + n):
         index = run.indices.nth(pos)
+        deps = corr_deps(conn, state_arrays, corr, index, specs) if corr else []
+        if deps is None:
+            break
         tid = task_id(array.id, index)
-        fields = task_fields(spec_json, array.id, index)
-        spec = JobSpec.model_validate(fields)
+        spec = JobSpec.model_validate({**task_fields(spec_json, array.id, index), "dependencies": deps})
         rows.append(st.new_job_row(id=tid, seq=run.first_seq + pos, name=spec.display_name(), tenant=spec.tenant,
                                    status=S.PENDING.value, reason=None, priority=array.priority,
                                    kind=spec.kind.value, spec=spec.model_dump_json(), created_at=now, updated_at=now,
                                    array_id=array.id, array_index=index))
         events.append(st.event_row(transition(tid, None, S.SUBMITTED, f"task {index} of array {array.id}"), now))
         events.append(st.event_row(transition(tid, S.SUBMITTED, S.PENDING, "admitted"), now))
+        edges += [{"job_id": tid, "depends_on": d} for d in deps]
         queued.append(Queued(tid, run.first_seq + pos, spec, S.PENDING, priority=array.priority))
-    return rows, events, queued
+    return rows, events, edges, queued
 
 
 @dataclass(eq=False)
 class Arrays(TermPart):
     """Makes the tasks whose turn has come, in one write per dispatch pass."""
 
+    outcomes: Outcomes
+
     async def top_up(self) -> None:
         state = self.state
         due, state.arrays_due = state.arrays_due, set()
         window = self.cfg.jobmanager.array_window
         now = self.clock.now()
-        rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        made: list[tuple[ArrayRun, list[Queued]]] = []
-        for array_id in due:
-            run = state.arrays.get(array_id)
-            if run is None or not self.ready(run):
-                continue
-            n = run.room(window)
-            if n == 0:
-                continue
-            spec_json = json.loads(run.job.spec.model_dump_json())
-            r, e, q = task_rows(run, spec_json, range(run.made, run.made + n), now)
-            rows += r
-            events += e
-            made.append((run, q))
-        if not rows:
+        runs = [(run, n) for a in due if (run := state.arrays.get(a)) is not None and self.ready(run)
+                and (n := run.room(window)) > 0]
+        if not runs:
             return
 
-        def op(conn: Connection) -> None:
-            st.insert_jobs(conn, rows, events, [])
+        def op(conn: Connection) -> list[tuple[ArrayRun, list[Queued]]]:
+            made = []
+            for run, n in runs:
+                rows, events, edges, tasks = task_rows(conn, run, state.arrays, n, now)
+                st.insert_jobs(conn, rows, events, edges)
+                made.append((run, tasks))
+            return made
 
-        await self.store.write(op)  # durable before a task can start
+        made = await self.store.write(op)  # durable before a task can start
         for run, tasks in made:
             run.made += len(tasks)
             for task in tasks:
                 run.active.add(task.id)
                 state.queued[task.id] = task
                 state.active += 1
-                state.queue(task)
+            if run.job.spec.after_corr and run.room(window):
+                state.arrays_due.add(run.id)  # the rest as the other arrays make theirs
+        await self.outcomes.enqueue([t for _, tasks in made for t in tasks])  # --after-corr ones wait
 
     def ready(self, run: ArrayRun) -> bool:
         """May the array make tasks now? Not while held, waiting, before its begin time, or gone."""

@@ -82,7 +82,7 @@ class Scheduler:
         common: dict[str, Any] = {"cfg": self.cfg, "store": self.store, "clock": self.clock, "state": state,
                                   "counters": self.counters}
         outcomes = Outcomes(**common, backend=backend, logs=self.logs)
-        arrays = Arrays(**common)
+        arrays = Arrays(**common, outcomes=outcomes)
         return Term(state, outcomes, arrays,
                     Admission(**common, backend=backend, outcomes=outcomes, sealer=self.sealer),
                     Dispatch(**common, backend=backend, run_as=self.run_as, sealer=self.sealer, hide=self._hide,

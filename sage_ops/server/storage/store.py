@@ -358,6 +358,17 @@ def get_job(conn: Connection, job_id: str) -> JobView:
     return view
 
 
+def arrays_among(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
+    """The arrays among `ids`, with their tenants."""
+    q = select(JOB.c.id, JOB.c.tenant).where(JOB.c.id.in_(list(ids)), JOB.c.array_id == JOB.c.id)
+    return {job_id: tenant for job_id, tenant in conn.execute(q)}
+
+
+def spec_of(conn: Connection, job_id: str) -> str | None:
+    """A job's stored spec (JSON), None if there is no such job."""
+    return conn.execute(select(JOB.c.spec).where(JOB.c.id == job_id)).scalar()
+
+
 def array_tasks(conn: Connection, ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
     """Each array's made tasks: (id, status), in index order."""
     out: dict[str, list[tuple[str, str]]] = {}
