@@ -32,6 +32,8 @@ class JobManagerConfig(_Section):
     backfill: bool = Field(True, description="while the head of the queue waits for resources, start a job "
                            "behind it whose --timeout ends before the head's reserved start (EASY backfill)")
     backfill_depth: int = Field(100, ge=1, description="jobs behind the reservation tried per dispatch pass")
+    preempt_per_minute: int = Field(10, ge=0, description="preemptions at most per minute (0: never preempt): "
+                                    "a burst of high-priority jobs cannot make the cluster thrash")
     array_window: int = Field(256, ge=1, le=100_000, description="an array's tasks made and unfinished at once "
                               "when it has no throttle (%N): the rest are made as these end")
     max_connections: int = Field(512, ge=1, description="open TCP connections at most (also at most half the "

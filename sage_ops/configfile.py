@@ -17,8 +17,9 @@ from .errors import Invalid
 #: or an environment variable naming anything else goes through the full load, which names it
 KEYS: dict[str, frozenset[str]] = {
     "jobmanager": frozenset({"host", "port", "socket", "max_jobs", "job_timeout", "heartbeat_interval",
-                             "kill_grace", "prefetch", "backfill", "backfill_depth", "array_window", "max_connections",
-                             "max_connections_per_ip", "header_timeout", "idle_timeout"}),
+                             "kill_grace", "prefetch", "backfill", "backfill_depth", "array_window",
+                             "preempt_per_minute", "max_connections", "max_connections_per_ip", "header_timeout",
+                             "idle_timeout"}),
     "ray": frozenset({"address", "namespace", "include_dashboard", "dashboard_host", "dashboard_port", "num_cpus",
                       "client_server_port", "metrics_export_port", "temp_root", "tls",
                       "cluster_id"}),

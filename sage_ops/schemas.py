@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineSpec, PipelineView
 from .units import MAX_MEMORY as MAX_MEMORY  # re-exported: the API's limits and size rule live in units
-from .units import parse_duration, parse_moment
+from .units import parse_duration, parse_moment, parse_signal
 from .units import parse_memory as parse_memory
 
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # script content, in UTF-8 bytes
@@ -202,6 +202,10 @@ class JobSpec(Strict):
                                          "says is refused)")
     after_corr: list[str] = Field(default_factory=list, description="arrays: task N starts after task N of each "
                                   "of these arrays completed (Slurm's aftercorr)")
+    preemptible: bool = Field(False, description="a waiting job of higher priority may stop it to start: it gets "
+                              "its `signal`, then is requeued (not a failed attempt; SAGE_OPS_RESTART_COUNT says so)")
+    signal: str | None = Field(None, description="SIG@SECONDS (Slurm's --signal, e.g. USR1@60): sent SECONDS "
+                               "before its time limit and on preemption, SECONDS before it is stopped")
     kill_on_invalid_dep: bool = Field(True, description="cancel this job when a dependency's condition can never "
                                       "be met (Slurm's --kill-on-invalid-dep); false: it stays PENDING "
                                       "(DependencyNeverSatisfied) until its dependencies are updated, that "
@@ -270,6 +274,18 @@ class JobSpec(Strict):
             if len(dep) > MAX_DEPENDENCY_CHARS:
                 raise ValueError(f"dependency {n}: at most {MAX_DEPENDENCY_CHARS} characters (a job id or name)")
         return v
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        name, seconds = parse_signal(v)
+        return f"{name}@{seconds:g}"
+
+    def warning(self) -> tuple[str, float] | None:
+        """The signal that warns it, and how many seconds ahead (None: no --signal)."""
+        return parse_signal(self.signal) if self.signal else None
 
     @field_validator("name")
     @classmethod

@@ -29,6 +29,25 @@ _UNITS = {
 _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
+WARN_SECONDS = 60.0  # Slurm's --signal default: the warning comes 60 s before the end
+
+
+def parse_signal(text: str) -> tuple[str, float]:
+    """`USR1@60`, `SIGUSR1`, `TERM@5` (Slurm's --signal) -> ("USR1", seconds before the end). The
+    name is one a job may be sent to warn it; KILL and STOP cannot be caught, so they warn nothing."""
+    name, _, when = str(text).strip().partition("@")
+    name = name.upper().removeprefix("SIG")
+    if name not in WARN_SIGNALS:
+        raise ValueError(f"bad signal {text!r}: use one of {', '.join(sorted(WARN_SIGNALS))}, e.g. USR1@60")
+    seconds = parse_duration(when, zero=True) if when else WARN_SECONDS
+    if seconds > 3600:
+        raise ValueError(f"bad signal {text!r}: warn at most 1h (3600 s) ahead")
+    return name, seconds
+
+
+WARN_SIGNALS = frozenset({"USR1", "USR2", "TERM", "INT", "HUP", "QUIT", "ALRM", "CONT", "URG", "WINCH"})
+
+
 def parse_duration(text: str, zero: bool = False) -> float:
     """'90s', '15m', '1h', '2d', '1w' or plain seconds -> seconds (`zero`: 0 is allowed too).
     A ValueError of one line; the CLI makes a usage error of it."""

@@ -47,6 +47,7 @@ class FakeBackend:
         self.batches: list[list[AttemptItem]] = []  # every submit, in order
         self.inflight: dict[str, int] = {}  # job id -> attempt, as the actor's `inflight`
         self.cancels: list[tuple[str, float]] = []  # (job id, grace) of every cancel asked for
+        self.preempted: list[str] = []  # the jobs asked to stop for another, in order
         self.events: list[Event] = []  # (seq, kind, payload) not yet acknowledged
         self.seq = 0
         self.polls = 0
@@ -68,11 +69,15 @@ class FakeBackend:
         for job in jobs:
             self.inflight[job["id"]] = job["attempt"]
 
-    async def cancel(self, job_id: str, grace: float) -> bool:
-        """As the actor: an attempt in flight is interrupted; its runner reports it cancelled."""
+    async def cancel(self, job_id: str, grace: float, preempt: bool = False) -> bool:
+        """As the actor: an attempt in flight is interrupted; its runner reports it cancelled. A
+        preempted one is warned and ends when the test says (`ended`)."""
         self.cancels.append((job_id, grace))
         if job_id not in self.inflight:
             return False
+        if preempt:
+            self.preempted.append(job_id)
+            return True
         self.ended(job_id, SIGTERM_EXIT, "cancelled", cancelled=True)
         return True
 

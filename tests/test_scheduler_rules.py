@@ -1309,3 +1309,106 @@ async def test_after_corr_on_something_not_an_array_is_refused(rig: Rig) -> None
     plain = await rig.submit()
     with pytest.raises(Invalid, match=f"after_corr {plain}: no such array"):
         await rig.submit(array={"indices": "0-2"}, after_corr=[plain])
+
+
+# -- preemption: a higher-priority job stops preemptible ones, which are warned and requeued ------------
+async def running_low(rig: Rig, **spec: Any) -> str:
+    low = await rig.submit(resources={"cpu": 4}, preemptible=True, **spec)
+    assert await rig.step() == [low]
+    await rig.run(low)
+    return low
+
+
+async def test_a_higher_priority_job_preempts_a_preemptible_one_it_needs_the_room_of(rig: Rig) -> None:
+    low = await running_low(rig)
+    await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    assert rig.backend.preempted == [low]
+
+
+async def test_a_preempted_job_is_requeued_not_failed(rig: Rig) -> None:
+    low = await running_low(rig)
+    await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    await rig.end(low, 143)
+    assert await rig.status(low) is S.PENDING
+
+
+async def test_the_preempting_job_starts_once_its_victim_has_ended_and_the_victim_runs_again_after(rig: Rig) -> None:
+    low = await running_low(rig)
+    high = await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    await rig.end(low, 143)
+    assert await rig.step() == [high]
+    await rig.end(high)
+    assert await rig.step() == [low]
+
+
+async def test_a_preemption_does_not_use_up_the_victims_retries(rig: Rig) -> None:
+    low = await running_low(rig, retry_policy={"max_retries": 0})
+    await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    await rig.end(low, 143)
+    await rig.step()
+    [high] = rig.backend.batches[-1]
+    await rig.end(high["id"])
+    await rig.step()
+    await rig.end(low, 1)  # its one run fails: FAILED, not retried (the preempted attempt did not count)
+    assert (await rig.status(low), (await rig.view(low)).attempts_made) == (S.FAILED, 2)
+
+
+async def test_a_preemption_is_in_the_victims_history_with_its_warning(rig: Rig) -> None:
+    low = await running_low(rig, signal="USR1@60")
+    high = await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    await rig.end(low, 0)
+    reasons = [e.reason for e in await rig.store.read(lambda c: st.job_events(c, low))]
+    assert [f"preempting for {high}: SIGUSR1, 60s to finish", f"preempted by {high}; requeued"] == reasons[-2:]
+
+
+async def test_a_job_not_marked_preemptible_is_never_preempted(rig: Rig) -> None:
+    job = await rig.submit(resources={"cpu": 4})
+    await rig.step()
+    await rig.run(job)
+    await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.step()
+    assert rig.backend.preempted == []
+
+
+async def test_a_job_of_equal_priority_never_preempts(rig: Rig) -> None:
+    await running_low(rig)
+    await rig.submit(resources={"cpu": 4})
+    await rig.step()
+    assert rig.backend.preempted == []
+
+
+async def test_preemptions_are_limited_per_minute(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"a": {"CPU": 4.0}, "b": {"CPU": 4.0}}),
+                    preempt_per_minute=1).start()
+    lows = [await rig.submit(resources={"cpu": 4}, preemptible=True) for _ in range(2)]
+    await rig.step()
+    for low in lows:
+        await rig.run(low)
+    await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.submit(priority=5, resources={"cpu": 4})
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    await rig.end(rig.backend.preempted[0], 143)
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    first_minute = list(rig.backend.preempted)
+    rig.clock.advance(61)
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    assert (len(first_minute), len(rig.backend.preempted)) == (1, 2)
+
+
+async def test_the_warning_signal_goes_to_the_runner_with_the_attempt(rig: Rig) -> None:
+    await rig.submit(signal="USR1@90")
+    [item] = await rig.sched.term.dispatch.once()
+    assert (item["opts"]["warn_signal"], item["opts"]["warn_seconds"]) == ("USR1", 90.0)

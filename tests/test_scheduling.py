@@ -130,6 +130,30 @@ def test_an_array_with_a_throttle_its_indices_and_a_finally_job_on_the_command_l
     assert bad.returncode == 2 and "bad array range '5-1'" in bad.stderr
 
 
+def test_a_preempted_job_gets_its_signal_is_requeued_and_knows_it_restarted(daemon: Daemon) -> None:
+    script = ('echo "restart=$SAGE_OPS_RESTART_COUNT"; trap \'echo "got USR1"; exit 0\' USR1; '
+              'sleep 120 & wait')
+    low = daemon.submit_q("--preemptible", "--signal", "USR1@5", "--cpu", "4", "--", "sh", "-c", script)
+    client = daemon.client()
+    wait_until(lambda: "restart=0" in daemon.run("logs", low).stdout, 60)
+    high = daemon.submit_q("--priority", "5", "--cpu", "4", "--", "true")
+    assert client.wait(high, 60).status == "COMPLETED"
+    wait_until(lambda: "restart=1" in daemon.run("logs", low).stdout, 60)  # its second run
+    logs = daemon.run("logs", low, check=True).stdout
+    history = daemon.run("history", low, check=True).stdout
+    daemon.run("cancel", low, check=True)
+    assert "got USR1" in logs
+    assert f"preempted by {high}; requeued" in history
+
+
+def test_signal_warns_a_job_before_its_time_limit(daemon: Daemon) -> None:
+    job = daemon.submit_q("--timeout", "6", "--signal", "USR1@3", "--", "sh", "-c",
+                          "trap 'echo warned' USR1; sleep 30 & wait; sleep 30")
+    done = daemon.client().wait(job, 60)
+    assert (done.status, done.reason) == ("FAILED", "timeout")
+    assert "warned" in daemon.run("logs", job, check=True).stdout
+
+
 def test_hold_and_release_on_the_command_line(daemon: Daemon) -> None:
     job = daemon.submit_q("--hold", "--name", "hold-me", "--", "true")
     assert json.loads(daemon.run("status", "--json", job, check=True).stdout)["reason"] == "held by user"

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import click
 from .. import paths, plaintext
 from ..arrays import parse_array
 from ..errors import Invalid, SageOpsError
-from ..units import parse_memory, parse_moment
+from ..units import parse_memory, parse_moment, parse_signal
 from ..wire import WireClient, job_path
 from . import (
     DELAY,
@@ -40,7 +40,8 @@ from .output import Output, output_option
 SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--env", "--secret-env",
                       "--secret-env-file", "--tenant", "--priority", "--timeout", "--after", "--after-ok",
                       "--after-notok", "--after-any", "--after-corr", "--finally-of", "--array",
-                      "--kill-on-invalid-dep", "--begin", "--hold", "--retries", "--retry-delay", "--retry-backoff"}
+                      "--kill-on-invalid-dep", "--begin", "--hold", "--preemptible", "--signal", "--retries",
+                      "--retry-delay", "--retry-backoff"}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
 
@@ -144,15 +145,26 @@ def _script(path: Path) -> dict[str, str]:
         raise SageOpsError(f"cannot read script {path}: {exc}", "bad_request") from None
 
 
-def array_option(text: str | None) -> dict[str, Any] | None:
-    """--array as the API's `array`, checked here so a typo is a usage error naming the option."""
+def checked(text: str | None, parse: Callable[[str], Any], option: str) -> Any:
+    """An option's text parsed here, so a mistake is a usage error naming the option (None: not given)."""
     if text is None:
         return None
     try:
-        indices, throttle = parse_array(text)
+        return parse(text)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--array") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def array_option(text: str) -> dict[str, Any]:
+    """--array as the API's `array`."""
+    indices, throttle = parse_array(text)
     return {"indices": indices.text(), "throttle": throttle}
+
+
+def signal_option(text: str) -> str:
+    """--signal as the API's `signal`."""
+    name, seconds = parse_signal(text)
+    return f"{name}@{seconds:g}"
 
 
 def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: float | None, memory: str | None,
@@ -160,7 +172,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                priority: int, timeout: float | None, dependencies: Sequence[str] = (),
                after_notok: Sequence[str] = (), after_any: Sequence[str] = (), begin: str | None = None,
                hold: bool = False, kill_on_invalid_dep: bool = True, array: str | None = None,
-               after_corr: Sequence[str] = (),
+               after_corr: Sequence[str] = (), preemptible: bool = False, warn_signal: str | None = None,
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
                tenant: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
@@ -174,7 +186,9 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                             "dependencies": list(dependencies), "after_notok": list(after_notok),
                             "after_any": list(after_any), "begin_at": moment(begin), "hold": hold or None,
                             "kill_on_invalid_dep": None if kill_on_invalid_dep else False,
-                            "array": array_option(array), "after_corr": list(after_corr),
+                            "array": checked(array, array_option, "--array"), "after_corr": list(after_corr),
+                            "preemptible": preemptible or None,
+                            "signal": checked(warn_signal, signal_option, "--signal"),
                             "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
     if not command and _is_script(argv[0], workdir):
@@ -264,6 +278,10 @@ class AttemptMarks:
               "keep it PENDING as DependencyNeverSatisfied until you update its dependencies, retry that job, or "
               "cancel it (no).")
 @click.option("--hold", is_flag=True, help="Submit it held: it waits PENDING until `sage-ops release`.")
+@click.option("--preemptible", is_flag=True, help="A waiting job of higher priority may stop it to start: it gets "
+              "its --signal, then is requeued (not a failed attempt; $SAGE_OPS_RESTART_COUNT counts its restarts).")
+@click.option("--signal", "warn_signal", metavar="SIG[@SECONDS]", help="Warn it with SIG (USR1, TERM, ...) SECONDS "
+              "(default 60) before its time limit, and on preemption SECONDS before it is stopped (Slurm's --signal).")
 @click.option("--begin", metavar="WHEN", help="Do not start before WHEN: now+1h, 14:30 (its next occurrence), "
               "tomorrow 02:00, midnight, 2026-12-06T02:00 (local time). It waits PENDING, its reason `begins at`.")
 @click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True,
@@ -283,7 +301,8 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
            secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
            timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
-           after_corr: tuple[str, ...], array: str | None, kill_on_invalid_dep: str, hold: bool, begin: str | None,
+           after_corr: tuple[str, ...], array: str | None, kill_on_invalid_dep: str, hold: bool, preemptible: bool,
+           warn_signal: str | None, begin: str | None,
            retries: int, retry_delay: float, retry_backoff: float, force_command: bool,
            wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit a script (its content is shipped) or a command.
@@ -307,7 +326,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
                       workdir=workdir, priority=priority, timeout=timeout,
                       dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
                       begin=begin, hold=hold, kill_on_invalid_dep=kill_on_invalid_dep == "yes", array=array,
-                      after_corr=job_list(after_corr),
+                      after_corr=job_list(after_corr), preemptible=preemptible, warn_signal=warn_signal,
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
     w = ctx.wire()

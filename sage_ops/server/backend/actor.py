@@ -85,6 +85,7 @@ class Dispatcher:
         self._key_digest = key_digest
         self.caps: dict[tuple[str, int], bytes] = {}  # attempts in flight, or ended < LATE_SECONDS ago
         self.late: deque[tuple[float, tuple[str, int]]] = deque()  # (when to forget, attempt) once ended
+        self.preempting: set[str] = set()  # jobs stopped for another: their runner warns them, then stops them
         self.refused = 0  # calls refused since the actor started (the daemon audits the increase)
         self.refused_last = ""  # the latest of them, said in the audit row
         self.epoch = uuid.uuid4().hex
@@ -177,7 +178,13 @@ class Dispatcher:
         self.late.append((time.monotonic() + LATE_SECONDS, key))
         if self.inflight.get(job_id, (None,))[0] == attempt:
             del self.inflight[job_id]
+            self.preempting.discard(job_id)
         self._emit("ended", cast(Ended, {"job_id": job_id, "attempt": attempt, "t": time.time(), **out}))
+
+    def stop_how(self, job_id: str, attempt: int, cap: bytes) -> bool:
+        """Asked by a runner whose task was cancelled: is it a preemption (warn, then stop)?"""
+        self._attempt(job_id, attempt, cap, "stop_how")
+        return job_id in self.preempting
 
     def started(self, job_id: str, attempt: int, cap: bytes, node: str, pid: int, t: float,
                 node_id: str = "") -> None:
@@ -241,11 +248,15 @@ class Dispatcher:
         self.seen.setdefault((job_id, attempt), AttemptCalls()).arrived += 1
         self._emit("pipeline", {"job_id": job_id, "attempt": attempt, "t": time.time(), "metrics": metrics})
 
-    async def cancel(self, key: bytes, job_id: str, grace: float) -> bool:
+    async def cancel(self, key: bytes, job_id: str, grace: float, preempt: bool = False) -> bool:
+        """Stop an attempt (`grace`: how long it may take). `preempt`: its runner, asking why
+        (`stop_how`), warns it with its --signal and lets it finish before stopping it."""
         self._daemon(key, "cancel")
         entry = self.inflight.get(job_id)
         if entry is None:
             return False
+        if preempt:
+            self.preempting.add(job_id)
         ref = entry[1]
         ray.cancel(ref)
         deadline = time.monotonic() + grace + 5

@@ -114,6 +114,8 @@ class Attempt:
         self.result_file = os.path.join(self.scratch, "result.json")
         self.log = LogCalls(self.dispatcher, job_id, attempt, cap)
         self.deadline = float("inf")  # the job's timeout, once it has started
+        self.warn_at = float("inf")  # when its --signal warns it of the end (once)
+        self.streamed = False  # its output is closed (read to the end)
         self.refs: list[Any] = []  # the pipeline's metrics calls
         self.capture = Capture(attempt, int(opts.get("max_log_bytes") or MAX_LOG_BYTES))
         self.elsewhere: str | None = None  # said in the log, and in the reason if it fails: files may be missing
@@ -121,7 +123,7 @@ class Attempt:
         self.secret: dict[str, str] = {}
         self.mask: Callable[[str], str] = masker(())
         self.control: Control | None = None  # a pipeline's pipe for metrics and its error
-        self.ended_by: str | None = None  # "timeout" or "cancelled": the runner ended it
+        self.ended_by: str | None = None  # "timeout", "cancelled" or "preempted": the runner ended it
         self.started: Where | None = None
         self.report_start_at: float | None = None  # when to report the start (None: reported)
 
@@ -138,11 +140,20 @@ class Attempt:
             self.log.flush()
             return {"exit_code": code, "reason": reason, "result": None, "batches": self.log.sent + len(self.refs)}
         try:
-            self.stream(proc)
-            self.wait_leader(proc, jail, usage)
-        except KeyboardInterrupt:  # ray.cancel(): kill the whole tree, then report
+            try:
+                self.stream(proc, jail)
+                self.wait_leader(proc, jail, usage)
+            except KeyboardInterrupt:  # ray.cancel(): a preemption warns it first; a cancel kills the tree
+                if not self.preempted():
+                    raise
+                self.ended_by = "preempted"
+                self.deadline = time.monotonic() + self.warn(jail, "preempted")
+                if not self.streamed:
+                    self.stream(proc, jail)
+                self.wait_leader(proc, jail, usage)
+        except KeyboardInterrupt:
             self.kill(proc, jail, usage)
-            self.ended_by = "cancelled"
+            self.ended_by = self.ended_by or "cancelled"
         finally:
             self.release(proc, jail, usage)
         code, signal_reason = signal_exit(proc.returncode if proc.returncode is not None else -9)
@@ -187,7 +198,8 @@ class Attempt:
     def environment(self) -> dict[str, str]:
         """The job's environment: its own, its secrets, what sage-ops tells it (never the worker's)."""
         own = {**(self.spec.get("env") or {}), **self.secret, "SAGE_OPS_JOB_ID": self.job_id,
-               "SAGE_OPS_ATTEMPT": str(self.attempt), "SAGE_OPS_RESULT_FILE": self.result_file,
+               "SAGE_OPS_ATTEMPT": str(self.attempt), "SAGE_OPS_RESTART_COUNT": str(self.attempt - 1),
+               "SAGE_OPS_RESULT_FILE": self.result_file,
                "PYTHONUNBUFFERED": "1"}
         if self.spec["kind"] == "pipeline":
             self.control = Control(self.job_id, self.attempt, self.dispatcher, self.refs, self.cap)
@@ -227,9 +239,30 @@ class Attempt:
                         "node_id": ray.get_runtime_context().get_node_id()}
         self.report_start_at = time.monotonic() + STARTED_DELAY
         self.deadline = time.monotonic() + float(self.opts.get("timeout") or 1e12)
+        if self.opts.get("warn_signal"):
+            self.warn_at = self.deadline - float(self.opts.get("warn_seconds") or 0)
         return proc, jail, usage
 
-    def stream(self, proc: subprocess.Popen[bytes]) -> None:
+    def warn(self, jail: Jail, why: str) -> float:
+        """Send its --signal (once; SIGTERM if it has none), saying so in its log: the seconds it
+        has left to finish (0 without a --signal: it is stopped as a cancel is)."""
+        self.warn_at = float("inf")
+        name = self.opts.get("warn_signal")
+        if not name:
+            return 0.0
+        left = float(self.opts.get("warn_seconds") or 0)
+        jail.signal(getattr(signal, f"SIG{name}"))
+        self.log.note(f"{why}: SIG{name} sent; {left:g}s to finish before it is stopped")
+        return left
+
+    def preempted(self) -> bool:
+        """Was the cancel a preemption? (The dispatcher says; if it cannot, it was not.)"""
+        try:
+            return bool(ray.get(self.dispatcher.stop_how.remote(self.job_id, self.attempt, self.cap), timeout=10))
+        except Exception:  # noqa: BLE001 - a plain cancel, then
+            return False
+
+    def stream(self, proc: subprocess.Popen[bytes], jail: Jail) -> None:
         """Read its stdout and stderr (and a pipeline's control pipe) until they close or its
         timeout; flush a batch every FLUSH_SECONDS or FLUSH_BYTES; report its start once."""
         control = self.control
@@ -246,6 +279,7 @@ class Attempt:
             timeout = FLUSH_SECONDS if self.log.pending else 0.25
             if self.report_start_at is not None:
                 timeout = min(timeout, self.report_start_at - time.monotonic())
+            timeout = min(timeout, self.warn_at - time.monotonic())
             for key, _ in sel.select(max(0.0, min(timeout, self.deadline - time.monotonic()))):
                 fd = key.fd
                 chunk = os.read(fd, READ_SIZE)
@@ -265,20 +299,24 @@ class Attempt:
                 self.report_start_at = None
                 assert self.started is not None
                 self.dispatcher.started.remote(self.job_id, self.attempt, self.cap, **self.started)
+            if time.monotonic() >= self.warn_at:
+                self.warn(jail, "time limit")
             if self.log.due():
                 self.log.flush(self.deadline)
             if control is not None:
                 control.forward()
             if time.monotonic() >= self.deadline:
                 break
+        self.streamed = not sel.get_map()
 
     def wait_leader(self, proc: subprocess.Popen[bytes], jail: Jail, usage: Usage) -> None:
         """Its output is closed: wait for the leader itself (it may live on without output) until
         its timeout; then the strays of its group die with it."""
         while not exited(proc.pid, max(0.0, min(0.25, self.deadline - time.monotonic()))):
             if time.monotonic() >= self.deadline:
-                self.ended_by = "timeout"
-                self.log.note(f"timeout: ran longer than {self.opts['timeout']:g}s; killing its process group")
+                if self.ended_by is None:
+                    self.ended_by = "timeout"
+                    self.log.note(f"timeout: ran longer than {self.opts['timeout']:g}s; killing its process group")
                 self.kill(proc, jail, usage)
                 break
         usage.add(kill_group(proc, 0))
@@ -326,6 +364,7 @@ class Attempt:
             reason = f"{reason or f'exit code {code}'}; {self.elsewhere}"
         out: AttemptOutcome = {"exit_code": code, "reason": reason, "result": result,
                                "cancelled": self.ended_by == "cancelled", "timed_out": reason == "timeout",
+                               "preempted": self.ended_by == "preempted",
                                "batches": self.log.sent + len(self.refs), **usage.fields()}
         if self.started is not None:
             out["started"] = self.started

@@ -41,6 +41,8 @@ class AttemptOptions(_Limits, total=False):
     before it hands them to the runner."""
 
     hide: list[str]  # paths a job of the daemon's own user must not see
+    warn_signal: str  # --signal: sent warn_seconds before the time limit, and on preemption
+    warn_seconds: float
     secret_env: str  # the job's secrets sealed for this attempt (transit.seal)
     secret_error: str  # why its secrets could not be sealed: the attempt fails at once, saying so
     resources: AttemptResources
@@ -96,6 +98,7 @@ class Outcome(_Exit, Measured, total=False):
 
     result: Any  # the job's result file, parsed (None: none)
     cancelled: bool
+    preempted: bool  # stopped for a job of higher priority (the daemon requeues it)
     timed_out: bool
     batches: int  # the runner's calls (log batches, pipeline metrics): the actor awaits them all first
 

@@ -399,8 +399,8 @@ class RayBackend:
         sent: list[SubmittedAttempt] = [{**job, "cap": self.capability(job["id"], job["attempt"])} for job in jobs]
         await self.actor.submit.remote(*self.key_args, sent)
 
-    async def cancel(self, job_id: str, grace: float) -> bool:
-        return await self.actor.cancel.remote(*self.key_args, job_id, grace)
+    async def cancel(self, job_id: str, grace: float, preempt: bool = False) -> bool:
+        return await self.actor.cancel.remote(*self.key_args, job_id, grace, preempt)
 
     async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
         return await self.actor.poll.remote(*self.key_args, epoch, ack, after, timeout)

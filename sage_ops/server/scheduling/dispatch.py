@@ -21,7 +21,7 @@ from ..backend.protocol import AttemptItem, AttemptOptions, AttemptResources
 from ..storage import store as st
 from ..storage.sealing import Sealer
 from .arrays import Arrays
-from .forecast import Cluster, Reservation
+from .forecast import Cluster, Reservation, fits, take
 from .ports import Backend
 from .queue_items import Dispatched, Queued
 from .queue_state import TermPart
@@ -121,6 +121,7 @@ class Dispatch(TermPart):
                         now = self.clock.now()
                         cluster = self.cluster(now)
                         state.reservation = Reservation.of(job_id, job.need, cluster, now)
+                        self._preempt_for(job, cluster, now)
                         if cluster.fitting({"CPU": MIN_CPU}) is None:
                             break  # every job asks for MIN_CPU at least: on a full cluster none can backfill
                 else:
@@ -141,6 +142,49 @@ class Dispatch(TermPart):
             for tenant, entry in aside:
                 heapq.heappush(state.ready_queue.heaps[tenant], entry)
         return batch
+
+    def _preempt_for(self, job: Queued, cluster: Cluster, now: float) -> None:
+        """The job next in line cannot start: if stopping preemptible jobs of lower priority on
+        one node would let it, stop the fewest (lowest priority, then the newest: the least work
+        lost), at most `preempt_per_minute` a minute. They are warned, then requeued."""
+        state, limit = self.state, self.cfg.jobmanager.preempt_per_minute
+        recent = state.preemptions
+        while recent and recent[0] < now - 60:
+            recent.popleft()
+        running = list(state.dispatched.values())
+        if limit == 0 or len(recent) >= limit or any(d.preempting == job.id for d in running):
+            return
+        best: list[Dispatched] | None = None
+        for node, free in cluster.free.items():
+            victims = sorted((d for d in running if d.node == node and d.spec.preemptible and not d.cancelling
+                              and not d.preempting and d.job.priority < job.priority),
+                             key=lambda d: (d.job.priority, -d.started_at))
+            room, chosen = dict(free), []
+            for d in victims:
+                if fits(job.need, room):
+                    break
+                take(room, d.need, -1.0)
+                chosen.append(d)
+            if chosen and fits(job.need, room) and (best is None or len(chosen) < len(best)):
+                best = chosen
+        if best is None or len(recent) + len(best) > limit:
+            return
+        for d in best:
+            d.preempting = job.id
+            recent.append(now)
+            state.in_background(self._preempt(d, job.id, now))
+
+    async def _preempt(self, d: Dispatched, for_job: str, now: float) -> None:
+        """Audit it in the victim's history, then ask its runner to warn and stop it."""
+        jm, warning = self.cfg.jobmanager, d.spec.warning()
+        how = f"SIG{warning[0]}, {warning[1]:g}s to finish" if warning else "SIGTERM"
+        await self.store.write(lambda c: st.apply_transitions(
+            c, [amend(d.id, S.RUNNING, f"preempting for {for_job}: {how}")], now))
+        try:
+            await self.backend.cancel(d.id, (warning[1] if warning else 0) + jm.kill_grace, preempt=True)
+        except Exception as exc:  # noqa: BLE001 - Ray trouble: it runs on; the next pass may ask again
+            d.preempting = None
+            log.warning("could not preempt job %s: %s", d.id, str(exc).splitlines()[0][:300])
 
     def _backfill(self, job: Queued, reservation: Reservation) -> str | None:
         """The node a job behind the reservation may start on now, or None. A job without its own
@@ -164,6 +208,8 @@ class Dispatch(TermPart):
         opts: AttemptOptions = {"timeout": job.spec.timeout or jm.job_timeout, "kill_grace": jm.kill_grace,
                                 "max_log_bytes": storage.max_log_bytes, "max_result_bytes": storage.max_result_bytes,
                                 "run_as": job.spec.run_as}
+        if warning := job.spec.warning():
+            opts["warn_signal"], opts["warn_seconds"] = warning
         if not job.spec.run_as:
             kind = job.spec.kind
             if kind not in self.hide:

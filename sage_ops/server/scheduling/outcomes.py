@@ -63,6 +63,7 @@ class Outcomes(TermPart):
         """After a committed retry transition: the job waits for its backoff."""
         job.status, job.attempts_made = S.PENDING, tr.attempt
         job.not_before = tr.fields.get("not_before")
+        job.retry_base = tr.fields.get("retry_base", job.retry_base)  # a preemption is not a failed attempt
         self.state.queued[job.id] = job
         self.state.queue(job)
 

@@ -107,6 +107,8 @@ def _why(state: QueueState, job: Queued, cluster: Cluster, now: float, position:
         largest = max(cluster.free.values(), key=lambda f: f.get("CPU", 0.0), default={})
         have = {k: max(0.0, largest.get(k, 0.0)) for k in job.need}
         held = f"; reserved from {moment_text(reservation.at)}" if math.isfinite(reservation.at) else ""
+        if victims := sorted(d.id for d in state.dispatched.values() if d.preempting == job.id):
+            held += f"; preempting {', '.join(victims)}"
         return Pending(code=P.RESOURCES, text=f"needs {fmt(job.need)}, largest free {fmt(have)}{held}", **line)
     if reservation is not None and cluster.fitting(job.need) is not None:
         hint = "" if job.spec.timeout else " (a --timeout lets a short job start around it)"

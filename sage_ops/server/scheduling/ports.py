@@ -27,7 +27,9 @@ class Backend(Protocol):
         """Hand attempts to the dispatcher actor (one item per attempt)."""
         ...
 
-    async def cancel(self, job_id: str, grace: float) -> bool: ...
+    async def cancel(self, job_id: str, grace: float, preempt: bool = False) -> bool:
+        """Stop an attempt within `grace` seconds; `preempt`: warned by its --signal first."""
+        ...
 
     async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
         """The actor's events after `after` (and what is in flight); `ack`: what it may forget."""

@@ -46,6 +46,7 @@ class Dispatched:
     started: bool = False
     started_at: float = 0.0
     cancelling: bool = False
+    preempting: str | None = None  # the job it is stopped for: requeued when it ends, whatever its exit
     ran_on: str | None = None  # the node the runner reported
 
     @property

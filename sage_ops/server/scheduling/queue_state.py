@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class QueueState:
     arrays: dict[str, ArrayRun] = field(default_factory=dict)  # unfinished arrays
     arrays_due: set[str] = field(default_factory=set)  # arrays that may make tasks (Arrays.top_up)
     stuck: dict[str, tuple[str, str]] = field(default_factory=dict)  # job -> (dependency, why): never met, kept
+    preemptions: deque[float] = field(default_factory=deque)  # when each of the last minute's was asked
     reservation: Reservation | None = None  # the last pass's: the job that could not start, and when it can
     dispatched: Tally[Dispatched] = field(default_factory=Tally)
     cancels: dict[str, float] = field(default_factory=dict)  # job id -> time.monotonic() of its last kill asked for
