@@ -114,7 +114,7 @@ async def test_hold_and_release_keys(daemon: Daemon) -> None:
                                        for n in app._notifications))
 
 
-async def test_an_array_is_one_row_with_its_progress_and_t_opens_its_tasks(daemon: Daemon) -> None:
+async def test_an_array_is_one_row_with_its_progress_and_a_opens_its_tasks(daemon: Daemon) -> None:
     spec = {"command": ["true"], "name": f"arr-{uuid.uuid4().hex[:6]}", "array": "0-3"}
     array = (await asyncio.to_thread(daemon.client().submit_job, spec)).id
     app = app_for(daemon)
@@ -122,7 +122,7 @@ async def test_an_array_is_one_row_with_its_progress_and_t_opens_its_tasks(daemo
         t = await highlight(pilot, app, array)
         await until(pilot, lambda: t.jobs[array].array is not None and t.jobs[array].array.completed == 4, 60)
         assert f"{array}_0" not in t.jobs  # its tasks are not rows of their own
-        await pilot.press("t")
+        await pilot.press("a")
         tasks = await until(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.array == array
                             and len(app.screen.table.jobs) == 4 and app.screen.table)
         assert sorted(tasks.jobs) == [f"{array}_{i}" for i in range(4)]

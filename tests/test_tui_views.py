@@ -26,7 +26,7 @@ from sage_ops.tui.screens.add_node import AddNodeScreen
 from sage_ops.tui.screens.charts import ChartsScreen
 from sage_ops.tui.screens.graph import GraphScreen
 from sage_ops.tui.screens.nodes import NodesScreen
-from sage_ops.tui.screens.submit import SubmitScreen, build_spec
+from sage_ops.tui.screens.submit import FIELDS, SubmitScreen, build_spec
 from sage_ops.tui.widgets.bars import usage_text
 from sage_ops.tui.widgets.chart import MetricsChart
 
@@ -188,6 +188,25 @@ async def test_submit_form_local_errors_are_one_line(tmp_path: Any) -> None:
         await pilot.press("enter")  # enter in any field submits (the button is still in its 0.2 s press effect)
         await until(pilot, lambda: text_of(error).startswith("name:"))
         assert "\n" not in text_of(error) and not app.results
+
+
+def form(**given: str) -> dict[str, str]:
+    """The submit form's fields, empty but for `given`."""
+    return {field: given.get(field, "") for field, _, _ in FIELDS}
+
+
+def test_submit_form_takes_dependency_conditions_as_the_cli_does() -> None:
+    spec = build_spec(form(command="true", dependencies="a1, notok:b2, any:c3"))
+    assert (spec["dependencies"], spec["after_notok"], spec["after_any"]) == (["a1"], ["b2"], ["c3"])
+
+
+def test_submit_form_takes_an_array() -> None:
+    assert build_spec(form(command="echo {index}", array="0-9%2"))["array"] == "0-9%2"
+
+
+def test_submit_form_refuses_an_unknown_condition_in_one_line() -> None:
+    with pytest.raises(ValueError, match="after: 'maybe:x1': a condition is ok:, notok: or any:"):
+        build_spec(form(command="true", dependencies="maybe:x1"))
 
 
 # -- a real daemon -----------------------------------------------------------------------------

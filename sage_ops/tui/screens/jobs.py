@@ -57,7 +57,7 @@ class JobsScreen(Screen[None]):
         Binding("plus", "priority(1)", "Priority +1", show=False),
         Binding("minus", "priority(-1)", "Priority -1", show=False),
         Binding("g", "graph", "Graph", show=False),
-        Binding("t", "tasks", "Array tasks", show=False),
+        Binding("a", "tasks", "Array tasks", show=False),
         Binding("o", "sort_next", "Sort"),
         Binding("O", "sort_flip", "Reverse sort", show=False),
         Binding("R", "reload", "Reload", show=False),
@@ -65,7 +65,7 @@ class JobsScreen(Screen[None]):
     ]
 
     def __init__(self, array: str | None = None) -> None:
-        """`array`: this array's tasks (`t` on an array opens them), else the jobs, arrays as one row."""
+        """`array`: this array's tasks (`a` on an array opens them), else the jobs, arrays as one row."""
         super().__init__()
         self.array = array
         self.statuses: set[JobStatus] = set()
@@ -369,7 +369,7 @@ class JobsScreen(Screen[None]):
         """An array's tasks, on a screen of their own (escape goes back)."""
         job = self.table.jobs.get(self.table.highlighted_id() or "")
         if job is None or job.array is None:
-            self.notify("t opens an array's tasks: this is not an array", severity="warning")
+            self.notify("a opens an array's tasks: this is not an array", severity="warning")
             return
         self.app.push_screen(JobsScreen(array=job.id))
 

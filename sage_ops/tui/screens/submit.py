@@ -27,8 +27,11 @@ from ..messages import Failed
 FIELDS = (("command", "command", "python train.py --epochs 3  (or a script below)"),
           ("script", "script", "path of a script to ship with the job"), ("name", "name", "optional"),
           ("cpu", "cpu", "1"), ("gpu", "gpu", "0"), ("memory", "memory", "e.g. 512MiB, 8GB"),
-          ("custom", "custom", "K=V,... custom resources"), ("dependencies", "after", "job ids, comma-separated"),
+          ("custom", "custom", "K=V,... custom resources"),
+          ("dependencies", "after", "A, notok:B, any:C  (job ids; ok unless said)"),
+          ("array", "array", "0-99%5: one job of many tasks, {index} in its command"),
           ("retries", "retries", "0"), ("priority", "priority", "0 (higher runs first)"))
+CONDITIONS = {"ok": "dependencies", "notok": "after_notok", "any": "after_any"}  # as --after, --after-notok, ...
 
 
 def one_line(exc: ValidationError) -> str:
@@ -78,9 +81,14 @@ def build_spec(form: dict[str, str]) -> dict[str, Any]:
         resources["custom_resources"] = custom
     if resources:
         spec["resources"] = resources
-    deps = [d.strip() for d in form["dependencies"].split(",") if d.strip()]
-    if deps:
-        spec["dependencies"] = deps
+    for dep in filter(None, (d.strip() for d in form["dependencies"].split(","))):
+        condition, sep, job = dep.rpartition(":")
+        key = CONDITIONS.get(condition.strip().lower() if sep else "ok")
+        if key is None:
+            raise ValueError(f"after: {dep!r}: a condition is ok:, notok: or any:")
+        spec.setdefault(key, []).append(job.strip())
+    if form["array"]:
+        spec["array"] = form["array"]
     if form["retries"]:
         spec["retry_policy"] = {"max_retries": number(form["retries"], "retries", int)}
     if form["priority"]:
