@@ -1412,3 +1412,20 @@ async def test_the_warning_signal_goes_to_the_runner_with_the_attempt(rig: Rig) 
     await rig.submit(signal="USR1@90")
     [item] = await rig.sched.term.dispatch.once()
     assert (item["opts"]["warn_signal"], item["opts"]["warn_seconds"]) == ("USR1", 90.0)
+
+
+async def test_an_array_makes_no_task_before_its_begin_time(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-1"}, begin_at=rig.clock.now() + 60)
+    before = await rig.step()
+    rig.clock.advance(60)
+    assert (before, await rig.step()) == ([], [f"{array}_0", f"{array}_1"])
+
+
+async def test_a_failed_task_retried_while_its_array_runs_is_waited_for(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}}), array_window=1).start()
+    array = await rig.submit(array={"indices": "0-1"})
+    [first] = await rig.step()
+    await rig.end(first, 1)
+    await rig.sched.retry([first])
+    ran = await run_all(rig)
+    assert (sorted(ran), await rig.status(array)) == (sorted([first, f"{array}_1"]), S.COMPLETED)

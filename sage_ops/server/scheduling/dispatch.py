@@ -56,10 +56,10 @@ class Dispatch(TermPart):
         state = self.state
         if not state.ready or not self.backend.connected:
             return []
+        self._due()
         if state.arrays_due:
             await self.arrays.top_up()  # an array's next tasks, written before any can start
         t0 = time.perf_counter()
-        self._due()
         batch = self._take_runnable()
         self.counters.decision_seconds += time.perf_counter() - t0
         self.counters.decisions += len(batch)
@@ -84,9 +84,9 @@ class Dispatch(TermPart):
         while state.later and state.later[0][0] <= now:
             _, seq, job_id = heapq.heappop(state.later)
             job = state.queued.get(job_id)
-            if job is not None and job.status is S.PENDING:
+            if job is not None and job.status is S.PENDING and job.not_before is not None and job.not_before <= now:
                 job.not_before = None
-                state.ready_queue.push(job.tenant, job.priority, seq, job_id)
+                state.queue(job)  # ready now (an array: its tasks may be made)
 
     def _take_runnable(self) -> list[AttemptItem]:
         """The jobs to start now, in order (see the module's docstring). A big job is never starved

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from ...arrays import array_of
 from ...errors import Conflict, Invalid, NotFound, Rejected, SageOpsError
 from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
 from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobUpdate, JobView, Resources
@@ -119,6 +120,11 @@ class Operations(TermPart):
         for job in jobs:
             self.state.active += 1
             self.state.queued[job.id] = job
+        for row in outcome:  # a task of an array still running counts as unfinished again
+            if not isinstance(row, SageOpsError) and (run := self.state.arrays.get(array_of(row.id) or "")):
+                run.active.add(row.id)
+                run.failed -= row.status in (S.FAILED.value, S.REJECTED.value)
+                run.cancelled -= row.status == S.CANCELLED.value
         self.state.arrays.update(await load_runs(self.store, [j for j in jobs if j.spec.array is not None]))
         await self.outcomes.enqueue(jobs)
         retried = {j.id for j in jobs}  # the jobs kept waiting for one of these wait for it again

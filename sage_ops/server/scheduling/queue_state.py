@@ -53,12 +53,11 @@ class QueueState:
         job waits for its release instead (Operations.release queues it); a stuck one for an update."""
         if job.held or job.id in self.stuck:
             return
-        if job.spec.array is not None:  # an array is never run itself: its tasks are made and queued
-            self.arrays_due.add(job.id)
-            self.wake.set()
-            return
         if job.not_before and job.not_before > self.clock.now():
             heapq.heappush(self.later, (job.not_before, job.seq, job.id))
+        elif job.spec.array is not None:  # an array is never run itself: its tasks are made and queued
+            job.not_before = None
+            self.arrays_due.add(job.id)
         else:
             job.not_before = None
             self.ready_queue.push(job.tenant, job.priority, job.seq, job.id)
