@@ -103,11 +103,11 @@ class FakeBackend:
         self._emit("started", payload)
 
     def ended(self, job_id: str, exit_code: int | None, reason: str | None = None, *, cancelled: bool = False,
-              timed_out: bool = False, result: Any = None) -> None:
+              timed_out: bool = False, result: Any = None, preempted: bool = False) -> None:
         """The attempt in flight ended: the payload run_job returns, as the actor reports it."""
         payload: Ended = {"job_id": job_id, "attempt": self.inflight.pop(job_id), "t": self.clock.now(),
                           "exit_code": exit_code, "reason": reason, "result": result, "cancelled": cancelled,
-                          "timed_out": timed_out, "batches": 0, "cpu_seconds": 0.5, "max_rss_bytes": 1 << 20}
+                          "timed_out": timed_out, "preempted": preempted, "batches": 0, "cpu_seconds": 0.5, "max_rss_bytes": 1 << 20}
         self._emit("ended", payload)
 
     def timed_out(self, job_id: str) -> None:

@@ -1429,3 +1429,16 @@ async def test_a_failed_task_retried_while_its_array_runs_is_waited_for(tmp_path
     await rig.sched.retry([first])
     ran = await run_all(rig)
     assert (sorted(ran), await rig.status(array)) == (sorted([first, f"{array}_1"]), S.COMPLETED)
+
+
+async def test_a_job_its_runner_says_was_preempted_is_requeued_after_a_daemon_restart(tmp_path: Path) -> None:
+    first = await Rig(tmp_path, open_store(tmp_path), FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    low = await running_low(first)
+    first.store.close()
+    second = await Rig(tmp_path, open_store(tmp_path), first.backend).start()  # it no longer knows it asked
+    try:
+        second.backend.ended(low, 143, "preempted", preempted=True)
+        await second.backend.deliver(second.sched)
+        assert await second.status(low) is S.PENDING
+    finally:
+        second.store.close()

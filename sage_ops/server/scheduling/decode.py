@@ -50,15 +50,24 @@ def usage(p: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def preempted(d: Dispatched | None, attempt: int, p: Ended) -> bool:
+    """Did this attempt end because the daemon preempted it? (Its runner says so too, which
+    counts after a restart, when the daemon no longer remembers asking.)"""
+    return (d is not None and d.attempt == attempt and not d.cancelling
+            and (d.preempting is not None or bool(p.get("preempted"))))
+
+
 def ended_transition(d: Dispatched | None, job_id: str, attempt: int, p: Ended, status: JobStatus,
                      reason: str) -> Transition:
     """A failed attempt of the dispatched job is retried by its policy; anything else ends it."""
     fields: dict[str, Any] = {"exit_code": p.get("exit_code"),
                               "result": json.dumps(p["result"]) if p.get("result") is not None else None}
-    if d is not None and d.attempt == attempt and d.preempting and not d.cancelling:
+    if preempted(d, attempt, p):
         # stopped for another job: back in the queue, and the attempt not counted against its retries
-        return transition(job_id, S.RUNNING, S.PENDING, f"preempted by {d.preempting}; requeued", attempt,
-                          retry=True, retry_base=d.job.retry_base + 1, not_before=None, exit_code=None, result=None)
+        assert d is not None
+        return transition(job_id, S.RUNNING, S.PENDING, f"preempted by {d.preempting or 'a job of higher priority'}; "
+                          "requeued", attempt, retry=True, retry_base=d.job.retry_base + 1, not_before=None,
+                          exit_code=None, result=None)
     if status is S.FAILED and d is not None and d.attempt == attempt and not d.cancelling:
         return failure(d.job, S.RUNNING, attempt, reason, p["t"], **fields)
     return transition(job_id, S.RUNNING, status, reason, attempt, ended_at=p["t"], **fields)
@@ -99,8 +108,8 @@ def decode(events: list[Event], dispatched: Mapping[str, Dispatched]) -> Decoded
             where = ran_on.get(job_id) or (d.ran_on if d is not None else None)
             if e.get("exit_code") is None and not e.get("cancelled") and where:
                 reason = f"node {where}: {reason}"  # its worker or node died: say where
-            if ours and d is not None and d.preempting and not d.cancelling:
-                status, reason = S.CANCELLED, f"preempted by {d.preempting}"  # the attempt's; the job is requeued
+            if preempted(d, attempt, e):
+                status, reason = S.CANCELLED, "preempted"  # the attempt's; the job is requeued
             # if its `started` never arrived (it could not start), it still ran as an attempt
             alt = transition(job_id, S.PENDING, S.RUNNING, f"attempt {attempt}", attempt, started_at=e["t"],
                              attempts_made=attempt)
