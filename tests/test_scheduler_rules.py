@@ -1442,3 +1442,28 @@ async def test_a_job_its_runner_says_was_preempted_is_requeued_after_a_daemon_re
         assert await second.status(low) is S.PENDING
     finally:
         second.store.close()
+
+
+async def test_a_tenant_below_its_fair_share_preempts_one_above_its_own(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    rig.sched.set_quotas({"greedy": Quotas(), "starved": Quotas()})
+    hogs = [await rig.submit(tenant="greedy", resources={"cpu": 1}, preemptible=True) for _ in range(4)]
+    await rig.step()
+    for hog in hogs:
+        await rig.run(hog)
+    await rig.submit(tenant="starved", resources={"cpu": 1})  # same priority: its tenant's share is 2 CPUs
+    await rig.step()
+    await asyncio.gather(*rig.sched.state.background)
+    assert len(rig.backend.preempted) == 1
+
+
+async def test_a_tenant_at_its_fair_share_does_not_preempt_for_more(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 4.0}})).start()
+    rig.sched.set_quotas({"a": Quotas(), "b": Quotas()})
+    jobs = [await rig.submit(tenant=t, resources={"cpu": 1}, preemptible=True) for t in ("a", "a", "b", "b")]
+    await rig.step()
+    for job in jobs:
+        await rig.run(job)
+    await rig.submit(tenant="b", resources={"cpu": 1})  # b runs its 2 of 4 CPUs already
+    await rig.step()
+    assert rig.backend.preempted == []

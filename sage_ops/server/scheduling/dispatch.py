@@ -10,6 +10,7 @@ import asyncio
 import heapq
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -25,7 +26,7 @@ from .forecast import Cluster, Reservation, fits, take
 from .ports import Backend
 from .queue_items import Dispatched, Queued
 from .queue_state import TermPart
-from .quotas import MIN_CPU, over_quota
+from .quotas import MIN_CPU, fair_shares, over_quota
 from .run_as import RunAs
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,10 @@ class Dispatch(TermPart):
         return batch
 
     def _preempt_for(self, job: Queued, cluster: Cluster, now: float) -> None:
-        """The job next in line cannot start: if stopping preemptible jobs of lower priority on
-        one node would let it, stop the fewest (lowest priority, then the newest: the least work
-        lost), at most `preempt_per_minute` a minute. They are warned, then requeued."""
+        """The job next in line cannot start: if stopping preemptible jobs of lower priority (or,
+        for a tenant below its fair share, of a tenant above its own) on one node would let it,
+        stop the fewest (lowest priority, then the newest: the least work lost), at most
+        `preempt_per_minute` a minute. They are warned, then requeued."""
         state, limit = self.state, self.cfg.jobmanager.preempt_per_minute
         recent = state.preemptions
         while recent and recent[0] < now - 60:
@@ -154,10 +156,11 @@ class Dispatch(TermPart):
         running = list(state.dispatched.values())
         if limit == 0 or len(recent) >= limit or any(d.preempting == job.id for d in running):
             return
+        outranks = self._outranks(job, cluster)
         best: list[Dispatched] | None = None
         for node, free in cluster.free.items():
             victims = sorted((d for d in running if d.node == node and d.spec.preemptible and not d.cancelling
-                              and not d.preempting and d.job.priority < job.priority),
+                              and not d.preempting and outranks(d)),
                              key=lambda d: (d.job.priority, -d.started_at))
             room, chosen = dict(free), []
             for d in victims:
@@ -173,6 +176,26 @@ class Dispatch(TermPart):
             d.preempting = job.id
             recent.append(now)
             state.in_background(self._preempt(d, job.id, now))
+
+    def _outranks(self, job: Queued, cluster: Cluster) -> Callable[[Dispatched], bool]:
+        """Whom `job` may preempt: a job of lower priority; or, when its tenant would still be
+        within its fair share with it running, one of a tenant above its own share."""
+        state = self.state
+        used = state.dispatched.use
+        total = sum(t.get("CPU", 0.0) for t in cluster.totals().values())
+        shares = fair_shares(total, state.dispatched, state.queued, state.quotas)
+        need = max(job.spec.resources.cpu, MIN_CPU)
+        mine = job.tenant
+        below = mine in shares and used[mine].cpu + need <= shares[mine] + 1e-9
+
+        def outranks(d: Dispatched) -> bool:
+            if d.job.priority < job.priority:
+                return True
+            other = d.tenant
+            return (below and other != mine and d.job.priority <= job.priority and other in shares
+                    and used[other].cpu > shares[other] + 1e-9)
+
+        return outranks
 
     async def _preempt(self, d: Dispatched, for_job: str, now: float) -> None:
         """Audit it in the victim's history, then ask its runner to warn and stop it."""

@@ -104,6 +104,16 @@ def over_quota(tenant: str | None, quotas: Quotas | None, running: Use, cpu: flo
     return None
 
 
+def fair_shares(total_cpu: float, running: Tally[Any], queued: Tally[Any],
+                quotas: dict[str, Quotas]) -> dict[str | None, float]:
+    """Each tenant with work (running or waiting) and its fair share of the cluster's CPUs: the
+    total split by weight (a job without a tenant counts as one tenant of weight 1)."""
+    active = {t for tally in (running, queued) for t, use in tally.use.items() if use.jobs > 0}
+    weights = {t: quotas[t].weight if t in quotas else 1.0 for t in active}
+    whole = sum(weights.values()) or 1.0
+    return {t: total_cpu * w / whole for t, w in weights.items()}
+
+
 def never_within(tenant: str | None, quotas: Quotas | None, cpu: float, gpu: float) -> str | None:
     """A job bigger than its tenant may ever use is refused at once, not queued forever."""
     if quotas is None:
