@@ -114,7 +114,8 @@ def test_token_create_without_a_tenant_names_the_missing_option(role: str, tmp_p
 # -- every option a message suggests exists ------------------------------------------------------
 # options of other programs that sage-ops's text names on purpose, and why
 FOREIGN = {"--mem": "Slurm's, compared with --memory", "--input": "a job's own argument in an example",
-           "--epochs": "a job's own argument in an example", "--no-index": "pip's", "--find-links": "pip's"}
+           "--epochs": "a job's own argument in an example", "--no-index": "pip's", "--find-links": "pip's",
+           "--seed": "a job's own argument in an example", "--start": "squeue's, compared with the estimate"}
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
 COMMAND = re.compile(r"sage-ops((?:\s+[a-z][a-z0-9-]*)*)([^;\n`()]*)")
 
