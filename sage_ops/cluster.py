@@ -12,12 +12,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .lifecycle import NodeStatus
-from .nodes.base import NAME_PATTERN
+from .nodes.base import HOST_PATTERN, NAME_PATTERN, USER_PATTERN
 from .schemas import Strict, View
 from .telemetry import NodeUsage
 
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$|^\[?[0-9A-Fa-f:]+\]?$")
-_USER = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
+_HOST = re.compile(HOST_PATTERN)
+_USER = USER_PATTERN
 _RESOURCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from . import paths
 from .configfile import config_path, read_file  # noqa: F401 - config_path is public here too
 from .errors import Invalid
+from .nodes.base import HOST_PATTERN, USER_PATTERN
+from .units import parse_duration
 
 
 class _Section(BaseModel):
@@ -155,6 +158,78 @@ class MetricsConfig(_Section):
     retention_days: float = Field(30, gt=0, description="how long the coarsest (10-minute) roll-ups are kept")
 
 
+class PoolHost(BaseModel):
+    """One machine a pool may make a node of: `alice@10.0.0.7:22` as written in the config."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    user: str | None = None
+    port: int = 22
+
+    @classmethod
+    def parse(cls, text: str) -> PoolHost:
+        user, _, rest = text.strip().rpartition("@")
+        host, port = rest, 22
+        if rest.count(":") == 1 or rest.startswith("[") and "]:" in rest:  # host:port, [v6]:port
+            head, _, tail = rest.rpartition(":")
+            if tail.isdigit() and head:
+                host, port = head, int(tail)
+        host = host.strip("[]")  # a bare v6 address has no port
+        if not re.match(HOST_PATTERN, host) or (user and not re.match(USER_PATTERN, user)) or not 0 < port < 65536:
+            raise ValueError(f"bad pool host {text!r}: use [user@]host[:port]")
+        return cls(host=host, user=user or None, port=port)
+
+    def text(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user + '@' if self.user else ''}{host}" + (f":{self.port}" if self.port != 22 else "")
+
+
+class PoolConfig(_Section):
+    """A pool of machines the daemon makes Ray nodes of when jobs need them, and lets go when idle."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+    hosts: list[str] = Field(default_factory=list, description="[user@]host[:port] of each machine it may use")
+    hosts_file: Path | None = Field(None, description="a file of hosts, one per line (# comments)")
+    min: int = Field(0, ge=0, description="nodes kept up even when idle")
+    max: int | None = Field(None, ge=0, description="nodes at most (default: every host)")
+    idle_timeout: float = Field(600, gt=0, description="seconds without a running job before a node is let go")
+    resources: dict[str, float] = Field(default_factory=dict, description="what each node offers (CPU, GPU, "
+                                        "custom): jobs asking for more are not its demand; given to `ray start`")
+    key: Path | None = Field(None, description="SSH private key (default: the agent, then ~/.ssh/id_*)")
+
+    @field_validator("idle_timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        return [PoolHost.parse(h).text() for h in v]
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PoolConfig:
+        if not self.hosts and self.hosts_file is None:
+            raise ValueError(f"pool {self.name}: give its hosts (or a hosts_file)")
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"pool {self.name}: min {self.min} is above max {self.max}")
+        if self.hosts and self.hosts_file is None and self.min > len(self.hosts):
+            raise ValueError(f"pool {self.name}: min {self.min} but only {len(self.hosts)} hosts")
+        return self
+
+    def host_list(self) -> list[PoolHost]:
+        """Its machines: `hosts`, then the file's (read now: it may be edited while the daemon runs)."""
+        lines = list(self.hosts)
+        if self.hosts_file is not None:
+            lines += [ln.split("#", 1)[0].strip() for ln in self.hosts_file.read_text().splitlines()]
+        return list(dict.fromkeys(PoolHost.parse(h) for h in lines if h))
+
+    def ceiling(self) -> int:
+        """Nodes at most: `max`, and never more than it has hosts."""
+        hosts = len(self.host_list())
+        return hosts if self.max is None else min(self.max, hosts)
+
+
 class NodesConfig(_Section):
     head_address: str | None = Field(None, description="HOST:PORT of the Ray head as new nodes reach it "
                                      "(default: the head's address; loopback becomes this host's name)")
@@ -162,6 +237,16 @@ class NodesConfig(_Section):
     venv: str = Field("~/.sage-ops/venv", description="where on a node ray and sage-ops are installed")
     install_timeout: float = Field(900, gt=0, description="seconds for the install step (pip)")
     join_timeout: float = Field(120, gt=0, description="seconds for `ray start` and for Ray to list the node")
+    pools: list[PoolConfig] = Field(default_factory=list, description="machines made nodes on demand and let go "
+                                    "when idle (elastic pools)")
+
+    @field_validator("pools")
+    @classmethod
+    def _unique(cls, v: list[PoolConfig]) -> list[PoolConfig]:
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError("two pools have the same name")
+        return v
 
 
 class Config(BaseSettings):

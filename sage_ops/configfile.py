@@ -30,7 +30,7 @@ KEYS: dict[str, frozenset[str]] = {
                            "rate_burst", "audit_retention_days", "denial_audit_interval", "insecure_plaintext",
                            "switch_users", "sandbox"}),
     "metrics": frozenset({"interval", "retention_days"}),
-    "nodes": frozenset({"head_address", "known_hosts", "venv", "install_timeout", "join_timeout"}),
+    "nodes": frozenset({"head_address", "known_hosts", "venv", "install_timeout", "join_timeout", "pools"}),
 }
 PREFIX = "sage_ops_"
 _NOTHING = re.compile(r"(\s*(#.*)?|[A-Za-z_]\w*:\s*(#.*)?)")  # a comment, a blank, or an empty section

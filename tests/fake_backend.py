@@ -107,7 +107,8 @@ class FakeBackend:
         """The attempt in flight ended: the payload run_job returns, as the actor reports it."""
         payload: Ended = {"job_id": job_id, "attempt": self.inflight.pop(job_id), "t": self.clock.now(),
                           "exit_code": exit_code, "reason": reason, "result": result, "cancelled": cancelled,
-                          "timed_out": timed_out, "preempted": preempted, "batches": 0, "cpu_seconds": 0.5, "max_rss_bytes": 1 << 20}
+                          "timed_out": timed_out, "preempted": preempted, "batches": 0, "cpu_seconds": 0.5,
+                          "max_rss_bytes": 1 << 20}
         self._emit("ended", payload)
 
     def timed_out(self, job_id: str) -> None:

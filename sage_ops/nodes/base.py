@@ -15,6 +15,8 @@ STEPS = ("connect", "check python", "install", "join ray", "verify")
 # re-add) and how a job learns the name of the node it runs on.
 NODE_ENV = "SAGE_OPS_NODE"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$|^\[?[0-9A-Fa-f:]+\]?$"  # a host name or an IP address
+USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
 NODE_RESOURCE_PREFIX = "sage_ops_node:"
 
 

@@ -1,0 +1,185 @@
+"""Elastic pools: their configuration, and their rules (server/pools/policy.py) on plain values, in
+milliseconds: what a pool adds, drains and stops for a demand, and why; hypothesis over any pool
+and demand for the promises (never above max, never below min, never a busy node stopped, no
+over-provisioning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+from pydantic import ValidationError
+
+from sage_ops.config import Config, PoolHost
+from sage_ops.server.pools.policy import (
+    BACKOFF,
+    HostRecord,
+    Pool,
+    PoolNode,
+    PoolNodeState,
+    backoff,
+    fits,
+    nodes_for,
+    plan,
+    unfit_demand,
+)
+
+UP, JOINING, DRAINING, DOWN = PoolNodeState.UP, PoolNodeState.JOINING, PoolNodeState.DRAINING, PoolNodeState.DOWN
+GPU = {"GPU": 1.0}
+NOW = 1_000_000.0
+
+
+def gpu_pool(**over: object) -> Pool:
+    values: dict[str, object] = {"name": "gpu", "hosts": ("h1", "h2", "h3"), "min": 0, "max": 3,
+                                 "idle_timeout": 600.0, "resources": {"GPU": 1.0}}
+    values.update(over)
+    return Pool(**values)  # type: ignore[arg-type]
+
+
+def adds(p: object) -> list[str | None]:
+    return [d.host for d in p.of("add")]  # type: ignore[attr-defined]
+
+
+def test_demand_that_fits_the_pool_adds_a_node() -> None:
+    assert adds(plan(gpu_pool(), [], [GPU], {}, NOW)) == ["h1"]
+
+
+def test_a_burst_of_twenty_adds_up_to_max_and_no_more() -> None:
+    assert adds(plan(gpu_pool(), [], [GPU] * 20, {}, NOW)) == ["h1", "h2", "h3"]
+
+
+def test_nodes_joining_count_against_the_demand() -> None:
+    joining = [PoolNode("h1", JOINING)]
+    assert adds(plan(gpu_pool(), joining, [GPU], {}, NOW)) == []
+
+
+def test_at_max_the_pool_says_why_it_waits() -> None:
+    nodes = [PoolNode(h, UP, running=1) for h in ("h1", "h2", "h3")]
+    [wait] = plan(gpu_pool(), nodes, [GPU], {}, NOW).of("wait")
+    assert wait.reason == "at max 3: 1 waiting job(s) wait for room"
+
+
+def test_min_is_kept_without_demand() -> None:
+    assert adds(plan(gpu_pool(min=2), [], [], {}, NOW)) == ["h1", "h2"]
+
+
+def test_an_idle_node_is_drained_after_its_idle_timeout() -> None:
+    node = PoolNode("h1", UP, idle_since=NOW - 600)
+    [drain] = plan(gpu_pool(), [node], [], {}, NOW).of("drain")
+    assert (drain.host, drain.reason) == ("h1", "idle for 600s (idle_timeout 600s)")
+
+
+def test_a_node_not_yet_idle_long_enough_stays() -> None:
+    node = PoolNode("h1", UP, idle_since=NOW - 599)
+    assert plan(gpu_pool(), [node], [], {}, NOW).of("drain") == []
+
+
+def test_an_idle_node_is_kept_for_min() -> None:
+    node = PoolNode("h1", UP, idle_since=NOW - 10_000)
+    assert plan(gpu_pool(min=1), [node], [], {}, NOW).of("drain") == []
+
+
+def test_an_idle_node_is_kept_while_a_job_waits_for_it() -> None:
+    node = PoolNode("h1", UP, idle_since=NOW - 10_000)
+    assert plan(gpu_pool(), [node], [GPU], {}, NOW).of("drain") == []
+
+
+def test_a_drained_node_without_jobs_is_stopped() -> None:
+    [stop] = plan(gpu_pool(), [PoolNode("h1", DRAINING)], [], {}, NOW).of("stop")
+    assert stop.host == "h1"
+
+
+def test_a_draining_node_with_a_job_is_not_stopped() -> None:
+    assert plan(gpu_pool(), [PoolNode("h1", DRAINING, running=1)], [], {}, NOW).of("stop") == []
+
+
+def test_a_lost_node_is_refilled_for_min_and_its_host_may_serve_again() -> None:
+    nodes = [PoolNode("h1", DOWN), PoolNode("h2", UP, running=1)]
+    assert adds(plan(gpu_pool(min=2), nodes, [], {}, NOW)) == ["h1"]  # a DOWN host may be tried again
+
+
+def test_a_host_that_failed_is_set_aside_until_its_backoff_ends() -> None:
+    hosts = {"h1": HostRecord(failures=1, retry_at=NOW + BACKOFF, reason="connect: refused")}
+    assert adds(plan(gpu_pool(), [], [GPU], hosts, NOW)) == ["h2"]
+
+
+def test_without_a_free_host_the_pool_says_which_are_set_aside() -> None:
+    hosts = {h: HostRecord(failures=2, retry_at=NOW + 60) for h in ("h1", "h2", "h3")}
+    [wait] = plan(gpu_pool(), [], [GPU], hosts, NOW).of("wait")
+    assert wait.reason == "1 more node(s) wanted, no free host; set aside after failing: h1, h2, h3"
+
+
+def test_backoff_doubles_per_failure_up_to_an_hour() -> None:
+    assert [backoff(n) for n in (1, 2, 3, 20)] == [30.0, 60.0, 120.0, 3600.0]
+
+
+def test_demand_no_pool_can_hold_is_reported() -> None:
+    assert unfit_demand([{"GPU": 2.0}, GPU], [gpu_pool()]) == [{"GPU": 2.0}]
+
+
+def test_a_resource_the_pool_does_not_declare_is_one_it_lacks() -> None:
+    assert (fits({"TPU": 1.0}, GPU), fits({"CPU": 64.0, "GPU": 1.0}, GPU)) == (False, True)
+
+
+def test_nodes_for_packs_jobs_into_declared_cpus() -> None:
+    assert nodes_for([{"CPU": 2.0}] * 5, {"CPU": 4.0}) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(hs.integers(0, 3), hs.integers(0, 5), hs.lists(hs.sampled_from([UP, JOINING, DRAINING, DOWN]), max_size=5),
+       hs.lists(hs.integers(0, 2), max_size=5), hs.integers(0, 25), hs.lists(hs.integers(0, 2000), max_size=5))
+def test_any_pool_never_goes_above_max_below_min_or_stops_a_busy_node(
+        low: int, extra: int, states: list[PoolNodeState], running: list[int], jobs: int, idle: list[int]) -> None:
+    hosts = tuple(f"h{i}" for i in range(5))
+    pool = gpu_pool(hosts=hosts, min=low, max=low + extra)
+    nodes = [PoolNode(hosts[i], s, running=running[i] if i < len(running) else 0,
+                      idle_since=NOW - idle[i] if i < len(idle) else None) for i, s in enumerate(states)]
+    p = plan(pool, nodes, [GPU] * jobs, {}, NOW)
+    live = [n for n in nodes if n.state in (UP, JOINING)]
+    busy = {n.host for n in nodes if n.running}
+    drained = {d.host for d in p.of("drain")} | {d.host for d in p.of("stop")}
+    after = len(live) + len(p.of("add")) - len(p.of("drain"))
+    assert after <= max(pool.max, len(live)), "above max"
+    assert len(live) - len(p.of("drain")) >= min(pool.min, len(live)), "below min"
+    assert not (drained & busy), "a node with a running job let go"
+    assert len(p.of("add")) <= max(0, pool.max - len(live)), "over-provisioned"
+
+
+# -- configuration -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["alice@10.0.0.7", "10.0.0.8:2222", "[::1]:23", "[::1]", "bob@h.example.com"])
+def test_a_pool_host_reads_back_as_written(text: str) -> None:
+    assert PoolHost.parse(text).text() == text
+
+
+def test_a_pool_host_that_is_not_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="bad pool host 'a b': use \\[user@\\]host\\[:port\\]"):
+        PoolHost.parse("a b")
+
+
+def test_a_pool_reads_its_idle_timeout_as_a_duration() -> None:
+    cfg = Config(nodes={"pools": [{"name": "gpu", "hosts": ["h1"], "idle_timeout": "10m"}]})
+    assert cfg.nodes.pools[0].idle_timeout == 600.0
+
+
+def test_a_pool_with_min_above_its_hosts_is_refused() -> None:
+    with pytest.raises(ValidationError, match="pool gpu: min 2 but only 1 hosts"):
+        Config(nodes={"pools": [{"name": "gpu", "hosts": ["h1"], "min": 2}]})
+
+
+def test_two_pools_of_one_name_are_refused() -> None:
+    with pytest.raises(ValidationError, match="two pools have the same name"):
+        Config(nodes={"pools": [{"name": "a", "hosts": ["h1"]}, {"name": "a", "hosts": ["h2"]}]})
+
+
+def test_a_hosts_file_adds_its_hosts_and_skips_comments(tmp_path: Path) -> None:
+    listed = tmp_path / "gpu-hosts.txt"
+    listed.write_text("# the GPU boxes\nalice@10.0.0.8\n\n10.0.0.9  # the new one\n")
+    cfg = Config(nodes={"pools": [{"name": "gpu", "hosts": ["alice@10.0.0.7"], "hosts_file": listed, "max": 5}]})
+    assert [h.text() for h in cfg.nodes.pools[0].host_list()] == ["alice@10.0.0.7", "alice@10.0.0.8", "10.0.0.9"]
+
+
+def test_a_pools_ceiling_is_its_hosts_when_max_asks_for_more() -> None:
+    cfg = Config(nodes={"pools": [{"name": "gpu", "hosts": ["h1", "h2"], "max": 9}]})
+    assert cfg.nodes.pools[0].ceiling() == 2
