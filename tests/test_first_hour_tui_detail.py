@@ -50,7 +50,7 @@ def burst(app: Any, keys: Iterable[str]) -> None:
 
 def typed(name: str) -> list[str]:
     """The keys of a whole form, fields in order, tab between them, enter at the end."""
-    fields = ["echo a-b c", "", name, "0.5", "0", "64MB", "", "", "2", "5"]
+    fields = ["echo a-b c", "", name, "0.5", "0", "64MB", "", "", "", "2", "5"]  # ..., custom, after, array, ...
     keys: list[str] = []
     for n, text in enumerate(fields):
         keys += [*text] + (["tab"] if n < len(fields) - 1 else ["enter"])
