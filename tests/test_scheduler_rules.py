@@ -40,9 +40,11 @@ class Rig:
     """One daemon's queue: a Scheduler over `store`, its fake cluster and clock. The test moves
     it step by step: `step` is one pass of the dispatch loop, `end` one poll of the actor."""
 
-    def __init__(self, root: Path, store: st.Store, backend: FakeBackend, **jobmanager: Any) -> None:
+    def __init__(self, root: Path, store: st.Store, backend: FakeBackend, pools: list[dict[str, Any]] | None = None,
+                 **jobmanager: Any) -> None:
         key = root / "secret.key"
         self.cfg = Config(jobmanager={"prefetch": 0, **jobmanager}, storage={"path": root / "storage"},
+                          nodes={"pools": pools or []},
                           security={"switch_users": "off", "sandbox": "off", "secret_key_file": key})
         self.store, self.backend, self.clock = store, backend, backend.clock
         self.sched = Scheduler(self.cfg, store, backend, LogStore(root / "logs"), backend.clock,  # type: ignore[arg-type]
@@ -1467,3 +1469,37 @@ async def test_a_tenant_at_its_fair_share_does_not_preempt_for_more(tmp_path: Pa
     await rig.submit(tenant="b", resources={"cpu": 1})  # b runs its 2 of 4 CPUs already
     await rig.step()
     assert rig.backend.preempted == []
+
+
+# -- elastic pools: what the queue asks of them -------------------------------------------------------
+GPU_POOL = [{"name": "gpu", "hosts": ["h1", "h2"], "resources": {"GPU": 1}}]
+
+
+async def test_a_job_only_a_pool_could_hold_is_admitted_to_wait_for_it(tmp_path: Path, store: st.Store,
+                                                                      cluster: FakeBackend) -> None:
+    rig = await Rig(tmp_path, store, cluster, pools=GPU_POOL).start()
+    job = await rig.submit(resources={"gpu": 1})
+    assert await rig.status(job) is S.PENDING
+
+
+async def test_a_job_no_pool_could_hold_is_still_rejected(tmp_path: Path, store: st.Store,
+                                                          cluster: FakeBackend) -> None:
+    rig = await Rig(tmp_path, store, cluster, pools=GPU_POOL).start()
+    job = await rig.submit(resources={"gpu": 2})
+    assert await rig.status(job) is S.REJECTED
+
+
+async def test_the_demand_is_what_waiting_jobs_ask_that_no_node_has_free(tmp_path: Path, store: st.Store,
+                                                                         cluster: FakeBackend) -> None:
+    rig = await Rig(tmp_path, store, cluster, pools=GPU_POOL).start()
+    await rig.submit(resources={"gpu": 1})
+    await rig.submit(resources={"cpu": 1})  # fits the node that is up: no demand
+    await rig.step()
+    assert rig.sched.demand() == [{"CPU": 1.0, "GPU": 1.0}]
+
+
+async def test_a_held_job_is_no_demand(tmp_path: Path, store: st.Store, cluster: FakeBackend) -> None:
+    rig = await Rig(tmp_path, store, cluster, pools=GPU_POOL).start()
+    await rig.submit(resources={"gpu": 1}, hold=True)
+    await rig.step()
+    assert rig.sched.demand() == []

@@ -3,10 +3,11 @@ what this daemon has dispatched. Kept apart from the queue so the rules live in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from ...plaintext import binary_size
+from ..pools.policy import fits
 
 PREFETCH = "<prefetch>"  # a dispatched job not charged to a node: it waits in Ray's queue
 SHORT_JOB = 0.2  # seconds: below this recent average runtime, prefetching pays
@@ -18,9 +19,13 @@ class NodeSource(Protocol):
 
 
 class Capacity:
-    def __init__(self, nodes: NodeSource, prefetch: int) -> None:
+    def __init__(self, nodes: NodeSource, prefetch: int, pools: Sequence[tuple[str, Mapping[str, float]]] = ()
+                 ) -> None:
+        """`pools`: (name, what one node offers) of the elastic pools, which may add a node for a job
+        no node up now could hold."""
         self.nodes = nodes
         self.prefetch = prefetch
+        self.pools = list(pools)
         self.used: dict[str, Need] = {}
         self.prefetched = 0
         self.recent_runtime = 1.0  # EWMA of attempt runtimes, seconds (starts "long": no prefetch)
@@ -30,6 +35,8 @@ class Capacity:
         nodes = self.nodes.node_totals() if nodes is None else nodes
         if any(all(total.get(k, 0) + 1e-9 >= v for k, v in need.items()) for _, total in nodes):
             return None
+        if any(fits(need, offer) for _, offer in self.pools):
+            return None  # a pool can add a node that holds it
         biggest = max(nodes, key=lambda n: n[1].get("CPU", 0))[1] if nodes else {}
         have = {k: biggest.get(k, 0) for k in need}
         return f"no node can ever hold {fmt(need)} (largest node has {fmt(have)})"

@@ -38,6 +38,7 @@ from .outcomes import Outcomes
 from .ports import Backend
 from .queue_items import Clock, Queued
 from .queue_state import Counters, QueueState
+from .quotas import over_quota
 from .reconcile import Reconcile
 from .run_as import RunAs
 
@@ -78,7 +79,8 @@ class Scheduler:
     def _new_term(self) -> Term:
         """The parts of a term, over an empty queue: a daemon that does not lead holds none."""
         backend = self.backend
-        state = QueueState(self.clock, Capacity(backend, self.cfg.jobmanager.prefetch))
+        pools = [(p.name, p.resources) for p in self.cfg.nodes.pools]
+        state = QueueState(self.clock, Capacity(backend, self.cfg.jobmanager.prefetch, pools))
         common: dict[str, Any] = {"cfg": self.cfg, "store": self.store, "clock": self.clock, "state": state,
                                   "counters": self.counters}
         outcomes = Outcomes(**common, backend=backend, logs=self.logs)
@@ -204,6 +206,22 @@ class Scheduler:
         for v in views:
             if v.id in found:
                 v.pending = found[v.id]
+
+    def demand(self, limit: int = 1000) -> list[dict[str, float]]:
+        """What the jobs ready to start (in line, at most `limit`) ask that no open node has free
+        now: what an elastic pool would add a node for. Held, waiting or quota-bound jobs ask
+        nothing of a pool."""
+        now, state = self.clock.now(), self.state
+        cluster = self.term.dispatch.cluster(now)
+        out = []
+        for job in pending.ready_order(state)[:limit]:
+            if job.tenant in state.quotas and over_quota(job.tenant, state.quotas[job.tenant],
+                                                         state.dispatched.use[job.tenant], job.spec.resources.cpu,
+                                                         job.spec.resources.gpu):
+                continue
+            if cluster.fitting(job.need) is None:
+                out.append(job.need)
+        return out
 
     def set_quotas(self, quotas: dict[str, Quotas]) -> None:
         self.state.quotas = quotas
