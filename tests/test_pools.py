@@ -5,7 +5,9 @@ over-provisioning)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +15,7 @@ from hypothesis import strategies as hs
 from pydantic import ValidationError
 
 from sage_ops.config import Config, PoolHost
+from sage_ops.server.pools.autoscaler import Autoscaler, PoolEvent, node_name
 from sage_ops.server.pools.policy import (
     BACKOFF,
     HostRecord,
@@ -27,6 +30,7 @@ from sage_ops.server.pools.policy import (
 )
 
 UP, JOINING, DRAINING, DOWN = PoolNodeState.UP, PoolNodeState.JOINING, PoolNodeState.DRAINING, PoolNodeState.DOWN
+FAILED = PoolNodeState.FAILED
 GPU = {"GPU": 1.0}
 NOW = 1_000_000.0
 
@@ -183,3 +187,126 @@ def test_a_hosts_file_adds_its_hosts_and_skips_comments(tmp_path: Path) -> None:
 def test_a_pools_ceiling_is_its_hosts_when_max_asks_for_more() -> None:
     cfg = Config(nodes={"pools": [{"name": "gpu", "hosts": ["h1", "h2"], "max": 9}]})
     assert cfg.nodes.pools[0].ceiling() == 2
+
+
+# -- the autoscaler's loop, over fake nodes and a fake clock ------------------------------------------
+class FakeNodes:
+    """Nodes as PoolActions sees them: the test moves them (join done, job started, node lost)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, list[Any]] = {}  # name -> [state, running]
+        self.added: list[str] = []
+        self.stopped: list[str] = []
+
+    def observe(self, name: str) -> tuple[PoolNodeState, int] | None:
+        node = self.nodes.get(name)
+        return None if node is None else (node[0], node[1])
+
+    async def add(self, name: str, host: str, pool: Any) -> None:
+        self.nodes[name] = [JOINING, 0]
+        self.added.append(host)
+
+    async def drain(self, name: str) -> None:
+        self.nodes[name][0] = DRAINING
+
+    async def stop(self, name: str) -> None:
+        del self.nodes[name]
+        self.stopped.append(name)
+
+    def set(self, host: str, state: PoolNodeState, running: int = 0) -> None:
+        self.nodes[node_name("gpu", host)] = [state, running]
+
+
+class Loop:
+    def __init__(self, demand: list[dict[str, float]] | None = None, **pool: Any) -> None:
+        self.t = NOW
+        self.demand = demand or []
+        self.events: list[PoolEvent] = []
+        self.nodes = FakeNodes()
+        cfg = Config(nodes={"pools": [{"name": "gpu", "hosts": ["h1", "h2", "h3"], "max": 3, "idle_timeout": 600,
+                                       "resources": {"GPU": 1}, **pool}]})
+        self.scaler = Autoscaler(cfg.nodes.pools, self.nodes, lambda: self.demand, lambda: self.t, self.events.append)
+
+    def step(self) -> list[Any]:
+        return asyncio.run(self.scaler.step())
+
+    def said(self, kind: str) -> list[str]:
+        return [e.reason for e in self.events if e.kind == kind]
+
+
+def test_a_job_brings_a_node_up_and_it_leaves_once_idle_for_its_timeout() -> None:
+    loop = Loop([GPU])
+    loop.step()
+    loop.nodes.set("h1", UP, running=1)
+    loop.demand = []
+    loop.step()
+    loop.nodes.set("h1", UP, running=0)
+    loop.step()
+    loop.t += 600
+    loop.step()  # drained
+    loop.step()  # stopped: no job runs on it
+    assert (loop.nodes.added, loop.nodes.stopped) == (["h1"], ["gpu-h1"])
+
+
+def test_twenty_jobs_at_once_add_max_nodes_over_any_number_of_passes() -> None:
+    loop = Loop([GPU] * 20)
+    for _ in range(5):
+        loop.step()
+    assert loop.nodes.added == ["h1", "h2", "h3"]
+
+
+def test_a_join_that_ends_is_an_event() -> None:
+    loop = Loop([GPU])
+    loop.step()
+    loop.nodes.set("h1", UP)
+    loop.step()
+    assert loop.said("joined") == ["bootstrap done"]
+
+
+def test_a_host_whose_bootstrap_failed_is_set_aside_and_another_is_used() -> None:
+    loop = Loop([GPU])
+    loop.step()
+    loop.nodes.set("h1", FAILED)
+    loop.step()
+    assert (loop.nodes.added, loop.said("failed")) == (["h1", "h2"], ["bootstrap failed (1 in a row): set aside 30s"])
+
+
+def test_a_host_set_aside_is_tried_again_after_its_backoff() -> None:
+    loop = Loop([GPU], hosts=["h1"])
+    loop.step()
+    loop.nodes.set("h1", FAILED)
+    loop.step()
+    loop.t += 30
+    loop.step()
+    assert loop.nodes.added == ["h1", "h1"]
+
+
+def test_a_lost_node_is_an_event_and_is_refilled_for_min() -> None:
+    loop = Loop(min=1)
+    loop.step()
+    loop.nodes.set("h1", UP, running=1)
+    loop.step()
+    loop.nodes.set("h1", DOWN)
+    loop.step()
+    assert (loop.said("lost"), loop.nodes.added) == (
+        ["its node is gone: set aside 30s, refilled from the other hosts as the pool needs"], ["h1", "h2"])
+
+
+def test_a_reason_to_wait_is_said_once_while_it_holds() -> None:
+    loop = Loop([GPU] * 5)
+    loop.step()
+    for host in ("h1", "h2", "h3"):
+        loop.nodes.set(host, UP, running=1)
+    for _ in range(3):
+        loop.step()
+    assert loop.said("wait") == ["at max 3: 5 waiting job(s) wait for room"]
+
+
+def test_demand_no_pool_fits_is_said_not_acted_on() -> None:
+    loop = Loop([{"GPU": 4.0}])
+    loop.step()
+    assert (loop.nodes.added, loop.said("unfit")) == ([], ["no pool's node could hold a job asking {'GPU': 4.0}"])
+
+
+def test_a_node_name_keeps_only_a_node_names_characters() -> None:
+    assert node_name("gpu", "alice@[::1]:23") == "gpu-alice----1--23"

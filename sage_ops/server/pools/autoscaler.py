@@ -1,0 +1,162 @@
+"""The loop that keeps each elastic pool as its rules say (policy.py): it observes the pool's nodes
+and the queue's demand, plans, and acts through `PoolActions` (the provisioner's SSH bootstrap,
+drain and removal in the daemon; a fake in the fast tests). It remembers what the rules need
+between passes (when a node went idle, a host's failures in a row) and says every decision, and
+every change of a reason not to act, as a pool event."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ...config import PoolConfig
+from .policy import Decision, HostRecord, Need, Pool, PoolNode, PoolNodeState, backoff, plan, unfit_demand
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolEvent:
+    time: float
+    pool: str
+    kind: str  # add, drain, stop, wait, unfit, joined, failed, lost
+    reason: str
+    host: str | None = None
+
+
+class PoolActions(Protocol):
+    """What the autoscaler may do to nodes, and what it may ask of them (by node name)."""
+
+    def observe(self, name: str) -> tuple[PoolNodeState, int] | None:
+        """The node's state and the jobs running on it (None: no such node)."""
+        ...
+
+    async def add(self, name: str, host: str, pool: PoolConfig) -> None:
+        """Start bootstrapping `host` as node `name` (returns once started; observe() follows it)."""
+        ...
+
+    async def drain(self, name: str) -> None: ...
+
+    async def stop(self, name: str) -> None:
+        """Take the drained node out of the cluster (its Ray stopped, its record kept as gone)."""
+        ...
+
+
+def node_name(pool: str, host: str) -> str:
+    """The node a pool makes of a host: `gpu-10.0.0.7` (a node name's characters only)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", f"{pool}-{host}")[:63]
+
+
+@dataclass
+class PoolMemory:
+    """What the rules need between passes, per pool."""
+
+    idle_since: dict[str, float] = field(default_factory=dict)  # host -> when its node last had no job
+    hosts: dict[str, HostRecord] = field(default_factory=dict)  # host -> its failures in a row
+    last: dict[str, str] = field(default_factory=dict)  # kind -> the last reason said (waits are said once)
+    states: dict[str, PoolNodeState] = field(default_factory=dict)  # host -> its node's state last pass
+
+
+class Autoscaler:
+    def __init__(self, pools: Sequence[PoolConfig], actions: PoolActions, demand: Callable[[], list[Need]],
+                 now: Callable[[], float], said: Callable[[PoolEvent], None]) -> None:
+        """`demand`: what waiting jobs ask that no open node has free (Scheduler.demand);
+        `said`: where each event goes (stored, audited, shown)."""
+        self.pools = list(pools)
+        self.actions = actions
+        self.demand = demand
+        self.now = now
+        self.said = said
+        self.memory = {p.name: PoolMemory() for p in self.pools}
+
+    async def step(self) -> list[Decision]:
+        """One pass over every pool: observe, plan, act. Returns what was done."""
+        demand = self.demand()
+        rules = [self._pool(p) for p in self.pools]
+        done: list[Decision] = []
+        for unfit in unfit_demand(demand, rules)[:1]:
+            self._say(self.pools[0].name if self.pools else "-", "unfit",
+                      f"no pool's node could hold a job asking {unfit}")
+        for cfg, pool in zip(self.pools, rules):
+            nodes = self._observe(cfg, pool)
+            memory = self.memory[cfg.name]
+            decided = plan(pool, nodes, demand, memory.hosts, self.now())
+            for d in decided.decisions:
+                if await self._act(cfg, d):
+                    done.append(d)
+        return done
+
+    def _pool(self, cfg: PoolConfig) -> Pool:
+        hosts = tuple(h.text() for h in cfg.host_list())
+        return Pool(cfg.name, hosts, cfg.min, cfg.ceiling(), cfg.idle_timeout, dict(cfg.resources))
+
+    def _observe(self, cfg: PoolConfig, pool: Pool) -> list[PoolNode]:
+        """Each host's node as it is now; a join that ended or a node lost since the last pass is
+        an event, and a failed join sets its host aside."""
+        memory, now = self.memory[cfg.name], self.now()
+        nodes = []
+        for host in pool.hosts:
+            seen = self.actions.observe(node_name(cfg.name, host))
+            if seen is None:
+                continue
+            state, running = seen
+            before = memory.states.get(host)
+            memory.states[host] = state
+            if before is PoolNodeState.JOINING and state is PoolNodeState.UP:
+                memory.hosts.pop(host, None)
+                self._say(cfg.name, "joined", "bootstrap done", host)
+            elif before is PoolNodeState.JOINING and state is PoolNodeState.FAILED:
+                pause = self._set_aside(memory, host, now)
+                self._say(cfg.name, "failed", f"bootstrap failed ({memory.hosts[host].failures} in a row): set "
+                                              f"aside {pause:g}s", host)
+            elif before is PoolNodeState.UP and state is PoolNodeState.DOWN:
+                pause = self._set_aside(memory, host, now)  # the machine may be gone: others first
+                self._say(cfg.name, "lost", f"its node is gone: set aside {pause:g}s, refilled from the other "
+                                            "hosts as the pool needs", host)
+            if running or state is not PoolNodeState.UP:
+                memory.idle_since.pop(host, None)
+            else:
+                memory.idle_since.setdefault(host, now)
+            nodes.append(PoolNode(host, state, running, memory.idle_since.get(host)))
+        return nodes
+
+    @staticmethod
+    def _set_aside(memory: PoolMemory, host: str, now: float) -> float:
+        """One more failure in a row for `host`: the seconds it now waits before it is tried again."""
+        record = memory.hosts.setdefault(host, HostRecord())
+        record.failures += 1
+        record.retry_at = now + backoff(record.failures)
+        return backoff(record.failures)
+
+    async def _act(self, cfg: PoolConfig, d: Decision) -> bool:
+        name = node_name(cfg.name, d.host) if d.host else ""
+        try:
+            if d.kind == "add":
+                assert d.host is not None
+                await self.actions.add(name, d.host, cfg)
+                self.memory[cfg.name].states[d.host] = PoolNodeState.JOINING
+            elif d.kind == "drain":
+                await self.actions.drain(name)
+            elif d.kind == "stop":
+                await self.actions.stop(name)
+                self.memory[cfg.name].idle_since.pop(d.host or "", None)
+            else:  # wait: said when its reason changes, not every pass
+                self._say(cfg.name, d.kind, d.reason)
+                return False
+        except Exception as exc:  # noqa: BLE001 - one node's trouble never stops the loop
+            self._say(cfg.name, "error", f"{d.kind} failed: {str(exc).splitlines()[0][:300]}", d.host)
+            return False
+        self._say(cfg.name, d.kind, d.reason, d.host, once=False)
+        return True
+
+    def _say(self, pool: str, kind: str, reason: str, host: str | None = None, once: bool = True) -> None:
+        memory = self.memory.get(pool)
+        if once and memory is not None:
+            key = f"{kind}:{host or ''}"
+            if memory.last.get(key) == reason:
+                return
+            memory.last[key] = reason
+        self.said(PoolEvent(self.now(), pool, kind, reason, host))
