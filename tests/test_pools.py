@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from pydantic import ValidationError
 
+from sage_ops.cluster import NodeView
 from sage_ops.config import Config, PoolHost
 from sage_ops.server.pools.autoscaler import Autoscaler, PoolEvent, node_name
 from sage_ops.server.pools.policy import (
@@ -28,6 +29,7 @@ from sage_ops.server.pools.policy import (
     plan,
     unfit_demand,
 )
+from sage_ops.server.pools.provisioned import ProvisionedActions, join_request
 
 UP, JOINING, DRAINING, DOWN = PoolNodeState.UP, PoolNodeState.JOINING, PoolNodeState.DRAINING, PoolNodeState.DOWN
 FAILED = PoolNodeState.FAILED
@@ -198,6 +200,9 @@ class FakeNodes:
         self.added: list[str] = []
         self.stopped: list[str] = []
 
+    async def refresh(self) -> None:
+        """Nothing to ask: `nodes` is the truth."""
+
     def observe(self, name: str) -> tuple[PoolNodeState, int] | None:
         node = self.nodes.get(name)
         return None if node is None else (node[0], node[1])
@@ -310,3 +315,23 @@ def test_demand_no_pool_fits_is_said_not_acted_on() -> None:
 
 def test_a_node_name_keeps_only_a_node_names_characters() -> None:
     assert node_name("gpu", "alice@[::1]:23") == "gpu-alice----1--23"
+
+
+# -- the daemon's actions: the provisioner's nodes seen as a pool's ------------------------------------
+def test_a_pool_node_is_added_as_nodes_add_would_with_the_pools_shape() -> None:
+    pool = Config(nodes={"pools": [{"name": "gpu", "hosts": ["alice@10.0.0.7:2222"], "key": "/k/id",
+                                    "resources": {"CPU": 8, "GPU": 1, "fast_disk": 1}}]}).nodes.pools[0]
+    req = join_request("gpu-alice-10.0.0.7-2222", PoolHost.parse(pool.hosts[0]), pool)
+    assert (req.host, req.user, req.port, req.num_cpus, req.num_gpus, req.resources, req.key_file) == (
+        "10.0.0.7", "alice", 2222, 8, 1, {"fast_disk": 1.0}, "/k/id")
+
+
+def test_a_drained_node_is_seen_as_draining_without_jobs() -> None:
+    class Views:
+        async def nodes(self) -> list[Any]:
+            return [NodeView(name="gpu-h1", state="DRAINED", managed=True),
+                    NodeView(name="head", state="UP", managed=False, running_jobs=2)]
+
+    actions = ProvisionedActions(Views())
+    asyncio.run(actions.refresh())
+    assert (actions.observe("gpu-h1"), actions.observe("head")) == ((DRAINING, 0), None)

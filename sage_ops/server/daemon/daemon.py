@@ -33,6 +33,8 @@ from ..backend import ray_join
 from ..backend.ray_backend import RayBackend
 from ..http.api import create_app
 from ..http.services import Listening, Services
+from ..pools.autoscaler import Autoscaler, PoolEvent
+from ..pools.provisioned import ProvisionedActions
 from ..scheduling.run_as import RunAs
 from ..scheduling.scheduler import Scheduler
 from ..services.event_stream import EventHub
@@ -192,6 +194,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self.fatal: SageOpsError | None = None  # why the daemon stopped by itself (a Ray cluster refused)
         self._connecting: asyncio.Task[None] | None = None
+        self._scaling: asyncio.Task[None] | None = None  # the pools' autoscaler, while this daemon leads
         self.restart = False  # set when the daemon must start over as a new process
 
     async def _elected(self) -> None:
@@ -209,8 +212,24 @@ class Daemon:
         self.restart = True
         self._stop.set()
 
+    def _scale(self) -> None:
+        """The leader keeps its elastic pools (nodes.pools) as their rules say, once Ray is there."""
+        if not self.cfg.nodes.pools or (self._scaling is not None and not self._scaling.done()):
+            return
+        scaler = Autoscaler(self.cfg.nodes.pools, ProvisionedActions(self.provisioner), self.scheduler.demand,
+                            time.time, self._pool_event)
+        self._scaling = asyncio.create_task(scaler.run())
+
+    def _pool_event(self, event: PoolEvent) -> None:
+        """A pool's decision, audited (`sage-ops audit`) and logged."""
+        target = f"{event.pool}/{event.host}" if event.host else event.pool
+        self.audit.record(None, f"pool.{event.kind}", 200, target, event.reason)
+        log.info("pool %s: %s%s: %s", event.pool, event.kind, f" {event.host}" if event.host else "", event.reason)
+
     async def _deposed(self) -> None:
         """Another daemon leads now: stop scheduling at once (our writes are fenced off anyway)."""
+        if self._scaling is not None:
+            self._scaling.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
         await self.scheduler.end_term()
@@ -234,6 +253,7 @@ class Daemon:
                 await self.scheduler.recover()
                 await self.provisioner.resume()
                 await self.scheduler.run()
+                self._scale()
                 return
             except ray_join.Refused as exc:  # not a cluster to join: retrying cannot help
                 log.error("%s", exc.message)
@@ -297,6 +317,8 @@ class Daemon:
         refreshing.cancel()
         sampling.cancel()
         tailing.cancel()
+        if self._scaling is not None:
+            self._scaling.cancel()
         await self.provisioner.stop()
         if leading is not None:
             leading.cancel()

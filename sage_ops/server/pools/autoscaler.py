@@ -6,6 +6,7 @@ every change of a reason not to act, as a pool event."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from ...config import PoolConfig
 from .policy import Decision, HostRecord, Need, Pool, PoolNode, PoolNodeState, backoff, plan, unfit_demand
 
 log = logging.getLogger(__name__)
+INTERVAL = 5.0  # seconds between passes: a join takes far longer, an idle timeout is minutes
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class PoolEvent:
 
 class PoolActions(Protocol):
     """What the autoscaler may do to nodes, and what it may ask of them (by node name)."""
+
+    async def refresh(self) -> None:
+        """Look at the nodes again (once per pass; `observe` answers from what it saw)."""
+        ...
 
     def observe(self, name: str) -> tuple[PoolNodeState, int] | None:
         """The node's state and the jobs running on it (None: no such node)."""
@@ -72,8 +78,18 @@ class Autoscaler:
         self.said = said
         self.memory = {p.name: PoolMemory() for p in self.pools}
 
+    async def run(self, interval: float = INTERVAL) -> None:
+        """A pass every `interval` seconds while this daemon leads (the caller cancels it)."""
+        while True:
+            try:
+                await self.step()
+            except Exception:  # noqa: BLE001 - the next pass tries again; the log says what broke
+                log.exception("a pass of the pools' autoscaler failed")
+            await asyncio.sleep(interval)
+
     async def step(self) -> list[Decision]:
         """One pass over every pool: observe, plan, act. Returns what was done."""
+        await self.actions.refresh()
         demand = self.demand()
         rules = [self._pool(p) for p in self.pools]
         done: list[Decision] = []
