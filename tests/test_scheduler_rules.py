@@ -1503,3 +1503,21 @@ async def test_a_held_job_is_no_demand(tmp_path: Path, store: st.Store, cluster:
     await rig.submit(resources={"gpu": 1}, hold=True)
     await rig.step()
     assert rig.sched.demand() == []
+
+
+# -- prefetch (short jobs queued in Ray ahead of room) stays out of reservations ---------------------------
+async def test_a_short_one_cpu_job_is_prefetched_when_recent_jobs_ran_short(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}}), prefetch=2).start()
+    rig.sched.state.capacity.recent_runtime = 0.01
+    await rig.submit()
+    second = await rig.submit()
+    assert second in await rig.step()  # the node is full: it waits in Ray's queue
+
+
+async def test_a_job_bigger_than_one_cpu_is_never_prefetched_but_reserved(tmp_path: Path, store: st.Store) -> None:
+    rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 4.0}}), prefetch=2).start()
+    rig.sched.state.capacity.recent_runtime = 0.01
+    await rig.submit()
+    big = await rig.submit(resources={"cpu": 4})
+    await rig.step()
+    assert (await rig.pending(big)).code is PendingCode.RESOURCES

@@ -97,15 +97,19 @@ def test_backfill_starts_a_short_job_around_a_reserved_one_and_status_says_why_t
         daemon: Daemon) -> None:
     client = daemon.client()
     hog = daemon.submit_q("--cpu", "3", "--timeout", "120", "--", "sleep", "60")
-    wait_until(lambda: client.get_job(hog).status == "RUNNING", 60)
-    big = daemon.submit_q("--cpu", "4", "--priority", "5", "--", "true")
-    short = daemon.submit_q("--cpu", "1", "--timeout", "30", "--", "true")
-    assert client.wait(short, 60).status == "COMPLETED"
-    waiting = client.get_job(big)
+    try:
+        wait_until(lambda: client.get_job(hog).status == "RUNNING", 60)
+        big = daemon.submit_q("--cpu", "4", "--priority", "5", "--", "true")
+        short = daemon.submit_q("--cpu", "1", "--timeout", "30", "--", "true")
+        assert client.wait(short, 60).status == "COMPLETED"
+        waiting = client.get_job(big)
+        status = daemon.run("status", big, check=True).stdout
+        wide = daemon.run("jobs", "-o", "wide", check=True).stdout
+    finally:
+        daemon.run("cancel", hog)
     assert (waiting.status, waiting.pending.code if waiting.pending else None) == ("PENDING", "Resources")
-    assert "Resources (needs CPU=4, largest free CPU=1; reserved from" in daemon.run("status", big, check=True).stdout
-    assert "in ~1m" in daemon.run("jobs", "-o", "wide", check=True).stdout  # the hog's limit frees the node
-    daemon.run("cancel", hog, check=True)
+    assert "Resources (needs CPU=4, largest free CPU=1; reserved from" in status
+    assert "in ~1m" in wide  # the hog's limit frees the node
     assert client.wait(big, 60).status == "COMPLETED"
 
 
@@ -135,13 +139,15 @@ def test_a_preempted_job_gets_its_signal_is_requeued_and_knows_it_restarted(daem
               'sleep 120 & wait')
     low = daemon.submit_q("--preemptible", "--signal", "USR1@5", "--cpu", "4", "--", "sh", "-c", script)
     client = daemon.client()
-    wait_until(lambda: "restart=0" in daemon.run("logs", low).stdout, 60)
-    high = daemon.submit_q("--priority", "5", "--cpu", "4", "--", "true")
-    assert client.wait(high, 60).status == "COMPLETED"
-    wait_until(lambda: "restart=1" in daemon.run("logs", low).stdout, 60)  # its second run
-    logs = daemon.run("logs", low, check=True).stdout
-    history = daemon.run("history", low, check=True).stdout
-    daemon.run("cancel", low, check=True)
+    try:
+        wait_until(lambda: "restart=0" in daemon.run("logs", low).stdout, 60)
+        high = daemon.submit_q("--priority", "5", "--cpu", "4", "--", "true")
+        assert client.wait(high, 60).status == "COMPLETED"
+        wait_until(lambda: "restart=1" in daemon.run("logs", low).stdout, 60)  # its second run
+        logs = daemon.run("logs", low, check=True).stdout
+        history = daemon.run("history", low, check=True).stdout
+    finally:
+        daemon.run("cancel", low)
     assert "got USR1" in logs
     assert f"preempted by {high}; requeued" in history
 

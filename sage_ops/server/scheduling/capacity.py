@@ -59,9 +59,11 @@ class Capacity:
     def _prefetch_ok(self, need: Need) -> bool:
         """Short jobs may queue a few deep in Ray, so its worker leases are reused instead of
         renegotiated per job (~10 ms each). Only while recent jobs ran short, so the most a
-        higher-priority arrival waits for is a few short starts; long jobs keep strict order."""
-        return (self.prefetch > 0 and self.recent_runtime <= SHORT_JOB and bool(need.get("CPU"))
-                and self.prefetched < self.prefetch)
+        higher-priority arrival waits for is a few short starts; long jobs keep strict order. Only
+        jobs of at most one CPU and nothing else: a bigger one is reserved its room (and may be
+        backfilled around or preempt for it) instead of waiting in Ray's queue where neither can be."""
+        return (self.prefetch > 0 and self.recent_runtime <= SHORT_JOB and 0 < need.get("CPU", 0) <= 1
+                and set(need) <= {"CPU", "memory"} and self.prefetched < self.prefetch)
 
     def release(self, node: str, need: Need) -> None:
         if node == PREFETCH:

@@ -87,7 +87,7 @@ def build_spec(form: dict[str, str]) -> dict[str, Any]:
         if key is None:
             raise ValueError(f"after: {dep!r}: a condition is ok:, notok: or any:")
         spec.setdefault(key, []).append(job.strip())
-    if form["array"]:
+    if form.get("array"):
         spec["array"] = form["array"]
     if form["retries"]:
         spec["retry_policy"] = {"max_retries": number(form["retries"], "retries", int)}
