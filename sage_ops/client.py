@@ -19,7 +19,7 @@ import httpx
 
 from . import paths
 from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
-from .cluster import NodeProgress, NodeView
+from .cluster import NodeProgress, NodeView, PoolEventView, PoolView
 from .errors import SageOpsError
 from .lifecycle import JobStatus
 from .schemas import (
@@ -314,6 +314,15 @@ class _Api:
 
     def get_node(self, name: str) -> Any:
         return self._run(Call("GET", f"/v1/nodes/{name}", NodeView.model_validate))
+
+    def list_pools(self) -> Any:
+        """The elastic pools (nodes.pools) as the leader's autoscaler last saw them."""
+        return self._run(Call("GET", "/v1/pools", lambda d: [PoolView.model_validate(p) for p in d]))
+
+    def pool_events(self, name: str, limit: int = 200) -> Any:
+        """A pool's decisions with their reasons, newest first (admins)."""
+        return self._run(Call("GET", f"/v1/pools/{name}/events",
+                              lambda d: [PoolEventView.model_validate(e) for e in d], params={"limit": limit}))
 
     def add_node(self, host: str, **options: Any) -> Any:
         """Start adding a machine over SSH (NodeAdd's fields); follow it with node_progress()."""

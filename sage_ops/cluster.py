@@ -104,3 +104,39 @@ class NodeProgress(View):
 
 class NodeDrain(Strict):
     force: bool = Field(False, description="do not wait for its running jobs (they fail and retry elsewhere)")
+
+
+class PoolNodeView(View):
+    name: str
+    host: str
+    state: str = Field(description="JOINING, UP, DRAINING, DOWN, FAILED")
+    running_jobs: int = 0
+    idle_s: float | None = Field(None, description="seconds without a running job (UP nodes)")
+
+
+class PoolView(View):
+    """An elastic pool as its autoscaler last saw it (a standby daemon has seen nothing yet)."""
+
+    name: str
+    hosts: list[str]
+    min: int
+    max: int
+    idle_timeout: float
+    resources: dict[str, float] = Field(default_factory=dict)
+    up: int = 0
+    joining: int = 0
+    draining: int = 0
+    idle: int = 0
+    desired: int = 0
+    waiting_jobs: int = Field(0, description="jobs in line that only a new node of this pool would hold now")
+    nodes: list[PoolNodeView] = Field(default_factory=list)
+    last: str | None = Field(None, description="its last decision, or why it did not act")
+    set_aside: dict[str, str] = Field(default_factory=dict, description="hosts resting after failures, and why")
+
+
+class PoolEventView(View):
+    time: datetime
+    kind: str
+    host: str | None = None
+    reason: str
+

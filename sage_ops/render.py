@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from .access import AuditEntry, TenantView, TokenView
-from .cluster import NodeProgress, NodeView
+from .cluster import NodeProgress, NodeView, PoolEventView, PoolView
 from .formats import print_json  # noqa: F401 - the CLI's commands print through render
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineView
@@ -275,6 +275,35 @@ def nodes(items: Sequence[NodeView]) -> None:
     console().print(table)
     if any(not n.managed for n in items):
         console().print("[dim]* not added by sage-ops[/]")
+
+
+def pools(items: Sequence[PoolView]) -> None:
+    """`sage-ops pools`: a line per pool, then its nodes."""
+    if not items:
+        console().print("no pools (nodes.pools in the daemon's config)")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("POOL", "UP", "JOINING", "IDLE", "MIN", "MAX", "WANTS", "WAITING JOBS", "LAST"):
+        table.add_column(col, no_wrap=col != "LAST", overflow="fold")
+    for p in items:
+        table.add_row(p.name, str(p.up), str(p.joining), str(p.idle), str(p.min), str(p.max), str(p.desired),
+                      str(p.waiting_jobs), p.last or "-")
+    console().print(table)
+    for p in items:
+        for n in p.nodes:
+            idle = f", idle {duration(n.idle_s)}" if n.idle_s is not None else ""
+            console().print(f"  {p.name}: {n.name} {n.state}, {n.running_jobs} job(s){idle}")
+        for host, why in p.set_aside.items():
+            console().print(f"  {p.name}: {host} set aside: {why}")
+
+
+def pool_events(items: Sequence[PoolEventView]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("TIME", "EVENT", "HOST", "REASON"):
+        table.add_column(col, no_wrap=col != "REASON", overflow="fold")
+    for e in items:
+        table.add_row(e.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.host or "-", e.reason)
+    console().print(table)
 
 
 def progress_line(p: NodeProgress) -> str:

@@ -335,3 +335,19 @@ def test_a_drained_node_is_seen_as_draining_without_jobs() -> None:
     actions = ProvisionedActions(Views())
     asyncio.run(actions.refresh())
     assert (actions.observe("gpu-h1"), actions.observe("head")) == ((DRAINING, 0), None)
+
+
+def test_a_pools_view_shows_its_nodes_what_it_wants_and_its_last_decision() -> None:
+    loop = Loop([GPU] * 2)
+    loop.step()
+    [view] = loop.scaler.views()
+    assert (view.joining, view.desired, view.waiting_jobs, view.last) == (
+        0, 2, 2, "add h2: 2 waiting job(s) need 2 more node(s)")  # joining counts from the next look
+
+
+def test_a_pools_view_names_a_host_set_aside() -> None:
+    loop = Loop([GPU], hosts=["h1"])
+    loop.step()
+    loop.nodes.set("h1", FAILED)
+    loop.step()
+    assert loop.scaler.views()[0].set_aside == {"h1": "bootstrap failed (1 in a row)"}

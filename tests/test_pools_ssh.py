@@ -31,6 +31,8 @@ def test_a_pool_adds_a_node_for_a_job_and_lets_it_go_when_idle(ray_head: dict[st
         assert client.get_job_status(job) == "PENDING"  # admitted: the pool can hold it, though no node is up
         done = client.wait(job, timeout=600)
         assert (done.status, done.node) == ("COMPLETED", name)
+        [view] = client.list_pools()
+        assert (view.name, view.max, [n.name for n in view.nodes]) == ("tpus", 1, [name])
 
         def listed() -> set[str]:
             return {n["name"] for n in json.loads(d.run("nodes", "--json", check=True).stdout)}
@@ -38,6 +40,10 @@ def test_a_pool_adds_a_node_for_a_job_and_lets_it_go_when_idle(ray_head: dict[st
         wait_until(lambda: name not in listed(), timeout=180)  # idle 3 s: drained, stopped, removed
         actions = [e.action for e in client.audit(action=None)]
         assert {"pool.add", "pool.joined", "pool.drain", "pool.stop"} <= set(actions), actions
+        events = d.run("pools", "events", "tpus", check=True).stdout
+        assert "1 waiting job(s) need 1 more node(s)" in events and "idle for" in events
+        unknown = d.run("pools", "events", "nope")
+        assert (unknown.returncode, unknown.stderr.strip()) == (1, "error: no such pool: nope")
     finally:
         d.run("nodes", "remove", name, "--force")
         d.cleanup()

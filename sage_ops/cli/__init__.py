@@ -41,7 +41,8 @@ COMMANDS = {
     "graph": "scheduling", "submit-batch": "scheduling", "hold": "scheduling", "release": "scheduling",
     "update": "scheduling",
     "tenant": "access", "token": "access", "whoami": "access", "audit": "access",
-    "daemon": "daemon", "nodes": "nodes", "doctor": "doctor", "config": "settings", "completion": "completion",
+    "daemon": "daemon", "nodes": "nodes", "pools": "pools", "doctor": "doctor", "config": "settings",
+    "completion": "completion",
     "man": "completion", "tui": "tui",
 }
 

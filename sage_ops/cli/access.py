@@ -13,7 +13,7 @@ from .. import render
 from ..errors import SageOpsError
 from . import DURATION, WHEN, Ctx, cli, json_option, pass_ctx
 from .completers import tenant_names
-from .output import Output, output_option
+from .output import Output, list_command, output_option
 
 ROLES = click.Choice(["admin", "member", "viewer"])
 
@@ -75,13 +75,8 @@ def tenant_update(ctx: Ctx, name: str, clear: tuple[str, ...], as_json: bool, **
     render.print_json(t) if as_json else render.tenants([t])
 
 
-@tenant.command("list")
-@output_option(formats=("table", "json", "yaml", "name"))
-@pass_ctx
-def tenant_list(ctx: Ctx, out: Output) -> None:
-    """Tenants with their quotas and what they use now."""
-    ts = ctx.client().list_tenants()
-    out.emit(ts, lambda: render.tenants(ts))
+tenant_list = list_command(tenant, lambda ctx: ctx.client().list_tenants(), render.tenants,
+                           "Tenants with their quotas and what they use now.")
 
 
 @tenant.command("delete")

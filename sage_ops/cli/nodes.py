@@ -18,7 +18,7 @@ from ..errors import SageOpsError
 from ..nodes.base import STEPS
 from . import EXIT_FAILED, Ctx, cli, json_option, pass_ctx
 from .completers import node_names
-from .output import Output, output_option
+from .output import Output, list_command, output_option
 from .progress import Progress
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
@@ -66,13 +66,8 @@ def nodes(click_ctx: click.Context, out: Output) -> None:
         click_ctx.invoke(list_nodes, output=out.format)
 
 
-@nodes.command("list")
-@output_option(formats=("table", "json", "yaml", "name"))
-@pass_ctx
-def list_nodes(ctx: Ctx, out: Output) -> None:
-    """Every Ray node, and the nodes sage-ops added (also those that are down)."""
-    views = ctx.client().list_nodes()
-    out.emit(views, lambda: render.nodes(views))
+list_nodes = list_command(nodes, lambda ctx: ctx.client().list_nodes(), render.nodes,
+                          "Every Ray node, and the nodes sage-ops added (also those that are down).")
 
 
 def _follow(ctx: Ctx, name: str, bar: Progress) -> NodeView:

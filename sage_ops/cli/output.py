@@ -121,3 +121,19 @@ def output_option(quiet: bool = True, formats: Sequence[str] = FORMATS) -> Calla
         return wrapper
 
     return decorate
+
+
+def list_command(group: click.Group, fetch: Callable[[Any], Sequence[Any]], show: Callable[[Sequence[Any]], None],
+                 doc: str) -> click.Command:
+    """`GROUP list` (-o table|json|yaml|name): what `fetch(ctx)` answers, shown by `show` as a
+    table; `GROUP` alone runs it when the group is made with `invoke_without_command`."""
+    from . import pass_ctx  # the package imports this module first
+
+    @group.command("list", help=doc)
+    @output_option(formats=("table", "json", "yaml", "name"))
+    @pass_ctx
+    def listing(ctx: Any, out: Output) -> None:
+        views = fetch(ctx)
+        out.emit(views, lambda: show(views))
+
+    return listing

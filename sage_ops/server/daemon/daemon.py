@@ -189,6 +189,9 @@ class Daemon:
         self.limiter = RateLimiter(sec.rate_limit, sec.rate_burst)
         self.provisioner = Provisioner(cfg.nodes, self.store, self.backend, self.audit.record, self.state_dir,
                                        self.scheduler.wake_up)
+        #: the elastic pools' autoscaler (nodes.pools); it runs only while this daemon leads
+        self.autoscaler = Autoscaler(cfg.nodes.pools, ProvisionedActions(self.provisioner), self.scheduler.demand,
+                                     time.time, self._pool_event) if cfg.nodes.pools else None
         self.sampler = Sampler(cfg.metrics, self.scheduler, self.backend, self.leadership, self.store)
         self.events = EventHub(self.store)
         self._stop = asyncio.Event()
@@ -214,11 +217,9 @@ class Daemon:
 
     def _scale(self) -> None:
         """The leader keeps its elastic pools (nodes.pools) as their rules say, once Ray is there."""
-        if not self.cfg.nodes.pools or (self._scaling is not None and not self._scaling.done()):
+        if self.autoscaler is None or (self._scaling is not None and not self._scaling.done()):
             return
-        scaler = Autoscaler(self.cfg.nodes.pools, ProvisionedActions(self.provisioner), self.scheduler.demand,
-                            time.time, self._pool_event)
-        self._scaling = asyncio.create_task(scaler.run())
+        self._scaling = asyncio.create_task(self.autoscaler.run())
 
     def _pool_event(self, event: PoolEvent) -> None:
         """A pool's decision, audited (`sage-ops audit`) and logged."""
@@ -272,7 +273,7 @@ class Daemon:
         services = Services(cfg=self.cfg, store=self.store, scheduler=self.scheduler, logs=self.logs,
                             events=self.events, run_as=self.run_as, identities=self.identities, audit=self.audit,
                             ray=self.backend, leadership=self.leadership, provisioner=self.provisioner,
-                            listening=self.listening)
+                            listening=self.listening, pools=self.autoscaler)
         app = Gate(create_app(services), self.identities, self.limiter, self.audit, sec, self.denials)
         common = {"lifespan": "off", "access_log": False, "log_level": "warning", "timeout_graceful_shutdown": 3,
                   "timeout_keep_alive": jm.idle_timeout}

@@ -10,17 +10,20 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from ...cluster import NodeAdd, NodeDrain, NodeView
+from ...cluster import NodeAdd, NodeDrain, NodeView, PoolEventView, PoolView
+from ...errors import NotFound
 from ...nodes.base import NAME_PATTERN
 from ...telemetry import MetricsSeries
 from ..access.auth import Principal
 from ..services import metrics
+from ..storage import accounts
 from .admin import admin_only
 
 if TYPE_CHECKING:
     from .services import Services
 
 NODE = Path(pattern=NAME_PATTERN, max_length=63)
+POOL = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 MAX_WINDOW = 366 * 86400.0
 
 
@@ -32,6 +35,21 @@ def cluster_routes(services: Services, caller: Callable[[Request], Principal]) -
     @router.get("/v1/nodes", response_model=list[NodeView])
     async def list_nodes(_: Principal = who_dep) -> list[NodeView]:
         return await nodes.nodes()
+
+    @router.get("/v1/pools", response_model=list[PoolView])
+    async def list_pools(_: Principal = who_dep) -> list[PoolView]:
+        """Each elastic pool as the leader's autoscaler last saw it."""
+        return services.pools.views() if services.pools is not None else []
+
+    @router.get("/v1/pools/{name}/events", response_model=list[PoolEventView])
+    async def pool_events(name: str = POOL, limit: int = Query(200, ge=1, le=10_000),
+                          _: Principal = admin_dep) -> list[PoolEventView]:
+        """A pool's decisions, newest first, with their reasons (the audit log's pool.* entries)."""
+        if services.pools is None or name not in {p.name for p in services.cfg.nodes.pools}:
+            raise NotFound(f"no such pool: {name}")
+        if services.audit.pending:  # what was just decided is part of the answer
+            await services.audit.flush()
+        return await services.store.read(lambda c: accounts.pool_events(c, name, limit))
 
     @router.get("/v1/nodes/{name}", response_model=NodeView)
     async def get_node(name: str = NODE, _: Principal = who_dep) -> NodeView:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ...config import Config
     from ..access.auth import AuditLog, Identities
     from ..backend.ray_backend import RayBackend
+    from ..pools.autoscaler import Autoscaler
     from ..scheduling.run_as import RunAs
     from ..scheduling.scheduler import Scheduler
     from ..services.event_stream import EventHub
@@ -44,3 +45,4 @@ class Services:
     leadership: Leadership
     provisioner: Provisioner
     listening: Listening
+    pools: Autoscaler | None = None  # the elastic pools (nodes.pools), if any

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ...cluster import PoolNodeView, PoolView
 from ...config import PoolConfig
-from .policy import Decision, HostRecord, Need, Pool, PoolNode, PoolNodeState, backoff, plan, unfit_demand
+from .policy import Decision, HostRecord, Need, Pool, PoolNode, PoolNodeState, backoff, fits, plan, unfit_demand
 
 log = logging.getLogger(__name__)
 INTERVAL = 5.0  # seconds between passes: a join takes far longer, an idle timeout is minutes
@@ -64,6 +65,10 @@ class PoolMemory:
     hosts: dict[str, HostRecord] = field(default_factory=dict)  # host -> its failures in a row
     last: dict[str, str] = field(default_factory=dict)  # kind -> the last reason said (waits are said once)
     states: dict[str, PoolNodeState] = field(default_factory=dict)  # host -> its node's state last pass
+    seen: list[PoolNode] = field(default_factory=list)  # its nodes at the last pass
+    desired: int = 0
+    waiting: int = 0  # jobs in line a new node of it would hold
+    said: str | None = None  # its last decision, or why it did not act
 
 
 class Autoscaler:
@@ -100,10 +105,33 @@ class Autoscaler:
             nodes = self._observe(cfg, pool)
             memory = self.memory[cfg.name]
             decided = plan(pool, nodes, demand, memory.hosts, self.now())
+            memory.seen, memory.desired = nodes, decided.desired
+            memory.waiting = sum(fits(d, pool.resources) for d in demand)
             for d in decided.decisions:
                 if await self._act(cfg, d):
                     done.append(d)
         return done
+
+    def views(self) -> list[PoolView]:
+        """Each pool as the last pass saw it: its nodes, what it wants, what it last did."""
+        now, out = self.now(), []
+        for cfg in self.pools:
+            memory = self.memory[cfg.name]
+            nodes = [PoolNodeView(name=node_name(cfg.name, n.host), host=n.host, state=n.state.value,
+                                  running_jobs=n.running,
+                                  idle_s=round(now - n.idle_since, 1) if n.idle_since is not None else None)
+                     for n in memory.seen]
+            count = {s: sum(n.state is s for n in memory.seen) for s in PoolNodeState}
+            resting = {h: r.reason or f"{r.failures} failure(s) in a row" for h, r in memory.hosts.items()
+                       if r.retry_at > now}
+            out.append(PoolView(
+                name=cfg.name, hosts=[h.text() for h in cfg.host_list()], min=cfg.min, max=cfg.ceiling(),
+                idle_timeout=cfg.idle_timeout, resources=dict(cfg.resources), up=count[PoolNodeState.UP],
+                joining=count[PoolNodeState.JOINING], draining=count[PoolNodeState.DRAINING],
+                idle=sum(1 for n in memory.seen if n.state is PoolNodeState.UP and not n.running),
+                desired=memory.desired, waiting_jobs=memory.waiting, nodes=nodes, last=memory.said,
+                set_aside=resting))
+        return out
 
     def _pool(self, cfg: PoolConfig) -> Pool:
         hosts = tuple(h.text() for h in cfg.host_list())
@@ -125,11 +153,11 @@ class Autoscaler:
                 memory.hosts.pop(host, None)
                 self._say(cfg.name, "joined", "bootstrap done", host)
             elif before is PoolNodeState.JOINING and state is PoolNodeState.FAILED:
-                pause = self._set_aside(memory, host, now)
+                pause = self._set_aside(memory, host, now, "bootstrap failed")
                 self._say(cfg.name, "failed", f"bootstrap failed ({memory.hosts[host].failures} in a row): set "
                                               f"aside {pause:g}s", host)
             elif before is PoolNodeState.UP and state is PoolNodeState.DOWN:
-                pause = self._set_aside(memory, host, now)  # the machine may be gone: others first
+                pause = self._set_aside(memory, host, now, "node lost")  # the machine may be gone: others first
                 self._say(cfg.name, "lost", f"its node is gone: set aside {pause:g}s, refilled from the other "
                                             "hosts as the pool needs", host)
             if running or state is not PoolNodeState.UP:
@@ -140,11 +168,12 @@ class Autoscaler:
         return nodes
 
     @staticmethod
-    def _set_aside(memory: PoolMemory, host: str, now: float) -> float:
+    def _set_aside(memory: PoolMemory, host: str, now: float, why: str) -> float:
         """One more failure in a row for `host`: the seconds it now waits before it is tried again."""
         record = memory.hosts.setdefault(host, HostRecord())
         record.failures += 1
         record.retry_at = now + backoff(record.failures)
+        record.reason = f"{why} ({record.failures} in a row)"
         return backoff(record.failures)
 
     async def _act(self, cfg: PoolConfig, d: Decision) -> bool:
@@ -175,4 +204,6 @@ class Autoscaler:
             if memory.last.get(key) == reason:
                 return
             memory.last[key] = reason
+        if memory is not None:
+            memory.said = f"{kind}{' ' + host if host else ''}: {reason}"
         self.said(PoolEvent(self.now(), pool, kind, reason, host))

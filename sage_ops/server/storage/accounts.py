@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select
 
 from ...access import AuditEntry, QuotaChange, Quotas, Role, TenantCreate, TokenCreate, TokenView
+from ...cluster import PoolEventView
 from ...errors import Conflict, NotFound
 from ...lifecycle import ACTIVE
 from .database import AUDIT, JOB, PEER, TENANT, TOKEN, insert_many, update
@@ -155,6 +156,16 @@ def audit_rows(conn: Connection, since: float | None, tenant: str | None, actor:
     rows = conn.execute(q.order_by(AUDIT.c.id.desc()).limit(limit)).all()
     return [AuditEntry(id=r.id, time=utc(r.time), actor=r.actor, tenant=r.tenant, action=r.action, target=r.target,
                        status=r.status, detail=r.detail) for r in rows]
+
+
+def pool_events(conn: Connection, pool: str, limit: int) -> list[PoolEventView]:
+    """A pool's decisions (audit actions pool.KIND on POOL or POOL/HOST), newest first."""
+    q = (select(AUDIT).where(AUDIT.c.action.startswith("pool."),
+                             (AUDIT.c.target == pool) | AUDIT.c.target.startswith(f"{pool}/", autoescape=True))
+         .order_by(AUDIT.c.id.desc()).limit(limit))
+    return [PoolEventView(time=utc(r.time), kind=r.action.removeprefix("pool."),
+                          host=r.target.partition("/")[2] or None, reason=r.detail or "")
+            for r in conn.execute(q)]
 
 
 def add_audit(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
