@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from conftest import Daemon, wait_until
+from test_metrics import scrape
 
 from sage_ops.server.pools.autoscaler import node_name
 
@@ -33,6 +34,7 @@ def test_a_pool_adds_a_node_for_a_job_and_lets_it_go_when_idle(ray_head: dict[st
         assert (done.status, done.node) == ("COMPLETED", name)
         [view] = client.list_pools()
         assert (view.name, view.max, [n.name for n in view.nodes]) == ("tpus", 1, [name])
+        assert 'sage_ops_pool_up{pool="tpus"} ' in scrape(d).text  # its value: as the last pass saw it
 
         def listed() -> set[str]:
             return {n["name"] for n in json.loads(d.run("nodes", "--json", check=True).stdout)}

@@ -160,7 +160,8 @@ def admin_routes(services: Services, caller: Callable[[Request], Principal]) -> 
     @router.get("/metrics", response_class=Response, include_in_schema=False)
     async def prometheus(_: Principal = admin_dep) -> Response:
         """Prometheus text format (admins: it covers every tenant)."""
-        text = await metrics.prometheus_text(scheduler, store, services.ray, services.leadership)
+        pools = services.pools.views() if services.pools is not None else []
+        text = await metrics.prometheus_text(scheduler, store, services.ray, services.leadership, pools)
         return Response(text, media_type=metrics.CONTENT_TYPE)
 
     return router

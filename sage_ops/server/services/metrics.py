@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, func, insert, select
 
+from ...cluster import PoolView
 from ...config import MetricsConfig
 from ...lifecycle import JobStatus
 from ...telemetry import MetricPoint, MetricsSeries, NodeUsage
@@ -173,7 +174,9 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[s
     return lines
 
 
-async def prometheus_text(sched: Scheduler, store: Store, backend: RayBackend, leadership: Leadership) -> str:
+async def prometheus_text(sched: Scheduler, store: Store, backend: RayBackend, leadership: Leadership,
+                          pools: Sequence[PoolView] = ()) -> str:
+    """`pools`: the elastic pools as the autoscaler last saw them (desired, up, joining, idle)."""
     counts = await store.read(counts_by_status)
     ray = backend.health()
     out: list[str] = []
@@ -209,4 +212,7 @@ async def prometheus_text(sched: Scheduler, store: Store, backend: RayBackend, l
                            ("cpu_in_use", "CPUs a tenant's running jobs hold")):
         out += _family(f"sage_ops_tenant_{key}", "gauge", help_text,
                        [({"tenant": t}, sched.usage(t)[key]) for t in tenants])
+    for key, help_text in (("desired", "nodes an elastic pool wants"), ("up", "a pool's nodes up"),
+                           ("joining", "a pool's nodes being bootstrapped"), ("idle", "a pool's nodes without a job")):
+        out += _family(f"sage_ops_pool_{key}", "gauge", help_text, [({"pool": p.name}, getattr(p, key)) for p in pools])
     return "\n".join(out) + "\n"
