@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Input, Static
 
 from sage_ops.client import AsyncJobManagerClient
-from sage_ops.cluster import NodeView
+from sage_ops.cluster import NodeView, PoolView
 from sage_ops.lifecycle import JobStatus
 from sage_ops.schemas import GraphNode, GraphView
 from sage_ops.telemetry import MetricPoint, MetricsSeries, NodeUsage
@@ -58,6 +58,12 @@ def text_of(static: Static) -> str:
 
 # -- fixed data for the snapshots --------------------------------------------------------------
 class FixedNodes:
+    def __init__(self, pools: list[PoolView] | None = None) -> None:
+        self.pools = pools or []
+
+    async def list_pools(self) -> list[PoolView]:
+        return self.pools
+
     async def list_nodes(self) -> list[NodeView]:
         return [
             NodeView(name="head", state="UP", managed=False, head=True, cpu_used=2, cpu_total=4,
@@ -207,6 +213,17 @@ def test_submit_form_takes_an_array() -> None:
 def test_submit_form_refuses_an_unknown_condition_in_one_line() -> None:
     with pytest.raises(ValueError, match="after: 'maybe:x1': a condition is ok:, notok: or any:"):
         build_spec(form(command="true", dependencies="maybe:x1"))
+
+
+async def test_the_nodes_screen_shows_each_elastic_pool_in_a_line() -> None:
+    pool = PoolView(name="gpu", hosts=["h1", "h2"], min=0, max=2, idle_timeout=600, up=1, idle=1, desired=1,
+                    last="drain h1: idle for 600s (idle_timeout 600s)")
+    app = ViewsApp(lambda: NodesScreen(FixedNodes([pool]), refresh_s=3600))
+    async with app.run_test(size=(120, 30)) as pilot:
+        line = app.screen.query_one("#pools-line", Static)
+        await until(pilot, lambda: line.display and text_of(line))
+        assert text_of(line) == ("pool gpu: 1 up, 0 joining, 1 idle (min 0, max 2); wants 1, 0 job(s) waiting; "
+                                 "last: drain h1: idle for 600s (idle_timeout 600s)")
 
 
 # -- a real daemon -----------------------------------------------------------------------------

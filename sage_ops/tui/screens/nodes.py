@@ -16,7 +16,7 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Button, DataTable, Label, Static
 
-from ...cluster import NodeView
+from ...cluster import NodeView, PoolView
 from ...errors import SageOpsError
 from ...render import NODE_STYLE, duration
 from ..widgets.bars import UsageBar, usage_text
@@ -30,6 +30,8 @@ class NodeSource(Protocol):
     """Where the node list comes from: the daemon's client, or fixed data for snapshot tests."""
 
     async def list_nodes(self) -> list[NodeView]: ...
+
+    async def list_pools(self) -> list[PoolView]: ...
 
 
 class Confirm(ModalScreen[str | None]):
@@ -60,6 +62,13 @@ class Confirm(ModalScreen[str | None]):
         self.dismiss(choice or None)
 
 
+def pool_line(p: PoolView) -> str:
+    """An elastic pool in one line: `pool gpu: 1 up, 0 joining, 1 idle (min 0, max 3); wants 2, 2 jobs
+    waiting; last: add h2: ...` (its nodes are rows of the table)."""
+    return (f"pool {p.name}: {p.up} up, {p.joining} joining, {p.idle} idle (min {p.min}, max {p.max}); wants "
+            f"{p.desired}, {p.waiting_jobs} job(s) waiting" + (f"; last: {p.last}" if p.last else ""))
+
+
 def node_row(n: NodeView, bar: int) -> tuple[Text | str, ...]:
     """One table row: the same facts and colours as `sage-ops nodes list`."""
     name = n.name + (" (head)" if n.head else "" if n.managed else " *")  # *: not added by sage-ops
@@ -77,9 +86,10 @@ class NodesScreen(Screen):
                 Binding("r", "reload", "Refresh"), Binding("escape", "back", "Back")]
 
     class Loaded(Message):
-        def __init__(self, nodes: list[NodeView]) -> None:
+        def __init__(self, nodes: list[NodeView], pools: list[PoolView]) -> None:
             super().__init__()
             self.nodes = nodes
+            self.pools = pools
 
     class Said(Message):
         """A one-line outcome of an operation or an error, for the status line."""
@@ -106,11 +116,13 @@ class NodesScreen(Screen):
             yield UsageBar("CPU", id="total-cpu")
             yield UsageBar("MEM", gib=True, id="total-memory")
             yield UsageBar("GPU", id="total-gpu")
+        yield Static("", id="pools-line")
         yield DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
         yield Static("", id="nodes-status", classes="status-line")
         yield KeysFooter()
 
     def on_mount(self) -> None:
+        self.query_one("#pools-line", Static).display = False  # shown when the daemon has elastic pools
         self.query_one(DataTable).add_columns(*COLUMNS)
         self.reload()
         self._timer = self.set_interval(self.refresh_s, self.reload)
@@ -129,7 +141,7 @@ class NodesScreen(Screen):
     async def reload(self) -> None:
         """Fetch the node list (exclusive: a slow daemon never piles up requests)."""
         try:
-            self.post_message(self.Loaded(await self.source.list_nodes()))
+            self.post_message(self.Loaded(await self.source.list_nodes(), await self.source.list_pools()))
         except SageOpsError as exc:
             self.post_message(self.Said(exc.message, error=True))
 
@@ -145,6 +157,9 @@ class NodesScreen(Screen):
         names = [n.name for n in self.nodes]
         if keep in names:
             table.move_cursor(row=names.index(keep), animate=False)
+        pools = self.query_one("#pools-line", Static)
+        pools.display = bool(message.pools)
+        pools.update(Text("\n".join(pool_line(p) for p in message.pools), no_wrap=True, overflow="ellipsis"))
         for field, widget_id in (("cpu", "total-cpu"), ("memory", "total-memory"), ("gpu", "total-gpu")):
             used = sum(getattr(n, f"{field}_used") for n in self.nodes)
             total = sum(getattr(n, f"{field}_total") for n in self.nodes)
