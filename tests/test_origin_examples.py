@@ -115,7 +115,7 @@ def _ready(d: Daemon) -> Any:
         health = d.client(retry_attempts=1, timeout=5).health_check()
     except Exception:  # noqa: BLE001 - not up yet
         return None
-    return health if health.ray.connected else None
+    return health if health.ray.connected and health.status == "ok" else None  # ok: also recovered
 
 
 def _admin_token(d: Daemon) -> str:
