@@ -351,3 +351,12 @@ def test_a_pools_view_names_a_host_set_aside() -> None:
     loop.nodes.set("h1", FAILED)
     loop.step()
     assert loop.scaler.views()[0].set_aside == {"h1": "bootstrap failed (1 in a row)"}
+
+
+def test_a_new_leader_adds_again_a_host_whose_join_the_old_one_left_failed() -> None:
+    """After a failover the half-joined node is FAILED (the provisioner's resume): the new leader
+    has no memory of it, adds the same host again (an idempotent join), and so no duplicate."""
+    loop = Loop([GPU])
+    loop.nodes.set("h1", FAILED)
+    loop.step()
+    assert loop.nodes.added == ["h1"]

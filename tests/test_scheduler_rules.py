@@ -1521,3 +1521,13 @@ async def test_a_job_bigger_than_one_cpu_is_never_prefetched_but_reserved(tmp_pa
     big = await rig.submit(resources={"cpu": 4})
     await rig.step()
     assert (await rig.pending(big)).code is PendingCode.RESOURCES
+
+
+async def test_a_job_waiting_for_a_pools_node_says_which_pool_adds_it(tmp_path: Path, store: st.Store,
+                                                                      cluster: FakeBackend) -> None:
+    rig = await Rig(tmp_path, store, cluster, pools=GPU_POOL).start()
+    job = await rig.submit(resources={"gpu": 1})
+    await rig.step()
+    why = await rig.pending(job)
+    assert (why.code, why.text) == (PendingCode.RESOURCES,
+                                    "needs CPU=1, GPU=1: no node up holds it; pool gpu adds one (sage-ops pools)")

@@ -11,6 +11,7 @@ from ...lifecycle import JobStatus
 from ...schemas import Pending
 from ...schemas import PendingCode as P
 from ...units import moment_text
+from ..pools.policy import fits as pool_fits
 from .capacity import fmt
 from .forecast import Cluster, fits, starts
 from .queue_items import ArrayRun, Queued
@@ -101,6 +102,10 @@ def _why(state: QueueState, job: Queued, cluster: Cluster, now: float, position:
             return Pending(code=quota[0], text=quota[1], **line)
     totals = cluster.totals()
     if not any(fits(job.need, t) for t in totals.values()):
+        pools = [name for name, offer in state.capacity.pools if pool_fits(job.need, offer)]
+        if pools:
+            return Pending(code=P.RESOURCES, text=f"needs {fmt(job.need)}: no node up holds it; pool {pools[0]} "
+                           "adds one (sage-ops pools)", **line)
         return Pending(code=P.NODE_DRAINING, text=f"needs {fmt(job.need)}: only draining nodes could hold it")
     reservation = state.reservation
     if reservation is not None and reservation.job_id == job.id:
