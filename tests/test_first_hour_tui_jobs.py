@@ -118,7 +118,7 @@ async def test_the_tui_sorts_every_job_not_only_the_rows_loaded(
         await until(pilot, lambda: names(t) == all_names[::-1][:10])  # newest first: one page
         await pilot.press("o", "o")  # by id, then by name
         await until(pilot, lambda: t.sort_column == "name" and names(t)[:1] == all_names[:1])
-        assert shown_names(t) == all_names[:10]
+        assert shown_names(t) == all_names[:t.row_count]  # a page, or two if the next came at once
         t.move_cursor(row=t.row_count - 1)  # the next pages come in the same order
         await until(pilot, lambda: t.row_count > 10)
         assert shown_names(t) == all_names[:t.row_count]

@@ -41,6 +41,7 @@ def test_the_series_show_a_burst_and_the_cli_charts_it(new_daemon) -> None:  # n
     d = new_daemon({"metrics": {"interval": 1}})
     d.start()
     client = d.client()
+    wait_until(lambda: client.metrics_series(300).points, timeout=30)  # the sampler's first count is taken:
     refs = client.submit_batch([{"command": ["true"], "name": f"burst-{i}"} for i in range(30)])
     waited = d.run("wait", *(r.id for r in refs), timeout=180)  # many jobs: progress on stderr
     assert waited.returncode == 0 and "wait: 30/30 ended" in waited.stderr
