@@ -26,7 +26,7 @@ from .forecast import Cluster, Reservation, fits, take
 from .ports import Backend
 from .queue_items import Dispatched, Queued
 from .queue_state import TermPart
-from .quotas import MIN_CPU, fair_shares, over_quota
+from .quotas import MIN_CPU, fair_shares
 from .run_as import RunAs
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,10 @@ class Dispatch(TermPart):
                         or job.held or state.waiting.is_waiting(job_id)):
                     heapq.heappop(heap)  # stale: gone, re-prioritised, delayed, held or waiting
                     continue
-                if tenant is not None and tenant in state.quotas:
-                    res = job.spec.resources
-                    why = over_quota(tenant, state.quotas[tenant], state.dispatched.use[tenant], res.cpu, res.gpu)
-                    if why is not None:
-                        at_quota.add(tenant)
-                        self._blocked(job, why[1])
-                        continue
+                if (why := state.over_quota(job)) is not None:
+                    at_quota.add(tenant)
+                    self._blocked(job, why[1])
+                    continue
                 if state.reservation is None:
                     node = state.capacity.charge(job.need)
                     if node is None:

@@ -16,7 +16,6 @@ from .capacity import fmt
 from .forecast import Cluster, fits, starts
 from .queue_items import ArrayRun, Queued
 from .queue_state import QueueState
-from .quotas import over_quota
 
 S = JobStatus
 ESTIMATED = 1000  # jobs in line whose start is estimated; those behind them get none
@@ -94,12 +93,8 @@ def _why(state: QueueState, job: Queued, cluster: Cluster, now: float, position:
                        estimated_start=when(job.not_before))
     line = {"position": None if position is None else position + 1, "of": ready,
             "estimated_start": when(estimated) if estimated is not None else None}
-    tenant = job.tenant
-    if tenant is not None and tenant in state.quotas:
-        res = job.spec.resources
-        quota = over_quota(tenant, state.quotas[tenant], state.dispatched.use[tenant], res.cpu, res.gpu)
-        if quota is not None:
-            return Pending(code=quota[0], text=quota[1], **line)
+    if (quota := state.over_quota(job)) is not None:
+        return Pending(code=quota[0], text=quota[1], **line)
     totals = cluster.totals()
     if not any(fits(job.need, t) for t in totals.values()):
         pools = [name for name, offer in state.capacity.pools if pool_fits(job.need, offer)]

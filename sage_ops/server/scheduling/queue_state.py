@@ -14,12 +14,13 @@ from typing import Any
 from ...access import Quotas
 from ...config import Config
 from ...lifecycle import JobStatus
+from ...schemas import PendingCode
 from ..storage import store as st
 from .capacity import Capacity
 from .execution_graph import Waiting
 from .forecast import Reservation
 from .queue_items import ArrayRun, Clock, Dispatched, Queued
-from .quotas import FairQueue, Tally
+from .quotas import FairQueue, Tally, over_quota
 
 S = JobStatus
 
@@ -62,6 +63,14 @@ class QueueState:
             job.not_before = None
             self.ready_queue.push(job.tenant, job.priority, job.seq, job.id)
         self.wake.set()
+
+    def over_quota(self, job: Queued) -> tuple[PendingCode, str] | None:
+        """Why `job` cannot start now for its tenant's quota (reason code, words), or None."""
+        tenant = job.tenant
+        if tenant is None or tenant not in self.quotas:
+            return None
+        res = job.spec.resources
+        return over_quota(tenant, self.quotas[tenant], self.dispatched.use[tenant], res.cpu, res.gpu)
 
     def in_background(self, work: Any) -> None:
         """Run a write nobody waits for, kept referenced until it is done."""

@@ -38,7 +38,6 @@ from .outcomes import Outcomes
 from .ports import Backend
 from .queue_items import Clock, Queued
 from .queue_state import Counters, QueueState
-from .quotas import over_quota
 from .reconcile import Reconcile
 from .run_as import RunAs
 
@@ -215,9 +214,7 @@ class Scheduler:
         cluster = self.term.dispatch.cluster(now)
         out = []
         for job in pending.ready_order(state)[:limit]:
-            if job.tenant in state.quotas and over_quota(job.tenant, state.quotas[job.tenant],
-                                                         state.dispatched.use[job.tenant], job.spec.resources.cpu,
-                                                         job.spec.resources.gpu):
+            if state.over_quota(job) is not None:
                 continue
             if cluster.fitting(job.need) is None:
                 out.append(job.need)
