@@ -25,6 +25,7 @@ from sage_ops.schemas import JobSpec, JobUpdate, JobView, Pending, PendingCode
 from sage_ops.server.scheduling.reconcile import LOST_AFTER, LOST_AFTER_REFUSED
 from sage_ops.server.scheduling.run_as import RunAs
 from sage_ops.server.scheduling.scheduler import Scheduler
+from sage_ops.server.storage import job_arrays
 from sage_ops.server.storage import store as st
 from sage_ops.server.storage.logs import LogStore
 from sage_ops.server.storage.sealing import Sealer
@@ -1114,7 +1115,7 @@ async def test_a_job_submitted_after_its_dependency_failed_is_kept_when_asked(ri
 # -- job arrays: made a window at a time, throttled, one job for every action -----------------------
 async def task_rows(rig: Rig, array: str) -> dict[str, str]:
     """The array's task rows (id -> status), as the store holds them."""
-    tasks = await rig.store.read(lambda c: st.array_tasks(c, [array]))
+    tasks = await rig.store.read(lambda c: job_arrays.array_tasks(c, [array]))
     return dict(tasks.get(array, []))
 
 

@@ -25,6 +25,7 @@ from ...errors import Invalid, NotFound, Rejected
 from ...lifecycle import JobStatus, Transition, amend, is_terminal, transition
 from ...schemas import Condition, JobSpec
 from ...units import moment_text
+from ..storage import job_arrays
 from ..storage import store as st
 from ..storage.sealing import Sealer
 from . import arrays
@@ -271,7 +272,7 @@ class Admission(TermPart):
             owners: dict[str, str | None] = {}
             known = st.statuses_of(conn, external, owners) if external else {}
             if corr := {a for p in plans for a in p.spec.after_corr}:
-                arrays = st.arrays_among(conn, corr)
+                arrays = job_arrays.arrays_among(conn, corr)
                 for i, p in enumerate(plans):
                     if bad := next((a for a in p.spec.after_corr if arrays.get(a, "?") != p.spec.tenant), None):
                         raise Invalid(f"jobs[{i}]: after_corr {bad}: no such array")

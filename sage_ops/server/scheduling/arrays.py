@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from ...arrays import Indices, task_fields, task_id
 from ...lifecycle import JobStatus, transition
 from ...schemas import JobSpec
+from ..storage import job_arrays
 from ..storage import store as st
 from .outcomes import Outcomes
 from .queue_items import ArrayRun, Queued
@@ -37,7 +38,7 @@ def corr_deps(conn: Connection, state_arrays: dict[str, ArrayRun], corr: list[st
     deps = []
     for other in corr:
         if other not in specs:
-            row = st.spec_of(conn, other)
+            row = job_arrays.spec_of(conn, other)
             array = JobSpec.model_validate_json(row).array if row else None
             specs[other] = Indices.parse(array.indices) if array else None
         indices = specs[other]
@@ -128,7 +129,7 @@ async def load_runs(store: st.Store, arrays: list[Queued]) -> dict[str, ArrayRun
     ids = [a.id for a in arrays]
 
     def q(conn: Connection) -> dict[str, list[tuple[str, str]]]:
-        return st.array_tasks(conn, ids)
+        return job_arrays.array_tasks(conn, ids)
 
     tasks = await store.read(q)
     out = {}

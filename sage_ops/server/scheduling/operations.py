@@ -19,7 +19,7 @@ from ...errors import Conflict, Invalid, NotFound, Rejected, SageOpsError
 from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
 from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobUpdate, JobView, Resources
 from ...units import moment_text
-from ..storage import job_graph
+from ..storage import job_arrays, job_graph
 from ..storage import store as st
 from .admission import later
 from .arrays import load_runs
@@ -88,7 +88,7 @@ class Operations(TermPart):
             targets += await self.store.read(
                 lambda c: job_graph.descendants(c, targets, keep=job_graph.cancelled_by_dependency))
         again = (S.FAILED.value, S.CANCELLED.value) if failed else tuple(s.value for s in RETRYABLE)
-        tasks = await self.store.read(lambda c: st.array_tasks(c, targets))  # an array's retry is its tasks'
+        tasks = await self.store.read(lambda c: job_arrays.array_tasks(c, targets))  # an array's retry is its tasks'
         chosen = {a: [t for t, status in ts if status in again] for a, ts in tasks.items()}
         if failed:  # an array whose every task completed has nothing to retry
             targets = [j for j in targets if j not in chosen or chosen[j]]
