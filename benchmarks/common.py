@@ -183,3 +183,12 @@ def table(figures: dict[str, dict[str, Any]], goals: dict[str, str]) -> str:
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def remove_nodes(cli: Any, names: list[str]) -> None:
+    """`nodes remove --force` each of `names` through `cli` (a Bench's), whatever state they are in."""
+    for name in names:
+        try:
+            cli("nodes", "remove", name, "--force")
+        except SystemExit:
+            pass

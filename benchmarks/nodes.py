@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from common import remove_nodes  # noqa: E402
 from sshd import Sshd  # noqa: E402
 from submit_throughput import Bench  # noqa: E402
 
@@ -82,11 +83,7 @@ def main() -> None:
         for n in names[1:]:
             print(f"  {n}: {views.get(n, {}).get('state')} - {views.get(n, {}).get('detail')}")
     finally:
-        for n in names:
-            try:
-                bench.cli("nodes", "remove", n, "--force")
-            except SystemExit:
-                pass
+        remove_nodes(bench.cli, names)
         bench.stop()
         for s in servers:
             s.cleanup()

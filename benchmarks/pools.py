@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from common import Bench  # noqa: E402
+from common import Bench, remove_nodes  # noqa: E402
 from sshd import Sshd  # noqa: E402
 
 from sage_ops.client import JobManagerClient  # noqa: E402
@@ -92,12 +92,8 @@ def main() -> None:
               f"{took:6.1f} s, {sum(v.status == 'COMPLETED' for v in views)}/{args.burst} COMPLETED")
         wait(lambda: node_count(bench) == 0)
     finally:
-        for n in json.loads(bench.cli("nodes", "--json")):
-            if n["name"].startswith("bench-"):
-                try:
-                    bench.cli("nodes", "remove", n["name"], "--force")
-                except SystemExit:
-                    pass
+        remove_nodes(bench.cli, [n["name"] for n in json.loads(bench.cli("nodes", "--json"))
+                                 if n["name"].startswith("bench-")])
         bench.stop()
         for s in servers:
             s.cleanup()
