@@ -13,9 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from sage_ops.cluster import NodeView
 from sage_ops.config import Config, PoolHost
+from sage_ops.lifecycle import NodeStatus
+from sage_ops.nodes.base import NodeBackend
 from sage_ops.server.pools.autoscaler import Autoscaler, PoolEvent, node_name
 from sage_ops.server.pools.policy import (
     BACKOFF,
@@ -30,6 +33,11 @@ from sage_ops.server.pools.policy import (
     unfit_demand,
 )
 from sage_ops.server.pools.provisioned import ProvisionedActions, join_request
+from sage_ops.server.services.provisioning import Provisioner
+from sage_ops.server.storage.pool_hosts import StoredPoolHosts
+from sage_ops.server.storage.store import Store
+from sage_ops.server.storage.tables import Node
+from sage_ops.server.storage.tables import PoolHost as PoolHostRow
 
 UP, JOINING, DRAINING, DOWN = PoolNodeState.UP, PoolNodeState.JOINING, PoolNodeState.DRAINING, PoolNodeState.DOWN
 FAILED = PoolNodeState.FAILED
@@ -222,18 +230,44 @@ class FakeNodes:
         self.nodes[node_name("gpu", host)] = [state, running]
 
 
+class Kept:
+    """The pools' memory as the database keeps it (tables.PoolHost rows), here in a dict."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], PoolHostRow] = {}
+        self.saves = 0
+
+    async def load(self) -> list[PoolHostRow]:
+        return list(self.rows.values())
+
+    async def save(self, rows: list[PoolHostRow]) -> None:
+        self.saves += 1
+        self.rows.update({(r.pool, r.host): r for r in rows})
+
+
 class Loop:
-    def __init__(self, demand: list[dict[str, float]] | None = None, **pool: Any) -> None:
+    def __init__(self, demand: list[dict[str, float]] | None = None, kept: Kept | None = None, **pool: Any) -> None:
         self.t = NOW
         self.demand = demand or []
         self.events: list[PoolEvent] = []
         self.nodes = FakeNodes()
+        self.kept = kept or Kept()
+        self.pool = pool
         cfg = Config(nodes={"pools": [{"name": "gpu", "hosts": ["h1", "h2", "h3"], "max": 3, "idle_timeout": 600,
                                        "resources": {"GPU": 1}, **pool}]})
-        self.scaler = Autoscaler(cfg.nodes.pools, self.nodes, lambda: self.demand, lambda: self.t, self.events.append)
+        self.scaler = Autoscaler(cfg.nodes.pools, self.nodes, lambda: self.demand, lambda: self.t, self.events.append,
+                                 self.kept)
 
     def step(self) -> list[Any]:
         return asyncio.run(self.scaler.step())
+
+    def successor(self) -> Loop:
+        """A new leader: the same nodes and database, a clock that went on, no memory but what was kept."""
+        new = Loop(self.demand, self.kept, **self.pool)
+        new.nodes = new.scaler.actions = self.nodes
+        new.t = self.t
+        asyncio.run(new.scaler.restore())
+        return new
 
     def said(self, kind: str) -> list[str]:
         return [e.reason for e in self.events if e.kind == kind]
@@ -354,9 +388,126 @@ def test_a_pools_view_names_a_host_set_aside() -> None:
 
 
 def test_a_new_leader_adds_again_a_host_whose_join_the_old_one_left_failed() -> None:
-    """After a failover the half-joined node is FAILED (the provisioner's resume): the new leader
-    has no memory of it, adds the same host again (an idempotent join), and so no duplicate."""
+    """After a failover the half-joined node is FAILED (the provisioner's resume): not the host's
+    fault, so the new leader adds the same host again (an idempotent join), and no duplicate."""
     loop = Loop([GPU])
-    loop.nodes.set("h1", FAILED)
     loop.step()
-    assert loop.nodes.added == ["h1"]
+    loop.nodes.set("h1", FAILED)
+    new = loop.successor()
+    new.step()
+    assert (loop.nodes.added, new.said("failed")) == (["h1", "h1"], [])
+
+
+def test_a_new_leader_keeps_a_host_set_aside() -> None:
+    loop = Loop([GPU])
+    loop.step()
+    loop.nodes.set("h1", FAILED)
+    loop.step()  # h1 set aside, h2 added
+    loop.nodes.set("h2", UP, running=1)
+    loop.demand = [GPU]  # one more
+    new = loop.successor()
+    new.step()  # h1 still rests: h3 is the only free host
+    assert loop.nodes.added == ["h1", "h2", "h3"]
+
+
+def test_a_new_leader_keeps_the_idle_clock() -> None:
+    loop = Loop()
+    loop.nodes.set("h1", UP)
+    loop.step()
+    loop.t += 500
+    new = loop.successor()
+    new.t += 100
+    new.step()
+    assert new.nodes.nodes[node_name("gpu", "h1")][0] is DRAINING
+
+
+def test_a_node_lost_during_the_failover_is_a_loss_to_the_new_leader() -> None:
+    loop = Loop(min=1)
+    loop.step()
+    loop.nodes.set("h1", UP)
+    loop.step()
+    loop.nodes.set("h1", DOWN)
+    new = loop.successor()
+    new.step()
+    assert (len(new.said("lost")), loop.nodes.added) == (1, ["h1", "h2"])
+
+
+def test_a_pass_that_changes_no_memory_writes_nothing() -> None:
+    loop = Loop()
+    loop.nodes.set("h1", UP, running=1)
+    loop.step()
+    before = loop.kept.saves
+    loop.step()
+    assert loop.kept.saves == before
+
+
+def test_the_pools_memory_reads_back_from_the_database_as_saved(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    rows = [PoolHostRow(pool="gpu", host="alice@10.0.0.7", state="UP", idle_since=NOW),
+            PoolHostRow(pool="gpu", host="h2", state="FAILED", failures=2, retry_at=NOW + 60, reason="why")]
+    kept = StoredPoolHosts(store)
+    try:
+        asyncio.run(kept.save(rows))
+        asyncio.run(kept.save([rows[1].model_copy(update={"failures": 3})]))
+        back = asyncio.run(kept.load())
+    finally:
+        store.close()
+    assert sorted(back, key=lambda r: r.host) == [rows[0], rows[1].model_copy(update={"failures": 3})]
+
+
+# -- a join the daemon was running when it stopped: the provisioner's resume ---------------------------
+class Machines(NodeBackend):
+    """The machines behind the nodes: what was stopped on them."""
+
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+
+    def join(self, target: Any, plan: Any, progress: Any, listed: Any) -> Any:
+        raise AssertionError("resume never joins")
+
+    def stop(self, target: Any, name: str, timeout: float = 60) -> int:
+        self.stopped.append(name)
+        return 2
+
+
+class RayLists:
+    connected = True
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def listed(self, name: str, timeout: float) -> str | None:
+        return f"ray-{name}" if name in self.names else None
+
+
+def resumed(tmp_path: Path, *listed: str) -> tuple[dict[str, str], Machines]:
+    """Two nodes left JOINING by a daemon that stopped; a new one resumes: their states, and what
+    it stopped on the machines."""
+    store = Store(f"sqlite:///{tmp_path / 'n.db'}")
+    machines = Machines()
+    prov = Provisioner(Config().nodes, store, RayLists(*listed), lambda *a: None, tmp_path,  # type: ignore[arg-type]
+                       lambda: None, machines)
+
+    async def go() -> dict[str, str]:
+        for name in ("gpu-h1", "gpu-h2"):
+            await prov._set(name, None, NodeStatus.JOINING, "starting", host=name[4:], port=22)
+        await prov.resume()
+        await asyncio.gather(*prov._tasks)
+        return {v.name: v.status for v in await store.read(lambda c: c.execute(select(Node.__table__)).all())}
+
+    try:
+        return asyncio.run(go()), machines
+    finally:
+        store.close()
+
+
+def test_a_half_joined_node_that_ray_lists_is_up_after_a_restart(tmp_path: Path) -> None:
+    states, _ = resumed(tmp_path, "gpu-h1")
+    assert states == {"gpu-h1": "UP", "gpu-h2": "FAILED"}
+
+
+def test_what_an_interrupted_bootstrap_started_is_stopped(tmp_path: Path) -> None:
+    _, machines = resumed(tmp_path, "gpu-h1")
+    assert machines.stopped == ["gpu-h2"]

@@ -44,6 +44,7 @@ from ..services.provisioning import Provisioner
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore
+from ..storage.pool_hosts import StoredPoolHosts
 from ..storage.sealing import Sealer
 from .connections import Guard, guarded, open_files_limit, tcp_cap
 
@@ -191,7 +192,8 @@ class Daemon:
                                        self.scheduler.wake_up)
         #: the elastic pools' autoscaler (nodes.pools); it runs only while this daemon leads
         self.autoscaler = Autoscaler(cfg.nodes.pools, ProvisionedActions(self.provisioner), self.scheduler.demand,
-                                     time.time, self._pool_event) if cfg.nodes.pools else None
+                                     time.time, self._pool_event, StoredPoolHosts(self.store)) \
+            if cfg.nodes.pools else None
         self.sampler = Sampler(cfg.metrics, self.scheduler, self.backend, self.leadership, self.store)
         self.events = EventHub(self.store)
         self._stop = asyncio.Event()

@@ -2,7 +2,10 @@
 and the queue's demand, plans, and acts through `PoolActions` (the provisioner's SSH bootstrap,
 drain and removal in the daemon; a fake in the fast tests). It remembers what the rules need
 between passes (when a node went idle, a host's failures in a row) and says every decision, and
-every change of a reason not to act, as a pool event."""
+every change of a reason not to act, as a pool event. What it remembers of each host is kept in a
+`PoolMemoryStore` (the database in the daemon) after every pass that changed it, and read back
+when a term begins, so a new leader neither forgets a host set aside nor restarts idle clocks, and
+sees a node lost during the failover as lost."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Protocol
 
 from ...cluster import PoolNodeView, PoolView
 from ...config import PoolConfig
+from ..storage.tables import PoolHost
 from .policy import Decision, HostRecord, Need, Pool, PoolNode, PoolNodeState, backoff, fits, plan, unfit_demand
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,16 @@ class PoolActions(Protocol):
         ...
 
 
+class PoolMemoryStore(Protocol):
+    """Where what the loop remembers of each host outlives this daemon's term."""
+
+    async def load(self) -> list[PoolHost]: ...
+
+    async def save(self, rows: list[PoolHost]) -> None:
+        """Each row replaces what was kept of its (pool, host)."""
+        ...
+
+
 def node_name(pool: str, host: str) -> str:
     """The node a pool makes of a host: `gpu-10.0.0.7` (a node name's characters only)."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", f"{pool}-{host}")[:63]
@@ -73,24 +87,66 @@ class PoolMemory:
 
 class Autoscaler:
     def __init__(self, pools: Sequence[PoolConfig], actions: PoolActions, demand: Callable[[], list[Need]],
-                 now: Callable[[], float], said: Callable[[PoolEvent], None]) -> None:
+                 now: Callable[[], float], said: Callable[[PoolEvent], None], kept: PoolMemoryStore) -> None:
         """`demand`: what waiting jobs ask that no open node has free (Scheduler.demand);
-        `said`: where each event goes (stored, audited, shown)."""
+        `said`: where each event goes (stored, audited, shown); `kept`: where its memory of the
+        hosts outlives this term. `now` is wall-clock time: kept times are read by another daemon."""
         self.pools = list(pools)
         self.actions = actions
         self.demand = demand
         self.now = now
         self.said = said
+        self.kept = kept
         self.memory = {p.name: PoolMemory() for p in self.pools}
+        self._saved: dict[tuple[str, str], PoolHost] = {}
+        self._restored = False
 
     async def run(self, interval: float = INTERVAL) -> None:
-        """A pass every `interval` seconds while this daemon leads (the caller cancels it)."""
+        """A pass every `interval` seconds while this daemon leads (the caller cancels it); the
+        first one reads back what the last term kept."""
+        self._restored = False
         while True:
             try:
+                if not self._restored:
+                    await self.restore()
                 await self.step()
             except Exception:  # noqa: BLE001 - the next pass tries again; the log says what broke
                 log.exception("a pass of the pools' autoscaler failed")
             await asyncio.sleep(interval)
+
+    async def restore(self) -> None:
+        """Take up what was kept of the hosts (by this daemon's last term, or another's)."""
+        rows = await self.kept.load()
+        self.memory = {p.name: PoolMemory() for p in self.pools}
+        for row in rows:
+            memory = self.memory.get(row.pool)
+            if memory is None:
+                continue  # a pool no longer configured
+            if row.state is not None and row.state != PoolNodeState.JOINING.value:
+                # a join under way died with the last leader: the provisioner's resume made it UP
+                # (Ray lists it) or FAILED (interrupted, not the host's fault): neither is a change
+                memory.states[row.host] = PoolNodeState(row.state)
+            if row.failures:
+                memory.hosts[row.host] = HostRecord(row.failures, row.retry_at, row.reason)
+            if row.idle_since is not None:
+                memory.idle_since[row.host] = row.idle_since
+        self._saved = {(r.pool, r.host): r for r in rows}
+        self._restored = True
+
+    async def _keep(self) -> None:
+        """Save what changed of the hosts' memory since it was last saved."""
+        changed = []
+        for name, memory in self.memory.items():
+            for host in {*memory.states, *memory.hosts, *memory.idle_since}:
+                record = memory.hosts.get(host, HostRecord())
+                state = memory.states.get(host)
+                row = PoolHost(pool=name, host=host, state=state.value if state else None, failures=record.failures,
+                               retry_at=record.retry_at, reason=record.reason, idle_since=memory.idle_since.get(host))
+                if self._saved.get((name, host)) != row:
+                    changed.append(row)
+        if changed:
+            await self.kept.save(changed)
+            self._saved.update({(r.pool, r.host): r for r in changed})
 
     async def step(self) -> list[Decision]:
         """One pass over every pool: observe, plan, act. Returns what was done."""
@@ -110,6 +166,7 @@ class Autoscaler:
             for d in decided.decisions:
                 if await self._act(cfg, d):
                     done.append(d)
+        await self._keep()
         return done
 
     def views(self) -> list[PoolView]:

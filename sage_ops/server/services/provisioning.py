@@ -63,6 +63,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _busy(name: str, op: Operation) -> Conflict:
+    doing = {"add": "added", "drain": "drained", "stop": "cleaned up after an interrupted bootstrap"}[op.kind]
+    return Conflict(f"node {name} is being {doing}; wait for it")
+
+
 def _target(node: Any, known_hosts: Path | None, accept: bool = False) -> NodeTarget:
     """How to reach a node (a Node row, or the NodeAdd that is adding it)."""
     return NodeTarget(host=node.host, user=node.user, port=node.port, key_file=node.key_file,
@@ -127,7 +132,7 @@ class Provisioner:
     async def add(self, req: NodeAdd) -> NodeView:
         name = req.node_name()
         if (op := self.ops.get(name)) is not None and not op.done:
-            raise Conflict(f"node {name} is being {'added' if op.kind == 'add' else 'drained'}; wait for it")
+            raise _busy(name, op)
         if not self.ray.connected:
             raise Conflict("Ray is not connected yet; try again in a moment")
         row = await self._row(name)
@@ -287,7 +292,7 @@ class Provisioner:
             raise self._unmanaged(name)
         status = NodeStatus(row.status)
         if (op := self.ops.get(name)) is not None and not op.done:
-            raise Conflict(f"node {name} is being {'added' if op.kind == 'add' else 'drained'}; wait for it")
+            raise _busy(name, op)
         if status in (NodeStatus.UP, NodeStatus.DRAINING, NodeStatus.JOINING):
             if not force:
                 raise Conflict(f"node {name} is {status.value}: drain it first (sage-ops nodes drain {name}), "
@@ -355,17 +360,38 @@ class Provisioner:
         return found
 
     async def resume(self) -> None:
-        """At start-up: a bootstrap the daemon was running is gone with it (FAILED, add again);
-        a drain goes on."""
+        """At start-up (or as a new leader): a bootstrap the last daemon was running is gone with
+        it. If Ray lists the node, it had joined: UP. Otherwise it is FAILED and whatever of it
+        was started on the machine is stopped, so no half-joined node joins later unseen. A drain
+        goes on."""
         rows = await self.store.read(lambda c: c.execute(select(N).where(
             N.c.status.in_([NodeStatus.JOINING.value, NodeStatus.DRAINING.value]))).all())
         for row in rows:
-            if row.status == NodeStatus.JOINING.value:
-                await self._set(row.name, NodeStatus.JOINING, NodeStatus.FAILED,
-                                "interrupted: the daemon stopped during the bootstrap; add the node again")
-            elif row.name not in self.ops or self.ops[row.name].done:
+            if row.name in self.ops and not self.ops[row.name].done:
+                continue  # this daemon's own operation, still going
+            if row.status == NodeStatus.DRAINING.value:
                 op = self.ops[row.name] = Operation("drain")
                 self._spawn(self._drain(row, False, op))
+            elif (ray_id := await self._listed(row.name)) is not None:
+                await self._set(row.name, NodeStatus.JOINING, NodeStatus.UP,
+                                "joined (the daemon restarted during its bootstrap)", ray_node_id=ray_id)
+            else:
+                await self._set(row.name, NodeStatus.JOINING, NodeStatus.FAILED,
+                                "interrupted: the daemon stopped during the bootstrap; add the node again")
+                op = self.ops[row.name] = Operation("stop")
+                self._spawn(self._stop_left(row, op))
+
+    async def _stop_left(self, row: Any, op: Operation) -> None:
+        """Best effort: stop what an interrupted bootstrap started on the node."""
+        try:
+            stopped = await asyncio.to_thread(self.backend.stop, _target(row, self.cfg.known_hosts),
+                                              row.name, StepTimeouts().stop)
+            self._post(op, row.name, "end", "done", f"{stopped} process(es) left by the bootstrap stopped",
+                       NodeStatus.FAILED)
+        except Exception as exc:  # noqa: BLE001 - the machine may be gone; adding it again stops them too
+            log.warning("node %s: could not stop what its interrupted bootstrap left: %s", row.name, exc)
+            self._post(op, row.name, "end", "fail", f"could not stop what the bootstrap left: {exc}",
+                       NodeStatus.FAILED)
 
     async def stop(self) -> None:
         for task in list(self._tasks):

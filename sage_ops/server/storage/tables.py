@@ -194,3 +194,17 @@ class PipelineStats(SQLModel, table=True):
     attempt: int
     data: str = Field(description="JSON list of OperatorMetrics")
     updated_at: float
+
+
+class PoolHost(SQLModel, table=True):
+    """What an elastic pool's loop remembers of one of its hosts between passes, so that a new
+    leader carries on where the last one stopped: its node's state as last seen (a loss or a join's
+    end is told by the change), its bootstrap failures in a row, and since when its node is idle."""
+
+    pool: str = Field(primary_key=True, max_length=64)
+    host: str = Field(primary_key=True, max_length=320)
+    state: str | None = Field(default=None, max_length=16, description="pools.policy.PoolNodeState")
+    failures: int = 0
+    retry_at: float = 0.0
+    reason: str = Field(default="", max_length=500)
+    idle_since: float | None = None
