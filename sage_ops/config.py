@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from contextvars import ContextVar
@@ -51,6 +52,10 @@ class RayConfig(_Section):
     address: str = Field("auto", description="'auto' or 'local': this daemon's own head (started when none "
                          "runs; $RAY_ADDRESS and /tmp/ray are never followed); HOST:PORT joins that cluster, with "
                          "its token (RAY_AUTH_TOKEN_PATH) and only the one expected (ray.cluster_id, else pinned)")
+    node_ip: str = Field("127.0.0.1", description="the address of a head the daemon "
+                                   "starts: loopback keeps Ray off the network; nodes on other machines (`nodes add`, "
+                                   "pools) need this machine's address on their network (Ray token auth guards it; "
+                                   "ray.tls encrypts it)")
     namespace: str = "sage-ops"
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
@@ -68,6 +73,14 @@ class RayConfig(_Section):
     tls: bool = Field(False, description="mutual TLS on every Ray channel of a head the daemon starts: a cluster "
                       "CA in the state dir signs the head's certificate and each `nodes add` node's (changing it "
                       "restarts the head)")
+
+    @field_validator("node_ip")
+    @classmethod
+    def _an_address(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError("an IP address of this machine (a host name is not: Ray wants the address)") from None
 
     @field_validator("temp_root")
     @classmethod
@@ -196,6 +209,8 @@ class PoolConfig(_Section):
     resources: dict[str, float] = Field(default_factory=dict, description="what each node offers (CPU, GPU, "
                                         "custom): jobs asking for more are not its demand; given to `ray start`")
     key: Path | None = Field(None, description="SSH private key (default: the agent, then ~/.ssh/id_*)")
+    wheel_dir: Path | None = Field(None, description="hosts without a package index install from these wheels "
+                                   "(`sage-ops nodes wheels DIR`), as `nodes add --wheel-dir`")
 
     @field_validator("idle_timeout", mode="before")
     @classmethod

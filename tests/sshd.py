@@ -49,10 +49,11 @@ def run_marks() -> dict[str, str]:
 
 
 class Sshd:
-    """`/usr/sbin/sshd -D -e` on 127.0.0.1:<free port> for the current user. `home` is the HOME
-    its sessions see (sshd's SetEnv, with pip_env()); `client_key` is authorized, `wrong_key` is not."""
+    """`/usr/sbin/sshd -D -e` on 127.0.0.1:<free port> for the current user (or on `address`:22 in
+    the network namespace `netns`: a host of its own, see netns.py). `home` is the HOME its
+    sessions see (sshd's SetEnv, with pip_env()); `client_key` is authorized, `wrong_key` is not."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1", netns: str | None = None) -> None:
         if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
             pytest.skip("OpenSSH server (/usr/sbin/sshd) is not installed")
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
@@ -65,23 +66,29 @@ class Sshd:
         for key in (self.host_key, self.client_key, self.wrong_key):
             _keygen(key)
         (self.dir / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
-        self.port = _free_port()
+        self.address, self.netns = address, netns
+        self.port = 22 if netns else _free_port()
         self.log = self.dir / "sshd.log"
+        self.start()
+
+    def start(self) -> None:
         cmd = [SSHD, "-D", "-e", "-f", "/dev/null", "-p", str(self.port), "-h", str(self.host_key),
                "-o", f"AuthorizedKeysFile={self.dir}/authorized_keys", "-o", "PidFile=none",
                "-o", "StrictModes=no", "-o", "PermitRootLogin=prohibit-password", "-o", "UsePAM=no",
-               "-o", "ListenAddress=127.0.0.1", "-o", "PasswordAuthentication=no",
+               "-o", f"ListenAddress={self.address}", "-o", "PasswordAuthentication=no",
                "-o", "Subsystem=sftp internal-sftp",
                "-o", "SetEnv=" + " ".join(f'"{k}={v}"' for k, v in
                                           {"HOME": str(self.home), **pip_env(), **run_marks()}.items())]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),
                                      start_new_session=True)
         deadline = time.monotonic() + 15
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited: {self.log.read_text()[-2000:]}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.address, self.port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -89,10 +96,19 @@ class Sshd:
                     raise RuntimeError("sshd did not listen within 15 s") from None
                 time.sleep(0.05)
 
+    def new_host_key(self) -> None:
+        """The machine gets another host key (reinstalled, or somebody in the middle)."""
+        self.stop()
+        for old in (self.host_key, Path(f"{self.host_key}.pub")):
+            old.unlink()
+        _keygen(self.host_key)
+        self.start()
+
     def known_hosts_line(self) -> str:
-        """The host key as a known_hosts line, in the `[127.0.0.1]:PORT` form OpenSSH uses."""
+        """The host key as a known_hosts line, in the form OpenSSH uses (`[HOST]:PORT` off port 22)."""
         kind, blob = Path(f"{self.host_key}.pub").read_text().split()[:2]
-        return f"[127.0.0.1]:{self.port} {kind} {blob}\n"
+        host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{host} {kind} {blob}\n"
 
     def installed(self, venv: str) -> list[str]:
         """The sage-ops versions installed in the node's venv `venv` (relative to its HOME)."""

@@ -6,19 +6,23 @@ over-provisioning)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from sage_ops.cluster import NodeView
-from sage_ops.config import Config, PoolHost
+from sage_ops.cluster import NodeAdd, NodeView
+from sage_ops.config import Config, PoolHost, RayConfig
 from sage_ops.lifecycle import NodeStatus
-from sage_ops.nodes.base import NodeBackend
+from sage_ops.nodes import tls
+from sage_ops.nodes.base import NodeBackend, StepFailed
+from sage_ops.server.backend.ray_backend import LocalHead
 from sage_ops.server.pools.autoscaler import Autoscaler, PoolEvent, node_name
 from sage_ops.server.pools.policy import (
     BACKOFF,
@@ -33,13 +37,14 @@ from sage_ops.server.pools.policy import (
     unfit_demand,
 )
 from sage_ops.server.pools.provisioned import ProvisionedActions, join_request
-from sage_ops.server.services.provisioning import Provisioner
+from sage_ops.server.services.provisioning import Operation, Provisioner
 from sage_ops.server.storage.pool_hosts import StoredPoolHosts
 from sage_ops.server.storage.store import Store
 from sage_ops.server.storage.tables import Node
 from sage_ops.server.storage.tables import PoolHost as PoolHostRow
 
 UP, JOINING, DRAINING, DOWN = PoolNodeState.UP, PoolNodeState.JOINING, PoolNodeState.DRAINING, PoolNodeState.DOWN
+DRAINED = PoolNodeState.DRAINED
 FAILED = PoolNodeState.FAILED
 GPU = {"GPU": 1.0}
 NOW = 1_000_000.0
@@ -101,12 +106,16 @@ def test_an_idle_node_is_kept_while_a_job_waits_for_it() -> None:
 
 
 def test_a_drained_node_without_jobs_is_stopped() -> None:
-    [stop] = plan(gpu_pool(), [PoolNode("h1", DRAINING)], [], {}, NOW).of("stop")
+    [stop] = plan(gpu_pool(), [PoolNode("h1", DRAINED)], [], {}, NOW).of("stop")
     assert stop.host == "h1"
 
 
-def test_a_draining_node_with_a_job_is_not_stopped() -> None:
-    assert plan(gpu_pool(), [PoolNode("h1", DRAINING, running=1)], [], {}, NOW).of("stop") == []
+def test_a_draining_node_is_left_to_its_drain() -> None:
+    assert plan(gpu_pool(), [PoolNode("h1", DRAINING)], [], {}, NOW).of("stop") == []
+
+
+def test_a_drained_node_with_a_job_is_not_stopped() -> None:
+    assert plan(gpu_pool(), [PoolNode("h1", DRAINED, running=1)], [], {}, NOW).of("stop") == []
 
 
 def test_a_lost_node_is_refilled_for_min_and_its_host_may_serve_again() -> None:
@@ -142,7 +151,8 @@ def test_nodes_for_packs_jobs_into_declared_cpus() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(hs.integers(0, 3), hs.integers(0, 5), hs.lists(hs.sampled_from([UP, JOINING, DRAINING, DOWN]), max_size=5),
+@given(hs.integers(0, 3), hs.integers(0, 5),
+       hs.lists(hs.sampled_from([UP, JOINING, DRAINING, DRAINED, DOWN]), max_size=5),
        hs.lists(hs.integers(0, 2), max_size=5), hs.integers(0, 25), hs.lists(hs.integers(0, 2000), max_size=5))
 def test_any_pool_never_goes_above_max_below_min_or_stops_a_busy_node(
         low: int, extra: int, states: list[PoolNodeState], running: list[int], jobs: int, idle: list[int]) -> None:
@@ -220,7 +230,8 @@ class FakeNodes:
         self.added.append(host)
 
     async def drain(self, name: str) -> None:
-        self.nodes[name][0] = DRAINING
+        """The provisioner's drain: done at once when no job runs there."""
+        self.nodes[name][0] = DRAINING if self.nodes[name][1] else DRAINED
 
     async def stop(self, name: str) -> None:
         del self.nodes[name]
@@ -353,22 +364,45 @@ def test_a_node_name_keeps_only_a_node_names_characters() -> None:
 
 # -- the daemon's actions: the provisioner's nodes seen as a pool's ------------------------------------
 def test_a_pool_node_is_added_as_nodes_add_would_with_the_pools_shape() -> None:
-    pool = Config(nodes={"pools": [{"name": "gpu", "hosts": ["alice@10.0.0.7:2222"], "key": "/k/id",
+    pool = Config(nodes={"pools": [{"name": "gpu", "hosts": ["alice@10.0.0.7:2222"], "key": "/k/id", "wheel_dir": "/w",
                                     "resources": {"CPU": 8, "GPU": 1, "fast_disk": 1}}]}).nodes.pools[0]
     req = join_request("gpu-alice-10.0.0.7-2222", PoolHost.parse(pool.hosts[0]), pool)
-    assert (req.host, req.user, req.port, req.num_cpus, req.num_gpus, req.resources, req.key_file) == (
-        "10.0.0.7", "alice", 2222, 8, 1, {"fast_disk": 1.0}, "/k/id")
+    assert (req.host, req.user, req.port, req.num_cpus, req.num_gpus, req.resources, req.key_file, req.wheel_dir) == (
+        "10.0.0.7", "alice", 2222, 8, 1, {"fast_disk": 1.0}, "/k/id", "/w")
 
 
-def test_a_drained_node_is_seen_as_draining_without_jobs() -> None:
-    class Views:
-        async def nodes(self) -> list[Any]:
-            return [NodeView(name="gpu-h1", state="DRAINED", managed=True),
-                    NodeView(name="head", state="UP", managed=False, running_jobs=2)]
+class Provisioned:
+    """The provisioner as ProvisionedActions reads it: its node list and its operations."""
 
-    actions = ProvisionedActions(Views())
+    def __init__(self, *views: NodeView, draining: str | None = None) -> None:
+        self.views = list(views)
+        self.ops = {draining: Operation("drain")} if draining else {}
+
+    async def nodes(self) -> list[Any]:
+        return self.views
+
+
+def observed(*views: NodeView, draining: str | None = None) -> dict[str, Any]:
+    actions = ProvisionedActions(Provisioned(*views, draining=draining))
     asyncio.run(actions.refresh())
-    assert (actions.observe("gpu-h1"), actions.observe("head")) == ((DRAINING, 0), None)
+    return {v.name: actions.observe(v.name) for v in views}
+
+
+def test_a_drained_node_is_seen_as_drained() -> None:
+    assert observed(NodeView(name="gpu-h1", state="DRAINED", managed=True)) == {"gpu-h1": (DRAINED, 0)}
+
+
+def test_a_node_being_drained_is_seen_as_draining() -> None:
+    seen = observed(NodeView(name="gpu-h1", state="DRAINING", managed=True, running_jobs=1), draining="gpu-h1")
+    assert seen == {"gpu-h1": (DRAINING, 1)}
+
+
+def test_a_node_whose_drain_failed_is_seen_as_drained() -> None:
+    assert observed(NodeView(name="gpu-h1", state="DRAINING", managed=True)) == {"gpu-h1": (DRAINED, 0)}
+
+
+def test_a_node_the_pool_did_not_add_is_not_seen() -> None:
+    assert observed(NodeView(name="head", state="UP", managed=False, running_jobs=2)) == {"head": None}
 
 
 def test_a_pools_view_shows_its_nodes_what_it_wants_and_its_last_decision() -> None:
@@ -418,7 +452,7 @@ def test_a_new_leader_keeps_the_idle_clock() -> None:
     new = loop.successor()
     new.t += 100
     new.step()
-    assert new.nodes.nodes[node_name("gpu", "h1")][0] is DRAINING
+    assert new.nodes.nodes[node_name("gpu", "h1")][0] is DRAINED
 
 
 def test_a_node_lost_during_the_failover_is_a_loss_to_the_new_leader() -> None:
@@ -511,3 +545,31 @@ def test_a_half_joined_node_that_ray_lists_is_up_after_a_restart(tmp_path: Path)
 def test_what_an_interrupted_bootstrap_started_is_stopped(tmp_path: Path) -> None:
     _, machines = resumed(tmp_path, "gpu-h1")
     assert machines.stopped == ["gpu-h2"]
+
+
+# -- the head machines elsewhere reach: ray.node_ip ----------------------------------------------------
+def test_ray_node_ip_is_an_address_not_a_name() -> None:
+    with pytest.raises(ValidationError, match="IP address"):
+        Config(ray={"node_ip": "head.example"})
+
+
+def test_a_head_the_daemon_starts_listens_on_ray_node_ip(tmp_path: Path) -> None:
+    cmd, _ = LocalHead(tmp_path).command(RayConfig(node_ip="10.1.2.3", include_dashboard=False), 6379, tmp_path)
+    assert "--node-ip-address=10.1.2.3" in cmd
+
+
+def test_a_machine_elsewhere_is_refused_while_the_head_is_on_loopback(tmp_path: Path) -> None:
+    class OnLoopback:
+        address = "127.0.0.1:6379"
+
+    prov = Provisioner(Config().nodes, None, OnLoopback(), lambda *a: None, tmp_path, lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(StepFailed, match="set ray.node_ip"):
+        prov.plan(NodeAdd(host="10.0.0.7"), "n1", None)  # type: ignore[arg-type]
+
+
+def test_the_heads_tls_certificate_names_ray_node_ip(tmp_path: Path) -> None:
+    tls.ensure_head(tmp_path)
+    tls.ensure_head(tmp_path, ["10.1.2.3"])  # node_ip set later: the certificate is made again
+    cert = x509.load_pem_x509_certificate((tmp_path / tls.CERT).read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.1.2.3") in names.get_values_for_type(x509.IPAddress)

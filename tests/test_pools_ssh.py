@@ -1,8 +1,8 @@
 """An elastic pool end to end, through a real sshd and a real second Ray node on this machine: a
 job that only the pool's node could hold is admitted, the leader's autoscaler bootstraps a node
 for it (the provisioner's own SSH join), the job runs there, and the node is drained and removed
-once idle for its timeout; every step is an audited pool event. (Distinct hosts in network
-namespaces come next: here the pool has one host.)"""
+once idle for its timeout; every step is an audited pool event. Here the pool has one host on
+loopback; test_pools_hosts.py has three distinct hosts in network namespaces."""
 
 from __future__ import annotations
 

@@ -1506,6 +1506,26 @@ async def test_a_held_job_is_no_demand(tmp_path: Path, store: st.Store, cluster:
     assert rig.sched.demand() == []
 
 
+async def test_a_job_placed_for_a_node_that_died_before_it_started_is_demand(tmp_path: Path,
+                                                                             store: st.Store) -> None:
+    """Ray learns a node is dead seconds after its jobs fail: a retry may be placed for it meanwhile,
+    and then waits in Ray's queue for room elsewhere, which only a pool may make."""
+    cluster = FakeBackend(FakeClock(), {"cpu-node": {"CPU": 4.0}, "gpu-node": {"CPU": 4.0, "GPU": 1.0}})
+    rig = await Rig(tmp_path, store, cluster, pools=GPU_POOL).start()
+    await rig.submit(resources={"gpu": 1})
+    await rig.step()  # handed to Ray for gpu-node, not started yet
+    del cluster.nodes["gpu-node"]
+    assert rig.sched.demand() == [{"CPU": 1.0, "GPU": 1.0}]
+
+
+async def test_a_job_placed_for_a_live_node_is_no_demand(tmp_path: Path, store: st.Store) -> None:
+    cluster = FakeBackend(FakeClock(), {"cpu-node": {"CPU": 4.0}, "gpu-node": {"CPU": 4.0, "GPU": 1.0}})
+    rig = await Rig(tmp_path, store, cluster, pools=GPU_POOL).start()
+    await rig.submit(resources={"gpu": 1})
+    await rig.step()
+    assert rig.sched.demand() == []
+
+
 # -- prefetch (short jobs queued in Ray ahead of room) stays out of reservations ---------------------------
 async def test_a_short_one_cpu_job_is_prefetched_when_recent_jobs_ran_short(tmp_path: Path, store: st.Store) -> None:
     rig = await Rig(tmp_path, store, FakeBackend(FakeClock(), {"n": {"CPU": 1.0}}), prefetch=2).start()

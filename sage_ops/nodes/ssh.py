@@ -395,8 +395,9 @@ class SSHBackend(NodeBackend):
                 progress("join ray", "skip", f"already running ({running} processes)")
                 return node_id
             progress("join ray", "start", f"stopping {running} stale processes of {plan.name}")
-            record = credentials.node_files(remote, self.workdir, plan.name)["ray_temp"]
-            remote.procs(py, plan.name, "stop", min(30.0, limit / 4), (record,), step="join ray")
+        # what an earlier Ray of this node left (killed, nothing running now): its temp dir too
+        record = credentials.node_files(remote, self.workdir, plan.name)["ray_temp"]
+        remote.procs(py, plan.name, "stop", min(30.0, limit / 4), (record,), step="join ray")
         env = {NODE_ENV: plan.name, "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL": "minor",
                "RAY_USAGE_STATS_ENABLED": "0"}
         env.update(credentials.provision(remote, plan, self.workdir, made, _left(deadline)))

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -115,9 +116,10 @@ def _issue(subject_key: ec.EllipticCurvePublicKey, names: list[str], ca_key: ec.
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def ensure_head(directory: Path) -> dict[str, str]:
-    """The cluster CA and the head's certificate in `directory` (made once); Ray's TLS variables
-    for the head and the daemon's own driver."""
+def ensure_head(directory: Path, also: Sequence[str] = ()) -> dict[str, str]:
+    """The cluster CA and the head's certificate in `directory` (made once, and again when it
+    lacks a name of `also`, the head's `ray.node_ip`); Ray's TLS variables for the head and the
+    daemon's own driver."""
     _private_dir(directory)
     ca_key_path, ca_path = directory / CA_KEY, directory / CA_CERT
     if not ca_key_path.exists() or not ca_path.exists():
@@ -135,10 +137,18 @@ def ensure_head(directory: Path) -> dict[str, str]:
         _write(ca_path, ca.public_bytes(serialization.Encoding.PEM), 0o644)
         for stale in (directory / KEY, directory / CERT):  # signed by an earlier CA
             stale.unlink(missing_ok=True)
-    if not (directory / KEY).exists() or not (directory / CERT).exists():
+    if not (directory / KEY).exists() or not (directory / CERT).exists() or not _names_all(directory / CERT, also):
         key = _new_key(directory / KEY)
-        _write(directory / CERT, sign_key(directory, key.public_key(), local_names()), 0o644)
+        _write(directory / CERT, sign_key(directory, key.public_key(), list(dict.fromkeys([*local_names(), *also]))),
+               0o644)
     return ray_env(directory)
+
+
+def _names_all(cert_path: Path, names: Sequence[str]) -> bool:
+    """Does the certificate name every one of `names`?"""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(names) <= set(alt.get_values_for_type(x509.DNSName))
 
 
 def sign_key(directory: Path, public_key: ec.EllipticCurvePublicKey, names: list[str]) -> bytes:

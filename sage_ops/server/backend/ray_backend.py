@@ -114,12 +114,13 @@ class LocalHead:
         return {**env, **tls.ray_env(self.dir / "tls")} if self.tls else env
 
     def command(self, cfg: RayConfig, port: int, temp: Path) -> tuple[list[str], str | None]:
-        """`ray start` for a head on loopback, with only the ports asked for; and the dashboard URL."""
+        """`ray start` for a head on `ray.node_ip` (loopback unless set), with only the ports asked
+        for; and the dashboard URL."""
         ray = Path(sys.executable).parent / "ray"
         base = [str(ray) if ray.exists() else shutil.which("ray") or "ray"]
         if cfg.client_server_port is None:
             base = [sys.executable, "-c", NO_CLIENT_SERVER]
-        cmd = [*base, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}",
+        cmd = [*base, "start", "--head", f"--node-ip-address={cfg.node_ip}", f"--port={port}", f"--temp-dir={temp}",
                "--disable-usage-stats"]
         if cfg.client_server_port is not None:
             cmd.append(f"--ray-client-server-port={cfg.client_server_port}")
@@ -142,7 +143,7 @@ class LocalHead:
         paths.secret_file(self.token_path, lambda: secrets.token_hex(32))
         paths.secret_file(self.transit_path, new_key)
         if self.tls:
-            tls.ensure_head(self.dir / "tls")
+            tls.ensure_head(self.dir / "tls", [cfg.node_ip])
         rayhead.stop(self.state_dir)  # what is left of an earlier head of ours (it did not answer), its temp dir
         port = _free_port()
         temp = rayhead.new_temp_dir(cfg.temp_root)
@@ -151,7 +152,8 @@ class LocalHead:
         env.update({**self.env(), rayhead.HEAD_ENV: str(temp)})
         if cfg.metrics_export_port is None:  # the agents' Prometheus endpoint (it answers without auth)
             env["RAY_enable_metrics_collection"] = "0"
-        log.info("starting a local Ray head on 127.0.0.1:%d (temp dir %s)", port, temp)
+        address = f"[{cfg.node_ip}]:{port}" if ":" in cfg.node_ip else f"{cfg.node_ip}:{port}"
+        log.info("starting a local Ray head on %s (temp dir %s)", address, temp)
         # every process of the head inherits HEAD_ENV and keeps the session of `ray start`: how
         # rayhead finds them all, also those re-parented to init or renamed
         try:
@@ -160,7 +162,6 @@ class LocalHead:
         except OSError:
             rayhead.remove_temp_dir(temp)
             raise
-        address = f"127.0.0.1:{port}"
         self.record.write_text(json.dumps({"address": address, "temp_dir": str(temp), "session": proc.pid,
                                            "dashboard": dashboard, "started_at": time.time(), "tls": self.tls}))
         try:
@@ -229,6 +230,10 @@ class RayBackend:
         if rec and bool(rec.get("tls")) != self.cfg.tls:
             log.warning("the running Ray head of ours has ray.tls %s: restarting it", "on" if rec.get("tls") else "off")
             rec = None
+        if rec and rec["address"].rsplit(":", 1)[0].strip("[]") != self.cfg.node_ip:
+            log.warning("the running Ray head of ours is at %s, not on ray.node_ip %s: restarting it", rec["address"],
+                        self.cfg.node_ip)
+            rec = None
         if rec:
             self.started_head = True
             return rec["address"], self.head.env()
@@ -251,7 +256,9 @@ class RayBackend:
         if not _reachable(address, timeout=5):
             raise DaemonUnavailable(f"Ray at {address} is not reachable")
         kwargs: dict[str, Any] = {}
-        if address.startswith("127.") or address.startswith("localhost"):
+        if self.started_head:  # the driver is on the head's node: its address
+            kwargs["_node_ip_address"] = self.cfg.node_ip
+        elif address.startswith("127.") or address.startswith("localhost"):
             kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address=address, namespace=self.cfg.namespace, logging_level=logging.WARNING,
                  log_to_driver=False, configure_logging=False, **kwargs)

@@ -184,7 +184,8 @@ class Autoscaler:
             out.append(PoolView(
                 name=cfg.name, hosts=[h.text() for h in cfg.host_list()], min=cfg.min, max=cfg.ceiling(),
                 idle_timeout=cfg.idle_timeout, resources=dict(cfg.resources), up=count[PoolNodeState.UP],
-                joining=count[PoolNodeState.JOINING], draining=count[PoolNodeState.DRAINING],
+                joining=count[PoolNodeState.JOINING],
+                draining=count[PoolNodeState.DRAINING] + count[PoolNodeState.DRAINED],
                 idle=sum(1 for n in memory.seen if n.state is PoolNodeState.UP and not n.running),
                 desired=memory.desired, waiting_jobs=memory.waiting, nodes=nodes, last=memory.said,
                 set_aside=resting))

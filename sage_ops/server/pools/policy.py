@@ -22,7 +22,8 @@ Need = Mapping[str, float]
 class PoolNodeState(str, Enum):
     JOINING = "JOINING"  # being bootstrapped
     UP = "UP"
-    DRAINING = "DRAINING"  # nothing new placed; let go once its jobs are done
+    DRAINING = "DRAINING"  # nothing new placed; its Ray is stopped once its jobs are done
+    DRAINED = "DRAINED"  # its Ray stopped, or its drain can go no further (the machine is gone): remove it
     DOWN = "DOWN"  # lost (its Ray died, the machine went away): its host may be used again
     FAILED = "FAILED"  # its bootstrap failed: the host waits out its backoff
 
@@ -155,7 +156,7 @@ def plan(pool: Pool, nodes: Sequence[PoolNode], demand: Sequence[Need], hosts: M
         out.decisions.append(Decision("drain", f"idle for {now - (n.idle_since or now):.0f}s "
                                                f"(idle_timeout {pool.idle_timeout:g}s)", n.host))
     for n in nodes:
-        if n.state is PoolNodeState.DRAINING and n.running == 0:
+        if n.state is PoolNodeState.DRAINED and n.running == 0:
             out.decisions.append(Decision("stop", "drained: no job runs on it", n.host))
     return out
 

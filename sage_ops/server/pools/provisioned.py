@@ -10,10 +10,9 @@ from ...cluster import NodeAdd
 from ...config import PoolConfig, PoolHost
 from .policy import PoolNodeState
 
-#: a node's state as `nodes` shows it -> as the pool's rules see it (DRAINED: its Ray is stopped,
-#: so it only waits to be forgotten, which the rules do as for a drained node without jobs)
+#: a node's state as `nodes` shows it -> as the pool's rules see it
 STATES = {"JOINING": PoolNodeState.JOINING, "UP": PoolNodeState.UP, "DOWN": PoolNodeState.DOWN,
-          "FAILED": PoolNodeState.FAILED, "DRAINING": PoolNodeState.DRAINING, "DRAINED": PoolNodeState.DRAINING}
+          "FAILED": PoolNodeState.FAILED, "DRAINING": PoolNodeState.DRAINING, "DRAINED": PoolNodeState.DRAINED}
 
 
 class ProvisionedActions:
@@ -22,8 +21,16 @@ class ProvisionedActions:
         self.seen: dict[str, tuple[PoolNodeState, int]] = {}
 
     async def refresh(self) -> None:
-        self.seen = {v.name: (STATES[v.state], v.running_jobs) for v in await self.provisioner.nodes()
+        self.seen = {v.name: (self._state(v.name, v.state), v.running_jobs) for v in await self.provisioner.nodes()
                      if v.managed and v.state in STATES}
+
+    def _state(self, name: str, state: str) -> PoolNodeState:
+        """DRAINING with no drain under way: the drain failed (its machine died before Ray noticed,
+        say) and will go no further, so the node is as good as drained: removed, its host free."""
+        op = self.provisioner.ops.get(name)
+        if state == "DRAINING" and (op is None or op.done):
+            return PoolNodeState.DRAINED
+        return STATES[state]
 
     def observe(self, name: str) -> tuple[PoolNodeState, int] | None:
         return self.seen.get(name)
@@ -35,7 +42,7 @@ class ProvisionedActions:
         await self.provisioner.drain(name, False)
 
     async def stop(self, name: str) -> None:
-        await self.provisioner.remove(name, False)
+        await self.provisioner.remove(name, True)  # drained (or its drain failed): nothing runs there
 
 
 def join_request(name: str, host: PoolHost, pool: PoolConfig) -> NodeAdd:
@@ -48,4 +55,5 @@ def join_request(name: str, host: PoolHost, pool: PoolConfig) -> NodeAdd:
     return NodeAdd.model_validate({
         "host": host.host, "user": host.user, "port": host.port, "name": name, "resources": res,
         "key_file": str(pool.key.expanduser()) if pool.key else None,
+        "wheel_dir": str(pool.wheel_dir.expanduser()) if pool.wheel_dir else None,
         "num_cpus": int(cpus) if cpus is not None else None, "num_gpus": int(gpus) if gpus is not None else None})

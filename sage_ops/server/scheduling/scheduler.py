@@ -31,7 +31,7 @@ from ..storage.sealing import Sealer
 from . import pending
 from .admission import Admission
 from .arrays import Arrays, load_runs
-from .capacity import Capacity
+from .capacity import PREFETCH, Capacity
 from .dispatch import Dispatch
 from .operations import Operations
 from .outcomes import Outcomes
@@ -209,7 +209,8 @@ class Scheduler:
     def demand(self, limit: int = 1000) -> list[dict[str, float]]:
         """What the jobs ready to start (in line, at most `limit`) ask that no open node has free
         now: what an elastic pool would add a node for. Held, waiting or quota-bound jobs ask
-        nothing of a pool."""
+        nothing of a pool. So do the jobs handed to Ray for a node that is gone since (its death
+        was not yet known when they were placed): they wait in Ray's queue for room elsewhere."""
         now, state = self.clock.now(), self.state
         cluster = self.term.dispatch.cluster(now)
         out = []
@@ -218,6 +219,9 @@ class Scheduler:
                 continue
             if cluster.fitting(job.need) is None:
                 out.append(job.need)
+        alive = {node for node, _ in state.capacity.nodes.node_totals(open_only=True)}
+        out += [d.need for d in state.dispatched.values()
+                if not d.started and d.node != PREFETCH and d.node not in alive][:max(0, limit - len(out))]
         return out
 
     def set_quotas(self, quotas: dict[str, Quotas]) -> None:

@@ -162,8 +162,12 @@ class Provisioner:
     def plan(self, req: NodeAdd, name: str, wheel: OwnWheel) -> JoinPlan:
         ray_address = self.ray.address or ""
         head = self.cfg.head_address or ray_address
+        if ray_address.startswith(LOOPBACK) and not req.host.startswith(LOOPBACK):
+            # Ray hands out the head's own address: a machine elsewhere would reach itself
+            raise StepFailed("join ray", f"the Ray head is on loopback ({ray_address}), which {req.host} cannot "
+                                         "reach: set ray.node_ip to this machine's address on the node's network")
         host, _, port = head.rpartition(":")
-        if host.startswith(LOOPBACK):  # a node can't reach the head at 127.0.0.1 (Ray rewrites it)
+        if host.startswith(LOOPBACK):  # a second raylet here: by host name, which Ray does not rewrite
             head = f"{socket.gethostname()}:{port}"
         env: dict[str, str] = {}
         node_ip = req.node_ip
