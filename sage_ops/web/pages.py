@@ -1,0 +1,321 @@
+"""The dashboard's pages: login, jobs (live, filtered and sorted by the URL, paged), a job (its
+record, history and live log), nodes and pools. Each handler asks the API as the visitor (api.py)
+and renders a template; actions are forms carrying the session's CSRF secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .api import Api, ApiError
+from .session import COOKIE, LIFETIME, Session, Sessions, csrf_ok
+
+log = logging.getLogger(__name__)
+STATUSES = ["SUBMITTED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "REJECTED"]
+JOB_ACTIONS = ("cancel", "retry", "hold", "release")
+PAGE = 50
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+           "x-frame-options": "DENY"}
+
+
+class Dashboard:
+    def __init__(self, api_app: ASGIApp, key: bytes, secure: bool) -> None:
+        """`api_app`: the daemon's API behind its Gate; `key`: seals the session cookies;
+        `secure`: served over TLS (cookies marked Secure)."""
+        self.api = Api(api_app)
+        self.sessions = Sessions(key)
+        self.secure = secure
+        self.templates = Environment(loader=PackageLoader("sage_ops.web", "templates"),
+                                     autoescape=select_autoescape(["html"]))
+        routes = [
+            Route("/", self.home),
+            Route("/favicon.ico", self.favicon),
+            Route("/web/login", self.login_form, methods=["GET"]),
+            Route("/web/login", self.login, methods=["POST"]),
+            Route("/web/logout", self.logout, methods=["POST"]),
+            Route("/web/jobs", self.jobs, methods=["GET"]),
+            Route("/web/jobs", self.bulk, methods=["POST"]),
+            Route("/web/jobs/{job_id}", self.job, methods=["GET"]),
+            Route("/web/jobs/{job_id}/log", self.log_stream, methods=["GET"]),
+            Route("/web/jobs/{job_id}/log.txt", self.log_download, methods=["GET"]),
+            Route("/web/jobs/{job_id}/{action}", self.act, methods=["POST"]),
+            Route("/web/events", self.events, methods=["GET"]),
+            Route("/web/nodes", self.nodes, methods=["GET"]),
+            Mount("/web/static", StaticFiles(directory=str(files("sage_ops.web") / "static")), name="static"),
+        ]
+        self.app = Starlette(routes=routes, exception_handlers={Exception: self._bug})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *((k.encode(), v.encode()) for k, v in HEADERS.items())]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    async def _bug(self, request: Request, exc: Exception) -> Response:
+        log.exception("dashboard page %s failed", request.url.path)
+        return PlainTextResponse(f"internal error ({exc.__class__.__name__}); see the daemon log", 500)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _session(self, request: Request) -> Session | None:
+        return self.sessions.open(request.cookies.get(COOKIE))
+
+    @staticmethod
+    def _peer(request: Request) -> tuple[str, int]:
+        return (request.client.host, request.client.port) if request.client else ("127.0.0.1", 0)
+
+    async def _ask(self, request: Request, session: Session, method: str, path: str, query: Any = None,
+                   body: Any = None) -> Any:
+        return await self.api.call(method, path, session.token, self._peer(request), query, body)
+
+    def _render(self, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = self.templates.get_template(template).render(**ctx)
+        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+    def _to_login(self, request: Request, why: str | None = None) -> Response:
+        query = {"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")}
+        if why:
+            query["why"] = why
+        out = RedirectResponse(f"/web/login?{urlencode(query)}", status_code=303)
+        out.delete_cookie(COOKIE, path="/")
+        return out
+
+    async def _page(self, request: Request, template: str, session: Session, status: int = 200,
+                    **ctx: Any) -> HTMLResponse:
+        who = await self._ask(request, session, "GET", "/v1/whoami")
+        return self._render(template, status, who=who, csrf=session.csrf, path=request.url.path, **ctx)
+
+    # -- login ----------------------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/web/jobs", status_code=303)
+
+    async def favicon(self, request: Request) -> Response:
+        return RedirectResponse("/web/static/favicon.svg", status_code=301)
+
+    async def login_form(self, request: Request) -> Response:
+        return self._render("login.html", why=request.query_params.get("why"),
+                            next=_local(request.query_params.get("next")))
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        token = str(form.get("token") or "").strip()
+        nxt = _local(str(form.get("next") or ""))
+        try:
+            await self.api.call("GET", "/v1/whoami", token, self._peer(request))
+        except ApiError as exc:
+            return self._render("login.html", status=401, why=exc.message, next=nxt)
+        value, _ = self.sessions.new(token)
+        out = RedirectResponse(nxt, status_code=303)
+        out.set_cookie(COOKIE, value, max_age=int(LIFETIME), path="/", httponly=True, secure=self.secure,
+                       samesite="strict")
+        return out
+
+    async def logout(self, request: Request) -> Response:
+        session = self._session(request)
+        form = await request.form()
+        if session is not None and not csrf_ok(session, _str(form.get("csrf"))):
+            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
+        out = RedirectResponse("/web/login", status_code=303)
+        out.delete_cookie(COOKIE, path="/")
+        return out
+
+    # -- jobs -----------------------------------------------------------------------------------
+    async def jobs(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        q = request.query_params
+        status = [s for s in q.getlist("status") if s in STATUSES]
+        query: dict[str, Any] = {"limit": PAGE, "status": status}
+        for key in ("name", "cursor", "sort"):
+            if q.get(key):
+                query[key] = q[key]
+        if q.get("desc") == "1":
+            query["desc"] = "true"
+        try:
+            listed = await self._ask(request, session, "GET", "/v1/jobs", query)
+        except ApiError as exc:
+            if exc.status == 401:
+                return self._to_login(request, exc.message)
+            listed, query["error"] = {"jobs": [], "next_cursor": None}, exc.message
+        ctx = {"jobs": listed["jobs"], "next_cursor": listed.get("next_cursor"), "statuses": STATUSES,
+               "chosen": status, "name": q.get("name", ""), "sort": q.get("sort", ""), "desc": q.get("desc") == "1",
+               "error": query.get("error"), "flash": q.get("flash"), "query": _keep(q, "cursor")}
+        if q.get("partial") == "rows":
+            return self._render("job_rows.html", **ctx)
+        return await self._page(request, "jobs.html", session, **ctx)
+
+    async def bulk(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        form = await request.form()
+        if not csrf_ok(session, _str(form.get("csrf"))):
+            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
+        action, ids = _str(form.get("action")), [str(i) for i in form.getlist("ids")]
+        back = _local(_str(form.get("back")) or "/web/jobs")
+        if action not in ("cancel", "retry") or not ids:
+            return RedirectResponse(_with(back, flash="choose jobs and an action"), status_code=303)
+        try:
+            result = await self._ask(request, session, "POST", f"/v1/jobs/{action}", body={"ids": ids})
+            changed = len(result.get("affected") or [])
+            errors = result.get("errors") or []
+            flash = f"{action}: {changed} job(s)" + (f"; {errors[0]['message']}" if errors else "")
+        except ApiError as exc:
+            flash = f"{action} refused: {exc.message}"
+        return RedirectResponse(_with(back, flash=flash), status_code=303)
+
+    async def job(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        job_id = request.path_params["job_id"]
+        try:
+            job = await self._ask(request, session, "GET", f"/v1/jobs/{job_id}")
+            history = await self._ask(request, session, "GET", f"/v1/jobs/{job_id}/events")
+        except ApiError as exc:
+            if exc.status == 401:
+                return self._to_login(request, exc.message)
+            return await self._page(request, "missing.html", session, exc.status, message=exc.message)
+        return await self._page(request, "job.html", session, job=job, history=history, actions=JOB_ACTIONS,
+                                flash=request.query_params.get("flash"),
+                                spec=json.dumps(_given(job.get("spec") or {}), indent=2, sort_keys=True))
+
+    async def act(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        job_id, action = request.path_params["job_id"], request.path_params["action"]
+        form = await request.form()
+        if not csrf_ok(session, _str(form.get("csrf"))):
+            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
+        if action not in JOB_ACTIONS:
+            return PlainTextResponse(f"no such action: {action}", 404)
+        try:
+            await self._ask(request, session, "POST", f"/v1/jobs/{job_id}/{action}")
+            flash = f"{action}: done"
+        except ApiError as exc:
+            flash = f"{action} refused: {exc.message}"
+        return RedirectResponse(_with(f"/web/jobs/{job_id}", flash=flash), status_code=303)
+
+    async def log_download(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        job_id = request.path_params["job_id"]
+        status, chunks = await self.api.stream("GET", f"/v1/jobs/{job_id}/logs", session.token, self._peer(request))
+        if status >= 400:
+            return PlainTextResponse((b"".join([c async for c in chunks])).decode(errors="replace"), status)
+        return StreamingResponse(_text_lines(chunks), media_type="text/plain; charset=utf-8",
+                                 headers={"content-disposition": f'attachment; filename="{job_id}.log"'})
+
+    async def log_stream(self, request: Request) -> Response:
+        """The job's log lines as server-sent events, from `tail` lines back, live."""
+        session = self._session(request)
+        if session is None:
+            return PlainTextResponse("log in first", 401)
+        job_id = request.path_params["job_id"]
+        query = {"follow": "true", "tail": request.query_params.get("tail", "500")}
+        status, chunks = await self.api.stream("GET", f"/v1/jobs/{job_id}/logs", session.token, self._peer(request),
+                                               query)
+        if status >= 400:
+            return PlainTextResponse("not found", status)
+        return StreamingResponse(_sse(chunks, "line"), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store"})
+
+    async def events(self, request: Request) -> Response:
+        """Jobs' changes of state the visitor may see, as server-sent events (the page coalesces)."""
+        session = self._session(request)
+        if session is None:
+            return PlainTextResponse("log in first", 401)
+        status, chunks = await self.api.stream("GET", "/v1/events", session.token, self._peer(request),
+                                               {"follow": "true"})
+        if status >= 400:
+            return PlainTextResponse("refused", status)
+        return StreamingResponse(_sse(chunks, "job"), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store"})
+
+    # -- nodes ----------------------------------------------------------------------------------
+    async def nodes(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        try:
+            nodes = await self._ask(request, session, "GET", "/v1/nodes")
+            pools = await self._ask(request, session, "GET", "/v1/pools")
+        except ApiError as exc:
+            if exc.status == 401:
+                return self._to_login(request, exc.message)
+            nodes, pools = [], []
+        return await self._page(request, "nodes.html", session, nodes=nodes, pools=pools)
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    rest = b""
+    async for chunk in chunks:
+        rest += chunk
+        *whole, rest = rest.split(b"\n")
+        for line in whole:
+            if line.strip():
+                yield line
+    if rest.strip():
+        yield rest
+
+
+async def _sse(chunks: AsyncIterator[bytes], event: str) -> AsyncIterator[bytes]:
+    yield b": connected\n\n"
+    async for line in _lines(chunks):
+        yield b"event: " + event.encode() + b"\ndata: " + line + b"\n\n"
+
+
+async def _text_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for line in _lines(chunks):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        text = entry.get("message", "") if isinstance(entry, dict) else str(entry)
+        yield (str(text).rstrip("\n") + "\n").encode()
+
+
+def _given(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec less its empty fields: what the submitter said."""
+    return {k: v for k, v in spec.items() if v not in (None, [], {}, False, "")}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _local(path: str | None) -> str:
+    """A path of this site to go to after login (never another site's address)."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/web/jobs"
+    return path
+
+
+def _with(path: str, **params: str) -> str:
+    base, _, query = path.partition("?")
+    kept = [p for p in query.split("&") if p and not any(p.startswith(k + "=") for k in params)]
+    return base + "?" + "&".join([*kept, urlencode(params)])
+
+
+def _keep(q: Any, *drop: str) -> str:
+    """The page's filters and sort as a query string, less `drop` (for links that change one)."""
+    return urlencode([(k, v) for k, v in q.multi_items() if k not in (*drop, "partial", "flash")])
