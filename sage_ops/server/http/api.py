@@ -220,6 +220,7 @@ def create_app(services: Services) -> FastAPI:
             return await bulk(request, who, req, action)
 
         route.__annotations__["req"] = shape  # the body FastAPI validates: the class itself, not its name
+        route.__name__ = f"{action}_many"  # the audit's action
         app.post(f"/v1/jobs/{action}", response_model=BulkResult, name=f"{action}_many")(route)
 
     for action, shape in (("cancel", BatchCancel), ("retry", BatchRetry), ("hold", BatchCancel),
@@ -289,6 +290,8 @@ def create_app(services: Services) -> FastAPI:
         """POST /v1/jobs/ID/ACTION: that job afterwards, or the one error."""
         async def route(request: Request, job_id: str, who: Principal = WHO) -> JobView:
             return await one(request, who, action, job_id)
+
+        route.__name__ = action  # the audit's action
 
         app.post(f"/v1/jobs/{{job_id}}/{action}", response_model=JobView, name=action)(route)
 

@@ -1,0 +1,179 @@
+"""The dashboard over HTTP (tests/test_web_browser.py drives it in a real browser): login and its
+cookie, the pages' security headers, CSRF refused, a viewer who cannot act, a member who cannot
+open another tenant's job by its URL, and the session cookie's seal. A real daemon on TCP with
+real tokens; the pages call its real API as their visitor."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Daemon, wait_until
+
+from sage_ops.web.session import COOKIE, Sessions
+
+
+def token(d: Daemon, *args: str) -> str:
+    return json.loads(d.run("token", "create", "--json", *args, check=True).stdout)["token"]
+
+
+@pytest.fixture(scope="module")
+def site(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
+    d = Daemon(ray_head)
+    d.start("--tcp", "127.0.0.1:0")
+    try:
+        for tenant in ("red", "blue"):
+            d.run("tenant", "create", tenant, check=True)
+        admin = d.client(timeout=60)
+        tokens = {"admin": token(d, "--name", "web-admin", "--role", "admin"),
+                  "red": token(d, "--name", "red-member", "--tenant", "red"),
+                  "viewer": token(d, "--name", "red-viewer", "--tenant", "red", "--role", "viewer"),
+                  "blue": token(d, "--name", "blue-member", "--tenant", "blue")}
+        jobs = {"red": admin.submit_command(["sleep", "3600"], tenant="red", name="red-sleeper"),
+                "blue": admin.submit_command(["sleep", "3600"], tenant="blue", name="blue-sleeper")}
+        yield {"daemon": d, "base": f"http://{admin.health_check().tcp}", "tokens": tokens, "jobs": jobs}
+    finally:
+        d.cleanup()
+
+
+def browser(site: dict[str, Any], who: str | None = None) -> httpx.Client:
+    """A client with a cookie jar, logged in as `who` (None: not logged in)."""
+    c = httpx.Client(base_url=site["base"], timeout=30, follow_redirects=False)
+    if who is not None:
+        answer = c.post("/web/login", data={"token": site["tokens"][who], "next": "/web/jobs"})
+        assert answer.status_code == 303, answer.text
+    return c
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+def test_the_root_leads_to_the_jobs_page(site: dict[str, Any]) -> None:
+    assert browser(site).get("/").headers["location"] == "/web/jobs"
+
+
+def test_a_page_without_a_session_leads_to_the_login_form(site: dict[str, Any]) -> None:
+    assert browser(site).get("/web/jobs").headers["location"].startswith("/web/login?next=%2Fweb%2Fjobs")
+
+
+def test_a_wrong_token_is_refused_with_the_apis_reason(site: dict[str, Any]) -> None:
+    answer = browser(site).post("/web/login", data={"token": "nope", "next": "/web/jobs"})
+    assert (answer.status_code, "invalid or revoked token" in answer.text) == (401, True)
+
+
+def test_the_session_cookie_is_httponly_and_samesite_strict(site: dict[str, Any]) -> None:
+    answer = browser(site).post("/web/login", data={"token": site["tokens"]["red"], "next": "/web/jobs"})
+    cookie = answer.headers["set-cookie"].lower()
+    assert ("httponly" in cookie, "samesite=strict" in cookie) == (True, True)
+
+
+def test_the_session_cookie_does_not_hold_the_token_in_clear(site: dict[str, Any]) -> None:
+    answer = browser(site).post("/web/login", data={"token": site["tokens"]["red"], "next": "/web/jobs"})
+    assert site["tokens"]["red"] not in answer.headers["set-cookie"]
+
+
+def test_login_never_sends_the_visitor_to_another_site(site: dict[str, Any]) -> None:
+    answer = browser(site).post("/web/login", data={"token": site["tokens"]["red"], "next": "//evil.example/x"})
+    assert answer.headers["location"] == "/web/jobs"
+
+
+def test_every_page_has_a_csp_without_inline_script(site: dict[str, Any]) -> None:
+    csp = browser(site, "red").get("/web/jobs").headers["content-security-policy"]
+    assert ("script-src 'self'" in csp, "unsafe-inline" in csp) == (True, False)
+
+
+def test_no_page_has_an_inline_script(site: dict[str, Any]) -> None:
+    page = browser(site, "admin").get(f"/web/jobs/{site['jobs']['red']}").text
+    assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", page) == []
+
+
+def test_a_member_sees_its_tenants_jobs(site: dict[str, Any]) -> None:
+    assert "red-sleeper" in browser(site, "red").get("/web/jobs").text
+
+
+def test_a_member_does_not_see_another_tenants_jobs_in_the_list(site: dict[str, Any]) -> None:
+    assert "blue-sleeper" not in browser(site, "red").get("/web/jobs").text
+
+
+def test_a_member_cannot_open_another_tenants_job_by_its_url(site: dict[str, Any]) -> None:
+    answer = browser(site, "red").get(f"/web/jobs/{site['jobs']['blue']}")
+    assert (answer.status_code, "no such job" in answer.text) == (404, True)
+
+
+def test_a_member_cannot_read_another_tenants_log_by_its_url(site: dict[str, Any]) -> None:
+    assert browser(site, "red").get(f"/web/jobs/{site['jobs']['blue']}/log.txt").status_code == 404
+
+
+def test_an_action_without_the_csrf_token_is_refused(site: dict[str, Any]) -> None:
+    c = browser(site, "blue")
+    answer = c.post(f"/web/jobs/{site['jobs']['blue']}/hold", data={"csrf": "forged"})
+    assert answer.status_code == 403
+
+
+def test_an_action_refused_for_csrf_changes_nothing(site: dict[str, Any]) -> None:
+    c = browser(site, "blue")
+    c.post(f"/web/jobs/{site['jobs']['blue']}/cancel", data={})
+    assert site["daemon"].client().get_job_status(site["jobs"]["blue"]) != "CANCELLED"
+
+
+def test_a_viewer_cannot_act(site: dict[str, Any]) -> None:
+    c = browser(site, "viewer")
+    job = site["jobs"]["red"]
+    csrf = csrf_of(c.get(f"/web/jobs/{job}").text)
+    answer = c.post(f"/web/jobs/{job}/cancel", data={"csrf": csrf}, follow_redirects=True)
+    assert "cancel refused: a viewer token is read-only" in answer.text
+
+
+def test_a_viewers_refused_cancel_leaves_the_job_alone(site: dict[str, Any]) -> None:
+    c = browser(site, "viewer")
+    job = site["jobs"]["red"]
+    c.post(f"/web/jobs/{job}/cancel", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text)})
+    assert site["daemon"].client().get_job_status(job) != "CANCELLED"
+
+
+def test_a_member_cancels_its_job_from_the_page(site: dict[str, Any]) -> None:
+    d = site["daemon"]
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-to-cancel")
+    c = browser(site, "red")
+    c.post(f"/web/jobs/{job}/cancel", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text)})
+    assert wait_until(lambda: d.client().get_job_status(job) == "CANCELLED", timeout=60)
+
+
+def test_the_audit_names_the_visitors_token_for_an_action(site: dict[str, Any]) -> None:
+    d = site["daemon"]
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-audited")
+    c = browser(site, "red")
+    c.post(f"/web/jobs/{job}/hold", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text)})
+    entry = wait_until(lambda: next((e for e in d.client().audit(action="hold") if e.target == job), None),
+                       timeout=30, interval=0.5)
+    assert entry.actor.startswith("token:red-member#")
+
+
+def test_the_events_stream_needs_a_session(site: dict[str, Any]) -> None:
+    assert browser(site).get("/web/events").status_code == 401
+
+
+def test_a_forged_cookie_is_no_session(site: dict[str, Any]) -> None:
+    c = browser(site)
+    c.cookies.set(COOKIE, "AAAA" * 20)
+    assert c.get("/web/jobs").status_code == 303
+
+
+def test_a_sealed_session_opens_with_its_key_only() -> None:
+    value, _ = Sessions(b"k" * 32).new("tok")
+    assert (Sessions(b"k" * 32).open(value) is not None, Sessions(b"x" * 32).open(value)) == (True, None)
+
+
+def test_an_expired_session_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    sessions = Sessions(b"k" * 32)
+    value, _ = sessions.new("tok")
+    monkeypatch.setattr(time, "time", lambda: 4_000_000_000.0)
+    assert sessions.open(value) is None
