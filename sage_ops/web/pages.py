@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .api import Api, ApiError
+from .graph import draw
 from .session import COOKIE, LIFETIME, Session, Sessions, csrf_ok
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Dashboard:
             Route("/web/jobs", self.bulk, methods=["POST"]),
             Route("/web/jobs/{job_id}", self.job, methods=["GET"]),
             Route("/web/jobs/{job_id}/log", self.log_stream, methods=["GET"]),
+            Route("/web/jobs/{job_id}/graph", self.graph, methods=["GET"]),
             Route("/web/jobs/{job_id}/log.txt", self.log_download, methods=["GET"]),
             Route("/web/jobs/{job_id}/{action}", self.act, methods=["POST"]),
             Route("/web/events", self.events, methods=["GET"]),
@@ -196,6 +198,21 @@ class Dashboard:
         return await self._page(request, "job.html", session, job=job, history=history, actions=JOB_ACTIONS,
                                 flash=request.query_params.get("flash"),
                                 spec=json.dumps(_given(job.get("spec") or {}), indent=2, sort_keys=True))
+
+    async def graph(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        job_id = request.path_params["job_id"]
+        try:
+            graph = await self._ask(request, session, "GET", f"/v1/jobs/{job_id}/graph")
+        except ApiError as exc:
+            if exc.status == 401:
+                return self._to_login(request, exc.message)
+            return await self._page(request, "missing.html", session, exc.status, message=exc.message)
+        metrics = {m["id"]: m for m in (graph.get("pipeline") or {}).get("metrics", [])}
+        return await self._page(request, "graph.html", session, graph=graph, drawing=draw(graph["nodes"]),
+                                metrics=metrics)
 
     async def act(self, request: Request) -> Response:
         session = self._session(request)
