@@ -74,6 +74,12 @@ class TokenCreate(Strict):
     expires_in: float | None = Field(None, gt=0, le=10 * 365 * 86400, description="seconds")
 
 
+class OwnToken(Strict):
+    """A token of the caller's own for the dashboard's login link."""
+
+    expires_in: float = Field(12 * 3600, gt=0, le=12 * 3600, description="seconds (at most 12 h)")
+
+
 class TokenView(View):
     id: int
     name: str

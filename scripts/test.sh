@@ -18,6 +18,7 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
 command -v man >/dev/null || need+=(man-db)
+command -v chromium >/dev/null || need+=(chromium)  # the dashboard's browser tests (Playwright drives it)
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) \

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Daemon, wait_until
+from conftest import SAGE, Daemon, wait_until
 
 from sage_ops.web.session import COOKIE, Sessions
 
@@ -177,3 +179,49 @@ def test_an_expired_session_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
     value, _ = sessions.new("tok")
     monkeypatch.setattr(time, "time", lambda: 4_000_000_000.0)
     assert sessions.open(value) is None
+
+
+# -- `sage-ops web`: the dashboard on loopback from a process of the user's own ---------------------
+@pytest.fixture(scope="module")
+def local(site: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    d = site["daemon"]
+    proc = subprocess.Popen([*SAGE, "web"], env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)] if proc.stdout else []
+        link = re.search(r"(http://127\.0\.0\.1:\d+)/web/login\?code=\S+", lines[1]).group(0)  # type: ignore[union-attr]
+        c = httpx.Client(base_url=link.split("/web/")[0], timeout=30, follow_redirects=False)
+        facts = {"first": c.get(link), "jobs": c.get("/web/jobs"), "again": httpx.get(link, timeout=30),
+                 "api": c.get("/v1/jobs")}
+        proc.send_signal(signal.SIGINT)
+        facts["exit"] = proc.wait(30)
+        yield facts
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_login_link_logs_the_browser_in(local: dict[str, Any]) -> None:
+    assert local["first"].headers["location"] == "/web/jobs"
+
+
+def test_the_link_logs_in_with_a_token_of_the_users_own(local: dict[str, Any]) -> None:
+    assert re.search(r"token:web-uid:\d+#\d+ · admin", local["jobs"].text)
+
+
+def test_the_login_link_works_once(local: dict[str, Any]) -> None:
+    assert (local["again"].status_code, "used already" in local["again"].text) == (401, True)
+
+
+def test_the_local_dashboard_does_not_expose_the_api(local: dict[str, Any]) -> None:
+    assert local["api"].status_code == 404
+
+
+def test_ctrl_c_stops_the_local_dashboard_with_the_clis_exit_code_for_it(local: dict[str, Any]) -> None:
+    assert local["exit"] == 130
+
+
+def test_a_token_of_ones_own_has_the_callers_role_and_tenant(site: dict[str, Any]) -> None:
+    c = httpx.Client(base_url=site["base"], timeout=30)
+    answer = c.post("/v1/tokens/self", json={}, headers={"authorization": f"Bearer {site['tokens']['red']}"})
+    assert (answer.status_code, answer.json()["role"], answer.json()["tenant"]) == (201, "member", "red")

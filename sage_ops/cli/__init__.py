@@ -43,7 +43,7 @@ COMMANDS = {
     "tenant": "access", "token": "access", "whoami": "access", "audit": "access",
     "daemon": "daemon", "nodes": "nodes", "pools": "pools", "doctor": "doctor", "config": "settings",
     "completion": "completion",
-    "man": "completion", "tui": "tui",
+    "man": "completion", "tui": "tui", "web": "web",
 }
 
 

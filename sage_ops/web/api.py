@@ -1,6 +1,7 @@
-"""The API, called in-process as the visitor: an ASGI request to the daemon's gated API app with
-the visitor's bearer token and address, so the Gate resolves who it is exactly as for any client
-(no Unix-socket credentials: only the token counts). Responses may stream (events, logs)."""
+"""The API, called as the visitor, with the visitor's bearer token: in the daemon, an ASGI request
+to its gated API app (with the visitor's address; no Unix-socket credentials, so only the token
+counts); in `sage-ops web`, an HTTP request to the daemon's socket or address, where a request
+with a token is that token's whoever sends it. Responses may stream (events, logs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from starlette.types import ASGIApp
 
 
@@ -21,10 +23,35 @@ class ApiError(Exception):
 
 
 class Api:
+    """How the pages reach the API; `stream` is the transport, `call` reads a JSON answer."""
+
+    async def stream(self, method: str, path: str, token: str | None, peer: tuple[str, int], query: Any = None,
+                     body: Any = None) -> tuple[int, AsyncIterator[bytes]]:
+        raise NotImplementedError
+
+    async def call(self, method: str, path: str, token: str | None, peer: tuple[str, int], query: Any = None,
+                   body: Any = None) -> Any:
+        """The JSON answer, or ApiError with the API's own message."""
+        status, chunks = await self.stream(method, path, token, peer, query, body)
+        data = b"".join([c async for c in chunks])
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = None
+        if status >= 400:
+            error = (parsed or {}).get("error", {}) if isinstance(parsed, dict) else {}
+            raise ApiError(status, error.get("message") or f"HTTP {status}")
+        return parsed
+
+
+class InProcess(Api):
+    """The daemon's own API app, called without leaving the process."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    def _scope(self, method: str, path: str, token: str, peer: tuple[str, int], query: Any, body: bytes) -> dict:
+    def _scope(self, method: str, path: str, token: str | None, peer: tuple[str, int], query: Any,
+               body: bytes) -> dict:
         headers = [(b"authorization", f"Bearer {token}".encode()), (b"host", b"dashboard")]
         if body:
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -33,7 +60,7 @@ class Api:
                 "query_string": urlencode(query or {}, doseq=True).encode(), "headers": headers,
                 "client": peer, "server": ("dashboard", 80)}
 
-    async def stream(self, method: str, path: str, token: str, peer: tuple[str, int], query: Any = None,
+    async def stream(self, method: str, path: str, token: str | None, peer: tuple[str, int], query: Any = None,
                      body: Any = None) -> tuple[int, AsyncIterator[bytes]]:
         """The status, and the body as it comes."""
         raw = json.dumps(body).encode() if body is not None else b""
@@ -83,16 +110,31 @@ class Api:
 
         return status, body_chunks()
 
-    async def call(self, method: str, path: str, token: str, peer: tuple[str, int], query: Any = None,
-                   body: Any = None) -> Any:
-        """The JSON answer, or ApiError with the API's own message."""
-        status, chunks = await self.stream(method, path, token, peer, query, body)
-        data = b"".join([c async for c in chunks])
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
-            parsed = None
-        if status >= 400:
-            error = (parsed or {}).get("error", {}) if isinstance(parsed, dict) else {}
-            raise ApiError(status, error.get("message") or f"HTTP {status}")
-        return parsed
+
+class OverHttp(Api):
+    """The daemon at `address` (unix:///path, http://host:port, https://host:port), for a
+    dashboard served by another process (`sage-ops web`). Without a token, the request is this
+    process's own (its Unix-socket credentials): used only to mint the login link's token."""
+
+    def __init__(self, address: str, verify: Any = True) -> None:
+        if address.startswith("unix://"):
+            transport = httpx.AsyncHTTPTransport(uds=address.removeprefix("unix://"))
+            self.client = httpx.AsyncClient(transport=transport, base_url="http://sage-ops", timeout=None)
+        else:
+            base = "http://" + address.removeprefix("tcp://") if address.startswith("tcp://") else address
+            self.client = httpx.AsyncClient(base_url=base, timeout=None, verify=verify)
+
+    async def stream(self, method: str, path: str, token: str | None, peer: tuple[str, int], query: Any = None,
+                     body: Any = None) -> tuple[int, AsyncIterator[bytes]]:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        request = self.client.build_request(method, path, params=query, json=body, headers=headers)
+        response = await self.client.send(request, stream=True)
+
+        async def body_chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            finally:
+                await response.aclose()
+
+        return response.status_code, body_chunks()

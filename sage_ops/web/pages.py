@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlencode
@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .api import Api, ApiError
 from .graph import draw
@@ -34,12 +34,15 @@ HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff", 
 
 
 class Dashboard:
-    def __init__(self, api_app: ASGIApp, key: bytes, secure: bool) -> None:
-        """`api_app`: the daemon's API behind its Gate; `key`: seals the session cookies;
-        `secure`: served over TLS (cookies marked Secure)."""
-        self.api = Api(api_app)
+    def __init__(self, api: Api, key: bytes, secure: bool,
+                 redeem: Callable[[str], Awaitable[str | None]] | None = None) -> None:
+        """`api`: how the pages reach the API; `key`: seals the session cookies; `secure`: served
+        over TLS (cookies marked Secure); `redeem`: a one-time login code -> a token for the
+        visitor (None: it is spent, expired or unknown), where login links are made."""
+        self.api = api
         self.sessions = Sessions(key)
         self.secure = secure
+        self.redeem = redeem
         self.templates = Environment(loader=PackageLoader("sage_ops.web", "templates"),
                                      autoescape=select_autoescape(["html"]))
         routes = [
@@ -111,8 +114,25 @@ class Dashboard:
         return RedirectResponse("/web/static/favicon.svg", status_code=301)
 
     async def login_form(self, request: Request) -> Response:
+        code = request.query_params.get("code")
+        if code and self.redeem is not None:
+            try:
+                token = await self.redeem(code)
+            except ApiError as exc:
+                return self._render("login.html", status=exc.status, why=exc.message, next="/web/jobs")
+            if token is not None:
+                return self._logged_in(token, "/web/jobs")
+            return self._render("login.html", status=401, why="this login link was used already or has expired: "
+                                "run `sage-ops web` again, or log in with a token", next="/web/jobs")
         return self._render("login.html", why=request.query_params.get("why"),
                             next=_local(request.query_params.get("next")))
+
+    def _logged_in(self, token: str, nxt: str) -> Response:
+        value, _ = self.sessions.new(token)
+        out = RedirectResponse(nxt, status_code=303)
+        out.set_cookie(COOKIE, value, max_age=int(LIFETIME), path="/", httponly=True, secure=self.secure,
+                       samesite="strict")
+        return out
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
@@ -122,11 +142,7 @@ class Dashboard:
             await self.api.call("GET", "/v1/whoami", token, self._peer(request))
         except ApiError as exc:
             return self._render("login.html", status=401, why=exc.message, next=nxt)
-        value, _ = self.sessions.new(token)
-        out = RedirectResponse(nxt, status_code=303)
-        out.set_cookie(COOKIE, value, max_age=int(LIFETIME), path="/", httponly=True, secure=self.secure,
-                       samesite="strict")
-        return out
+        return self._logged_in(token, nxt)
 
     async def logout(self, request: Request) -> Response:
         session = self._session(request)

@@ -28,6 +28,7 @@ from ...access import Role
 from ...config import Config, load_config
 from ...errors import Conflict, DaemonUnavailable, SageOpsError
 from ...exposure import loopback_for, plaintext_exposure
+from ...web.api import InProcess
 from ...web.pages import Dashboard
 from ..access.auth import AuditLog, Denials, Gate, Identities, RateLimiter, digest_of, new_token
 from ..backend import ray_join
@@ -279,7 +280,8 @@ class Daemon:
                             ray=self.backend, leadership=self.leadership, provisioner=self.provisioner,
                             listening=self.listening, pools=self.autoscaler)
         api = Gate(create_app(services), self.identities, self.limiter, self.audit, sec, self.denials)
-        app = Site(api, Dashboard(api, self.backend.sealer.derive(b"web session"), secure=bool(sec.tls_cert)))
+        app = Site(api, Dashboard(InProcess(api), self.backend.sealer.derive(b"web session"),
+                                  secure=bool(sec.tls_cert)))
         common = {"lifespan": "off", "access_log": False, "log_level": "warning", "timeout_graceful_shutdown": 3,
                   "timeout_keep_alive": jm.idle_timeout}
         unix = Guard("unix socket", None, None, jm.header_timeout)  # local users: no cap, a head deadline

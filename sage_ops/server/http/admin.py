@@ -4,6 +4,7 @@ members may read their own tenant."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from ...access import (
     AuditList,
     Identity,
+    OwnToken,
     QuotaChange,
     TenantCreate,
     TenantView,
@@ -121,6 +123,21 @@ def admin_routes(services: Services, caller: Callable[[Request], Principal]) -> 
             raise Invalid("a member or viewer token needs --tenant")
         token, digest = new_token()
         row = await store.write(lambda c: accounts.create_token(c, req, digest, time.time()))
+        request.scope[TARGET] = f"token {row.id} ({row.name})"
+        await changed()
+        return TokenCreated(token=token, **accounts.token_view(row).model_dump())
+
+    @router.post("/v1/tokens/self", status_code=201, response_model=TokenCreated)
+    async def own_token(request: Request, req: OwnToken, who: Principal = who_dep) -> TokenCreated:
+        """A short-lived token with the caller's own role and tenant (`sage-ops web`'s login
+        link): no more than the caller has. A socket user mapped to a tenant gets none, since a
+        tenant's token runs its jobs as the tenant's run_as user, which may not be that user."""
+        if who.via == "unix" and not who.admin:
+            raise Forbidden(f"{who.actor} logs in to the dashboard with a token an admin made for it")
+        name = re.sub(r"[^A-Za-z0-9_.@:-]", "-", f"web-{who.actor}")[:64]
+        spec = TokenCreate(name=name, tenant=who.tenant, role=who.role, rate_limit=who.rate, expires_in=req.expires_in)
+        token, digest = new_token()
+        row = await store.write(lambda c: accounts.create_token(c, spec, digest, time.time()))
         request.scope[TARGET] = f"token {row.id} ({row.name})"
         await changed()
         return TokenCreated(token=token, **accounts.token_view(row).model_dump())
