@@ -225,3 +225,48 @@ def test_a_token_of_ones_own_has_the_callers_role_and_tenant(site: dict[str, Any
     c = httpx.Client(base_url=site["base"], timeout=30)
     answer = c.post("/v1/tokens/self", json={}, headers={"authorization": f"Bearer {site['tokens']['red']}"})
     assert (answer.status_code, answer.json()["role"], answer.json()["tenant"]) == (201, "member", "red")
+
+
+# -- the other pages ------------------------------------------------------------------------------------
+def test_the_submit_form_submits_a_job_as_the_visitor(site: dict[str, Any]) -> None:
+    c = browser(site, "admin")
+    csrf = csrf_of(c.get("/web/submit").text)
+    answer = c.post("/web/submit", data={"csrf": csrf, "command": "sh -c 'echo from the form'", "name": "formed",
+                                         "cpu": "1", "gpu": "0", "priority": "3", "retries": "0"})
+    assert answer.status_code == 303, re.findall(r'role="alert">([^<]*)', answer.text)
+    job = site["daemon"].client().get_job(answer.headers["location"].split("/web/jobs/")[1].split("?")[0])
+    assert (job.name, job.priority, job.spec.command) == ("formed", 3, ["sh", "-c", "echo from the form"])
+
+
+def test_the_submit_form_says_why_the_api_refused(site: dict[str, Any]) -> None:
+    c = browser(site, "red")  # a tenant without a run_as user: its tokens may not run jobs here
+    answer = c.post("/web/submit", data={"csrf": csrf_of(c.get("/web/submit").text), "command": "true"})
+    assert (answer.status_code, "has no run_as user" in answer.text) == (403, True)
+
+
+def test_the_submit_form_says_what_is_wrong_with_a_command(site: dict[str, Any]) -> None:
+    c = browser(site, "red")
+    answer = c.post("/web/submit", data={"csrf": csrf_of(c.get("/web/submit").text), "command": "echo 'unclosed"})
+    assert (answer.status_code, "command: No closing quotation" in answer.text) == (400, True)
+
+
+def test_the_priority_is_set_from_the_job_page(site: dict[str, Any]) -> None:
+    d = site["daemon"]
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-prio")
+    c = browser(site, "red")
+    c.post(f"/web/jobs/{job}/priority", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text), "priority": "42"})
+    assert d.client().get_job(job).priority == 42
+
+
+def test_a_member_is_told_the_audit_page_is_for_admins(site: dict[str, Any]) -> None:
+    answer = browser(site, "red").get("/web/audit")
+    assert (answer.status_code, "is not an admin" in answer.text) == (403, True)
+
+
+def test_an_admin_sees_every_tenant(site: dict[str, Any]) -> None:
+    page = browser(site, "admin").get("/web/tenants").text
+    assert ("red" in page, "blue" in page) == (True, True)
+
+
+def test_the_charts_page_draws_three_charts(site: dict[str, Any]) -> None:
+    assert browser(site, "red").get("/web/charts?window=15m").text.count("<figure") == 3

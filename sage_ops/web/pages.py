@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from .api import Api, ApiError
+from .charts import WINDOWS, dashboard_charts
 from .graph import draw
 from .session import COOKIE, LIFETIME, Session, Sessions, csrf_ok
 
@@ -60,6 +62,11 @@ class Dashboard:
             Route("/web/jobs/{job_id}/{action}", self.act, methods=["POST"]),
             Route("/web/events", self.events, methods=["GET"]),
             Route("/web/nodes", self.nodes, methods=["GET"]),
+            Route("/web/charts", self.charts, methods=["GET"]),
+            Route("/web/tenants", self.tenants, methods=["GET"]),
+            Route("/web/audit", self.audit, methods=["GET"]),
+            Route("/web/submit", self.submit_form, methods=["GET"]),
+            Route("/web/submit", self.submit, methods=["POST"]),
             Mount("/web/static", StaticFiles(directory=str(files("sage_ops.web") / "static")), name="static"),
         ]
         self.app = Starlette(routes=routes, exception_handlers={Exception: self._bug})
@@ -238,11 +245,20 @@ class Dashboard:
         form = await request.form()
         if not csrf_ok(session, _str(form.get("csrf"))):
             return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
-        if action not in JOB_ACTIONS:
+        if action not in (*JOB_ACTIONS, "priority"):
             return PlainTextResponse(f"no such action: {action}", 404)
         try:
-            await self._ask(request, session, "POST", f"/v1/jobs/{job_id}/{action}")
-            flash = f"{action}: done"
+            if action == "priority":
+                try:
+                    body = {"priority": _int(form.get("priority"))}
+                except ValueError:
+                    return RedirectResponse(_with(f"/web/jobs/{job_id}", flash="priority: give a whole number"),
+                                            status_code=303)
+                await self._ask(request, session, "POST", f"/v1/jobs/{job_id}/priority", body=body)
+                flash = f"priority: set to {body['priority']}"
+            else:
+                await self._ask(request, session, "POST", f"/v1/jobs/{job_id}/{action}")
+                flash = f"{action}: done"
         except ApiError as exc:
             flash = f"{action} refused: {exc.message}"
         return RedirectResponse(_with(f"/web/jobs/{job_id}", flash=flash), status_code=303)
@@ -283,6 +299,77 @@ class Dashboard:
             return PlainTextResponse("refused", status)
         return StreamingResponse(_sse(chunks, "job"), media_type="text/event-stream",
                                  headers={"cache-control": "no-store"})
+
+    # -- charts ---------------------------------------------------------------------------------
+    async def charts(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        window = request.query_params.get("window", "1h")
+        window = window if window in WINDOWS else "1h"
+        try:
+            series = await self._ask(request, session, "GET", "/v1/metrics/series", {"window": WINDOWS[window]})
+        except ApiError as exc:
+            if exc.status == 401:
+                return self._to_login(request, exc.message)
+            series = {"points": [], "step_s": 0}
+        return await self._page(request, "charts.html", session, charts=dashboard_charts(series["points"]),
+                                window=window, windows=list(WINDOWS), step=series["step_s"])
+
+    # -- admins: tenants and the audit (the API says 403 to anyone else) ----------------------------
+    async def _listing(self, request: Request, template: str, path: str, query: Any = None,
+                       key: str | None = None, **ctx: Any) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        try:
+            answer = await self._ask(request, session, "GET", path, query)
+            rows, error = (answer[key] if key else answer), None
+        except ApiError as exc:
+            if exc.status == 401:
+                return self._to_login(request, exc.message)
+            rows, error = [], exc.message
+        return await self._page(request, template, session, 200 if error is None else 403, error=error,
+                                **{ctx.pop("rows_as"): rows}, **ctx)
+
+    async def tenants(self, request: Request) -> Response:
+        return await self._listing(request, "tenants.html", "/v1/tenants", rows_as="tenants")
+
+    async def audit(self, request: Request) -> Response:
+        q = request.query_params
+        query = {"limit": 500, **{k: q[k] for k in ("actor", "action") if q.get(k)}}
+        return await self._listing(request, "audit.html", "/v1/audit", query, key="events", rows_as="events",
+                                   actor=q.get("actor", ""), action=q.get("action", ""))
+
+    # -- submit ---------------------------------------------------------------------------------
+    async def submit_form(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        return await self._page(request, "submit.html", session, form={})
+
+    async def submit(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        form = await request.form()
+        if not csrf_ok(session, _str(form.get("csrf"))):
+            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
+        given = {k: _str(form.get(k)) or "" for k in ("command", "name", "cpu", "gpu", "priority", "retries")}
+        try:
+            argv = shlex.split(given["command"])
+            spec: dict[str, Any] = {"kind": "command", "command": argv, "priority": _int(given["priority"]),
+                                    "resources": {"cpu": float(given["cpu"] or 1), "gpu": float(given["gpu"] or 0)},
+                                    "retry_policy": {"max_retries": _int(given["retries"])}}
+        except ValueError as exc:
+            return await self._page(request, "submit.html", session, 400, form=given, error=f"command: {exc}")
+        if given["name"]:
+            spec["name"] = given["name"]
+        try:
+            job = await self._ask(request, session, "POST", "/v1/jobs", body=spec)
+        except ApiError as exc:
+            return await self._page(request, "submit.html", session, exc.status, form=given, error=exc.message)
+        return RedirectResponse(_with(f"/web/jobs/{job['id']}", flash=f"submitted: {job['status']}"), status_code=303)
 
     # -- nodes ----------------------------------------------------------------------------------
     async def nodes(self, request: Request) -> Response:
@@ -330,6 +417,12 @@ async def _text_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 def _given(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec less its empty fields: what the submitter said."""
     return {k: v for k, v in spec.items() if v not in (None, [], {}, False, "")}
+
+
+def _int(value: Any) -> int:
+    """A form's whole number (empty: 0); ValueError says it is not one."""
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text else 0
 
 
 def _str(value: Any) -> str | None:
