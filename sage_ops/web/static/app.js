@@ -3,6 +3,9 @@
 // and never while the reader points at it or has rows selected: it says how many changes wait.
 "use strict";
 
+// what the page did, for anyone measuring it (benchmarks/web.py)
+window.sageOps = {events: 0, reloads: 0};
+
 function liveJobs() {
   const table = document.getElementById("jobs");
   if (!table) return;
@@ -18,7 +21,7 @@ function liveJobs() {
     dirty = 0;
     waiting.textContent = "";
     const answer = await fetch(table.dataset.rows, {credentials: "same-origin"});
-    if (answer.ok) rows.innerHTML = await answer.text();
+    if (answer.ok) { rows.innerHTML = await answer.text(); window.sageOps.reloads += 1; }
   };
   const later = () => { if (timer === null) timer = setTimeout(apply, 1000); };
   table.addEventListener("mouseenter", () => { hovering = true; });
@@ -28,6 +31,7 @@ function liveJobs() {
   source.addEventListener("job", (e) => {
     const change = JSON.parse(e.data);
     if (change.kind === "heartbeat") { live.textContent = "live"; return; }
+    window.sageOps.events += 1;
     dirty += 1;
     later();
   });
