@@ -5,6 +5,7 @@ real tokens; the pages call its real API as their visitor."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import signal
@@ -18,6 +19,8 @@ import pytest
 from conftest import SAGE, Daemon, wait_until
 
 from sage_ops.web.session import COOKIE, Sessions
+
+IDLE = {"cpu": 0}  # a job that sleeps holds no CPU of the session's head
 
 
 def token(d: Daemon, *args: str) -> str:
@@ -36,8 +39,8 @@ def site(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
                   "red": token(d, "--name", "red-member", "--tenant", "red"),
                   "viewer": token(d, "--name", "red-viewer", "--tenant", "red", "--role", "viewer"),
                   "blue": token(d, "--name", "blue-member", "--tenant", "blue")}
-        jobs = {"red": admin.submit_command(["sleep", "3600"], tenant="red", name="red-sleeper"),
-                "blue": admin.submit_command(["sleep", "3600"], tenant="blue", name="blue-sleeper")}
+        jobs = {"red": admin.submit_command(["sleep", "3600"], tenant="red", name="red-sleeper", resources=IDLE),
+                "blue": admin.submit_command(["sleep", "3600"], tenant="blue", name="blue-sleeper", resources=IDLE)}
         yield {"daemon": d, "base": f"http://{admin.health_check().tcp}", "tokens": tokens, "jobs": jobs}
     finally:
         d.cleanup()
@@ -143,7 +146,7 @@ def test_a_viewers_refused_cancel_leaves_the_job_alone(site: dict[str, Any]) -> 
 
 def test_a_member_cancels_its_job_from_the_page(site: dict[str, Any]) -> None:
     d = site["daemon"]
-    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-to-cancel")
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-to-cancel", resources=IDLE)
     c = browser(site, "red")
     c.post(f"/web/jobs/{job}/cancel", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text)})
     assert wait_until(lambda: d.client().get_job_status(job) == "CANCELLED", timeout=60)
@@ -151,7 +154,7 @@ def test_a_member_cancels_its_job_from_the_page(site: dict[str, Any]) -> None:
 
 def test_the_audit_names_the_visitors_token_for_an_action(site: dict[str, Any]) -> None:
     d = site["daemon"]
-    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-audited")
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-audited", resources=IDLE)
     c = browser(site, "red")
     c.post(f"/web/jobs/{job}/hold", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text)})
     entry = wait_until(lambda: next((e for e in d.client().audit(action="hold") if e.target == job), None),
@@ -252,7 +255,7 @@ def test_the_submit_form_says_what_is_wrong_with_a_command(site: dict[str, Any])
 
 def test_the_priority_is_set_from_the_job_page(site: dict[str, Any]) -> None:
     d = site["daemon"]
-    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-prio")
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-prio", resources=IDLE)
     c = browser(site, "red")
     c.post(f"/web/jobs/{job}/priority", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text), "priority": "42"})
     assert d.client().get_job(job).priority == 42
@@ -270,3 +273,30 @@ def test_an_admin_sees_every_tenant(site: dict[str, Any]) -> None:
 
 def test_the_charts_page_draws_three_charts(site: dict[str, Any]) -> None:
     assert browser(site, "red").get("/web/charts?window=15m").text.count("<figure") == 3
+
+
+def test_a_priority_is_set_for_every_selected_job(site: dict[str, Any]) -> None:
+    d = site["daemon"]
+    jobs = [d.client().submit_command(["sleep", "3600"], tenant="red", name=f"red-bulk-{i}", resources=IDLE)
+            for i in range(2)]
+    c = browser(site, "red")
+    c.post("/web/jobs", data={"csrf": csrf_of(c.get("/web/jobs").text), "action": "priority", "priority": "9",
+                              "ids": jobs, "back": "/web/jobs"})
+    assert [d.client().get_job(j).priority for j in jobs] == [9, 9]
+
+
+def test_a_completed_jobs_result_is_on_its_page(site: dict[str, Any]) -> None:
+    d = site["daemon"]
+    script = d.home / "result.py"  # a script job runs with the worker's Python, where sage_ops is
+    script.write_text("from sage_ops.job import set_result\nset_result({'accuracy': 0.93})\n")
+    job = d.submit_q("--name", "with-result", str(script))
+    d.client().wait(job, timeout=120)
+    assert '"accuracy": 0.93' in html.unescape(browser(site, "admin").get(f"/web/jobs/{job}").text)
+
+
+def test_an_arrays_tasks_are_a_link_away(site: dict[str, Any]) -> None:
+    d = site["daemon"]
+    array = d.submit_q("--array", "0-2", "--name", "arr", "--", "true")
+    d.client().wait(array, timeout=120)
+    page = browser(site, "admin").get("/web/jobs", params={"array": array}).text
+    assert page.count(f'data-id="{array}_') == 3

@@ -32,7 +32,7 @@ def site(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
         for tenant in ("red", "blue"):
             d.run("tenant", "create", tenant, check=True)
         admin = d.client(timeout=60)
-        blue = admin.submit_command(["sleep", "3600"], tenant="blue", name="blue-secret")
+        blue = admin.submit_command(["sleep", "3600"], tenant="blue", name="blue-secret", resources={"cpu": 0})
         yield {"daemon": d, "base": f"http://{admin.health_check().tcp}", "blue_job": blue,
                "tokens": {"admin": token(d, "--name", "b-admin", "--role", "admin"),
                           "red": token(d, "--name", "b-red", "--tenant", "red"),
@@ -87,7 +87,7 @@ def test_the_table_shows_a_job_submitted_from_the_cli_without_a_reload(chromium:
 
 def test_cancel_from_the_page(chromium: Any, site: dict[str, Any]) -> None:
     d = site["daemon"]
-    job = d.submit_q("--name", "cancel-me", "--", "sleep", "3600")
+    job = d.submit_q("--name", "cancel-me", "--cpu", "0", "--", "sleep", "3600")
     page = logged_in(chromium, site, "admin")
     page.goto(f"{site['base']}/web/jobs/{job}")
     page.click("form[action$='/cancel'] button")
@@ -96,7 +96,7 @@ def test_cancel_from_the_page(chromium: Any, site: dict[str, Any]) -> None:
 
 
 def test_a_jobs_log_arrives_live(chromium: Any, site: dict[str, Any]) -> None:
-    job = site["daemon"].submit_q("--", "sh", "-c", "echo first; sleep 2; echo second-line; sleep 3600")
+    job = site["daemon"].submit_q("--cpu", "0", "--", "sh", "-c", "echo first; sleep 2; echo second-line; sleep 3600")
     page = logged_in(chromium, site, "admin")
     page.goto(f"{site['base']}/web/jobs/{job}")
     page.wait_for_selector("#log:has-text('second-line')", timeout=60_000)
@@ -105,7 +105,7 @@ def test_a_jobs_log_arrives_live(chromium: Any, site: dict[str, Any]) -> None:
 
 
 def test_the_log_search_keeps_the_matching_lines(chromium: Any, site: dict[str, Any]) -> None:
-    job = site["daemon"].submit_q("--", "sh", "-c", "echo apple; echo banana; echo apricot; sleep 3600")
+    job = site["daemon"].submit_q("--cpu", "0", "--", "sh", "-c", "echo apple; echo banana; echo apricot; sleep 3600")
     page = logged_in(chromium, site, "admin")
     page.goto(f"{site['base']}/web/jobs/{job}")
     page.wait_for_selector("#log:has-text('apricot')", timeout=60_000)
@@ -125,6 +125,16 @@ def test_the_graph_draws_each_job_of_a_dag(chromium: Any, site: dict[str, Any]) 
     assert page.locator("svg rect.box").count() == 4
 
 
+def test_a_shared_link_leads_through_the_login_to_the_job(chromium: Any, site: dict[str, Any]) -> None:
+    job = site["daemon"].submit_q("--name", "shared-link", "--cpu", "0", "--", "sleep", "3600")
+    page = chromium.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.goto(f"{site['base']}/web/jobs/{job}")  # not logged in yet: the login form first
+    page.fill("#token", site["tokens"]["admin"])
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1 code")
+    assert page.locator("h1 code").inner_text() == job
+
+
 def test_a_member_cannot_open_another_tenants_job_by_its_url(chromium: Any, site: dict[str, Any]) -> None:
     page = logged_in(chromium, site, "red")
     page.goto(f"{site['base']}/web/jobs/{site['blue_job']}")
@@ -133,7 +143,7 @@ def test_a_member_cannot_open_another_tenants_job_by_its_url(chromium: Any, site
 
 def test_a_viewer_cannot_act(chromium: Any, site: dict[str, Any]) -> None:
     d = site["daemon"]
-    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="viewer-target")
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="viewer-target", resources={"cpu": 0})
     page = logged_in(chromium, site, "viewer")
     page.goto(f"{site['base']}/web/jobs/{job}")
     page.click("form[action$='/cancel'] button")
@@ -142,7 +152,7 @@ def test_a_viewer_cannot_act(chromium: Any, site: dict[str, Any]) -> None:
 
 
 def test_a_form_with_a_forged_csrf_token_is_refused(chromium: Any, site: dict[str, Any]) -> None:
-    job = site["daemon"].submit_q("--", "sleep", "3600")
+    job = site["daemon"].submit_q("--cpu", "0", "--", "sleep", "3600")
     page = logged_in(chromium, site, "admin")
     page.goto(f"{site['base']}/web/jobs/{job}")
     page.eval_on_selector("form[action$='/cancel'] input[name=csrf]", "e => e.value = 'forged'")
@@ -151,7 +161,7 @@ def test_a_form_with_a_forged_csrf_token_is_refused(chromium: Any, site: dict[st
 
 
 def test_every_page_is_photographed_wide_and_narrow(chromium: Any, site: dict[str, Any]) -> None:
-    job = site["daemon"].submit_q("--name", "photo", "--", "sh", "-c", "echo hello; sleep 3600")
+    job = site["daemon"].submit_q("--name", "photo", "--cpu", "0", "--", "sh", "-c", "echo hello; sleep 3600")
     pages = {"jobs": "/web/jobs", "job": f"/web/jobs/{job}", "nodes": "/web/nodes", "graph": f"/web/jobs/{job}/graph",
              "charts": "/web/charts", "tenants": "/web/tenants", "audit": "/web/audit", "submit": "/web/submit"}
     for width, height, dark in ((1280, 800, False), (390, 844, False), (390, 844, True)):

@@ -168,7 +168,7 @@ class Dashboard:
         q = request.query_params
         status = [s for s in q.getlist("status") if s in STATUSES]
         query: dict[str, Any] = {"limit": PAGE, "status": status}
-        for key in ("name", "cursor", "sort"):
+        for key in ("name", "cursor", "sort", "array", "tenant"):
             if q.get(key):
                 query[key] = q[key]
         if q.get("desc") == "1":
@@ -181,7 +181,8 @@ class Dashboard:
             listed, query["error"] = {"jobs": [], "next_cursor": None}, exc.message
         ctx = {"jobs": listed["jobs"], "next_cursor": listed.get("next_cursor"), "statuses": STATUSES,
                "chosen": status, "name": q.get("name", ""), "sort": q.get("sort", ""), "desc": q.get("desc") == "1",
-               "error": query.get("error"), "flash": q.get("flash"), "query": _keep(q, "cursor")}
+               "error": query.get("error"), "flash": q.get("flash"), "query": _keep(q, "cursor"),
+               "array": q.get("array")}
         if q.get("partial") == "rows":
             return self._render("job_rows.html", **ctx)
         return await self._page(request, "jobs.html", session, **ctx)
@@ -195,8 +196,11 @@ class Dashboard:
             return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
         action, ids = _str(form.get("action")), [str(i) for i in form.getlist("ids")]
         back = _local(_str(form.get("back")) or "/web/jobs")
-        if action not in ("cancel", "retry") or not ids:
+        if action not in ("cancel", "retry", "priority") or not ids:
             return RedirectResponse(_with(back, flash="choose jobs and an action"), status_code=303)
+        if action == "priority":
+            return RedirectResponse(_with(back, flash=await self._priorities(request, session, ids,
+                                                                             form.get("priority"))), status_code=303)
         try:
             result = await self._ask(request, session, "POST", f"/v1/jobs/{action}", body={"ids": ids})
             changed = len(result.get("affected") or [])
@@ -206,6 +210,22 @@ class Dashboard:
             flash = f"{action} refused: {exc.message}"
         return RedirectResponse(_with(back, flash=flash), status_code=303)
 
+    async def _priorities(self, request: Request, session: Session, ids: list[str], given: Any) -> str:
+        """Each selected job's priority set (the API has it per job); what happened, in words."""
+        try:
+            priority = _int(given)
+        except ValueError:
+            return "priority: give a whole number"
+        refused: list[str] = []
+        for job_id in ids:
+            try:
+                await self._ask(request, session, "POST", f"/v1/jobs/{job_id}/priority", body={"priority": priority})
+            except ApiError as exc:
+                refused.append(f"{job_id}: {exc.message}")
+        done = f"priority {priority}: {len(ids) - len(refused)} job(s)"
+        return done + (f"; refused {refused[0]}" + (f" and {len(refused) - 1} more" if len(refused) > 1 else "")
+                       if refused else "")
+
     async def job(self, request: Request) -> Response:
         session = self._session(request)
         if session is None:
@@ -214,11 +234,13 @@ class Dashboard:
         try:
             job = await self._ask(request, session, "GET", f"/v1/jobs/{job_id}")
             history = await self._ask(request, session, "GET", f"/v1/jobs/{job_id}/events")
+            result = (await self._ask(request, session, "GET", f"/v1/jobs/{job_id}/result")).get("result")
         except ApiError as exc:
             if exc.status == 401:
                 return self._to_login(request, exc.message)
             return await self._page(request, "missing.html", session, exc.status, message=exc.message)
         return await self._page(request, "job.html", session, job=job, history=history, actions=JOB_ACTIONS,
+                                result=None if result is None else json.dumps(result, indent=2, sort_keys=True),
                                 flash=request.query_params.get("flash"),
                                 spec=json.dumps(_given(job.get("spec") or {}), indent=2, sort_keys=True))
 
