@@ -1,7 +1,8 @@
 """`sage-ops web`: the dashboard served for one person on loopback by a process of their own,
-a client of the daemon like the TUI. It prints a one-time login link; following it mints a
-short-lived token with the person's own rights (POST /v1/tokens/self) into the browser's
-session cookie, so the page never rides on this process's own identity."""
+a client of the daemon like the TUI. It prints a one-time login link; following it puts a token
+into the browser's session cookie: the one given to `sage-ops web` (--token-file), else a
+short-lived one of the person's own rights (POST /v1/tokens/self, for the daemon's admins on
+its socket), so the page never rides on this process's own identity."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ class OneTimeLink:
         if self.used or time.monotonic() > self.expires or not hmac.compare_digest(code, self.code):
             return None
         self.used = True
-        answer = await self.api.call("POST", "/v1/tokens/self", self.token, HERE, body={})
+        if self.token:  # the caller's own token: the browser logs in with it
+            await self.api.call("GET", "/v1/whoami", self.token, HERE)
+            return self.token
+        answer = await self.api.call("POST", "/v1/tokens/self", None, HERE, body={})
         return str(answer["token"])
 
 

@@ -130,9 +130,13 @@ def admin_routes(services: Services, caller: Callable[[Request], Principal]) -> 
     @router.post("/v1/tokens/self", status_code=201, response_model=TokenCreated)
     async def own_token(request: Request, req: OwnToken, who: Principal = who_dep) -> TokenCreated:
         """A short-lived token with the caller's own role and tenant (`sage-ops web`'s login
-        link): no more than the caller has. A socket user mapped to a tenant gets none, since a
-        tenant's token runs its jobs as the tenant's run_as user, which may not be that user."""
-        if who.via == "unix" and not who.admin:
+        link): no more than the caller has. Only for the daemon's admins on its socket: a token
+        holder has its token already (and minting more would outlive its revocation), and a
+        socket user mapped to a tenant would get a token that runs jobs as the tenant's run_as
+        user, who may not be that user."""
+        if who.via != "unix":
+            raise Forbidden("a token holder logs in with its own token (sage-ops web --token-file FILE)")
+        if not who.admin:
             raise Forbidden(f"{who.actor} logs in to the dashboard with a token an admin made for it")
         name = re.sub(r"[^A-Za-z0-9_.@:-]", "-", f"web-{who.actor}")[:64]
         spec = TokenCreate(name=name, tenant=who.tenant, role=who.role, rate_limit=who.rate, expires_in=req.expires_in)
