@@ -9,14 +9,17 @@ import html
 import json
 import re
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import SAGE, Daemon, wait_until
+from test_security import _self_signed as self_signed
 
 from sage_ops.web.session import COOKIE, Sessions
 
@@ -301,3 +304,14 @@ def test_an_arrays_tasks_are_a_link_away(site: dict[str, Any]) -> None:
     d.client().wait(array, timeout=120)
     page = browser(site, "admin").get("/web/jobs", params={"array": array}).text
     assert page.count(f'data-id="{array}_') == 3
+
+
+def test_the_session_cookie_is_secure_over_tls(new_daemon: Any, tmp_path: Path) -> None:
+    ca, cert, key = self_signed(tmp_path)
+    d = new_daemon()
+    d.start("--tcp", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key))
+    base = f"https://{d.client().health_check().tcp}"
+    admin = (d.home / "config" / "sage-ops" / "token").read_text().strip()
+    trusted = ssl.create_default_context(cafile=str(ca))
+    answer = httpx.post(f"{base}/web/login", data={"token": admin, "next": "/web/jobs"}, verify=trusted, timeout=30)
+    assert "secure" in answer.headers["set-cookie"].lower().split("; ")

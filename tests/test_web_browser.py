@@ -173,3 +173,21 @@ def test_every_page_is_photographed_wide_and_narrow(chromium: Any, site: dict[st
     login.goto(site["base"] + "/web/login")
     shoot(login, "login-390")
     assert len(list(SHOTS.glob("*.png"))) >= 25
+
+
+def test_the_keyboard_reaches_the_content_first_through_the_skip_link(chromium: Any, site: dict[str, Any]) -> None:
+    page = logged_in(chromium, site, "admin")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => location.hash") == "#main"
+
+
+def test_every_control_has_a_label(chromium: Any, site: dict[str, Any]) -> None:
+    job = site["daemon"].submit_q("--name", "labels", "--cpu", "0", "--", "sleep", "3600")
+    page = logged_in(chromium, site, "admin")
+    unlabelled: dict[str, list[str]] = {}
+    for path in ("/web/jobs", f"/web/jobs/{job}", "/web/submit", "/web/audit", "/web/charts"):
+        page.goto(site["base"] + path)
+        unlabelled[path] = page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+            .filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.name || e.id)""")
+    assert unlabelled == {p: [] for p in unlabelled}

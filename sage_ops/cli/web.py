@@ -3,6 +3,8 @@ daemon (as the TUI is). The daemon also serves it on its TCP listener (`daemon s
 
 from __future__ import annotations
 
+import ssl
+
 import click
 
 from . import Ctx, cli, pass_ctx
@@ -24,5 +26,5 @@ def web(ctx: Ctx, port: int) -> None:
 
     address = ctx.target()[0]
     ctx.client().health_check()  # the daemon answers (else the usual one-line error, exit 3)
-    verify: object = False if ctx.insecure else (ctx.ca or True)
+    verify: object = False if ctx.insecure else ssl.create_default_context(cafile=ctx.ca) if ctx.ca else True
     serve(address.split(",")[0], ctx.token, port, verify)
