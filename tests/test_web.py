@@ -259,7 +259,8 @@ def test_the_submit_form_says_what_is_wrong_with_a_command(site: dict[str, Any])
 
 def test_the_priority_is_set_from_the_job_page(site: dict[str, Any]) -> None:
     d = site["daemon"]
-    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-prio", resources=IDLE)
+    job = d.client().submit_command(["sleep", "3600"], tenant="red", name="red-prio", resources=IDLE,
+                                    hold=True)  # a priority changes only while the job waits
     c = browser(site, "red")
     c.post(f"/web/jobs/{job}/priority", data={"csrf": csrf_of(c.get(f"/web/jobs/{job}").text), "priority": "42"})
     assert d.client().get_job(job).priority == 42
@@ -281,8 +282,8 @@ def test_the_charts_page_draws_three_charts(site: dict[str, Any]) -> None:
 
 def test_a_priority_is_set_for_every_selected_job(site: dict[str, Any]) -> None:
     d = site["daemon"]
-    jobs = [d.client().submit_command(["sleep", "3600"], tenant="red", name=f"red-bulk-{i}", resources=IDLE)
-            for i in range(2)]
+    jobs = [d.client().submit_command(["sleep", "3600"], tenant="red", name=f"red-bulk-{i}", resources=IDLE,
+                                      hold=True) for i in range(2)]  # a priority changes only while jobs wait
     c = browser(site, "red")
     c.post("/web/jobs", data={"csrf": csrf_of(c.get("/web/jobs").text), "action": "priority", "priority": "9",
                               "ids": jobs, "back": "/web/jobs"})
