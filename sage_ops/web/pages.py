@@ -4,6 +4,7 @@ and renders a template; actions are forms carrying the session's CSRF secret."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
@@ -33,6 +34,42 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
            "x-frame-options": "DENY"}
+
+
+Page = Callable[..., Awaitable[Response]]
+
+
+def logged_in(stream: bool = False) -> Callable[[Page], Page]:
+    """A page for a visitor with a session (its handler gets it); anyone else is sent to the login
+    form, or, for a stream the page's script opens, told 401."""
+    def wrap(handler: Page) -> Page:
+        @functools.wraps(handler)
+        async def page(self: Dashboard, request: Request) -> Response:
+            session = self._session(request)
+            if session is None:
+                return PlainTextResponse("log in first", 401) if stream else self._to_login(request)
+            return await handler(self, request, session)
+        return page
+    return wrap
+
+
+def acts(handler: Page) -> Page:
+    """A form that acts: from a visitor with a session, carrying that session's CSRF secret (a page
+    of another site cannot read it); its handler gets the session and the form."""
+    @functools.wraps(handler)
+    async def page(self: Dashboard, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._to_login(request)
+        form = await request.form()
+        if not csrf_ok(session, _str(form.get("csrf"))):
+            return _csrf_refused()
+        return await handler(self, request, session, form)
+    return page
+
+
+def _csrf_refused() -> Response:
+    return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
 
 
 class Dashboard:
@@ -155,16 +192,14 @@ class Dashboard:
         session = self._session(request)
         form = await request.form()
         if session is not None and not csrf_ok(session, _str(form.get("csrf"))):
-            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
+            return _csrf_refused()
         out = RedirectResponse("/web/login", status_code=303)
         out.delete_cookie(COOKIE, path="/")
         return out
 
     # -- jobs -----------------------------------------------------------------------------------
-    async def jobs(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @logged_in()
+    async def jobs(self, request: Request, session: Session) -> Response:
         q = request.query_params
         status = [s for s in q.getlist("status") if s in STATUSES]
         query: dict[str, Any] = {"limit": PAGE, "status": status}
@@ -187,13 +222,8 @@ class Dashboard:
             return self._render("job_rows.html", **ctx)
         return await self._page(request, "jobs.html", session, **ctx)
 
-    async def bulk(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
-        form = await request.form()
-        if not csrf_ok(session, _str(form.get("csrf"))):
-            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
+    @acts
+    async def bulk(self, request: Request, session: Session, form: Any) -> Response:
         action, ids = _str(form.get("action")), [str(i) for i in form.getlist("ids")]
         back = _local(_str(form.get("back")) or "/web/jobs")
         if action not in ("cancel", "retry", "priority") or not ids:
@@ -226,10 +256,8 @@ class Dashboard:
         return done + (f"; refused {refused[0]}" + (f" and {len(refused) - 1} more" if len(refused) > 1 else "")
                        if refused else "")
 
-    async def job(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @logged_in()
+    async def job(self, request: Request, session: Session) -> Response:
         job_id = request.path_params["job_id"]
         try:
             job = await self._ask(request, session, "GET", f"/v1/jobs/{job_id}")
@@ -244,10 +272,8 @@ class Dashboard:
                                 flash=request.query_params.get("flash"),
                                 spec=json.dumps(_given(job.get("spec") or {}), indent=2, sort_keys=True))
 
-    async def graph(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @logged_in()
+    async def graph(self, request: Request, session: Session) -> Response:
         job_id = request.path_params["job_id"]
         try:
             graph = await self._ask(request, session, "GET", f"/v1/jobs/{job_id}/graph")
@@ -259,14 +285,9 @@ class Dashboard:
         return await self._page(request, "graph.html", session, graph=graph, drawing=draw(graph["nodes"]),
                                 metrics=metrics)
 
-    async def act(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @acts
+    async def act(self, request: Request, session: Session, form: Any) -> Response:
         job_id, action = request.path_params["job_id"], request.path_params["action"]
-        form = await request.form()
-        if not csrf_ok(session, _str(form.get("csrf"))):
-            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
         if action not in (*JOB_ACTIONS, "priority"):
             return PlainTextResponse(f"no such action: {action}", 404)
         try:
@@ -285,10 +306,8 @@ class Dashboard:
             flash = f"{action} refused: {exc.message}"
         return RedirectResponse(_with(f"/web/jobs/{job_id}", flash=flash), status_code=303)
 
-    async def log_download(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @logged_in()
+    async def log_download(self, request: Request, session: Session) -> Response:
         job_id = request.path_params["job_id"]
         status, chunks = await self.api.stream("GET", f"/v1/jobs/{job_id}/logs", session.token, self._peer(request))
         if status >= 400:
@@ -296,11 +315,9 @@ class Dashboard:
         return StreamingResponse(_text_lines(chunks), media_type="text/plain; charset=utf-8",
                                  headers={"content-disposition": f'attachment; filename="{job_id}.log"'})
 
-    async def log_stream(self, request: Request) -> Response:
+    @logged_in(stream=True)
+    async def log_stream(self, request: Request, session: Session) -> Response:
         """The job's log lines as server-sent events, from `tail` lines back, live."""
-        session = self._session(request)
-        if session is None:
-            return PlainTextResponse("log in first", 401)
         job_id = request.path_params["job_id"]
         query = {"follow": "true", "tail": request.query_params.get("tail", "500")}
         status, chunks = await self.api.stream("GET", f"/v1/jobs/{job_id}/logs", session.token, self._peer(request),
@@ -310,11 +327,9 @@ class Dashboard:
         return StreamingResponse(_sse(chunks, "line"), media_type="text/event-stream",
                                  headers={"cache-control": "no-store"})
 
-    async def events(self, request: Request) -> Response:
+    @logged_in(stream=True)
+    async def events(self, request: Request, session: Session) -> Response:
         """Jobs' changes of state the visitor may see, as server-sent events (the page coalesces)."""
-        session = self._session(request)
-        if session is None:
-            return PlainTextResponse("log in first", 401)
         status, chunks = await self.api.stream("GET", "/v1/events", session.token, self._peer(request),
                                                {"follow": "true"})
         if status >= 400:
@@ -323,10 +338,8 @@ class Dashboard:
                                  headers={"cache-control": "no-store"})
 
     # -- charts ---------------------------------------------------------------------------------
-    async def charts(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @logged_in()
+    async def charts(self, request: Request, session: Session) -> Response:
         window = request.query_params.get("window", "1h")
         window = window if window in WINDOWS else "1h"
         try:
@@ -339,11 +352,8 @@ class Dashboard:
                                 window=window, windows=list(WINDOWS), step=series["step_s"])
 
     # -- admins: tenants and the audit (the API says 403 to anyone else) ----------------------------
-    async def _listing(self, request: Request, template: str, path: str, query: Any = None,
+    async def _listing(self, request: Request, session: Session, template: str, path: str, query: Any = None,
                        key: str | None = None, **ctx: Any) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
         try:
             answer = await self._ask(request, session, "GET", path, query)
             rows, error = (answer[key] if key else answer), None
@@ -354,29 +364,24 @@ class Dashboard:
         return await self._page(request, template, session, 200 if error is None else 403, error=error,
                                 **{ctx.pop("rows_as"): rows}, **ctx)
 
-    async def tenants(self, request: Request) -> Response:
-        return await self._listing(request, "tenants.html", "/v1/tenants", rows_as="tenants")
+    @logged_in()
+    async def tenants(self, request: Request, session: Session) -> Response:
+        return await self._listing(request, session, "tenants.html", "/v1/tenants", rows_as="tenants")
 
-    async def audit(self, request: Request) -> Response:
+    @logged_in()
+    async def audit(self, request: Request, session: Session) -> Response:
         q = request.query_params
         query = {"limit": 500, **{k: q[k] for k in ("actor", "action") if q.get(k)}}
-        return await self._listing(request, "audit.html", "/v1/audit", query, key="events", rows_as="events",
+        return await self._listing(request, session, "audit.html", "/v1/audit", query, key="events", rows_as="events",
                                    actor=q.get("actor", ""), action=q.get("action", ""))
 
     # -- submit ---------------------------------------------------------------------------------
-    async def submit_form(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @logged_in()
+    async def submit_form(self, request: Request, session: Session) -> Response:
         return await self._page(request, "submit.html", session, form={})
 
-    async def submit(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
-        form = await request.form()
-        if not csrf_ok(session, _str(form.get("csrf"))):
-            return PlainTextResponse("refused: the form's CSRF token does not match this session", 403)
+    @acts
+    async def submit(self, request: Request, session: Session, form: Any) -> Response:
         given = {k: _str(form.get(k)) or "" for k in ("command", "name", "cpu", "gpu", "priority", "retries")}
         try:
             argv = shlex.split(given["command"])
@@ -394,10 +399,8 @@ class Dashboard:
         return RedirectResponse(_with(f"/web/jobs/{job['id']}", flash=f"submitted: {job['status']}"), status_code=303)
 
     # -- nodes ----------------------------------------------------------------------------------
-    async def nodes(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._to_login(request)
+    @logged_in()
+    async def nodes(self, request: Request, session: Session) -> Response:
         try:
             nodes = await self._ask(request, session, "GET", "/v1/nodes")
             pools = await self._ask(request, session, "GET", "/v1/pools")
