@@ -115,6 +115,10 @@ class Daemon:
     def client(self, **config: Any) -> JobManagerClient:
         return JobManagerClient(f"unix://{self.socket}", config=config or None)
 
+    def token(self, *args: str) -> str:
+        """A new API token (`token create ARGS`), as its holder gets it."""
+        return json.loads(self.run("token", "create", "--json", *args, check=True).stdout)["token"]
+
     def submit_q(self, *args: str) -> str:
         out = self.run("submit", "-q", *args, check=True)
         return out.stdout.strip()

@@ -6,7 +6,6 @@ real tokens; the pages call its real API as their visitor."""
 from __future__ import annotations
 
 import html
-import json
 import re
 import signal
 import ssl
@@ -26,10 +25,6 @@ from sage_ops.web.session import COOKIE, Sessions
 IDLE = {"cpu": 0}  # a job that sleeps holds no CPU of the session's head
 
 
-def token(d: Daemon, *args: str) -> str:
-    return json.loads(d.run("token", "create", "--json", *args, check=True).stdout)["token"]
-
-
 @pytest.fixture(scope="module")
 def site(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
     d = Daemon(ray_head)
@@ -38,10 +33,10 @@ def site(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
         for tenant in ("red", "blue"):
             d.run("tenant", "create", tenant, check=True)
         admin = d.client(timeout=60)
-        tokens = {"admin": token(d, "--name", "web-admin", "--role", "admin"),
-                  "red": token(d, "--name", "red-member", "--tenant", "red"),
-                  "viewer": token(d, "--name", "red-viewer", "--tenant", "red", "--role", "viewer"),
-                  "blue": token(d, "--name", "blue-member", "--tenant", "blue")}
+        tokens = {"admin": d.token("--name", "web-admin", "--role", "admin"),
+                  "red": d.token("--name", "red-member", "--tenant", "red"),
+                  "viewer": d.token("--name", "red-viewer", "--tenant", "red", "--role", "viewer"),
+                  "blue": d.token("--name", "blue-member", "--tenant", "blue")}
         jobs = {"red": admin.submit_command(["sleep", "3600"], tenant="red", name="red-sleeper", resources=IDLE),
                 "blue": admin.submit_command(["sleep", "3600"], tenant="blue", name="blue-sleeper", resources=IDLE)}
         yield {"daemon": d, "base": f"http://{admin.health_check().tcp}", "tokens": tokens, "jobs": jobs}

@@ -6,7 +6,6 @@ build/screenshots/, to be looked at."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,6 @@ SHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt install chromium)")
 
 
-def token(d: Daemon, *args: str) -> str:
-    return json.loads(d.run("token", "create", "--json", *args, check=True).stdout)["token"]
-
-
 @pytest.fixture(scope="module")
 def site(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
     d = Daemon(ray_head)
@@ -34,9 +29,9 @@ def site(ray_head: dict[str, str]) -> Iterator[dict[str, Any]]:
         admin = d.client(timeout=60)
         blue = admin.submit_command(["sleep", "3600"], tenant="blue", name="blue-secret", resources={"cpu": 0})
         yield {"daemon": d, "base": f"http://{admin.health_check().tcp}", "blue_job": blue,
-               "tokens": {"admin": token(d, "--name", "b-admin", "--role", "admin"),
-                          "red": token(d, "--name", "b-red", "--tenant", "red"),
-                          "viewer": token(d, "--name", "b-viewer", "--tenant", "red", "--role", "viewer")}}
+               "tokens": {"admin": d.token("--name", "b-admin", "--role", "admin"),
+                          "red": d.token("--name", "b-red", "--tenant", "red"),
+                          "viewer": d.token("--name", "b-viewer", "--tenant", "red", "--role", "viewer")}}
     finally:
         d.cleanup()
 

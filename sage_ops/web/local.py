@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Any
 
-from .api import ApiError, OverHttp
+from .api import OverHttp
 from .pages import Dashboard
 
 LINK_TTL = 600.0  # seconds a login link may wait to be followed
@@ -61,5 +61,3 @@ def serve(address: str, token: str | None, port: int, verify: Any = True) -> Non
     finally:
         sock.close()
 
-
-__all__ = ["ApiError", "OneTimeLink", "serve"]
