@@ -46,6 +46,15 @@ class JobManagerConfig(_Section):
     header_timeout: float = Field(10, gt=0, description="seconds a connection (TCP or socket) has to send a "
                                   "whole request head, from when it opens or its last answer; then it is closed")
     idle_timeout: float = Field(5, gt=0, description="seconds an idle keep-alive connection is kept open")
+    retention: float | None = Field(None, gt=0, description="finished jobs older than this (seconds, or 30d, "
+                                    "12h) are deleted with their logs and results, in the background (`sage-ops "
+                                    "gc`); unset: kept forever")
+    retention_batch: int = Field(1000, ge=1, le=100_000, description="jobs deleted per transaction by retention")
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
 
 
 class RayConfig(_Section):
@@ -91,13 +100,51 @@ class RayConfig(_Section):
         return v
 
 
+SECRET_OPTIONS = ("key", "secret", "password", "token", "credential")
+
+
 class StorageConfig(_Section):
-    type: Literal["local"] = "local"
+    type: Literal["local", "s3", "hdfs", "fsspec"] = Field("local", description="what storage.url is (local: "
+                                                          "no url, this machine's disk only)")
+    url: str | None = Field(None, description="where logs, results' files and shipped working directories live, "
+                            "shared by every daemon of the database (file://, s3://BUCKET/PREFIX, hdfs://, any "
+                            "fsspec URL); storage.path is then a cache. Unset: storage.path alone")
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the fsspec backend (S3: "
+                                    "endpoint_url, client_kwargs: {region_name}); credentials come from the "
+                                    "backend's own chain (AWS_* variables, ~/.aws/credentials), never from here")
+    flush_interval: float = Field(1.0, gt=0, le=60, description="seconds between uploads of new log lines to "
+                                  "storage.url: what a killed leader can lose at most")
     path: Path = Field(default_factory=lambda: paths.state_dir() / "storage")
     max_log_bytes: int = Field(100 * 2**20, ge=64 * 1024, description="a job's log quota: past it the capture "
                                "ends with a marker line and further output is discarded (the job runs on)")
     max_result_bytes: int = Field(4 * 2**20, ge=1024, le=64 * 2**20, description="a larger result file is "
                                   "ignored, with the reason in the job's log")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        from .storage_url import check_url  # fsspec is imported only when storage.url is set
+
+        return None if v is None else check_url(v)
+
+    @field_validator("options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if any(word in name.lower() for word in SECRET_OPTIONS):
+                raise ValueError(f"{name}: no credentials in the config file (they would be kept in clear): "
+                                 "use the backend's own chain (AWS_* variables, ~/.aws/credentials)")
+        return v
+
+    @model_validator(mode="after")
+    def _typed(self) -> StorageConfig:
+        if self.type != "local" and self.url is None:
+            raise ValueError(f"storage.type {self.type} needs storage.url ({self.type}://BUCKET/PREFIX)")
+        return self
+
+    def blobs_url(self) -> str:
+        """The store's URL: storage.url, else a folder of storage.path."""
+        return self.url or f"file://{Path(self.path).resolve() / 'blobs'}"
 
 
 class DatabaseConfig(_Section):

@@ -46,6 +46,7 @@ from ..services.metrics import Sampler
 from ..services.provisioning import Provisioner
 from ..storage import accounts
 from ..storage import store as st
+from ..storage.blobs import BlobStore
 from ..storage.logs import LogStore
 from ..storage.pool_hosts import StoredPoolHosts
 from ..storage.sealing import Sealer
@@ -178,13 +179,16 @@ class Daemon:
         self.state_dir = paths.state_dir()
         self.listening = Listening(Path(cfg.jobmanager.socket), time.time())
         self.store = st.Store(cfg.database.url, cfg.database.synchronous)
-        self.logs = LogStore(Path(cfg.storage.path) / "logs")
+        #: the store of jobs' files every daemon of the database shares (storage.url; else storage.path)
+        self.blobs = BlobStore(cfg.storage.blobs_url(), cfg.storage.options)
+        self.logs = LogStore(Path(cfg.storage.path) / "logs", self.blobs if cfg.storage.url else None)
         self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance,
                                   sealer=Sealer(cfg.security.secret_key_file))
         self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)  # for the process's life
         self.scheduler.on_ray_lost = self._ray_lost
         self.leadership = Leadership(self.store, cfg.jobmanager.heartbeat_interval, None, self._elected,
                                      self._deposed)
+        self.logs.lead(self.leadership.is_leader)  # a standby reads what the leader uploads
         self.identities = Identities(self.store)
         sec = cfg.security
         self.run_as = RunAs(sec.switch_users, sec.sandbox)
@@ -207,6 +211,7 @@ class Daemon:
 
     async def _elected(self) -> None:
         """This daemon leads: load the queue, then (in the background) reach Ray and resume."""
+        self.logs.lead(True)
         await self.scheduler.begin_term()
         self._connecting = asyncio.create_task(self._connect_ray())
 
@@ -238,6 +243,7 @@ class Daemon:
             self._scaling.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
+        self.logs.lead(False)
         await self.scheduler.end_term()
 
     async def _connect_backend(self) -> None:
@@ -307,6 +313,7 @@ class Daemon:
         refreshing = asyncio.create_task(self.identities.run())
         sampling = asyncio.create_task(self.sampler.run())
         tailing = asyncio.create_task(self.events.run())
+        uploading = asyncio.create_task(self.logs.uploading(self.cfg.storage.flush_interval))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -339,6 +346,8 @@ class Daemon:
         if self.audit.pending:
             await self.audit.flush()
         await self.scheduler.stop()
+        uploading.cancel()
+        await asyncio.to_thread(self.logs.flush)  # the last lines, before another daemon leads
         await self.leadership.resign()
         self.store.close()
         if self.backend.connected:
@@ -466,6 +475,7 @@ class JobManagerServer:
             except ImportError:
                 runner = asyncio.run
             daemon = Daemon(self.cfg)
+            daemon.blobs.check()  # a store it cannot use (no bucket, no credentials) stops it here, in one line
             try:
                 runner(daemon.serve())
             except OSError as exc:  # the TCP port is taken, or the host is not an address of this machine

@@ -5,6 +5,7 @@ Who the caller is was settled before any route runs (auth.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -266,6 +267,7 @@ def create_app(services: Services) -> FastAPI:
                 async for block in services.logs.follow(job_id, done, tail, attempt=attempt):
                     yield block
             else:
+                await asyncio.to_thread(services.logs.sync, job_id)  # the shared store's blocks, if any
                 for block in services.logs.blocks(job_id, tail, attempt):
                     yield block
 

@@ -21,6 +21,12 @@ its tail counted among them (`only_attempt`).
 
 Followers wait on a per-job event that is woken by every append and by the job's end; they ask
 for the job's state only when it may have changed (`wake`), not once per block.
+
+With a shared store (storage.url, blobs.BlobStore) the local file is a cache: what is appended is
+uploaded every storage.flush_interval (`flush`) as blocks of whole lines named by the byte range
+they hold ("logs/ab/JOB/START-END"), and a log this daemon has not brought level with the store
+in its term (after a failover, on a standby, on a new machine) is first completed from it
+(`sync`). A leader killed loses at most the lines of its last interval.
 """
 
 from __future__ import annotations
@@ -28,15 +34,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...schemas import LogEntry
 from .job_output import MAX_LOG_LINE, TRUNCATED, cut_line, encode_lines
+
+if TYPE_CHECKING:
+    from .blobs import BlobStore
+
+log = logging.getLogger("sage_ops.logs")
 
 READ_BLOCK = 1024 * 1024  # bytes per read of a follower (cut at its last complete line)
 LEGACY = b'{"t":'  # how a line of the older format starts
@@ -51,12 +65,20 @@ _STRING = rb'"(?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+"'  # a J
 _TIMES = re.compile(rb'\{"timestamp":"([^"]*)"')
 STREAMS = frozenset({"stdout", "stderr", "system"})
 MESSAGE_MAX = MAX_LOG_LINE + 64  # a message the runner cut: MAX_LOG_LINE bytes and its note
+UPLOAD_MAX = 8 * 1024 * 1024  # bytes of one uploaded block at most
+REMEMBERED = 100_000  # jobs whose upload state is kept in memory (the oldest half is forgotten past it)
 
 
 class LogStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: BlobStore | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.remote = remote  # the shared store, when storage.url is set
+        self.leading = True  # False on a standby: another daemon appends, so reads ask the store each time
+        self._shipped: dict[str, int] = {}  # job -> bytes of its log the store holds
+        self._synced: dict[str, None] = {}  # jobs brought level with the store in this term (in order)
+        self._dirty: set[str] = set()  # jobs appended to since their last upload
+        self._lock = threading.Lock()  # a sync and a write of the same file never interleave
         self._waiters: dict[str, asyncio.Event] = {}  # set by every append and every `wake`
         self._following: dict[str, int] = {}  # job -> its followers
         self._changes: dict[str, int] = {}  # job -> `wake`s while it has followers
@@ -92,15 +114,99 @@ class LogStore:
     def _write(self, job_id: str, parts: list[bytes], cap: int | None = None) -> None:
         """Append `parts`; with a quota `cap`, the file stops at cap + LOG_SLACK: the lines that
         fit are written, then a marker, and nothing more (the runner stops at `cap` itself, so
-        only a second attempt or a runner that ignores its quota gets here)."""
+        only a second attempt or a runner that ignores its quota gets here). The quota counts
+        what the store held: a log continued after a failover stops where it would have."""
         if cap is not None and job_id in self._full:
             return
+        self.sync(job_id)
         path = self.path(job_id)
-        path.parent.mkdir(exist_ok=True)
-        with path.open("ab") as f:
-            if cap is not None:
-                parts = self._within(job_id, parts, cap + LOG_SLACK - os.fstat(f.fileno()).st_size, cap)
-            f.writelines(parts)  # each part its own write: no copy into one buffer
+        with self._lock:
+            path.parent.mkdir(exist_ok=True)
+            with path.open("ab") as f:
+                if cap is not None:
+                    parts = self._within(job_id, parts, cap + LOG_SLACK - os.fstat(f.fileno()).st_size, cap)
+                f.writelines(parts)  # each part its own write: no copy into one buffer
+            if self.remote is not None:
+                self._dirty.add(job_id)
+
+    # -- the shared store ---------------------------------------------------------------------
+    def _prefix(self, job_id: str) -> str:
+        return f"logs/{job_id[:2]}/{job_id}"
+
+    def lead(self, leading: bool = True) -> None:
+        """This daemon leads (or no longer does): what another daemon appended meanwhile is read
+        from the store before this one appends or serves."""
+        self.leading = leading
+        self._synced.clear()
+
+    def sync(self, job_id: str) -> None:
+        """Bring the local file level with the store: the blocks past its end are appended
+        (blocking: call it in a worker thread). A leader does it once per job and term."""
+        if self.remote is None or (self.leading and job_id in self._synced):
+            return
+        keys = self.remote.keys(self._prefix(job_id))
+        path = self.path(job_id)
+        with self._lock:
+            size = path.stat().st_size if path.exists() else 0
+            stored = 0
+            for key in keys:
+                start, _, end = key.rsplit("/", 1)[-1].partition("-")
+                if not (start.isdigit() and end.isdigit()):
+                    continue
+                begin, stop = int(start), int(end)
+                if stop > size:
+                    data = self.remote.get(key)[max(0, size - begin):]
+                    path.parent.mkdir(exist_ok=True)
+                    with path.open("ab") as f:
+                        f.write(data)
+                    size += len(data)
+                stored = max(stored, stop)
+            self._shipped[job_id] = min(stored, size)
+            if size > stored:
+                self._dirty.add(job_id)  # lines of ours the store never got: they go up next
+            self._synced[job_id] = None
+            if len(self._synced) > REMEMBERED:
+                for old in list(self._synced)[: REMEMBERED // 2]:
+                    self._synced.pop(old, None)
+                    self._shipped.pop(old, None)
+
+    def flush(self) -> int:
+        """Upload what was appended since the last flush, in blocks of whole lines (blocking: a
+        worker thread). Returns the bytes uploaded; a store that fails keeps them for next time."""
+        if self.remote is None:
+            return 0
+        sent = 0
+        for job_id in list(self._dirty):
+            self._dirty.discard(job_id)
+            try:
+                sent += self._upload(job_id)
+            except Exception as exc:  # noqa: BLE001 - the store's own errors: retried next flush
+                self._dirty.add(job_id)
+                log.warning("could not upload the log of %s to %s: %s", job_id, self.remote.url,
+                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                break
+        return sent
+
+    def _upload(self, job_id: str) -> int:
+        path = self.path(job_id)
+        start, sent = self._shipped.get(job_id, 0), 0
+        with path.open("rb") as f:
+            while True:
+                data = os.pread(f.fileno(), UPLOAD_MAX, start)
+                data = data[: data.rfind(b"\n") + 1]
+                if not data:
+                    return sent
+                self.remote.put(f"{self._prefix(job_id)}/{start:016d}-{start + len(data):016d}", data)  # type: ignore[union-attr]
+                start += len(data)
+                sent += len(data)
+                self._shipped[job_id] = start
+
+    async def uploading(self, interval: float) -> None:
+        """Upload new lines every `interval` seconds, for the daemon's life."""
+        while True:
+            await asyncio.sleep(interval)
+            if self._dirty:
+                await asyncio.to_thread(self.flush)
 
     def _within(self, job_id: str, parts: list[bytes], room: int, cap: int) -> list[bytes]:
         if sum(map(len, parts)) <= room:
@@ -120,7 +226,8 @@ class LogStore:
         self.append_bytes(job_id, encode_lines(lines), cap)
 
     def remove(self, job_ids: Iterable[str]) -> int:
-        """Delete these jobs' logs (retention): bytes freed. A job followed meanwhile reads no more."""
+        """Delete these jobs' logs, here and in the store (retention; blocking: a worker thread):
+        bytes freed here. A job followed meanwhile reads no more."""
         freed = 0
         for job_id in job_ids:
             path = self.path(job_id)
@@ -130,6 +237,11 @@ class LogStore:
             except FileNotFoundError:
                 pass
             self._full.discard(job_id)
+            self._dirty.discard(job_id)
+            self._shipped.pop(job_id, None)
+            self._synced.pop(job_id, None)
+            if self.remote is not None:
+                self.remote.delete(self.remote.keys(self._prefix(job_id)))
         return freed
 
     def wake(self, job_id: str) -> None:
@@ -145,13 +257,14 @@ class LogStore:
 
     def read(self, job_id: str, offset: int = 0) -> tuple[list[LogEntry], int]:
         """Entries from byte `offset` up to the last complete line, and the next offset."""
+        self.sync(job_id)
         with _Reader(self.path(job_id), offset) as reader:
             data = b"".join(iter(reader.block, b""))
             return [LogEntry.model_validate_json(line) for line in data.split(b"\n") if line], reader.offset
 
     def blocks(self, job_id: str, tail: int | None = None, attempt: int | None = None) -> Iterator[bytes]:
         """The log as it is now, in blocks of whole NDJSON lines (the last `tail` lines only; of
-        `attempt` only)."""
+        `attempt` only): `sync` it first where there is a shared store."""
         with _Reader(self.path(job_id), tail=tail, attempt=attempt) as reader:
             end = reader.size()
             while block := reader.block(end):
@@ -167,6 +280,8 @@ class LogStore:
         """
         self._following[job_id] = self._following.get(job_id, 0) + 1
         try:
+            if self.remote is not None:
+                await asyncio.to_thread(self.sync, job_id)
             with _Reader(self.path(job_id), tail=tail, attempt=attempt) as reader:
                 asked, done = -1, False
                 while True:
@@ -187,6 +302,8 @@ class LogStore:
                         await asyncio.wait_for(ev.wait(), poll)
                     except asyncio.TimeoutError:
                         asked = -1
+                        if self.remote is not None and not self.leading:  # a standby: the leader appends
+                            await asyncio.to_thread(self.sync, job_id)
         finally:
             left = self._following.pop(job_id) - 1
             if left:

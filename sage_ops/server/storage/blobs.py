@@ -1,0 +1,133 @@
+"""Where jobs' files live beyond this machine: `storage.url`, any fsspec URL (file://, s3://,
+hdfs://, gs://, ...), as one flat space of keys ("logs/ab/JOB/000…0", "packages/SHA.tar.gz").
+
+Every daemon of a database reads and writes the same store, so a standby that takes over serves
+what the old leader wrote without a shared filesystem; the local disk (storage.path) is a cache.
+Credentials never come from the URL (it is shown in health output and logs): they come from the
+backend's own chain (for S3: AWS_* in the daemon's environment, ~/.aws/credentials, an instance
+role), and `storage.options` passes the rest (endpoint_url, region, ...).
+
+Calls block: the daemon makes them in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import fsspec
+
+from ...errors import SageOpsError
+from ...storage_url import NEEDS, check_url
+
+PROBE = ".sage-ops-probe"
+
+
+class StorageError(SageOpsError):
+    """storage.url cannot be used: one line that says why and what to do."""
+
+    status, code = 503, "storage_unavailable"
+
+
+class BlobStore:
+    """Keys to bytes in one fsspec location."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = check_url(url)
+        self.scheme = urlsplit(url).scheme or "file"
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **dict(options or {}))
+        except ImportError:
+            package = NEEDS.get(self.scheme, "its fsspec backend")
+            raise StorageError(f"storage.url {url}: {self.scheme}:// needs {package} "
+                               f"(pip install 'sage-ops[{self.scheme}]' or {package})") from None
+        except (TypeError, ValueError) as exc:
+            raise StorageError(f"storage.url {url}: {_line(exc)}") from None
+        self.root = root.rstrip("/")
+        self.local = self.scheme == "file"
+
+    def _path(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"bad storage key {key!r}")
+        return f"{self.root}/{key}"
+
+    def check(self) -> None:
+        """Write, read and delete a small object: a store that cannot be used stops the daemon at
+        start with one line (no bucket, no credentials, no permission), not at the first job."""
+        try:
+            if self.local:
+                os.makedirs(self.root, mode=0o700, exist_ok=True)
+            self.put(PROBE, b"ok")
+            if self.get(PROBE) != b"ok":
+                raise StorageError(f"storage.url {self.url}: what was written is not what is read")
+            self.delete([PROBE])
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each backend raises its own (botocore, OSError, ...)
+            raise StorageError(f"storage.url {self.url}: {_line(exc)}") from None
+
+    def put(self, key: str, data: bytes) -> None:
+        """Whole or not at all: a reader never sees half an object (a local file is renamed in)."""
+        path = self._path(key)
+        if not self.local:
+            self.fs.pipe_file(path, data)
+            return
+        folder = os.path.dirname(path)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{uuid.uuid4().hex[:8]}")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def get(self, key: str) -> bytes:
+        """FileNotFoundError when there is no such key."""
+        return bytes(self.fs.cat_file(self._path(key)))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under `prefix` (a folder: "logs/ab/JOB"), sorted."""
+        base = self._path(prefix.rstrip("/"))
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self.root.lstrip("/")
+        keys = [p.lstrip("/")[len(root) + 1:] for p in found]
+        return sorted(k for k in keys if k and not k.rsplit("/", 1)[-1].startswith("."))
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Missing keys are no error: a delete repeated after a crash finishes the job."""
+        paths = [self._path(k) for k in keys]
+        if not paths:
+            return
+        if self.local:
+            for path in paths:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            return
+        try:
+            self.fs.rm(paths)
+        except FileNotFoundError:
+            pass
+        if hasattr(self.fs, "invalidate_cache"):
+            self.fs.invalidate_cache()
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
