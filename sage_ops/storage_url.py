@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import fsspec
@@ -24,3 +26,15 @@ def check_url(url: str) -> str:
     if scheme != "file" and not parts.netloc:
         raise ValueError(f"{scheme}:// needs a bucket or host: {scheme}://BUCKET/PREFIX")
     return url
+
+
+def private_paths(url: str | None) -> list[Path]:
+    """What a job of the daemon's own user must not see for the store's sake: a file:// store's
+    folder, and the files the backends read credentials from (AWS's, gcloud's, Azure's)."""
+    home = Path.home()
+    found = [home / ".aws", home / ".config" / "gcloud", home / ".azure"]
+    found += [Path(os.environ[v]) for v in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+                                              "GOOGLE_APPLICATION_CREDENTIALS") if os.environ.get(v)]
+    if url and urlsplit(url).scheme in ("", "file"):
+        found.append(Path(urlsplit(url).path))
+    return [p for p in found if p.exists()]

@@ -18,7 +18,7 @@ from sage_ops.client import JobManagerClient
 from sage_ops.config import StorageConfig
 from sage_ops.server.storage.blobs import BlobStore, StorageError
 from sage_ops.server.storage.logs import LOG_SLACK, LogStore
-from sage_ops.storage_url import check_url
+from sage_ops.storage_url import check_url, private_paths
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "sgo-test", "AWS_SECRET_ACCESS_KEY": "sgo-test-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}
@@ -217,3 +217,13 @@ def test_a_standby_serves_the_logs_of_a_killed_leader(new_daemon: Any, postgres:
     token = (a.home / "config" / "sage-ops" / "token").read_text().strip()
     standby = JobManagerClient(f"tcp://{b.client().health_check().tcp}", token=token)
     assert [e.message for e in standby.get_job_logs(job.id) if e.stream == "stdout"] == ["line 1", "line 2", "line 3"]
+
+
+def test_a_jobs_sandbox_hides_the_stores_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".aws").mkdir()
+    assert tmp_path / ".aws" in private_paths("s3://bucket/p")
+
+
+def test_a_jobs_sandbox_hides_a_file_store(tmp_path: Path) -> None:
+    assert tmp_path in private_paths(f"file://{tmp_path}")

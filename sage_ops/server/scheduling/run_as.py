@@ -24,6 +24,7 @@ from ... import paths, rayhead
 from ...config import Config, config_path
 from ...errors import Forbidden, Invalid
 from ...schemas import JobKind, JobSpec
+from ...storage_url import private_paths
 from ..backend import sandbox
 
 Mode = Literal["auto", "on", "off"]
@@ -57,12 +58,14 @@ class RunAs:
     def hidden(self, cfg: Config, kind: JobKind) -> list[str]:
         """What a job of the daemon's own user must not see (sandbox.wrap hides it), on a
         single-user daemon, as real paths: the dirs that are the daemon's (state, config, socket's,
-        log storage, its Ray head's private temp dir, which a pipeline drives Ray through and keeps)
-        and its files that may live elsewhere (sealing key, TLS key, config file, log file, SQLite
-        database), one by one: hiding their dir could empty /etc or /var/log for the job."""
+        log storage, a file:// store, the store's credential files, its Ray head's private temp
+        dir, which a pipeline drives Ray through and keeps) and its files that may live elsewhere
+        (sealing key, TLS key, config file, log file, SQLite database), one by one: hiding their
+        dir could empty /etc or /var/log for the job."""
         if not self.sandboxed:
             return []
-        dirs = [paths.state_dir(), paths.config_dir(), paths.runtime_dir(), cfg.storage.path]
+        dirs = [paths.state_dir(), paths.config_dir(), paths.runtime_dir(), cfg.storage.path,
+                *private_paths(cfg.storage.url)]
         record = rayhead.load_record(paths.state_dir()) or {}
         if kind is not JobKind.PIPELINE and record.get("temp_dir"):
             dirs.append(Path(record["temp_dir"]).parent)
