@@ -22,6 +22,7 @@ from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
 from .cluster import NodeProgress, NodeView, PoolEventView, PoolView
 from .errors import SageOpsError
 from .lifecycle import JobStatus
+from .retention import GcReport
 from .schemas import (
     BulkResult,
     GraphView,
@@ -55,6 +56,7 @@ from .transport import (
 __all__ = ["AsyncJobManagerClient", "ClientConfig", "JobManagerClient", "parse_addresses", "script_spec"]
 
 T = TypeVar("T")
+GC_TIMEOUT = 3600.0  # seconds a `gc` may take: a backlog of millions drains in paced batches
 
 
 def _submit(path: str, parse: Callable[[Any], T], body: Any, timeout: float | None = None) -> Call[T]:
@@ -307,6 +309,12 @@ class _Api:
         params = {"since": _iso(since), "tenant": tenant, "actor": actor, "action": action, "limit": limit}
         return self._run(Call("GET", "/v1/audit", lambda d: AuditList.model_validate(d).events,
                                params={k: v for k, v in params.items() if v is not None}))
+
+    def gc(self, older_than: float | None = None, dry_run: bool = False) -> Any:
+        """Delete the finished jobs that ended more than `older_than` seconds ago (default: the daemon's
+        jobmanager.retention) with their logs and results, now; with `dry_run` only count them (admins)."""
+        return self._run(Call("POST", "/v1/gc", GcReport.model_validate, json={"older_than": older_than,
+                               "dry_run": dry_run}, timeout=GC_TIMEOUT))
 
     # the cluster: nodes and figures
     def list_nodes(self) -> Any:

@@ -5,12 +5,15 @@ daemon); then `sage-ops gc` on a real daemon: its dry run, a sweep, and what it 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Daemon
 
 from sage_ops.errors import Invalid
 from sage_ops.server.services.leadership import NotLeader
@@ -232,3 +235,52 @@ def test_a_deposed_leader_deletes_nothing(store: st.Store, tmp_path: Path) -> No
     with pytest.raises(NotLeader):
         asyncio.run(svc.sweep(None, "test"))
     assert ids(store) == {"old"}
+
+
+# -- `sage-ops gc` on a real daemon ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def aged(daemon: Daemon) -> dict[str, Any]:
+    """Two finished jobs backdated 40 days (one of them waited for by a held job), a dry run, then
+    a sweep of what ended more than 30 days ago."""
+    old, dep = daemon.submit_q("echo", "kept-until-gc"), daemon.submit_q("true")
+    daemon.run("wait", old, dep, check=True)
+    waiter = daemon.submit_q("--hold", "--after", dep, "true")
+    log = LogStore(daemon.state / "storage" / "logs").path(old)
+    with sqlite3.connect(daemon.state / "sage-ops.db") as db:
+        db.execute("UPDATE job SET ended_at = ended_at - ? WHERE id IN (?, ?)", (40 * DAY, old, dep))
+    had_log = log.exists()
+    dry = json.loads(daemon.run("gc", "--dry-run", "--older-than", "30d", "--json", check=True).stdout)
+    after_dry = daemon.run("status", old).returncode
+    swept = json.loads(daemon.run("gc", "--older-than", "30d", "--json", check=True).stdout)
+    return {"old": old, "dep": dep, "waiter": waiter, "log": log, "had_log": had_log, "dry": dry,
+            "after_dry": after_dry, "swept": swept}
+
+
+def test_gc_dry_run_counts_the_old_job_alone(aged: dict[str, Any]) -> None:
+    assert (aged["dry"]["jobs"], aged["dry"]["kept"]) == (1, 1)
+
+
+def test_gc_dry_run_deletes_nothing(aged: dict[str, Any]) -> None:
+    assert aged["after_dry"] == 0
+
+
+def test_gc_deletes_the_old_jobs_row(daemon: Daemon, aged: dict[str, Any]) -> None:
+    assert daemon.run("status", aged["old"]).returncode == 1
+
+
+def test_gc_deletes_the_old_jobs_log(aged: dict[str, Any]) -> None:
+    assert (aged["had_log"], aged["log"].exists()) == (True, False)
+
+
+def test_gc_keeps_a_job_a_waiting_job_waits_for(daemon: Daemon, aged: dict[str, Any]) -> None:
+    assert daemon.run("status", aged["dep"]).returncode == 0
+
+
+def test_gc_leaves_an_audit_record(daemon: Daemon, aged: dict[str, Any]) -> None:
+    events = json.loads(daemon.run("audit", "--action", jr.AUDIT_ACTION, "-o", "json", check=True).stdout)
+    assert [e["target"] for e in events] == ["1 jobs"]
+
+
+def test_gc_without_an_age_or_a_retention_is_a_usage_error(daemon: Daemon) -> None:
+    proc = daemon.run("gc", "--dry-run")
+    assert (proc.returncode, len(proc.stderr.strip().splitlines())) == (2, 1)

@@ -41,6 +41,7 @@ COMMANDS = {
     "graph": "scheduling", "submit-batch": "scheduling", "hold": "scheduling", "release": "scheduling",
     "update": "scheduling",
     "tenant": "access", "token": "access", "whoami": "access", "audit": "access",
+    "gc": "gc",
     "daemon": "daemon", "nodes": "nodes", "pools": "pools", "doctor": "doctor", "config": "settings",
     "completion": "completion",
     "man": "completion", "tui": "tui", "web": "web",

@@ -44,6 +44,7 @@ from ..services.event_stream import EventHub
 from ..services.leadership import Leadership
 from ..services.metrics import Sampler
 from ..services.provisioning import Provisioner
+from ..services.retention import Retention
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.blobs import BlobStore
@@ -202,6 +203,8 @@ class Daemon:
                                      time.time, self._pool_event, StoredPoolHosts(self.store)) \
             if cfg.nodes.pools else None
         self.sampler = Sampler(cfg.metrics, self.scheduler, self.backend, self.leadership, self.store)
+        self.retention = Retention(self.store, self.logs, self.leadership, cfg.jobmanager.retention,
+                                   cfg.jobmanager.retention_batch)  # finished jobs past it go (the leader's)
         self.events = EventHub(self.store)
         self._stop = asyncio.Event()
         self.fatal: SageOpsError | None = None  # why the daemon stopped by itself (a Ray cluster refused)
@@ -281,7 +284,8 @@ class Daemon:
 
     async def serve(self) -> None:
         sec, jm = self.cfg.security, self.cfg.jobmanager
-        services = Services(cfg=self.cfg, store=self.store, scheduler=self.scheduler, logs=self.logs,
+        services = Services(retention=self.retention,
+                            cfg=self.cfg, store=self.store, scheduler=self.scheduler, logs=self.logs,
                             events=self.events, run_as=self.run_as, identities=self.identities, audit=self.audit,
                             ray=self.backend, leadership=self.leadership, provisioner=self.provisioner,
                             listening=self.listening, pools=self.autoscaler)
@@ -312,6 +316,7 @@ class Daemon:
         await self.identities.refresh()
         refreshing = asyncio.create_task(self.identities.run())
         sampling = asyncio.create_task(self.sampler.run())
+        retaining = asyncio.create_task(self.retention.run())
         tailing = asyncio.create_task(self.events.run())
         uploading = asyncio.create_task(self.logs.uploading(self.cfg.storage.flush_interval))
         loop = asyncio.get_running_loop()
@@ -331,6 +336,7 @@ class Daemon:
         log.info("shutting down (running jobs keep running in Ray)")
         refreshing.cancel()
         sampling.cancel()
+        retaining.cancel()
         tailing.cancel()
         if self._scaling is not None:
             self._scaling.cancel()

@@ -25,7 +25,8 @@ from ...access import (
     TokenView,
     UserMap,
 )
-from ...errors import Forbidden, Invalid, NotFound
+from ...errors import DaemonUnavailable, Forbidden, Invalid, NotFound
+from ...retention import GcReport, GcRequest
 from ..access.auth import TARGET, Principal, new_token
 from ..services import metrics
 from ..storage import accounts
@@ -177,6 +178,14 @@ def admin_routes(services: Services, caller: Callable[[Request], Principal]) -> 
         rows = await store.read(lambda c: accounts.audit_rows(c, since.timestamp() if since else None, tenant,
                                                               actor, action, limit))
         return AuditList(events=rows)
+
+    @router.post("/v1/gc", response_model=GcReport)
+    async def gc(req: GcRequest, who: Principal = admin_dep) -> GcReport:
+        """Admins only: a retention sweep now (finished jobs that ended more than `older_than` ago,
+        default jobmanager.retention), in batches, each audited; with `dry_run` only what would go."""
+        if services.retention is None:
+            raise DaemonUnavailable("retention is not running in this daemon")
+        return await services.retention.sweep(req.older_than, who.actor, req.dry_run)
 
     @router.get("/metrics", response_class=Response, include_in_schema=False)
     async def prometheus(_: Principal = admin_dep) -> Response:

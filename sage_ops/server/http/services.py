@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..services.event_stream import EventHub
     from ..services.leadership import Leadership
     from ..services.provisioning import Provisioner
+    from ..services.retention import Retention
     from ..storage.logs import LogStore
     from ..storage.store import Store
 
@@ -45,4 +46,5 @@ class Services:
     leadership: Leadership
     provisioner: Provisioner
     listening: Listening
+    retention: Retention | None = None  # `gc`: a sweep now, or its dry run
     pools: Autoscaler | None = None  # the elastic pools (nodes.pools), if any
