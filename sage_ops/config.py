@@ -119,6 +119,8 @@ class StorageConfig(_Section):
                                "ends with a marker line and further output is discarded (the job runs on)")
     max_result_bytes: int = Field(4 * 2**20, ge=1024, le=64 * 2**20, description="a larger result file is "
                                   "ignored, with the reason in the job's log")
+    inline_result_bytes: int = Field(64 * 1024, ge=0, le=64 * 2**20, description="a larger result is kept in "
+                                     "the store (storage.url, else storage.path), its job's row pointing there")
 
     @field_validator("url")
     @classmethod

@@ -4,6 +4,7 @@ standby that takes over from a killed leader serving its logs with no shared fil
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -202,13 +203,14 @@ def test_a_standby_serves_the_logs_of_a_killed_leader(new_daemon: Any, postgres:
             "database": {"url": url}, "security": {"secret_key_file": f"{tmp_path}/secret.key"},
             "jobmanager": {"host": "127.0.0.1", "port": free_port(), "heartbeat_interval": 2},
             "storage": {"url": s3["url"] + "/failover", "options": s3["options"], "flush_interval": 0.2,
-                        "path": str(tmp_path / name)}}))
+                        "path": str(tmp_path / name), "inline_result_bytes": 1024}}))
     a, b = made
     a.start()
     b.start()
     client = a.client()
-    job = client.submit_job({"command": ["sh", "-c", "for i in 1 2 3; do echo line $i; done"],
-                             "resources": {"cpu": 0}})
+    big = "r" * 5000  # over the inline limit: kept in the store
+    job = client.submit_job({"command": ["sh", "-c", f'for i in 1 2 3; do echo line $i; done; '
+                                         f'echo \'"{big}"\' > "$SAGE_OPS_RESULT_FILE"'], "resources": {"cpu": 0}})
     assert client.wait(job.id, 60).status == "COMPLETED"
     store = BlobStore(s3["url"] + "/failover", s3["options"])
     wait_until(lambda: b"line 3" in b"".join(store.get(k) for k in store.keys(f"logs/{job.id[:2]}/{job.id}")))
@@ -217,6 +219,7 @@ def test_a_standby_serves_the_logs_of_a_killed_leader(new_daemon: Any, postgres:
     token = (a.home / "config" / "sage-ops" / "token").read_text().strip()
     standby = JobManagerClient(f"tcp://{b.client().health_check().tcp}", token=token)
     assert [e.message for e in standby.get_job_logs(job.id) if e.stream == "stdout"] == ["line 1", "line 2", "line 3"]
+    assert standby.get_job_result(job.id) == big
 
 
 def test_a_jobs_sandbox_hides_the_stores_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,3 +230,14 @@ def test_a_jobs_sandbox_hides_the_stores_credentials(tmp_path: Path, monkeypatch
 
 def test_a_jobs_sandbox_hides_a_file_store(tmp_path: Path) -> None:
     assert tmp_path in private_paths(f"file://{tmp_path}")
+
+
+def test_a_large_result_is_kept_in_the_store_not_the_row(new_daemon: Any) -> None:
+    d: Daemon = new_daemon({"storage": {"inline_result_bytes": 1024}})
+    d.start()
+    big = {"values": list(range(2000))}
+    job = d.client().submit_job({"command": ["sh", "-c", f"echo '{json.dumps(big)}' > \"$SAGE_OPS_RESULT_FILE\""],
+                                 "resources": {"cpu": 0}})
+    d.client().wait(job.id, 60)
+    assert d.client().get_job_result(job.id) == big
+    assert (d.state / "storage" / "blobs" / "results" / job.id[:2] / f"{job.id}.json").exists()

@@ -50,6 +50,7 @@ from ..storage import store as st
 from ..storage.blobs import BlobStore
 from ..storage.logs import LogStore
 from ..storage.pool_hosts import StoredPoolHosts
+from ..storage.results import ResultStore
 from ..storage.sealing import Sealer
 from .connections import Guard, guarded, open_files_limit, tcp_cap
 
@@ -185,7 +186,10 @@ class Daemon:
         self.logs = LogStore(Path(cfg.storage.path) / "logs", self.blobs if cfg.storage.url else None)
         self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance,
                                   sealer=Sealer(cfg.security.secret_key_file))
-        self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs)  # for the process's life
+        self.backend.packages.blobs = self.blobs  # where it finds the packages (shipped working dirs) it sends to nodes
+        self.results = ResultStore(self.blobs, cfg.storage.inline_result_bytes)
+        self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs,  # for the process's life
+                                   results=self.results)
         self.scheduler.on_ray_lost = self._ray_lost
         self.leadership = Leadership(self.store, cfg.jobmanager.heartbeat_interval, None, self._elected,
                                      self._deposed)
@@ -284,11 +288,11 @@ class Daemon:
 
     async def serve(self) -> None:
         sec, jm = self.cfg.security, self.cfg.jobmanager
-        services = Services(retention=self.retention,
+        services = Services(results=self.results, retention=self.retention,
                             cfg=self.cfg, store=self.store, scheduler=self.scheduler, logs=self.logs,
                             events=self.events, run_as=self.run_as, identities=self.identities, audit=self.audit,
                             ray=self.backend, leadership=self.leadership, provisioner=self.provisioner,
-                            listening=self.listening, pools=self.autoscaler)
+                            listening=self.listening, pools=self.autoscaler, blobs=self.blobs)
         api = Gate(create_app(services), self.identities, self.limiter, self.audit, sec, self.denials)
         app = Site(api, Dashboard(InProcess(api), self.backend.sealer.derive(b"web session"),
                                   secure=bool(sec.tls_cert)))

@@ -50,6 +50,7 @@ from ..storage.job_counts import counts_by_status, failed_since
 from ..storage.job_sort import SORTS, check_sort
 from .admin import admin_routes
 from .cluster import cluster_routes
+from .packages import package_routes, refuse_missing
 
 if TYPE_CHECKING:
     from .services import Services
@@ -123,6 +124,7 @@ def owned(who: Principal, specs: list[JobSpec], run_as: RunAs, tenant_users: Map
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="sage-ops", version=__version__, docs_url=None, redoc_url=None)
     store, scheduler = services.store, services.scheduler
+    packages = services.blobs  # shipped working directories (None: a daemon without a blob store)
 
     @app.exception_handler(SageOpsError)
     async def _sage(_req: Request, exc: SageOpsError) -> JSONResponse:
@@ -176,6 +178,8 @@ def create_app(services: Services) -> FastAPI:
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
     async def submit(request: Request, spec: JobSpec, key: str | None = IDEMPOTENCY_KEY) -> Response:
         who = caller(request)  # not a Depends: on the hottest route its resolution is a measurable cost
+        if spec.package is not None:
+            await refuse_missing(packages, [spec], batch=False)
         views, new = await scheduler.submit(mine(who, [spec]), key=key, local=who.via == "unix")
         request.scope[TARGET] = views[0].id
         return _json(views[0], 201 if new else 200)
@@ -183,6 +187,7 @@ def create_app(services: Services) -> FastAPI:
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(request: Request, batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY,
                            who: Principal = WHO) -> Response:
+        await refuse_missing(packages, batch.jobs, batch=True)
         refs, new = await scheduler.submit(mine(who, batch.jobs), views=False, batch=True, key=key,
                                                   local=who.via == "unix")
         request.scope[TARGET] = f"{len(refs)} jobs: {refs[0]['id']}..{refs[-1]['id']}"
@@ -237,8 +242,8 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/v1/jobs/{job_id}/result", response_model=JobResult)
     async def get_result(request: Request, job_id: str, who: Principal = WHO) -> JobResult:
         await guard(request, who, job_id)
-        status, result = await store.read(lambda c: st.get_result(c, job_id))
-        return JobResult(id=job_id, status=status, result=result)
+        status, raw = await store.read(lambda c: st.get_result(c, job_id))
+        return JobResult(id=job_id, status=status, result=await services.results.load(job_id, raw))
 
     @app.get("/v1/jobs/{job_id}/events", response_model=list[JobEventView])
     async def get_events(request: Request, job_id: str, who: Principal = WHO) -> list[JobEventView]:
@@ -351,4 +356,6 @@ def create_app(services: Services) -> FastAPI:
 
     app.include_router(admin_routes(services, caller))
     app.include_router(cluster_routes(services, caller))
+    if packages is not None:
+        app.include_router(package_routes(packages, caller))
     return app

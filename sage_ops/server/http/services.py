@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from ..services.leadership import Leadership
     from ..services.provisioning import Provisioner
     from ..services.retention import Retention
+    from ..storage.blobs import BlobStore
     from ..storage.logs import LogStore
+    from ..storage.results import ResultStore
     from ..storage.store import Store
 
 
@@ -46,5 +48,7 @@ class Services:
     leadership: Leadership
     provisioner: Provisioner
     listening: Listening
+    results: ResultStore  # where a result over storage.inline_result_bytes is kept
     retention: Retention | None = None  # `gc`: a sweep now, or its dry run
     pools: Autoscaler | None = None  # the elastic pools (nodes.pools), if any
+    blobs: BlobStore | None = None  # jobs' files beyond this machine (storage.url): shipped working directories

@@ -22,6 +22,7 @@ from ..backend.protocol import Event, PollReply
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore
+from ..storage.results import ResultStore
 from .decode import Decoded, decode
 from .outcomes import Outcomes
 from .ports import Backend
@@ -50,6 +51,7 @@ class Reconcile(TermPart):
     logs: LogStore
     outcomes: Outcomes
     lost: Callable[[], None]  # the dispatcher stays unreachable (the head died or restarted)
+    results: ResultStore | None = None  # where results over storage.inline_result_bytes go
 
     def __post_init__(self) -> None:
         self.epoch = ""
@@ -164,6 +166,10 @@ class Reconcile(TermPart):
             return
         decoded = decode(events, self.state.dispatched)
         cancelled = await self._store_logs(decoded)
+        if self.results is not None:  # large results to the store first: the rows then only point there
+            mains = await self.results.offload([m.main for m in decoded.moves])
+            for m, main in zip(decoded.moves, mains):
+                m.main = main
         gone = self._remember(decoded)
         arrays = self._arrays_started(decoded)
         last = events[-1][0]

@@ -27,6 +27,7 @@ from ...schemas import BulkResult, GraphView, JobFilter, JobKind, JobSpec, JobUp
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore
+from ..storage.results import ResultStore
 from ..storage.sealing import Sealer
 from . import pending
 from .admission import Admission
@@ -59,9 +60,12 @@ class Term:
 
 class Scheduler:
     def __init__(self, cfg: Config, store: st.Store, backend: Backend, logs: LogStore,
-                 clock: Clock | None = None, *, run_as: RunAs | None = None, sealer: Sealer | None = None) -> None:
-        """`run_as` and `sealer` default to the ones `cfg` describes; a test passes its own."""
+                 clock: Clock | None = None, *, run_as: RunAs | None = None, sealer: Sealer | None = None,
+                 results: ResultStore | None = None) -> None:
+        """`run_as` and `sealer` default to the ones `cfg` describes; a test passes its own.
+        `results`: where large results go (None: every result in its row)."""
         self.cfg = cfg
+        self.results = results
         self.store = store
         self.backend = backend
         self.logs = logs
@@ -88,7 +92,8 @@ class Scheduler:
                     Admission(**common, backend=backend, outcomes=outcomes, sealer=self.sealer),
                     Dispatch(**common, backend=backend, run_as=self.run_as, sealer=self.sealer, hide=self._hide,
                              arrays=arrays),
-                    Reconcile(**common, backend=backend, logs=self.logs, outcomes=outcomes, lost=self._ray_lost),
+                    Reconcile(**common, backend=backend, logs=self.logs, outcomes=outcomes, lost=self._ray_lost,
+                              results=self.results),
                     Operations(**common, outcomes=outcomes))
 
     def _ray_lost(self) -> None:

@@ -386,9 +386,10 @@ def current_status(conn: Connection, job_id: str) -> JobStatus | None:
     return None if row is None else JobStatus(row[0])
 
 
-def get_result(conn: Connection, job_id: str) -> tuple[JobStatus, Any]:
+def get_result(conn: Connection, job_id: str) -> tuple[JobStatus, str | None]:
+    """Its status and its row's result as stored (JSON text, results.STORED, or None)."""
     row = get_job_row(conn, job_id)
-    return JobStatus(row.status), (json.loads(row.result) if row.result else None)
+    return JobStatus(row.status), row.result
 
 
 def _filtered(q: Any, f: JobFilter | None) -> Any:
