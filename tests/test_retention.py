@@ -20,9 +20,11 @@ from sage_ops.server.services.leadership import NotLeader
 from sage_ops.server.services.retention import Retention
 from sage_ops.server.storage import job_retention as jr
 from sage_ops.server.storage import store as st
+from sage_ops.server.storage.blobs import BlobStore
 from sage_ops.server.storage.database import ATTEMPT, AUDIT, DEP, EVENT, IDEM, JOB, PIPELINE
 from sage_ops.server.storage.job_counts import counts_by_status
 from sage_ops.server.storage.logs import LogStore
+from sage_ops.server.storage.results import STORED, ResultStore
 
 NOW = 2_000_000_000.0
 DAY = 86400.0
@@ -197,9 +199,10 @@ class Leading:
     is_leader = True
 
 
-def service(s: st.Store, root: Path, age: float | None = 30 * DAY) -> tuple[Retention, LogStore]:
+def service(s: st.Store, root: Path, age: float | None = 30 * DAY,
+            results: ResultStore | None = None) -> tuple[Retention, LogStore]:
     logs = LogStore(root / "logs")
-    return Retention(s, logs, Leading(), age, 1000, clock=lambda: NOW), logs  # type: ignore[arg-type]
+    return Retention(s, logs, Leading(), age, 1000, clock=lambda: NOW, results=results), logs  # type: ignore[arg-type]
 
 
 def test_a_sweep_deletes_the_jobs_logs(store: st.Store, tmp_path: Path) -> None:
@@ -216,6 +219,15 @@ def test_a_dry_run_counts_the_logs_bytes_and_deletes_nothing(store: st.Store, tm
     logs.append_bytes("old", b"0123456789\n")
     report = asyncio.run(svc.sweep(None, "test", dry_run=True))
     assert (report.jobs, report.log_bytes, ids(store), logs.path("old").exists()) == (1, 11, {"old"}, True)
+
+
+def test_a_sweep_deletes_a_result_kept_in_the_shared_store(store: st.Store, tmp_path: Path) -> None:
+    put(store, [job("old", result=STORED), job("small", result="1")])
+    results = ResultStore(BlobStore(f"file://{tmp_path / 'blobs'}"), 64)
+    results.blobs.put(results.key("old"), b"[1]")
+    svc, _ = service(store, tmp_path, results=results)
+    asyncio.run(svc.sweep(None, "test"))
+    assert not (tmp_path / "blobs" / results.key("old")).exists()
 
 
 def test_without_an_age_or_a_retention_a_sweep_is_refused(store: st.Store, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from ..storage import job_retention as jr
 
 if TYPE_CHECKING:
     from ..storage.logs import LogStore
+    from ..storage.results import ResultStore
     from ..storage.store import Store
     from .leadership import Leadership
 
@@ -35,8 +36,8 @@ DRY_RUN_FACTOR = 10  # a dry run reads in batches this much larger: it deletes n
 
 class Retention:
     def __init__(self, store: Store, logs: LogStore, leadership: Leadership, age: float | None, batch: int,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.store, self.logs, self.leadership = store, logs, leadership
+                 clock: Callable[[], float] = time.time, results: ResultStore | None = None) -> None:
+        self.store, self.logs, self.leadership, self.results = store, logs, leadership, results
         self.age, self.batch, self.clock = age, batch, clock
         self._sweeping = asyncio.Lock()  # the loop's sweep and a `gc` never run at once
 
@@ -78,7 +79,7 @@ class Retention:
                 else:
                     batch = await self.store.write(functools.partial(jr.expire, cutoff=cutoff, cursor=cursor,
                                                                      limit=self.batch, actor=actor, now=self.clock()))
-                    freed = await anyio.to_thread.run_sync(self.logs.remove, batch.ids) if batch.ids else 0
+                    freed = await anyio.to_thread.run_sync(self._remove_files, batch)
                 _count(report, batch, freed)
                 cursor = batch.cursor
                 if batch.done:
@@ -92,6 +93,13 @@ class Retention:
                      "batches; %d kept for unfinished jobs that wait for them", report.jobs, report.rows,
                      report.log_bytes, moment_text(cutoff), report.batches, report.kept)
         return report
+
+    def _remove_files(self, batch: jr.Batch) -> int:
+        """After a batch's commit: its jobs' logs and the results kept in the shared store (blocking:
+        a thread). A crash before this leaves files nothing points to, never a row without its files."""
+        if self.results is not None and batch.stored:
+            self.results.remove(batch.stored)
+        return self.logs.remove(batch.ids) if batch.ids else 0
 
     def _log_bytes(self, ids: Iterable[str]) -> int:
         """What deleting these jobs' logs would free here (a dry run: blocking, in a thread)."""

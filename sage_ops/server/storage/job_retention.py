@@ -24,6 +24,7 @@ from . import store as st
 from .accounts import add_audit
 from .database import ATTEMPT, DEP, EVENT, IDEM, JOB, PIPELINE, execute, fetchall
 from .job_counts import add_counts
+from .results import STORED
 
 STATUSES = sorted(s.value for s in TERMINAL)  # the order a sweep walks them in
 CHUNK = 500  # ids per IN (...) list
@@ -45,6 +46,7 @@ class Batch:
     oldest: float | None = None  # ended_at of the jobs taken
     newest: float | None = None
     cursor: Cursor = field(default_factory=dict)  # where the next step starts
+    stored: list[str] = field(default_factory=list)  # deleted jobs whose results are in the shared store
     done: bool = False  # every status walked up to the cutoff
 
     def take(self, ended_at: float, group: Sequence[str]) -> None:
@@ -113,11 +115,15 @@ def _chunks(ids: Sequence[str]) -> Iterable[tuple[list[str], str]]:
         yield chunk, ", ".join("?" * len(chunk))
 
 
-def delete_jobs(conn: Connection, ids: Sequence[str]) -> None:
+def delete_jobs(conn: Connection, ids: Sequence[str]) -> list[str]:
     """Delete these jobs and what hangs off them (attempts, events, their own edges, pipeline
-    figures), keeping the per-(tenant, status) counts in step. Their results are in their rows."""
+    figures), keeping the per-(tenant, status) counts in step. Returns those whose results are
+    in the shared store (results.py), to be removed there after the commit; the rest were in the rows."""
     gone: Counter[tuple[str, str]] = Counter()
+    stored: list[str] = []
     for chunk, marks in _chunks(ids):
+        stored += [r[0] for r in fetchall(conn, f"SELECT id FROM {JOB.name} WHERE id IN ({marks}) AND result = ?",
+                                          [*chunk, STORED])]
         for tenant, status, n in fetchall(conn, f"SELECT COALESCE(tenant, ''), status, COUNT(*) FROM {JOB.name} "
                                                 f"WHERE id IN ({marks}) GROUP BY COALESCE(tenant, ''), status", chunk):
             gone[(tenant, status)] -= int(n)
@@ -125,6 +131,7 @@ def delete_jobs(conn: Connection, ids: Sequence[str]) -> None:
             execute(conn, f"DELETE FROM {table.name} WHERE job_id IN ({marks})", chunk)
         execute(conn, f"DELETE FROM {JOB.name} WHERE id IN ({marks})", chunk)
     add_counts(conn, gone)
+    return stored
 
 
 def expire(conn: Connection, cutoff: float, cursor: Cursor, limit: int, actor: str, now: float) -> Batch:
@@ -133,7 +140,7 @@ def expire(conn: Connection, cutoff: float, cursor: Cursor, limit: int, actor: s
     made when its key is, and it ended before the cutoff) and one audit row for the batch."""
     batch = take(conn, cutoff, cursor, limit)
     if batch.ids:
-        delete_jobs(conn, batch.ids)
+        batch.stored = delete_jobs(conn, batch.ids)
         execute(conn, f"DELETE FROM {IDEM.name} WHERE created_at < ?", [cutoff])
         tasks = len(batch.ids) - batch.jobs
         what = f"{batch.jobs} finished jobs" + (f" and {tasks} array tasks" if tasks else "")
