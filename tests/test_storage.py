@@ -241,3 +241,17 @@ def test_a_large_result_is_kept_in_the_store_not_the_row(new_daemon: Any) -> Non
     d.client().wait(job.id, 60)
     assert d.client().get_job_result(job.id) == big
     assert (d.state / "storage" / "blobs" / "results" / job.id[:2] / f"{job.id}.json").exists()
+
+
+def test_a_first_attempts_log_is_not_looked_up_in_the_store(tmp_path: Path) -> None:
+    class Counting(BlobStore):
+        listed = 0
+
+        def keys(self, prefix: str) -> list[str]:
+            Counting.listed += 1
+            return super().keys(prefix)
+
+    logs = LogStore(tmp_path / "a", Counting(f"file://{tmp_path}/blobs"))
+    logs.fresh("J6")
+    logs.append("J6", [(1.0, "stdout", "x", 1)])
+    assert Counting.listed == 0

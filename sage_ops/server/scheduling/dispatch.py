@@ -20,6 +20,7 @@ from ...schemas import JobKind
 from ..backend import transit
 from ..backend.protocol import AttemptItem, AttemptOptions, AttemptResources
 from ..storage import store as st
+from ..storage.logs import LogStore
 from ..storage.sealing import Sealer
 from .arrays import Arrays
 from .forecast import Cluster, Reservation, fits, take
@@ -40,6 +41,7 @@ class Dispatch(TermPart):
     sealer: Sealer
     hide: dict[JobKind, list[str]]  # per kind, what the daemon's own jobs must not see (the scheduler's cache)
     arrays: Arrays
+    logs: LogStore | None = None  # told of each first attempt: its log starts empty everywhere
 
     async def loop(self) -> None:
         state = self.state
@@ -132,6 +134,8 @@ class Dispatch(TermPart):
                 heapq.heappop(heap)
                 del state.queued[job_id]
                 attempt = job.attempts_made + 1
+                if attempt == 1 and self.logs is not None:
+                    self.logs.fresh(job_id)  # no attempt ran anywhere: nothing to fetch from the store
                 state.dispatched[job_id] = Dispatched(job, attempt, node)
                 batch.append({"id": job_id, "attempt": attempt,
                               "resources": cast(AttemptResources, job.spec.resources.model_dump()),

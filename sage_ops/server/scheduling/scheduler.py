@@ -91,7 +91,7 @@ class Scheduler:
         return Term(state, outcomes, arrays,
                     Admission(**common, backend=backend, outcomes=outcomes, sealer=self.sealer),
                     Dispatch(**common, backend=backend, run_as=self.run_as, sealer=self.sealer, hide=self._hide,
-                             arrays=arrays),
+                             arrays=arrays, logs=self.logs),
                     Reconcile(**common, backend=backend, logs=self.logs, outcomes=outcomes, lost=self._ray_lost,
                               results=self.results),
                     Operations(**common, outcomes=outcomes))

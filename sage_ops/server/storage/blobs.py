@@ -90,6 +90,15 @@ class BlobStore:
                 pass
             raise
 
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        """Many objects at once: a remote store sends them concurrently (one round trip each,
+        but not one after another)."""
+        if self.local or len(items) == 1:
+            for key, data in items.items():
+                self.put(key, data)
+        elif items:
+            self.fs.pipe({self._path(k): v for k, v in items.items()})
+
     def get(self, key: str) -> bytes:
         """FileNotFoundError when there is no such key."""
         return bytes(self.fs.cat_file(self._path(key)))

@@ -139,6 +139,20 @@ class LogStore:
         self.leading = leading
         self._synced.clear()
 
+    def fresh(self, job_id: str) -> None:
+        """The job's first attempt starts: the store holds nothing of its log, none need be asked
+        (a LIST per job would bound the jobs a leader starts per second)."""
+        if self.remote is not None and self.leading and job_id not in self._synced:
+            self._shipped.setdefault(job_id, 0)  # what is here (notes) goes up with its first lines
+            self._mark_synced(job_id)
+
+    def _mark_synced(self, job_id: str) -> None:
+        self._synced[job_id] = None
+        if len(self._synced) > REMEMBERED:
+            for old in list(self._synced)[: REMEMBERED // 2]:
+                self._synced.pop(old, None)
+                self._shipped.pop(old, None)
+
     def sync(self, job_id: str) -> None:
         """Bring the local file level with the store: the blocks past its end are appended
         (blocking: call it in a worker thread). A leader does it once per job and term."""
@@ -164,42 +178,60 @@ class LogStore:
             self._shipped[job_id] = min(stored, size)
             if size > stored:
                 self._dirty.add(job_id)  # lines of ours the store never got: they go up next
-            self._synced[job_id] = None
-            if len(self._synced) > REMEMBERED:
-                for old in list(self._synced)[: REMEMBERED // 2]:
-                    self._synced.pop(old, None)
-                    self._shipped.pop(old, None)
+            self._mark_synced(job_id)
 
     def flush(self) -> int:
-        """Upload what was appended since the last flush, in blocks of whole lines (blocking: a
-        worker thread). Returns the bytes uploaded; a store that fails keeps them for next time."""
+        """Upload what was appended since the last flush, in blocks of whole lines, many at once
+        (blocking: a worker thread). Returns the bytes uploaded; a store that fails keeps them
+        for the next flush."""
         if self.remote is None:
             return 0
         sent = 0
-        for job_id in list(self._dirty):
+        batch: list[tuple[str, int, str, bytes]] = []  # (job, its end once sent, key, data)
+        dirty = list(self._dirty)
+        for n, job_id in enumerate(dirty):
             self._dirty.discard(job_id)
-            try:
-                sent += self._upload(job_id)
-            except Exception as exc:  # noqa: BLE001 - the store's own errors: retried next flush
-                self._dirty.add(job_id)
-                log.warning("could not upload the log of %s to %s: %s", job_id, self.remote.url,
-                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-                break
+            batch += self._pending(job_id)
+            if sum(len(b[3]) for b in batch) >= UPLOAD_MAX * 4 or n == len(dirty) - 1:
+                if not self._send(batch):
+                    self._dirty.update(dirty[n + 1:])
+                    break
+                sent += sum(len(b[3]) for b in batch)
+                batch = []
         return sent
 
-    def _upload(self, job_id: str) -> int:
-        path = self.path(job_id)
-        start, sent = self._shipped.get(job_id, 0), 0
-        with path.open("rb") as f:
+    def _pending(self, job_id: str) -> list[tuple[str, int, str, bytes]]:
+        """The blocks of `job_id`'s log the store lacks."""
+        start, out = self._shipped.get(job_id, 0), []
+        try:
+            fd = os.open(self.path(job_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # removed meanwhile (retention)
+            return []
+        try:
             while True:
-                data = os.pread(f.fileno(), UPLOAD_MAX, start)
+                data = os.pread(fd, UPLOAD_MAX, start)
                 data = data[: data.rfind(b"\n") + 1]
                 if not data:
-                    return sent
-                self.remote.put(f"{self._prefix(job_id)}/{start:016d}-{start + len(data):016d}", data)  # type: ignore[union-attr]
+                    return out
+                out.append((job_id, start + len(data), f"{self._prefix(job_id)}/{start:016d}-{start + len(data):016d}",
+                            data))
                 start += len(data)
-                sent += len(data)
-                self._shipped[job_id] = start
+        finally:
+            os.close(fd)
+
+    def _send(self, batch: list[tuple[str, int, str, bytes]]) -> bool:
+        if not batch or self.remote is None:
+            return True
+        try:
+            self.remote.put_many({key: data for _, _, key, data in batch})
+        except Exception as exc:  # noqa: BLE001 - the store's own errors: retried next flush
+            self._dirty.update(job_id for job_id, *_ in batch)
+            text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            log.warning("could not upload %d log blocks to %s: %s", len(batch), self.remote.url, text)
+            return False
+        for job_id, end, _, _ in batch:
+            self._shipped[job_id] = max(self._shipped.get(job_id, 0), end)
+        return True
 
     async def uploading(self, interval: float) -> None:
         """Upload new lines every `interval` seconds, for the daemon's life."""
