@@ -255,3 +255,31 @@ def test_a_first_attempts_log_is_not_looked_up_in_the_store(tmp_path: Path) -> N
     logs.fresh("J6")
     logs.append("J6", [(1.0, "stdout", "x", 1)])
     assert Counting.listed == 0
+
+
+def test_a_missing_backend_package_is_named() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is not None:
+        pytest.skip("pyarrow is installed here: hdfs:// would look for a namenode")
+    with pytest.raises(StorageError, match=r"hdfs:// needs pyarrow \(pip install 'sage-ops\[hdfs\]'\)"):
+        BlobStore("hdfs://namenode:8020/sage-ops")
+
+
+def test_a_store_that_fails_keeps_the_lines_for_the_next_flush(tmp_path: Path) -> None:
+    class Down(BlobStore):
+        down = True
+
+        def put_many(self, items: Any) -> None:
+            if Down.down:
+                raise OSError("store down")
+            super().put_many(items)
+
+    store = Down(f"file://{tmp_path}/blobs")
+    logs = LogStore(tmp_path / "a", store)
+    logs.fresh("J7")
+    logs.append("J7", [(1.0, "stdout", "kept", 1)])
+    logs.flush()
+    Down.down = False
+    logs.flush()
+    assert lines_of(LogStore(tmp_path / "b", store), "J7") == ["kept"]

@@ -25,6 +25,7 @@ from ...errors import SageOpsError
 from ...storage_url import NEEDS, check_url
 
 PROBE = ".sage-ops-probe"
+EXTRAS = ("s3", "hdfs")  # schemes with an extra of sage-ops's own (pyproject.toml)
 
 
 class StorageError(SageOpsError):
@@ -43,8 +44,8 @@ class BlobStore:
             self.fs, root = fsspec.core.url_to_fs(url, **dict(options or {}))
         except ImportError:
             package = NEEDS.get(self.scheme, "its fsspec backend")
-            raise StorageError(f"storage.url {url}: {self.scheme}:// needs {package} "
-                               f"(pip install 'sage-ops[{self.scheme}]' or {package})") from None
+            how = f"pip install 'sage-ops[{self.scheme}]'" if self.scheme in EXTRAS else f"pip install {package}"
+            raise StorageError(f"storage.url {url}: {self.scheme}:// needs {package} ({how})") from None
         except (TypeError, ValueError) as exc:
             raise StorageError(f"storage.url {url}: {_line(exc)}") from None
         self.root = root.rstrip("/")

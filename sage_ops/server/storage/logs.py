@@ -66,6 +66,7 @@ _TIMES = re.compile(rb'\{"timestamp":"([^"]*)"')
 STREAMS = frozenset({"stdout", "stderr", "system"})
 MESSAGE_MAX = MAX_LOG_LINE + 64  # a message the runner cut: MAX_LOG_LINE bytes and its note
 UPLOAD_MAX = 8 * 1024 * 1024  # bytes of one uploaded block at most
+WARN_EVERY = 60.0  # seconds between two warnings of failed uploads
 REMEMBERED = 100_000  # jobs whose upload state is kept in memory (the oldest half is forgotten past it)
 
 
@@ -79,6 +80,7 @@ class LogStore:
         self._synced: dict[str, None] = {}  # jobs brought level with the store in this term (in order)
         self._dirty: set[str] = set()  # jobs appended to since their last upload
         self._lock = threading.Lock()  # a sync and a write of the same file never interleave
+        self._warned = -WARN_EVERY  # when an upload failure was last logged
         self._waiters: dict[str, asyncio.Event] = {}  # set by every append and every `wake`
         self._following: dict[str, int] = {}  # job -> its followers
         self._changes: dict[str, int] = {}  # job -> `wake`s while it has followers
@@ -226,8 +228,11 @@ class LogStore:
             self.remote.put_many({key: data for _, _, key, data in batch})
         except Exception as exc:  # noqa: BLE001 - the store's own errors: retried next flush
             self._dirty.update(job_id for job_id, *_ in batch)
-            text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            log.warning("could not upload %d log blocks to %s: %s", len(batch), self.remote.url, text)
+            if time.monotonic() - self._warned > WARN_EVERY:  # a store that is down: a line a minute, not a second
+                self._warned = time.monotonic()
+                text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                log.warning("could not upload %d log blocks to %s (kept here, retried): %s", len(batch),
+                            self.remote.url, text)
             return False
         for job_id, end, _, _ in batch:
             self._shipped[job_id] = max(self._shipped.get(job_id, 0), end)
