@@ -20,7 +20,7 @@ import httpx
 from . import paths
 from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
 from .cluster import NodeProgress, NodeView, PoolEventView, PoolView
-from .errors import SageOpsError
+from .errors import NotFound, SageOpsError
 from .lifecycle import JobStatus
 from .retention import GcReport
 from .schemas import (
@@ -52,6 +52,7 @@ from .transport import (
     parse_addresses,
     raise_for,
 )
+from .workdir import UPLOAD_HEADERS, UPLOAD_TIMEOUT, Packed, probe_path, ship, upload
 
 __all__ = ["AsyncJobManagerClient", "ClientConfig", "JobManagerClient", "parse_addresses", "script_spec"]
 
@@ -132,41 +133,83 @@ def _in_workdir(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _same(body: Any) -> Any:
+    return body
+
+
+def _with_workdir(body: dict[str, Any], workdir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    return {**body, "workdir": os.fspath(workdir)} if workdir is not None else body
+
+
 class _Api:
     """The API methods, transport-agnostic."""
 
     def _run(self, call: Call[Any]) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
+    def _shipped(self, bodies: list[dict[str, Any]], make: Callable[[list[dict[str, Any]]], Call[T]]) -> Any:
+        """Run the submit `make(bodies)` after packing each body's `workdir` (a local directory:
+        sage_ops/workdir.py) and uploading the packages the daemon does not have yet."""
+        bodies, packs = ship(_in_workdir(bodies))
+        call = make(bodies)
+        if not packs:
+            return self._run(call)
+        if isinstance(self, AsyncJobManagerClient):
+            return self._upload_then(packs, call)
+        upload(lambda method, path, **kw: self._run(Call(method, path, _same, **kw)), packs)
+        return self._run(call)
+
+    async def _upload_then(self, packs: list[Packed], call: Call[T]) -> T:
+        for packed in packs:
+            try:
+                await self._run(Call("GET", probe_path(packed), _same))
+            except NotFound:
+                await self._run(Call("PUT", probe_path(packed), _same, content=packed.data, headers=UPLOAD_HEADERS,
+                                     timeout=UPLOAD_TIMEOUT))
+        return await self._run(call)
+
     # submission
     def submit_job(self, spec: JobSpec | dict[str, Any]) -> Any:
-        spec = JobSpec.model_validate(spec)
-        return self._run(_submit("/v1/jobs", JobView.model_validate, _in_workdir([_dump(spec)])[0]))
+        """A dict may name `workdir`: a local directory shipped with the job (its working
+        directory on the node, wherever it runs)."""
+        workdir = spec.get("workdir") if isinstance(spec, dict) else None
+        if isinstance(spec, dict):
+            spec = {k: v for k, v in spec.items() if k != "workdir"}
+        body = _with_workdir(_dump(JobSpec.model_validate(spec)), workdir)
+        return self._shipped([body], lambda b: _submit("/v1/jobs", JobView.model_validate, b[0]))
 
     def submit_script(self, script_path: str | os.PathLike[str], args: Sequence[str] | None = None,
                       resources: Resources | dict[str, Any] | None = None, dependencies: Sequence[str] | None = None,
                       retry_policy: RetryPolicy | dict[str, Any] | None = None, priority: int = 0,
                       name: str | None = None, env: dict[str, str] | None = None, working_dir: str | None = None,
-                      timeout: float | None = None) -> Any:
+                      timeout: float | None = None, workdir: str | os.PathLike[str] | None = None,
+                      pip: Sequence[str] | None = None, venv: str | None = None, image: str | None = None) -> Any:
         """Submit a script file (its content travels with the job); returns the new job's id. It
-        runs in `working_dir`, by default the caller's current directory, like `sage-ops submit`."""
+        runs in `working_dir` (a directory of the node), by default the caller's current directory,
+        like `sage-ops submit`; or in `workdir`, a local directory shipped with it. `pip`: the
+        requirements it runs with (Ray's runtime_env), `venv`: a virtualenv of the node, `image`:
+        a container image (podman on the node)."""
         spec = script_spec(script_path, args, **_job_kwargs(resources, retry_policy, priority=priority, name=name,
                                                              env=env, working_dir=working_dir, timeout=timeout,
-                                                             dependencies=list(dependencies or [])))
-        return self._run(_submit("/v1/jobs", lambda d: d["id"], _in_workdir([_dump(spec)])[0]))
+                                                             dependencies=list(dependencies or []),
+                                                             pip=list(pip or []), venv=venv, image=image))
+        return self._shipped([_with_workdir(_dump(spec), workdir)], lambda b: _submit("/v1/jobs", lambda d: d["id"],
+                                                                                      b[0]))
 
     def submit_command(self, command: Sequence[str], **kw: Any) -> Any:
-        """Submit an argv; returns the new job's id."""
+        """Submit an argv; returns the new job's id. Takes `submit_script`'s keywords."""
+        workdir = kw.pop("workdir", None)
         spec = JobSpec(kind="command", command=list(command), **_job_kwargs(kw.pop("resources", None),
                                                                             kw.pop("retry_policy", None), **kw))
-        return self._run(_submit("/v1/jobs", lambda d: d["id"], _in_workdir([_dump(spec)])[0]))
+        return self._shipped([_with_workdir(_dump(spec), workdir)], lambda b: _submit("/v1/jobs", lambda d: d["id"],
+                                                                                      b[0]))
 
     def submit_batch(self, specs: Sequence[JobSpec | dict[str, Any]]) -> Any:
         """Many jobs in one durable commit; returns (id, name, status, reason) per job, in order."""
         # Plain dicts travel as they are: the daemon validates every job anyway (and answers the
         # first error with its index), so validating 100,000 specs twice only costs time.
-        body = {"jobs": _in_workdir([s if isinstance(s, dict) else _dump(s) for s in specs])}
-        return self._run(_submit("/v1/jobs/batch", _refs, body, timeout=300))
+        bodies = [s if isinstance(s, dict) else _dump(s) for s in specs]
+        return self._shipped(bodies, lambda b: _submit("/v1/jobs/batch", _refs, {"jobs": b}, timeout=300))
 
     # queries
     def get_job(self, job_id: str) -> Any:
@@ -420,7 +463,7 @@ class AsyncJobManagerClient(Transport, _Api):
             for i in self._order():
                 try:
                     resp = await self._client(i).request(call.method, call.path, params=call.params, json=call.json,
-                                                         headers=call.headers,
+                                                         content=call.content, headers=call.headers,
                                                          timeout=call.timeout or self.config.timeout)
                 except httpx.TransportError as exc:
                     last = self._failed(exc, call)

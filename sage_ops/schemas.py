@@ -45,6 +45,7 @@ def _secret_len(value: str) -> int:
     return max(0, len(b64) * 3 // 4 - (len(b64) - len(b64.rstrip("="))) - 16)
 
 
+_IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
 
 
@@ -174,6 +175,14 @@ class ArrayTask(Strict):
     index: int = Field(ge=0)
 
 
+class Package(Strict):
+    """A shipped working directory (sage_ops/workdir.py packed it; `PUT /v1/packages/SHA` stored
+    it): unpacked as the job's working directory on the node that runs it."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0, description="bytes, packed")
+
+
 class JobSpec(Strict):
     kind: JobKind = JobKind.COMMAND
     name: str | None = Field(None, max_length=128)
@@ -184,7 +193,15 @@ class JobSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     secret_env: dict[str, str] = Field(
         default_factory=dict, description="like env, but sealed at rest, shown as *** and masked in logs")
-    working_dir: str | None = None
+    working_dir: str | None = Field(None, description="a directory of the node to run in (shipped files: `package`)")
+    package: Package | None = Field(None, description="a working directory shipped with the job (by its content "
+                                    "hash): the job runs in its unpacked copy, on any node")
+    pip: list[str] = Field(default_factory=list, max_length=1000, description="pip requirements it runs with "
+                           "(Ray's runtime_env pip: a virtualenv built and cached on each node)")
+    venv: str | None = Field(None, max_length=MAX_PATH_CHARS,
+                             description="a virtualenv on the node (absolute path) to run in")
+    image: str | None = Field(None, max_length=512,
+                              description="a container image to run the command in, with podman on the node")
     resources: Resources = Field(default_factory=Resources)
     dependencies: list[str] = Field(default_factory=list, description="start after each of these completed "
                                     "(Slurm's afterok); if one fails or is cancelled, this job is cancelled")
@@ -263,6 +280,28 @@ class JobSpec(Strict):
             raise ValueError(f"at most {MAX_PATH_CHARS} characters")
         if v is not None and "\0" in v:
             raise ValueError("must not contain a NUL character")
+        return v
+
+    @field_validator("venv")
+    @classmethod
+    def _venv(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or "\0" in v):
+            raise ValueError("an absolute path of the node (a virtualenv there)")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not _IMAGE_RE.match(v):
+            raise ValueError(f"not an image name: {v[:100]!r} (registry/name:tag or name@sha256:...)")
+        return v
+
+    @field_validator("pip")
+    @classmethod
+    def _pip(cls, v: list[str]) -> list[str]:
+        for n, req in enumerate(v):
+            if not req.strip() or "\0" in req or "\n" in req or len(req) > MAX_PATH_CHARS:
+                raise ValueError(f"requirement {n}: one pip requirement per item, no NUL or newline")
         return v
 
     @field_validator("dependencies", "after_notok", "after_any")

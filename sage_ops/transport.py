@@ -51,6 +51,7 @@ class Call(Generic[T]):
     timeout: float | None = None
     idempotent: bool = field(default=True)
     headers: dict[str, str] | None = None
+    content: bytes | None = None  # a raw body (an upload) instead of `json`
 
 
 def body_of(resp: httpx.Response) -> Any:
@@ -140,7 +141,7 @@ class SyncTransport(Transport):
 
     def _run(self, call: Call[T]) -> T:
         return call.parse(self._wire.call(call.method, call.path, call.params, call.json, call.headers, call.timeout,
-                                          call.idempotent))
+                                          call.idempotent, call.content))
 
     def _stream(self, path: str, params: dict[str, Any], parse: Callable[[bytes], T]) -> Iterator[T]:
         for line in self._wire.stream(path, params):

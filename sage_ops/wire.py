@@ -169,7 +169,7 @@ def not_leader(status: int, body: Any) -> bool:
 def request_bytes(method: str, target: str, host: str, headers: dict[str, str], body: bytes | None) -> bytes:
     """One HTTP/1.1 request, as sent (keep-alive is HTTP/1.1's default)."""
     head = [f"{method} {target} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
-    if body is not None:
+    if body is not None and not any(k.lower() == "content-type" for k in headers):
         head.append("Content-Type: application/json")
     if body is not None or method in ("POST", "PUT", "PATCH"):
         head.append(f"Content-Length: {len(body or b'')}")
@@ -395,9 +395,11 @@ class WireClient(Failover):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def call(self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None,
-             headers: dict[str, str] | None = None, timeout: float | None = None, idempotent: bool = True) -> Any:
-        """The daemon's answer to one request, with retries and failover as configured."""
-        body = None if json_body is None else json.dumps(json_body).encode()
+             headers: dict[str, str] | None = None, timeout: float | None = None, idempotent: bool = True,
+             content: bytes | None = None) -> Any:
+        """The daemon's answer to one request, with retries and failover as configured; `content`:
+        a body of raw bytes (an upload) instead of `json_body`."""
+        body = content if content is not None else None if json_body is None else json.dumps(json_body).encode()
         target = path + query(params)
         last: Exception | None = None
         for attempt in self._rounds():

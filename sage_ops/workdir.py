@@ -17,12 +17,14 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pathspec
 
-from .errors import Invalid
+from .errors import Invalid, NotFound
 from .plaintext import binary_size
 
 MAX_PACKAGE_BYTES = 100 * 1024 * 1024  # packed, as Ray's working_dir limit
@@ -170,3 +172,43 @@ def _too_large(root: Path, entries: list[tuple[str, os.stat_result]], limit: int
 def package_key(sha256: str) -> str:
     """Where the daemon's blob store keeps a package."""
     return f"packages/{sha256}.tar.gz"
+
+
+def ship(bodies: list[dict[str, Any]], base: Path | None = None) -> tuple[list[dict[str, Any]], list[Packed]]:
+    """Job specs (the API's JSON) whose `workdir` (a local directory, relative to `base` or the
+    current directory) is packed: each names its `package` instead. A directory is packed once."""
+    by_dir: dict[Path, Packed] = {}
+    out = []
+    for body in bodies:
+        given = body.get("workdir")
+        if given is None:
+            out.append(body)
+            continue
+        path = (base or Path.cwd()) / Path(os.fspath(given)).expanduser()
+        key = path.resolve()
+        if key not in by_dir:
+            by_dir[key] = pack(path)
+        rest = {k: v for k, v in body.items() if k != "workdir"}
+        out.append({**rest, "package": by_dir[key].ref()})
+    return out, list({p.sha256: p for p in by_dir.values()}.values())
+
+
+def probe_path(packed: Packed) -> str:
+    """GET: 200 if the daemon has it, 404 if it must be uploaded (PUT, the bytes as the body)."""
+    return f"/v1/packages/{packed.sha256}"
+
+
+UPLOAD_HEADERS = {"Content-Type": "application/gzip"}
+UPLOAD_TIMEOUT = 600.0  # 100 MiB over a slow link
+
+
+def upload(call: Callable[..., Any], packs: list[Packed]) -> list[Packed]:
+    """Upload what the daemon lacks through `call` (WireClient.call); those uploaded."""
+    sent = []
+    for packed in packs:
+        try:
+            call("GET", probe_path(packed))
+        except NotFound:
+            call("PUT", probe_path(packed), content=packed.data, headers=UPLOAD_HEADERS, timeout=UPLOAD_TIMEOUT)
+            sent.append(packed)
+    return sent

@@ -64,7 +64,7 @@ def test_a_directory_is_not_a_script(nowhere: Path, capsys: pytest.CaptureFixtur
 
 def test_a_missing_workdir_is_refused_at_submit(daemon: Daemon) -> None:
     before = daemon.client().get_statistics().total_jobs
-    out = daemon.run("submit", "--workdir", "/nonexistent", "--", "true")
+    out = daemon.run("submit", "--chdir", "/nonexistent", "--", "true")
     assert (out.returncode, "working dir /nonexistent: no such directory" in out.stderr,
             daemon.client().get_statistics().total_jobs) == (2, True, before)
 

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import Daemon
 
 from sage_ops.errors import Invalid
 from sage_ops.server.backend.shipped import UnsafePackage, unpack
@@ -110,3 +111,36 @@ def test_an_unsafe_package_is_refused_before_anything_is_written(member: tarfile
     with pytest.raises(UnsafePackage, match=why):
         unpack(_tar(member, b"x" if member.isreg() else b""), str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+# -- on a real daemon ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ship")
+    (root / "helper.py").write_text("WORD = 'shipped'\n")
+    (root / "main.py").write_text("import helper\nopen('out.txt', 'w').write(helper.WORD)\n"
+                                  "print(helper.WORD, open('out.txt').read())\n")
+    return root
+
+
+def test_a_shipped_workdir_is_the_jobs_working_directory(daemon: Daemon, shipped_dir: Path) -> None:
+    job = daemon.submit_q("--cpu", "0", "--workdir", str(shipped_dir), "--", "python3", "main.py")
+    daemon.client().wait(job, timeout=120)
+    assert [e.message for e in daemon.client().get_job_logs(job) if e.stream != "system"] == ["shipped shipped"]
+
+
+def test_the_same_directory_is_uploaded_once(daemon: Daemon, shipped_dir: Path) -> None:
+    daemon.run("submit", "--cpu", "0", "--hold", "--workdir", str(shipped_dir), "--", "true", check=True)
+    again = daemon.run("submit", "--cpu", "0", "--hold", "--workdir", str(shipped_dir), "--", "true", check=True)
+    assert "packed, already on the daemon" in again.stderr
+
+
+def test_a_too_large_directory_is_exit_2_in_one_line(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(101 * 1024 * 1024))
+    out = daemon.run("submit", "--workdir", str(tmp_path), "--", "true")
+    assert (out.returncode, out.stderr.count("\n"), "biggest files: big.bin" in out.stderr) == (2, 1, True)
+
+
+def test_a_spec_naming_a_package_the_daemon_lacks_is_refused(daemon: Daemon) -> None:
+    with pytest.raises(Invalid, match="package 000000000000 is not on the daemon"):
+        daemon.client().submit_job({"command": ["true"], "package": {"sha256": "0" * 64, "size": 1}})

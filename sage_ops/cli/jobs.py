@@ -33,6 +33,7 @@ from . import (
     json_option,
     pass_ctx,
     read_secret_file,
+    shipping,
 )
 from .completers import ACTIVE, file_names, job_ids, tenant_names
 from .output import Output, output_option
@@ -41,7 +42,7 @@ SUBMIT_OPTION_NAMES = {"--cpu", "--memory", "--gpu", "--resource", "--name", "--
                       "--secret-env-file", "--tenant", "--priority", "--timeout", "--after", "--after-ok",
                       "--after-notok", "--after-any", "--after-corr", "--finally-of", "--array",
                       "--kill-on-invalid-dep", "--begin", "--hold", "--preemptible", "--signal", "--retries",
-                      "--retry-delay", "--retry-backoff"}
+                      "--retry-delay", "--retry-backoff"} | shipping.NAMES
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "REJECTED")
 
 
@@ -174,7 +175,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                hold: bool = False, kill_on_invalid_dep: bool = True, array: str | None = None,
                after_corr: Sequence[str] = (), preemptible: bool = False, warn_signal: str | None = None,
                retry_policy: dict[str, Any] | None = None, secret_env: dict[str, str] | None = None,
-               tenant: str | None = None) -> dict[str, Any]:
+               tenant: str | None = None, shipped: str | None = None) -> dict[str, Any]:
     """The JobSpec as the API's JSON, only what was given (the daemon fills in and checks the rest)."""
     if not argv:
         raise click.UsageError("nothing to run: give a script file or a command (after --)")
@@ -191,7 +192,7 @@ def build_spec(argv: Sequence[str], *, command: bool, name: str | None, cpu: flo
                             "signal": checked(warn_signal, signal_option, "--signal"),
                             "retry_policy": retry_policy,
                             "secret_env": secret_env or {}, "tenant": tenant}
-    if not command and _is_script(argv[0], workdir):
+    if not command and _is_script(argv[0], workdir or shipped):
         spec.update(kind="script", script=_script(Path(argv[0])), args=list(argv[1:]))
     else:
         spec.update(kind="command", command=list(argv))
@@ -255,8 +256,7 @@ class AttemptMarks:
               help="Secret environment variables from FILE: NAME=VALUE lines, # comments (repeatable).")
 @click.option("--tenant", help="Submit for this tenant (admins; members submit to their own).",
               shell_complete=tenant_names)
-@click.option("--workdir", metavar="DIR", help="Working directory on the node [default: current directory]; on "
-              "the daemon's own socket it must exist here.")
+@shipping.environment_options
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--timeout", type=DURATION, help="Kill an attempt after this long: seconds, or 90s, 15m, 1h, 2d "
               "(FAILED, reason timeout)  [default: the daemon's job_timeout]")
@@ -299,7 +299,8 @@ class AttemptMarks:
 @pass_ctx
 def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None, memory: str | None,
            gpu: float | None, resource: tuple[str, ...], env: tuple[str, ...], secret_env: tuple[str, ...],
-           secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, priority: int,
+           secret_env_file: tuple[str, ...], tenant: str | None, workdir: str | None, chdir: str | None,
+           pip: tuple[str, ...], requirements: str | None, venv: str | None, image: str | None, priority: int,
            timeout: float | None, after: tuple[str, ...], after_notok: tuple[str, ...], after_any: tuple[str, ...],
            after_corr: tuple[str, ...], array: str | None, kill_on_invalid_dep: str, hold: bool, preemptible: bool,
            warn_signal: str | None, begin: str | None,
@@ -315,6 +316,7 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
       sage-ops submit --begin 'tomorrow 02:00' nightly.sh
       sage-ops submit --array 0-999%20 --name sweep train.py -- --seed '{index}'
       sage-ops submit --finally-of $SWEEP report.py
+      sage-ops submit --workdir . --pip 'numpy<3' -- python train.py
     Options go before `--`; everything after it is the job's own argv.
     """
     stray = [a for a in argv[1:] if a.split("=", 1)[0] in SUBMIT_OPTION_NAMES]
@@ -323,13 +325,15 @@ def submit(ctx: Ctx, argv: tuple[str, ...], name: str | None, cpu: float | None,
                    "options before it (or before --)", err=True)
     spec = build_spec(argv, command=force_command, name=name, cpu=cpu, memory=memory, gpu=gpu, resource=resource,
                       env=env, secret_env=secret_values(secret_env, secret_env_file), tenant=tenant,
-                      workdir=workdir, priority=priority, timeout=timeout,
+                      workdir=chdir, shipped=workdir, priority=priority, timeout=timeout,
                       dependencies=job_list(after), after_notok=job_list(after_notok), after_any=job_list(after_any),
                       begin=begin, hold=hold, kill_on_invalid_dep=kill_on_invalid_dep == "yes", array=array,
                       after_corr=job_list(after_corr), preemptible=preemptible, warn_signal=warn_signal,
                       retry_policy={"max_retries": retries, "retry_delay": retry_delay,
                                     "retry_exponential_base": retry_backoff})
+    spec.update(shipping.fields(workdir, pip, requirements, venv, image))
     w = ctx.wire()
+    [spec] = shipping.send_packages(w.call, [spec], quiet=quiet or as_json)
     try:  # a fresh Idempotency-Key: safe to send again after a timeout or a failover
         job = w.call("POST", "/v1/jobs", json_body=spec, headers={"Idempotency-Key": os.urandom(16).hex()})
     except Invalid as exc:  # the daemon's check of an option: a usage error, as if click had made it

@@ -27,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ...access import Role
 from ...config import SecurityConfig
+from ...workdir import MAX_PACKAGE_BYTES
 from ..storage import accounts
 
 if TYPE_CHECKING:
@@ -301,13 +302,16 @@ class Gate:
             await self._deny(scope, send, who, 429, "rate_limited",
                              f"too many requests from {who.actor}; retry in {wait:.2f}s", wait)
             return
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._too_large(scope, send, who)
+        limit = self.max_body
+        if method == "PUT" and scope["path"].startswith("/v1/packages/"):  # a shipped working directory
+            limit = max(limit, MAX_PACKAGE_BYTES)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(scope, send, who, limit)
             return
         if chunked:  # no declared length: read it here, up to the limit
-            body = await self._read_capped(receive)
+            body = await self._read_capped(receive, limit)
             if body is None:
-                await self._too_large(scope, send, who)
+                await self._too_large(scope, send, who, limit)
                 return
             receive = _replay(body)
         scope[PRINCIPAL] = who
@@ -328,16 +332,16 @@ class Gate:
             target = scope.get(TARGET) or next(iter(params.values()), None)
             self.audit.record(who, "denied" if denied else action, 404 if denied else status, target, denied)
 
-    async def _too_large(self, scope: dict[str, Any], send: Any, who: Principal) -> None:
-        await self._deny(scope, send, who, 413, "too_large", f"request body over {self.max_body} bytes")
+    async def _too_large(self, scope: dict[str, Any], send: Any, who: Principal, limit: int) -> None:
+        await self._deny(scope, send, who, 413, "too_large", f"request body over {limit} bytes")
 
-    async def _read_capped(self, receive: Any) -> bytes | None:
+    async def _read_capped(self, receive: Any, limit: int) -> bytes | None:
         parts, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > limit:
                 return None
             parts.append(chunk)
             if not message.get("more_body"):

@@ -47,6 +47,14 @@ LOG_WAITING_MAX = 4_000  # log calls waiting at once (of 10,000 slots): past thi
 LATE_SECONDS = 60.0  # an attempt's capability still opens its calls this long after its `ended`
 
 
+def setup_error(text: str) -> str:
+    """The line of Ray's runtime_env error that says what went wrong (pip's own `ERROR:` line,
+    else the last line), not its traceback."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return ((errors or lines or ["unknown error"])[-1 if not errors else 0])[:300]
+
+
 def key_hash(key: bytes) -> bytes:
     """What the actor keeps of the daemon's key: enough to check it, not to use it."""
     return hashlib.sha256(b"sage-ops dispatcher key\0" + key).digest()
@@ -143,6 +151,8 @@ class Dispatcher:
                 options["memory"] = res["memory"]
             if res.get("custom_resources"):
                 options["resources"] = res["custom_resources"]
+            if job["spec"].get("pip"):  # Ray builds the virtualenv once per node and list, and caches it
+                options["runtime_env"] = {"pip": list(job["spec"]["pip"])}
             self.caps[(job_id, attempt)] = cap
             ref = run_job_task.options(**options).remote(job_id, attempt, job["spec"], self._owner,
                                                          {**job["opts"], "resources": res}, cap)
@@ -156,6 +166,8 @@ class Dispatcher:
             out = await ref
         except ray.exceptions.TaskCancelledError:
             out = {"exit_code": None, "reason": "cancelled", "cancelled": True}
+        except ray.exceptions.RuntimeEnvSetupError as exc:  # its pip list could not be installed
+            out = {"exit_code": None, "reason": f"environment setup failed: {setup_error(str(exc))}"}
         except Exception as exc:  # noqa: BLE001 - worker crash, node death, OOM kill
             out = {"exit_code": None, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         key = (job_id, attempt)

@@ -31,7 +31,7 @@ from ..storage.job_output import (
     read_result,
     split_lines,
 )
-from . import job_user, sandbox, transit
+from . import job_runtime, job_user, sandbox, shipped, transit
 from .containment import Jail
 from .job_env import job_environment
 from .log_calls import FLUSH_SECONDS, LogCalls
@@ -54,7 +54,8 @@ def _code_version() -> str:
     server = os.path.dirname(os.path.dirname(__file__))
     for name in ("backend/attempt.py", "backend/actor.py", "backend/protocol.py", "backend/log_calls.py",
                  "storage/job_output.py", "backend/process_group.py", "backend/job_env.py", "backend/containment.py",
-                 "backend/job_user.py", "backend/transit.py", "backend/sandbox.py", "backend/usage.py"):
+                 "backend/job_user.py", "backend/transit.py", "backend/sandbox.py", "backend/usage.py",
+                 "backend/shipped.py", "backend/job_runtime.py"):
         path = os.path.join(server, name)
         with open(path, "rb") as f:
             digest.update(f.read())
@@ -64,7 +65,7 @@ def _code_version() -> str:
 PROTOCOL = _code_version()
 
 
-def _argv(spec: dict[str, Any], scratch: str) -> list[str]:
+def _argv(spec: dict[str, Any], scratch: str, python: str = sys.executable) -> list[str]:
     if spec["kind"] == "pipeline":  # its own process un-pickles it, never the daemon or this worker
         path = os.path.join(scratch, "pipeline.b64")
         with open(path, "w", encoding="ascii") as f:
@@ -76,7 +77,7 @@ def _argv(spec: dict[str, Any], scratch: str) -> list[str]:
         with open(path, "w", encoding="utf-8") as f:
             f.write(script["content"])
         if script["filename"].endswith(".py"):
-            return [sys.executable, path, *spec["args"]]
+            return [python, path, *spec["args"]]
         os.chmod(path, 0o755)
         return [path, *spec["args"]]
     return list(spec["command"])
@@ -129,9 +130,9 @@ class Attempt:
 
     def run(self) -> AttemptOutcome:
         """The steps, in order; an attempt that cannot start ends at once, saying why in its log."""
-        workdir = self.workdir()
         try:
-            argv = self.command()
+            workdir = self.workdir()
+            argv = self.command(workdir)
             proc, jail, usage = self.spawn(argv, workdir, self.environment())
         except _Refused as refused:
             reason, code = refused.args
@@ -161,7 +162,12 @@ class Attempt:
         return self.report(code, signal_reason, result, usage)
 
     def workdir(self) -> str:
-        """The job's working_dir if this node has it, else its scratch directory (said in its log)."""
+        """Its shipped working directory unpacked in its scratch directory; else its working_dir
+        if this node has it, else its scratch directory (said in its log). _Refused when the
+        package cannot be fetched or unpacked."""
+        if self.spec.get("package"):
+            self.unpack()
+            return self.scratch
         workdir = self.spec.get("working_dir")
         if workdir and os.path.isdir(workdir):
             return workdir
@@ -170,20 +176,41 @@ class Attempt:
             self.log.note(f"{self.elsewhere} ({self.scratch})")
         return self.scratch
 
-    def command(self) -> list[str]:
-        """The job's argv as its user (setpriv) or in a sandbox, and its secrets opened; _Refused
-        when it cannot run (no such user, secrets that cannot be opened)."""
+    def unpack(self) -> None:
+        """Fetch the job's package from Ray's object store (from whichever node holds it) and
+        unpack it here; a failure is the attempt's reason."""
         opts = self.opts
+        if opts.get("package_error") or "package" not in opts:
+            raise _Refused(opts.get("package_error") or "its working directory was not sent", 127)
+        try:
+            data = ray.get(opts["package"], timeout=300)
+        except Exception as exc:  # noqa: BLE001 - lost object, owner died, timeout
+            raise _Refused(f"could not fetch its working directory: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]}", 127) from None
+        try:
+            files = shipped.unpack(data, self.scratch)
+        except shipped.UnsafePackage as exc:
+            raise _Refused(str(exc), 127) from None
+        self.log.note(f"working directory: {files} files unpacked in {self.scratch}")
+
+    def command(self, workdir: str) -> list[str]:
+        """The job's argv as its user (setpriv) or in a sandbox (or its container), and its
+        secrets opened; _Refused when it cannot run (no such user, secrets that cannot be opened,
+        its venv or podman missing here)."""
+        opts, spec = self.opts, self.spec
         if opts.get("secret_error"):
             raise _Refused(opts["secret_error"], 127)
         try:
             run_as = opts.get("run_as")
             self.user = job_user.resolve(run_as) if run_as else None
-            argv = _argv(self.spec, self.scratch)
+            argv = _argv(spec, self.scratch, job_runtime.python(spec, _node_name()))
+            if spec.get("image"):  # the container is its wall: no sandbox around podman
+                argv = job_runtime.podman(argv, spec["image"], workdir, [self.scratch], self.own_names(),
+                                          _node_name())
             if self.user is not None:
                 job_user.hand_over(self.scratch, self.user)
                 argv = [*job_user.setpriv(self.user), *argv]
-            elif opts.get("hide"):  # the daemon's own user: its files out of the job's sight
+            elif opts.get("hide") and not spec.get("image"):  # the daemon's own user: its files out of sight
                 driver = self.spec["kind"] == "pipeline"  # of Ray: it reads Ray's token, finds its raylet by pid
                 ray_token = os.environ.get("RAY_AUTH_TOKEN_PATH", "") if driver else ""
                 argv = sandbox.wrap(argv, opts["hide"], [self.scratch, ray_token], own_pids=not driver)
@@ -195,12 +222,20 @@ class Attempt:
         self.mask = masker(self.secret.values())
         return argv
 
+    def own(self) -> dict[str, str]:
+        """What sage-ops tells the job, then its own variables and its opened secrets."""
+        return {**(self.spec.get("env") or {}), **self.secret, "SAGE_OPS_JOB_ID": self.job_id,
+                "SAGE_OPS_ATTEMPT": str(self.attempt), "SAGE_OPS_RESTART_COUNT": str(self.attempt - 1),
+                "SAGE_OPS_RESULT_FILE": self.result_file, "PYTHONUNBUFFERED": "1"}
+
+    def own_names(self) -> list[str]:
+        """The names a container is given (their values come from the job's environment)."""
+        return [*self.own(), *(self.spec.get("secret_env") or {})]
+
     def environment(self) -> dict[str, str]:
-        """The job's environment: its own, its secrets, what sage-ops tells it (never the worker's)."""
-        own = {**(self.spec.get("env") or {}), **self.secret, "SAGE_OPS_JOB_ID": self.job_id,
-               "SAGE_OPS_ATTEMPT": str(self.attempt), "SAGE_OPS_RESTART_COUNT": str(self.attempt - 1),
-               "SAGE_OPS_RESULT_FILE": self.result_file,
-               "PYTHONUNBUFFERED": "1"}
+        """The job's environment: its own, its secrets, what sage-ops tells it (never the worker's);
+        its virtualenv's PATH and VIRTUAL_ENV (--venv, or Ray's for its pip list)."""
+        own = {**job_runtime.environment(self.spec, os.environ, _node_name()), **self.own()}
         if self.spec["kind"] == "pipeline":
             self.control = Control(self.job_id, self.attempt, self.dispatcher, self.refs, self.cap)
             own.update({"SAGE_OPS_CONTROL_FD": str(self.control.child),

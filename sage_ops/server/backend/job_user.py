@@ -42,8 +42,10 @@ def setpriv(entry: pwd.struct_passwd) -> list[str]:
 
 
 def hand_over(scratch: str, entry: pwd.struct_passwd) -> None:
-    """The scratch directory and what the worker wrote there (the script) become the user's."""
-    for name in os.listdir(scratch):
-        os.chown(os.path.join(scratch, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    """The scratch directory and what the worker wrote there (the script, a shipped working
+    directory unpacked) become the user's."""
+    for folder, dirs, files in os.walk(scratch):
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     os.chown(scratch, entry.pw_uid, entry.pw_gid)
     os.chmod(scratch, 0o700)

@@ -46,6 +46,8 @@ class AttemptOptions(_Limits, total=False):
     secret_env: str  # the job's secrets sealed for this attempt (transit.seal)
     secret_error: str  # why its secrets could not be sealed: the attempt fails at once, saying so
     resources: AttemptResources
+    package: Any  # the job's shipped working directory: an ObjectRef of its tar.gz (ray_backend.py puts it)
+    package_error: str  # why its package could not be sent: the attempt fails at once, saying so
 
 
 class AttemptItem(TypedDict):

@@ -30,6 +30,7 @@ from ...nodes.base import NODE_RESOURCE_PREFIX
 from ...telemetry import RayHealth
 from ..storage.sealing import Sealer
 from . import ray_join
+from .packages import Packages
 from .protocol import AttemptItem, HelloReply, PollReply, SubmittedAttempt
 from .transit import TRANSIT_ENV, new_key
 
@@ -210,6 +211,7 @@ class RayBackend:
         self.available_by_node: dict[str, dict[str, float]] = {}
         self.draining: set[str] = set()  # Ray node ids
         self.last_seen: dict[str, float] = {}  # node name -> when Ray last listed it alive
+        self.packages = Packages()  # shipped working directories in Ray's object store
 
     # -- connecting (blocking; run in a thread) ----------------------------------------------
     def _resolve(self) -> tuple[str, dict[str, str]]:
@@ -404,6 +406,9 @@ class RayBackend:
     # -- talking to the actor (async) --------------------------------------------------------
     async def submit(self, jobs: list[AttemptItem]) -> None:
         sent: list[SubmittedAttempt] = [{**job, "cap": self.capability(job["id"], job["attempt"])} for job in jobs]
+        for job in sent:
+            if package := job["spec"].get("package"):
+                job["opts"] = {**job["opts"], **await self.packages.options(package["sha256"])}
         await self.actor.submit.remote(*self.key_args, sent)
 
     async def cancel(self, job_id: str, grace: float, preempt: bool = False) -> bool:

@@ -11,7 +11,6 @@ Imported on Ray workers: standard library only.
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import tarfile
 
@@ -51,9 +50,3 @@ def unpack(data: bytes, dest: str) -> int:
         raise UnsafePackage(f"cannot unpack the working directory: {exc}") from None
     return sum(1 for m in members if m.isreg())
 
-
-def chown_tree(root: str, uid: int, gid: int) -> None:
-    """Everything under `root` becomes the job user's (what was unpacked there too)."""
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
