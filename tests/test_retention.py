@@ -168,6 +168,13 @@ def test_a_batch_holds_at_most_its_limit_of_rows(store: st.Store) -> None:
     assert [len(b.ids) for b in sweep(store, limit=2)] == [2, 2, 1]
 
 
+def test_jobs_that_ended_at_the_same_moment_go_across_batches(store: st.Store) -> None:
+    put(store, [job("dep"), job("waiter", status="PENDING", ended=None), *(job(f"j{i}") for i in range(4))],
+        [("waiter", "dep")])
+    sweep(store, limit=1)
+    assert ids(store) == {"dep", "waiter"}
+
+
 def test_an_array_larger_than_a_batch_goes_alone_and_whole(store: st.Store) -> None:
     put(store, [job("a", ended=OLD - 1), job("arr", array_id="arr"),
                 *(job(f"t{i}", array_id="arr", array_index=i) for i in range(3))])

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, not_, select
 
 from ...lifecycle import TERMINAL, is_terminal
 from ...units import moment_text
@@ -60,8 +60,9 @@ def _page(conn: Connection, status: str, cutoff: float, after: tuple[float, str]
     """The next `n` jobs of a status that ended before `cutoff`, oldest first (tasks left out)."""
     q = select(JOB.c.id, JOB.c.ended_at, JOB.c.array_id).where(
         JOB.c.status == status, JOB.c.ended_at < cutoff, JOB.c.array_index.is_(None))
-    if after is not None:
-        q = q.where(or_(JOB.c.ended_at > after[0], and_(JOB.c.ended_at == after[0], JOB.c.id > after[1])))
+    if after is not None:  # one range of the index, ties past `after` by id: an OR of two ranges made
+        # SQLite read the whole rest of the range and sort it, for every page
+        q = q.where(JOB.c.ended_at >= after[0], not_(and_(JOB.c.ended_at == after[0], JOB.c.id <= after[1])))
     return list(conn.execute(q.order_by(JOB.c.ended_at, JOB.c.id).limit(n)))
 
 
