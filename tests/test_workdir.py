@@ -144,3 +144,14 @@ def test_a_too_large_directory_is_exit_2_in_one_line(daemon: Daemon, tmp_path: P
 def test_a_spec_naming_a_package_the_daemon_lacks_is_refused(daemon: Daemon) -> None:
     with pytest.raises(Invalid, match="package 000000000000 is not on the daemon"):
         daemon.client().submit_job({"command": ["true"], "package": {"sha256": "0" * 64, "size": 1}})
+
+
+def test_a_batch_files_working_dir_that_is_here_is_shipped_and_chdir_is_the_nodes(tmp_path: Path) -> None:
+    from sage_ops.cli.batchfile import load_batch
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "reqs.txt").write_text("numpy<3\n")
+    (tmp_path / "jobs.yaml").write_text("jobs:\n  - {name: a, command: python a.py, working_dir: src, "
+                                        "requirements: reqs.txt}\n  - {name: b, command: [sh], chdir: /data}\n")
+    a, b = load_batch(tmp_path / "jobs.yaml")
+    assert ((a["workdir"], a["pip"]), b.working_dir) == ((str(tmp_path / "src"), ["numpy<3"]), "/data")

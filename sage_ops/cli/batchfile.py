@@ -7,7 +7,9 @@ quota) is exit 1, as for `submit`.
 The file: `jobs:` (a list) and optional `defaults:` merged into each job. `after:` is an alias of
 `dependencies:` (names of jobs in the file, or job ids; `after_notok:` and `after_any:` wait for a
 job to fail, or to end however it ends); `script:` a file path relative to the
-file (its content is shipped); `command:` a list or a string. Sizes and durations follow the
+file (its content is shipped); `command:` a list or a string; `workdir:` a directory shipped with
+the job (and `working_dir:` too when it is a directory here; `chdir:` is always the node's),
+`requirements:` a requirements file for `pip:` (cli/shipping.py). Sizes and durations follow the
 CLI's rule (units.py): `memory: 512` is MiB, `timeout: 1h`."""
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from .. import paths
 from ..client import script_spec
 from ..errors import SageOpsError
 from ..schemas import JobSpec
+from . import shipping
 
-KEYS = frozenset(JobSpec.model_fields) | {"after"}
+KEYS = frozenset(JobSpec.model_fields) | {"after", "workdir", "chdir", "requirements"}  # shipping.batch_keys
 _JOB_AT = re.compile(r"^jobs\[(\d+)\]")
 
 
@@ -82,7 +85,7 @@ def refused(path: Path, message: str) -> BatchFileError:
 
 # the submit options a file's author may write as keys, and where they go in a job
 HINTS = {"retries": "retry_policy: {max_retries: N}", "retry_delay": "retry_policy: {retry_delay: 90s}",
-         "retry_backoff": "retry_policy: {retry_exponential_base: B}", "workdir": "working_dir",
+         "retry_backoff": "retry_policy: {retry_exponential_base: B}",
          "cpu": "resources: {cpu: N}", "gpu": "resources: {gpu: N}", "memory": "resources: {memory: 512MiB}",
          "resource": "resources: {custom_resources: {NAME: N}}", "secret_env_file": "secret_env: {NAME: VALUE}"}
 
@@ -122,8 +125,9 @@ def _item(raw: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def load_batch(path: Path) -> list[JobSpec]:
-    """The jobs of a batch file, or a BatchFileError naming the file, line and job."""
+def load_batch(path: Path) -> list[JobSpec | dict[str, Any]]:
+    """The jobs of a batch file, or a BatchFileError naming the file, line and job. A job that
+    ships a working directory is a dict: the spec's JSON and its `workdir` (packed at submit)."""
     try:
         text = path.read_text(encoding="utf-8")
         doc = yaml.safe_load(text)
@@ -140,7 +144,7 @@ def load_batch(path: Path) -> list[JobSpec]:
     defaults = doc.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise BatchFileError(f"{path}: `defaults:` is not a mapping")
-    specs: list[JobSpec] = []
+    specs: list[JobSpec | dict[str, Any]] = []
     named: dict[str, int] = {}
     for i, raw in enumerate(doc["jobs"]):
         if not isinstance(raw, dict):
@@ -152,12 +156,15 @@ def load_batch(path: Path) -> list[JobSpec]:
         if isinstance(name, str):
             named[name] = i
         try:
-            item = _item(raw, defaults)
+            item = _item(shipping.batch_keys(raw, path.parent), shipping.batch_keys(defaults, path.parent))
+            workdir = item.pop("workdir", None)
             if isinstance(item.get("script"), str):
                 script = (path.parent / item.pop("script")).resolve()
-                specs.append(script_spec(script, item.pop("args", []), **item))
+                spec = script_spec(script, item.pop("args", []), **item)
             else:
-                specs.append(JobSpec.model_validate(item))
+                spec = JobSpec.model_validate(item)
+            specs.append({**spec.model_dump(mode="json", exclude_defaults=True), "workdir": workdir} if workdir
+                         else spec)
         except ValidationError as exc:
             message, key = _validation(exc)
             raise job_error(path, text, i, name, message, key) from None

@@ -39,14 +39,38 @@ def environment_options(f: F) -> F:
     return f
 
 
-def requirements(path: str) -> list[str]:
-    """A requirements file's requirements: its lines, without blanks and comments."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--requirements") from None
+def read_requirements(path: str | Path) -> list[str]:
+    """A requirements file's requirements: its lines, without blanks and comments (OSError if unreadable)."""
+    text = Path(path).read_text(encoding="utf-8")
     return [line.split(" #", 1)[0].strip() for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
+
+
+def requirements(path: str) -> list[str]:
+    """--requirements FILE's lines, or a usage error naming the option."""
+    try:
+        return read_requirements(path)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--requirements") from None
+
+
+def batch_keys(item: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A batch file's job with its shipping keys as the client takes them: `workdir: DIR` ships DIR
+    (relative to the file); so does `working_dir: DIR` when DIR is a directory here (as Ray's
+    runtime_env working_dir), else it is the node's; `chdir: DIR` is always the node's;
+    `requirements: FILE` adds FILE's lines to `pip`."""
+    item = dict(item)
+    given = item.get("working_dir")
+    if isinstance(given, str) and (base / given).expanduser().is_dir():
+        item["workdir"] = item.pop("working_dir")
+    if "chdir" in item:
+        item["working_dir"] = item.pop("chdir")
+    if isinstance(item.get("workdir"), str):
+        item["workdir"] = str(base / Path(item["workdir"]).expanduser())
+    if isinstance(item.get("requirements"), str):
+        extra = read_requirements(base / item.pop("requirements"))
+        item["pip"] = [*(item.get("pip") or []), *extra]
+    return item
 
 
 def fields(workdir: str | None, pip: Sequence[str], requirements_file: str | None, venv: str | None,
