@@ -210,6 +210,11 @@ def test_submit_form_takes_an_array() -> None:
     assert build_spec(form(command="echo {index}", array="0-9%2"))["array"] == "0-9%2"
 
 
+def test_submit_form_takes_what_the_job_brings_along() -> None:
+    spec = build_spec(form(command="python t.py", workdir="src", pip="numpy<3 requests", venv="/v", image="py:3"))
+    assert [spec[k] for k in ("workdir", "pip", "venv", "image")] == ["src", ["numpy<3", "requests"], "/v", "py:3"]
+
+
 def test_submit_form_refuses_an_unknown_condition_in_one_line() -> None:
     with pytest.raises(ValueError, match="after: 'maybe:x1': a condition is ok:, notok: or any:"):
         build_spec(form(command="true", dependencies="maybe:x1"))

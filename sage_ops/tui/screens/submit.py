@@ -1,5 +1,6 @@
 """Submit a job from a form: a command (split like a shell would) or a script file, its resources,
-dependencies, retries and priority. The spec is checked on the way (by the schema, then by the
+dependencies, retries and priority, and what it brings along (a shipped working directory, pip
+requirements, a venv of the node, a container image). The spec is checked on the way (by the schema, then by the
 daemon); any refusal shows as one line in the form so the user fixes a field and submits again."""
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ FIELDS = (("command", "command", "python train.py --epochs 3  (or a script below
           ("custom", "custom", "K=V,... custom resources"),
           ("dependencies", "after", "A, notok:B, any:C  (job ids; ok unless said)"),
           ("array", "array", "0-99%5: one job of many tasks, {index} in its command"),
-          ("retries", "retries", "0"), ("priority", "priority", "0 (higher runs first)"))
+          ("retries", "retries", "0"), ("priority", "priority", "0 (higher runs first)"),
+          ("workdir", "workdir", "a directory here, shipped as its working directory"),
+          ("pip", "pip", "numpy<3 requests  (pip requirements, Ray builds the env)"),
+          ("venv", "venv", "/opt/venv  (a virtualenv on the node)"),
+          ("image", "image", "python:3.12  (a container, podman on the node)"))
 CONDITIONS = {"ok": "dependencies", "notok": "after_notok", "any": "after_any"}  # as --after, --after-notok, ...
 
 
@@ -93,6 +98,12 @@ def build_spec(form: dict[str, str]) -> dict[str, Any]:
         spec["retry_policy"] = {"max_retries": number(form["retries"], "retries", int)}
     if form["priority"]:
         spec["priority"] = number(form["priority"], "priority", int)
+    if form.get("pip"):
+        try:
+            spec["pip"] = shlex.split(form["pip"])
+        except ValueError as exc:
+            raise ValueError(f"pip: {exc}") from None
+    spec.update({key: form[key] for key in ("workdir", "venv", "image") if form.get(key)})
     return spec
 
 
