@@ -45,4 +45,4 @@ ruff check sage_ops tests benchmarks
 lint-imports --no-cache >/dev/null || lint-imports --no-cache
 mypy --cache-dir=/dev/null
 # `pytest`, not `python -m pytest`: the installed package is tested, not the source tree
-pytest -q -p no:cacheprovider "$@"
+pytest -q -p no:cacheprovider --durations=30 "$@"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from conftest import Daemon, pid_alive, wait_until
 from netns import Network
+from test_metrics import scrape
 
 from sage_ops import rayhead
 from sage_ops.nodes.base import NODE_ENV
@@ -95,6 +96,7 @@ def seen(wheelhouse: Path) -> Iterator[dict[str, Any]]:
         facts["node_addresses"] = sorted(n.address.split(":")[0] for n in pool_nodes().values() if n.address)
         facts["up_at_three"] = wait_until(lambda: client.list_pools()[0].up == 3 and 3, timeout=60)
         facts["raylets_per_host"] = [sum(b"raylet" in _cmd(p) for p in net.pids(ns)) for ns in net.namespaces]
+        facts["metrics"] = scrape(d).text
 
         # one host's Ray killed: its job is retried and the pool refills
         lost = client.get_job(first).node
@@ -108,6 +110,9 @@ def seen(wheelhouse: Path) -> Iterator[dict[str, Any]]:
         client.cancel_jobs(status=["PENDING", "RUNNING"])
         wait_until(lambda: not pool_nodes(), timeout=300, interval=0.5)
         facts["up_at_zero"] = wait_until(lambda: client.list_pools()[0].up == 0 and [0], timeout=60)[0]
+        facts["audited"] = {e.action for e in client.audit(action=None)}
+        facts["events_text"] = d.run("pools", "events", POOL, check=True).stdout
+        facts["unknown_pool"] = d.run("pools", "events", "nope")
         facts["left_in_hosts"] = {ns: sorted(set(net.pids(ns)) - {h.proc.pid})
                                   for ns, h in zip(net.namespaces, net.hosts)}
         head_temp = Path((rayhead.load_record(d.state) or {})["temp_dir"]).parent
@@ -159,6 +164,26 @@ def test_the_killed_hosts_job_ran_again(seen: dict[str, Any]) -> None:
 def test_the_loss_is_a_pool_event_naming_the_host(seen: dict[str, Any]) -> None:
     lost_host = seen["hosts"][seen["names"].index(seen["lost_node"])]
     assert [e.host for e in seen["lost_events"]] == [lost_host]
+
+
+def test_the_pool_is_a_metric(seen: dict[str, Any]) -> None:
+    assert f'sage_ops_pool_up{{pool="{POOL}"}} ' in seen["metrics"]
+
+
+def test_each_step_of_the_pool_is_audited(seen: dict[str, Any]) -> None:
+    assert {"pool.add", "pool.joined", "pool.drain", "pool.stop"} <= seen["audited"]
+
+
+def test_pool_events_say_why_a_node_was_added(seen: dict[str, Any]) -> None:
+    assert "waiting job(s) need" in seen["events_text"]
+
+
+def test_pool_events_say_why_a_node_was_let_go(seen: dict[str, Any]) -> None:
+    assert "idle for" in seen["events_text"]
+
+
+def test_pool_events_of_an_unknown_pool_is_one_line(seen: dict[str, Any]) -> None:
+    assert (seen["unknown_pool"].returncode, seen["unknown_pool"].stderr.strip()) == (1, "error: no such pool: nope")
 
 
 def test_idle_nodes_leave_until_none_is_up(seen: dict[str, Any]) -> None:
