@@ -155,3 +155,12 @@ def test_a_batch_files_working_dir_that_is_here_is_shipped_and_chdir_is_the_node
                                         "requirements: reqs.txt}\n  - {name: b, command: [sh], chdir: /data}\n")
     a, b = load_batch(tmp_path / "jobs.yaml")
     assert ((a["workdir"], a["pip"]), b.working_dir) == ((str(tmp_path / "src"), ["numpy<3"]), "/data")
+
+
+async def test_the_async_client_ships_a_workdir_too(daemon: Daemon, shipped_dir: Path) -> None:
+    from sage_ops import AsyncJobManagerClient
+
+    async with AsyncJobManagerClient(f"unix://{daemon.socket}") as client:
+        job = await client.submit_command(["python3", "main.py"], workdir=shipped_dir, resources={"cpu": 0})
+        await client.wait(job, timeout=120)
+        assert [e.message for e in await client.get_job_logs(job) if e.stream != "system"] == ["shipped shipped"]
