@@ -63,12 +63,12 @@ def put(s: st.Store, jobs: list[dict[str, Any]], edges: list[tuple[str, str]] = 
             st.insert_attempt(conn, {"job_id": j["id"], "number": 1, "status": j["status"]})
 
 
-def sweep(s: st.Store, limit: int = 1000) -> list[jr.Batch]:
+def sweep(s: st.Store, limit: int = 1000, cutoff: float = CUTOFF) -> list[jr.Batch]:
     """A whole sweep as the service runs it: steps from an empty cursor until done."""
     out, cursor = [], {}
     while True:
         with s.engine.begin() as conn:
-            batch = jr.expire(conn, CUTOFF, cursor, limit, "test", NOW)
+            batch = jr.expire(conn, cutoff, cursor, limit, "test", NOW)
         out.append(batch)
         cursor = batch.cursor
         if batch.done:
@@ -160,6 +160,14 @@ def test_submit_keys_made_before_the_cutoff_go(store: st.Store) -> None:
         st.claim_key(conn, "k-new", "d", ["x"], RECENT)
     sweep(store)
     assert ids(store, IDEM, "key") == {"k-new"}
+
+
+def test_a_submit_key_still_valid_stays_under_a_short_retention(store: st.Store) -> None:
+    put(store, [job("old", ended=NOW - 3600)])
+    with store.engine.begin() as conn:
+        st.claim_key(conn, "k-hour", "d", ["old"], NOW - 2 * 3600)  # made 2 h ago: valid for 22 h more
+    sweep(store, cutoff=NOW - 60)
+    assert ids(store, IDEM, "key") == {"k-hour"}
 
 
 # -- batches ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .accounts import add_audit
 from .database import ATTEMPT, DEP, EVENT, IDEM, JOB, PIPELINE, execute, fetchall
 from .job_counts import add_counts
 from .results import STORED
+from .store import IDEMPOTENCY_TTL
 
 STATUSES = sorted(s.value for s in TERMINAL)  # the order a sweep walks them in
 CHUNK = 500  # ids per IN (...) list
@@ -138,11 +139,13 @@ def delete_jobs(conn: Connection, ids: Sequence[str]) -> list[str]:
 def expire(conn: Connection, cutoff: float, cursor: Cursor, limit: int, actor: str, now: float) -> Batch:
     """One step of a sweep, in the writer's (fenced) transaction: take a batch and delete it, with
     the submit keys made before the cutoff (the only ones that can name a deleted job: a job is
-    made when its key is, and it ended before the cutoff) and one audit row for the batch."""
+    made when its key is, and it ended before the cutoff) that are past their validity too, and
+    one audit row for the batch."""
     batch = take(conn, cutoff, cursor, limit)
     if batch.ids:
         batch.stored = delete_jobs(conn, batch.ids)
-        execute(conn, f"DELETE FROM {IDEM.name} WHERE created_at < ?", [cutoff])
+        # a key still valid (IDEMPOTENCY_TTL) stays even if its job goes: a replay must not make it twice
+        execute(conn, f"DELETE FROM {IDEM.name} WHERE created_at < ?", [min(cutoff, now - IDEMPOTENCY_TTL)])
         tasks = len(batch.ids) - batch.jobs
         what = f"{batch.jobs} finished jobs" + (f" and {tasks} array tasks" if tasks else "")
         span = f"{moment_text(batch.oldest or cutoff)} to {moment_text(batch.newest or cutoff)}"
