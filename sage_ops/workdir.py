@@ -169,9 +169,10 @@ def _too_large(root: Path, entries: list[tuple[str, os.stat_result]], limit: int
             "leave them out with .sage-ops-ignore (gitignore syntax), or keep data on shared storage")
 
 
-def package_key(sha256: str) -> str:
-    """Where the daemon's blob store keeps a package."""
-    return f"packages/{sha256}.tar.gz"
+def package_key(sha256: str, tenant: str | None) -> str:
+    """Where the daemon's blob store keeps a package: under its tenant's own prefix, so no tenant
+    can learn (by asking for a hash) what another uploaded, nor run another's package."""
+    return f"packages/{tenant or '_'}/{sha256}.tar.gz"
 
 
 def ship(bodies: list[dict[str, Any]], base: Path | None = None) -> tuple[list[dict[str, Any]], list[Packed]]:

@@ -19,8 +19,10 @@ from conftest import Daemon, wait_until
 from users import request_as
 
 from sage_ops.client import JobManagerClient
-from sage_ops.errors import DaemonUnavailable, Forbidden, NotFound, RateLimited, Unauthorized
+from sage_ops.errors import DaemonUnavailable, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from sage_ops.server.scheduling.run_as import can_switch
+from sage_ops.transport import Call
+from sage_ops.workdir import pack
 
 # A multi-user daemon (root) runs a tenant's token jobs as its run_as user: any unprivileged one
 RUN_AS = ("--run-as", "nobody") if can_switch() else ()
@@ -244,3 +246,18 @@ def test_the_socket_peer_uid_maps_to_a_tenant(new_daemon: Any) -> None:
     assert status == 200 and [j["id"] for j in body["jobs"]] == [a_job]
     mode = subprocess.run(["stat", "-c", "%a", str(d.socket)], capture_output=True, text=True).stdout.strip()
     assert mode == "666"
+
+
+def test_a_tenant_cannot_use_or_probe_another_tenants_package(tenants: Any, tmp_path: Path) -> None:
+    d, a, b = tenants
+    (tmp_path / "secret.py").write_text("KEY = 'alpha only'\n")
+    a.submit_command(["true"], workdir=str(tmp_path), resources={"cpu": 0}, hold=True)
+    sha = pack(tmp_path).sha256
+    refused = []
+    for call in (lambda: b._run(Call("GET", f"/v1/packages/{sha}", lambda x: x)),
+                 lambda: b.submit_job({"command": ["true"], "package": {"sha256": sha, "size": 1}})):
+        try:
+            call()
+        except (NotFound, Invalid) as exc:
+            refused.append(type(exc).__name__)
+    assert refused == ["NotFound", "Invalid"]

@@ -26,15 +26,16 @@ class Packages:
         self.blobs: BlobStore | None = None  # set by the daemon
         self.refs: OrderedDict[str, Any] = OrderedDict()
 
-    async def options(self, sha256: str) -> AttemptOptions:
-        """What the attempt's options carry of its package: the reference, or why there is none
-        (the attempt then fails, saying so, and is retried by its policy)."""
-        ref = self.refs.get(sha256)
+    async def options(self, sha256: str, tenant: str | None) -> AttemptOptions:
+        """What the attempt's options carry of its package (its tenant's): the reference, or why
+        there is none (the attempt then fails, saying so, and is retried by its policy)."""
+        key = package_key(sha256, tenant)
+        ref = self.refs.get(key)
         if ref is None:
             if self.blobs is None:
                 return {"package_error": "this daemon has no storage for shipped working directories"}
             try:
-                data = await asyncio.to_thread(self.blobs.get, package_key(sha256))
+                data = await asyncio.to_thread(self.blobs.get, key)
             except FileNotFoundError:
                 return {"package_error": f"package {sha256[:12]} is gone from the daemon's storage (deleted?)"}
             except Exception as exc:  # noqa: BLE001 - a store's own errors (network, permissions)
@@ -46,8 +47,8 @@ class Packages:
             except Exception as exc:  # noqa: BLE001 - the object store is full, or Ray is going away
                 return {"package_error": f"package {sha256[:12]}: {type(exc).__name__}: "
                                          f"{str(exc).splitlines()[0][:200]}"}
-            self.refs[sha256] = ref
+            self.refs[key] = ref
             while len(self.refs) > KEPT:
                 self.refs.popitem(last=False)
-        self.refs.move_to_end(sha256)
+        self.refs.move_to_end(key)
         return {"package": ref}

@@ -408,7 +408,8 @@ class RayBackend:
         sent: list[SubmittedAttempt] = [{**job, "cap": self.capability(job["id"], job["attempt"])} for job in jobs]
         for job in sent:
             if package := job["spec"].get("package"):
-                job["opts"] = {**job["opts"], **await self.packages.options(package["sha256"])}
+                shipped = await self.packages.options(package["sha256"], job["spec"].get("tenant"))
+                job["opts"] = {**job["opts"], **shipped}
         await self.actor.submit.remote(*self.key_args, sent)
 
     async def cancel(self, job_id: str, grace: float, preempt: bool = False) -> bool:

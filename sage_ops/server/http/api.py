@@ -178,17 +178,19 @@ def create_app(services: Services) -> FastAPI:
     @app.post("/v1/jobs", status_code=201, response_model=JobView)
     async def submit(request: Request, spec: JobSpec, key: str | None = IDEMPOTENCY_KEY) -> Response:
         who = caller(request)  # not a Depends: on the hottest route its resolution is a measurable cost
+        specs = mine(who, [spec])
         if spec.package is not None:
-            await refuse_missing(packages, [spec], batch=False)
-        views, new = await scheduler.submit(mine(who, [spec]), key=key, local=who.via == "unix")
+            await refuse_missing(packages, specs, batch=False)
+        views, new = await scheduler.submit(specs, key=key, local=who.via == "unix")
         request.scope[TARGET] = views[0].id
         return _json(views[0], 201 if new else 200)
 
     @app.post("/v1/jobs/batch", status_code=201, response_model=JobRefList)
     async def submit_batch(request: Request, batch: BatchSubmit, key: str | None = IDEMPOTENCY_KEY,
                            who: Principal = WHO) -> Response:
-        await refuse_missing(packages, batch.jobs, batch=True)
-        refs, new = await scheduler.submit(mine(who, batch.jobs), views=False, batch=True, key=key,
+        specs = mine(who, batch.jobs)
+        await refuse_missing(packages, specs, batch=True)
+        refs, new = await scheduler.submit(specs, views=False, batch=True, key=key,
                                                   local=who.via == "unix")
         request.scope[TARGET] = f"{len(refs)} jobs: {refs[0]['id']}..{refs[-1]['id']}"
         return Response(json.dumps({"jobs": refs}), status_code=201 if new else 200, media_type="application/json")

@@ -1,8 +1,9 @@
 """HTTP routes of shipped working directories (sage_ops/workdir.py packs them): a client asks
 whether the daemon has a package (`GET /v1/packages/SHA`: its size, or 404) and uploads only what
 it lacks (`PUT`, the tar.gz as the body). The daemon checks the hash and the size and stores it once
-in its blob store (storage.url), under `packages/SHA.tar.gz`, where every daemon of the database
-finds it. The bytes are never served back: a job gets them on its node (backend/ray_backend.py).
+in its blob store (storage.url), under `packages/TENANT/SHA.tar.gz` (the caller's tenant: a
+tenant sees and uses only its own), where every daemon of the database finds it. The bytes are
+never served back: a job gets them on its node (backend/ray_backend.py).
 
 `refuse_missing` is the submit's check: a spec that names a package the store lacks is refused
 (422), in one line, before it is queued."""
@@ -28,13 +29,13 @@ SHA = Path(pattern=r"^[0-9a-f]{64}$")
 
 
 async def refuse_missing(blobs: BlobStore | None, specs: Sequence[JobSpec], batch: bool) -> None:
-    """Invalid if a spec names a package the store does not have (each package asked once)."""
-    wanted: dict[str, int] = {}
+    """Invalid if a spec names a package its tenant does not have (each package asked once)."""
+    wanted: dict[tuple[str, str | None], int] = {}
     for i, spec in enumerate(specs):
         if spec.package is not None:
-            wanted.setdefault(spec.package.sha256, i)
-    for sha, i in wanted.items():
-        if blobs is None or not await asyncio.to_thread(blobs.exists, package_key(sha)):
+            wanted.setdefault((spec.package.sha256, spec.tenant), i)
+    for (sha, tenant), i in wanted.items():
+        if blobs is None or not await asyncio.to_thread(blobs.exists, package_key(sha, tenant)):
             where = f"jobs[{i}] ({specs[i].display_name()}): " if batch else ""
             raise Invalid(f"{where}package {sha[:12]} is not on the daemon: upload it first "
                           f"(PUT /v1/packages/{sha}; sage-ops and the Python client do)")
@@ -45,13 +46,13 @@ def package_routes(blobs: BlobStore, caller: Callable[[Request], Principal]) -> 
     who_dep = Depends(caller)
 
     @router.get("/v1/packages/{sha256}")
-    async def get_package(sha256: str = SHA, _: Principal = who_dep) -> dict[str, Any]:
-        if not await asyncio.to_thread(blobs.exists, package_key(sha256)):
+    async def get_package(sha256: str = SHA, who: Principal = who_dep) -> dict[str, Any]:
+        if not await asyncio.to_thread(blobs.exists, package_key(sha256, who.tenant)):
             raise NotFound(f"no such package: {sha256}")
         return {"sha256": sha256}
 
     @router.put("/v1/packages/{sha256}", status_code=201)
-    async def put_package(request: Request, sha256: str = SHA, _: Principal = who_dep) -> dict[str, Any]:
+    async def put_package(request: Request, sha256: str = SHA, who: Principal = who_dep) -> dict[str, Any]:
         data = bytearray()
         async for chunk in request.stream():
             data += chunk
@@ -60,7 +61,7 @@ def package_routes(blobs: BlobStore, caller: Callable[[Request], Principal]) -> 
         body = bytes(data)
         if hashlib.sha256(body).hexdigest() != sha256:
             raise Invalid("package: the body's sha256 is not the one in the path")
-        key = package_key(sha256)
+        key = package_key(sha256, who.tenant)
         if not await asyncio.to_thread(blobs.exists, key):  # content-addressed: the same bytes, stored once
             await asyncio.to_thread(blobs.put, key, body)
         return {"sha256": sha256, "size": len(body)}
