@@ -25,7 +25,8 @@ from conftest import Daemon, pid_alive, wait_until
 from sage_ops.server.backend import containment
 from sage_ops.server.backend.ray_backend import LocalHead
 
-DOCUMENTED = {"SAGE_OPS_JOB_ID", "SAGE_OPS_ATTEMPT", "SAGE_OPS_RESTART_COUNT", "SAGE_OPS_RESULT_FILE"}
+DOCUMENTED = {"SAGE_OPS_JOB_ID", "SAGE_OPS_ATTEMPT", "SAGE_OPS_RESTART_COUNT", "SAGE_OPS_RESULT_FILE",
+              "SAGE_OPS_WORKDIR"}
 MARKS = {"SAGE_OPS_RAY_HEAD", "SAGE_OPS_NODE"}  # process marks the leftover sweeps need: not secrets
 PRINT_ENV = "import json, os; json.dump(dict(os.environ), open(os.environ['SAGE_OPS_RESULT_FILE'], 'w'))"
 

@@ -302,3 +302,26 @@ def test_a_pipeline_spec_without_its_code_is_refused(daemon: Any) -> None:
     with pytest.raises(Invalid, match="needs its payload"):
         daemon.client().submit_job(spec)
     assert daemon.client().list_jobs(name="nocode") == []  # nothing was stored
+
+
+def test_a_shipped_workdirs_module_imports_in_every_operator(daemon: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "shipped_helper.py").write_text("def shout(x):\n    return str(x).upper()\n")
+    out = tmp_path / "out.txt"
+    env = remote(daemon, "shipped-modules")
+
+    def shout(x: str) -> list[str]:
+        import os
+
+        import shipped_helper  # only in the shipped directory: not on the submitter's sys.path
+
+        # where it was found: Ray's copy on the actor's node, not the job's own directory (the
+        # actor's directory here, which exists on the driver's node only)
+        here = os.path.realpath(os.path.dirname(shipped_helper.__file__)) != os.path.realpath(os.getcwd())
+        return [shipped_helper.shout(x), f"copy:{here}"]
+
+    env.from_collection(["a", "b"]).map(shout, parallelism=2).sink(FileSink, path=str(out))
+    job = env.wait_for_completion(env.submit(workdir=str(src)), timeout=240)
+    got = sorted(tuple(json.loads(x)) for x in out.read_text().splitlines())
+    assert (job.status.value, got) == ("COMPLETED", [("A", "copy:True"), ("B", "copy:True")])

@@ -54,6 +54,17 @@ def load(path: str, python: str) -> tuple[Any, PipelineOptions]:
     return graph, PipelineOptions(**options)
 
 
+def shipped_runtime_env() -> dict[str, Any] | None:
+    """The job's shipped working directory (`$SAGE_OPS_WORKDIR`) as Ray's own `working_dir` for
+    the operators' actors: Ray uploads it once (by content hash) and each node that runs one
+    caches it, on the actors' sys.path and as their directory, so the user's modules import
+    there as they do in the driver. What the job wrote into it beside the package stays out."""
+    where = os.environ.get("SAGE_OPS_WORKDIR")
+    if not where or not os.path.isdir(where):
+        return None
+    return {"working_dir": where, "excludes": ["/pipeline.b64", "/result.json"]}
+
+
 def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from .ray_executor import RayExecutor
 
     ray.init(address=os.environ.get("SAGE_OPS_RAY_ADDRESS") or "auto", log_to_driver=True,
-             logging_level="WARNING")
+             logging_level="WARNING", runtime_env=shipped_runtime_env())
     job_id = os.environ.get("SAGE_OPS_JOB_ID")
     executor = RayExecutor(compiled, options, job_id, working_dir=os.getcwd())  # the job's working_dir
     names = {o.id: o.name for o in compiled.plan.operators}

@@ -199,8 +199,8 @@ class RemoteEnvironment(BaseEnvironment):
     def submit(self, **job: Any) -> str:
         """Submit; returns the job id once the job is committed. Keywords are JobSpec fields:
         priority, dependencies, resources, retry_policy, timeout, tenant, env, pip, venv; and
-        `workdir`, a local directory shipped with the job as the driver's working directory (the
-        operators' own modules still travel by value: they run on any node)."""
+        `workdir`, a local directory shipped with the job as the working directory of the driver
+        and of every operator (Ray's runtime_env working_dir): its modules import on any node."""
         return self.client.submit_job(self.spec(**job)).id
 
     def wait_for_completion(self, job_id: str, timeout: float | None = None) -> Any:

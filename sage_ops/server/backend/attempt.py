@@ -226,7 +226,8 @@ class Attempt:
         """What sage-ops tells the job, then its own variables and its opened secrets."""
         return {**(self.spec.get("env") or {}), **self.secret, "SAGE_OPS_JOB_ID": self.job_id,
                 "SAGE_OPS_ATTEMPT": str(self.attempt), "SAGE_OPS_RESTART_COUNT": str(self.attempt - 1),
-                "SAGE_OPS_RESULT_FILE": self.result_file, "PYTHONUNBUFFERED": "1"}
+                "SAGE_OPS_RESULT_FILE": self.result_file, "PYTHONUNBUFFERED": "1",
+                **({"SAGE_OPS_WORKDIR": self.scratch} if self.spec.get("package") else {})}
 
     def own_names(self) -> list[str]:
         """The names a container is given (their values come from the job's environment)."""
