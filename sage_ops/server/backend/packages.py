@@ -22,8 +22,8 @@ KEPT = 16  # references held by the daemon (Ray frees an object once no one hold
 
 
 class Packages:
-    def __init__(self) -> None:
-        self.blobs: BlobStore | None = None  # set by the daemon
+    def __init__(self, blobs: BlobStore | None) -> None:
+        self.blobs = blobs
         self.refs: OrderedDict[str, Any] = OrderedDict()
 
     async def options(self, sha256: str, tenant: str | None) -> AttemptOptions:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ... import paths, rayhead
 from ...config import RayConfig
@@ -33,6 +33,9 @@ from . import ray_join
 from .packages import Packages
 from .protocol import AttemptItem, HelloReply, PollReply, SubmittedAttempt
 from .transit import TRANSIT_ENV, new_key
+
+if TYPE_CHECKING:
+    from ..storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
@@ -189,7 +192,9 @@ class RayBackend:
     the database, after a restart or a failover, holds the same one); each dispatched attempt
     gets a capability derived from it (`capability`), for its runner's calls only."""
 
-    def __init__(self, cfg: RayConfig, state_dir: Path, instance: str, sealer: Sealer) -> None:
+    def __init__(self, cfg: RayConfig, state_dir: Path, instance: str, sealer: Sealer,
+                 blobs: BlobStore | None = None) -> None:
+        """`blobs`: where the packages (shipped working directories) it sends to nodes are kept."""
         self.cfg = cfg
         self.sealer = sealer
         self._key: bytes | None = None
@@ -211,7 +216,7 @@ class RayBackend:
         self.available_by_node: dict[str, dict[str, float]] = {}
         self.draining: set[str] = set()  # Ray node ids
         self.last_seen: dict[str, float] = {}  # node name -> when Ray last listed it alive
-        self.packages = Packages()  # shipped working directories in Ray's object store
+        self.packages = Packages(blobs)  # shipped working directories in Ray's object store
 
     # -- connecting (blocking; run in a thread) ----------------------------------------------
     def _resolve(self) -> tuple[str, dict[str, str]]:

@@ -185,8 +185,7 @@ class Daemon:
         self.blobs = BlobStore(cfg.storage.blobs_url(), cfg.storage.options)
         self.logs = LogStore(Path(cfg.storage.path) / "logs", self.blobs if cfg.storage.url else None)
         self.backend = RayBackend(cfg.ray, self.state_dir, instance=self.store.instance,
-                                  sealer=Sealer(cfg.security.secret_key_file))
-        self.backend.packages.blobs = self.blobs  # where it finds the packages (shipped working dirs) it sends to nodes
+                                  sealer=Sealer(cfg.security.secret_key_file), blobs=self.blobs)
         self.results = ResultStore(self.blobs, cfg.storage.inline_result_bytes)
         self.scheduler = Scheduler(cfg, self.store, self.backend, self.logs,  # for the process's life
                                    results=self.results)
