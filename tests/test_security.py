@@ -249,7 +249,9 @@ def test_the_socket_peer_uid_maps_to_a_tenant(new_daemon: Any) -> None:
 
 
 def test_a_tenant_cannot_use_or_probe_another_tenants_package(tenants: Any, tmp_path: Path) -> None:
-    d, a, b = tenants
+    d, _, _ = tenants  # tokens of their own: the tenants' first ones may have been revoked by now
+    a = as_token(d, token_for(d, "--tenant", "alpha", "--name", "a-packer"))
+    b = as_token(d, token_for(d, "--tenant", "beta", "--name", "b-prober"))
     (tmp_path / "secret.py").write_text("KEY = 'alpha only'\n")
     a.submit_command(["true"], workdir=str(tmp_path), resources={"cpu": 0}, hold=True)
     sha = pack(tmp_path).sha256
