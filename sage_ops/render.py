@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -78,6 +79,8 @@ def health(h: Health) -> None:
     grid.add_row("database", f"{'[green]ok[/]' if db.get('ok') else '[red]down[/]'} {db.get('url', '')}"
                  + (f" ({db['latency_ms']} ms)" if "latency_ms" in db else "") + (f" {db.get('detail')}" if
                                                                                   db.get("detail") else ""))
+    if h.storage:
+        grid.add_row("storage", _storage(h.storage))
     r = h.ray
     if r.connected:
         res = ", ".join(f"{k}={_num(r.available.get(k, 0))}/{_num(v)}" for k, v in sorted(r.resources.items())
@@ -92,6 +95,15 @@ def health(h: Health) -> None:
     if h.containment:
         grid.add_row("containment", h.containment)
     console().print(grid)
+
+
+def _storage(s: dict[str, Any]) -> str:
+    """Where jobs' files live, and whether the shared store keeps up."""
+    if not s.get("shared"):
+        return f"{s.get('url')} (this machine only: no storage.url)"
+    state = f"[red]upload failing[/]: {s['error']}" if s.get("error") else "[green]ok[/]"
+    waiting = s.get("waiting_logs") or 0
+    return f"{state} {s.get('url')}" + (f" ({waiting} job log(s) waiting to upload)" if waiting else "")
 
 
 def stats(s: Stats) -> None:

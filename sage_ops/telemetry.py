@@ -47,6 +47,9 @@ class Health(View):
     socket: str | None = None
     tcp: str | None = None
     database: dict[str, Any]
+    storage: dict[str, Any] | None = Field(None, description="where jobs' files live: url, shared (storage.url "
+                                           "set), waiting_logs (jobs whose newest lines are not uploaded yet), error "
+                                           "(why the last upload failed)")
     ray: RayHealth
     identity: str | None = Field(None, description="which OS user tenants' jobs run as (single-user: all "
                                  "share the daemon's)")

@@ -312,9 +312,11 @@ def test_a_shipped_workdirs_module_imports_in_every_operator(daemon: Any, tmp_pa
     env = remote(daemon, "shipped-modules")
 
     def shout(x: str) -> list[str]:
+        import importlib
         import os
 
-        import shipped_helper  # only in the shipped directory: not on the submitter's sys.path
+        # only in the shipped directory (made by this test): not on the submitter's sys.path
+        shipped_helper = importlib.import_module("shipped_helper")
 
         # where it was found: Ray's copy on the actor's node, not the job's own directory (the
         # actor's directory here, which exists on the driver's node only)

@@ -219,6 +219,8 @@ def test_a_standby_serves_the_logs_of_a_killed_leader(new_daemon: Any, postgres:
     token = (a.home / "config" / "sage-ops" / "token").read_text().strip()
     standby = JobManagerClient(f"tcp://{b.client().health_check().tcp}", token=token)
     assert [e.message for e in standby.get_job_logs(job.id) if e.stream == "stdout"] == ["line 1", "line 2", "line 3"]
+    health = standby.health_check().storage
+    assert (health["shared"], health["url"], health["error"]) == (True, s3["url"] + "/failover", None)
     assert standby.get_job_result(job.id) == big
 
 
@@ -241,6 +243,12 @@ def test_a_large_result_is_kept_in_the_store_not_the_row(new_daemon: Any) -> Non
     d.client().wait(job.id, 60)
     assert d.client().get_job_result(job.id) == big
     assert (d.state / "storage" / "blobs" / "results" / job.id[:2] / f"{job.id}.json").exists()
+
+
+def test_health_says_a_store_of_this_machine_only(new_daemon: Any) -> None:
+    d: Daemon = new_daemon()
+    d.start()
+    assert "(this machine only: no storage.url)" in d.run("health", check=True).stdout
 
 
 def test_a_first_attempts_log_is_not_looked_up_in_the_store(tmp_path: Path) -> None:
@@ -280,6 +288,8 @@ def test_a_store_that_fails_keeps_the_lines_for_the_next_flush(tmp_path: Path) -
     logs.fresh("J7")
     logs.append("J7", [(1.0, "stdout", "kept", 1)])
     logs.flush()
+    failing = (logs.last_error, logs.backlog())
     Down.down = False
     logs.flush()
-    assert lines_of(LogStore(tmp_path / "b", store), "J7") == ["kept"]
+    assert (failing, logs.last_error, lines_of(LogStore(tmp_path / "b", store), "J7")) == \
+        (("OSError: store down", 1), None, ["kept"])

@@ -348,10 +348,14 @@ def create_app(services: Services) -> FastAPI:
             db = {"ok": False, "url": redact_url(store.url), "detail": exc.message}
         ray = services.ray.health()
         lead = services.leadership
-        ok = db["ok"] and (not lead.is_leader or (ray.connected and scheduler.state.ready))
+        logs = services.logs
+        storage = {"url": logs.remote.url if logs.remote else str(services.cfg.storage.path),
+                   "shared": logs.remote is not None, "waiting_logs": logs.backlog(), "error": logs.last_error}
+        ok = db["ok"] and not logs.last_error and (not lead.is_leader or (ray.connected and scheduler.state.ready))
         return Health(status="ok" if ok else "degraded", version=__version__, pid=os.getpid(),
                       uptime_s=round(time.time() - services.listening.started_at, 3),
-                      socket=str(services.listening.socket), tcp=services.listening.tcp, database=db, ray=ray,
+                      socket=str(services.listening.socket), tcp=services.listening.tcp, database=db,
+                      storage=storage, ray=ray,
                       role=lead.role,
                       leader=lead.describe()["leader"], containment=containment_mode(),
                       identity=services.run_as.describe())

@@ -81,6 +81,7 @@ class LogStore:
         self._dirty: set[str] = set()  # jobs appended to since their last upload
         self._lock = threading.Lock()  # a sync and a write of the same file never interleave
         self._warned = -WARN_EVERY  # when an upload failure was last logged
+        self.last_error: str | None = None  # why the last upload failed (None: it did not), for health
         self._waiters: dict[str, asyncio.Event] = {}  # set by every append and every `wake`
         self._following: dict[str, int] = {}  # job -> its followers
         self._changes: dict[str, int] = {}  # job -> `wake`s while it has followers
@@ -228,15 +229,21 @@ class LogStore:
             self.remote.put_many({key: data for _, _, key, data in batch})
         except Exception as exc:  # noqa: BLE001 - the store's own errors: retried next flush
             self._dirty.update(job_id for job_id, *_ in batch)
+            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) \
+                else type(exc).__name__
             if time.monotonic() - self._warned > WARN_EVERY:  # a store that is down: a line a minute, not a second
                 self._warned = time.monotonic()
-                text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                 log.warning("could not upload %d log blocks to %s (kept here, retried): %s", len(batch),
-                            self.remote.url, text)
+                            self.remote.url, self.last_error)
             return False
+        self.last_error = None
         for job_id, end, _, _ in batch:
             self._shipped[job_id] = max(self._shipped.get(job_id, 0), end)
         return True
+
+    def backlog(self) -> int:
+        """Jobs whose newest lines are not in the store yet."""
+        return len(self._dirty)
 
     async def uploading(self, interval: float) -> None:
         """Upload new lines every `interval` seconds, for the daemon's life."""
