@@ -24,5 +24,7 @@ class GcReport(View):
     log_bytes: int = Field(description="bytes of their logs on this daemon's disk")
     kept: int = Field(description="old enough, but kept: an unfinished job waits for them")
     batches: int = Field(description="transactions (one audit record each)")
+    packages: int = Field(0, description="shipped working directories deleted (or that would be): unused "
+                          "since the cutoff, and no unfinished job names them")
     oldest_ended: datetime | None = None
     newest_ended: datetime | None = None

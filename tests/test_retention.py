@@ -19,12 +19,14 @@ from sage_ops.errors import Invalid
 from sage_ops.server.services.leadership import NotLeader
 from sage_ops.server.services.retention import Retention
 from sage_ops.server.storage import job_retention as jr
+from sage_ops.server.storage import package_use
 from sage_ops.server.storage import store as st
 from sage_ops.server.storage.blobs import BlobStore
 from sage_ops.server.storage.database import ATTEMPT, AUDIT, DEP, EVENT, IDEM, JOB, PIPELINE
 from sage_ops.server.storage.job_counts import counts_by_status
 from sage_ops.server.storage.logs import LogStore
 from sage_ops.server.storage.results import STORED, ResultStore
+from sage_ops.workdir import package_key
 
 NOW = 2_000_000_000.0
 DAY = 86400.0
@@ -33,8 +35,9 @@ CUTOFF = NOW - 30 * DAY
 
 
 def job(job_id: str, status: str = "COMPLETED", ended: float | None = OLD, **extra: Any) -> dict[str, Any]:
-    return st.new_job_row(id=job_id, seq=abs(hash(job_id)) % 10**9, name=job_id, status=status, kind="command",
-                          spec="{}", created_at=OLD - DAY, updated_at=ended or OLD, ended_at=ended, **extra)
+    return st.new_job_row(**{"id": job_id, "seq": abs(hash(job_id)) % 10**9, "name": job_id, "status": status,
+                             "kind": "command", "spec": "{}", "created_at": OLD - DAY, "updated_at": ended or OLD,
+                             "ended_at": ended, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +218,10 @@ class Leading:
 
 
 def service(s: st.Store, root: Path, age: float | None = 30 * DAY,
-            results: ResultStore | None = None) -> tuple[Retention, LogStore]:
+            results: ResultStore | None = None, blobs: BlobStore | None = None) -> tuple[Retention, LogStore]:
     logs = LogStore(root / "logs")
-    return Retention(s, logs, Leading(), age, 1000, clock=lambda: NOW, results=results), logs  # type: ignore[arg-type]
+    return Retention(s, logs, Leading(), age, 1000, clock=lambda: NOW, results=results,  # type: ignore[arg-type]
+                     blobs=blobs), logs
 
 
 def test_a_sweep_deletes_the_jobs_logs(store: st.Store, tmp_path: Path) -> None:
@@ -311,3 +315,41 @@ def test_gc_leaves_an_audit_record(daemon: Daemon, aged: dict[str, Any]) -> None
 def test_gc_without_an_age_or_a_retention_is_a_usage_error(daemon: Daemon) -> None:
     proc = daemon.run("gc", "--dry-run")
     assert (proc.returncode, len(proc.stderr.strip().splitlines())) == (2, 1)
+
+
+# -- shipped packages: the ones unused since the cutoff go -----------------------------------------
+SHA_OLD, SHA_NEW, SHA_RUNNING = "a" * 64, "b" * 64, "c" * 64
+
+
+def packages(store: st.Store, tmp_path: Path, dry_run: bool = False) -> tuple[set[str], int]:
+    """Three packages of tenant t1: used long ago, used yesterday, used long ago by a running job."""
+    blobs = BlobStore(f"file://{tmp_path / 'blobs'}")
+    for sha, used in ((SHA_OLD, OLD), (SHA_NEW, RECENT), (SHA_RUNNING, OLD)):
+        blobs.put(package_key(sha, "t1"), b"tar")
+        package_use.mark_used(blobs, sha, "t1", used)
+    put(store, [job("run", status="RUNNING", ended=None, tenant="t1",
+                    spec=json.dumps({"package": {"sha256": SHA_RUNNING, "size": 3}}, separators=(",", ":")))])
+    svc, _ = service(store, tmp_path, blobs=blobs)
+    report = asyncio.run(svc.sweep(None, "test", dry_run=dry_run))
+    return {k.split("/")[-1][:1] for k in blobs.keys("packages") if k.endswith(".tar.gz")}, report.packages
+
+
+def test_a_package_unused_since_the_cutoff_goes(store: st.Store, tmp_path: Path) -> None:
+    assert packages(store, tmp_path) == ({"b", "c"}, 1)
+
+
+def test_a_dry_run_counts_the_packages_and_deletes_none(store: st.Store, tmp_path: Path) -> None:
+    assert packages(store, tmp_path, dry_run=True) == ({"a", "b", "c"}, 1)
+
+
+def test_a_package_deleted_is_audited(store: st.Store, tmp_path: Path) -> None:
+    packages(store, tmp_path)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SELECT target FROM {AUDIT.name} WHERE action = 'retention'").fetchall()
+    assert [r[0] for r in rows] == ["1 packages"]
+
+
+def test_a_package_never_submitted_starts_its_clock_when_found(tmp_path: Path) -> None:
+    blobs = BlobStore(f"file://{tmp_path / 'blobs'}")
+    blobs.put(package_key(SHA_OLD, None), b"tar")
+    assert (package_use.stale(blobs, NOW), blobs.exists(package_use.mark_key(SHA_OLD, None))) == ([], True)

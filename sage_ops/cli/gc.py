@@ -37,5 +37,7 @@ def gc(ctx: Ctx, dry_run: bool, older_than: float | None, as_json: bool) -> None
     if report.oldest_ended is not None:
         line += f", from {stamp(report.oldest_ended)} to {stamp(report.newest_ended)}"
     click.echo(line)
+    if report.packages:
+        click.echo(f"{verb} {report.packages} shipped working directories unused since then")
     if report.kept:
         click.echo(f"kept {report.kept} finished jobs old enough to go: unfinished jobs wait for them")

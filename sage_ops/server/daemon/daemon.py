@@ -207,7 +207,8 @@ class Daemon:
             if cfg.nodes.pools else None
         self.sampler = Sampler(cfg.metrics, self.scheduler, self.backend, self.leadership, self.store)
         self.retention = Retention(self.store, self.logs, self.leadership, cfg.jobmanager.retention,
-                                   cfg.jobmanager.retention_batch, results=self.results)  # the leader's
+                                   cfg.jobmanager.retention_batch, results=self.results,
+                                   blobs=self.blobs)  # the leader's
         self.events = EventHub(self.store)
         self._stop = asyncio.Event()
         self.fatal: SageOpsError | None = None  # why the daemon stopped by itself (a Ray cluster refused)

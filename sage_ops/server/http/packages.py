@@ -6,7 +6,7 @@ tenant sees and uses only its own), where every daemon of the database finds it.
 never served back: a job gets them on its node (backend/ray_backend.py).
 
 `refuse_missing` is the submit's check: a spec that names a package the store lacks is refused
-(422), in one line, before it is queued."""
+(422), in one line, before it is queued; one it has is marked used (retention keeps it)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ...errors import Invalid, NotFound, TooLarge
 from ...schemas import JobSpec
 from ...workdir import MAX_PACKAGE_BYTES, package_key
 from ..access.auth import Principal
+from ..storage.package_use import mark_used
 
 if TYPE_CHECKING:
     from ..storage.blobs import BlobStore
@@ -35,7 +36,9 @@ async def refuse_missing(blobs: BlobStore | None, specs: Sequence[JobSpec], batc
         if spec.package is not None:
             wanted.setdefault((spec.package.sha256, spec.tenant), i)
     for (sha, tenant), i in wanted.items():
-        if blobs is None or not await asyncio.to_thread(blobs.exists, package_key(sha, tenant)):
+        if blobs is not None and await asyncio.to_thread(blobs.exists, package_key(sha, tenant)):
+            await asyncio.to_thread(mark_used, blobs, sha, tenant)  # retention keeps what is used
+        else:
             where = f"jobs[{i}] ({specs[i].display_name()}): " if batch else ""
             raise Invalid(f"{where}package {sha[:12]} is not on the daemon: upload it first "
                           f"(PUT /v1/packages/{sha}; sage-ops and the Python client do)")

@@ -20,8 +20,11 @@ from ...errors import Invalid
 from ...retention import GcReport
 from ...units import moment_text
 from ..storage import job_retention as jr
+from ..storage import package_use
+from ..storage.accounts import add_audit
 
 if TYPE_CHECKING:
+    from ..storage.blobs import BlobStore
     from ..storage.logs import LogStore
     from ..storage.results import ResultStore
     from ..storage.store import Store
@@ -36,8 +39,10 @@ DRY_RUN_FACTOR = 10  # a dry run reads in batches this much larger: it deletes n
 
 class Retention:
     def __init__(self, store: Store, logs: LogStore, leadership: Leadership, age: float | None, batch: int,
-                 clock: Callable[[], float] = time.time, results: ResultStore | None = None) -> None:
-        self.store, self.logs, self.leadership, self.results = store, logs, leadership, results
+                 clock: Callable[[], float] = time.time, results: ResultStore | None = None,
+                 blobs: BlobStore | None = None) -> None:
+        """`blobs`: where shipped working directories are kept (those unused since the cutoff go)."""
+        self.store, self.logs, self.leadership, self.results, self.blobs = store, logs, leadership, results, blobs
         self.age, self.batch, self.clock = age, batch, clock
         self._sweeping = asyncio.Lock()  # the loop's sweep and a `gc` never run at once
 
@@ -86,6 +91,7 @@ class Retention:
                     break
                 if not dry_run:
                     await asyncio.sleep(max(MIN_PAUSE, time.monotonic() - started))
+            report.packages = await self._packages(cutoff, actor, dry_run)
         if dry_run:
             report.batches = -(-report.rows // self.batch)  # what the sweep itself would take
         if not dry_run and report.jobs:
@@ -93,6 +99,25 @@ class Retention:
                      "batches; %d kept for unfinished jobs that wait for them", report.jobs, report.rows,
                      report.log_bytes, moment_text(cutoff), report.batches, report.kept)
         return report
+
+    async def _packages(self, cutoff: float, actor: str, dry_run: bool) -> int:
+        """Shipped working directories unused since `cutoff` that no unfinished job names: deleted
+        (one audit record), or with `dry_run` counted."""
+        if self.blobs is None:
+            return 0
+        blobs, gone = self.blobs, 0
+        for sha, tenant in await asyncio.to_thread(package_use.stale, blobs, cutoff, not dry_run):
+            if await self.store.read(functools.partial(package_use.wanted_by_a_job, sha256=sha, tenant=tenant)):
+                continue
+            if not dry_run:
+                await asyncio.to_thread(package_use.remove, blobs, sha, tenant)
+            gone += 1
+        if gone and not dry_run:
+            entry = {"time": self.clock(), "actor": actor[:100], "tenant": None, "action": jr.AUDIT_ACTION,
+                     "target": f"{gone} packages", "status": 200,
+                     "detail": f"deleted {gone} shipped working directories unused since {moment_text(cutoff)}"}
+            await self.store.write(lambda c: add_audit(c, [entry]))
+        return gone
 
     def _remove_files(self, batch: jr.Batch) -> int:
         """After a batch's commit: its jobs' logs and the results kept in the shared store (blocking:
