@@ -22,11 +22,8 @@ its tail counted among them (`only_attempt`).
 Followers wait on a per-job event that is woken by every append and by the job's end; they ask
 for the job's state only when it may have changed (`wake`), not once per block.
 
-With a shared store (storage.url, blobs.BlobStore) the local file is a cache: what is appended is
-uploaded every storage.flush_interval (`flush`) as blocks of whole lines named by the byte range
-they hold ("logs/ab/JOB/START-END"), and a log this daemon has not brought level with the store
-in its term (after a failover, on a standby, on a new machine) is first completed from it
-(`sync`). A leader killed loses at most the lines of its last interval.
+With a shared store (storage.url) the local file is a cache, kept level with the store by
+log_shipping.py.
 """
 
 from __future__ import annotations
@@ -34,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import os
 import re
 import threading
@@ -46,11 +42,10 @@ from typing import TYPE_CHECKING
 
 from ...schemas import LogEntry
 from .job_output import MAX_LOG_LINE, TRUNCATED, cut_line, encode_lines
+from .log_shipping import LogShipping
 
 if TYPE_CHECKING:
     from .blobs import BlobStore
-
-log = logging.getLogger("sage_ops.logs")
 
 READ_BLOCK = 1024 * 1024  # bytes per read of a follower (cut at its last complete line)
 LEGACY = b'{"t":'  # how a line of the older format starts
@@ -65,23 +60,15 @@ _STRING = rb'"(?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+"'  # a J
 _TIMES = re.compile(rb'\{"timestamp":"([^"]*)"')
 STREAMS = frozenset({"stdout", "stderr", "system"})
 MESSAGE_MAX = MAX_LOG_LINE + 64  # a message the runner cut: MAX_LOG_LINE bytes and its note
-UPLOAD_MAX = 8 * 1024 * 1024  # bytes of one uploaded block at most
-WARN_EVERY = 60.0  # seconds between two warnings of failed uploads
-REMEMBERED = 100_000  # jobs whose upload state is kept in memory (the oldest half is forgotten past it)
 
 
 class LogStore:
     def __init__(self, root: Path, remote: BlobStore | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.remote = remote  # the shared store, when storage.url is set
-        self.leading = True  # False on a standby: another daemon appends, so reads ask the store each time
-        self._shipped: dict[str, int] = {}  # job -> bytes of its log the store holds
-        self._synced: dict[str, None] = {}  # jobs brought level with the store in this term (in order)
-        self._dirty: set[str] = set()  # jobs appended to since their last upload
         self._lock = threading.Lock()  # a sync and a write of the same file never interleave
-        self._warned = -WARN_EVERY  # when an upload failure was last logged
-        self.last_error: str | None = None  # why the last upload failed (None: it did not), for health
+        #: its copy in the shared store, when storage.url is set
+        self.shipping = LogShipping(remote, self.path, self._lock) if remote is not None else None
         self._waiters: dict[str, asyncio.Event] = {}  # set by every append and every `wake`
         self._following: dict[str, int] = {}  # job -> its followers
         self._changes: dict[str, int] = {}  # job -> `wake`s while it has followers
@@ -129,128 +116,44 @@ class LogStore:
                 if cap is not None:
                     parts = self._within(job_id, parts, cap + LOG_SLACK - os.fstat(f.fileno()).st_size, cap)
                 f.writelines(parts)  # each part its own write: no copy into one buffer
-            if self.remote is not None:
-                self._dirty.add(job_id)
+            if self.shipping:
+                self.shipping.written(job_id)
 
-    # -- the shared store ---------------------------------------------------------------------
-    def _prefix(self, job_id: str) -> str:
-        return f"logs/{job_id[:2]}/{job_id}"
+    # -- the shared store (log_shipping.py), when there is one -----------------------------------
+    @property
+    def remote(self) -> BlobStore | None:
+        return self.shipping.remote if self.shipping else None
+
+    @property
+    def leading(self) -> bool:
+        return self.shipping.leading if self.shipping else True
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last upload failed (None: it did not, or there is no store)."""
+        return self.shipping.last_error if self.shipping else None
 
     def lead(self, leading: bool = True) -> None:
-        """This daemon leads (or no longer does): what another daemon appended meanwhile is read
-        from the store before this one appends or serves."""
-        self.leading = leading
-        self._synced.clear()
+        if self.shipping:
+            self.shipping.lead(leading)
 
     def fresh(self, job_id: str) -> None:
-        """The job's first attempt starts: the store holds nothing of its log, none need be asked
-        (a LIST per job would bound the jobs a leader starts per second)."""
-        if self.remote is not None and self.leading and job_id not in self._synced:
-            self._shipped.setdefault(job_id, 0)  # what is here (notes) goes up with its first lines
-            self._mark_synced(job_id)
-
-    def _mark_synced(self, job_id: str) -> None:
-        self._synced[job_id] = None
-        if len(self._synced) > REMEMBERED:
-            for old in list(self._synced)[: REMEMBERED // 2]:
-                self._synced.pop(old, None)
-                self._shipped.pop(old, None)
+        if self.shipping:
+            self.shipping.fresh(job_id)
 
     def sync(self, job_id: str) -> None:
-        """Bring the local file level with the store: the blocks past its end are appended
-        (blocking: call it in a worker thread). A leader does it once per job and term."""
-        if self.remote is None or (self.leading and job_id in self._synced):
-            return
-        keys = self.remote.keys(self._prefix(job_id))
-        path = self.path(job_id)
-        with self._lock:
-            size = path.stat().st_size if path.exists() else 0
-            stored = 0
-            for key in keys:
-                start, _, end = key.rsplit("/", 1)[-1].partition("-")
-                if not (start.isdigit() and end.isdigit()):
-                    continue
-                begin, stop = int(start), int(end)
-                if stop > size:
-                    data = self.remote.get(key)[max(0, size - begin):]
-                    path.parent.mkdir(exist_ok=True)
-                    with path.open("ab") as f:
-                        f.write(data)
-                    size += len(data)
-                stored = max(stored, stop)
-            self._shipped[job_id] = min(stored, size)
-            if size > stored:
-                self._dirty.add(job_id)  # lines of ours the store never got: they go up next
-            self._mark_synced(job_id)
+        if self.shipping:
+            self.shipping.sync(job_id)
 
     def flush(self) -> int:
-        """Upload what was appended since the last flush, in blocks of whole lines, many at once
-        (blocking: a worker thread). Returns the bytes uploaded; a store that fails keeps them
-        for the next flush."""
-        if self.remote is None:
-            return 0
-        sent = 0
-        batch: list[tuple[str, int, str, bytes]] = []  # (job, its end once sent, key, data)
-        dirty = list(self._dirty)
-        for n, job_id in enumerate(dirty):
-            self._dirty.discard(job_id)
-            batch += self._pending(job_id)
-            if sum(len(b[3]) for b in batch) >= UPLOAD_MAX * 4 or n == len(dirty) - 1:
-                if not self._send(batch):
-                    self._dirty.update(dirty[n + 1:])
-                    break
-                sent += sum(len(b[3]) for b in batch)
-                batch = []
-        return sent
-
-    def _pending(self, job_id: str) -> list[tuple[str, int, str, bytes]]:
-        """The blocks of `job_id`'s log the store lacks."""
-        start, out = self._shipped.get(job_id, 0), []
-        try:
-            fd = os.open(self.path(job_id), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:  # removed meanwhile (retention)
-            return []
-        try:
-            while True:
-                data = os.pread(fd, UPLOAD_MAX, start)
-                data = data[: data.rfind(b"\n") + 1]
-                if not data:
-                    return out
-                out.append((job_id, start + len(data), f"{self._prefix(job_id)}/{start:016d}-{start + len(data):016d}",
-                            data))
-                start += len(data)
-        finally:
-            os.close(fd)
-
-    def _send(self, batch: list[tuple[str, int, str, bytes]]) -> bool:
-        if not batch or self.remote is None:
-            return True
-        try:
-            self.remote.put_many({key: data for _, _, key, data in batch})
-        except Exception as exc:  # noqa: BLE001 - the store's own errors: retried next flush
-            self._dirty.update(job_id for job_id, *_ in batch)
-            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) \
-                else type(exc).__name__
-            if time.monotonic() - self._warned > WARN_EVERY:  # a store that is down: a line a minute, not a second
-                self._warned = time.monotonic()
-                log.warning("could not upload %d log blocks to %s (kept here, retried): %s", len(batch),
-                            self.remote.url, self.last_error)
-            return False
-        self.last_error = None
-        for job_id, end, _, _ in batch:
-            self._shipped[job_id] = max(self._shipped.get(job_id, 0), end)
-        return True
+        return self.shipping.flush() if self.shipping else 0
 
     def backlog(self) -> int:
-        """Jobs whose newest lines are not in the store yet."""
-        return len(self._dirty)
+        return self.shipping.backlog() if self.shipping else 0
 
     async def uploading(self, interval: float) -> None:
-        """Upload new lines every `interval` seconds, for the daemon's life."""
-        while True:
-            await asyncio.sleep(interval)
-            if self._dirty:
-                await asyncio.to_thread(self.flush)
+        if self.shipping:
+            await self.shipping.uploading(interval)
 
     def _within(self, job_id: str, parts: list[bytes], room: int, cap: int) -> list[bytes]:
         if sum(map(len, parts)) <= room:
@@ -281,11 +184,8 @@ class LogStore:
             except FileNotFoundError:
                 pass
             self._full.discard(job_id)
-            self._dirty.discard(job_id)
-            self._shipped.pop(job_id, None)
-            self._synced.pop(job_id, None)
-            if self.remote is not None:
-                self.remote.delete(self.remote.keys(self._prefix(job_id)))
+            if self.shipping:
+                self.shipping.remove(job_id)
         return freed
 
     def wake(self, job_id: str) -> None:
@@ -324,8 +224,8 @@ class LogStore:
         """
         self._following[job_id] = self._following.get(job_id, 0) + 1
         try:
-            if self.remote is not None:
-                await asyncio.to_thread(self.sync, job_id)
+            if self.shipping:
+                await asyncio.to_thread(self.shipping.sync, job_id)
             with _Reader(self.path(job_id), tail=tail, attempt=attempt) as reader:
                 asked, done = -1, False
                 while True:
@@ -346,8 +246,8 @@ class LogStore:
                         await asyncio.wait_for(ev.wait(), poll)
                     except asyncio.TimeoutError:
                         asked = -1
-                        if self.remote is not None and not self.leading:  # a standby: the leader appends
-                            await asyncio.to_thread(self.sync, job_id)
+                        if self.shipping and not self.shipping.leading:  # a standby: the leader appends
+                            await asyncio.to_thread(self.shipping.sync, job_id)
         finally:
             left = self._following.pop(job_id) - 1
             if left:
