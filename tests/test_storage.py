@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Daemon, wait_until
+from test_failover import free_port
 
 from sage_ops.client import JobManagerClient
 from sage_ops.config import StorageConfig
@@ -23,12 +23,6 @@ from sage_ops.storage_url import check_url, private_paths
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "sgo-test", "AWS_SECRET_ACCESS_KEY": "sgo-test-secret",
           "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
