@@ -287,3 +287,13 @@ def test_a_store_that_fails_keeps_the_lines_for_the_next_flush(tmp_path: Path) -
     logs.flush()
     assert (failing, logs.last_error, lines_of(LogStore(tmp_path / "b", store), "J7")) == \
         (("OSError: store down", 1), None, ["kept"])
+
+
+def test_a_listing_shows_what_another_daemon_wrote_since(s3: dict[str, Any], tmp_path: Path) -> None:
+    url = f"{s3['url']}/{tmp_path.name}"
+    mine = BlobStore(url, s3["options"])
+    theirs = BlobStore(url, {**s3["options"], "skip_instance_cache": True})  # another process's client
+    mine.put("logs/ab/J8/0-1", b"x")
+    mine.keys("logs/ab/J8")
+    theirs.put("logs/ab/J8/1-2", b"y")
+    assert mine.keys("logs/ab/J8") == ["logs/ab/J8/0-1", "logs/ab/J8/1-2"]

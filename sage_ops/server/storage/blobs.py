@@ -104,19 +104,28 @@ class BlobStore:
         """FileNotFoundError when there is no such key."""
         return bytes(self.fs.cat_file(self._path(key)))
 
+    def _uncached(self, path: str) -> None:
+        """Forget what the backend remembers of `path`'s listing: another daemon writes the same
+        store (s3fs would otherwise list a prefix as it first saw it, for ever)."""
+        if not self.local and hasattr(self.fs, "invalidate_cache"):
+            self.fs.invalidate_cache(path)
+
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self._path(key)))
+        path = self._path(key)
+        self._uncached(path)
+        return bool(self.fs.exists(path))
 
     def keys(self, prefix: str) -> list[str]:
-        """The keys under `prefix` (a folder: "logs/ab/JOB"), sorted."""
+        """The objects under `prefix` (a folder: "logs/ab/JOB"), sorted, as they are now."""
         base = self._path(prefix.rstrip("/"))
+        self._uncached(base)
         try:
-            found = self.fs.find(base)
+            found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return []
         root = self.root.lstrip("/")
-        keys = [p.lstrip("/")[len(root) + 1:] for p in found]
-        return sorted(k for k in keys if k and not k.rsplit("/", 1)[-1].startswith("."))
+        keys = [p.lstrip("/")[len(root) + 1:] for p, info in found.items() if info.get("type") == "file"]
+        return sorted(k for k in keys if k and k != prefix.rstrip("/") and not k.rsplit("/", 1)[-1].startswith("."))
 
     def delete(self, keys: Iterable[str]) -> None:
         """Missing keys are no error: a delete repeated after a crash finishes the job."""
