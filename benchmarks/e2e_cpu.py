@@ -24,8 +24,8 @@ HZ = os.sysconf("SC_CLK_TCK")
 ROLES = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "py-spy")
 
 
-def cpu_by_pid() -> dict[int, tuple[str, float]]:
-    """(command line, CPU seconds including reaped children) of every process."""
+def cpu_by_pid() -> dict[int, tuple[str, float, float]]:
+    """(command line, own CPU seconds, CPU seconds of its reaped children) of every process."""
     out = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -34,7 +34,8 @@ def cpu_by_pid() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        out[int(pid)] = (cmd, sum(int(x) for x in fields[11:15]) / HZ)  # utime stime cutime cstime
+        out[int(pid)] = (cmd, sum(int(x) for x in fields[11:13]) / HZ,  # utime stime
+                         sum(int(x) for x in fields[13:15]) / HZ)  # cutime cstime
     return out
 
 
@@ -69,15 +70,21 @@ async def main() -> None:
                 spy.wait()
     finally:
         bench.stop()
-    per: Counter[str] = Counter()
-    for pid, (cmd, cpu) in after.items():
-        per[role(pid, cmd, health["pid"])] += cpu - before.get(pid, (cmd, 0.0))[1]
-    total = sum(per.values())
+    own: Counter[str] = Counter()
+    reaped: Counter[str] = Counter()  # the jobs' processes (and their sandbox) count for who reaped them
+    for pid, (cmd, cpu, children) in after.items():
+        name = role(pid, cmd, health["pid"])
+        was = before.get(pid, (cmd, 0.0, 0.0))
+        own[name] += cpu - was[1]
+        reaped[name] += children - was[2]
+    total = sum(own.values()) + sum(reaped.values())
     print(f"{args.n} jobs in {wall:.2f} s = {args.n / wall:.0f}/s; CPU used {total:.1f} s of "
           f"{(os.cpu_count() or 1) * wall:.1f} s; {total / args.n * 1000:.2f} ms per job")
-    for name, cpu in per.most_common():
+    print("  ms/job   own  children  process")
+    ms = 1000 / args.n
+    for name, cpu in (own + reaped).most_common():
         if cpu >= 0.05:
-            print(f"  {cpu / args.n * 1000:6.2f} ms/job  {name}")
+            print(f"  {cpu * ms:6.2f} {own[name] * ms:5.2f} {reaped[name] * ms:9.2f}  {name}")
 
 
 if __name__ == "__main__":

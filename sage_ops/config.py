@@ -33,6 +33,8 @@ class JobManagerConfig(_Section):
     heartbeat_interval: float = Field(30, gt=0)
     kill_grace: float = Field(5, ge=0, description="seconds between SIGTERM and SIGKILL on cancel")
     prefetch: int = Field(4, ge=0, le=1000, description="short jobs queued in Ray beyond free CPUs (lease reuse)")
+    executors: bool = Field(True, description="while recent jobs ran short, a plain job runs on its node's "
+                            "long-lived executor (many jobs per Ray worker), not as a Ray task of its own")
     backfill: bool = Field(True, description="while the head of the queue waits for resources, start a job "
                            "behind it whose --timeout ends before the head's reserved start (EASY backfill)")
     backfill_depth: int = Field(100, ge=1, description="jobs behind the reservation tried per dispatch pass")

@@ -17,7 +17,7 @@ from .errors import Invalid
 #: or an environment variable naming anything else goes through the full load, which names it
 KEYS: dict[str, frozenset[str]] = {
     "jobmanager": frozenset({"host", "port", "socket", "max_jobs", "job_timeout", "heartbeat_interval",
-                             "kill_grace", "prefetch", "backfill", "backfill_depth", "array_window",
+                             "kill_grace", "prefetch", "executors", "backfill", "backfill_depth", "array_window",
                              "preempt_per_minute", "max_connections", "max_connections_per_ip", "header_timeout",
                              "idle_timeout", "retention", "retention_batch"}),
     "ray": frozenset({"address", "node_ip", "namespace", "include_dashboard", "dashboard_host", "dashboard_port",

@@ -86,7 +86,8 @@ def health(h: Health) -> None:
         res = ", ".join(f"{k}={_num(r.available.get(k, 0))}/{_num(v)}" for k, v in sorted(r.resources.items())
                         if k in ("CPU", "GPU", "memory") or not k.startswith("object_store"))
         grid.add_row("ray", f"[green]connected[/] {r.address} ({r.nodes} node{'s' if r.nodes != 1 else ''}"
-                     f"{', started by the daemon' if r.started_by_daemon else ''})")
+                     f"{', started by the daemon' if r.started_by_daemon else ''}"
+                     f"{f', {r.executors} executor' + ('s' if r.executors != 1 else '') if r.executors else ''})")
         grid.add_row("resources", f"free/total: {res}")
     else:
         grid.add_row("ray", f"[red]not connected[/] {r.address or ''} {r.detail or ''}")

@@ -34,6 +34,7 @@ class RayHealth(View):
     nodes: int = 0
     resources: dict[str, float] = Field(default_factory=dict)
     available: dict[str, float] = Field(default_factory=dict)
+    executors: int = Field(0, description="long-lived executors running short jobs (a Ray worker each), on all nodes")
     detail: str | None = None
 
 

@@ -16,7 +16,6 @@ changes nothing; the daemon sees the count in `poll` and audits it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import time
 import uuid
@@ -26,6 +25,7 @@ from typing import Any, cast
 import ray
 
 from .attempt import PROTOCOL, run_job_task
+from .executor_pool import ExecutorPool
 from .protocol import (
     AttemptOutcome,
     Ended,
@@ -35,8 +35,11 @@ from .protocol import (
     Logs,
     Pipeline,
     PollReply,
+    Report,
     Started,
     SubmittedAttempt,
+    key_hash,
+    said,
 )
 
 __all__ = ["LOG_HELD_MAX", "PROTOCOL", "Dispatcher", "key_hash"]
@@ -45,6 +48,7 @@ LOG_HELD_MAX = 24 * 1024 * 1024  # log data the actor holds until the daemon ack
 LOG_WAITING_MAX = 4_000  # log calls waiting at once (of 10,000 slots): past this they go through, so
 # poll always finds a slot (thousands of jobs printing faster than the daemon drains)
 LATE_SECONDS = 60.0  # an attempt's capability still opens its calls this long after its `ended`
+POLL_LINGER = 0.01  # seconds a poll waits for more events while jobs queue on executors
 
 
 def setup_error(text: str) -> str:
@@ -53,11 +57,6 @@ def setup_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR:")]
     return ((errors or lines or ["unknown error"])[-1 if not errors else 0])[:300]
-
-
-def key_hash(key: bytes) -> bytes:
-    """What the actor keeps of the daemon's key: enough to check it, not to use it."""
-    return hashlib.sha256(b"sage-ops dispatcher key\0" + key).digest()
 
 
 class AttemptCalls:
@@ -106,6 +105,7 @@ class Dispatcher:
         self._changed: asyncio.Event | None = None
         self._room: asyncio.Event | None = None  # set when log_bytes falls under LOG_HELD_MAX
         self._owner: tuple[str, str, str] | None = None  # how runners find it (attempt._dispatcher)
+        self.pool = ExecutorPool(self._end, self._task, lambda job_id: self.inflight.get(job_id, (None,))[0])
 
     def _refuse(self, what: str) -> PermissionError:
         self.refused += 1
@@ -144,21 +144,59 @@ class Dispatcher:
         if self._owner is None:  # asked of Ray at the first use: the class is tested without it
             ctx = ray.get_runtime_context()
             self._owner = (ctx.get_actor_name() or "", ctx.namespace, self.epoch)
+        on_executors = []
         for job in jobs:
-            job_id, attempt, res, cap = job["id"], job["attempt"], job["resources"], job["cap"]
-            options: dict[str, Any] = {"num_cpus": res["cpu"], "num_gpus": res["gpu"], "name": f"sage-ops:{job_id}"}
-            if res.get("memory"):
-                options["memory"] = res["memory"]
-            if res.get("custom_resources"):
-                options["resources"] = res["custom_resources"]
-            if job["spec"].get("pip"):  # Ray builds the virtualenv once per node and list, and caches it
-                options["runtime_env"] = {"pip": list(job["spec"]["pip"])}
-            self.caps[(job_id, attempt)] = cap
-            ref = run_job_task.options(**options).remote(job_id, attempt, job["spec"], self._owner,
-                                                         {**job["opts"], "resources": res}, cap)
-            self.inflight[job_id] = (attempt, ref)
-            asyncio.get_running_loop().create_task(self._watch(job_id, attempt, ref))
+            self.caps[(job["id"], job["attempt"])] = job["cap"]
+            if "node" in job:  # the pool may still run it as a task
+                self.inflight[job["id"]] = (job["attempt"], None)
+                on_executors.append(job)
+            else:
+                self._task(job)
+        if on_executors:
+            await self.pool.place(self._owner, on_executors)
         return len(jobs)
+
+    def _task(self, job: SubmittedAttempt) -> None:
+        """Run the attempt as a Ray task of its own, holding its resources in Ray."""
+        job_id, attempt, res = job["id"], job["attempt"], job["resources"]
+        options: dict[str, Any] = {"num_cpus": res["cpu"], "num_gpus": res["gpu"], "name": f"sage-ops:{job_id}"}
+        if res.get("memory"):
+            options["memory"] = res["memory"]
+        if res.get("custom_resources"):
+            options["resources"] = res["custom_resources"]
+        if job["spec"].get("pip"):  # Ray builds the virtualenv once per node and list, and caches it
+            options["runtime_env"] = {"pip": list(job["spec"]["pip"])}
+        assert self._owner is not None
+        ref = run_job_task.options(**options).remote(job_id, attempt, job["spec"], self._owner,
+                                                     {**job["opts"], "resources": res}, job["cap"])
+        self.inflight[job_id] = (attempt, ref)
+        asyncio.get_running_loop().create_task(self._watch(job_id, attempt, ref))
+
+    async def report(self, events: list[Report]) -> None:
+        """An executor's events, in the order its attempts made them; each opened by its
+        attempt's capability. Returns once the daemon has room for more log data (backpressure)."""
+        for kind, payload in events:
+            if not isinstance(payload, dict):
+                raise self._refuse("report: malformed event")
+            job_id, attempt = payload.get("job_id"), payload.get("attempt")
+            self._attempt(job_id, attempt, payload.pop("cap", None), f"report {kind}")
+            assert isinstance(job_id, str) and isinstance(attempt, int)
+            if kind == "started":
+                self.pool.moved(job_id)
+                self._started(job_id, attempt, str(payload["node"])[:256], int(payload["pid"]), float(payload["t"]),
+                              str(payload.get("node_id", ""))[:64])
+            elif kind == "logs" and isinstance(payload.get("data"), bytes):
+                if self.inflight.get(job_id, (None,))[0] == attempt and payload["data"]:
+                    self.log_bytes += len(payload["data"])
+                    self._emit("logs", {"job_id": job_id, "attempt": attempt, "data": payload["data"]})
+            elif kind == "ended":
+                payload.pop("job_id"), payload.pop("attempt"), payload.pop("t", None)
+                self._end(job_id, attempt, cast(AttemptOutcome, payload), executor=True)
+            else:
+                raise self._refuse(f"report {str(kind)[:20]}: malformed event")
+        while self.log_bytes >= LOG_HELD_MAX:
+            self._room = self._room or asyncio.Event()
+            await self._room.wait()
 
     async def _watch(self, job_id: str, attempt: int, ref: Any) -> None:
         out: AttemptOutcome
@@ -169,7 +207,7 @@ class Dispatcher:
         except ray.exceptions.RuntimeEnvSetupError as exc:  # its pip list could not be installed
             out = {"exit_code": None, "reason": f"environment setup failed: {setup_error(str(exc))}"}
         except Exception as exc:  # noqa: BLE001 - worker crash, node death, OOM kill
-            out = {"exit_code": None, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            out = {"exit_code": None, "reason": said(exc)}
         key = (job_id, attempt)
         calls = self.seen.setdefault(key, AttemptCalls())
         # The task's own calls (started, log batches) were sent before it returned; wait
@@ -183,6 +221,13 @@ class Dispatcher:
             calls.move()
         while calls.waiting:
             await calls.moved()
+        self._end(job_id, attempt, out)
+
+    def _end(self, job_id: str, attempt: int, out: AttemptOutcome, executor: bool = False) -> None:
+        """The attempt's last event (its start first, if it was not reported); its executor, if
+        it had one, is free of it. An executor's attempt ends once (its death may come first)."""
+        key = (job_id, attempt)
+        calls = self.seen.setdefault(key, AttemptCalls())
         where = out.pop("started", None)
         if not calls.started and where:
             self._started(job_id, attempt, **where)
@@ -191,6 +236,9 @@ class Dispatcher:
         if self.inflight.get(job_id, (None,))[0] == attempt:
             del self.inflight[job_id]
             self.preempting.discard(job_id)
+            self.pool.ended(job_id)
+        elif executor:
+            return
         self._emit("ended", cast(Ended, {"job_id": job_id, "attempt": attempt, "t": time.time(), **out}))
 
     def stop_how(self, job_id: str, attempt: int, cap: bytes) -> bool:
@@ -269,6 +317,9 @@ class Dispatcher:
             return False
         if preempt:
             self.preempting.add(job_id)
+        if self.pool.holds(job_id):
+            await self.pool.cancel(job_id, entry[0], grace, preempt)
+            return True
         ref = entry[1]
         ray.cancel(ref)
         deadline = time.monotonic() + grace + 5
@@ -307,6 +358,8 @@ class Dispatcher:
                 await asyncio.wait_for(self._changed.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+        if self.pool.queued() and self.events and self.events[-1][0] > after:
+            await asyncio.sleep(POLL_LINGER)  # loaded: more events come within ms; one reply for them
         batch: list[Event] = []
         for event in self.events:
             if event[0] > after:
@@ -314,4 +367,5 @@ class Dispatcher:
                 if len(batch) >= limit:
                     break
         return {"epoch": self.epoch, "events": batch, "inflight": {k: v[0] for k, v in self.inflight.items()},
-                "refused": self.refused, "refused_last": self.refused_last}
+                "refused": self.refused, "refused_last": self.refused_last,
+                "executors": len(self.pool)}

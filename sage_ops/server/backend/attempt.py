@@ -52,7 +52,8 @@ def _code_version() -> str:
 
     digest = hashlib.sha1()
     server = os.path.dirname(os.path.dirname(__file__))
-    for name in ("backend/attempt.py", "backend/actor.py", "backend/protocol.py", "backend/log_calls.py",
+    for name in ("backend/attempt.py", "backend/actor.py", "backend/executor.py", "backend/executor_pool.py",
+                 "backend/protocol.py", "backend/log_calls.py",
                  "storage/job_output.py", "backend/process_group.py", "backend/job_env.py", "backend/containment.py",
                  "backend/job_user.py", "backend/transit.py", "backend/sandbox.py", "backend/usage.py",
                  "backend/shipped.py", "backend/job_runtime.py"):
@@ -333,8 +334,7 @@ class Attempt:
                 self.log.add(self.capture.feed(outputs[fd], chunk, now))
             if self.report_start_at is not None and time.monotonic() >= self.report_start_at:
                 self.report_start_at = None
-                assert self.started is not None
-                self.dispatcher.started.remote(self.job_id, self.attempt, self.cap, **self.started)
+                self.tell_started()
             if time.monotonic() >= self.warn_at:
                 self.warn(jail, "time limit")
             if self.log.due():
@@ -343,12 +343,23 @@ class Attempt:
                 control.forward()
             if time.monotonic() >= self.deadline:
                 break
+            self.check_stop()
         self.streamed = not sel.get_map()
+
+    def tell_started(self) -> None:
+        """Its process group runs: one call to the dispatcher (an executor's attempt queues an event)."""
+        assert self.started is not None
+        self.dispatcher.started.remote(self.job_id, self.attempt, self.cap, **self.started)
+
+    def check_stop(self) -> None:
+        """Raise KeyboardInterrupt if it was asked to stop: a Ray task is interrupted by ray.cancel
+        itself; an executor's attempt is asked (ExecutorAttempt)."""
 
     def wait_leader(self, proc: subprocess.Popen[bytes], jail: Jail, usage: Usage) -> None:
         """Its output is closed: wait for the leader itself (it may live on without output) until
         its timeout; then the strays of its group die with it."""
         while not exited(proc.pid, max(0.0, min(0.25, self.deadline - time.monotonic()))):
+            self.check_stop()
             if time.monotonic() >= self.deadline:
                 if self.ended_by is None:
                     self.ended_by = "timeout"

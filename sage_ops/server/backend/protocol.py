@@ -3,6 +3,7 @@
     daemon (scheduling/dispatch.py, ray_backend.py)  --submit([SubmittedAttempt])-->  actor (actor.py)
     actor  --run_job(..., AttemptOptions)-->  runner (attempt.py)  --started / logs / pipeline-->  actor
     runner --returns AttemptOutcome-->  actor  --poll: PollReply of Events-->  daemon (scheduling/reconcile.py)
+    actor  --take([SubmittedAttempt])-->  executor (executor.py)  --report([Report])-->  actor
 
 Every message is a plain dict (Ray pickles it; a daemon and an older actor still understand each
 other), typed here. This file is part of the actor's code hash (attempt._code_version): changing a
@@ -11,11 +12,12 @@ message replaces an idle actor of the older shape. Imported on Ray workers: stan
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal, TypedDict
 
 __all__ = ["PAYLOADS", "AttemptItem", "AttemptKey", "AttemptOptions", "AttemptOutcome", "AttemptResources", "Ended",
-           "Event", "EventKind", "HelloReply", "Logs", "Measured", "Outcome", "Pipeline", "PollReply", "Started",
-           "SubmittedAttempt", "Where"]
+           "Event", "EventKind", "HelloReply", "Logs", "Measured", "Outcome", "Pipeline", "PollReply", "Report",
+           "Started", "SubmittedAttempt", "Where", "key_hash", "said"]
 
 
 # -- daemon -> actor -> runner: one attempt to run ------------------------------------------------
@@ -50,14 +52,19 @@ class AttemptOptions(_Limits, total=False):
     package_error: str  # why its package could not be sent: the attempt fails at once, saying so
 
 
-class AttemptItem(TypedDict):
-    """One attempt the daemon hands to the backend (dispatch.py `_take_runnable`)."""
-
+class _Attempt(TypedDict):
     id: str
     attempt: int
     resources: AttemptResources
     spec: dict[str, Any]  # the job's JobSpec.model_dump(mode="json")
     opts: AttemptOptions
+
+
+class AttemptItem(_Attempt, total=False):
+    """One attempt the daemon hands to the backend (dispatch.py `_take_runnable`)."""
+
+    node: str  # run on this Ray node's executor (executor.py), not a task of its own; "": on the least
+    # busy executor anywhere (a prefetched job, charged to no node)
 
 
 class SubmittedAttempt(AttemptItem):
@@ -144,16 +151,36 @@ Event = (tuple[int, Literal["started"], Started] | tuple[int, Literal["logs"], L
 """(sequence number, kind, payload): the actor numbers its events; the daemon acknowledges a number."""
 
 
-# -- actor -> daemon: replies ------------------------------------------------------------------------
-class PollReply(TypedDict):
-    """The actor's answer to `poll(epoch, ack, after, timeout)`, taken in one synchronous step: an
-    attempt missing from `inflight` has its `ended` in `events` or in an acknowledged batch."""
+Report = tuple[Literal["started", "logs", "ended"], dict[str, Any]]
+"""An executor's event (executor -> actor `report`): the payload of that kind, and the attempt's
+capability under "cap"."""
 
+
+def key_hash(key: bytes) -> bytes:
+    """What the actor and its executors keep of the daemon's key: enough to check it, not to use it."""
+    return hashlib.sha256(b"sage-ops dispatcher key\0" + key).digest()
+
+
+def said(exc: BaseException, limit: int = 300) -> str:
+    """An error as an attempt's reason says it: its type and its first line."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit] if text else ''}"
+
+
+# -- actor -> daemon: replies ------------------------------------------------------------------------
+class _PollReply(TypedDict):
     epoch: str  # this actor's life: another one means the actor was replaced (its jobs are lost)
     events: list[Event]  # those after `after`, oldest first, at most `limit`
     inflight: dict[str, int]  # job id -> the attempt running
     refused: int  # calls refused since the actor started (the daemon audits the increase)
     refused_last: str  # the latest of them
+
+
+class PollReply(_PollReply, total=False):
+    """The actor's answer to `poll(epoch, ack, after, timeout)`, taken in one synchronous step: an
+    attempt missing from `inflight` has its `ended` in `events` or in an acknowledged batch."""
+
+    executors: int  # executors alive (an older actor does not say)
 
 
 class HelloReply(TypedDict):

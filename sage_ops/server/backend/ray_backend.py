@@ -211,6 +211,7 @@ class RayBackend:
         self.actor: Any = None
         self.connected = False
         self.detail: str | None = "connecting"
+        self.executors = 0  # the dispatcher's long-lived executors, as its last poll said
         self.nodes: list[dict[str, Any]] = []
         self.available: dict[str, float] = {}
         self.available_by_node: dict[str, dict[str, float]] = {}
@@ -421,7 +422,9 @@ class RayBackend:
         return await self.actor.cancel.remote(*self.key_args, job_id, grace, preempt)
 
     async def poll(self, epoch: str, ack: int, after: int, timeout: float) -> PollReply:
-        return await self.actor.poll.remote(*self.key_args, epoch, ack, after, timeout)
+        reply: PollReply = await self.actor.poll.remote(*self.key_args, epoch, ack, after, timeout)
+        self.executors = reply.get("executors", 0)
+        return reply
 
     def head_refuses(self) -> bool:
         return self.address is not None and _knock(self.address) is False
@@ -436,4 +439,5 @@ class RayBackend:
         rec = self.head.load() if self.started_head else None
         return RayHealth(connected=self.connected, address=self.address, started_by_daemon=self.started_head,
                          dashboard=(rec or {}).get("dashboard"),
-                         nodes=len(self.nodes), resources=totals, available=avail, detail=self.detail)
+                         nodes=len(self.nodes), resources=totals, available=avail, executors=self.executors,
+                         detail=self.detail)

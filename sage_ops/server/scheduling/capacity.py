@@ -11,6 +11,8 @@ from ..pools.policy import fits
 
 PREFETCH = "<prefetch>"  # a dispatched job not charged to a node: it waits in Ray's queue
 SHORT_JOB = 0.2  # seconds: below this recent average runtime, prefetching pays
+PREFETCH_SECONDS = 0.2  # with executors: short jobs queued beyond free CPUs, up to this much work per CPU
+PREFETCH_MAX = 1000
 Need = dict[str, float]
 
 
@@ -19,12 +21,14 @@ class NodeSource(Protocol):
 
 
 class Capacity:
-    def __init__(self, nodes: NodeSource, prefetch: int, pools: Sequence[tuple[str, Mapping[str, float]]] = ()
-                 ) -> None:
+    def __init__(self, nodes: NodeSource, prefetch: int, pools: Sequence[tuple[str, Mapping[str, float]]] = (),
+                 executors: bool = False) -> None:
         """`pools`: (name, what one node offers) of the elastic pools, which may add a node for a job
-        no node up now could hold."""
+        no node up now could hold. `executors`: short jobs may run on long-lived executors
+        (executor_ok), which take a deeper prefetch (_prefetch_ok)."""
         self.nodes = nodes
         self.prefetch = prefetch
+        self.executors = executors
         self.pools = list(pools)
         self.used: dict[str, Need] = {}
         self.prefetched = 0
@@ -63,7 +67,25 @@ class Capacity:
         jobs of at most one CPU and nothing else: a bigger one is reserved its room (and may be
         backfilled around or preempt for it) instead of waiting in Ray's queue where neither can be."""
         return (self.prefetch > 0 and self.recent_runtime <= SHORT_JOB and 0 < need.get("CPU", 0) <= 1
-                and set(need) <= {"CPU", "memory"} and self.prefetched < self.prefetch)
+                and set(need) <= {"CPU", "memory"}
+                and (self.prefetched < self.prefetch or self.prefetched < self._deep_prefetch()))
+
+    def _deep_prefetch(self) -> int:
+        """With executors, a prefetched job costs no lease and waits only behind short jobs: as
+        many as make PREFETCH_SECONDS of work per open CPU (so an arrival of higher priority
+        waits about that long), which lets the executors take and report jobs in batches."""
+        if not self.executors:
+            return 0
+        cpus = sum(total.get("CPU", 0) for _, total in self.nodes.node_totals(open_only=True))
+        return min(PREFETCH_MAX, int(PREFETCH_SECONDS * cpus / max(self.recent_runtime, 1e-3)))
+
+    def executor_ok(self, node: str, need: Need) -> bool:
+        """Whether a job charged to `node` runs on a long-lived executor (backend/executor.py)
+        instead of a Ray task of its own: only while recent jobs ran short (a task's lease and
+        calls cost several times a short job), and only jobs of CPU and memory, which the daemon
+        counts itself (Ray does not see what an executor runs). Long jobs keep their own task,
+        whose resources Ray sees."""
+        return self.executors and self.recent_runtime <= SHORT_JOB and set(need) <= {"CPU", "memory"}
 
     def release(self, node: str, need: Need) -> None:
         if node == PREFETCH:

@@ -23,6 +23,7 @@ from ..storage import store as st
 from ..storage.logs import LogStore
 from ..storage.sealing import Sealer
 from .arrays import Arrays
+from .capacity import PREFETCH
 from .forecast import Cluster, Reservation, fits, take
 from .ports import Backend
 from .queue_items import Dispatched, Queued
@@ -137,9 +138,12 @@ class Dispatch(TermPart):
                 if attempt == 1 and self.logs is not None:
                     self.logs.fresh(job_id)  # no attempt ran anywhere: nothing to fetch from the store
                 state.dispatched[job_id] = Dispatched(job, attempt, node)
-                batch.append({"id": job_id, "attempt": attempt,
-                              "resources": cast(AttemptResources, job.spec.resources.model_dump()),
-                              "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)})
+                item: AttemptItem = {"id": job_id, "attempt": attempt,
+                                     "resources": cast(AttemptResources, job.spec.resources.model_dump()),
+                                     "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)}
+                if self._on_executor(job, node):
+                    item["node"] = "" if node == PREFETCH else node
+                batch.append(item)
         finally:
             for tenant, entry in aside:
                 heapq.heappush(state.ready_queue.heaps[tenant], entry)
@@ -217,6 +221,12 @@ class Dispatch(TermPart):
             return None
         ends = self.clock.now() + job.spec.timeout
         return self.state.capacity.charge(job.need, admits=lambda node: reservation.admits(node, job.need, ends))
+
+    def _on_executor(self, job: Queued, node: str) -> bool:
+        """A plain command or script (no pip list, image or pipeline: those need Ray's own task
+        environment) runs on its node's executor while recent jobs ran short (Capacity.executor_ok)."""
+        return (job.spec.kind in (JobKind.COMMAND, JobKind.SCRIPT)
+                and not job.spec.pip and not job.spec.image and self.state.capacity.executor_ok(node, job.need))
 
     def cluster(self, now: float) -> Cluster:
         """The open nodes' free resources and when each running job's time limit frees more."""

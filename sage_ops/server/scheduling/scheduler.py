@@ -83,7 +83,8 @@ class Scheduler:
         """The parts of a term, over an empty queue: a daemon that does not lead holds none."""
         backend = self.backend
         pools = [(p.name, p.resources) for p in self.cfg.nodes.pools]
-        state = QueueState(self.clock, Capacity(backend, self.cfg.jobmanager.prefetch, pools))
+        state = QueueState(self.clock, Capacity(backend, self.cfg.jobmanager.prefetch, pools,
+                                                   self.cfg.jobmanager.executors))
         common: dict[str, Any] = {"cfg": self.cfg, "store": self.store, "clock": self.clock, "state": state,
                                   "counters": self.counters}
         outcomes = Outcomes(**common, backend=backend, logs=self.logs)
