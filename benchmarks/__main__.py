@@ -33,7 +33,8 @@ SCENARIOS = {"submit": "submit_rates", "e2e": "end_to_end", "store": "store_scal
              "events": "event_fanout", "soak": "soak", "cli": "cli_latency"}
 GOALS = {
     "single_unix_16_per_s": ">= 1,500", "single_tcp_16_per_s": ">= 1,500", "batch_unix_per_s": ">= 50,000",
-    "batch_tcp_per_s": ">= 50,000", "flat_per_s": ">= 300", "jobs_first_page_p99_ms": "<= 50",
+    "batch_tcp_per_s": ">= 50,000", "flat_per_s": ">= 500", "python_flat_per_s": ">= 500",
+    "submit_to_running_p50_ms": "<= 5", "submit_to_running_p99_ms": "<= 20", "jobs_first_page_p99_ms": "<= 50",
     "status_job_p99_ms": "<= 10", "daemon_start_s": "<= 3", "daemon_rss_mb": "<= 300",
     "follower_mb_per_s": ">= 100", "follower_lag_p99_ms": "<= 250", "worst_lag_s": "<= 1",
     "silently_dropped": "0", "lost_jobs": "0", "duplicated_jobs": "0", "rss_trend_mb_per_hour": "~0",
@@ -62,6 +63,7 @@ def main() -> None:
     size.add_argument("--batch", type=int, default=50_000, help="jobs in one batch submit")
     size.add_argument("--no-ray-jobs", action="store_true", help="e2e: skip Ray's Job Submission API")
     size.add_argument("--ray-window", type=int, default=8, help="Ray jobs in flight at once")
+    size.add_argument("--ray-jobs-n", type=int, default=100, help="e2e: jobs through Ray's Job Submission API")
     size.add_argument("--latency-samples", type=int, default=100, help="e2e: submit->RUNNING samples")
     size.add_argument("--jobs", type=int, default=1_000_000, help="store: finished jobs in the database")
     size.add_argument("--postgres", action="store_true", help="store: on a throwaway PostgreSQL, not SQLite")

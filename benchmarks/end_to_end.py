@@ -1,25 +1,35 @@
-"""End to end: N `true` jobs flat and as a DAG, submit->RUNNING latency on an idle cluster, and the
-same N jobs through Ray's own Job Submission API in the same run (the ratio is printed).
+"""End to end: N `true` jobs and N `python -c pass` jobs flat, N `true` jobs as a DAG, and
+submit->RUNNING latency on an idle cluster; then the same commands without sage-ops in the same
+run (anchors.py): `xargs -P CPUS` (the floor), bare Ray tasks on the same head, and Ray's own Job
+Submission API (`--ray-jobs-n` of them: about one a second). The daemon is warmed first with a few
+hundred jobs (Ray's worker pool and the executors up), as the Ray anchor is.
 
 As root (a multi-user daemon), the flat and DAG batches also run as a tenant whose jobs run as a
 Unix user of their own (made here with useradd, removed after), alternating with the daemon
 owner's batches: what the trust boundary's user switch costs, measured side by side. Every job
 runs in a cgroup of its own either way (or under the subreaper: `health` says which).
 
-    python -m benchmarks e2e -n 1000 [--no-ray-jobs]
+    python -m benchmarks e2e -n 2000 [--no-ray-jobs] [--ray-jobs-n 100]
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from typing import Any
 
+from anchors import bare_ray_tasks, xargs_floor
 from common import TRUE, Bench, bench_user, ms, rss_mb
 from dag import random_dag
 from dag import run as timed_batch
 from submit_throughput import idle_latency, ray_jobs
 
 from sage_ops.client import AsyncJobManagerClient
+
+PYTHON = [shutil.which("python3", path="/usr/bin:/bin") or sys.executable, "-c", "pass"]
+PY_PASS: dict[str, Any] = {"command": PYTHON, "resources": {"cpu": 1}}
+WARM = 300
 
 
 async def run(args: Any) -> dict[str, Any]:
@@ -28,18 +38,27 @@ async def run(args: Any) -> dict[str, Any]:
     figures: dict[str, Any] = {"n": args.n, "cpus": health["ray"]["resources"].get("CPU", 0)}
     try:
         async with AsyncJobManagerClient(bench.address, config={"timeout": 600}) as client:
+            await timed_batch(client, [TRUE] * WARM, "warm")
             flat = await timed_batch(client, [TRUE] * args.n, "flat")
+            py = await timed_batch(client, [PY_PASS] * args.n, "py")
             dag = await timed_batch(client, random_dag(args.n, max(1, args.n // 100), 1), "dag")
-            figures.update({"flat_per_s": round(flat["rate"], 1), "dag_per_s": round(dag["rate"], 1),
+            figures.update({"flat_per_s": round(flat["rate"], 1), "python_flat_per_s": round(py["rate"], 1),
+                            "dag_per_s": round(dag["rate"], 1),
                             "scheduler_us_per_job": round(dag["scheduler_s_per_job"] * 1e6, 1)})
             figures.update(await run_as_cost(bench, client, args.n))
             lat = await idle_latency(client, args.latency_samples)
             figures["submit_to_running_p50_ms"], figures["submit_to_running_p99_ms"] = ms(lat, 50), ms(lat, 99)
             figures["daemon_rss_mb"] = rss_mb(health["pid"])
+        cpus = int(figures["cpus"]) or 1
+        token = bench.state / "ray" / "auth_token"
+        for key, cmd in (("", ["true"]), ("python_", PYTHON)):
+            figures[f"{key}xargs_floor_per_s"] = round(xargs_floor(cmd, args.n, cpus), 1)
+            figures[f"{key}bare_ray_tasks_per_s"] = round(bare_ray_tasks(cmd, args.n, health["ray"]["address"],
+                                                                         bench.state), 1)
         if not args.no_ray_jobs:
-            token = bench.state / "ray" / "auth_token"
             os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
-            figures["ray_jobs_per_s"] = round(ray_jobs(args.n, health["ray"]["dashboard"], args.ray_window), 2)
+            figures["ray_jobs_per_s"] = round(ray_jobs(args.ray_jobs_n, health["ray"]["dashboard"],
+                                                       args.ray_window), 2)
             figures["ratio_vs_ray_jobs"] = round(figures["flat_per_s"] / figures["ray_jobs_per_s"], 1)
             print(f"  e2e: sage-ops / Ray Jobs = {figures['ratio_vs_ray_jobs']:.0f}x")
     finally:

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -162,16 +163,20 @@ class Jail:
             self.spared = set(_children(os.getpid()))
             yield
             return
-        me = str(os.getpid())
+        # cgroup v1 moves one thread (`tasks`): the child is born where the thread that forks it
+        # stands, and the worker's other threads (Ray's, a dozen or more) never move, which would
+        # cost each a migration. v2 moves whole processes only.
+        me, where = (str(threading.get_native_id()), "tasks") if self.kind == "cgroup v1" else (str(os.getpid()),
+                                                                                                 "cgroup.procs")
         moved = []
         try:
             for hierarchy, path in self.dirs.items():
-                _write(os.path.join(path, "cgroup.procs"), me)
+                _write(os.path.join(path, where), me)
                 moved.append(hierarchy)
             yield
         finally:
             for hierarchy in moved:
-                _write(os.path.join(Layout.home[hierarchy], "cgroup.procs"), me)
+                _write(os.path.join(Layout.home[hierarchy], where), me)
 
     def signal(self, sig: int) -> None:
         """Send `sig` to every process of the job (a TERM before the KILL of a cancel)."""

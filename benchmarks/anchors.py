@@ -1,0 +1,60 @@
+"""What the same short jobs cost without sage-ops, measured in the same run as its own figures:
+
+- the floor: `xargs -P CPUS` running the command N times, no manager at all;
+- bare Ray tasks on the daemon's own Ray head: one task per job (num_cpus=1) that runs the
+  command in a subprocess, all submitted at once from a driver of their own, after a warm-up;
+- Ray's Job Submission API (submit_throughput.ray_jobs), a few jobs in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DRIVER = r"""
+import json, subprocess, sys, time
+import ray
+cmd, n = json.loads(sys.argv[1]), int(sys.argv[2])
+ray.init(address=sys.argv[3], logging_level="ERROR", log_to_driver=False, _node_ip_address="127.0.0.1")
+
+@ray.remote(num_cpus=1, max_retries=0)
+def job(cmd):
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True).returncode
+
+ray.get([job.remote(cmd) for _ in range(min(n, 300))])  # the worker pool up, as sage-ops is warmed
+t0 = time.perf_counter()
+codes = ray.get([job.remote(cmd) for _ in range(n)])
+print(json.dumps({"rate": n / (time.perf_counter() - t0), "failed": sum(1 for c in codes if c)}))
+"""
+
+
+def xargs_floor(cmd: list[str], n: int, parallel: int) -> float:
+    """Jobs/s of `xargs -P parallel` running `cmd` n times (each gets one number as an extra
+    argument, which `true` and `python -c pass` ignore)."""
+    lines = "".join(f"{i}\n" for i in range(n))
+    t0 = time.perf_counter()
+    subprocess.run(["xargs", "-P", str(parallel), "-n", "1", *cmd], input=lines, text=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    rate = n / (time.perf_counter() - t0)
+    print(f"  xargs -P {parallel} {' '.join(cmd):<16}: {rate:8.1f} jobs/s  (the floor: no manager)")
+    return rate
+
+
+def bare_ray_tasks(cmd: list[str], n: int, address: str, state: Path) -> float:
+    """Jobs/s of one Ray task per job running `cmd` in a subprocess, on the head at `address`
+    (the head of the daemon whose state dir is `state`: its token and settings)."""
+    from sage_ops.server.backend.ray_backend import LocalHead
+
+    env = {**os.environ, **LocalHead(state).env()}
+    out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cmd), str(n), address], env=env,
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        print(f"  bare Ray tasks: failed: {out.stderr.strip().splitlines()[-1:]}")
+        return 0.0
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  bare Ray tasks {' '.join(cmd):<14}: {result['rate']:8.1f} jobs/s  ({n} tasks, {result['failed']} failed)")
+    return float(result["rate"])
