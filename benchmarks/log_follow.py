@@ -75,7 +75,8 @@ async def one_run(bench: Bench, client: AsyncJobManagerClient, mb: int, follower
 
 
 async def run(args: Any) -> dict[str, Any]:
-    bench = Bench()
+    bench = Bench(env={"SAGE_OPS_STORAGE__MAX_LOG_BYTES": str((2 * args.log_mb + 64) << 20)})  # past the quota
+    # the log would end at its marker, and the follower with it
     health = bench.start()
     pid = health["pid"]
     figures: dict[str, Any] = {"log_mb": args.log_mb}

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         from .daemon.daemon import JobManagerServer
 
         tune_gc()
+        tune_malloc()
         JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,
                          socket_path=a.socket, **{"security.tls_cert": a.tls_cert,
                                                      "security.tls_key": a.tls_key,
@@ -49,6 +50,28 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+
+
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
+MMAP_THRESHOLD = 256 * 1024
+ARENAS = 2
+
+
+def tune_malloc() -> None:
+    """The daemon handles log blocks of up to 4 MiB; glibc's dynamic threshold then serves such
+    buffers from its heap, where freed ones are not returned (measured: +70-100 MB of RSS after
+    one 512 MiB log, kept). A fixed threshold keeps big buffers in their own mappings, returned on
+    free; two arenas instead of one per thread that allocated. glibc only (elsewhere a no-op)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    mallopt(M_ARENA_MAX, ARENAS)
 
 
 if __name__ == "__main__":
