@@ -110,9 +110,17 @@ async def test_a_report_with_a_wrong_capability_is_refused_and_counted() -> None
     d = Dispatcher.__ray_actor_class__(key_hash(b"k" * 32))
     d.caps[("job-1", 1)] = b"c" * 32
     d.inflight["job-1"] = (1, None)
-    with pytest.raises(PermissionError):
-        await d.report([("ended", {"job_id": "job-1", "attempt": 1, "cap": b"x" * 32, "exit_code": 0})])
+    await d.report([("ended", {"job_id": "job-1", "attempt": 1, "cap": b"x" * 32, "exit_code": 0})])
     assert (d.refused, d.inflight) == (1, {"job-1": (1, None)})
+
+
+async def test_a_malformed_report_event_is_refused_and_the_next_one_still_counts() -> None:
+    d = Dispatcher.__ray_actor_class__(key_hash(b"k" * 32))
+    d.caps[("job-1", 1)] = b"c" * 32
+    d.inflight["job-1"] = (1, None)
+    await d.report([("started", {"job_id": "job-1", "attempt": 1, "cap": b"c" * 32}),  # no node, pid, t
+                    ("ended", {"job_id": "job-1", "attempt": 1, "cap": b"c" * 32, "exit_code": 0, "reason": None})])
+    assert (d.refused, d.inflight, [e[1] for e in d.events]) == (1, {}, ["ended"])
 
 
 def test_an_executor_refuses_a_take_without_the_dispatchers_key() -> None:

@@ -173,30 +173,39 @@ class Dispatcher:
         asyncio.get_running_loop().create_task(self._watch(job_id, attempt, ref))
 
     async def report(self, events: list[Report]) -> None:
-        """An executor's events, in the order its attempts made them; each opened by its
-        attempt's capability. Returns once the daemon has room for more log data (backpressure)."""
-        for kind, payload in events:
-            if not isinstance(payload, dict):
-                raise self._refuse("report: malformed event")
-            job_id, attempt = payload.get("job_id"), payload.get("attempt")
-            self._attempt(job_id, attempt, payload.pop("cap", None), f"report {kind}")
-            assert isinstance(job_id, str) and isinstance(attempt, int)
-            if kind == "started":
-                self.pool.moved(job_id)
-                self._started(job_id, attempt, str(payload["node"])[:256], int(payload["pid"]), float(payload["t"]),
-                              str(payload.get("node_id", ""))[:64])
-            elif kind == "logs" and isinstance(payload.get("data"), bytes):
-                if self.inflight.get(job_id, (None,))[0] == attempt and payload["data"]:
-                    self.log_bytes += len(payload["data"])
-                    self._emit("logs", {"job_id": job_id, "attempt": attempt, "data": payload["data"]})
-            elif kind == "ended":
-                payload.pop("job_id"), payload.pop("attempt"), payload.pop("t", None)
-                self._end(job_id, attempt, cast(AttemptOutcome, payload), executor=True)
-            else:
-                raise self._refuse(f"report {str(kind)[:20]}: malformed event")
+        """An executor's events, in the order its attempts made them, each opened by its
+        attempt's capability; one that is refused (counted) does not hold up the others. Returns
+        once the daemon has room for more log data (backpressure)."""
+        for event in events:
+            try:
+                self._reported(*event)
+            except PermissionError:
+                continue  # counted by _refuse
+            except (TypeError, ValueError, KeyError):
+                self._refuse(f"report: malformed event {str(event)[:80]}")
         while self.log_bytes >= LOG_HELD_MAX:
             self._room = self._room or asyncio.Event()
             await self._room.wait()
+
+    def _reported(self, kind: str, payload: dict[str, Any]) -> None:
+        if not isinstance(payload, dict):
+            raise TypeError("not a dict")
+        job_id, attempt = payload.get("job_id"), payload.get("attempt")
+        self._attempt(job_id, attempt, payload.pop("cap", None), f"report {str(kind)[:20]}")
+        assert isinstance(job_id, str) and isinstance(attempt, int)
+        if kind == "started":
+            self.pool.moved(job_id)
+            self._started(job_id, attempt, str(payload["node"])[:256], int(payload["pid"]), float(payload["t"]),
+                          str(payload.get("node_id", ""))[:64])
+        elif kind == "logs" and isinstance(payload.get("data"), bytes):
+            if self.inflight.get(job_id, (None,))[0] == attempt and payload["data"]:
+                self.log_bytes += len(payload["data"])
+                self._emit("logs", {"job_id": job_id, "attempt": attempt, "data": payload["data"]})
+        elif kind == "ended":
+            payload.pop("job_id"), payload.pop("attempt"), payload.pop("t", None)
+            self._end(job_id, attempt, cast(AttemptOutcome, payload), executor=True)
+        else:
+            raise ValueError(f"no such event {str(kind)[:20]}")
 
     async def _watch(self, job_id: str, attempt: int, ref: Any) -> None:
         out: AttemptOutcome
