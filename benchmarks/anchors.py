@@ -9,14 +9,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 DRIVER = r"""
-import json, subprocess, sys, time
+import json, os, subprocess, sys, time
+from pathlib import Path
+from sage_ops.server.backend.ray_backend import LocalHead
+os.environ.update(LocalHead(Path(sys.argv[4])).env())  # the head's token and settings, before Ray is imported
 import ray
 cmd, n = json.loads(sys.argv[1]), int(sys.argv[2])
 ray.init(address=sys.argv[3], logging_level="ERROR", log_to_driver=False, _node_ip_address="127.0.0.1")
@@ -47,10 +49,7 @@ def xargs_floor(cmd: list[str], n: int, parallel: int) -> float:
 def bare_ray_tasks(cmd: list[str], n: int, address: str, state: Path) -> float:
     """Jobs/s of one Ray task per job running `cmd` in a subprocess, on the head at `address`
     (the head of the daemon whose state dir is `state`: its token and settings)."""
-    from sage_ops.server.backend.ray_backend import LocalHead
-
-    env = {**os.environ, **LocalHead(state).env()}
-    out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cmd), str(n), address], env=env,
+    out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cmd), str(n), address, str(state)],
                          capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         print(f"  bare Ray tasks: failed: {out.stderr.strip().splitlines()[-1:]}")
