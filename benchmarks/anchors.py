@@ -4,6 +4,9 @@
 - bare Ray tasks on the daemon's own Ray head: one task per job (num_cpus=1) that runs the
   command in a subprocess, all submitted at once from a driver of their own, after a warm-up;
 - Ray's Job Submission API (submit_throughput.ray_jobs), a few jobs in flight.
+
+Each Ray client runs in a process of its own: Ray reads its auth mode when first imported, and
+another scenario of the same run may have imported it already.
 """
 
 from __future__ import annotations
@@ -32,6 +35,26 @@ t0 = time.perf_counter()
 codes = ray.get([job.remote(cmd) for _ in range(n)])
 print(json.dumps({"rate": n / (time.perf_counter() - t0), "failed": sum(1 for c in codes if c)}))
 """
+
+
+RAY_JOBS = r"""
+import os, sys
+from pathlib import Path
+from sage_ops.server.backend.ray_backend import LocalHead
+os.environ.update(LocalHead(Path(sys.argv[4])).env())
+sys.path.insert(0, sys.argv[5])
+from submit_throughput import ray_jobs
+print(ray_jobs(int(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def ray_jobs(n: int, dashboard: str, window: int, state: Path) -> float:
+    """Jobs/s of `true` jobs through Ray's Job Submission API (`window` in flight)."""
+    out = subprocess.run([sys.executable, "-c", RAY_JOBS, str(n), dashboard, str(window), str(state),
+                          str(Path(__file__).resolve().parent)], text=True, stdout=subprocess.PIPE, timeout=7200)
+    lines = out.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]))  # its own report line
+    return float(lines[-1]) if out.returncode == 0 and lines else 0.0
 
 
 def xargs_floor(cmd: list[str], n: int, parallel: int) -> float:
