@@ -5,6 +5,7 @@ timeout, a job never stuck behind a long one, and an executor's death said as th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from test_scheduler_rules import Rig, open_store
 from sage_ops.lifecycle import TERMINAL, JobStatus
 from sage_ops.server.backend.actor import Dispatcher
 from sage_ops.server.backend.executor import Executor
+from sage_ops.server.backend.executor_pool import ExecutorPool
 from sage_ops.server.backend.protocol import key_hash
 from sage_ops.server.scheduling.capacity import PREFETCH_SECONDS
 from sage_ops.server.storage import store as st
@@ -129,6 +131,14 @@ def test_an_executor_refuses_a_take_without_the_dispatchers_key() -> None:
     ex._key_digest = key_hash(b"k" * 32)
     with pytest.raises(PermissionError):
         ex.take(b"not the key", [])
+
+
+async def test_the_pools_clock_stops_with_its_last_executor() -> None:
+    """A dispatcher whose daemon is gone, its executors stopped, wakes no more."""
+    pool = ExecutorPool(lambda *_: None, lambda _: None, lambda _: None)
+    pool.ticking = asyncio.get_running_loop().create_task(pool._tick())
+    await pool.ticking
+    assert pool.ticking is None
 
 
 # -- on a real Ray head -----------------------------------------------------------------------------

@@ -171,7 +171,10 @@ class ExecutorPool:
             self.cancelling.discard(job_id)
 
     async def _tick(self) -> None:
-        while True:
+        """Every TICK while executors live: stop the idle ones, unstall the stalled queues. Ends
+        with the last executor (a dispatcher whose daemon is gone costs nothing), and `place`
+        starts it again."""
+        while any(self.groups.values()):
             await asyncio.sleep(TICK)
             now = time.monotonic()
             for group in list(self.groups.values()):
@@ -182,6 +185,7 @@ class ExecutorPool:
                     elif len(slot.jobs) > 1 and now - slot.moved > STALL:
                         slot.moved = now
                         asyncio.get_running_loop().create_task(self._unstall(slot))
+        self.ticking = None
 
     async def _unstall(self, slot: Slot) -> None:
         """Take back the jobs queued behind a job that runs long: each runs on an idle executor
