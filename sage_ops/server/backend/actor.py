@@ -39,6 +39,7 @@ from .protocol import (
     Started,
     SubmittedAttempt,
     key_hash,
+    key_opens,
     said,
 )
 
@@ -114,7 +115,7 @@ class Dispatcher:
 
     def _daemon(self, key: Any, method: str) -> None:
         """Raise unless `key` is the daemon's."""
-        if not (isinstance(key, bytes) and hmac.compare_digest(key_hash(key), self._key_digest)):
+        if not key_opens(key, self._key_digest):
             raise self._refuse(f"{method} without the daemon's key")
 
     def _attempt(self, job_id: Any, attempt: Any, cap: Any, method: str) -> None:

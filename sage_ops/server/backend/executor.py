@@ -16,7 +16,6 @@ capability, which the dispatcher checks.
 
 from __future__ import annotations
 
-import hmac
 import threading
 import time
 import traceback
@@ -28,7 +27,7 @@ import ray
 
 from .attempt import Attempt, _dispatcher
 from .log_calls import LogCalls
-from .protocol import Report, SubmittedAttempt, key_hash, said
+from .protocol import Report, SubmittedAttempt, key_opens, said
 
 __all__ = ["Executor", "ExecutorAttempt", "Outbox"]
 
@@ -137,7 +136,7 @@ class Executor:
         threading.Thread(target=self.outbox.run, name="outbox", daemon=True).start()
 
     def _daemon(self, key: Any) -> None:
-        if not (isinstance(key, bytes) and hmac.compare_digest(key_hash(key), self._key_digest)):
+        if not key_opens(key, self._key_digest):
             raise PermissionError("executor: a call without the dispatcher's key: refused")
 
     def take(self, key: bytes, jobs: list[SubmittedAttempt]) -> int:

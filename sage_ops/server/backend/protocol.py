@@ -13,11 +13,12 @@ message replaces an idle actor of the older shape. Imported on Ray workers: stan
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any, Literal, TypedDict
 
 __all__ = ["PAYLOADS", "AttemptItem", "AttemptKey", "AttemptOptions", "AttemptOutcome", "AttemptResources", "Ended",
            "Event", "EventKind", "HelloReply", "Logs", "Measured", "Outcome", "Pipeline", "PollReply", "Report",
-           "Started", "SubmittedAttempt", "Where", "key_hash", "said"]
+           "Started", "SubmittedAttempt", "Where", "key_hash", "key_opens", "said"]
 
 
 # -- daemon -> actor -> runner: one attempt to run ------------------------------------------------
@@ -159,6 +160,11 @@ capability under "cap"."""
 def key_hash(key: bytes) -> bytes:
     """What the actor and its executors keep of the daemon's key: enough to check it, not to use it."""
     return hashlib.sha256(b"sage-ops dispatcher key\0" + key).digest()
+
+
+def key_opens(key: Any, digest: bytes) -> bool:
+    """Whether a caller's `key` is the one whose hash is `digest` (in constant time)."""
+    return isinstance(key, bytes) and hmac.compare_digest(key_hash(key), digest)
 
 
 def said(exc: BaseException, limit: int = 300) -> str:

@@ -66,9 +66,12 @@ class Capacity:
         higher-priority arrival waits for is a few short starts; long jobs keep strict order. Only
         jobs of at most one CPU and nothing else: a bigger one is reserved its room (and may be
         backfilled around or preempt for it) instead of waiting in Ray's queue where neither can be."""
-        return (self.prefetch > 0 and self.recent_runtime <= SHORT_JOB and 0 < need.get("CPU", 0) <= 1
-                and set(need) <= {"CPU", "memory"}
-                and (self.prefetched < self.prefetch or self.prefetched < self._deep_prefetch()))
+        return (self.prefetch > 0 and self._short_and_plain(need) and 0 < need.get("CPU", 0) <= 1
+                and self.prefetched < max(self.prefetch, self._deep_prefetch()))
+
+    def _short_and_plain(self, need: Need) -> bool:
+        """Recent jobs ran short, and this one asks only for what the daemon counts itself."""
+        return self.recent_runtime <= SHORT_JOB and set(need) <= {"CPU", "memory"}
 
     def _deep_prefetch(self) -> int:
         """With executors, a prefetched job costs no lease and waits only behind short jobs: as
@@ -79,13 +82,13 @@ class Capacity:
         cpus = sum(total.get("CPU", 0) for _, total in self.nodes.node_totals(open_only=True))
         return min(PREFETCH_MAX, int(PREFETCH_SECONDS * cpus / max(self.recent_runtime, 1e-3)))
 
-    def executor_ok(self, node: str, need: Need) -> bool:
-        """Whether a job charged to `node` runs on a long-lived executor (backend/executor.py)
+    def executor_ok(self, need: Need) -> bool:
+        """Whether a job runs on a long-lived executor (backend/executor.py)
         instead of a Ray task of its own: only while recent jobs ran short (a task's lease and
         calls cost several times a short job), and only jobs of CPU and memory, which the daemon
         counts itself (Ray does not see what an executor runs). Long jobs keep their own task,
         whose resources Ray sees."""
-        return self.executors and self.recent_runtime <= SHORT_JOB and set(need) <= {"CPU", "memory"}
+        return self.executors and self._short_and_plain(need)
 
     def release(self, node: str, need: Need) -> None:
         if node == PREFETCH:

@@ -141,7 +141,7 @@ class Dispatch(TermPart):
                 item: AttemptItem = {"id": job_id, "attempt": attempt,
                                      "resources": cast(AttemptResources, job.spec.resources.model_dump()),
                                      "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)}
-                if self._on_executor(job, node):
+                if self._on_executor(job):
                     item["node"] = "" if node == PREFETCH else node
                 batch.append(item)
         finally:
@@ -222,11 +222,11 @@ class Dispatch(TermPart):
         ends = self.clock.now() + job.spec.timeout
         return self.state.capacity.charge(job.need, admits=lambda node: reservation.admits(node, job.need, ends))
 
-    def _on_executor(self, job: Queued, node: str) -> bool:
+    def _on_executor(self, job: Queued) -> bool:
         """A plain command or script (no pip list, image or pipeline: those need Ray's own task
         environment) runs on its node's executor while recent jobs ran short (Capacity.executor_ok)."""
         return (job.spec.kind in (JobKind.COMMAND, JobKind.SCRIPT)
-                and not job.spec.pip and not job.spec.image and self.state.capacity.executor_ok(node, job.need))
+                and not job.spec.pip and not job.spec.image and self.state.capacity.executor_ok(job.need))
 
     def cluster(self, now: float) -> Cluster:
         """The open nodes' free resources and when each running job's time limit frees more."""
