@@ -322,6 +322,11 @@ class JobSpec(Strict):
         name, seconds = parse_signal(v)
         return f"{name}@{seconds:g}"
 
+    def stored(self) -> str:
+        """The JSON the daemon keeps, in its database and for a queued job: only what differs from
+        the defaults (a `true` job is 32 bytes, not 600). `model_validate_json` reads it back."""
+        return self.model_dump_json(exclude_defaults=True)
+
     def warning(self) -> tuple[str, float] | None:
         """The signal that warns it, and how many seconds ahead (None: no --signal)."""
         return parse_signal(self.signal) if self.signal else None

@@ -14,7 +14,7 @@ S = JobStatus
 
 
 def dispatched(job_id: str = "j1", attempt: int = 1, **spec: Any) -> dict[str, Dispatched]:
-    job = Queued(job_id, 1, JobSpec(command=["true"], **spec), S.PENDING)
+    job = Queued.of(job_id, 1, JobSpec(command=["true"], **spec), S.PENDING)
     return {job_id: Dispatched(job, attempt, "node-a")}
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sage_ops.errors import Conflict
 from sage_ops.lifecycle import TERMINAL, TRANSITIONS, JobStatus, is_legal, transition
-from sage_ops.schemas import RetryPolicy
+from sage_ops.schemas import JobSpec, RetryPolicy
 from sage_ops.server.scheduling.execution_graph import GraphError, Node, Waiting, critical_path, topological_order
 
 S = JobStatus
@@ -136,6 +136,29 @@ def test_critical_path_is_a_longest_chain(dag: dict[int, list[int]], times: list
     for j in sorted(dag):
         longest[j] = times[j] + max((longest[d] for d in dag[j]), default=0.0)
     assert sum(times[int(p)] for p in path) == pytest.approx(max(longest.values()))
+
+
+names = st.from_regex(r"[a-z][a-z0-9_.-]{0,9}", fullmatch=True)
+env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True)
+job_ids = st.from_regex(r"[0-9a-f]{12}", fullmatch=True)
+argv = st.lists(st.text(st.characters(blacklist_characters="\0"), max_size=8), min_size=1, max_size=3)
+resources = st.fixed_dictionaries({}, optional={
+    "cpu": st.sampled_from([0.25, 1.0, 2.0]), "memory": st.integers(0, 2**34),
+    "custom_resources": st.dictionaries(st.sampled_from(["a", "b"]), st.floats(0.5, 4))})
+specs = st.fixed_dictionaries({"command": argv}, optional={
+    "name": names, "env": st.dictionaries(env_names, st.text(max_size=5), max_size=2), "resources": resources,
+    "priority": st.integers(-5, 5), "timeout": st.floats(1, 1000), "hold": st.booleans(),
+    "kill_on_invalid_dep": st.booleans(), "retry_policy": st.fixed_dictionaries({"max_retries": st.integers(0, 3)}),
+    "array": st.fixed_dictionaries({"indices": st.just("0-9")}, optional={"throttle": st.integers(1, 5)}),
+    "tenant": st.sampled_from(["a", "b"]), "dependencies": st.lists(job_ids, max_size=2)})
+
+
+@given(specs)
+def test_a_stored_spec_reads_back_the_same(data: dict[str, Any]) -> None:
+    """The daemon keeps a job's spec as `stored()` (defaults left out): reading it back gives the
+    very spec, whatever was set, including a value equal to its default."""
+    spec = JobSpec.model_validate(data)
+    assert JobSpec.model_validate_json(spec.stored()) == spec
 
 
 @given(st.floats(0, 1000), st.floats(1, 100), st.integers(1, 2000))

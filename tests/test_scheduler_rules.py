@@ -184,6 +184,16 @@ async def test_the_dispatch_loop_hands_a_job_over_as_soon_as_a_submit_wakes_it(r
     assert rig.backend.dispatched_ids() == [job]
 
 
+async def test_a_waiting_job_keeps_its_spec_as_stored_and_reads_it_back_whole(rig: Rig) -> None:
+    """100,000 waiting jobs must fit the daemon's memory: each keeps its compact stored spec, not
+    a validated model (2.7 KB in 22 objects), and decodes it whole when dispatched."""
+    await rig.submit(resources={"cpu": 4})  # the cluster is full: the next one waits
+    job = await rig.submit(name="w", env={"A": "1"}, timeout=30)
+    queued = rig.sched.state.queued[job]
+    assert not any(isinstance(getattr(queued, f), JobSpec) for f in queued.__slots__)
+    assert queued.spec == JobSpec(command=["true"], name="w", env={"A": "1"}, timeout=30)
+
+
 async def test_a_job_that_no_node_can_ever_hold_is_rejected_at_once(rig: Rig) -> None:
     job = await rig.submit(resources={"cpu": 64})
     assert await rig.reason(job) == "no node can ever hold CPU=64 (largest node has CPU=4)"

@@ -69,7 +69,7 @@ def plan(specs: Sequence[JobSpec], sent: Sequence[str], ids: Sequence[str], firs
     for job_id, spec, js, named in zip(ids, specs, sent, link(specs, ids, batch)):
         if named:
             spec = spec.with_dependencies(named)
-            js = spec.model_dump_json()
+            js = spec.stored()
         seq += arrays.size(spec)  # an array holds its tasks' seqs; its own row the last of them
         out.append(Planned(job_id, seq - 1, spec, list(dict.fromkeys(spec.waits_for())), spec.conditions(),
                            spec_json=js))
@@ -217,7 +217,7 @@ class Admission(TermPart):
         now = self.clock.now()
         ids = [new_job_id() for _ in specs]
         specs = [with_min_cpu(self.sealer.seal(s) if s.secret_env else s) for s in specs]  # never stored in clear
-        sent = [s.model_dump_json() for s in specs]  # once: the request's digest and the stored specs
+        sent = [s.stored() for s in specs]  # once: the request's digest, the stored specs and the queued jobs
         digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
         plans = plan(specs, sent, ids, self.state.seq + 1, batch)
         nodes = self.backend.node_totals()  # once per request, not per job
@@ -293,8 +293,8 @@ class Admission(TermPart):
             if is_terminal(p.status):
                 continue
             self.state.active += 1
-            job = Queued(p.id, p.seq, p.spec, p.status, priority=p.spec.priority, not_before=later(p.spec, now),
-                         held=p.spec.hold)
+            job = Queued.of(p.id, p.seq, p.spec, p.status, priority=p.spec.priority, stored=p.spec_json,
+                            not_before=later(p.spec, now), held=p.spec.hold)
             self.state.queued[p.id] = job
             if p.spec.array is not None:
                 self.state.arrays[p.id] = ArrayRun(job, Indices.parse(p.spec.array.indices))

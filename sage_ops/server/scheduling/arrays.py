@@ -59,8 +59,9 @@ def task_rows(conn: Connection, run: ArrayRun, state_arrays: dict[str, ArrayRun]
     (fewer when an --after-corr array has not made its own yet)."""
     rows, events, edges, queued = [], [], [], []
     array = run.job
-    spec_json = json.loads(array.spec.model_dump_json())
-    corr = array.spec.after_corr
+    whole = array.spec
+    spec_json = json.loads(whole.model_dump_json())
+    corr = whole.after_corr
     specs: dict[str, Indices | None] = {}
     for pos in range(run.made, run.made + n):
         index = run.indices.nth(pos)
@@ -69,14 +70,15 @@ def task_rows(conn: Connection, run: ArrayRun, state_arrays: dict[str, ArrayRun]
             break
         tid = task_id(array.id, index)
         spec = JobSpec.model_validate({**task_fields(spec_json, array.id, index), "dependencies": deps})
+        stored = spec.stored()
         rows.append(st.new_job_row(id=tid, seq=run.first_seq + pos, name=spec.display_name(), tenant=spec.tenant,
                                    status=S.PENDING.value, reason=None, priority=array.priority,
-                                   kind=spec.kind.value, spec=spec.model_dump_json(), created_at=now, updated_at=now,
+                                   kind=spec.kind.value, spec=stored, created_at=now, updated_at=now,
                                    array_id=array.id, array_index=index))
         events.append(st.event_row(transition(tid, None, S.SUBMITTED, f"task {index} of array {array.id}"), now))
         events.append(st.event_row(transition(tid, S.SUBMITTED, S.PENDING, "admitted"), now))
         edges += [{"job_id": tid, "depends_on": d} for d in deps]
-        queued.append(Queued(tid, run.first_seq + pos, spec, S.PENDING, priority=array.priority))
+        queued.append(Queued.of(tid, run.first_seq + pos, spec, S.PENDING, priority=array.priority, stored=stored))
     return rows, events, edges, queued
 
 
@@ -111,7 +113,7 @@ class Arrays(TermPart):
                 run.active.add(task.id)
                 state.queued[task.id] = task
                 state.active += 1
-            if run.job.spec.after_corr and run.room(window):
+            if run.after_corr and run.room(window):
                 state.arrays_due.add(run.id)  # the rest as the other arrays make theirs
         await self.outcomes.enqueue([t for _, tasks in made for t in tasks])  # --after-corr ones wait
 
@@ -134,8 +136,8 @@ async def load_runs(store: st.Store, arrays: list[Queued]) -> dict[str, ArrayRun
     tasks = await store.read(q)
     out = {}
     for a in arrays:
-        assert a.spec.array is not None
-        run = ArrayRun(a, Indices.parse(a.spec.array.indices))
+        assert a.array is not None
+        run = ArrayRun(a, Indices.parse(a.array.indices))
         mine = tasks.get(a.id, [])
         run.made = len(mine)
         run.active = {t for t, s in mine if s not in ENDED}

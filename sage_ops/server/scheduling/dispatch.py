@@ -16,7 +16,7 @@ from typing import cast
 
 from ...errors import SageOpsError
 from ...lifecycle import JobStatus, amend
-from ...schemas import JobKind
+from ...schemas import JobKind, JobSpec
 from ..backend import transit
 from ..backend.protocol import AttemptItem, AttemptOptions, AttemptResources
 from ..storage import store as st
@@ -137,11 +137,12 @@ class Dispatch(TermPart):
                 attempt = job.attempts_made + 1
                 if attempt == 1 and self.logs is not None:
                     self.logs.fresh(job_id)  # no attempt ran anywhere: nothing to fetch from the store
-                state.dispatched[job_id] = Dispatched(job, attempt, node)
+                d = state.dispatched[job_id] = Dispatched(job, attempt, node)
+                spec = d.spec
                 item: AttemptItem = {"id": job_id, "attempt": attempt,
-                                     "resources": cast(AttemptResources, job.spec.resources.model_dump()),
-                                     "spec": job.spec.model_dump(mode="json"), "opts": self._options(job, attempt)}
-                if self._on_executor(job):
+                                     "resources": cast(AttemptResources, spec.resources.model_dump()),
+                                     "spec": spec.model_dump(mode="json"), "opts": self._options(job_id, spec, attempt)}
+                if self._on_executor(spec, job.need):
                     item["node"] = "" if node == PREFETCH else node
                 batch.append(item)
         finally:
@@ -189,7 +190,7 @@ class Dispatch(TermPart):
         used = state.dispatched.use
         total = sum(t.get("CPU", 0.0) for t in cluster.totals().values())
         shares = fair_shares(total, state.dispatched, state.queued, state.quotas)
-        need = max(job.spec.resources.cpu, MIN_CPU)
+        need = max(job.need.get("CPU", 0.0), MIN_CPU)
         mine = job.tenant
         below = mine in shares and used[mine].cpu + need <= shares[mine] + 1e-9
 
@@ -217,16 +218,16 @@ class Dispatch(TermPart):
     def _backfill(self, job: Queued, reservation: Reservation) -> str | None:
         """The node a job behind the reservation may start on now, or None. A job without its own
         --timeout never backfills: the daemon's default limit is a guess, not the user's word."""
-        if job.spec.timeout is None:
+        if job.timeout is None:
             return None
-        ends = self.clock.now() + job.spec.timeout
+        ends = self.clock.now() + job.timeout
         return self.state.capacity.charge(job.need, admits=lambda node: reservation.admits(node, job.need, ends))
 
-    def _on_executor(self, job: Queued) -> bool:
+    def _on_executor(self, spec: JobSpec, need: dict[str, float]) -> bool:
         """A plain command or script (no pip list, image or pipeline: those need Ray's own task
         environment) runs on its node's executor while recent jobs ran short (Capacity.executor_ok)."""
-        return (job.spec.kind in (JobKind.COMMAND, JobKind.SCRIPT)
-                and not job.spec.pip and not job.spec.image and self.state.capacity.executor_ok(job.need))
+        return (spec.kind in (JobKind.COMMAND, JobKind.SCRIPT)
+                and not spec.pip and not spec.image and self.state.capacity.executor_ok(need))
 
     def cluster(self, now: float) -> Cluster:
         """The open nodes' free resources and when each running job's time limit frees more."""
@@ -235,23 +236,23 @@ class Dispatch(TermPart):
                     d.need) for d in state.dispatched.values())
         return Cluster.now(state.capacity.nodes.node_totals(open_only=True), state.capacity.used, running)
 
-    def _options(self, job: Queued, attempt: int) -> AttemptOptions:
+    def _options(self, job_id: str, spec: JobSpec, attempt: int) -> AttemptOptions:
         """How the attempt runs: limits, the user it runs as (or what it must not see), its secrets
         sealed for this attempt alone."""
         jm, storage = self.cfg.jobmanager, self.cfg.storage
-        opts: AttemptOptions = {"timeout": job.spec.timeout or jm.job_timeout, "kill_grace": jm.kill_grace,
+        opts: AttemptOptions = {"timeout": spec.timeout or jm.job_timeout, "kill_grace": jm.kill_grace,
                                 "max_log_bytes": storage.max_log_bytes, "max_result_bytes": storage.max_result_bytes,
-                                "run_as": job.spec.run_as}
-        if warning := job.spec.warning():
+                                "run_as": spec.run_as}
+        if warning := spec.warning():
             opts["warn_signal"], opts["warn_seconds"] = warning
-        if not job.spec.run_as:
-            kind = job.spec.kind
+        if not spec.run_as:
+            kind = spec.kind
             if kind not in self.hide:
                 self.hide[kind] = self.run_as.hidden(self.cfg, kind)
             opts["hide"] = self.hide[kind]
-        if job.spec.secret_env:
+        if spec.secret_env:
             try:
-                opts["secret_env"] = transit.seal(self.sealer.unseal(job.spec), job.id, attempt)
+                opts["secret_env"] = transit.seal(self.sealer.unseal(spec), job_id, attempt)
             except (SageOpsError, transit.TransitError) as exc:
                 opts["secret_error"] = exc.message  # the attempt fails, saying why
         return opts

@@ -115,8 +115,8 @@ class Operations(TermPart):
             return out
 
         outcome = await self.store.write(op)
-        jobs = [Queued(r.id, r.seq, JobSpec.model_validate_json(r.spec), S.PENDING, r.attempts_made, r.attempts_made,
-                       r.priority) for r in outcome if not isinstance(r, SageOpsError)]
+        jobs = [Queued.of(r.id, r.seq, JobSpec.model_validate_json(r.spec), S.PENDING, r.attempts_made, r.attempts_made,
+                          r.priority) for r in outcome if not isinstance(r, SageOpsError)]
         for job in jobs:
             self.state.active += 1
             self.state.queued[job.id] = job
@@ -125,7 +125,7 @@ class Operations(TermPart):
                 run.active.add(row.id)
                 run.failed -= row.status in (S.FAILED.value, S.REJECTED.value)
                 run.cancelled -= row.status == S.CANCELLED.value
-        self.state.arrays.update(await load_runs(self.store, [j for j in jobs if j.spec.array is not None]))
+        self.state.arrays.update(await load_runs(self.store, [j for j in jobs if j.array is not None]))
         await self.outcomes.enqueue(jobs)
         retried = {j.id for j in jobs}  # the jobs kept waiting for one of these wait for it again
         kept = [self.state.queued[j] for j, (dep, _) in self.state.stuck.items() if dep in retried]
@@ -221,7 +221,7 @@ class Operations(TermPart):
                              if getattr(old, k) != getattr(new, k))
             if throttle is not None and old.array is not None:
                 said = ", ".join(filter(None, [said, f"throttle {old.array.throttle or '-'} -> {throttle}"]))
-            fields: dict[str, Any] = {"spec": new.model_dump_json(), "priority": new.priority}
+            fields: dict[str, Any] = {"spec": new.stored(), "priority": new.priority}
             if "begin_at" in changes:
                 fields["not_before"] = later(new, now)
             st.apply_transitions(conn, [amend(job_id, status, f"updated: {said or 'nothing new'}", **fields)], now)
@@ -231,7 +231,7 @@ class Operations(TermPart):
         job = self.state.queued.pop(job_id, None)  # out and in again: the tenant's tallies follow its new needs
         if job is None:
             return await self.store.read(lambda c: st.get_job(c, job_id))
-        job.spec, job.priority = new, new.priority
+        job.respec(new)
         if "begin_at" in changes:
             job.not_before = later(new, now)
         self.state.queued[job_id] = job

@@ -82,8 +82,10 @@ class Outcomes(TermPart):
         doomed: list[tuple[Queued, str, str]] = []
         for job in jobs:
             self.state.stuck.pop(job.id, None)
-            spec, unfinished = job.spec, []
-            for d in deps.get(job.id, []):
+            mine, unfinished = deps.get(job.id, []), []
+            spec = job.spec if mine else None  # decoded only for the conditions of its dependencies
+            for d in mine:
+                assert spec is not None
                 ok = met(spec.condition(d), known[d][0]) if d in known else None
                 if ok is False:
                     doomed.append((job, d, dependency_unmet(d, *known[d], spec.condition(d))))
@@ -91,11 +93,11 @@ class Outcomes(TermPart):
                 if ok is None and d in known:
                     unfinished.append(d)
             else:
-                if not self.state.waiting.add(job.id, unfinished, spec.conditions()):
+                if not self.state.waiting.add(job.id, unfinished, spec.conditions() if spec else {}):
                     self.state.queue(job)
-        await self.stick([(j.id, d, why) for j, d, why in doomed if not j.spec.kill_on_invalid_dep])
+        await self.stick([(j.id, d, why) for j, d, why in doomed if not j.kill_on_invalid_dep])
         for job, _, reason in doomed:
-            if job.spec.kill_on_invalid_dep:
+            if job.kill_on_invalid_dep:
                 await self.cancel_ids([job.id], reason)
 
     async def stick(self, items: list[tuple[str, str, str]]) -> None:
@@ -177,7 +179,7 @@ class Outcomes(TermPart):
             if not doomed:
                 continue
             label = job_id if cause is not None else await self._name(job_id)
-            kept = {child for child, _ in doomed if (q := state.queued.get(child)) and not q.spec.kill_on_invalid_dep}
+            kept = {child for child, _ in doomed if (q := state.queued.get(child)) and not q.kill_on_invalid_dep}
             await self.stick([(child, job_id, dependency_unmet(job_id, status, label, c))
                               for child, c in doomed if child in kept])
             for condition in ("ok", "notok"):

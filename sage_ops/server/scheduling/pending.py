@@ -44,7 +44,7 @@ def explain(state: QueueState, ids: Iterable[str], cluster: Cluster, now: float,
         return {}
     order = ready_order(state)
     place = {job.id: i for i, job in enumerate(order)}
-    estimated = starts(((j.id, j.need, j.spec.timeout or default_limit) for j in order), cluster, now, ESTIMATED)
+    estimated = starts(((j.id, j.need, j.timeout or default_limit) for j in order), cluster, now, ESTIMATED)
     out = {}
     for job_id in wanted:
         if job_id in state.dispatched:
@@ -66,7 +66,7 @@ def _array(state: QueueState, run: ArrayRun, cluster: Cluster, now: float, place
            estimated: dict[str, float]) -> Pending | None:
     """Why an array that may make tasks has none running: its throttle, or what its first waiting
     task waits for."""
-    throttle = run.job.spec.array.throttle if run.job.spec.array else None
+    throttle = run.job.array.throttle if run.job.array else None
     if throttle is not None and len(run.active) >= throttle:
         return Pending(code=P.ARRAY_THROTTLE, text=f"{len(run.active)} tasks made of {throttle} at once (%{throttle})")
     task = next((state.queued[t] for t in sorted(run.active, key=lambda t: state.queued[t].seq if t in state.queued
@@ -111,7 +111,7 @@ def _why(state: QueueState, job: Queued, cluster: Cluster, now: float, position:
             held += f"; preempting {', '.join(victims)}"
         return Pending(code=P.RESOURCES, text=f"needs {fmt(job.need)}, largest free {fmt(have)}{held}", **line)
     if reservation is not None and cluster.fitting(job.need) is not None:
-        hint = "" if job.spec.timeout else " (a --timeout lets a short job start around it)"
+        hint = "" if job.timeout else " (a --timeout lets a short job start around it)"
         return Pending(code=P.RESERVATION, text=f"would delay {reservation.job_id}, which is reserved the "
                        f"resources{hint}", **line)
     if position == 0 and cluster.fitting(job.need) is None:

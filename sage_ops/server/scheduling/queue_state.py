@@ -56,7 +56,7 @@ class QueueState:
             return
         if job.not_before and job.not_before > self.clock.now():
             heapq.heappush(self.later, (job.not_before, job.seq, job.id))
-        elif job.spec.array is not None:  # an array is never run itself: its tasks are made and queued
+        elif job.array is not None:  # an array is never run itself: its tasks are made and queued
             job.not_before = None
             self.arrays_due.add(job.id)
         else:
@@ -69,8 +69,9 @@ class QueueState:
         tenant = job.tenant
         if tenant is None or tenant not in self.quotas:
             return None
-        res = job.spec.resources
-        return over_quota(tenant, self.quotas[tenant], self.dispatched.use[tenant], res.cpu, res.gpu)
+        need = job.need
+        return over_quota(tenant, self.quotas[tenant], self.dispatched.use[tenant], need.get("CPU", 0.0),
+                          need.get("GPU", 0.0))
 
     def in_background(self, work: Any) -> None:
         """Run a write nobody waits for, kept referenced until it is done."""

@@ -47,7 +47,7 @@ class Use:
 
 
 class Tally(dict[str, V], Generic[V]):
-    """Jobs by id (values have `.tenant` and `.spec.resources`), with per-tenant totals."""
+    """Jobs by id (values have `.tenant` and `.need`), with per-tenant totals."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,10 +55,10 @@ class Tally(dict[str, V], Generic[V]):
 
     def _count(self, job: Any, sign: int) -> None:
         use = self.use[job.tenant]
-        res = job.spec.resources
+        need = job.need
         use.jobs += sign
-        use.cpu += sign * max(res.cpu, MIN_CPU)  # jobs stored before MIN_CPU count as it too
-        use.gpu += sign * res.gpu
+        use.cpu += sign * max(need.get("CPU", 0.0), MIN_CPU)  # jobs stored before MIN_CPU count as it too
+        use.gpu += sign * need.get("GPU", 0.0)
 
     def __setitem__(self, key: str, value: V) -> None:
         old = dict.get(self, key)

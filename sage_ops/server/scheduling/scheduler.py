@@ -131,11 +131,11 @@ class Scheduler:
         for r in rows:
             spec = JobSpec.model_validate_json(r.spec)
             status = S.PENDING if spec.array is not None else S(r.status)  # an array itself never runs
-            term.state.queued[r.id] = Queued(r.id, r.seq, spec, status, r.attempts_made, r.retry_base or 0,
-                                             r.priority, r.not_before, held=bool(r.held))
+            term.state.queued[r.id] = Queued.of(r.id, r.seq, spec, status, r.attempts_made, r.retry_base or 0,
+                                                r.priority, not_before=r.not_before, held=bool(r.held))
         term.state.active = len(rows)
         term.state.arrays = await load_runs(self.store, [j for j in term.state.queued.values()
-                                                         if j.spec.array is not None])
+                                                         if j.array is not None])
 
     async def recover(self) -> None:
         """Once Ray is connected: reattach to in-flight work, fail what was lost, admit the rest,
