@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 
 from ..errors import SageOpsError
+from .allocator import tune_gc, tune_malloc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,38 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-def tune_gc() -> None:
-    """The daemon keeps every queued job in memory; with the default thresholds a 50,000-job batch
-    set off full collections that walk all of them again and again (measured: more than half of a
-    batch's validation time). Collect young objects 100x less often, and never rescan what the
-    imports made (gc.freeze)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-
-
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
-MMAP_THRESHOLD = 256 * 1024
-ARENAS = 2
-
-
-def tune_malloc() -> None:
-    """The daemon handles log blocks of up to 4 MiB; glibc's dynamic threshold then serves such
-    buffers from its heap, where freed ones are not returned (measured: +70-100 MB of RSS after
-    one 512 MiB log, kept). A fixed threshold keeps big buffers in their own mappings, returned on
-    free; two arenas instead of one per thread that allocated. glibc only (elsewhere a no-op)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    mallopt(M_ARENA_MAX, ARENAS)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from ...schemas import (
 )
 from ...telemetry import Health, Stats
 from ..access.auth import DENIED, PRINCIPAL, TARGET, Principal
+from ..allocator import GiveBack
 from ..backend.containment import mode as containment_mode
 from ..scheduling.run_as import RunAs
 from ..services.event_stream import visible_to
@@ -125,6 +126,7 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="sage-ops", version=__version__, docs_url=None, redoc_url=None)
     store, scheduler = services.store, services.scheduler
     packages = services.blobs  # shipped working directories (None: a daemon without a blob store)
+    give_back = GiveBack()  # after a request of many jobs
 
     @app.exception_handler(SageOpsError)
     async def _sage(_req: Request, exc: SageOpsError) -> JSONResponse:
@@ -192,6 +194,7 @@ def create_app(services: Services) -> FastAPI:
         await refuse_missing(packages, specs, batch=True)
         refs, new = await scheduler.submit(specs, views=False, batch=True, key=key,
                                                   local=who.via == "unix")
+        give_back.after(len(refs))
         request.scope[TARGET] = f"{len(refs)} jobs: {refs[0]['id']}..{refs[-1]['id']}"
         return Response(json.dumps({"jobs": refs}), status_code=201 if new else 200, media_type="application/json")
 
@@ -220,6 +223,7 @@ def create_app(services: Services) -> FastAPI:
         options = req.model_dump(exclude={"ids", "filter"})  # dry_run, and what the action's shape adds
         result = await getattr(scheduler, action)(ids, flt, **options)
         result.errors.extend(errors)
+        give_back.after(len(result.affected) + len(result.cascaded))
         return result
 
     def bulk_route(action: str, shape: type[BatchCancel]) -> None:
