@@ -212,6 +212,17 @@ def test_no_job_waits_long_behind_another_on_an_executor(daemon: Daemon) -> None
         client.cancel_jobs(ids)
 
 
+def test_a_node_running_eight_half_cpu_jobs_has_an_executor_for_each(daemon: Daemon) -> None:
+    """An executor per job the daemon counts as running, not per CPU: eight 0.5-CPU jobs on the
+    test head's 4 CPUs all run at once, each on an executor (none waits behind another)."""
+    warm(daemon)
+    ids = [daemon.submit_q("--cpu", "0.5", "--", "sleep", "120") for _ in range(8)]
+    try:
+        assert wait_until(lambda: all(running_on_executor(daemon, i) for i in ids), timeout=60)
+    finally:
+        daemon.client().cancel_jobs(ids)
+
+
 def test_an_executors_death_ends_its_job_saying_so_and_the_next_job_runs(daemon: Daemon) -> None:
     warm(daemon)
     job_id = daemon.submit_q("--cpu", "0", "--", "sleep", "120")

@@ -4,9 +4,10 @@ loop; the actor (actor.py) keeps the attempts' events and hands this pool the jo
 marked for an executor.
 
 The rules:
-- A job charged to a node goes to an idle executor there, else a new one (one per CPU of the
-  node, at most PER_NODE), else it queues behind the least busy one there. A prefetched job
-  (charged to no node) queues behind the least busy executor anywhere.
+- A job charged to a node (the daemon counted it as running there now) goes to an idle executor
+  there, else a new one while the node has fewer executors than such jobs (at most PER_NODE: a
+  node running four 0.5-CPU jobs has four), else it queues behind the least busy one there. A
+  prefetched job (charged to no node) queues behind the least busy executor anywhere.
 - A job never waits behind another for more than STALL seconds: an executor whose running job
   has held its queue that long gives the queue back, and those jobs run as Ray tasks of their own
   (or on an idle executor). Jobs go to executors only while recent jobs ran short, so this is rare.
@@ -17,7 +18,6 @@ The rules:
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from collections.abc import Callable
@@ -55,7 +55,7 @@ class ExecutorPool:
         self.key = os.urandom(32)  # opens the executors' calls: only this actor has it
         self.groups: dict[str, list[Slot]] = {}  # by Ray node id
         self.of: dict[str, Slot] = {}  # job id -> its executor
-        self.node_cpus: dict[str, float] = {}
+        self.charged: dict[str, str] = {}  # job id -> the node the daemon charged it to, while an executor holds it
         self.cancelling: set[str] = set()
         self.ticking: asyncio.Task[None] | None = None
 
@@ -66,11 +66,14 @@ class ExecutorPool:
         """Each job onto an executor (as the rules say), or as a task when none can take it."""
         takes: dict[Slot, list[SubmittedAttempt]] = {}
         for job in jobs:
-            slot = self._slot(owner, job.get("node", ""))
+            node = job.get("node", "")
+            slot = self._slot(owner, node)
             if slot is None:
                 self.run_task(job)
                 continue
             self._hold(slot, job)
+            if node:
+                self.charged[job["id"]] = node
             takes.setdefault(slot, []).append(job)
         if self.ticking is None and takes:
             self.ticking = asyncio.get_running_loop().create_task(self._tick())
@@ -95,15 +98,10 @@ class ExecutorPool:
         idle = next((slot for slot in group if not slot.jobs), None)
         if idle is not None:
             return idle
-        if len(group) < min(PER_NODE, max(1, math.ceil(self._cpus(node)))):
+        running = 1 + sum(1 for n in self.charged.values() if n == node)  # this job and those it joins
+        if len(group) < min(PER_NODE, running):
             return self._start(owner, node)
         return min(group, key=lambda slot: len(slot.jobs)) if group else None
-
-    def _cpus(self, node: str) -> float:
-        if node not in self.node_cpus:
-            self.node_cpus = {n["NodeID"]: float(n.get("Resources", {}).get("CPU", 1)) for n in ray.nodes()
-                              if n.get("Alive")}
-        return self.node_cpus.get(node, 1.0)
 
     def _start(self, owner: tuple[str, str, str], node: str) -> Slot:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -139,6 +137,7 @@ class ExecutorPool:
             slot.moved = time.monotonic()
 
     def ended(self, job_id: str) -> None:
+        self.charged.pop(job_id, None)
         slot = self.of.pop(job_id, None)
         if slot is not None:
             slot.jobs.pop(job_id, None)
@@ -201,6 +200,7 @@ class ExecutorPool:
                 continue
             self.of.pop(job_id)
             slot.jobs.pop(job_id, None)
+            charged = self.charged.pop(job_id, None)
             if job_id in self.cancelling:
                 self.end(job_id, attempt, {"exit_code": None, "reason": "cancelled", "cancelled": True})
                 continue
@@ -209,5 +209,7 @@ class ExecutorPool:
                 self.run_task(job)
                 continue
             self._hold(idle, job)
+            if charged:
+                self.charged[job_id] = charged
             takes.setdefault(idle, []).append(job)
         await self._send(takes)
