@@ -19,6 +19,8 @@ def test_jobs_on_postgresql(new_daemon, postgres) -> None:  # noqa: ANN001
     assert d.run("wait", a, b).returncode == 0
     assert "on-postgres" in d.run("logs", a, check=True).stdout
     assert json.loads(d.run("graph", b, "--json", check=True).stdout)["completed"] == 2
+    stream = [(e.job_id, e.to_status) for e in d.client().stream_events(after=0, follow=False)]
+    assert (b, "COMPLETED") in stream  # the event stream's page query, on PostgreSQL
     out = d.run("cancel", "--name", "nothing-*")
     assert out.returncode == 0
     d.stop()

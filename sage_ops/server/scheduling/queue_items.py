@@ -41,7 +41,7 @@ class Queued:
     def of(cls, job_id: str, seq: int, spec: JobSpec, status: JobStatus, attempts_made: int = 0,
            retry_base: int = 0, priority: int = 0, *, stored: str | None = None, **more: Any) -> Queued:
         """`stored`: the spec's `stored()` form when the caller has it already."""
-        return cls(job_id, seq, stored if stored is not None else spec.stored(), status, _need(spec), spec.tenant,
+        return cls(job_id, seq, stored or spec.stored(), status, _need(spec), spec.tenant,
                    spec.timeout, spec.array, spec.kill_on_invalid_dep, attempts_made, retry_base, priority, **more)
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from ...schemas import JobChange
+from ..storage.database import fetchall
 from ..storage.store import Store
 from ..storage.tables import Job, JobEvent
 
@@ -24,14 +25,19 @@ HEARTBEAT = 15.0
 Visible = Callable[[JobChange], bool] | None  # which events a follower may see; None: all
 
 
+PAGE_SQL = (f"SELECT e.id, e.job_id, e.time, e.from_status, e.to_status, e.reason, e.attempt, j.name, j.tenant, "
+            f"j.priority, j.node, j.exit_code FROM {E.name} e JOIN {J.name} j ON j.id = e.job_id "
+            "WHERE e.id > ? ORDER BY e.id LIMIT ?")
+
+
 def _page(conn: Connection, after: int, limit: int = PAGE) -> list[JobChange]:
-    q = (select(E.c.id, E.c.job_id, E.c.time, E.c.from_status, E.c.to_status, E.c.reason, E.c.attempt, J.c.name,
-                J.c.tenant, J.c.priority, J.c.node, J.c.exit_code)
-         .select_from(E.join(J, J.c.id == E.c.job_id)).where(E.c.id > after).order_by(E.c.id).limit(limit))
-    return [JobChange(seq=r.id, job_id=r.job_id, name=r.name, tenant=r.tenant,
-                      time=datetime.fromtimestamp(r.time, timezone.utc), from_status=r.from_status,
-                      to_status=r.to_status, reason=r.reason, attempt=r.attempt, priority=r.priority, node=r.node,
-                      exit_code=r.exit_code) for r in conn.execute(q)]
+    """In driver SQL, rows as plain tuples: SQLAlchemy's rows, read by name, were half the cost
+    of a 10,000-job burst's pages (the worst lag of the stream)."""
+    return [JobChange(seq=seq, job_id=job_id, name=name, tenant=tenant, time=datetime.fromtimestamp(t, timezone.utc),
+                      from_status=old, to_status=new, reason=reason, attempt=attempt, priority=priority, node=node,
+                      exit_code=exit_code)
+            for seq, job_id, t, old, new, reason, attempt, name, tenant, priority, node, exit_code
+            in fetchall(conn, PAGE_SQL, [after, limit])]
 
 
 class _Page:
