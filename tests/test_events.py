@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Daemon
 
 from sage_ops.client import JobManagerClient
+from sage_ops.errors import Invalid
+from sage_ops.server.storage import store as st
 
 
 def collect(client: JobManagerClient, until: Any, after: int | None = None) -> tuple[list[Any], threading.Thread]:
@@ -88,3 +92,18 @@ def test_members_see_only_their_tenants_events(daemon: Daemon) -> None:
     assert seen == {mine}
     bad = daemon.run("--token", token, "jobs")  # sanity: the token works for reads
     assert bad.returncode == 0
+
+
+async def test_the_store_tells_the_event_hub_after_a_commit_and_not_after_a_refused_write(tmp_path: Path) -> None:
+    """The hub reads the table as soon as this daemon commits, not at its next poll."""
+    store = st.Store(f"sqlite:///{tmp_path / 'sage-ops.db'}", "OFF")
+    told: list[int] = []
+    store.committed.append(lambda: told.append(1))
+    try:
+        await store.write(lambda c: None)
+        assert told == [1]
+        with pytest.raises(Invalid):
+            await store.write(lambda c: (_ for _ in ()).throw(Invalid("no")))
+        assert told == [1]
+    finally:
+        store.close()

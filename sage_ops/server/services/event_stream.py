@@ -6,6 +6,7 @@ saw. A follower that falls too far behind is told so (a `resync` line), never dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ E, J = JobEvent.__table__, Job.__table__
 PAGE = 5000
 QUEUE = 20_000  # events a follower may lag behind before it is told to resync
 HEARTBEAT = 15.0
+GAP = 0.02  # seconds at least between two reads of the table: a read per burst of commits, not per commit
 Visible = Callable[[JobChange], bool] | None  # which events a follower may see; None: all
 
 
@@ -92,6 +94,8 @@ class EventHub:
         self.last = -1  # the newest seq fanned out (-1: not read yet)
         self.followers: set[_Follower] = set()
         self.wake = asyncio.Event()
+        self.fresh = asyncio.Event()  # this daemon committed: read now, not at the next poll
+        store.committed.append(self.fresh.set)
 
     async def newest(self) -> int:
         """The newest committed event's seq, from the table (the hub's own may lag a poll)."""
@@ -111,14 +115,17 @@ class EventHub:
                 self.wake.clear()
                 await self.wake.wait()
             after = await self.tail()
+            self.fresh.clear()
             rows = await self.store.read(lambda c, a=after: _page(c, a))
             if rows:
                 self.last = rows[-1].seq
                 page = _Page(rows)
                 for follower in list(self.followers):
                     follower.put(page)
-            if len(rows) < PAGE:
-                await asyncio.sleep(self.interval)
+            if len(rows) < PAGE:  # the next read: when this daemon commits, or polled (what a standby sees)
+                await asyncio.sleep(GAP)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.fresh.wait(), max(0.0, self.interval - GAP))
 
     async def follow(self, after: int | None, visible: Visible, follow: bool = True) -> AsyncIterator[bytes]:
         """NDJSON lines of the events after `after` (None: from now on), then of live ones if

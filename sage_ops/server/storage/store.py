@@ -79,6 +79,7 @@ class Store:
         self._thread = threading.Thread(target=self._writer, name="sage-ops-writer", daemon=True)
         self._thread.start()
         self.commits = 0
+        self.committed: list[Callable[[], None]] = []  # told after each write commits (on the loop)
 
     def _instance(self) -> str:
         """This database's identity (made once): daemons sharing it share one Ray dispatcher."""
@@ -102,7 +103,10 @@ class Store:
                 raise DaemonUnavailable("the daemon is shutting down")
             self._queue.append((fn, fut, loop, fenced))
             self._cond.notify()
-        return await fut
+        result = await fut
+        for tell in self.committed:
+            tell()
+        return result
 
     def _writer(self) -> None:
         while True:
