@@ -92,7 +92,7 @@ def test_add_run_drain_remove(cluster: Daemon, sshd: Any) -> None:
     assert again.returncode == 0, again.stderr  # idempotent: checked, left running
     assert nodes(d)["tpu1"]["detail"] == "already up"
 
-    long = client.submit_command(["sleep", "6"], resources={"custom_resources": {"TPU": 1}})
+    long = client.submit_command(["sleep", "4"], resources={"custom_resources": {"TPU": 1}})
     wait_until(lambda: client.get_job_status(long) == "RUNNING", timeout=60)
     started = d.run("nodes", "drain", "tpu1", "--no-wait", "--json", check=True)
     assert json.loads(started.stdout)["state"] == "DRAINING"

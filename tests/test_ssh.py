@@ -215,7 +215,7 @@ def test_failure_after_install_leaves_the_node_clean(joined: Joined, sshd: Sshd,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    timeouts = StepTimeouts(join_ray=6, verify=5)
+    timeouts = StepTimeouts(join_ray=3, verify=5)
     target = make_target(sshd, joined.known_hosts)
     fresh = sshd.home / "venv-fail"
     plan = replace(make_plan(ray_head, "ssh-fail", own, wheelhouse, venv=str(fresh), timeouts=timeouts),
@@ -223,7 +223,7 @@ def test_failure_after_install_leaves_the_node_clean(joined: Joined, sshd: Sshd,
     events: list[tuple[str, str, str]] = []
     err = fails("join ray", lambda: SSHBackend().join(target, plan, lambda *e: events.append(e),
                                                       listed_by(ray_head)))
-    assert "timed out after 6 s" in str(err)
+    assert "timed out after 3 s" in str(err)
     assert ("install", "done") in [(s, state) for s, state, _ in events]  # it did install, then undid it
     assert not fresh.exists()
     assert not (sshd.home / ".sage-ops" / "ray-token-ssh-fail").exists()
