@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .errors import Invalid
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineSpec, PipelineView
 from .units import MAX_MEMORY as MAX_MEMORY  # re-exported: the API's limits and size rule live in units
@@ -324,8 +325,15 @@ class JobSpec(Strict):
 
     def stored(self) -> str:
         """The JSON the daemon keeps, in its database and for a queued job: only what differs from
-        the defaults (a `true` job is 32 bytes, not 600). `model_validate_json` reads it back."""
-        return self.model_dump_json(exclude_defaults=True)
+        the defaults (a `true` job is 32 bytes, not 600). `model_validate_json` reads it back.
+
+        A string that is not UTF-8 (a lone surrogate, which Python's JSON parser lets through as
+        `\\ud800`) cannot be kept: Invalid (422), where the spec first meets the daemon."""
+        try:
+            return self.model_dump_json(exclude_defaults=True)
+        except ValueError:  # pydantic's PydanticSerializationError: the only way this dump fails
+            raise Invalid("a string in the job is not valid UTF-8 (a lone surrogate escape such as \\ud800)") \
+                from None
 
     def warning(self) -> tuple[str, float] | None:
         """The signal that warns it, and how many seconds ahead (None: no --signal)."""

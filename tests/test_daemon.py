@@ -25,6 +25,7 @@ def test_socket_is_owner_only(daemon: Daemon) -> None:
     (b'{"command": ["true"], "unknown_field": 1}', "application/json", 422),
     (b'{"command": ["true"], "resources": {"memory": "8XB"}}', "application/json", 422),
     (b'{"command": []}', "application/json", 422),
+    (b'{"command": ["echo", "\\ud800"]}', "application/json", 422),  # a lone surrogate: not UTF-8
     (b'{"kind": "script", "script": {"filename": "../x.py", "content": ""}}', "application/json", 422),
     (b'[1, 2]', "application/json", 422),
     (b"", "application/json", 422),
@@ -40,6 +41,14 @@ def test_malformed_requests_get_4xx_json(daemon: Daemon, body: bytes, content_ty
             r = http.request(method, path)
             assert 400 <= r.status_code < 500 and "error" in r.json(), (path, r.text)
         assert http.get("/v1/health").json()["status"] == "ok"
+
+
+def test_a_batch_with_a_string_that_is_not_utf8_is_refused_naming_its_job(daemon: Daemon) -> None:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://x") as http:
+        resp = http.post("/v1/jobs/batch", content=b'{"jobs": [{"command": ["true"]}, {"command": ["\\udfff"]}]}',
+                         headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["message"].startswith("jobs[1]: a string in the job is not valid UTF-8")
 
 
 def test_python_client_api(daemon: Daemon, tmp_path) -> None:  # noqa: ANN001

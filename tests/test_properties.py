@@ -141,12 +141,14 @@ def test_critical_path_is_a_longest_chain(dag: dict[int, list[int]], times: list
 names = st.from_regex(r"[a-z][a-z0-9_.-]{0,9}", fullmatch=True)
 env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True)
 job_ids = st.from_regex(r"[0-9a-f]{12}", fullmatch=True)
-argv = st.lists(st.text(st.characters(blacklist_characters="\0"), max_size=8), min_size=1, max_size=3)
+text_chars = st.characters(blacklist_characters="\0", blacklist_categories=("Cs",))  # what JSON can carry
+argv = st.lists(st.text(text_chars, max_size=8), min_size=1, max_size=3)
 resources = st.fixed_dictionaries({}, optional={
     "cpu": st.sampled_from([0.25, 1.0, 2.0]), "memory": st.integers(0, 2**34),
     "custom_resources": st.dictionaries(st.sampled_from(["a", "b"]), st.floats(0.5, 4))})
 specs = st.fixed_dictionaries({"command": argv}, optional={
-    "name": names, "env": st.dictionaries(env_names, st.text(max_size=5), max_size=2), "resources": resources,
+    "name": names, "env": st.dictionaries(env_names, st.text(text_chars, max_size=5),
+                                          max_size=2), "resources": resources,
     "priority": st.integers(-5, 5), "timeout": st.floats(1, 1000), "hold": st.booleans(),
     "kill_on_invalid_dep": st.booleans(), "retry_policy": st.fixed_dictionaries({"max_retries": st.integers(0, 3)}),
     "array": st.fixed_dictionaries({"indices": st.just("0-9")}, optional={"throttle": st.integers(1, 5)}),

@@ -126,7 +126,7 @@ def test_fair_share_gives_free_slots_to_the_least_served_tenant_by_weight() -> N
     from sage_ops.server.scheduling.quotas import FairQueue, Tally, over_quota
 
     def job(tenant: str) -> SimpleNamespace:
-        return SimpleNamespace(tenant=tenant, spec=SimpleNamespace(resources=SimpleNamespace(cpu=1.0, gpu=0.0)))
+        return SimpleNamespace(tenant=tenant, need={"CPU": 1.0})
 
     queue, running = FairQueue(), Tally()
     quotas = {"a": Quotas(weight=1), "b": Quotas(weight=3), "c": Quotas(weight=1, max_running=1)}

@@ -76,6 +76,17 @@ def plan(specs: Sequence[JobSpec], sent: Sequence[str], ids: Sequence[str], firs
     return out
 
 
+def stored(specs: Sequence[JobSpec], batch: bool) -> list[str]:
+    """Each spec as the daemon keeps it; a batch's refusal names its job."""
+    out = []
+    for i, spec in enumerate(specs):
+        try:
+            out.append(spec.stored())
+        except Invalid as exc:
+            raise Invalid(f"jobs[{i}]: {exc.message}" if batch else exc.message) from None
+    return out
+
+
 def link(specs: Sequence[JobSpec], ids: Sequence[str], batch: bool) -> list[dict[str, str]]:
     """The batch's names each job's dependencies use, mapped to job ids (empty: all are ids). In
     a batch a dependency may be the name of another job of the batch; a cycle or an ambiguous
@@ -217,7 +228,7 @@ class Admission(TermPart):
         now = self.clock.now()
         ids = [new_job_id() for _ in specs]
         specs = [with_min_cpu(self.sealer.seal(s) if s.secret_env else s) for s in specs]  # never stored in clear
-        sent = [s.stored() for s in specs]  # once: the request's digest, the stored specs and the queued jobs
+        sent = stored(specs, batch)  # once: the request's digest, the stored specs and the queued jobs
         digest = hashlib.sha256("\n".join(sent).encode()).hexdigest() if key else ""
         plans = plan(specs, sent, ids, self.state.seq + 1, batch)
         nodes = self.backend.node_totals()  # once per request, not per job

@@ -405,5 +405,6 @@ class JobsScreen(Screen[None]):
         except Exception as exc:  # noqa: BLE001 - refused or unreachable: tell the user, keep the UI
             self.notify(getattr(exc, "message", str(exc)), title=f"{action} failed", severity="error")
             return
-        self.table.clear_selection()
+        for table in self.query("#jobs").results(JobTable):  # none if the app closed while it waited
+            table.clear_selection()
         self.post_message(JobsFetched(self.generation, views))
