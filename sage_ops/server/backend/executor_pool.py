@@ -200,16 +200,14 @@ class ExecutorPool:
                 continue
             self.of.pop(job_id)
             slot.jobs.pop(job_id, None)
-            charged = self.charged.pop(job_id, None)
             if job_id in self.cancelling:
                 self.end(job_id, attempt, {"exit_code": None, "reason": "cancelled", "cancelled": True})
                 continue
             idle = next((s for s in self.groups.get(slot.node, []) if not s.jobs and s is not slot), None)
             if idle is None:
+                self.charged.pop(job_id, None)  # a task of its own: no executor to count it for
                 self.run_task(job)
                 continue
             self._hold(idle, job)
-            if charged:
-                self.charged[job_id] = charged
             takes.setdefault(idle, []).append(job)
         await self._send(takes)

@@ -82,10 +82,12 @@ class Outcomes(TermPart):
         doomed: list[tuple[Queued, str, str]] = []
         for job in jobs:
             self.state.stuck.pop(job.id, None)
-            mine, unfinished = deps.get(job.id, []), []
-            spec = job.spec if mine else None  # decoded only for the conditions of its dependencies
+            mine = deps.get(job.id)
+            if not mine:
+                self.state.queue(job)
+                continue
+            spec, unfinished = job.spec, []  # decoded only for the conditions of its dependencies
             for d in mine:
-                assert spec is not None
                 ok = met(spec.condition(d), known[d][0]) if d in known else None
                 if ok is False:
                     doomed.append((job, d, dependency_unmet(d, *known[d], spec.condition(d))))
@@ -93,7 +95,7 @@ class Outcomes(TermPart):
                 if ok is None and d in known:
                     unfinished.append(d)
             else:
-                if not self.state.waiting.add(job.id, unfinished, spec.conditions() if spec else {}):
+                if not self.state.waiting.add(job.id, unfinished, spec.conditions()):
                     self.state.queue(job)
         await self.stick([(j.id, d, why) for j, d, why in doomed if not j.kill_on_invalid_dep])
         for job, _, reason in doomed:

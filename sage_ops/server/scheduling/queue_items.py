@@ -41,8 +41,8 @@ class Queued:
     def of(cls, job_id: str, seq: int, spec: JobSpec, status: JobStatus, attempts_made: int = 0,
            retry_base: int = 0, priority: int = 0, *, stored: str | None = None, **more: Any) -> Queued:
         """`stored`: the spec's `stored()` form when the caller has it already."""
-        return cls(job_id, seq, stored or spec.stored(), status, _need(spec), spec.tenant,
-                   spec.timeout, spec.array, spec.kill_on_invalid_dep, attempts_made, retry_base, priority, **more)
+        return cls(job_id, seq, stored or spec.stored(), status, attempts_made=attempts_made, retry_base=retry_base,
+                   priority=priority, **_facts(spec), **more)
 
     @property
     def spec(self) -> JobSpec:
@@ -50,9 +50,15 @@ class Queued:
 
     def respec(self, spec: JobSpec) -> None:
         """Its spec changed (`update`): what it keeps follows."""
-        self.stored, self.need, self.tenant = spec.stored(), _need(spec), spec.tenant
-        self.timeout, self.array, self.kill_on_invalid_dep = spec.timeout, spec.array, spec.kill_on_invalid_dep
-        self.priority = spec.priority
+        self.stored, self.priority = spec.stored(), spec.priority
+        for name, value in _facts(spec).items():
+            setattr(self, name, value)
+
+
+def _facts(spec: JobSpec) -> dict[str, Any]:
+    """What a waiting job keeps of its spec besides the stored form: what the queue reads."""
+    return {"need": _need(spec), "tenant": spec.tenant, "timeout": spec.timeout, "array": spec.array,
+            "kill_on_invalid_dep": spec.kill_on_invalid_dep}
 
 
 _NEEDS: dict[tuple[tuple[str, float], ...], dict[str, float]] = {}
