@@ -40,10 +40,18 @@ def ms(values: list[float], p: float) -> float:
 
 
 def rss_mb(pid: int) -> float:
+    return rss_parts(pid).get("VmRSS", float("nan"))
+
+
+def rss_parts(pid: int) -> dict[str, float]:
+    """VmRSS and its parts in MB: RssAnon is the process's own heap; RssFile and RssShmem are pages
+    of files it maps (SQLite's WAL index, shared libraries), which the kernel can drop."""
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[name] = round(int(value.split()[0]) / 1024, 1)
+    return out
 
 
 @contextlib.contextmanager

