@@ -19,27 +19,12 @@ import httpx
 
 from . import paths
 from .access import AuditList, Identity, TenantView, TokenCreated, TokenView
+from .bodies import JobFilter, JobUpdate
 from .cluster import NodeProgress, NodeView, PoolEventView, PoolView
 from .errors import NotFound, SageOpsError
 from .lifecycle import JobStatus
 from .retention import GcReport
-from .schemas import (
-    BulkResult,
-    GraphView,
-    JobChange,
-    JobEventView,
-    JobFilter,
-    JobList,
-    JobRef,
-    JobResult,
-    JobSpec,
-    JobUpdate,
-    JobView,
-    LogEntry,
-    Resources,
-    RetryPolicy,
-    ScriptFile,
-)
+from .schemas import JobSpec, Resources, RetryPolicy, ScriptFile
 from .telemetry import Health as HealthView
 from .telemetry import MetricsSeries, Stats
 from .transport import (
@@ -52,6 +37,7 @@ from .transport import (
     parse_addresses,
     raise_for,
 )
+from .views import BulkResult, GraphView, JobChange, JobEventView, JobList, JobRef, JobResult, JobView, LogEntry
 from .workdir import UPLOAD_HEADERS, UPLOAD_TIMEOUT, Packed, probe_path, ship, upload
 
 __all__ = ["AsyncJobManagerClient", "ClientConfig", "JobManagerClient", "parse_addresses", "script_spec"]

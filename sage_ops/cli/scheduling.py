@@ -12,7 +12,7 @@ import click
 from .. import render
 from ..errors import Invalid, Rejected, SageOpsError
 from ..lifecycle import JobStatus
-from ..schemas import BulkResult
+from ..views import BulkResult
 from . import DURATION, EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
 from .batchfile import load_batch, refused
 from .completers import ACTIVE, RETRYABLE, WAITING, job_ids
