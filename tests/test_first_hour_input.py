@@ -15,7 +15,7 @@ from conftest import Daemon
 
 from sage_ops.cli import main
 from sage_ops.cli.batchfile import BatchFileError, load_batch
-from sage_ops.cli.jobs import build_spec
+from sage_ops.cli.job_spec import build_spec
 from sage_ops.errors import Invalid, Rejected
 from sage_ops.plaintext import job_detail
 from sage_ops.schemas import JobSpec, RetryPolicy
