@@ -1,6 +1,6 @@
 """API shapes of access control — tenants and their quotas, tokens, local users, who-am-I and
-the audit trail — shared by the server, the client and the CLI's --json (schemas.py holds the
-job shapes)."""
+the audit trail — shared by the server, the client and the CLI's --json (schemas.py, views.py and
+bodies.py hold the job shapes)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from enum import Enum
 
 from pydantic import Field
 
-from .schemas import Strict, View
+from .schemas import Strict
+from .views import View
 
 TENANT_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 

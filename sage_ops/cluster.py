@@ -1,6 +1,6 @@
 """API shapes of the cluster's machines — adding a node over SSH, its progress, draining and the
-node list — shared by the server, the client and the CLI's --json (schemas.py: jobs; telemetry.py: health,
-stats and metrics)."""
+node list — shared by the server, the client and the CLI's --json (schemas.py, views.py, bodies.py:
+jobs; telemetry.py: health, stats and metrics)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from pydantic import Field, field_validator
 
 from .lifecycle import NodeStatus
 from .nodes.base import HOST_PATTERN, NAME_PATTERN, USER_PATTERN
-from .schemas import Strict, View
+from .schemas import Strict
 from .telemetry import NodeUsage
+from .views import View
 
 _HOST = re.compile(HOST_PATTERN)
 _USER = USER_PATTERN

@@ -18,8 +18,8 @@ from .formats import print_json  # noqa: F401 - the CLI's commands print through
 from .lifecycle import JobStatus
 from .pipeline.shapes import PipelineView
 from .plaintext import STATUS_STYLE, ago, binary_size, duration, headline, stamp
-from .schemas import BulkResult, GraphView, JobEventView, JobView
 from .telemetry import Health, Stats
+from .views import BulkResult, GraphView, JobEventView, JobView
 
 NODE_STYLE = {"JOINING": "cyan", "UP": "green", "FAILED": "bold red", "DRAINING": "yellow", "DRAINED": "magenta",
               "DOWN": "bold red"}

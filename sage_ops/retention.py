@@ -7,7 +7,8 @@ from datetime import datetime
 
 from pydantic import Field
 
-from .schemas import Strict, View
+from .schemas import Strict
+from .views import View
 
 
 class GcRequest(Strict):

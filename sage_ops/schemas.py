@@ -1,18 +1,18 @@
-"""API shapes shared by the server, the client and the CLI's --json (no heavy imports here)."""
+"""The job spec: everything a submit may say, and the limits that refuse a bad one (422) before
+the daemon stores it. Shared by the server, the client and the CLI's --json (no heavy imports
+here). What the API answers lives in views.py; the bodies of the other requests, in bodies.py."""
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .errors import Invalid
-from .lifecycle import JobStatus
-from .pipeline.shapes import PipelineSpec, PipelineView
+from .pipeline.shapes import PipelineSpec
 from .units import MAX_MEMORY as MAX_MEMORY  # re-exported: the API's limits and size rule live in units
 from .units import parse_duration, parse_moment, parse_signal
 from .units import parse_memory as parse_memory
@@ -48,19 +48,6 @@ def _secret_len(value: str) -> int:
 
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")
-
-
-class View(BaseModel):
-    """A response model that also reads like the dicts of the JobManager docs: view['status']."""
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
 
 
 class Strict(BaseModel):
@@ -422,255 +409,3 @@ class JobSpec(Strict):
         return " ".join(self.command)[:60]
 
 
-class AttemptView(View):
-    number: int
-    status: JobStatus
-    node: str | None = None
-    pid: int | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    cpu_seconds: float | None = Field(None, description="user+system CPU time of the attempt's process tree "
-                                      "(what it waited for), as its runner measured it at the end")
-    max_rss_bytes: int | None = Field(None, description="peak resident memory of its largest process (ru_maxrss)")
-
-
-class PendingCode(str, Enum):
-    """Why a PENDING job has not started (Slurm's reason codes, where it has one)."""
-
-    DEPENDENCY = "Dependency"  # waits for other jobs to end
-    DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"  # kept waiting (--kill-on-invalid-dep no)
-    HELD = "Held"  # held by a user until released
-    BEGIN_TIME = "BeginTime"  # --begin, or a retry's backoff, is still ahead
-    QUOTA_MAX_RUNNING = "QuotaMaxRunning"  # its tenant runs as many jobs as it may
-    QUOTA_MAX_CPU = "QuotaMaxCpu"
-    QUOTA_MAX_GPU = "QuotaMaxGpu"
-    RESOURCES = "Resources"  # next in line; no node has room yet (it holds the reservation)
-    RESERVATION = "Reservation"  # would fit now, but would delay the reserved job (no --timeout, or too long)
-    PRIORITY = "Priority"  # jobs ahead of it go first
-    NODE_DRAINING = "NodeDraining"  # only a draining node could hold it
-    ARRAY_THROTTLE = "ArrayThrottle"  # an array with as many tasks at once as its %N allows
-    STARTING = "Starting"  # handed to Ray, not running yet
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Pending(View):
-    """Why a PENDING job waits, where it stands and when it may start: worked out by the leader
-    from its queue when asked (never stored)."""
-
-    code: PendingCode
-    text: str = Field(description="the reason in words, e.g. needs CPU=4, largest free CPU=2")
-    position: int | None = Field(None, description="1 = next to start, among the jobs ready to run, in priority "
-                                 "order (fair share may move it between tenants)")
-    of: int | None = Field(None, description="jobs ready to run")
-    estimated_start: datetime | None = Field(None, description="from the running jobs' time limits (as squeue "
-                                             "--start): the latest it should start if no job ends early")
-
-
-class ArrayProgress(View):
-    """An array's tasks by state; `waiting` counts the ones not made yet (made as their turn comes)."""
-
-    size: int
-    throttle: int | None = None
-    waiting: int = Field(0, description="tasks not started: not made yet, or PENDING")
-    running: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    @property
-    def ended(self) -> int:
-        return self.completed + self.failed + self.cancelled
-
-
-class JobView(View):
-    id: str
-    name: str
-    status: JobStatus
-    reason: str | None = None
-    array: ArrayProgress | None = Field(None, description="an array job's progress over its tasks")
-    array_id: str | None = Field(None, description="a task's array")
-    array_index: int | None = Field(None, description="a task's index in its array")
-    pending: Pending | None = Field(None, description="a PENDING job's reason code, position and estimated start")
-    priority: int = 0
-    tenant: str | None = None
-    kind: JobKind = JobKind.COMMAND
-    exit_code: int | None = None
-    attempts_made: int = 0
-    node: str | None = None
-    held: bool = Field(False, description="kept from starting until released (hold / release)")
-    created_at: datetime
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    spec: JobSpec | None = None
-    attempts: list[AttemptView] = Field(default_factory=list)
-    pipeline: PipelineView | None = Field(None, description="a pipeline job's operators and their metrics")
-
-    @property
-    def job_id(self) -> str:
-        return self.id
-
-
-class JobList(View):
-    jobs: list[JobView]
-    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null at the end")
-
-
-class JobRef(View):
-    """What a batch submit answers per job: enough to follow up, cheap for 100,000 jobs."""
-
-    id: str
-    name: str
-    status: JobStatus
-    reason: str | None = None
-
-
-class JobRefList(View):
-    jobs: list[JobRef]
-
-
-class BatchSubmit(Strict):
-    jobs: list[JobSpec] = Field(min_length=1, max_length=100_000)
-
-
-class JobFilter(Strict):
-    """Which jobs a bulk operation or a listing touches: every given field must match."""
-
-    status: list[JobStatus] = Field(default_factory=list)
-    name: str | None = Field(None, max_length=256, description="text anywhere in the name, or a glob over "
-                             "the whole name when it has * ? or [; case-insensitive")
-    tenant: str | None = Field(None, max_length=64)
-    since: datetime | None = Field(None, description="created at or after")
-    until: datetime | None = Field(None, description="created before")
-    array: str | None = Field(None, max_length=20, description="the tasks of this array (without it, arrays "
-                              "are one job each and their tasks are left out)")
-    arrays: bool = Field(False, description="only array jobs")
-
-    def is_empty(self) -> bool:
-        return not (self.status or self.name or self.tenant or self.since or self.until or self.array
-                    or self.arrays)
-
-
-class BatchCancel(Strict):
-    """Ids, or a filter (never neither: an empty filter would touch every job)."""
-
-    ids: list[str] = Field(default_factory=list, max_length=100_000)
-    filter: JobFilter | None = None
-    dry_run: bool = Field(False, description="report what would be touched (in `affected`), touch nothing")
-
-    @model_validator(mode="after")
-    def _one(self) -> BatchCancel:
-        if bool(self.ids) == bool(self.filter and not self.filter.is_empty()):
-            raise ValueError("give either `ids` or a non-empty `filter`")
-        return self
-
-
-class JobUpdate(Strict):
-    """What `update` changes while a job waits (SUBMITTED or PENDING); what is left out stays. The
-    result is checked as a whole spec is at submit, and dependencies as at submit (known, the
-    caller's tenant's, no cycle)."""
-
-    priority: int | None = None
-    timeout: float | str | None = Field(None, description="seconds, or '90s', '15m', '1h'")
-    begin_at: float | str | None = Field(None, description="as JobSpec.begin_at")
-    resources: dict[str, Any] | None = Field(None, description="merged into the job's: {cpu: 2} keeps its memory")
-    dependencies: list[str] | None = None
-    after_notok: list[str] | None = None
-    after_any: list[str] | None = None
-    throttle: int | None = Field(None, ge=1, le=1_000_000, description="an array's tasks at once; its running "
-                                 "tasks go on, no new one starts beyond it")
-
-    def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
-
-
-class BatchRetry(BatchCancel):
-    with_dependents: bool = Field(False, description="also the jobs these jobs' failure cancelled (and theirs), "
-                                  "which wait for them again")
-    failed: bool = Field(False, description="an array: only its tasks that did not complete (without it, all)")
-
-
-class BulkResult(View):
-    """What a bulk cancel or retry did: the jobs it changed and, per id, why others were not."""
-
-    affected: list[JobRef] = Field(default_factory=list)
-    cascaded: list[JobRef] = Field(default_factory=list, description="dependents cancelled as a consequence")
-    unchanged: list[JobRef] = Field(default_factory=list, description="already in the state asked for: a cancel "
-                                    "of a job that has ended (nothing to do, not an error)")
-    errors: list[dict[str, str]] = Field(default_factory=list)
-
-
-class PriorityChange(Strict):
-    priority: int = Field(ge=-1_000_000, le=1_000_000)
-
-
-class GraphNode(View):
-    id: str
-    name: str
-    status: JobStatus
-    dependencies: list[str] = Field(default_factory=list)
-    priority: int = 0
-    duration: float = 0.0
-    critical: bool = False
-
-
-class GraphView(View):
-    """A job's DAG (every job connected to it by dependencies), in topological order."""
-
-    root: str
-    order: list[str]
-    critical_path: list[str]
-    total: int
-    done: int
-    completed: int
-    running: int
-    pending: int
-    failed: int
-    cancelled: int
-    nodes: list[GraphNode]
-    pipeline: PipelineView | None = Field(None, description="the root job's operators, if it is a pipeline")
-
-
-class JobResult(View):
-    id: str
-    status: JobStatus
-    result: Any = None
-
-
-class LogEntry(View):
-    timestamp: datetime
-    stream: Literal["stdout", "stderr", "system"] = "stdout"
-    message: str
-    attempt: int = 1
-
-
-class JobEventView(View):
-    time: datetime
-    from_status: JobStatus | None
-    to_status: JobStatus
-    reason: str | None = None
-    attempt: int = 0
-
-
-class JobChange(View):
-    """A line of the event stream (`GET /v1/events`): a job's change of state, in commit order.
-    `kind` "heartbeat" says the stream is alive — the first one comes as soon as the stream is
-    live, so a view loaded after it misses nothing; "resync" says this follower fell too far behind
-    and lost events (reload what you show, then follow from `seq`)."""
-
-    seq: int = Field(description="the event's id: resume with ?after=seq")
-    kind: Literal["job", "heartbeat", "resync"] = "job"
-    job_id: str | None = None
-    name: str | None = None
-    tenant: str | None = None
-    time: datetime | None = None
-    from_status: JobStatus | None = None
-    to_status: JobStatus | None = None
-    reason: str | None = None
-    attempt: int = 0
-    priority: int | None = Field(None, description="the job's fields as they are now (a live row needs no fetch)")
-    node: str | None = None
-    exit_code: int | None = None

@@ -1,6 +1,6 @@
 """What the daemon reports about itself and the cluster: health, job counts, and the sampled
 metrics series (server/services/metrics.py samples it; `stats --chart` and the TUI draw it). API shapes,
-like schemas.py (jobs) and cluster.py (machines); no heavy imports here."""
+like schemas.py, views.py and bodies.py (jobs) and cluster.py (machines); no heavy imports here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .schemas import View
+from .views import View
 
 
 class Stats(View):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import wire
 from .errors import from_response
 from .lifecycle import is_terminal
-from .schemas import JobView
+from .views import JobView
 from .wire import Address, Failover, Options, WireClient, auth_header, parse_addresses
 
 __all__ = ["Address", "Call", "ClientConfig", "SyncTransport", "Transport", "parse_addresses"]

@@ -28,7 +28,7 @@ import pytest
 import test_token_routing
 from conftest import SAGE, Daemon
 
-from sage_ops.schemas import JobFilter
+from sage_ops.bodies import JobFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,12 +15,13 @@ from conftest import Daemon
 
 from sage_ops.cli import main
 from sage_ops.cli.batchfile import BatchFileError, load_batch
-from sage_ops.cli.jobs import build_spec
+from sage_ops.cli.job_spec import build_spec
 from sage_ops.errors import Invalid, Rejected
 from sage_ops.plaintext import job_detail
-from sage_ops.schemas import JobSpec, JobView, RetryPolicy
+from sage_ops.schemas import JobSpec, RetryPolicy
 from sage_ops.server.scheduling.admission import queue_full
 from sage_ops.units import parse_duration, parse_memory
+from sage_ops.views import JobView
 
 MiB = 2**20
 

@@ -18,9 +18,9 @@ from conftest import Daemon
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_ops.schemas import LogEntry
 from sage_ops.server.storage.job_output import Output, cut_line, encode_lines, masker, split_lines
 from sage_ops.server.storage.logs import READ_BLOCK, LogStore
+from sage_ops.views import LogEntry
 
 T = 1_700_000_000.123456
 MESSAGES = ["plain", "", 'quote " and \\ backslash \\n not a newline', "tab\tcr\rnul\x00 esc\x1b del\x7f",

@@ -12,7 +12,7 @@ from typing import Any
 
 from conftest import Daemon, wait_until
 
-from sage_ops.schemas import JobFilter
+from sage_ops.bodies import JobFilter
 
 
 def _jobs(names: list[str], tenant: str | None = None, first_seq: int = 1) -> list[dict[str, Any]]:
@@ -142,8 +142,8 @@ def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: 
 def test_an_event_page_is_sent_whole_to_an_admin_and_filtered_for_a_member() -> None:
     import json
 
-    from sage_ops.schemas import JobChange
     from sage_ops.server.services import event_stream as events
+    from sage_ops.views import JobChange
 
     page = events._Page([JobChange(seq=s, job_id=f"j{s}", tenant=t) for s, t in [(1, "a"), (2, "b"), (3, "a")]])
     ids = lambda data: [json.loads(x)["job_id"] for x in data.splitlines()]  # noqa: E731

@@ -18,10 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from sage_ops.access import Quotas
+from sage_ops.bodies import JobUpdate
 from sage_ops.config import Config
 from sage_ops.errors import Conflict, Invalid, Rejected
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import JobSpec, JobUpdate, JobView, Pending, PendingCode
+from sage_ops.schemas import JobSpec
 from sage_ops.server.scheduling.reconcile import LOST_AFTER, LOST_AFTER_REFUSED
 from sage_ops.server.scheduling.run_as import RunAs
 from sage_ops.server.scheduling.scheduler import Scheduler
@@ -29,6 +30,7 @@ from sage_ops.server.storage import job_arrays
 from sage_ops.server.storage import store as st
 from sage_ops.server.storage.logs import LogStore
 from sage_ops.server.storage.sealing import Sealer
+from sage_ops.views import JobView, Pending, PendingCode
 
 S = JobStatus
 

@@ -24,8 +24,8 @@ from sage_ops.cli.daemon import follow_file
 from sage_ops.cluster import NodeView
 from sage_ops.config import load_config
 from sage_ops.errors import Invalid
-from sage_ops.schemas import GraphView, JobEventView, JobView
 from sage_ops.telemetry import Health, Stats
+from sage_ops.views import GraphView, JobEventView, JobView
 
 ROOT = Path(__file__).resolve().parent.parent
 

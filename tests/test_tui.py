@@ -18,7 +18,7 @@ import pytest
 from conftest import Daemon, until
 
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import AttemptView, JobChange, JobEventView, JobList, JobSpec, JobView, LogEntry, Resources
+from sage_ops.schemas import JobSpec, Resources
 from sage_ops.telemetry import Health, RayHealth, Stats
 from sage_ops.tui.app import SageOpsApp
 from sage_ops.tui.messages import JobsChanged
@@ -29,6 +29,7 @@ from sage_ops.tui.screens.job_detail import JobDetailScreen
 from sage_ops.tui.screens.jobs import JobsScreen
 from sage_ops.tui.widgets.job_table import JobTable, with_change
 from sage_ops.tui.widgets.log_view import LogView
+from sage_ops.views import AttemptView, JobChange, JobEventView, JobList, JobView, LogEntry
 
 S = JobStatus
 

@@ -15,9 +15,9 @@ from sage_ops.lifecycle import JobStatus
 from sage_ops.pipeline import LocalEnvironment
 from sage_ops.pipeline.shapes import OperatorMetrics, PipelinePlan, PipelineView
 from sage_ops.render import OPERATOR_COLUMNS
-from sage_ops.schemas import GraphNode, GraphView
 from sage_ops.tui.screens.graph import GraphScreen
 from sage_ops.tui.widgets.operator_table import OperatorTable, columns_for
+from sage_ops.views import GraphNode, GraphView
 
 
 def tokenize(x: int) -> int:

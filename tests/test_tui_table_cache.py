@@ -14,8 +14,8 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import JobView
 from sage_ops.tui.widgets.job_table import JobTable
+from sage_ops.views import JobView
 
 T0 = datetime(2026, 1, 2, 12, 0, 0, tzinfo=timezone.utc)
 S = JobStatus

@@ -20,7 +20,6 @@ from textual.widgets import Button, DataTable, Input, Static
 from sage_ops.client import AsyncJobManagerClient
 from sage_ops.cluster import NodeView, PoolView
 from sage_ops.lifecycle import JobStatus
-from sage_ops.schemas import GraphNode, GraphView
 from sage_ops.telemetry import MetricPoint, MetricsSeries, NodeUsage
 from sage_ops.tui.screens.add_node import AddNodeScreen
 from sage_ops.tui.screens.charts import ChartsScreen
@@ -29,6 +28,7 @@ from sage_ops.tui.screens.nodes import NodesScreen
 from sage_ops.tui.screens.submit import FIELDS, SubmitScreen, build_spec
 from sage_ops.tui.widgets.bars import usage_text
 from sage_ops.tui.widgets.chart import MetricsChart
+from sage_ops.views import GraphNode, GraphView
 
 GIB = 2**30
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -12,11 +12,11 @@ import click
 from .. import render
 from ..errors import Invalid, Rejected, SageOpsError
 from ..lifecycle import JobStatus
-from ..schemas import BulkResult
+from ..views import BulkResult
 from . import DURATION, EXIT_FAILED, Ctx, cli, filter_options, job_filter, json_option, pass_ctx
 from .batchfile import load_batch, refused
 from .completers import ACTIVE, RETRYABLE, WAITING, job_ids
-from .jobs import job_list, memory_bytes, moment
+from .job_spec import job_list, memory_bytes, moment
 from .output import Output, output_option
 
 #: a bulk action on a terminal asks first when it would touch more jobs than this (--yes skips)

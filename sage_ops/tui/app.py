@@ -33,7 +33,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from ..client import AsyncJobManagerClient
-from ..schemas import JobChange
+from ..views import JobChange
 from .keys import resolve_first
 from .messages import ClusterInfo, JobsChanged, Reconnected, Reconnecting, Resync
 from .screens.job_detail import JobDetailScreen

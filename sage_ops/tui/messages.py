@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from ..schemas import JobChange, JobEventView, JobView, LogEntry
 from ..telemetry import Health, Stats
+from ..views import JobChange, JobEventView, JobView, LogEntry
 
 
 class JobsChanged(Message, bubble=False):

@@ -1,23 +1,20 @@
-"""JobManagerServer: pidfile lock, sockets (Unix 0600, optional TCP with a token, optionally TLS),
-Ray connection in the background, signals, and an orderly shutdown that leaves jobs running."""
+"""JobManagerServer and the Daemon it runs: the parts wired once, the listeners (Unix 0600,
+optional TCP with a token, optionally TLS), the Ray connection in the background, signals, and an
+orderly shutdown that leaves jobs running. The process's own set-up (log, pidfile lock, owner-only
+files, binding the sockets) is process.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import errno
-import fcntl
-import json
 import logging
-import logging.handlers
 import os
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,7 @@ from ...errors import Conflict, DaemonUnavailable, SageOpsError
 from ...exposure import loopback_for, plaintext_exposure
 from ...web.api import InProcess
 from ...web.pages import Dashboard
-from ..access.auth import AuditLog, Denials, Gate, Identities, RateLimiter, digest_of, new_token
+from ..access.auth import AuditLog, Denials, Gate, Identities, RateLimiter, digest_of
 from ..backend import ray_join
 from ..backend.ray_backend import RayBackend
 from ..http.api import create_app
@@ -53,6 +50,7 @@ from ..storage.pool_hosts import StoredPoolHosts
 from ..storage.results import ResultStore
 from ..storage.sealing import Sealer
 from .connections import Guard, guarded, open_files_limit, tcp_cap
+from .process import PidLock, QuietRay, bind_tcp, bind_unix, local_admin_token, owner_only, setup_logging
 
 DISPATCHER_ACTOR = "dispatcher_actor"  # Meta key: the id of the dispatcher actor we made
 log = logging.getLogger("sage_ops")
@@ -64,113 +62,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[override]
         yield
-
-
-class _Text(logging.Formatter):
-    """`2026-11-24T21:00:00.123Z INFO sage_ops.server.scheduling.scheduler: message`: UTC, one line per record
-    (a traceback's lines are indented under it), so grep and `daemon logs` see whole records."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        t = datetime.fromtimestamp(record.created, timezone.utc)
-        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
-
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\n", "\n    ")
-
-
-class _Json(_Text):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-               "message": record.getMessage()}
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def _setup_logging(cfg: Config) -> None:
-    """The daemon's log: level, file, size rotation and format from the config (`logging:`)."""
-    lc = cfg.logging
-    paths.ensure_dir(lc.file.parent)
-    fmt = _Json() if lc.format == "json" else _Text("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.handlers.RotatingFileHandler(
-        lc.file, maxBytes=lc.max_bytes, backupCount=lc.backups, encoding="utf-8")]
-    if lc.stderr:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    owner_only(lc.file)
-    for h in handlers:
-        h.setFormatter(fmt)
-    root = logging.getLogger("sage_ops")
-    root.handlers[:] = handlers
-    root.setLevel(lc.level)
-
-
-def owner_only(*found: Path) -> None:
-    """Take group and other bits off what exists (files an older version made 0644, dirs 0755);
-    what is made from now on is owner-only through the daemon's umask (077)."""
-    for p in found:
-        with contextlib.suppress(FileNotFoundError):
-            mode = p.lstat().st_mode
-            if not stat.S_ISLNK(mode) and mode & 0o077:
-                os.chmod(p, stat.S_IMODE(mode) & 0o700)
-
-
-def bind_unix(path: Path, mode: int = 0o600) -> socket.socket:
-    """Bind the socket owner-only from the first instant (umask), then open it as far as the
-    config says (chmod; 0660 lets a group in, each member's uid mapped to a tenant)."""
-    paths.ensure_dir(path.parent)
-    if len(str(path).encode()) > 107:
-        raise DaemonUnavailable(f"socket path too long for a Unix socket: {path}")
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, mode)
-    sock.listen(2048)
-    return sock
-
-
-def bind_tcp(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock
-
-
-def local_admin_token() -> str:
-    """The token the local user's client reads for TCP addresses (created once, 0600)."""
-    return paths.secret_file(paths.token_file(), lambda: new_token()[0])
-
-
-class PidLock:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        paths.ensure_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 32).decode().strip()
-            os.close(fd)
-            raise Conflict(f"a daemon is already running (pid {other or '?'}) for {self.path.parent}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            os.close(self.fd)
-            self.fd = None
 
 
 class Daemon:
@@ -384,14 +275,6 @@ async def _in_daemon_thread(fn: Any) -> Any:
     return await fut
 
 
-class _QuietRay(logging.Filter):
-    """Ray warns that it sets no SIGTERM handler when connected from a thread: the daemon owns its
-    signals (Daemon.serve), so the warning is only noise on the terminal."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("SIGTERM handler is not set")
-
-
 _last_error: list[SageOpsError] = []  # the last error start() raised, shown in one line if uncaught
 
 
@@ -472,12 +355,12 @@ class JobManagerServer:
         try:
             state, storage = paths.state_dir(), Path(self.cfg.storage.path)
             owner_only(state, state / "daemon.out", storage, storage / "logs")  # daemon.out: `daemon start`'s
-            _setup_logging(self.cfg)
+            setup_logging(self.cfg)
             for note in self.notes:
                 log.warning("%s", note)
                 if not self.cfg.logging.stderr:
                     print(f"sage-ops daemon: {note}", file=sys.stderr)
-            logging.getLogger("ray._private.worker").addFilter(_QuietRay())
+            logging.getLogger("ray._private.worker").addFilter(QuietRay())
             try:
                 import uvloop
 

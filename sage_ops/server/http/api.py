@@ -21,26 +21,13 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ... import __version__
+from ...bodies import BatchCancel, BatchRetry, BatchSubmit, JobFilter, JobUpdate, PriorityChange
 from ...config import redact_url
 from ...errors import Forbidden, NotFound, SageOpsError, from_body
 from ...lifecycle import JobStatus, is_terminal
-from ...schemas import (
-    BatchCancel,
-    BatchRetry,
-    BatchSubmit,
-    BulkResult,
-    GraphView,
-    JobEventView,
-    JobFilter,
-    JobList,
-    JobRefList,
-    JobResult,
-    JobSpec,
-    JobUpdate,
-    JobView,
-    PriorityChange,
-)
+from ...schemas import JobSpec
 from ...telemetry import Health, Stats
+from ...views import BulkResult, GraphView, JobEventView, JobList, JobRefList, JobResult, JobView
 from ..access.auth import DENIED, PRINCIPAL, TARGET, Principal
 from ..allocator import GiveBack
 from ..backend.containment import mode as containment_mode

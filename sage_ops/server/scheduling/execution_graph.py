@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ...lifecycle import JobStatus, is_terminal
-from ...schemas import Condition, GraphNode, GraphView
+from ...schemas import Condition
+from ...views import GraphNode, GraphView
 
 S = JobStatus
 

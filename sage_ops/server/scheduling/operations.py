@@ -15,10 +15,12 @@ from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from ...arrays import array_of
+from ...bodies import JobFilter, JobUpdate
 from ...errors import Conflict, Invalid, NotFound, Rejected, SageOpsError
 from ...lifecycle import ACTIVE, TERMINAL, JobStatus, amend, transition
-from ...schemas import BulkResult, GraphView, JobFilter, JobRef, JobSpec, JobUpdate, JobView, Resources
+from ...schemas import JobSpec, Resources
 from ...units import moment_text
+from ...views import BulkResult, GraphView, JobRef, JobView
 from ..storage import job_arrays, job_graph
 from ..storage import store as st
 from .admission import later

@@ -18,7 +18,8 @@ from sqlalchemy import Connection
 from ...arrays import array_of
 from ...errors import Conflict, NotFound, SageOpsError
 from ...lifecycle import JobStatus, Transition, amend, is_terminal, transition
-from ...schemas import Condition, JobView
+from ...schemas import Condition
+from ...views import JobView
 from ..storage import job_graph
 from ..storage import store as st
 from ..storage.logs import LogStore

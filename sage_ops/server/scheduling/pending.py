@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from ...lifecycle import JobStatus
-from ...schemas import Pending
-from ...schemas import PendingCode as P
 from ...units import moment_text
+from ...views import Pending
+from ...views import PendingCode as P
 from ..pools.policy import fits as pool_fits
 from .capacity import fmt
 from .forecast import Cluster, fits, starts

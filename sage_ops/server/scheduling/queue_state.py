@@ -14,7 +14,7 @@ from typing import Any
 from ...access import Quotas
 from ...config import Config
 from ...lifecycle import JobStatus
-from ...schemas import PendingCode
+from ...views import PendingCode
 from ..storage import store as st
 from .capacity import Capacity
 from .execution_graph import Waiting

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from ...access import Quotas
-from ...schemas import JobSpec, PendingCode
+from ...schemas import JobSpec
+from ...views import PendingCode
 
 V = TypeVar("V")
 EPS = 1e-9

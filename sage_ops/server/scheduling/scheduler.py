@@ -21,9 +21,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ...access import Quotas
+from ...bodies import JobFilter, JobUpdate
 from ...config import Config
 from ...lifecycle import ACTIVE, JobStatus
-from ...schemas import BulkResult, GraphView, JobFilter, JobKind, JobSpec, JobUpdate, JobView
+from ...schemas import JobKind, JobSpec
+from ...views import BulkResult, GraphView, JobView
 from ..storage import accounts
 from ..storage import store as st
 from ..storage.logs import LogStore

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ...schemas import JobChange
+from ...views import JobChange
 from ..storage.database import fetchall
 from ..storage.store import Store
 from ..storage.tables import Job, JobEvent

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Connection, func, select
 
 from ...arrays import Indices
-from ...schemas import ArrayProgress, JobView
+from ...views import ArrayProgress, JobView
 from .database import JOB
 
 

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...schemas import LogEntry
+from ...views import LogEntry
 from .job_output import MAX_LOG_LINE, TRUNCATED, cut_line, encode_lines
 from .log_shipping import LogShipping
 

@@ -24,11 +24,13 @@ from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from ...bodies import JobFilter
 from ...errors import Conflict, DaemonUnavailable, NotFound
 from ...lifecycle import JobStatus, Transition, transition
 from ...name_filter import name_clause, prefix_range
 from ...pipeline.shapes import OperatorMetrics, PipelinePlan, PipelineView
-from ...schemas import AttemptView, JobEventView, JobFilter, JobKind, JobSpec, JobView
+from ...schemas import JobKind, JobSpec
+from ...views import AttemptView, JobEventView, JobView
 from . import job_arrays
 from .database import (
     ATTEMPT,

@@ -24,7 +24,7 @@ from textual.widgets.tree import TreeNode
 from ...errors import SageOpsError
 from ...lifecycle import JobStatus
 from ...render import STATUS_STYLE, duration
-from ...schemas import GraphNode, GraphView
+from ...views import GraphNode, GraphView
 from ..messages import Failed, JobsChanged, Resync
 from ..widgets.operator_table import OperatorTable
 

@@ -28,7 +28,7 @@ from textual.widgets import Footer, Input, Static
 from ...lifecycle import is_terminal
 from ...plaintext import after_text, array_bar, array_counts, binary_size, log_line, pending_text
 from ...render import duration, headline
-from ...schemas import JobEventView, JobView, LogEntry
+from ...views import JobEventView, JobView, LogEntry
 from ..messages import JobLoaded, JobsChanged, LogEnded, LogLines, Resync
 from ..widgets.header import ClusterHeader
 from ..widgets.job_table import resources_cell, status_cell

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Input, Static
 from ...arrays import array_of
 from ...lifecycle import JobStatus
 from ...name_filter import matches as name_matches
-from ...schemas import JobChange, JobView
+from ...views import JobChange, JobView
 from ..messages import JobsChanged, JobsFetched, JobsPage, Resync
 from ..widgets.footer import KeysFooter
 from ..widgets.header import ClusterHeader

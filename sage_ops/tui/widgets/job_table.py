@@ -22,7 +22,7 @@ from textual.widgets.data_table import CellType, ColumnKey, RowKey
 from ...lifecycle import JobStatus, is_terminal
 from ...plaintext import binary_size, reason_cell
 from ...render import STATUS_STYLE, duration
-from ...schemas import JobChange, JobView
+from ...views import JobChange, JobView
 from .columns import fit
 
 #: the CLI's colours (render.STATUS_STYLE) plus a symbol, so a status reads without colour too

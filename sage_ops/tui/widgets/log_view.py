@@ -14,7 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import RichLog
 
-from ...schemas import LogEntry
+from ...views import LogEntry
 
 MAX_LINES = 20_000
 STREAM_STYLE = {"stderr": "red", "system": "italic dim"}  # "red" is dropped under NO_COLOR (the mark stays)
