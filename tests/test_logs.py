@@ -147,6 +147,7 @@ async def test_fifty_followers_get_the_bytes_and_seldom_ask_for_the_state(tmp_pa
     assert all(b"".join(blocks) == whole for blocks in got)
     assert asked <= 50 * 3, asked  # at the start, at the end (and a spare): not per block or append
     assert not store._following and not store._changes  # nothing left behind per job
+    assert not store._waiters  # not even the event a follower last waited on
 
 
 async def collect_slow(store: LogStore, job_id: str, done: Any) -> list[bytes]:
@@ -161,6 +162,7 @@ async def test_follow_of_a_job_with_no_log_ends_with_the_job(tmp_path: Path) -> 
 
     assert await asyncio.wait_for(collect(store, "none", done), 5) == []
     assert list(store.blocks("none")) == [] and store.read("none") == ([], 0)
+    assert not store._waiters  # a follower that ended on its own left nothing per job (the soak grew by one each)
 
 
 async def test_tail_reads_back_from_the_end(tmp_path: Path) -> None:

@@ -252,8 +252,9 @@ class LogStore:
             left = self._following.pop(job_id) - 1
             if left:
                 self._following[job_id] = left
-            else:
+            else:  # its last follower: nothing per job stays (a waiter kept per followed job grew the soak)
                 self._changes.pop(job_id, None)
+                self._waiters.pop(job_id, None)
 
 
 class _Reader:
