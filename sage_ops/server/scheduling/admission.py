@@ -312,8 +312,6 @@ class Admission(TermPart):
                 self.state.stuck[p.id] = p.stuck
             elif p.status is S.PENDING and not self.state.waiting.add(p.id, p.waiting, p.conditions):
                 self.state.queue(job)
-        if self.state.wake.is_set():  # the dispatch pass hands what can start to Ray before the reply is built
-            await asyncio.sleep(0)
         if not views:  # a batch: plain JobRef-shaped dicts, serialized as they are
             return [{"id": p.id, "name": p.spec.display_name(), "status": p.status.value, "reason": p.reason}
                     for p in plans], True
