@@ -15,6 +15,7 @@ from sage_ops.errors import Conflict
 from sage_ops.lifecycle import TERMINAL, TRANSITIONS, JobStatus, is_legal, transition
 from sage_ops.schemas import JobSpec, RetryPolicy
 from sage_ops.server.scheduling.execution_graph import GraphError, Node, Waiting, critical_path, topological_order
+from sage_ops.server.storage.database import IN_MAX, id_chunks
 
 S = JobStatus
 statuses = st.sampled_from(list(S))
@@ -186,3 +187,17 @@ def test_random_dags_on_the_real_daemon(daemon: Daemon, dag: dict[int, list[int]
         assert j.status == "COMPLETED" and j.attempts_made == 1 and len(j.attempts) in (0, 1)
         for dep in j.spec.dependencies:
             assert jobs[dep].ended_at <= j.started_at
+
+
+ids_with_repeats = st.lists(st.sampled_from([f"job{i}" for i in range(1500)]), max_size=1500)
+
+
+@given(ids_with_repeats)
+def test_an_in_list_is_a_power_of_two_long(ids: list[str]) -> None:
+    assert all(len(c) <= IN_MAX and len(c) & (len(c) - 1) == 0 for c in id_chunks(ids))
+
+
+@given(ids_with_repeats)
+def test_in_lists_hold_each_id_once_in_order_and_pad_with_their_last(ids: list[str]) -> None:
+    chunks = list(id_chunks(ids))
+    assert [i for c in chunks for i in dict.fromkeys(c)] == list(dict.fromkeys(ids))

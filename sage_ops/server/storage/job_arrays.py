@@ -9,13 +9,13 @@ from sqlalchemy import Connection, func, select
 
 from ...arrays import Indices
 from ...views import ArrayProgress, JobView
-from .database import JOB
+from .database import JOB, id_chunks
 
 
 def arrays_among(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
     """The arrays among `ids`, with their tenants."""
-    q = select(JOB.c.id, JOB.c.tenant).where(JOB.c.id.in_(list(ids)), JOB.c.array_id == JOB.c.id)
-    return {job_id: tenant for job_id, tenant in conn.execute(q)}
+    return {job_id: tenant for chunk in id_chunks(ids) for job_id, tenant in
+            conn.execute(select(JOB.c.id, JOB.c.tenant).where(JOB.c.id.in_(chunk), JOB.c.array_id == JOB.c.id))}
 
 
 def spec_of(conn: Connection, job_id: str) -> str | None:
@@ -26,10 +26,11 @@ def spec_of(conn: Connection, job_id: str) -> str | None:
 def array_tasks(conn: Connection, ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
     """Each array's made tasks: (id, status), in index order."""
     out: dict[str, list[tuple[str, str]]] = {}
-    q = (select(JOB.c.array_id, JOB.c.id, JOB.c.status).where(JOB.c.array_id.in_(list(ids)),
-                                                              JOB.c.array_index.is_not(None)).order_by(JOB.c.seq))
-    for array_id, job_id, status in conn.execute(q):
-        out.setdefault(array_id, []).append((job_id, status))
+    for chunk in id_chunks(ids):  # an array's tasks all come with its own chunk, in order
+        q = (select(JOB.c.array_id, JOB.c.id, JOB.c.status).where(JOB.c.array_id.in_(chunk),
+                                                                  JOB.c.array_index.is_not(None)).order_by(JOB.c.seq))
+        for array_id, job_id, status in conn.execute(q):
+            out.setdefault(array_id, []).append((job_id, status))
     return out
 
 
@@ -40,11 +41,12 @@ def with_progress(conn: Connection, views: Sequence[JobView]) -> None:
     if not arrays:
         return
     counts: dict[str, dict[str, int]] = {}
-    q = (select(JOB.c.array_id, JOB.c.status, func.count()).where(JOB.c.array_id.in_(list(arrays)),
-                                                                  JOB.c.array_index.is_not(None))
-         .group_by(JOB.c.array_id, JOB.c.status))
-    for array_id, status, n in conn.execute(q):
-        counts.setdefault(array_id, {})[status] = int(n)
+    for chunk in id_chunks(arrays):
+        q = (select(JOB.c.array_id, JOB.c.status, func.count()).where(JOB.c.array_id.in_(chunk),
+                                                                      JOB.c.array_index.is_not(None))
+             .group_by(JOB.c.array_id, JOB.c.status))
+        for array_id, status, n in conn.execute(q):
+            counts.setdefault(array_id, {})[status] = int(n)
     for array_id, v in arrays.items():
         assert v.spec is not None and v.spec.array is not None
         c = counts.get(array_id, {})

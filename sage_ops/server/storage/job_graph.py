@@ -11,15 +11,14 @@ from sqlalchemy import Connection, select
 
 from ...lifecycle import JobStatus
 from . import store as st
-from .database import DEP, JOB, insert_many
+from .database import DEP, JOB, id_chunks, insert_many
 
 
 def _edges(conn: Connection, ids: Iterable[str], reverse: bool) -> dict[str, list[str]]:
     key, other = (DEP.c.depends_on, DEP.c.job_id) if reverse else (DEP.c.job_id, DEP.c.depends_on)
-    ids = list(ids)
     out: dict[str, list[str]] = {}
-    for i in range(0, len(ids), 500):
-        for k, v in conn.execute(select(key, other).where(key.in_(ids[i:i + 500]))):
+    for chunk in id_chunks(ids):
+        for k, v in conn.execute(select(key, other).where(key.in_(chunk))):
             out.setdefault(k, []).append(v)
     return out
 
@@ -51,8 +50,8 @@ def cancelled_by_dependency(conn: Connection, ids: list[str]) -> list[str]:
     """Those of `ids` cancelled because a dependency ended as they could not accept (the reason
     outcomes.dependency_unmet gives them): what retry --with-dependents revives."""
     hit: set[str] = set()
-    for i in range(0, len(ids), 500):
-        hit.update(conn.execute(select(JOB.c.id).where(JOB.c.id.in_(ids[i:i + 500]),
+    for chunk in id_chunks(ids):
+        hit.update(conn.execute(select(JOB.c.id).where(JOB.c.id.in_(chunk),
                                                        JOB.c.status == JobStatus.CANCELLED.value,
                                                        JOB.c.reason.like("dependency %"))).scalars())
     return [i for i in ids if i in hit]
@@ -83,6 +82,6 @@ def graph_rows(conn: Connection, start: str, cap: int = 100_000) -> tuple[list[A
     ids = list(seen)
     rows = []
     cols = [JOB.c.id, JOB.c.name, JOB.c.status, JOB.c.priority, JOB.c.started_at, JOB.c.ended_at]
-    for i in range(0, len(ids), 500):
-        rows.extend(conn.execute(select(*cols).where(JOB.c.id.in_(ids[i:i + 500]))).all())
+    for chunk in id_chunks(ids):
+        rows.extend(conn.execute(select(*cols).where(JOB.c.id.in_(chunk))).all())
     return rows, sorted(edges)

@@ -11,7 +11,7 @@ wait for a deleted one stay: a later retry of such a waiter says its dependency 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +22,12 @@ from ...units import moment_text
 from . import job_arrays, job_graph
 from . import store as st
 from .accounts import add_audit
-from .database import ATTEMPT, DEP, EVENT, IDEM, JOB, PIPELINE, execute, fetchall
+from .database import ATTEMPT, DEP, EVENT, IDEM, JOB, PIPELINE, execute, fetchall, id_chunks, in_marks
 from .job_counts import add_counts
 from .results import STORED
 from .store import IDEMPOTENCY_TTL
 
 STATUSES = sorted(s.value for s in TERMINAL)  # the order a sweep walks them in
-CHUNK = 500  # ids per IN (...) list
 SCAN_LIMIT = 10  # jobs a step reads at most, in batches: a step over jobs that stay ends all the same
 AUDIT_ACTION = "retention"
 
@@ -111,19 +110,14 @@ def take(conn: Connection, cutoff: float, cursor: Cursor, limit: int) -> Batch:
     return out
 
 
-def _chunks(ids: Sequence[str]) -> Iterable[tuple[list[str], str]]:
-    for i in range(0, len(ids), CHUNK):
-        chunk = list(ids[i:i + CHUNK])
-        yield chunk, ", ".join("?" * len(chunk))
-
-
 def delete_jobs(conn: Connection, ids: Sequence[str]) -> list[str]:
     """Delete these jobs and what hangs off them (attempts, events, their own edges, pipeline
     figures), keeping the per-(tenant, status) counts in step. Returns those whose results are
     in the shared store (results.py), to be removed there after the commit; the rest were in the rows."""
     gone: Counter[tuple[str, str]] = Counter()
     stored: list[str] = []
-    for chunk, marks in _chunks(ids):
+    for chunk in id_chunks(ids):
+        marks = in_marks(chunk)
         stored += [r[0] for r in fetchall(conn, f"SELECT id FROM {JOB.name} WHERE id IN ({marks}) AND result = ?",
                                           [*chunk, STORED])]
         for tenant, status, n in fetchall(conn, f"SELECT COALESCE(tenant, ''), status, COUNT(*) FROM {JOB.name} "
