@@ -8,6 +8,7 @@ import sys
 
 from ..errors import SageOpsError
 from .allocator import tune_gc, tune_malloc
+from .gil import tune_switching
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tune_gc()
         tune_malloc()
+        tune_switching()
         JobManagerServer(host=a.host, port=a.port, ray_address=a.ray_address, config=a.config,
                          socket_path=a.socket, **{"security.tls_cert": a.tls_cert,
                                                      "security.tls_key": a.tls_key,
