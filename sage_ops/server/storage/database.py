@@ -155,11 +155,11 @@ def insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
         return
     cols = list(rows[0])
     sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    values = operator.itemgetter(*cols)  # in C: 0.03 s for 50,000 job rows where a generator took 0.07
+    # in C: 0.03 s for 50,000 job rows where a generator took 0.07; of one key it gives the value, not a tuple
+    values = operator.itemgetter(*cols) if len(cols) > 1 else lambda r: (r[cols[0]],)
     cur = conn.connection.cursor()
     try:
-        cur.executemany(native(conn, sql), [values(r) for r in rows] if len(cols) > 1 else [(r[c],) for r in rows
-                                                                                             for c in cols])
+        cur.executemany(native(conn, sql), [values(r) for r in rows])
     finally:
         cur.close()
 

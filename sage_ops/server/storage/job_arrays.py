@@ -14,8 +14,12 @@ from .database import JOB, id_chunks
 
 def arrays_among(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
     """The arrays among `ids`, with their tenants."""
-    return {job_id: tenant for chunk in id_chunks(ids) for job_id, tenant in
-            conn.execute(select(JOB.c.id, JOB.c.tenant).where(JOB.c.id.in_(chunk), JOB.c.array_id == JOB.c.id))}
+    out: dict[str, str | None] = {}
+    for chunk in id_chunks(ids):
+        for job_id, tenant in conn.execute(select(JOB.c.id, JOB.c.tenant).where(JOB.c.id.in_(chunk),
+                                                                                 JOB.c.array_id == JOB.c.id)):
+            out[job_id] = tenant
+    return out
 
 
 def spec_of(conn: Connection, job_id: str) -> str | None:
