@@ -13,17 +13,23 @@ from typing import Any
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters
 MMAP_THRESHOLD = 256 * 1024
 ARENAS = 2
+YOUNG = 10_000  # net new container objects between two collections of the youngest generation
 BIG = 1000  # jobs in one request: past this, what it freed is given back to the system
 
 
 def tune_gc() -> None:
     """The daemon keeps every queued job in memory; with the default thresholds a 50,000-job batch
     set off full collections that walk all of them again and again (measured: more than half of a
-    batch's validation time). Collect young objects 100x less often, and never rescan what the
-    imports made (gc.freeze)."""
+    batch's validation time). Scan the older generations rarely, and never rescan what the imports
+    made (gc.freeze).
+
+    The youngest generation is still collected every YOUNG allocations: reference cycles (each
+    SQLAlchemy statement the daemon builds is one) are freed only by a collection, and up to YOUNG
+    container objects of them wait for it. At 100,000 that was ~18 MB, which took a steady load 27
+    minutes to reach: the soak's RSS grew for 27 minutes, then stopped (docs/performance.md, Soak)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(YOUNG, 50, 100)
 
 
 def _libc() -> Any:
