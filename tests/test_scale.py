@@ -90,11 +90,22 @@ def test_stats_counts_match_the_jobs_after_a_mixed_workload(daemon: Daemon) -> N
     assert stats.total_jobs == sum(exact.values())
 
 
+async def _submitted(store: Any, names: list[str], first: int) -> None:
+    """Jobs just submitted, each with its audit event, in one commit (what a batch leaves)."""
+    from sage_ops.lifecycle import JobStatus, transition
+    from sage_ops.server.storage import store as st
+
+    rows = _jobs(names, first_seq=first)
+    for r in rows:
+        r.update(status="SUBMITTED", ended_at=None)
+    evs = [st.event_row(transition(r["id"], None, JobStatus.SUBMITTED, "submitted"), time.time()) for r in rows]
+    await store.write(lambda c: st.insert_jobs(c, rows, evs))
+
+
 def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: Path, monkeypatch: Any) -> None:
     import asyncio
     import json
 
-    from sage_ops.lifecycle import JobStatus, transition
     from sage_ops.server.services import event_stream as events
     from sage_ops.server.storage import store as st
 
@@ -109,21 +120,13 @@ def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: 
             assert json.loads(await fast.__anext__())["kind"] == "heartbeat"
             assert json.loads(await slow.__anext__())["kind"] == "heartbeat"
 
-            async def add(names: list[str], first: int) -> None:
-                rows = _jobs(names, first_seq=first)
-                for r in rows:
-                    r.update(status="SUBMITTED", ended_at=None)
-                evs = [st.event_row(transition(r["id"], None, JobStatus.SUBMITTED, "submitted"), time.time())
-                       for r in rows]
-                await store.write(lambda c: st.insert_jobs(c, rows, evs))
-
-            await add(["a", "b", "c"], 1)
+            await _submitted(store, ["a", "b", "c"], 1)
             lines = (await asyncio.wait_for(fast.__anext__(), 10)).splitlines()
             while len(lines) < 3:  # one chunk per page the hub read: here, usually all three
                 lines += (await asyncio.wait_for(fast.__anext__(), 10)).splitlines()
             assert [json.loads(x)["name"] for x in lines] == ["a", "b", "c"]
             # the slow follower has not read; three more events pass its bound of five
-            await add(["d", "e", "f"], 4)
+            await _submitted(store, ["d", "e", "f"], 4)
             fresh: list[str] = []
             while len(fresh) < 3:  # once the fast one has them, the hub has handed them to both
                 fresh += [json.loads(x)["name"] for x in (await asyncio.wait_for(fast.__anext__(), 10)).splitlines()]
@@ -137,6 +140,42 @@ def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: 
             store.close()
 
     asyncio.run(main())
+
+
+def test_a_follower_behind_gets_a_burst_page_by_page_in_order(tmp_path: Path, monkeypatch: Any) -> None:
+    """Each chunk is one page as the hub encoded it, never the pages joined into one big copy per
+    follower: a burst's buffers stay small (docs/performance.md, the event stream's pages)."""
+    import asyncio
+    import json
+
+    from sage_ops.server.services import event_stream as events
+    from sage_ops.server.storage import store as st
+
+    monkeypatch.setattr(events, "PAGE", 2)
+
+    async def main() -> list[list[str]]:
+        store = st.Store(f"sqlite:///{tmp_path / 'e.db'}")
+        hub = events.EventHub(store, interval=0.01)
+        runner = asyncio.create_task(hub.run())
+        try:
+            follower = hub.follow(None, events.visible_to(None, True))
+            assert json.loads(await follower.__anext__())["kind"] == "heartbeat"
+            await _submitted(store, ["a", "b", "c", "d", "e"], 1)
+            while hub.last < 5:  # every page is queued for the follower before it reads one
+                await asyncio.sleep(0.01)
+            chunks: list[list[str]] = []
+            while sum(map(len, chunks)) < 5:
+                chunk = await asyncio.wait_for(follower.__anext__(), 10)
+                chunks.append([json.loads(x)["name"] for x in chunk.splitlines()])
+            await follower.aclose()
+            return chunks
+        finally:
+            runner.cancel()
+            store.close()
+
+    chunks = asyncio.run(main())
+    assert [name for chunk in chunks for name in chunk] == ["a", "b", "c", "d", "e"]
+    assert max(map(len, chunks)) == 2
 
 
 def test_an_event_page_is_sent_whole_to_an_admin_and_filtered_for_a_member() -> None:

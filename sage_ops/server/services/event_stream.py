@@ -20,7 +20,8 @@ from ..storage.store import Store
 from ..storage.tables import Job, JobEvent
 
 E, J = JobEvent.__table__, Job.__table__
-PAGE = 5000
+PAGE = 500  # events read, encoded and sent at once: ~100 KB, so a burst's buffers stay below the daemon's
+# mmap threshold (allocator.MMAP_THRESHOLD) and are reused from its heap instead of mapped afresh
 QUEUE = 20_000  # events a follower may lag behind before it is told to resync
 HEARTBEAT = 15.0
 GAP = 0.02  # seconds at least between two reads of the table: a read per burst of commits, not per commit
@@ -32,14 +33,14 @@ PAGE_SQL = (f"SELECT e.id, e.job_id, e.time, e.from_status, e.to_status, e.reaso
             "WHERE e.id > ? ORDER BY e.id LIMIT ?")
 
 
-def _page(conn: Connection, after: int, limit: int = PAGE) -> list[JobChange]:
+def _page(conn: Connection, after: int, limit: int | None = None) -> list[JobChange]:
     """In driver SQL, rows as plain tuples: SQLAlchemy's rows, read by name, were half the cost
-    of a 10,000-job burst's pages (the worst lag of the stream)."""
+    of a 10,000-job burst's pages (the worst lag of the stream). `limit`: PAGE unless given."""
     return [JobChange(seq=seq, job_id=job_id, name=name, tenant=tenant, time=datetime.fromtimestamp(t, timezone.utc),
                       from_status=old, to_status=new, reason=reason, attempt=attempt, priority=priority, node=node,
                       exit_code=exit_code)
             for seq, job_id, t, old, new, reason, attempt, name, tenant, priority, node, exit_code
-            in fetchall(conn, PAGE_SQL, [after, limit])]
+            in fetchall(conn, PAGE_SQL, [after, limit or PAGE])]
 
 
 class _Page:
@@ -129,8 +130,8 @@ class EventHub:
 
     async def follow(self, after: int | None, visible: Visible, follow: bool = True) -> AsyncIterator[bytes]:
         """NDJSON lines of the events after `after` (None: from now on), then of live ones if
-        `follow`; as many lines per chunk as are ready (a burst costs a send per page, not per
-        event)."""
+        `follow`; a page per chunk (a burst costs a send per page, not per event), sent as the
+        hub encoded it, not joined with the next into a bigger copy per follower."""
         me = _Follower()
         if follow:
             self.followers.add(me)
@@ -162,16 +163,14 @@ class EventHub:
                     cursor = self.last
                     yield encode(JobChange(seq=cursor, kind="resync", time=datetime.now(timezone.utc)))
                     continue
-                out = []
                 while me.pages:
                     page = me.pages.popleft()
                     me.pending -= len(page)
                     if page.last > cursor:  # else: already sent while catching up
-                        if data := page.after(cursor, visible):
-                            out.append(data)
+                        data = page.after(cursor, visible)
                         cursor = page.last
-                if out:
-                    yield b"".join(out)
+                        if data:
+                            yield data
         finally:
             self.followers.discard(me)
 
