@@ -89,6 +89,21 @@ def test_a_follower_never_gets_a_line_longer_than_line_max(tmp_path: Path) -> No
     assert lines_of(b"".join(blocks))[-1]["message"] == "last"  # the unfinished blob is not served
 
 
+def test_a_follower_gets_a_line_as_long_as_the_log_keeps_whole(tmp_path: Path) -> None:
+    """A follower reads in blocks smaller than a megabyte; a kept line of the longest size still
+    comes whole, in one block, with the lines around it."""
+    store = LogStore(tmp_path)
+    longest = "x" * MAX_LOG_LINE
+    store.append_bytes("long01", encode_lines([(1.0, "stdout", "before", 1), (2.0, "stdout", longest, 1),
+                                               (3.0, "stdout", "after", 1)]))
+
+    async def follow() -> list[bytes]:
+        return [block async for block in store.follow("long01", lambda: True)]
+
+    blocks = asyncio.run(follow())
+    assert [line["message"] for line in lines_of(b"".join(blocks))] == ["before", longest, "after"]
+
+
 # -- the result file -------------------------------------------------------------------------
 
 def test_a_fifo_as_result_file_is_refused_without_blocking(tmp_path: Path) -> None:
