@@ -1,4 +1,4 @@
-"""The daemon gives back what a request of many jobs freed (allocator.GiveBack), once at a time;
+"""The daemon gives back what a request of many jobs or a long stream freed (allocator.GiveBack), once at a time;
 its collector frees reference cycles soon (allocator.tune_gc)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sage_ops.server.allocator import BIG, YOUNG, GiveBack, tune_gc
+from sage_ops.server.allocator import BIG, BIG_STREAM, YOUNG, GiveBack, tune_gc
 
 
 class Cycle:
@@ -53,6 +53,17 @@ async def test_a_big_request_gives_memory_back_and_a_small_one_does_not() -> Non
     give_back.after(BIG - 1)
     assert calls == []
     give_back.after(BIG)
+    assert give_back._running is not None
+    await give_back._running
+    assert calls == [0]
+
+
+async def test_a_long_stream_gives_memory_back_and_a_short_one_does_not() -> None:
+    calls: list[int] = []
+    give_back = GiveBack(trim=calls.append)
+    give_back.after_stream(BIG_STREAM - 1)
+    assert calls == []
+    give_back.after_stream(BIG_STREAM)
     assert give_back._running is not None
     await give_back._running
     assert calls == [0]

@@ -15,6 +15,7 @@ MMAP_THRESHOLD = 256 * 1024
 ARENAS = 2
 YOUNG = 10_000  # net new container objects between two collections of the youngest generation
 BIG = 1000  # jobs in one request: past this, what it freed is given back to the system
+BIG_STREAM = 64 * 1024 * 1024  # bytes one response streamed (a log followed): past this, the same
 
 
 def tune_gc() -> None:
@@ -64,6 +65,16 @@ class GiveBack:
 
     def after(self, jobs: int) -> None:
         """A request touched `jobs` jobs: give back what it freed if it was big."""
-        if jobs < BIG or self._trim is None or (self._running is not None and not self._running.done()):
+        if jobs >= BIG:
+            self._start()
+
+    def after_stream(self, sent: int) -> None:
+        """A response streamed `sent` bytes: its blocks (each under the mmap threshold, so from
+        the heap) are freed, and 50 log followers left ~40 MB there (measured)."""
+        if sent >= BIG_STREAM:
+            self._start()
+
+    def _start(self) -> None:
+        if self._trim is None or (self._running is not None and not self._running.done()):
             return
         self._running = asyncio.get_running_loop().create_task(asyncio.to_thread(self._trim, 0))

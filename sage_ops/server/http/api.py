@@ -113,7 +113,7 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="sage-ops", version=__version__, docs_url=None, redoc_url=None)
     store, scheduler = services.store, services.scheduler
     packages = services.blobs  # shipped working directories (None: a daemon without a blob store)
-    give_back = GiveBack()  # after a request of many jobs
+    give_back = GiveBack()  # after a request of many jobs, or a long log streamed
 
     @app.exception_handler(SageOpsError)
     async def _sage(_req: Request, exc: SageOpsError) -> JSONResponse:
@@ -261,13 +261,19 @@ def create_app(services: Services) -> FastAPI:
 
         async def body() -> AsyncIterator[bytes]:
             # The log file holds these very NDJSON lines: blocks of it go out as they are.
-            if follow:
-                async for block in services.logs.follow(job_id, done, tail, attempt=attempt):
-                    yield block
-            else:
-                await asyncio.to_thread(services.logs.sync, job_id)  # the shared store's blocks, if any
-                for block in services.logs.blocks(job_id, tail, attempt):
-                    yield block
+            sent = 0
+            try:
+                if follow:
+                    async for block in services.logs.follow(job_id, done, tail, attempt=attempt):
+                        sent += len(block)
+                        yield block
+                else:
+                    await asyncio.to_thread(services.logs.sync, job_id)  # the shared store's blocks, if any
+                    for block in services.logs.blocks(job_id, tail, attempt):
+                        sent += len(block)
+                        yield block
+            finally:
+                give_back.after_stream(sent)
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
