@@ -47,23 +47,14 @@ def test_the_daemon_frees_dropped_reference_cycles_within_its_young_threshold(da
     assert most <= YOUNG
 
 
-async def test_a_big_request_gives_memory_back_and_a_small_one_does_not() -> None:
+@pytest.mark.parametrize(("what", "big"), [("after", BIG), ("after_stream", BIG_STREAM)],
+                         ids=["a request of many jobs", "a long stream"])
+async def test_something_big_gives_memory_back_and_something_small_does_not(what: str, big: int) -> None:
     calls: list[int] = []
     give_back = GiveBack(trim=calls.append)
-    give_back.after(BIG - 1)
+    getattr(give_back, what)(big - 1)
     assert calls == []
-    give_back.after(BIG)
-    assert give_back._running is not None
-    await give_back._running
-    assert calls == [0]
-
-
-async def test_a_long_stream_gives_memory_back_and_a_short_one_does_not() -> None:
-    calls: list[int] = []
-    give_back = GiveBack(trim=calls.append)
-    give_back.after_stream(BIG_STREAM - 1)
-    assert calls == []
-    give_back.after_stream(BIG_STREAM)
+    getattr(give_back, what)(big)
     assert give_back._running is not None
     await give_back._running
     assert calls == [0]
