@@ -4,9 +4,12 @@ what it returns."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +93,22 @@ def test_stats_counts_match_the_jobs_after_a_mixed_workload(daemon: Daemon) -> N
     assert stats.total_jobs == sum(exact.values())
 
 
+@contextlib.asynccontextmanager
+async def _hub(tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """A store and its event hub, running until the block ends."""
+    from sage_ops.server.services import event_stream as events
+    from sage_ops.server.storage import store as st
+
+    store = st.Store(f"sqlite:///{tmp_path / 'e.db'}")
+    hub = events.EventHub(store, interval=0.01)
+    runner = asyncio.create_task(hub.run())
+    try:
+        yield store, hub
+    finally:
+        runner.cancel()
+        store.close()
+
+
 async def _submitted(store: Any, names: list[str], first: int) -> None:
     """Jobs just submitted, each with its audit event, in one commit (what a batch leaves)."""
     from sage_ops.lifecycle import JobStatus, transition
@@ -103,19 +122,14 @@ async def _submitted(store: Any, names: list[str], first: int) -> None:
 
 
 def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: Path, monkeypatch: Any) -> None:
-    import asyncio
     import json
 
     from sage_ops.server.services import event_stream as events
-    from sage_ops.server.storage import store as st
 
     monkeypatch.setattr(events, "QUEUE", 5)
 
     async def main() -> None:
-        store = st.Store(f"sqlite:///{tmp_path / 'e.db'}")
-        hub = events.EventHub(store, interval=0.01)
-        runner = asyncio.create_task(hub.run())
-        try:
+        async with _hub(tmp_path) as (store, hub):
             fast, slow = (hub.follow(None, events.visible_to(None, True)) for _ in range(2))
             assert json.loads(await fast.__anext__())["kind"] == "heartbeat"
             assert json.loads(await slow.__anext__())["kind"] == "heartbeat"
@@ -135,9 +149,6 @@ def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: 
             assert first["kind"] == "resync"  # told, not dropped silently
             await fast.aclose()
             await slow.aclose()
-        finally:
-            runner.cancel()
-            store.close()
 
     asyncio.run(main())
 
@@ -145,19 +156,14 @@ def test_event_followers_share_pages_and_a_slow_one_is_told_to_resync(tmp_path: 
 def test_a_follower_behind_gets_a_burst_page_by_page_in_order(tmp_path: Path, monkeypatch: Any) -> None:
     """Each chunk is one page as the hub encoded it, never the pages joined into one big copy per
     follower: a burst's buffers stay small (docs/performance.md, the event stream's pages)."""
-    import asyncio
     import json
 
     from sage_ops.server.services import event_stream as events
-    from sage_ops.server.storage import store as st
 
     monkeypatch.setattr(events, "PAGE", 2)
 
     async def main() -> list[list[str]]:
-        store = st.Store(f"sqlite:///{tmp_path / 'e.db'}")
-        hub = events.EventHub(store, interval=0.01)
-        runner = asyncio.create_task(hub.run())
-        try:
+        async with _hub(tmp_path) as (store, hub):
             follower = hub.follow(None, events.visible_to(None, True))
             assert json.loads(await follower.__anext__())["kind"] == "heartbeat"
             await _submitted(store, ["a", "b", "c", "d", "e"], 1)
@@ -169,9 +175,6 @@ def test_a_follower_behind_gets_a_burst_page_by_page_in_order(tmp_path: Path, mo
                 chunks.append([json.loads(x)["name"] for x in chunk.splitlines()])
             await follower.aclose()
             return chunks
-        finally:
-            runner.cancel()
-            store.close()
 
     chunks = asyncio.run(main())
     assert [name for chunk in chunks for name in chunk] == ["a", "b", "c", "d", "e"]

@@ -261,21 +261,15 @@ def create_app(services: Services) -> FastAPI:
 
         async def body() -> AsyncIterator[bytes]:
             # The log file holds these very NDJSON lines: blocks of it go out as they are.
-            sent = 0
-            try:
-                if follow:
-                    async for block in services.logs.follow(job_id, done, tail, attempt=attempt):
-                        sent += len(block)
-                        yield block
-                else:
-                    await asyncio.to_thread(services.logs.sync, job_id)  # the shared store's blocks, if any
-                    for block in services.logs.blocks(job_id, tail, attempt):
-                        sent += len(block)
-                        yield block
-            finally:
-                give_back.after_stream(sent)
+            if follow:
+                async for block in services.logs.follow(job_id, done, tail, attempt=attempt):
+                    yield block
+            else:
+                await asyncio.to_thread(services.logs.sync, job_id)  # the shared store's blocks, if any
+                for block in services.logs.blocks(job_id, tail, attempt):
+                    yield block
 
-        return StreamingResponse(body(), media_type="application/x-ndjson")
+        return StreamingResponse(give_back.streamed(body()), media_type="application/x-ndjson")
 
     @app.get("/v1/events")
     async def events(after: int | None = Query(None, ge=0, description="resume after this seq (default: now)"),

@@ -33,14 +33,14 @@ PAGE_SQL = (f"SELECT e.id, e.job_id, e.time, e.from_status, e.to_status, e.reaso
             "WHERE e.id > ? ORDER BY e.id LIMIT ?")
 
 
-def _page(conn: Connection, after: int, limit: int | None = None) -> list[JobChange]:
+def _page(conn: Connection, after: int) -> list[JobChange]:
     """In driver SQL, rows as plain tuples: SQLAlchemy's rows, read by name, were half the cost
-    of a 10,000-job burst's pages (the worst lag of the stream). `limit`: PAGE unless given."""
+    of a 10,000-job burst's pages (the worst lag of the stream)."""
     return [JobChange(seq=seq, job_id=job_id, name=name, tenant=tenant, time=datetime.fromtimestamp(t, timezone.utc),
                       from_status=old, to_status=new, reason=reason, attempt=attempt, priority=priority, node=node,
                       exit_code=exit_code)
             for seq, job_id, t, old, new, reason, attempt, name, tenant, priority, node, exit_code
-            in fetchall(conn, PAGE_SQL, [after, limit or PAGE])]
+            in fetchall(conn, PAGE_SQL, [after, PAGE])]
 
 
 class _Page:
