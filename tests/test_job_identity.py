@@ -155,6 +155,47 @@ def test_a_memory_request_is_the_jobs_memory_limit(own: Daemon) -> None:
     assert [e.message for e in client.get_job_logs(job) if e.stream == "stdout"] == [str(256 * 1024 * 1024)]
 
 
+# A job born in its cgroups from a thread of a busy process (as in a Ray worker), in a process of its own.
+BORN_IN = textwrap.dedent("""
+    import json, subprocess, threading
+    from sage_ops.server.backend import containment
+
+    def cgroups(path):
+        return {l.split(":")[1]: l.split(":")[2].strip() for l in open(path)}
+
+    def spawn(out):
+        jail = containment.Jail("t-1", cpu=1, memory=64 << 20)
+        with jail.spawning():
+            proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        out.update(child=cgroups(f"/proc/{proc.pid}/cgroup"), thread=cgroups("/proc/thread-self/cgroup"),
+                   jail=jail.dirs)
+        jail.leader = proc.pid
+        jail.close()
+
+    out = {}
+    worker = threading.Thread(target=spawn, args=(out,))
+    worker.start()
+    worker.join()
+    print(json.dumps({**out, "main": cgroups("/proc/thread-self/cgroup")}))
+""")
+
+
+@pytest.fixture(scope="module")
+def born_in() -> dict[str, Any]:
+    if not containment.mode().startswith("cgroup v1") or not os.access("/sys/fs/cgroup/memory", os.W_OK):
+        pytest.skip("needs a writable cgroup v1")
+    out = subprocess.run([sys.executable, "-c", BORN_IN], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def test_a_job_is_born_in_its_memory_cgroup(born_in: dict[str, Any]) -> None:
+    assert "/sys/fs/cgroup/memory" + born_in["child"]["memory"] == born_in["jail"]["memory"]
+
+
+def test_the_forking_thread_goes_back_to_its_cgroups(born_in: dict[str, Any]) -> None:
+    assert born_in["thread"] == born_in["main"]
+
+
 # The fallback where no cgroup is writable, run in a process of its own (it becomes a subreaper).
 SUBREAPER = textwrap.dedent("""
     import os, subprocess, sys, time
