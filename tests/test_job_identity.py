@@ -192,6 +192,10 @@ def test_a_job_is_born_in_its_memory_cgroup(born_in: dict[str, Any]) -> None:
     assert "/sys/fs/cgroup/memory" + born_in["child"]["memory"] == born_in["jail"]["memory"]
 
 
+def test_a_job_is_born_in_its_tracking_cgroup(born_in: dict[str, Any]) -> None:
+    assert "/sys/fs/cgroup/freezer" + born_in["child"]["freezer"] == born_in["jail"]["freezer"]
+
+
 def test_the_forking_thread_goes_back_to_its_cgroups(born_in: dict[str, Any]) -> None:
     assert born_in["thread"] == born_in["main"]
 
