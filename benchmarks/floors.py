@@ -157,7 +157,7 @@ def store_floor(directory: Path, n: int = 50_000) -> float:
         with store.engine.begin() as conn:
             st.insert_jobs(conn, jobs, events)
         elapsed = time.perf_counter() - t0
-        store.engine.dispose()
+        store.close()  # its writer thread, its engine, its lock file
     return n / elapsed
 
 
