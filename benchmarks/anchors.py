@@ -16,15 +16,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-DRIVER = r"""
-import json, os, subprocess, sys, time
+CONNECT = r"""
+import json, os, sys, time
 from pathlib import Path
 from sage_ops.server.backend.ray_backend import LocalHead
-os.environ.update(LocalHead(Path(sys.argv[4])).env())  # the head's token and settings, before Ray is imported
+os.environ.update(LocalHead(Path(sys.argv[2])).env())  # the head's token and settings, before Ray is imported
 import ray
-cmd, n = json.loads(sys.argv[1]), int(sys.argv[2])
-ray.init(address=sys.argv[3], logging_level="ERROR", log_to_driver=False, _node_ip_address="127.0.0.1")
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False, _node_ip_address="127.0.0.1")
+"""
+
+DRIVER = r"""
+import subprocess
+cmd, n = json.loads(sys.argv[3]), int(sys.argv[4])
 
 @ray.remote(num_cpus=1, max_retries=0)
 def job(cmd):
@@ -35,6 +40,17 @@ t0 = time.perf_counter()
 codes = ray.get([job.remote(cmd) for _ in range(n)])
 print(json.dumps({"rate": n / (time.perf_counter() - t0), "failed": sum(1 for c in codes if c)}))
 """
+
+
+def on_head(script: str, address: str, state: Path, *args: str, what: str) -> Any:
+    """The JSON `script` prints last, run after CONNECT as a Ray driver of its own on the head at
+    `address` (the head of the daemon whose state dir is `state`); None if it failed (said so)."""
+    out = subprocess.run([sys.executable, "-c", CONNECT + script, address, str(state), *args],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        print(f"  {what}: failed: {out.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 RAY_JOBS = r"""
@@ -72,11 +88,8 @@ def xargs_floor(cmd: list[str], n: int, parallel: int) -> float:
 def bare_ray_tasks(cmd: list[str], n: int, address: str, state: Path) -> float:
     """Jobs/s of one Ray task per job running `cmd` in a subprocess, on the head at `address`
     (the head of the daemon whose state dir is `state`: its token and settings)."""
-    out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cmd), str(n), address, str(state)],
-                         capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        print(f"  bare Ray tasks: failed: {out.stderr.strip().splitlines()[-1:]}")
+    result = on_head(DRIVER, address, state, json.dumps(cmd), str(n), what="bare Ray tasks")
+    if result is None:
         return 0.0
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  bare Ray tasks {' '.join(cmd):<14}: {result['rate']:8.1f} jobs/s  ({n} tasks, {result['failed']} failed)")
     return float(result["rate"])

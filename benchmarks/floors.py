@@ -18,28 +18,25 @@ the parts a job's path is made of, each alone, with nothing of sage-ops around i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from anchors import on_head
 from common import Bench, ms
 
 QUIET = 0.01  # seconds between two samples, as between the idle benchmark's jobs
 SAMPLES = 200
 
 RAY_CALLS = r"""
-import asyncio, json, os, sys, time
-from pathlib import Path
-from sage_ops.server.backend.ray_backend import LocalHead
-os.environ.update(LocalHead(Path(sys.argv[2])).env())  # the head's token and settings, before Ray is imported
-import ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False, _node_ip_address="127.0.0.1")
+import asyncio
 samples, quiet = int(sys.argv[3]), float(sys.argv[4])
 
 @ray.remote(num_cpus=0)
@@ -68,12 +65,7 @@ asyncio.run(main())
 def ray_calls(address: str, state: Path, samples: int = SAMPLES, quiet: float = QUIET) -> dict[str, list[float]]:
     """Seconds from one actor call to its arrival in the actor, after `quiet` and back to back,
     from a driver of its own on the daemon's head."""
-    out = subprocess.run([sys.executable, "-c", RAY_CALLS, address, str(state), str(samples), str(quiet)],
-                         capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        print(f"  Ray calls: failed: {out.stderr.strip().splitlines()[-1:]}")
-        return {"quiet": [], "busy": []}
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return on_head(RAY_CALLS, address, state, str(samples), str(quiet), what="Ray calls") or {"quiet": [], "busy": []}
 
 
 def commits(directory: Path, samples: int = SAMPLES, quiet: float = QUIET) -> list[float]:
@@ -99,10 +91,21 @@ CGROUP_V1 = "/sys/fs/cgroup"
 JOB_CGROUPS = ("cpu", "freezer")  # where a job with a CPU request is born on cgroup v1: its limit, its tracker
 
 
-def _into(hierarchies: dict[str, str]) -> None:
-    for path in hierarchies.values():
+def _move(dirs: Iterable[str]) -> None:
+    for path in dirs:
         with open(os.path.join(path, "tasks"), "w", encoding="ascii") as f:
             f.write("0")  # this thread, as the executor moves itself
+
+
+@contextlib.contextmanager
+def _standing_in(cgroups: dict[str, str]) -> Iterator[None]:
+    """This thread in `cgroups` (hierarchy -> directory) for the block, as the executor stands in
+    a job's while it forks it."""
+    _move(cgroups.values())
+    try:
+        yield
+    finally:
+        _move(os.path.join(CGROUP_V1, h) for h in cgroups)
 
 
 def forks(samples: int = SAMPLES, quiet: float = QUIET, cgroups: bool = False) -> list[float]:
@@ -111,26 +114,21 @@ def forks(samples: int = SAMPLES, quiet: float = QUIET, cgroups: bool = False) -
     out = []
     for k in range(samples):
         made: dict[str, str] = {}
-        if cgroups:
-            try:
+        try:
+            if cgroups:
                 for h in JOB_CGROUPS:
                     os.mkdir(path := os.path.join(CGROUP_V1, h, f"sgo-floor-{os.getpid()}-{k}"))
                     made[h] = path
-            except OSError:
-                for path in made.values():
-                    os.rmdir(path)
-                return []
-        time.sleep(quiet)
-        try:
+            time.sleep(quiet)
             t0 = time.perf_counter()
-            _into(made)
-            proc = subprocess.Popen(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    start_new_session=True)
-            _into({h: os.path.join(CGROUP_V1, h) for h in made})
+            with _standing_in(made):
+                proc = subprocess.Popen(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        start_new_session=True)
             out.append(time.perf_counter() - t0)
             proc.wait()
+        except OSError:  # no cgroup v1 to write here
+            return []
         finally:
-            _into({h: os.path.join(CGROUP_V1, h) for h in made})
             for path in made.values():
                 os.rmdir(path)
     return out
