@@ -23,11 +23,13 @@ from sage_ops.config import Config
 from sage_ops.errors import Conflict, Invalid, Rejected
 from sage_ops.lifecycle import JobStatus
 from sage_ops.schemas import JobSpec
+from sage_ops.server.scheduling import admission
 from sage_ops.server.scheduling.reconcile import LOST_AFTER, LOST_AFTER_REFUSED
 from sage_ops.server.scheduling.run_as import RunAs
 from sage_ops.server.scheduling.scheduler import Scheduler
 from sage_ops.server.storage import job_arrays
 from sage_ops.server.storage import store as st
+from sage_ops.server.storage.database import fetchall
 from sage_ops.server.storage.logs import LogStore
 from sage_ops.server.storage.sealing import Sealer
 from sage_ops.views import JobView, Pending, PendingCode
@@ -158,6 +160,36 @@ def test_any_priorities_dispatch_sorted_by_priority_then_submission(shared: tupl
         assert await drain_one_at_a_time(rig) == expected
 
     asyncio.run(run())
+
+
+async def seqs_by_id(rig: Rig) -> dict[str, int]:
+    rows = await rig.store.read(lambda c: fetchall(c, "SELECT id, seq FROM job", []))
+    return {job_id: seq for job_id, seq in rows}
+
+
+async def test_ids_sort_in_submission_order(rig: Rig) -> None:
+    """Neighbouring ids keep a batch's inserts at the end of the id indexes (admission.new_job_id)."""
+    views, _ = await rig.sched.submit([JobSpec(command=["true"], array="0-2" if i == 5 else None)
+                                       for i in range(20)], batch=True)
+    later = await rig.submit()
+    ids = [str(v.id) for v in views] + [later]
+    assert ids == sorted(ids)
+
+
+async def test_submits_awaiting_their_writes_together_get_their_own_seqs(rig: Rig) -> None:
+    await asyncio.gather(*(rig.submit() for _ in range(10)))
+    assert len(set((await seqs_by_id(rig)).values())) == 10
+
+
+async def test_no_two_jobs_share_an_id_even_when_the_random_half_repeats(rig: Rig,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission.secrets, "token_hex", lambda n: "ab" * n)
+    await rig.sched.submit([JobSpec(command=["true"]) for _ in range(300)], batch=True)
+    assert len(await seqs_by_id(rig)) == 300
+
+
+def test_an_id_grows_a_digit_past_16_million_jobs_instead_of_wrapping() -> None:
+    assert admission.new_job_id(0x1000000)[:7] == "1000000"
 
 
 async def test_the_next_job_reserves_its_resources_so_small_ones_do_not_starve_a_big_one(rig: Rig) -> None:
