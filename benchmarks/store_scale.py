@@ -2,15 +2,16 @@
 straight into the tables with their audit events and attempts, then the daemon started on it and
 asked what the CLI and the TUI ask: the `jobs` first page (plain and filtered by status, name glob
 and tenant), `status JOB` and `stats`, as p50/p99 latency through the Python client; plus daemon
-start-up time, its RSS and the database's size.
+start-up time, its RSS and the database's size; last, the rate of one batch submit into it (the
+submit scenario's batch goes into an empty store).
 
     python -m benchmarks store --jobs 1000000 [--postgres]
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
-import os
 import random
 import sqlite3
 import time
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import TRUE, Bench, ms, rss_mb
+from common import TRUE, Bench, RawHTTP, ms, rss_mb
+from submit_rates import batch
 
 from sage_ops.schemas import JobSpec
+from sage_ops.server.scheduling.admission import new_job_id
 
 JOB_COLS = ["id", "seq", "name", "tenant", "status", "reason", "priority", "kind", "spec", "exit_code", "result",
             "attempts_made", "node", "created_at", "updated_at", "started_at", "ended_at", "not_before",
@@ -38,7 +41,7 @@ def finished_jobs(n: int, seed: int = 7) -> Iterator[tuple[tuple[Any, ...], list
     now = time.time()
     span = 30 * 86400
     for seq in range(1, n + 1):
-        job_id = os.urandom(6).hex()
+        job_id = new_job_id(seq)  # as the daemon makes them: in seq order
         created = now - span + span * seq / n
         started, ended = created + rng.random(), created + 1 + rng.random() * 60
         r = rng.random()
@@ -171,11 +174,23 @@ def run(args: Any) -> dict[str, Any]:
         figures["database_mb"] = (_pg_size(env["SAGE_OPS_DATABASE__URL"]) if pg else
                                   round(sum(p.stat().st_size for p in bench.state.glob("sage-ops.db*")) / 2**20, 1))
         client.close()
+        figures["batch_into_store_per_s"] = round(asyncio.run(_batch_into(bench, args.batch)))
+        print(f"  store: one batch of {args.batch:,} into it: {figures['batch_into_store_per_s']:,} jobs/s")
     finally:
         bench.stop()
         if pg:
             pg.stop()
     return figures
+
+
+async def _batch_into(bench: Bench, n: int) -> float:
+    """Jobs/s of one batch submit into the full store, as the submit scenario's (a fresh one)."""
+    http = await RawHTTP(socket_path=bench.socket).connect()
+    try:
+        rate, _ = await batch(http, n)
+    finally:
+        await http.close()
+    return rate
 
 
 def _pg_size(url: str) -> float:
