@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import TRUE, Bench, RawHTTP, ms, rss_mb
+from common import TRUE, Bench, ms, rss_mb
 from submit_rates import batch
 
 from sage_ops.schemas import JobSpec
@@ -174,23 +174,13 @@ def run(args: Any) -> dict[str, Any]:
         figures["database_mb"] = (_pg_size(env["SAGE_OPS_DATABASE__URL"]) if pg else
                                   round(sum(p.stat().st_size for p in bench.state.glob("sage-ops.db*")) / 2**20, 1))
         client.close()
-        figures["batch_into_store_per_s"] = round(asyncio.run(_batch_into(bench, args.batch)))
+        figures["batch_into_store_per_s"] = round(asyncio.run(batch(args.batch, socket_path=bench.socket))[0])
         print(f"  store: one batch of {args.batch:,} into it: {figures['batch_into_store_per_s']:,} jobs/s")
     finally:
         bench.stop()
         if pg:
             pg.stop()
     return figures
-
-
-async def _batch_into(bench: Bench, n: int) -> float:
-    """Jobs/s of one batch submit into the full store, as the submit scenario's (a fresh one)."""
-    http = await RawHTTP(socket_path=bench.socket).connect()
-    try:
-        rate, _ = await batch(http, n)
-    finally:
-        await http.close()
-    return rate
 
 
 def _pg_size(url: str) -> float:

@@ -19,11 +19,17 @@ from submit_throughput import blocker, cancel_all, raw_single_submits
 from sage_ops.client import AsyncJobManagerClient, JobManagerClient
 
 
-async def batch(http: RawHTTP, n: int) -> tuple[float, list[str]]:
+async def batch(n: int, **connect: Any) -> tuple[float, list[str]]:
+    """Jobs/s of one batch submit of `n` `true` jobs over a connection of its own (RawHTTP's
+    arguments), made before the clock starts; and the jobs' ids."""
     body = {"jobs": [TRUE] * n}
-    t0 = time.perf_counter()
-    status, reply = await http.call("POST", "/v1/jobs/batch", body)
-    elapsed = time.perf_counter() - t0
+    http = await RawHTTP(**connect).connect()
+    try:
+        t0 = time.perf_counter()
+        status, reply = await http.call("POST", "/v1/jobs/batch", body)
+        elapsed = time.perf_counter() - t0
+    finally:
+        await http.close()
     if status != 201:
         raise SystemExit(f"batch refused ({status}): {reply}")
     return n / elapsed, [j["id"] for j in reply["jobs"]]
@@ -62,9 +68,7 @@ async def run(args: Any) -> dict[str, Any]:
                         held += ids
                         print(f"  submit: single, {mode},  1 JobManagerClient: {rate:8.0f} jobs/s", flush=True)
             for mode, kw in modes.items():
-                http = await RawHTTP(**kw).connect()
-                rate, ids = await batch(http, args.batch)
-                await http.close()
+                rate, ids = await batch(args.batch, **kw)
                 figures[f"batch_{mode}_per_s"] = round(rate)
                 held += ids
                 print(f"  submit: batch of {args.batch}, {mode}: {rate:8.0f} jobs/s", flush=True)

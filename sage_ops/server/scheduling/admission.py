@@ -241,7 +241,8 @@ class Admission(TermPart):
                 raise Invalid(f"jobs[{i}]: a pipeline job needs its payload (submit it with RemoteEnvironment)")
         now = self.clock.now()
         seqs = own_seqs(specs, self.state.seq + 1)
-        self.state.seq = seqs[-1] if seqs else self.state.seq  # taken now: a submit alongside gets the next ones
+        if seqs:  # taken now: a submit awaiting its write alongside gets the next ones
+            self.state.seq = seqs[-1]
         ids = [new_job_id(seq) for seq in seqs]
         specs = [with_min_cpu(self.sealer.seal(s) if s.secret_env else s) for s in specs]  # never stored in clear
         sent = stored(specs, batch)  # once: the request's digest, the stored specs and the queued jobs
