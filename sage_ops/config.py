@@ -257,13 +257,15 @@ class PoolConfig(_Section):
     min: int = Field(0, ge=0, description="nodes kept up even when idle")
     max: int | None = Field(None, ge=0, description="nodes at most (default: every host)")
     idle_timeout: float = Field(600, gt=0, description="seconds without a running job before a node is let go")
+    backoff: float = Field(30, gt=0, description="seconds a host whose bootstrap failed, or whose node was lost, "
+                           "is set aside; doubled per failure in a row, at most an hour")
     resources: dict[str, float] = Field(default_factory=dict, description="what each node offers (CPU, GPU, "
                                         "custom): jobs asking for more are not its demand; given to `ray start`")
     key: Path | None = Field(None, description="SSH private key (default: the agent, then ~/.ssh/id_*)")
     wheel_dir: Path | None = Field(None, description="hosts without a package index install from these wheels "
                                    "(`sage-ops nodes wheels DIR`), as `nodes add --wheel-dir`")
 
-    @field_validator("idle_timeout", mode="before")
+    @field_validator("idle_timeout", "backoff", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str) else v

@@ -331,6 +331,20 @@ def test_a_host_set_aside_is_tried_again_after_its_backoff() -> None:
     assert loop.nodes.added == ["h1", "h1"]
 
 
+def test_a_pools_own_backoff_sets_a_host_aside_for_that_long() -> None:
+    loop = Loop([GPU], hosts=["h1"], backoff="5s")
+    loop.step()
+    loop.nodes.set("h1", FAILED)
+    loop.step()
+    loop.t += 5
+    loop.step()
+    assert (loop.said("failed"), loop.nodes.added) == (["bootstrap failed (1 in a row): set aside 5s"], ["h1", "h1"])
+
+
+def test_a_pools_backoff_doubles_from_its_own_base() -> None:
+    assert [backoff(n, 5) for n in (1, 2, 3)] == [5.0, 10.0, 20.0]
+
+
 def test_a_lost_node_is_an_event_and_is_refilled_for_min() -> None:
     loop = Loop(min=1)
     loop.step()

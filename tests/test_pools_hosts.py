@@ -54,7 +54,9 @@ def seen(wheelhouse: Path) -> Iterator[dict[str, Any]]:
     venv = Path(tempfile.mkdtemp(prefix="sgo-nsvenv-", dir="/tmp"))
     hosts = [f"root@{h.address}" for h in net.hosts]
     names = [node_name(POOL, h) for h in hosts]
-    pool = {"name": POOL, "hosts": hosts, "max": 3, "idle_timeout": 10, "resources": {"CPU": 1, "SLOT": 1},
+    # a lost host is tried again after 3 s, not the default 30: the refill is the same, sooner
+    pool = {"name": POOL, "hosts": hosts, "max": 3, "idle_timeout": 10, "backoff": 3,
+            "resources": {"CPU": 1, "SLOT": 1},
             "key": str(net.key), "wheel_dir": str(wheelhouse)}  # the hosts have no package index
     d = Daemon({}, {"ray": {"node_ip": net.gateway, "num_cpus": 1, "include_dashboard": False},
                     "nodes": {"known_hosts": "KNOWN", "venv": str(venv / "venv"), "pools": [pool]}})

@@ -211,11 +211,12 @@ class Autoscaler:
                 memory.hosts.pop(host, None)
                 self._say(cfg.name, "joined", "bootstrap done", host)
             elif before is PoolNodeState.JOINING and state is PoolNodeState.FAILED:
-                pause = self._set_aside(memory, host, now, "bootstrap failed")
+                pause = self._set_aside(memory, host, now, "bootstrap failed", cfg.backoff)
                 self._say(cfg.name, "failed", f"bootstrap failed ({memory.hosts[host].failures} in a row): set "
                                               f"aside {pause:g}s", host)
             elif before is PoolNodeState.UP and state is PoolNodeState.DOWN:
-                pause = self._set_aside(memory, host, now, "node lost")  # the machine may be gone: others first
+                # the machine may be gone: others first
+                pause = self._set_aside(memory, host, now, "node lost", cfg.backoff)
                 self._say(cfg.name, "lost", f"its node is gone: set aside {pause:g}s, refilled from the other "
                                             "hosts as the pool needs", host)
             if running or state is not PoolNodeState.UP:
@@ -226,13 +227,14 @@ class Autoscaler:
         return nodes
 
     @staticmethod
-    def _set_aside(memory: PoolMemory, host: str, now: float, why: str) -> float:
+    def _set_aside(memory: PoolMemory, host: str, now: float, why: str, base: float) -> float:
         """One more failure in a row for `host`: the seconds it now waits before it is tried again."""
         record = memory.hosts.setdefault(host, HostRecord())
         record.failures += 1
-        record.retry_at = now + backoff(record.failures)
+        pause = backoff(record.failures, base)
+        record.retry_at = now + pause
         record.reason = f"{why} ({record.failures} in a row)"
-        return backoff(record.failures)
+        return pause
 
     async def _act(self, cfg: PoolConfig, d: Decision) -> bool:
         name = node_name(cfg.name, d.host) if d.host else ""

@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Literal
 
 EPS = 1e-9
-BACKOFF = 30.0  # seconds a host that failed its bootstrap is set aside, doubled per failure in a row
+BACKOFF = 30.0  # seconds a host that failed its bootstrap is set aside, doubled per failure in a row (the default)
 BACKOFF_CAP = 3600.0
 Need = Mapping[str, float]
 
@@ -116,8 +116,8 @@ def _take(room: dict[str, float], need: Need, offer: Mapping[str, float]) -> Non
         room["_jobs"] = room.get("_jobs", 0.0) + 1  # an unknown size: one job per node
 
 
-def backoff(failures: int) -> float:
-    return min(BACKOFF_CAP, BACKOFF * 2 ** max(0, failures - 1))
+def backoff(failures: int, base: float = BACKOFF) -> float:
+    return min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
 
 
 def plan(pool: Pool, nodes: Sequence[PoolNode], demand: Sequence[Need], hosts: Mapping[str, HostRecord],
