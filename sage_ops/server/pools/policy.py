@@ -14,7 +14,6 @@ from enum import Enum
 from typing import Literal
 
 EPS = 1e-9
-BACKOFF = 30.0  # seconds a host that failed its bootstrap is set aside, doubled per failure in a row (the default)
 BACKOFF_CAP = 3600.0
 Need = Mapping[str, float]
 
@@ -116,7 +115,8 @@ def _take(room: dict[str, float], need: Need, offer: Mapping[str, float]) -> Non
         room["_jobs"] = room.get("_jobs", 0.0) + 1  # an unknown size: one job per node
 
 
-def backoff(failures: int, base: float = BACKOFF) -> float:
+def backoff(failures: int, base: float) -> float:
+    """Seconds a host is set aside after `failures` in a row: the pool's `backoff`, doubled each time."""
     return min(BACKOFF_CAP, base * 2 ** max(0, failures - 1))
 
 
