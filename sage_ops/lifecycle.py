@@ -43,6 +43,11 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.REJECTED: frozenset(),
 }
 RETRY_FROM = frozenset({S.RUNNING, S.FAILED, S.CANCELLED, S.COMPLETED})
+#: what a new job is born as. A job admitted or rejected in the transaction that submits it is
+#: born PENDING or REJECTED, with one event: it was never SUBMITTED outside that transaction, and
+#: a second event per job doubled what a big batch wrote and what every follower of the event
+#: stream read. SUBMITTED is a job accepted while it cannot be admitted yet (Ray not connected).
+BORN = frozenset({S.SUBMITTED, S.PENDING, S.REJECTED})
 
 
 def is_terminal(status: JobStatus | str) -> bool:
@@ -51,7 +56,7 @@ def is_terminal(status: JobStatus | str) -> bool:
 
 def is_legal(old: JobStatus | None, new: JobStatus, retry: bool = False) -> bool:
     if old is None:
-        return new is S.SUBMITTED
+        return new in BORN
     if retry:
         return old in RETRY_FROM and new is S.PENDING
     return new in TRANSITIONS[old]

@@ -55,7 +55,7 @@ def test_events_follow_live_in_order_and_resume(daemon: Daemon) -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     for job_id in ids:
         path = [(c.from_status, c.to_status) for c in mine if c.job_id == job_id]
-        assert path[0] == (None, "SUBMITTED") and path[-1][1] == "COMPLETED"
+        assert path[0] == (None, "PENDING") and path[-1][1] == "COMPLETED"
         assert {c.name for c in mine if c.job_id == job_id} == {f"ev-{ids.index(job_id)}"}
 
     # a follower that joins after everyone left starts from the newest event, not where the

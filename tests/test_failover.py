@@ -103,5 +103,7 @@ def test_a_deposed_leader_does_not_write(new_daemon, postgres, tmp_path) -> None
     except SageOpsError as exc:
         assert exc.code == "not_leader"
     assert b.client().wait(job.id, 60).status == "COMPLETED"
-    events = b.client().get_job_events(job.id)
-    assert [e.to_status for e in events] == ["SUBMITTED", "PENDING", "RUNNING", "COMPLETED"]
+    trail = [e.to_status for e in b.client().get_job_events(job.id)]
+    assert "CANCELLED" not in trail  # the deposed leader's cancel left nothing
+    # born PENDING, or SUBMITTED then PENDING when b's Ray was not connected yet at the submit
+    assert trail[-3:] == ["PENDING", "RUNNING", "COMPLETED"]

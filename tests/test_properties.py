@@ -41,7 +41,7 @@ def test_lifecycle_walks_only_legal_edges(moves: list[tuple[JobStatus, bool]]) -
         if cur in TERMINAL:
             assert retry and new is S.PENDING
         cur = tr.new
-    assert not is_legal(None, S.PENDING) and not is_legal(S.REJECTED, S.PENDING, retry=True)
+    assert not is_legal(None, S.RUNNING) and not is_legal(S.REJECTED, S.PENDING, retry=True)
 
 
 def dags(max_n: int = 40) -> Any:

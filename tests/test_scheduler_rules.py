@@ -1194,6 +1194,37 @@ async def test_a_throttled_array_runs_at_most_n_tasks_at_once(rig: Rig) -> None:
     assert (first, await rig.step()) == ([f"{array}_0", f"{array}_1"], [f"{array}_2"])
 
 
+async def path(rig: Rig, job_id: str) -> list[tuple[Any, Any]]:
+    """The job's audit trail, as (from, to) pairs."""
+    return [(e.from_status, e.to_status) for e in await rig.store.read(lambda c: st.job_events(c, job_id))]
+
+
+async def test_a_job_admitted_at_its_submit_is_born_pending_with_one_event(rig: Rig) -> None:
+    job = await rig.submit()
+    assert await path(rig, job) == [(None, S.PENDING)]
+
+
+async def test_a_job_refused_at_its_submit_is_born_rejected_with_one_event(rig: Rig) -> None:
+    job = await rig.submit(resources={"cpu": 64})  # no node could ever hold it
+    assert await path(rig, job) == [(None, S.REJECTED)]
+
+
+async def test_a_job_submitted_before_ray_is_there_is_born_submitted_then_admitted(
+        tmp_path: Path, store: st.Store, cluster: FakeBackend) -> None:
+    rig = Rig(tmp_path, store, cluster)
+    await rig.sched.begin_term()  # elected, Ray not connected yet
+    job = await rig.submit()
+    before = await path(rig, job)
+    await rig.sched.recover()
+    assert (before, await path(rig, job)) == ([(None, S.SUBMITTED)], [(None, S.SUBMITTED), (S.SUBMITTED, S.PENDING)])
+
+
+async def test_an_arrays_task_is_born_pending_with_one_event(rig: Rig) -> None:
+    array = await rig.submit(array={"indices": "0-1"})
+    await rig.step()  # the tasks are made as their turn comes
+    assert await path(rig, f"{array}_0") == [(None, S.PENDING)]
+
+
 async def test_each_task_gets_its_index_in_its_argv_and_environment(rig: Rig) -> None:
     views, _ = await rig.sched.submit([JobSpec(command=["echo", "seed={index}"], array={"indices": "5-9:2"})])
     array = views[0].id

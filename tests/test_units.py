@@ -17,7 +17,9 @@ S = JobStatus
 
 
 def test_lifecycle_table_matches_the_design() -> None:
-    assert is_legal(None, S.SUBMITTED)
+    assert is_legal(None, S.SUBMITTED)  # accepted, not admitted yet (Ray not connected)
+    assert is_legal(None, S.PENDING) and is_legal(None, S.REJECTED)  # decided in the submit's transaction
+    assert not is_legal(None, S.RUNNING)
     assert is_legal(S.SUBMITTED, S.PENDING) and is_legal(S.SUBMITTED, S.REJECTED)
     assert is_legal(S.PENDING, S.RUNNING) and is_legal(S.PENDING, S.CANCELLED)
     for end in (S.COMPLETED, S.FAILED, S.CANCELLED):

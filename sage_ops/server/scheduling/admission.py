@@ -124,13 +124,13 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
     """Settle each job's status. `known` holds the existing jobs among the dependencies (and
     `owners` their tenants: a job of another tenant is as unknown as a missing one); the jobs
     of this submission are known to be waiting. A batch is all or nothing: the first problem
-    refuses it. With `admit` False (Ray not connected yet) jobs stay SUBMITTED."""
+    refuses it. A job admitted or rejected here is born in that status, with one event; with
+    `admit` False (Ray not connected yet) jobs are born SUBMITTED, and admitted later."""
     new = {p.id for p in plans}
     owners = owners or {}
     for i, p in enumerate(plans):
         # (idempotent: the writer may run this again, alone, if its group commit failed)
         p.status, p.reason, p.waiting, p.stuck = S.SUBMITTED, None, set(), None
-        p.transitions = [transition(p.id, None, S.SUBMITTED, "submitted")]
         unknown = next((d for d in p.deps if d not in new and (d not in known or owners.get(d) != p.spec.tenant)),
                        None)
         reason = f"unknown dependency: {unknown}" if unknown else None
@@ -139,13 +139,14 @@ def decide(plans: list[Planned], known: Mapping[str, tuple[JobStatus, str]], adm
         if reason is not None and batch:  # what was sent is wrong (Invalid), or it is refused as it stands
             raise (Invalid if unknown else Rejected)(f"jobs[{i}] ({p.spec.display_name()}): {reason}")
         if reason is not None:
-            p.transitions.append(transition(p.id, S.SUBMITTED, S.REJECTED, reason))
+            p.transitions = [transition(p.id, None, S.REJECTED, reason)]
             p.status, p.reason = S.REJECTED, reason
             continue
         if not admit:
+            p.transitions = [transition(p.id, None, S.SUBMITTED, "submitted")]
             continue
         waits = HELD if p.spec.hold else begins_at(p.spec, now)
-        p.transitions.append(transition(p.id, S.SUBMITTED, S.PENDING, f"admitted; {waits}" if waits else "admitted"))
+        p.transitions = [transition(p.id, None, S.PENDING, f"admitted; {waits}" if waits else "admitted")]
         p.status, p.reason = S.PENDING, waits
         unmet = next((d for d in p.deps if d in known and d not in new
                       and met(p.conditions.get(d, "ok"), known[d][0]) is False), None)

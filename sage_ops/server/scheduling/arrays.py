@@ -75,8 +75,7 @@ def task_rows(conn: Connection, run: ArrayRun, state_arrays: dict[str, ArrayRun]
                                    status=S.PENDING.value, reason=None, priority=array.priority,
                                    kind=spec.kind.value, spec=stored, created_at=now, updated_at=now,
                                    array_id=array.id, array_index=index))
-        events.append(st.event_row(transition(tid, None, S.SUBMITTED, f"task {index} of array {array.id}"), now))
-        events.append(st.event_row(transition(tid, S.SUBMITTED, S.PENDING, "admitted"), now))
+        events.append(st.event_row(transition(tid, None, S.PENDING, f"task {index} of array {array.id}"), now))
         edges += [{"job_id": tid, "depends_on": d} for d in deps]
         queued.append(Queued.of(tid, run.first_seq + pos, spec, S.PENDING, priority=array.priority, stored=stored))
     return rows, events, edges, queued
